@@ -1,0 +1,140 @@
+"""VLT/SPHERE: the IRDIS and IFS arms.
+
+Keywords are those of the ESO SPHERE raw data (SPHERE User Manual, ESO
+VLT-MAN-SPH-14690-0430; a real IRDIS DBI header is quoted in DESIGN.md).
+Astrometric constants: Maire et al. 2016, SPIE 9908, 990834 ("SPHERE IRDIS and
+IFS astrometric strategy and calibration"), as used by the SPHERE Data Center
+and the open ``vlt-sphere`` pipeline.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import ClassVar
+
+from astropy.io.fits import Header
+
+from reduction.conventions import PARANAL_ELEVATION_M, PARANAL_LATITUDE_DEG, PARANAL_LONGITUDE_DEG
+
+from .base import Constant, FrameKind, Filter, Instrument, KeywordMap
+
+_MAIRE2016 = "Maire et al. 2016, SPIE 9908, 990834"
+_SPHERE_MANUAL = "ESO SPHERE User Manual (VLT-MAN-SPH-14690-0430), filter tables"
+
+#: ESO ``DPR TYPE`` -> kind, shared by both arms. Types not listed are OTHER.
+SPHERE_DPR_TYPES: dict[str, FrameKind] = {
+    "OBJECT": FrameKind.SCIENCE,
+    "OBJECT,CENTER": FrameKind.CENTER,
+    "OBJECT,FLUX": FrameKind.FLUX,
+    "OBJECT,AO": FrameKind.AO,
+    "SKY": FrameKind.SKY,
+    "DARK": FrameKind.DARK,
+    "DARK,BACKGROUND": FrameKind.BACKGROUND,
+    "FLAT,LAMP": FrameKind.FLAT,
+    "FLAT,SKY": FrameKind.FLAT,
+    "LAMP,WAVE": FrameKind.WAVE,
+    "WAVE,LAMP": FrameKind.WAVE,
+    "SPECPOS,LAMP": FrameKind.SPECPOS,
+    "LAMP,DISTORT": FrameKind.DISTORTION,
+}
+
+
+class _Sphere(Instrument):
+    """What both SPHERE arms share: site, DPR vocabulary, derotator keywords."""
+
+    telescope: ClassVar[str] = "VLT-UT3"
+    site_latitude_deg = PARANAL_LATITUDE_DEG
+    site_longitude_deg = PARANAL_LONGITUDE_DEG
+    site_elevation_m = PARANAL_ELEVATION_M
+    #: Chile standard time; nights run from local noon to local noon.
+    utc_offset_hours: ClassVar[float] = -4.0
+    arm: ClassVar[str]
+    pupil_offset_deg = Constant(135.99, 0.11, "deg", _MAIRE2016 + " (pupil-tracking offset, INS4 DROT2 MODE = ELEV)")
+    true_north_deg = Constant(-1.75, 0.08, "deg", _MAIRE2016)
+
+    @classmethod
+    def matches(cls, header: Header) -> bool:
+        return (str(header.get("INSTRUME", "")).strip().upper() == "SPHERE"
+                and str(header.get("HIERARCH ESO SEQ ARM", "")).strip().upper() == cls.arm)
+
+    @classmethod
+    def frame_kind(cls, category: str, type_: str, technique: str, header: Header) -> FrameKind:
+        if category == "ACQUISITION":
+            return FrameKind.ACQUISITION
+        return SPHERE_DPR_TYPES.get(type_.replace(" ", ""), FrameKind.OTHER)
+
+    @classmethod
+    def coronagraph_of(cls, header: Header, path: str) -> str | None:
+        value = cls._opt_str(header, "coronagraph", path)
+        # "N_NS_CLEAR"/"CLEAR": no coronagraph in the beam.
+        if value is None or "CLEAR" in value.upper():
+            return None
+        return value
+
+
+class SphereIrdis(_Sphere):
+    """SPHERE's InfraRed Dual-band Imager and Spectrograph (Dohlen et al. 2008)."""
+
+    name: ClassVar[str] = "SPHERE-IRDIS"
+    arm: ClassVar[str] = "IRDIS"
+    keywords: ClassVar[KeywordMap] = KeywordMap(
+        mode=("HIERARCH ESO INS1 MODE",),
+        filter=("HIERARCH ESO INS COMB IFLT",),
+        coronagraph=("HIERARCH ESO INS COMB ICOR",),
+        neutral_density=("HIERARCH ESO INS4 COMB IND", "HIERARCH ESO INS4 FILT2 NAME"),
+        derotator_mode=("HIERARCH ESO INS4 DROT2 MODE",),
+        # renamed from BEGIN to START in June 2021: both are read.
+        derotator_start=("HIERARCH ESO INS4 DROT2 BEGIN", "HIERARCH ESO INS4 DROT2 START"),
+    )
+    #: Mean over the DBI filters; per-filter values in :attr:`pixel_scales_mas`.
+    pixel_scale_mas = Constant(12.255, 0.009, "mas/px", _MAIRE2016 + " (H2)")
+    pixel_scales_mas: ClassVar[dict[str, Constant]] = {
+        "DB_Y23": Constant(12.283, 0.010, "mas/px", _MAIRE2016),
+        "DB_J23": Constant(12.261, 0.009, "mas/px", _MAIRE2016),
+        "DB_H23": Constant(12.255, 0.009, "mas/px", _MAIRE2016),
+        "DB_NDH23": Constant(12.255, 0.009, "mas/px", _MAIRE2016),
+        "DB_H34": Constant(12.250, 0.009, "mas/px", _MAIRE2016),
+        "DB_K12": Constant(12.267, 0.009, "mas/px", _MAIRE2016),
+    }
+    #: Full detector, both halves side by side (2 x 1024 x 1024).
+    detector_shape: ClassVar[tuple[int, int]] = (1024, 2048)
+    filters = MappingProxyType({
+        "DB_Y23": Filter("DB_Y23", (1.022, 1.076), (0.049, 0.050), _SPHERE_MANUAL),
+        "DB_J23": Filter("DB_J23", (1.190, 1.273), (0.042, 0.046), _SPHERE_MANUAL),
+        "DB_H23": Filter("DB_H23", (1.593, 1.667), (0.052, 0.054), _SPHERE_MANUAL),
+        "DB_NDH23": Filter("DB_NDH23", (1.593, 1.667), (0.052, 0.054), _SPHERE_MANUAL),
+        "DB_H34": Filter("DB_H34", (1.667, 1.733), (0.054, 0.057), _SPHERE_MANUAL),
+        "DB_K12": Filter("DB_K12", (2.110, 2.251), (0.102, 0.109), _SPHERE_MANUAL),
+    })
+
+    @classmethod
+    def pixel_scale_arcsec(cls, filter_name: str | None = None) -> float:
+        constant = cls.pixel_scales_mas.get(filter_name or "", cls.pixel_scale_mas)
+        return constant.value / 1000.0
+
+
+class SphereIfs(_Sphere):
+    """SPHERE's Integral Field Spectrograph (Claudi et al. 2008)."""
+
+    name: ClassVar[str] = "SPHERE-IFS"
+    arm: ClassVar[str] = "IFS"
+    keywords: ClassVar[KeywordMap] = KeywordMap(
+        mode=("HIERARCH ESO INS2 COMB IFS",),
+        filter=("HIERARCH ESO INS2 COMB IFS",),
+        coronagraph=("HIERARCH ESO INS COMB ICOR",),
+        neutral_density=("HIERARCH ESO INS4 COMB IND", "HIERARCH ESO INS4 FILT2 NAME"),
+        derotator_mode=("HIERARCH ESO INS4 DROT2 MODE",),
+        derotator_start=("HIERARCH ESO INS4 DROT2 BEGIN", "HIERARCH ESO INS4 DROT2 START"),
+    )
+    pixel_scale_mas = Constant(7.46, 0.02, "mas/px", _MAIRE2016)
+    #: IFS field is rotated with respect to IRDIS; added to the pupil offset.
+    ifs_offset_deg: ClassVar[Constant] = Constant(-100.48, 0.10, "deg", _MAIRE2016)
+    detector_shape: ClassVar[tuple[int, int]] = (2048, 2048)
+    filters = MappingProxyType({
+        "OBS_YJ": Filter("OBS_YJ", (0.957, 1.329), (0.0095,), _SPHERE_MANUAL + " (39 channels)"),
+        "OBS_H": Filter("OBS_H", (0.957, 1.636), (0.018,), _SPHERE_MANUAL + " (39 channels, YJH)"),
+    })
+
+    @classmethod
+    def derotation_offset_deg(cls) -> float:
+        return cls.pupil_offset_deg.value + cls.ifs_offset_deg.value + cls.true_north_deg.value
