@@ -185,6 +185,29 @@ def parallactic_angle(
     return np.rad2deg(np.arctan2(np.sin(h), np.tan(phi) * np.cos(d) - np.sin(d) * np.cos(h)))
 
 
+def parallactic_angle_at(
+    times_utc: "Time", ra_deg: float, dec_deg: float, latitude_deg: float, longitude_deg: float,
+    elevation_m: float = 0.0,
+) -> np.ndarray:
+    """Parallactic angle (deg) of an ICRS target at UTC times, astropy-based.
+
+    The target is carried to the true equator and equinox of date (precession,
+    nutation, aberration: ``TETE``) and its apparent hour angle is computed
+    from the apparent sidereal time, which :func:`parallactic_angle` turns
+    into the angle. Refraction is neglected (its effect on the angle is far
+    below 0.01 deg above 30 deg elevation).
+    """
+    from astropy import units as u
+    from astropy.coordinates import TETE, EarthLocation, SkyCoord
+
+    site = EarthLocation(lat=latitude_deg * u.deg, lon=longitude_deg * u.deg, height=elevation_m * u.m)
+    apparent = SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs").transform_to(
+        TETE(obstime=times_utc, location=site))
+    lst = times_utc.sidereal_time("apparent", longitude=site.lon)
+    hour_angle = (lst - apparent.ra).wrap_at(180 * u.deg).deg
+    return parallactic_angle(hour_angle, apparent.dec.deg, latitude_deg)
+
+
 def mas_to_px(separation_mas: float, pixel_scale_mas: float) -> float:
     """Convert a separation in mas to pixels."""
     return separation_mas / pixel_scale_mas

@@ -1,0 +1,274 @@
+"""The ``hcdc`` command line.
+
+Every command reads the one validated configuration (:mod:`hcdc.settings`), so
+``HCDC_CATALOG_URL`` and ``HCDC_DATA_DIR`` point all of them at another catalog.
+Tables for scripts go to stdout; progress and human messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from .settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic ValidationError: show the message, not a traceback
+        raise click.ClickException(f"invalid configuration: {exc}") from exc
+
+
+def _catalog(migrate: bool = True):
+    from .catalog.db import Catalog
+
+    settings = _settings()
+    try:
+        return Catalog(settings.resolved_catalog_url, migrate=migrate)
+    except Exception as exc:
+        raise click.ClickException(f"cannot open the catalog at {settings.resolved_catalog_url}: {exc}") from exc
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _iso_date(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """HC-DC, the High-Contrast Data Center: archive, catalog and reductions."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+# --- simulate -------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--nights", default=3, show_default=True, type=click.IntRange(1, 400), help="Observing nights.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same archive).")
+@click.option("--window", default=None, type=click.IntRange(16, 1024),
+              help="Detector window per band in pixels (default: full 1024x2048 IRDIS detector).")
+@click.option("--start-date", default=None, callback=_iso_date, help="First night (YYYY-MM-DD).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
+def simulate(directory: Path, nights: int, seed: int, window: int | None, start_date: date | None,
+             progress: bool) -> None:
+    """Write a realistic simulated raw SPHERE archive into DIRECTORY.
+
+    Raw files go to DIRECTORY/raw, the programme and target tables to
+    DIRECTORY/programmes.ecsv and DIRECTORY/targets.ecsv, and the ground truth
+    (never in the raw headers) to DIRECTORY/truth.json.
+    """
+    from reduction.simulator import simulate_archive
+
+    kwargs = {"nights": nights, "seed": seed, "window": window, "progress": progress and sys.stderr.isatty()}
+    if start_date is not None:
+        kwargs["start_date"] = start_date
+    truth = simulate_archive(directory, **kwargs)
+    n_obs = len(getattr(truth, "observations", []))
+    _echo_err(f"simulated {nights} night(s), {n_obs} observation(s) in {directory}")
+
+
+# --- ingest ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, path_type=Path))
+@click.option("--programmes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Programme table (ECSV/CSV/VOTable: prog_id, pi, pi_username, co_is, proprietary_months).")
+@click.option("--targets", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Target table (name, ra_deg, dec_deg, pm, parallax, spectral_type, age_myr, mag_*, aliases).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes reading headers (default: setting ingest_workers).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
+def ingest(directory: Path, programmes: Path | None, targets: Path | None, workers: int | None,
+           progress: bool) -> None:
+    """Classify the raw files below DIRECTORY and record them in the catalog.
+
+    Idempotent and incremental: files already recorded (same path, size and
+    modification time) are not read again. Unreadable or unclassifiable files
+    are recorded as rejected, with the reason, and never stop the run.
+    """
+    from .ingest import ingest as run_ingest
+
+    settings = _settings()
+    catalog = _catalog()
+    report = run_ingest(directory, catalog, programmes=programmes, targets=targets,
+                        progress=progress and sys.stderr.isatty(), batch_size=settings.ingest_batch_size,
+                        workers=workers or settings.ingest_workers,
+                        default_proprietary_months=settings.proprietary_months)
+    _echo_err(
+        f"ingest {report.root}: {report.seen} FITS file(s) seen, {report.new} new, {report.updated} changed, "
+        f"{report.unchanged} unchanged, {len(report.rejected)} rejected; observations +{report.observations_added} "
+        f"~{report.observations_updated} -{report.observations_removed}; calibration links "
+        f"+{report.calibration_links_added} -{report.calibration_links_removed} ({report.seconds:.1f} s)")
+    if report.ignored_not_fits:
+        _echo_err(f"  {report.ignored_not_fits} file(s) without a FITS name were not read")
+    if report.rejected:
+        _echo_err("rejected files:")
+        for rejection in report.rejected:
+            keyword = f" [{rejection.keyword}]" if rejection.keyword else ""
+            _echo_err(f"  {rejection.path}: {rejection.reason}{keyword}")
+
+
+# --- register external cubes -------------------------------------------------------
+
+
+@main.command("register-reduced")
+@click.argument("cube", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="FITS file of derotation angles (vip-hci convention), one per frame.")
+@click.option("--psf", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="FITS file of the off-axis PSF.")
+@click.option("--pixel-scale", required=True, type=float, help="Pixel scale in arcsec/px.")
+@click.option("--instrument", required=True, help="Instrument (SPHERE-IRDIS, SPHERE-IFS, NACO, GPI).")
+@click.option("--target", required=True, help="Target name.")
+@click.option("--date", "night", required=True, callback=_iso_date, help="Observing night (YYYY-MM-DD).")
+@click.option("--programme", default=None, help="Programme id.")
+@click.option("--pi", default=None, help="PI name.")
+@click.option("--filter", "filter_", default=None, help="Filter.")
+@click.option("--release-date", default=None, callback=_iso_date,
+              help="Public from this date (default: date + proprietary period).")
+@click.option("--reference", default=None, help="Publication or data set the cube comes from.")
+def register_reduced(cube, angles, psf, pixel_scale, instrument, target, night, programme, pi, filter_,
+                     release_date, reference) -> None:
+    """Register an already-calibrated CUBE (reduced elsewhere) as an observation."""
+    from .external import ExternalCube, ExternalCubeError, register_external
+
+    settings = _settings()
+    spec = ExternalCube(cube=cube.resolve(), angles=angles.resolve(), psf=psf.resolve(),
+                        pixel_scale_arcsec=pixel_scale, instrument=instrument, target=target, night=night,
+                        programme=programme, pi=pi, filter=filter_, release_date=release_date,
+                        reference=reference)
+    try:
+        result = register_external(_catalog(), spec, settings.data_dir, settings.proprietary_months)
+    except (ExternalCubeError, KeyError) as exc:
+        raise click.ClickException(str(exc).strip('"')) from exc
+    verb = "registered" if result.created else "already registered"
+    _echo_err(f"{verb}: observation {result.observation_id} {result.key} ({result.n_frames} frames, "
+              f"field rotation {result.field_rotation_deg:.1f} deg)")
+
+
+# --- catalog --------------------------------------------------------------------------
+
+
+@main.group()
+def catalog() -> None:
+    """Look at the catalog: summary for people, tables for scripts."""
+
+
+@catalog.command()
+def summary() -> None:
+    """A summary of the catalog, readable at a glance."""
+    from .summary import render_summary
+
+    cat = _catalog()
+    with cat.session() as session:
+        click.echo(render_summary(session, url=cat.url))
+
+
+def _format_option(function):
+    return click.option("--format", "fmt", type=click.Choice(["csv", "ecsv", "votable"]), default="csv",
+                        show_default=True, help="Output format on stdout.")(function)
+
+
+@catalog.command()
+@_format_option
+@click.option("--instrument", default=None, help="Only this instrument.")
+@click.option("--target", default=None, help="Only this target (name or alias).")
+@click.option("--night", default=None, callback=_iso_date, help="Only this night (YYYY-MM-DD).")
+def observations(fmt: str, instrument: str | None, target: str | None, night: date | None) -> None:
+    """The observations as a table (one row per observation)."""
+    from .tables import observations_table, write_table
+
+    with _catalog().session() as session:
+        write_table(observations_table(session, instrument=instrument, target=target, night=night), fmt)
+
+
+@catalog.command()
+@_format_option
+def rejected(fmt: str) -> None:
+    """The files ingest rejected, with the reason and the keyword."""
+    from .tables import rejected_table, write_table
+
+    with _catalog().session() as session:
+        write_table(rejected_table(session), fmt)
+
+
+# --- configuration and database ---------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Show the configuration."""
+
+
+@config.command("show")
+def config_show() -> None:
+    """Every setting, its value and its help."""
+    for name, value, help_text in _settings().describe():
+        click.echo(f"{name:22s} {value}\n{'':22s} {help_text}")
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """The JSON schema of the configuration (for a YAML file named by HCDC_CONFIG)."""
+    click.echo(json.dumps(Settings.model_json_schema(), indent=2, default=str))
+
+
+@main.group()
+def db() -> None:
+    """Catalog schema migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Migrate the catalog to REVISION (creates it when empty)."""
+    from .catalog.db import upgrade
+
+    url = _settings().resolved_catalog_url
+    upgrade(url, revision)
+    _echo_err(f"catalog {url} at revision {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """The catalog's schema revision and the code's."""
+    from .catalog.db import current_revision, head_revision
+
+    cat = _catalog(migrate=False)
+    click.echo(f"database: {current_revision(cat.engine)}  code: {head_revision()}")
+
+
+def _register_optional_commands() -> None:
+    """Commands contributed by other modules (post-processing...)."""
+    try:
+        from .postprocess_cmd import postprocess
+    except ImportError as exc:  # pragma: no cover - only while a module is missing
+        logging.getLogger(__name__).debug("postprocess command unavailable: %s", exc)
+    else:
+        main.add_command(postprocess)
+
+
+_register_optional_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,141 @@
+"""One validated configuration for every HC-DC command, service and notebook.
+
+Values come, lowest priority first, from the defaults below, an optional YAML
+file (``HCDC_CONFIG=/path/to/hcdc.yaml``), and environment variables
+``HCDC_<FIELD>`` (``HCDC_CATALOG_URL``, ``HCDC_DATA_DIR``, ...). Every field
+has help text; ``hcdc config show`` prints the resolved values and where each
+came from, and ``hcdc config schema`` the JSON schema.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hcdc"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``HCDC_CONFIG`` (if any)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]):
+        super().__init__(settings_cls)
+        path = os.environ.get("HCDC_CONFIG")
+        self._values: dict[str, Any] = {}
+        if path:
+            file = Path(path)
+            if not file.is_file():
+                raise FileNotFoundError(f"HCDC_CONFIG={path}: no such configuration file")
+            loaded = yaml.safe_load(file.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"HCDC_CONFIG={path}: expected a mapping of settings, got {type(loaded).__name__}")
+            self._values = loaded
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class Settings(BaseSettings):
+    """HC-DC settings (see the module docstring for where they come from)."""
+
+    model_config = SettingsConfigDict(env_prefix="HCDC_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Root for products, reports, logs and the default SQLite catalog "
+                    "(HCDC_DATA_DIR).",
+    )
+    catalog_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog (HCDC_CATALOG_URL), e.g. "
+                    "postgresql+psycopg://hcdc@127.0.0.1:5432/hcdc. Default: SQLite file "
+                    "<data_dir>/catalog.sqlite.",
+    )
+    reference_data: Path | None = Field(
+        default=None,
+        description="Folder of real reference data (HCDC_REFERENCE_DATA); default: "
+                    "../shared/data beside the repository when it exists.",
+    )
+    proprietary_months: int = Field(
+        default=12, ge=0, le=120,
+        description="Default proprietary period of science data in months (ESO: 12). "
+                    "A programme's own period in the programme table wins.",
+    )
+    ingest_batch_size: int = Field(
+        default=500, ge=1, le=100_000,
+        description="Raw files recorded per database transaction during ingest.",
+    )
+    ingest_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes reading FITS headers in parallel during ingest "
+                    "(1 = in the calling process).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(value)
+        except Exception as exc:  # sqlalchemy raises ArgumentError
+            raise ValueError(f"HCDC_CATALOG_URL {value!r} is not a SQLAlchemy URL: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.reference_data is None:
+            candidate = Path(__file__).resolve().parents[2] / "shared" / "data"
+            self.reference_data = candidate if candidate.is_dir() else None
+        return self
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        """The catalog URL, defaulting to the SQLite file in ``data_dir``."""
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.sqlite'}"
+
+    def describe(self) -> list[tuple[str, Any, str]]:
+        """``(name, value, help)`` for every setting, for ``hcdc config show``."""
+        rows = []
+        for name, info in type(self).model_fields.items():
+            rows.append((name, getattr(self, name), info.description or ""))
+        rows.append(("resolved_catalog_url", self.resolved_catalog_url, "The catalog actually used."))
+        return rows
+
+
+@lru_cache(maxsize=1)
+def _cached() -> Settings:
+    return Settings()
+
+
+def get_settings(fresh: bool = False) -> Settings:
+    """The process-wide settings; ``fresh=True`` re-reads the environment."""
+    if fresh:
+        _cached.cache_clear()
+    return _cached()

@@ -1,0 +1,160 @@
+"""Reading raw FITS files defensively: header, integrity and checksum in one pass.
+
+Raw archives contain zero-length files, truncated transfers, text files named
+``.fits`` and files from unknown instruments. :func:`read_raw_header` reads a
+file once, hashing it as it goes, parses the primary header (and the first
+extension header when the primary has no data, as GPI writes), checks that the
+file is as long as its headers declare, and raises :class:`RawFileError`
+naming the file and the problem otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io.fits import Header
+
+BLOCK = 2880
+CARD = 80
+_CHUNK = 1 << 20
+#: Headers larger than this are refused (ESO raw headers are ~100 kB).
+_HEAD_LIMIT = 4 * _CHUNK
+
+
+class RawFileError(ValueError):
+    """A file that is not a readable FITS file. ``keyword`` names a header keyword when one is at fault."""
+
+    def __init__(self, path: str, reason: str, keyword: str | None = None):
+        self.path = path
+        self.reason = reason
+        self.keyword = keyword
+        where = f" (keyword {keyword})" if keyword else ""
+        super().__init__(f"{path}: {reason}{where}")
+
+
+@dataclass(frozen=True)
+class RawHeader:
+    """The result of :func:`read_raw_header`."""
+
+    path: str
+    header: Header                  #: primary header (merged with the first extension's when the primary is empty)
+    shape: tuple[int, ...]          #: shape of the image data (numpy order)
+    size_bytes: int
+    sha256: str
+
+
+def _data_size(header: Header, path: str) -> int:
+    """Bytes of data following a header (FITS standard 4.4.1.1), unpadded."""
+    try:
+        bitpix = int(header["BITPIX"])
+        naxis = int(header["NAXIS"])
+    except KeyError as exc:
+        raise RawFileError(path, "mandatory FITS keyword missing", str(exc.args[0])) from exc
+    except (TypeError, ValueError) as exc:
+        raise RawFileError(path, "mandatory FITS keyword is not an integer", "BITPIX/NAXIS") from exc
+    if naxis == 0:
+        return 0
+    count = 1
+    for i in range(1, naxis + 1):
+        value = header.get(f"NAXIS{i}")
+        if value is None:
+            raise RawFileError(path, "mandatory FITS keyword missing", f"NAXIS{i}")
+        count *= int(value)
+    gcount = int(header.get("GCOUNT", 1))
+    pcount = int(header.get("PCOUNT", 0))
+    return abs(bitpix) // 8 * gcount * (pcount + count)
+
+
+def _padded(n: int) -> int:
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+def _shape(header: Header) -> tuple[int, ...]:
+    naxis = int(header.get("NAXIS", 0))
+    return tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+
+
+def _find_end(buffer: bytes, start: int) -> int | None:
+    """Offset just past the header block containing END, scanning cards from ``start``."""
+    for offset in range(start, len(buffer) - CARD + 1, CARD):
+        if buffer[offset:offset + 8] == b"END     ":
+            return _padded(offset + CARD)
+    return None
+
+
+def read_raw_header(path: str | Path) -> RawHeader:
+    """Read, validate and hash one raw FITS file.
+
+    Raises
+    ------
+    RawFileError
+        Empty, not FITS, truncated header or data, unreadable header.
+    """
+    path = str(path)
+    hasher = hashlib.sha256()
+    head = bytearray()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(_CHUNK)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                size += len(chunk)
+                # headers (primary + first extension) sit in the first few blocks
+                if len(head) < _HEAD_LIMIT:
+                    head.extend(chunk)
+    except OSError as exc:
+        raise RawFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise RawFileError(path, "empty file (0 bytes)")
+    if not bytes(head[:9]) == b"SIMPLE  =":
+        raise RawFileError(path, "not a FITS file: it does not start with the SIMPLE card", "SIMPLE")
+    end = _find_end(bytes(head), 0)
+    if end is None:
+        raise RawFileError(path, "truncated FITS header: no END card", "END")
+    try:
+        primary = Header.fromstring(bytes(head[:end]).decode("ascii", errors="replace"))
+    except Exception as exc:  # astropy raises several types on corrupt cards
+        raise RawFileError(path, f"unreadable FITS header: {exc}") from exc
+    if primary.get("SIMPLE") is not True:
+        raise RawFileError(path, "SIMPLE is not T: not a standard FITS file", "SIMPLE")
+    data_end = end + _data_size(primary, path)
+    header = primary
+    shape = _shape(primary)
+    if int(primary.get("NAXIS", 0)) == 0 and primary.get("EXTEND"):
+        # GPI and other instruments put pixels in the first extension.
+        ext_start = _padded(data_end)
+        ext_end = _find_end(bytes(head), ext_start)
+        if ext_end is None:
+            raise RawFileError(path, "truncated FITS file: first extension header missing or incomplete", "XTENSION")
+        try:
+            extension = Header.fromstring(bytes(head[ext_start:ext_end]).decode("ascii", errors="replace"))
+        except Exception as exc:
+            raise RawFileError(path, f"unreadable extension header: {exc}") from exc
+        data_end = ext_end + _data_size(extension, path)
+        shape = _shape(extension)
+        header = primary.copy()
+        for card in extension.cards:
+            if card.keyword not in header and card.keyword not in ("XTENSION", "PCOUNT", "GCOUNT", ""):
+                header.append(card)
+        for key in [k for k in header if k.startswith("NAXIS")]:
+            del header[key]
+        header["NAXIS"] = len(shape)
+        for i, n in enumerate(reversed(shape), start=1):
+            header[f"NAXIS{i}"] = n
+    if size < data_end:
+        raise RawFileError(path, f"truncated FITS file: {size} bytes, the headers declare {data_end}", "NAXIS")
+    return RawHeader(path=path, header=header, shape=shape, size_bytes=size, sha256=hasher.hexdigest())
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a whole file."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()

@@ -1,0 +1,74 @@
+"""Defensive FITS reading: every kind of broken file gives a clear error naming the file."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from reduction.rawio import RawFileError, read_raw_header
+
+from .factories import sphere_header, write_fits
+
+
+@pytest.fixture
+def good(tmp_path):
+    return write_fits(tmp_path / "good.fits", sphere_header("OBJECT"), shape=(3, 16, 32))
+
+
+def test_good_file_header_shape_and_hash(good):
+    raw = read_raw_header(good)
+    assert raw.shape == (3, 16, 32)
+    assert raw.header["HIERARCH ESO DPR TYPE"] == "OBJECT"
+    assert raw.sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert raw.size_bytes == good.stat().st_size
+
+
+def test_zero_length(tmp_path):
+    path = tmp_path / "empty.fits"
+    path.write_bytes(b"")
+    with pytest.raises(RawFileError, match="empty file") as error:
+        read_raw_header(path)
+    assert str(path) in str(error.value)
+
+
+def test_text_named_fits(tmp_path):
+    path = tmp_path / "notes.fits"
+    path.write_text("this is a night log, not a FITS file\n" * 100)
+    with pytest.raises(RawFileError, match="not a FITS file") as error:
+        read_raw_header(path)
+    assert error.value.keyword == "SIMPLE"
+
+
+def test_truncated_data(good, tmp_path):
+    data = good.read_bytes()
+    path = tmp_path / "truncated.fits"
+    path.write_bytes(data[: len(data) - 3000])
+    with pytest.raises(RawFileError, match="truncated FITS file"):
+        read_raw_header(path)
+
+
+def test_truncated_header(good, tmp_path):
+    path = tmp_path / "cut.fits"
+    path.write_bytes(good.read_bytes()[:2880])  # the ESO header is longer than one block
+    with pytest.raises(RawFileError, match="no END card"):
+        read_raw_header(path)
+
+
+def test_primary_without_data_reads_first_extension(tmp_path):
+    """GPI writes its pixels in the SCI extension."""
+    primary = fits.PrimaryHDU()
+    primary.header["INSTRUME"] = "GPI"
+    sci = fits.ImageHDU(np.zeros((37, 20, 20), dtype=np.float32), name="SCI")
+    sci.header["ITIME"] = 59.6
+    path = tmp_path / "gpi.fits"
+    fits.HDUList([primary, sci]).writeto(path)
+    raw = read_raw_header(path)
+    assert raw.shape == (37, 20, 20)
+    assert raw.header["INSTRUME"] == "GPI" and raw.header["ITIME"] == 59.6
+    data = path.read_bytes()
+    (tmp_path / "gpi_cut.fits").write_bytes(data[:-5000])
+    with pytest.raises(RawFileError, match="truncated"):
+        read_raw_header(tmp_path / "gpi_cut.fits")
