@@ -257,6 +257,22 @@ def db_current() -> None:
     click.echo(f"database: {current_revision(cat.engine)}  code: {head_revision()}")
 
 
+@main.group()
+def kernel() -> None:
+    """The HC-DC Jupyter kernel spec."""
+
+
+@kernel.command("install")
+@click.option("--prefix", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Install prefix (default: this environment, sys.prefix).")
+def kernel_install(prefix: Path | None) -> None:
+    """Install kernels/hcdc as kernel 'hcdc' running this environment's Python."""
+    from .kernelspec import install_kernel
+
+    destination = install_kernel(prefix)
+    _echo_err(f"kernel 'hcdc' installed in {destination}")
+
+
 def _register_optional_commands() -> None:
     """Commands contributed by other modules (post-processing...)."""
     try:

@@ -1,0 +1,197 @@
+"""Ingest into the catalog, on SQLite and on the local PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from sqlalchemy import func, select
+
+from hcdc.catalog.models import Observation, ObservationCalibration, Programme, RawFile, Target, User
+from hcdc.ingest import ingest
+from hcdc.tables import observations_table, write_table
+
+from .factories import sequence, sphere_header, write_fits
+
+NIGHT1 = datetime(2026, 6, 10, 23, 0)
+NIGHT2 = datetime(2026, 6, 12, 1, 0)
+
+
+def make_night(folder, start, ob_id, target, dit=16.0, flux_dit=0.84):
+    """One OB (FLUX, CENTER, 4 OBJECT, SKY) plus the morning's backgrounds and flats."""
+    files = []
+    files += sequence(folder, "OBJECT,FLUX", start, 1, dit=flux_dit, ob_id=ob_id, target=target)
+    files += sequence(folder, "OBJECT,CENTER", start + timedelta(minutes=3), 1, dit=dit, ob_id=ob_id, target=target)
+    files += sequence(folder, "OBJECT", start + timedelta(minutes=6), 4, step_s=900, dit=dit, ob_id=ob_id, target=target)
+    files += sequence(folder, "SKY", start + timedelta(hours=1, minutes=10), 1, dit=dit, ob_id=ob_id, target=target)
+    morning = start.replace(hour=10, minute=0) + timedelta(days=1 if start.hour > 12 else 0)
+    files += sequence(folder, "DARK,BACKGROUND", morning, 2, dit=dit)
+    files += sequence(folder, "DARK,BACKGROUND", morning + timedelta(minutes=10), 2, dit=flux_dit)
+    files += sequence(folder, "FLAT,LAMP", morning + timedelta(minutes=20), 2, dit=1.0)
+    return files
+
+
+@pytest.fixture
+def archive(tmp_path):
+    root = tmp_path / "archive"
+    make_night(root / "2026-06-10", NIGHT1, 101, "HIP 65426")
+    make_night(root / "2026-06-11", NIGHT2, 102, "51 Eri")
+    return root
+
+
+def counts(catalog):
+    with catalog.session() as session:
+        return {
+            "files": session.scalar(select(func.count(RawFile.id))),
+            "accepted": session.scalar(select(func.count(RawFile.id)).where(RawFile.status == "accepted")),
+            "observations": session.scalar(select(func.count(Observation.id))),
+            "links": session.scalar(select(func.count(ObservationCalibration.id))),
+            "targets": session.scalar(select(func.count(Target.id))),
+            "updated": sorted(str(t) for t in session.scalars(select(Observation.updated_at))),
+        }
+
+
+def test_ingest_builds_observations_and_links(archive, catalog):
+    report = ingest(archive, catalog)
+    assert report.new == 2 * 13 and not report.rejected
+    with catalog.session() as session:
+        observations = list(session.scalars(select(Observation).order_by(Observation.night)))
+        assert [o.night for o in observations] == [date(2026, 6, 10), date(2026, 6, 11)]
+        first = observations[0]
+        assert (first.n_science_files, first.n_center_files, first.n_flux_files) == (4, 1, 1)
+        assert first.status == "complete"
+        assert first.target.name == "HIP 65426"
+        assert first.programme.prog_id == "094.D-0869(A)"
+        roles = {}
+        for link in first.calibration_links:
+            roles.setdefault((link.role, link.for_dit_s), set()).add(link.raw_file.date_obs.day)
+        # backgrounds for both DITs and the flat from the next morning (night 06-10 -> 06-11 10:00 UTC)
+        assert set(roles) == {("background", 16.0), ("background", 0.84), ("flat", None), ("sky", 16.0)}
+        assert roles[("background", 16.0)] == {11}
+        # the missing closed-shutter darks are said, not hidden
+        assert "no dark with DIT 16.00 s" in first.status_reason
+        # science frames inherit the observation's release date; calibrations are public at once
+        frame = session.scalar(select(RawFile).where(RawFile.kind == "science").limit(1))
+        assert frame.release_date == frame.observation.release_date == date(2027, 6, 10)  # last frame 2026-06-10T23:51 + 12 months
+        flat = session.scalar(select(RawFile).where(RawFile.kind == "flat").limit(1))
+        assert flat.release_date == flat.date_obs.date()
+        assert first.seeing_arcsec == pytest.approx(0.83)
+        assert first.exposure_time_s == pytest.approx(4 * 2 * 16.0)
+
+
+def test_reingest_is_idempotent_and_incremental(archive, catalog, tmp_path):
+    ingest(archive, catalog)
+    before = counts(catalog)
+    second = ingest(archive, catalog)
+    assert (second.new, second.updated, second.unchanged) == (0, 0, before["files"])
+    assert not second.changed
+    assert counts(catalog) == before
+    # a new night appears later
+    make_night(archive / "2026-06-20", datetime(2026, 6, 21, 2, 0), 103, "HIP 65426")
+    third = ingest(archive, catalog)
+    assert third.new == 13 and third.unchanged == before["files"]
+    after = counts(catalog)
+    assert after["observations"] == before["observations"] + 1
+    assert after["targets"] == before["targets"]  # same star, same target row
+
+
+def test_bad_files_are_rejected_and_reported(archive, catalog):
+    bad = archive / "bad"
+    bad.mkdir()
+    (bad / "zero.fits").write_bytes(b"")
+    (bad / "log.fits").write_text("not fits\n" * 50)
+    good = write_fits(bad / "good_then_cut.fits", sphere_header("OBJECT", when="2026-06-11T03:00:00", ob_id=77))
+    data = good.read_bytes()
+    (bad / "truncated.fits").write_bytes(data[:-4000])
+    good.unlink()
+    plain = fits.PrimaryHDU(np.zeros((4, 4), dtype=np.float32))
+    plain.writeto(bad / "no_eso.fits")
+    no_type = sphere_header("OBJECT")
+    del no_type["HIERARCH ESO DPR TYPE"]
+    write_fits(bad / "no_type.fits", no_type)
+    (bad / "README.txt").write_text("not data")
+
+    report = ingest(archive, catalog)
+    reasons = {os.path.basename(r.path): (r.reason, r.keyword) for r in report.rejected}
+    assert set(reasons) == {"zero.fits", "log.fits", "truncated.fits", "no_eso.fits", "no_type.fits"}
+    assert "empty" in reasons["zero.fits"][0]
+    assert "not a FITS file" in reasons["log.fits"][0]
+    assert "truncated" in reasons["truncated.fits"][0]
+    assert reasons["no_eso.fits"][1] == "INSTRUME"
+    assert reasons["no_type.fits"][1] == "HIERARCH ESO DPR TYPE"
+    assert report.ignored_not_fits == 1
+    assert report.new == 26 + 5  # the good files all made it
+    with catalog.session() as session:
+        assert session.scalar(select(func.count(Observation.id))) == 2
+        rejected = session.scalars(select(RawFile).where(RawFile.status == "rejected")).all()
+        assert len(rejected) == 5 and all(r.reject_reason for r in rejected)
+    again = ingest(archive, catalog)
+    assert again.new == 0 and len(again.rejected) == 5  # still reported, not re-read
+
+
+def test_changed_file_is_reread(archive, catalog):
+    ingest(archive, catalog)
+    victim = sorted(archive.glob("2026-06-11/*.fits"))[3]
+    header = fits.getheader(victim)
+    header["HIERARCH ESO DPR TYPE"] = "OBJECT"
+    with fits.open(victim) as hdul:
+        data = hdul[0].data
+        kind_before = hdul[0].header["HIERARCH ESO DPR TYPE"]
+    fits.PrimaryHDU(data, header=sphere_header("DARK", when=header["DATE-OBS"], dit=16.0)).writeto(victim, overwrite=True)
+    report = ingest(archive, catalog)
+    assert report.updated == 1 and report.new == 0
+    with catalog.session() as session:
+        row = session.scalar(select(RawFile).where(RawFile.path == str(victim)))
+        assert row.kind == "dark" and kind_before != "DARK"
+        assert row.observation_id is None
+
+
+def test_programme_table_sets_people_and_release(archive, catalog, tmp_path):
+    table = Table(rows=[("094.D-0869(A)", "A. Kervella", "pkervella", "alice,bob", 6, "VY CMa and friends")],
+                  names=("prog_id", "pi", "pi_username", "co_is", "proprietary_months", "title"))
+    path = tmp_path / "programmes.ecsv"
+    table.write(path, format="ascii.ecsv")
+    ingest(archive, catalog, programmes=path)
+    with catalog.session() as session:
+        programme = session.scalar(select(Programme).where(Programme.prog_id == "094.D-0869(A)"))
+        roles = {m.user.username: m.role for m in programme.members}
+        assert roles == {"pkervella": "pi", "alice": "coi", "bob": "coi"}
+        first = session.scalar(select(Observation).order_by(Observation.night).limit(1))
+        assert first.release_date == date(2026, 12, 10)  # 6 months after the last frame (06-10T23:51)
+        n_users = session.scalar(select(func.count(User.id)))
+    ingest(archive, catalog, programmes=path)
+    with catalog.session() as session:
+        assert session.scalar(select(func.count(User.id))) == n_users
+
+
+def test_observation_tables_in_every_format(archive, catalog):
+    ingest(archive, catalog)
+    with catalog.session() as session:
+        table = observations_table(session)
+        assert len(table) == 2
+        for fmt, reader in (("csv", "ascii.csv"), ("ecsv", "ascii.ecsv"), ("votable", "votable")):
+            buffer = io.StringIO()
+            write_table(table, fmt, buffer)
+            text = buffer.getvalue()
+            back = Table.read(io.BytesIO(text.encode()) if fmt == "votable" else text, format=reader)
+            assert len(back) == 2
+            assert list(back["target"]) == ["HIP 65426", "51 Eri"]
+            assert float(back["dit_s"][0]) == 16.0
+        only = observations_table(session, target="hip65426")
+        assert list(only["target"]) == ["HIP 65426"]
+
+
+def test_ingest_batches_and_workers_agree(archive, catalog, tmp_path):
+    """Parallel header reading and small batches give the same catalog."""
+    for i in range(60):  # enough files for the process pool to be used
+        write_fits(archive / "extra" / f"dark{i:03d}.fits",
+                   sphere_header("DARK", when=f"2026-06-15T10:{i // 60:02d}:{i % 60:02d}", dit=2.0))
+    report = ingest(archive, catalog, workers=2, batch_size=7)
+    assert report.new == 86 and not report.rejected
+    assert counts(catalog)["accepted"] == 86
