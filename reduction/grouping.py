@@ -12,18 +12,23 @@ Rules (those of the open SPHERE pipelines and the SPHERE Data Center):
   OBJECT,CENTER and OBJECT,FLUX frames belong to it (they have their own DITs;
   with several observations in one OB they go to each of them).
 * **Calibrations** are grouped into *sequences* (one template: instrument,
-  kind, template start, DIT, filter) and the nearest sequence in time is
-  chosen per need: darks/backgrounds on each DIT the observation's frames use
-  (``DIT`` rounded to 0.01 s), skies on DIT and filter, flats on filter,
-  IFS wavelength/spectra-position calibrations on the IFS mode. Backgrounds
-  (``DARK,BACKGROUND``) and darks are matched separately (both are recorded).
+  kind, template start, filter, and DIT for the kinds matched on DIT) and the
+  nearest sequence in time is chosen per need: closed-shutter darks on each DIT
+  the observation's frames use (``DIT`` rounded to 0.01 s); backgrounds
+  (``DARK,BACKGROUND``, coronagraph in, thermal: filter-dependent) and skies on
+  DIT and filter; flats on filter (all DITs of the template, for the
+  per-pixel linear fit); IFS wavelength and spectra-position calibrations on
+  the IFS mode.
+* **Times** are mid-exposure times (``DATE-OBS + EXPTIME/2``); an observation's
+  time is the mean over its OBJECT, CENTER and FLUX files, a sequence's the
+  mean over its files.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Iterable, Protocol, Sequence
 
 from reduction.instruments.base import FrameKind
@@ -45,6 +50,8 @@ class FrameRecord(Protocol):
     filter: str | None
     coronagraph: str | None
     template_start: str | None
+    ndit: int | None
+    exptime_s: float | None
 
 
 def dit_key(dit_s: float | None) -> float | None:
@@ -54,6 +61,22 @@ def dit_key(dit_s: float | None) -> float | None:
 
 def _kind(frame: FrameRecord) -> FrameKind:
     return FrameKind(frame.kind)
+
+
+def mid_exposure(frame: FrameRecord) -> datetime:
+    """``DATE-OBS`` plus half the exposure (EXPTIME, else DIT x NDIT)."""
+    duration = frame.exptime_s
+    if duration is None:
+        duration = (frame.dit_s or 0.0) * (frame.ndit or 1)
+    return frame.date_obs + timedelta(seconds=0.5 * float(duration))
+
+
+def mean_time(frames: Sequence[FrameRecord]) -> datetime:
+    """Mean of the mid-exposure times of ``frames``."""
+    times = [mid_exposure(f) for f in frames]
+    origin = min(times)
+    offset = sum((t - origin).total_seconds() for t in times) / len(times)
+    return origin + timedelta(seconds=offset)
 
 
 @dataclass
@@ -85,8 +108,8 @@ class ObservationGroup:
 
     @property
     def mid_time(self) -> datetime:
-        times = sorted(f.date_obs for f in (self.science or self.frames))
-        return times[len(times) // 2]
+        """Mean mid-exposure time of the OBJECT, CENTER and FLUX files."""
+        return mean_time(self.frames)
 
     @property
     def missing(self) -> list[str]:
@@ -115,8 +138,8 @@ class CalibrationSequence:
 
     @property
     def mid_time(self) -> datetime:
-        times = sorted(f.date_obs for f in self.files)
-        return times[len(times) // 2]
+        """Mean mid-exposure time of the sequence's files."""
+        return mean_time(self.files)
 
 
 @dataclass(frozen=True)
@@ -182,15 +205,21 @@ def group_observations(frames: Iterable[FrameRecord]) -> list[ObservationGroup]:
     return groups
 
 
+#: Calibration kinds matched per DIT; the others (flats, IFS lamps) keep all
+#: the DITs of their template in one sequence.
+MATCHED_ON_DIT = frozenset({FrameKind.DARK, FrameKind.BACKGROUND, FrameKind.SKY})
+
+
 def calibration_sequences(frames: Iterable[FrameRecord]) -> list[CalibrationSequence]:
-    """Group calibration frames into sequences (template, kind, DIT, filter)."""
+    """Group calibration frames into sequences (template, kind, filter, and DIT where matched on it)."""
     buckets: dict[tuple, list[FrameRecord]] = defaultdict(list)
     for frame in frames:
         kind = _kind(frame)
         if not kind.is_calibration:
             continue
         template = frame.template_start or f"{frame.night.isoformat()}"
-        buckets[(frame.instrument, kind, template, dit_key(frame.dit_s), frame.filter, frame.mode)].append(frame)
+        dit = dit_key(frame.dit_s) if kind in MATCHED_ON_DIT else None
+        buckets[(frame.instrument, kind, template, dit, frame.filter, frame.mode)].append(frame)
     sequences = []
     for (instrument, kind, _template, dit, filter_, mode), files in buckets.items():
         files = sorted(files, key=lambda f: (f.date_obs, f.path))
@@ -207,13 +236,13 @@ CALIBRATION_NEEDS: dict[str, tuple[tuple[FrameKind, bool, bool, bool], ...]] = {
     # (kind, per DIT, same filter, same mode)
     "default": (
         (FrameKind.DARK, True, False, False),
-        (FrameKind.BACKGROUND, True, False, False),
+        (FrameKind.BACKGROUND, True, True, False),
         (FrameKind.SKY, True, True, False),
         (FrameKind.FLAT, False, True, False),
     ),
     "SPHERE-IFS": (
         (FrameKind.DARK, True, False, False),
-        (FrameKind.BACKGROUND, True, False, False),
+        (FrameKind.BACKGROUND, True, True, False),
         (FrameKind.SKY, True, True, False),
         (FrameKind.FLAT, False, True, False),
         (FrameKind.WAVE, False, False, True),

@@ -248,6 +248,11 @@ class RawFile(Base):
 
     observation: Mapped[Observation | None] = relationship(back_populates="files")
 
+    @property
+    def exptime_s(self) -> float | None:
+        """EXPTIME from the header summary (used for mid-exposure times)."""
+        return (self.header or {}).get("exptime_s")
+
 
 class ObservationCalibration(Base):
     """A raw calibration file matched to an observation.
