@@ -91,7 +91,7 @@ def simulate(directory: Path, nights: int, seed: int, window: int | None, start_
 @main.command()
 @click.argument("directory", type=click.Path(exists=True, path_type=Path))
 @click.option("--programmes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Programme table (ECSV/CSV/VOTable: prog_id, pi, pi_username, co_is, proprietary_months).")
+              help="Programme table (ECSV/CSV/VOTable: prog_id, pi (username), pi_name, co_is (usernames), co_i_names, title, proprietary_months).")
 @click.option("--targets", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Target table (name, ra_deg, dec_deg, pm, parallax, spectral_type, age_myr, mag_*, aliases).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,

@@ -329,7 +329,6 @@ def _observation_values(group: ObservationGroup, programme: Programme | None, ta
     times = [f.date_obs for f in frames]
     months = programme.proprietary_months if programme and programme.proprietary_months is not None \
         else default_months
-    last = max(f.date_obs for f in (science or frames))
     instrument = by_name(group.instrument)
     missing = group.missing
     return dict(
@@ -349,14 +348,11 @@ def _observation_values(group: ObservationGroup, programme: Programme | None, ta
         airmass=_median(h.get("airmass") for h in headers),
         wind_speed_ms=_median(h.get("wind_speed_ms") for h in headers),
         pixel_scale_arcsec=instrument.pixel_scale_arcsec(group.filter),
-        release_date=add_months(_as_date(last), months),
+        # ESO: proprietary for `months` from the night of observation
+        release_date=add_months(group.night, months),
         status="complete" if not missing else "incomplete",
         status_reason="; ".join(missing) if missing else None,
     )
-
-
-def _as_date(value: datetime | date) -> date:
-    return value.date() if isinstance(value, datetime) else value
 
 
 def _same(a: Any, b: Any) -> bool:

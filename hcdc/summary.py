@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import shutil
 from collections import Counter, defaultdict
 from datetime import date
 
+from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
 from sqlalchemy import func, select
@@ -14,9 +16,10 @@ from sqlalchemy.orm import Session
 from .catalog.models import Observation, ObservationCalibration, Programme, RawFile, Target
 
 
-def render_summary(session: Session, url: str, today: date | None = None, width: int = 110) -> str:
+def render_summary(session: Session, url: str, today: date | None = None, width: int | None = None) -> str:
     """The summary as plain text (no colour codes, so it can be piped or logged)."""
     today = today or date.today()
+    width = width or max(160, shutil.get_terminal_size(fallback=(160, 40)).columns)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, no_color=True, highlight=False, force_terminal=False)
 
@@ -31,7 +34,7 @@ def render_summary(session: Session, url: str, today: date | None = None, width:
         kinds[instrument][kind] = count
     if kinds:
         all_kinds = sorted({k for c in kinds.values() for k in c})
-        table = RichTable(title="Raw files by instrument and kind", title_justify="left")
+        table = RichTable(title="Raw files by instrument and kind", title_justify="left", box=box.SIMPLE_HEAD)
         table.add_column("instrument")
         for kind in all_kinds:
             table.add_column(kind, justify="right")
@@ -53,16 +56,17 @@ def render_summary(session: Session, url: str, today: date | None = None, width:
         console.print(f"observations: {len(observations)} ({public} public, {len(observations) - public} "
                       f"proprietary on {today.isoformat()}), nights {min(nights)} .. {max(nights)}, "
                       f"{len({t for _o, t, _p in observations if t})} target(s)")
-        table = RichTable(title="Observations", title_justify="left")
-        for column, justify in (("night", "left"), ("instrument", "left"), ("target", "left"),
+        table = RichTable(title="Observations", title_justify="left", box=box.SIMPLE_HEAD)
+        for column, justify in (("night", "left"), ("instr.", "left"), ("target", "left"),
                                 ("programme", "left"), ("filter", "left"), ("DIT s", "right"),
                                 ("sci/ctr/flux", "right"), ("frames", "right"), ("rot °", "right"),
                                 ("seeing \"", "right"), ("τ0 ms", "right"), ("calib", "right"),
                                 ("status", "left"), ("public from", "left")):
-            table.add_column(column, justify=justify)
+            table.add_column(column, justify=justify, no_wrap=True)
         for obs, target, prog in observations:
             table.add_row(
-                obs.night.isoformat(), obs.instrument, target or "?", prog or "-", obs.filter or "-",
+                obs.night.isoformat(), obs.instrument.removeprefix("SPHERE-"), target or "?", prog or "-",
+                obs.filter or "-",
                 _fmt(obs.dit_s, "{:.2f}"),
                 f"{obs.n_science_files}/{obs.n_center_files}/{obs.n_flux_files}",
                 str(obs.n_science_frames), _fmt(obs.field_rotation_deg, "{:.1f}"),

@@ -91,6 +91,8 @@ def compare_with_truth(session: Session, truth_path: Path) -> TruthComparison:
             continue
         obs = candidates[0]
         result.matched += 1
+        if entry.get("release_date") and obs.release_date.isoformat() != entry["release_date"]:
+            result.problems.append(f"{label}: release date {obs.release_date} instead of {entry['release_date']}")
         for kind in ("science", "center", "flux"):
             want = {Path(f).name for f in entry["files"].get(kind, [])}
             have = files_by_obs[obs.id].get(kind, set())

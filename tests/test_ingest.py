@@ -78,7 +78,7 @@ def test_ingest_builds_observations_and_links(archive, catalog):
         assert "no dark with DIT 16.00 s" in first.status_reason
         # science frames inherit the observation's release date; calibrations are public at once
         frame = session.scalar(select(RawFile).where(RawFile.kind == "science").limit(1))
-        assert frame.release_date == frame.observation.release_date == date(2027, 6, 10)  # last frame 2026-06-10T23:51 + 12 months
+        assert frame.release_date == frame.observation.release_date == date(2027, 6, 10)  # night 2026-06-10 + 12 months
         flat = session.scalar(select(RawFile).where(RawFile.kind == "flat").limit(1))
         assert flat.release_date == flat.date_obs.date()
         assert first.seeing_arcsec == pytest.approx(0.83)
@@ -153,8 +153,9 @@ def test_changed_file_is_reread(archive, catalog):
 
 
 def test_programme_table_sets_people_and_release(archive, catalog, tmp_path):
-    table = Table(rows=[("094.D-0869(A)", "A. Kervella", "pkervella", "alice,bob", 6, "VY CMa and friends")],
-                  names=("prog_id", "pi", "pi_username", "co_is", "proprietary_months", "title"))
+    table = Table(rows=[("094.D-0869(A)", "pkervella", "Pierre Kervella", "alice,bob", "Alice A.;Bob B.", 6,
+                         "VY CMa and friends")],
+                  names=("prog_id", "pi", "pi_name", "co_is", "co_i_names", "proprietary_months", "title"))
     path = tmp_path / "programmes.ecsv"
     table.write(path, format="ascii.ecsv")
     ingest(archive, catalog, programmes=path)
@@ -162,8 +163,10 @@ def test_programme_table_sets_people_and_release(archive, catalog, tmp_path):
         programme = session.scalar(select(Programme).where(Programme.prog_id == "094.D-0869(A)"))
         roles = {m.user.username: m.role for m in programme.members}
         assert roles == {"pkervella": "pi", "alice": "coi", "bob": "coi"}
+        assert programme.pi_name == "Pierre Kervella"
+        assert {m.user.username: m.user.full_name for m in programme.members}["bob"] == "Bob B."
         first = session.scalar(select(Observation).order_by(Observation.night).limit(1))
-        assert first.release_date == date(2026, 12, 10)  # 6 months after the last frame (06-10T23:51)
+        assert first.release_date == date(2026, 12, 10)  # 6 months after the last frame (the night of 06-10)
         n_users = session.scalar(select(func.count(User.id)))
     ingest(archive, catalog, programmes=path)
     with catalog.session() as session:

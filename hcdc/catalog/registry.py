@@ -99,8 +99,9 @@ def _cell(row: Any, name: str) -> Any:
 def load_programme_table(session: Session, path: Path) -> int:
     """Load programmes, their PI and co-I users from an ECSV/CSV/VOTable table.
 
-    Columns: ``prog_id`` (required), ``title``, ``pi`` (full name),
-    ``pi_username``, ``co_is`` (comma-separated usernames),
+    Columns: ``prog_id`` (required), ``pi`` (username), ``pi_name`` (full
+    name), ``co_is`` (comma-separated usernames), ``co_i_names``
+    (semicolon-separated full names, same order), ``title``,
     ``proprietary_months``. Re-loading the same table changes nothing.
 
     Returns
@@ -113,25 +114,27 @@ def load_programme_table(session: Session, path: Path) -> int:
         raise ValueError(f"{path}: programme table needs a 'prog_id' column (has {', '.join(table.colnames)})")
     for row in table:
         prog_id = _cell(row, "prog_id")
-        programme = ensure_programme(session, prog_id, _cell(row, "pi"))
+        pi_username = _cell(row, "pi")
+        pi_name = _cell(row, "pi_name") or pi_username
+        programme = ensure_programme(session, prog_id, pi_name)
         assert programme is not None
-        for attr, column in (("title", "title"), ("pi_name", "pi")):
-            value = _cell(row, column)
+        for attr, value in (("title", _cell(row, "title")), ("pi_name", pi_name)):
             if value is not None and getattr(programme, attr) != value:
                 setattr(programme, attr, value)
         months = _cell(row, "proprietary_months")
         if months is not None and programme.proprietary_months != int(months):
             programme.proprietary_months = int(months)
-        members: dict[str, str] = {}
-        pi_username = _cell(row, "pi_username")
+        members: dict[str, tuple[str, str | None]] = {}
         if pi_username:
-            members[pi_username] = "pi"
-        for username in (_cell(row, "co_is") or "").split(","):
-            if username.strip() and username.strip() not in members:
-                members[username.strip()] = "coi"
+            members[pi_username] = ("pi", pi_name)
+        co_is = [u.strip() for u in (_cell(row, "co_is") or "").split(",") if u.strip()]
+        names = [n.strip() for n in (_cell(row, "co_i_names") or "").split(";")]
+        for index, username in enumerate(co_is):
+            if username not in members:
+                members[username] = ("coi", names[index] if index < len(names) and names[index] else None)
         current = {m.user.username: m for m in programme.members}
-        for username, role in members.items():
-            user = ensure_user(session, username, _cell(row, "pi") if role == "pi" else None)
+        for username, (role, full_name) in members.items():
+            user = ensure_user(session, username, full_name)
             if username in current:
                 if current[username].role != role:
                     current[username].role = role
