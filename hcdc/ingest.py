@@ -45,8 +45,16 @@ from .catalog.models import (
     ObservationCalibration,
     Programme,
     RawFile,
+    TargetAlias,
 )
-from .catalog.registry import add_months, ensure_programme, ensure_target, load_programme_table, load_target_table
+from .catalog.registry import (
+    add_months,
+    ensure_programme,
+    ensure_target,
+    load_programme_table,
+    load_target_table,
+    normalize_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -366,19 +374,30 @@ def _same(a: Any, b: Any) -> bool:
 def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) -> None:
     """Rebuild observations and calibration links from the accepted raw files.
 
-    Only differences are written: re-running on an unchanged catalog writes nothing.
+    Only differences are written: re-running on an unchanged catalog writes
+    nothing. Lookups are loaded once and links are written in bulk, so the
+    cost is a few queries whatever the size of the archive.
     """
-    with catalog.session() as session:
+    with catalog.session() as session, session.no_autoflush:
         frames = list(session.scalars(select(RawFile).where(RawFile.status == "accepted")))
         groups = group_observations(frames)
         sequences = calibration_sequences(frames)
         existing = {o.key: o for o in session.scalars(select(Observation).where(Observation.origin == "raw"))}
-        wanted_keys = set()
+        programmes = {p.prog_id: p for p in session.scalars(select(Programme))}
+        targets = {a.normalized: a.target for a in session.scalars(select(TargetAlias))}
+        plans: list[tuple[ObservationGroup, Observation, set[tuple[int, str, float | None]]]] = []
         for group in groups:
-            wanted_keys.add(group.key)
             reference = (group.science or group.frames)[0]
-            programme = ensure_programme(session, reference.programme, (reference.header or {}).get("pi_coi"))
-            target = ensure_target(session, group.target, reference.header or {}) if group.target else None
+            header = reference.header or {}
+            programme = programmes.get(reference.programme) if reference.programme else None
+            if reference.programme and programme is None:
+                programme = programmes[reference.programme] = ensure_programme(
+                    session, reference.programme, header.get("pi_coi"))
+            target = None
+            if group.target:
+                target = targets.get(normalize_name(group.target))
+                if target is None:
+                    target = targets[normalize_name(group.target)] = ensure_target(session, group.target, header)
             values = _observation_values(group, programme, target.id if target else None, default_months)
             matches = match_calibrations(group, sequences)
             calibration_notes = [m.reason for m in matches if m.sequence is None and m.reason]
@@ -388,7 +407,6 @@ def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) ->
             if observation is None:
                 observation = Observation(**values)
                 session.add(observation)
-                session.flush()
                 report.observations_added += 1
             else:
                 changed = False
@@ -398,27 +416,40 @@ def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) ->
                         changed = True
                 if changed:
                     report.observations_updated += 1
-            for frame in group.frames:
-                if frame.observation_id != observation.id:
-                    frame.observation_id = observation.id
-                if frame.release_date != observation.release_date:
-                    frame.release_date = observation.release_date
-            wanted_links = {(f.id, m.role.value, m.for_dit_s) for m in matches if m.sequence is not None
-                            for f in m.sequence.files}
-            current = {(link.raw_file_id, link.role, link.for_dit_s): link for link in observation.calibration_links}
-            for key in set(current) - wanted_links:
-                session.delete(current[key])
-                report.calibration_links_removed += 1
-            for raw_file_id, role, for_dit in sorted(wanted_links - set(current), key=str):
-                session.add(ObservationCalibration(observation_id=observation.id, raw_file_id=raw_file_id,
-                                                   role=role, for_dit_s=for_dit))
-                report.calibration_links_added += 1
+            links = {(f.id, m.role.value, m.for_dit_s) for m in matches if m.sequence is not None
+                     for f in m.sequence.files}
+            plans.append((group, observation, links))
         # observations whose frames are gone (file changed set-up or became unreadable)
+        wanted_keys = {group.key for group in groups}
         for key in set(existing) - wanted_keys:
             session.execute(update(RawFile).where(RawFile.observation_id == existing[key].id)
                             .values(observation_id=None))
             session.delete(existing[key])
             report.observations_removed += 1
+        session.flush()  # ids of the new observations
+
+        current: dict[tuple[int, int, str, float | None], int] = {
+            (o, r, role, dit): link_id for link_id, o, r, role, dit in session.execute(
+                select(ObservationCalibration.id, ObservationCalibration.observation_id,
+                       ObservationCalibration.raw_file_id, ObservationCalibration.role,
+                       ObservationCalibration.for_dit_s))}
+        wanted: set[tuple[int, int, str, float | None]] = set()
+        for group, observation, links in plans:
+            for frame in group.frames:
+                if frame.observation_id != observation.id:
+                    frame.observation_id = observation.id
+                if frame.release_date != observation.release_date:
+                    frame.release_date = observation.release_date
+            wanted.update((observation.id, raw_id, role, dit) for raw_id, role, dit in links)
+        removed = [current[key] for key in set(current) - wanted]
+        added = sorted(wanted - set(current), key=str)
+        if removed:
+            session.execute(delete(ObservationCalibration).where(ObservationCalibration.id.in_(removed)))
+        if added:
+            session.execute(insert(ObservationCalibration), [
+                {"observation_id": o, "raw_file_id": r, "role": role, "for_dit_s": dit} for o, r, role, dit in added])
+        report.calibration_links_removed += len(removed)
+        report.calibration_links_added += len(added)
 
 
 def kinds_by_instrument(session: Session) -> dict[str, Counter]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime, timedelta
 from typing import Iterable, Protocol, Sequence
 
@@ -106,7 +107,7 @@ class ObservationGroup:
         """Every DIT (rounded) used by the observation's frames, sorted."""
         return sorted({dit_key(f.dit_s) for f in self.frames if f.dit_s is not None})
 
-    @property
+    @cached_property
     def mid_time(self) -> datetime:
         """Mean mid-exposure time of the OBJECT, CENTER and FLUX files."""
         return mean_time(self.frames)
@@ -136,9 +137,9 @@ class CalibrationSequence:
     start: datetime
     files: tuple[FrameRecord, ...]
 
-    @property
+    @cached_property
     def mid_time(self) -> datetime:
-        """Mean mid-exposure time of the sequence's files."""
+        """Mean mid-exposure time of the sequence's files (computed once)."""
         return mean_time(self.files)
 
 
