@@ -59,6 +59,19 @@ def main(verbose: int) -> None:
 # --- simulate -------------------------------------------------------------------------
 
 
+@main.command("truth-check")
+@click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def truth_check(archive: Path) -> None:
+    """Compare the catalog with the ground truth of a simulated ARCHIVE (exit 1 on any difference)."""
+    from .truthcheck import compare_with_truth
+
+    with _catalog().session() as session:
+        result = compare_with_truth(session, archive / "truth.json")
+    click.echo(result.render())
+    if not result.ok:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--nights", default=3, show_default=True, type=click.IntRange(1, 400), help="Observing nights.")
@@ -80,9 +93,13 @@ def simulate(directory: Path, nights: int, seed: int, window: int | None, start_
     kwargs = {"nights": nights, "seed": seed, "window": window, "progress": progress and sys.stderr.isatty()}
     if start_date is not None:
         kwargs["start_date"] = start_date
+    from .demo import write_target_table
+
     truth = simulate_archive(directory, **kwargs)
-    n_obs = len(getattr(truth, "observations", []))
-    _echo_err(f"simulated {nights} night(s), {n_obs} observation(s) in {directory}")
+    write_target_table(directory / "truth.json", directory / "targets.ecsv")
+    _echo_err(f"simulated {nights} night(s), {len(truth.observations)} observation(s) in {directory}: "
+              f"raw files in {directory / 'raw'}, then\n  hcdc ingest {directory / 'raw'} "
+              f"--programmes {directory / 'programmes.ecsv'} --targets {directory / 'targets.ecsv'}")
 
 
 # --- ingest ---------------------------------------------------------------------------

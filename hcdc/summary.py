@@ -72,7 +72,7 @@ def render_summary(session: Session, url: str, today: date | None = None, width:
                 str(obs.n_science_frames), _fmt(obs.field_rotation_deg, "{:.1f}"),
                 _fmt(obs.seeing_arcsec, "{:.2f}"), _fmt(obs.tau0_ms, "{:.1f}"),
                 str(linked.get(obs.id, 0)),
-                obs.status if obs.origin == "raw" else f"{obs.status} (external)",
+                obs.status if obs.origin == "raw" else "external",
                 obs.release_date.isoformat() + ("" if obs.release_date <= today else " *"),
             )
         console.print(table)
