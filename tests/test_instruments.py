@@ -190,3 +190,13 @@ def test_bad_values_name_the_keyword():
     with pytest.raises(ClassificationError) as error:
         classify_header(header, "d.fits")
     assert error.value.keyword == "DATE-OBS"
+
+
+def test_dimm_not_running_is_missing_not_negative():
+    """ESO writes -1 in TEL AMBI FWHM/TAU0 when the site monitor is not running (daytime calibrations)."""
+    header = sphere_header("DARK", **{"HIERARCH ESO TEL AMBI FWHM START": -1.0, "HIERARCH ESO TEL AMBI FWHM END": -1.0,
+                                      "HIERARCH ESO TEL AMBI TAU0": -1.0})
+    info = classify_header(header, "dark.fits")
+    assert info.conditions.seeing_arcsec is None and info.conditions.tau0_ms is None
+    half = sphere_header("OBJECT", **{"HIERARCH ESO TEL AMBI FWHM START": -1.0, "HIERARCH ESO TEL AMBI FWHM END": 0.9})
+    assert classify_header(half, "o.fits").conditions.seeing_arcsec == pytest.approx(0.9)

@@ -249,7 +249,8 @@ def _as_float(value: Any) -> float | None:
 
 
 def _mean_defined(*values: float | None) -> float | None:
-    defined = [v for v in values if v is not None]
+    """Mean of the physical values; ESO writes -1 (or 0) when the DIMM/ASM is not running."""
+    defined = [v for v in values if v is not None and v > 0]
     return sum(defined) / len(defined) if defined else None
 
 
@@ -367,7 +368,7 @@ class Instrument(abc.ABC):
         conditions = ObservingConditions(
             seeing_arcsec=_mean_defined(cls._float(header, "seeing_start", path),
                                         cls._float(header, "seeing_end", path)),
-            tau0_ms=cls._tau0_ms(header, path),
+            tau0_ms=_mean_defined(cls._tau0_ms(header, path)),
             airmass=_mean_defined(cls._float(header, "airmass_start", path),
                                   cls._float(header, "airmass_end", path)),
             wind_speed_ms=cls._float(header, "wind_speed", path),
