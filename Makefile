@@ -2,10 +2,12 @@
 #   make demo   set up, simulate a small SPHERE archive, ingest it, show the catalog
 #   make test   set up, run the test suite
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# Debian's interpreter when there is one: PI accounts (hub spawns) must be able to run it,
+# which they cannot when it lives under root's home (pyenv).
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(shell (cat requirements.lock pyproject.toml; echo $(PYTHON)) 2>/dev/null | sha256sum | cut -c1-16)
 DEMO_DIR ?= $(CURDIR)/var/demo
 REFERENCE_DATA ?= $(if $(HCDC_REFERENCE_DATA),$(HCDC_REFERENCE_DATA),$(abspath $(CURDIR)/../shared/data))
 export HCDC_REFERENCE_DATA := $(REFERENCE_DATA)
@@ -22,11 +24,16 @@ venv: $(STAMP)
 
 # The environment is installed from the lock file only (the versions CI uses).
 $(STAMP): requirements.lock pyproject.toml
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || python3 -m pip install --quiet uv
-	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV) || uv venv --quiet --python python3 $(VENV)
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
+	@# a new interpreter or lock: start from a clean environment
+	@want=$$(readlink -f "$$(command -v $(PYTHON))"); have=$$(readlink -f $(BIN)/python 2>/dev/null); \
+	if [ -n "$$have" ] && [ "$$have" != "$$want" ]; then echo "recreating $(VENV) for $$want"; rm -rf $(VENV); fi
+	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
 	uv pip sync --quiet --python $(BIN)/python requirements.lock
 	uv pip install --quiet --python $(BIN)/python --no-deps -e .
-	$(BIN)/hcdc kernel install
+	env -u HCDC_CATALOG_URL $(BIN)/hcdc kernel install
+	@# JupyterHub's proxy (npm) for the hub and its tests
+	@command -v configurable-http-proxy >/dev/null 2>&1 || npm install --silent -g configurable-http-proxy
 	@rm -f $(VENV)/.installed-* && touch $@
 
 lock:

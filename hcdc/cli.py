@@ -290,8 +290,11 @@ def kernel_install(prefix: Path | None) -> None:
     _echo_err(f"kernel 'hcdc' installed in {destination}")
 
 
-def _register_optional_commands() -> None:
-    """Commands contributed by other modules (post-processing...)."""
+def _register_commands() -> None:
+    """Command groups that live in their own modules."""
+    from .hub import main as hub_group
+
+    main.add_command(hub_group, "hub")
     try:
         from .postprocess_cmd import postprocess
     except ImportError as exc:  # pragma: no cover - only while a module is missing
@@ -300,7 +303,7 @@ def _register_optional_commands() -> None:
         main.add_command(postprocess)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -72,6 +72,29 @@ class _Sphere(Instrument):
         return value
 
 
+#: Neutral densities of SPHERE's common path (INS4 COMB IND / FILT2): nominal optical density.
+NEUTRAL_DENSITY_OD: dict[str, float] = {"OPEN": 0.0, "ND_0.0": 0.0, "ND_1.0": 1.0, "ND_2.0": 2.0, "ND_3.5": 3.5}
+#: Chromatic slope of the transmission (per µm, relative, around 1.6 µm). An approximation of the
+#: tabulated CPI ND curves (SPHERE User Manual; vlt-sphere data/SPHERE_CPI_ND.txt), which are not in
+#: this repository: replace by the tabulated curve when available.
+NEUTRAL_DENSITY_SLOPE_PER_UM: dict[str, float] = {"OPEN": 0.0, "ND_0.0": 0.0, "ND_1.0": 0.06, "ND_2.0": 0.11,
+                                                  "ND_3.5": 0.18}
+
+
+def neutral_density_transmission(name: str | None, wavelength_um: float) -> float:
+    """Transmission of a SPHERE neutral density at ``wavelength_um`` (1 for none/OPEN).
+
+    Accepts ESO's spellings (``ND_1.0``, ``ND_N_1.0``...).
+    """
+    if name is None or name.strip() == "":
+        return 1.0
+    key = name.strip().upper().replace("ND_N_", "ND_")
+    if key not in NEUTRAL_DENSITY_OD:
+        raise ValueError(f"unknown neutral density {name!r}; known: {', '.join(NEUTRAL_DENSITY_OD)}")
+    od = NEUTRAL_DENSITY_OD[key]
+    return float(10 ** (-od) * (1.0 + NEUTRAL_DENSITY_SLOPE_PER_UM[key] * (wavelength_um - 1.6)))
+
+
 class SphereIrdis(_Sphere):
     """SPHERE's InfraRed Dual-band Imager and Spectrograph (Dohlen et al. 2008)."""
 
@@ -107,10 +130,35 @@ class SphereIrdis(_Sphere):
         "DB_K12": Filter("DB_K12", (2.110, 2.251), (0.102, 0.109), _SPHERE_MANUAL),
     })
 
+    #: Position of the star in the second DBI half relative to the first (x, y) in pixels:
+    #: the halves are 1024 px apart; the residual offset (< ~20 px) is measured on the data.
+    dbi_band_offset_px: ClassVar[tuple[float, float]] = (1024.0, 0.0)
+
     @classmethod
     def pixel_scale_arcsec(cls, filter_name: str | None = None) -> float:
         constant = cls.pixel_scales_mas.get(filter_name or "", cls.pixel_scale_mas)
         return constant.value / 1000.0
+
+    @classmethod
+    def readout_windows(cls, header) -> list[tuple[int, int, int, int]]:
+        """Detector windows ``(x0, y0, nx, ny)`` (0-based) in the order they sit in the data.
+
+        ``DET WINDOWS``/``DET WINk STRX/STRY/NX/NY`` when written; otherwise the two
+        1024 x 1024 halves of the full detector (one per DBI band).
+        """
+        count = header.get("HIERARCH ESO DET WINDOWS")
+        if count is None:
+            return [(0, 0, 1024, 1024), (1024, 0, 1024, 1024)]
+        windows = []
+        for k in range(1, int(count) + 1):
+            try:
+                windows.append((int(header[f"HIERARCH ESO DET WIN{k} STRX"]) - 1,
+                                int(header[f"HIERARCH ESO DET WIN{k} STRY"]) - 1,
+                                int(header[f"HIERARCH ESO DET WIN{k} NX"]),
+                                int(header[f"HIERARCH ESO DET WIN{k} NY"])))
+            except KeyError as exc:
+                raise KeyError(f"HIERARCH ESO DET WIN{k}: incomplete window description ({exc})") from exc
+        return windows
 
 
 class SphereIfs(_Sphere):

@@ -31,7 +31,7 @@ import numpy as np
 
 from reduction.conventions import PARANAL_LATITUDE_DEG, PARANAL_LONGITUDE_DEG, parallactic_angle
 from reduction.instruments.base import FrameKind
-from reduction.instruments.sphere import SphereIfs, SphereIrdis
+from reduction.instruments.sphere import SphereIfs, SphereIrdis, neutral_density_transmission
 
 from .catalogue import TARGETS, Programme, Target, build_programmes
 from .parameters import SimulationParameters
@@ -51,9 +51,6 @@ IRDIS_THROUGHPUT = 0.15
 IFS_THROUGHPUT = 0.10
 #: Saturation level in electrons that exposure times must keep below (half of it).
 FULL_WELL_E = (65535 - 1000) * 1.75
-#: Neutral densities: nominal optical density (transmission = 10^-OD * (1 + slope (λ - 1.6 µm))).
-NEUTRAL_DENSITIES = {"ND_0.0": 0.0, "ND_1.0": 1.0, "ND_2.0": 2.0, "ND_3.5": 3.5}
-ND_SLOPE_PER_UM = {"ND_0.0": 0.0, "ND_1.0": 0.06, "ND_2.0": 0.11, "ND_3.5": 0.18}
 
 #: Background rates per band (e-/s/pixel): instrument thermal (in DARK,BACKGROUND too) and sky.
 def background_rates(wavelength_um: float) -> tuple[float, float]:
@@ -66,8 +63,7 @@ def background_rates(wavelength_um: float) -> tuple[float, float]:
 
 
 def nd_transmission(nd: str, wavelength_um: float) -> float:
-    od = NEUTRAL_DENSITIES[nd]
-    return float(10 ** (-od) * (1.0 + ND_SLOPE_PER_UM[nd] * (wavelength_um - 1.6)))
+    return neutral_density_transmission(nd, wavelength_um)
 
 
 _VEGA = ((1.02, 6.0e-9), (1.25, 3.13e-9), (1.65, 1.13e-9), (2.2, 4.28e-10))  # W m^-2 µm^-1

@@ -1,0 +1,177 @@
+"""Client of the HC-DC catalog service, for notebooks and widgets in a PI's kernel.
+
+Inside a kernel started by the HC-DC hub everything is preset: the service URL
+(``$HCDC_SERVICE_URL``) and the user's hub token (``$JUPYTERHUB_API_TOKEN``)::
+
+    from hcdc.client import CatalogClient
+    catalog = CatalogClient()
+    catalog.whoami()
+    for obs in catalog.observations():
+        print(obs["id"], obs["target"], obs["night"], obs["release_date"])
+    catalog.download_product(12, "cube.fits")
+
+The kernel has no database URL and cannot read the data directory: what the
+service refuses is not reachable another way. Refusals raise
+:class:`PermissionDenied`, :class:`NotFound`, :class:`AuthenticationError`...
+whose message says what happened; in IPython they print as one line, without
+a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class CatalogError(Exception):
+    """An HC-DC catalog service refusal or failure, with a message for a person."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def _render_traceback_(self) -> list[str]:  # IPython: show the message, not a traceback
+        return [f"{type(self).__name__}: {self.message}"]
+
+
+class ConfigurationError(CatalogError):
+    """The kernel does not know where the catalog service is, or has no token."""
+
+
+class AuthenticationError(CatalogError):
+    """No token, or the hub does not accept it (expired, revoked)."""
+
+
+class PermissionDenied(CatalogError, PermissionError):
+    """The row exists but is proprietary to a programme you are not PI/co-I of."""
+
+
+class NotFound(CatalogError, LookupError):
+    """No such observation or product (or no programme of yours)."""
+
+
+class ServiceUnavailable(CatalogError):
+    """The catalog service cannot be reached or failed."""
+
+
+_ERRORS = {401: AuthenticationError, 403: PermissionDenied, 404: NotFound}
+
+
+class CatalogClient:
+    """Talks to the catalog service with the kernel's hub token.
+
+    Parameters
+    ----------
+    url : str, optional
+        Service URL (default ``$HCDC_SERVICE_URL``).
+    token : str, optional
+        Hub API token (default ``$JUPYTERHUB_API_TOKEN``).
+    timeout : float
+        Seconds per request.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        url = url or os.environ.get("HCDC_SERVICE_URL")
+        if not url:
+            raise ConfigurationError("no HC-DC catalog service configured: HCDC_SERVICE_URL is not set "
+                                     "(this kernel was not started by the HC-DC hub; pass url= explicitly)")
+        token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not token:
+            raise ConfigurationError("no hub token: JUPYTERHUB_API_TOKEN is not set (start your server from "
+                                     "the HC-DC hub, or pass token=)")
+        self.url = url.rstrip("/") + "/"
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"token {token}"
+
+    def __repr__(self) -> str:
+        return f"CatalogClient({self.url!r})"
+
+    # -- transport
+    def _request(self, path: str, stream: bool = False, **params: Any) -> requests.Response:
+        try:
+            response = self._session.get(self.url + path, params=params or None, timeout=self.timeout,
+                                         stream=stream)
+        except requests.RequestException as exc:
+            raise ServiceUnavailable(f"cannot reach the HC-DC catalog service at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message = body.get("message") or body.get("error") or response.reason
+            except ValueError:
+                message = f"HTTP {response.status_code} {response.reason}"
+                if response.status_code in (502, 503, 599):
+                    message += " (is the catalog service running?)"
+            error = _ERRORS.get(response.status_code, ServiceUnavailable)
+            raise error(message, status=response.status_code)
+        return response
+
+    def _json(self, path: str, **params: Any) -> Any:
+        return self._request(path, **params).json()
+
+    # -- questions
+    def whoami(self) -> dict[str, Any]:
+        """Your user name, staff flag and programmes (with a note when you have none)."""
+        return self._json("api/whoami")
+
+    def observations(self, mine: bool = False, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        """Observations you may see: yours and the released ones (``mine=True``: yours only)."""
+        return self._json("api/observations", mine=int(mine), limit=limit, offset=offset)
+
+    def observation(self, observation_id: int) -> dict[str, Any]:
+        return self._json(f"api/observations/{int(observation_id)}")
+
+    def raw_files(self, observation_id: int) -> list[dict[str, Any]]:
+        return self._json(f"api/observations/{int(observation_id)}/raw_files")
+
+    def products(self, observation_id: int) -> list[dict[str, Any]]:
+        return self._json(f"api/observations/{int(observation_id)}/products")
+
+    def detections(self, observation_id: int) -> list[dict[str, Any]]:
+        return self._json(f"api/observations/{int(observation_id)}/detections")
+
+    def detection_limits(self, observation_id: int) -> list[dict[str, Any]]:
+        return self._json(f"api/observations/{int(observation_id)}/detection_limits")
+
+    def product(self, product_id: int) -> dict[str, Any]:
+        return self._json(f"api/products/{int(product_id)}")
+
+    def product_bytes(self, product_id: int) -> bytes:
+        """A product file's content (checked against its sha256)."""
+        response = self._request(f"api/products/{int(product_id)}/file")
+        data = response.content
+        expected = response.headers.get("X-HCDC-SHA256")
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise ServiceUnavailable(f"product {product_id} arrived corrupted (sha256 mismatch); try again")
+        return data
+
+    def download_product(self, product_id: int, destination: str | Path) -> Path:
+        """Stream a product file to ``destination`` (a file or a folder); returns the file."""
+        destination = Path(destination)
+        response = self._request(f"api/products/{int(product_id)}/file", stream=True)
+        if destination.is_dir():
+            disposition = response.headers.get("Content-Disposition", "")
+            name = disposition.split("filename=")[-1].strip('"') if "filename=" in disposition else f"product_{product_id}"
+            destination = destination / Path(name).name
+        digest = hashlib.sha256()
+        partial = destination.with_name(destination.name + ".part")
+        with partial.open("wb") as handle:
+            for chunk in response.iter_content(1 << 20):
+                digest.update(chunk)
+                handle.write(chunk)
+        expected = response.headers.get("X-HCDC-SHA256")
+        if expected and digest.hexdigest() != expected:
+            partial.unlink(missing_ok=True)
+            raise ServiceUnavailable(f"product {product_id} arrived corrupted (sha256 mismatch); try again")
+        partial.replace(destination)
+        return destination

@@ -1,0 +1,148 @@
+"""JupyterHub classes of the HC-DC hub (imported by JupyterHub from the generated traits).
+
+* :class:`HCDCSystemUserSpawner` — LocalProcessSpawner that runs each hub user's
+  server as an OS account of its own (``<prefix><hub name>``), created on first
+  spawn, never root or a system account. Separate uids are what lets file
+  permissions keep products and the catalog out of a PI's kernel.
+* :class:`HCDCNativeAuthenticator` — NativeAuthenticator that also creates
+  approved accounts queued by ``hcdc hub start --demo-users`` (bcrypt hashes in
+  the 0700 state folder, consumed at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import re
+import subprocess
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.handlers import LoginHandler as NativeLoginHandler
+from nativeauthenticator.orm import UserInfo
+from traitlets import Bool, Integer, Unicode
+
+#: what useradd accepts, kept to the portable subset
+SYSTEM_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class SpawnRefused(RuntimeError):
+    """A server that must not start, with the reason for the user and the admins."""
+
+
+class HCDCSystemUserSpawner(LocalProcessSpawner):
+    """Run each user's server as their own unprivileged OS account."""
+
+    system_user_prefix = Unicode("", config=True, help="OS account name = prefix + hub user name.")
+    create_system_users = Bool(True, config=True, help="Create the OS account on first spawn (useradd).")
+    min_uid = Integer(1000, config=True, help="Never run a server as an account below this uid.")
+
+    @property
+    def system_username(self) -> str:
+        return self.system_user_prefix + self.user.name
+
+    def _account(self) -> pwd.struct_passwd:
+        name = self.system_username
+        if not SYSTEM_NAME.match(name):
+            raise SpawnRefused(f"hub user {self.user.name!r} cannot be mapped to an OS account ({name!r} is not a "
+                               f"valid account name: lower-case letters, digits, '-' and '_', at most 32)")
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            if not self.create_system_users:
+                raise SpawnRefused(f"no OS account {name!r} for hub user {self.user.name!r}; ask the admins to "
+                                   f"create it (create_system_users is off)") from None
+            self.log.info("creating OS account %s for hub user %s", name, self.user.name)
+            result = subprocess.run(
+                ["useradd", "--create-home", "--user-group", "--shell", "/usr/sbin/nologin",
+                 "--comment", f"HC-DC hub user {self.user.name}", name],
+                capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SpawnRefused(f"cannot create OS account {name!r}: {result.stderr.strip()}") from None
+            account = pwd.getpwnam(name)
+        if account.pw_uid < self.min_uid or account.pw_uid == 0:
+            raise SpawnRefused(f"refusing to run {self.user.name!r}'s server as OS account {name!r} "
+                               f"(uid {account.pw_uid} < {self.min_uid}: root or a system account)")
+        return account
+
+    def make_preexec_fn(self, name):
+        return set_user_setuid(self.system_username)
+
+    def user_env(self, env):
+        account = pwd.getpwnam(self.system_username)
+        env["USER"] = account.pw_name
+        env["HOME"] = account.pw_dir
+        env["SHELL"] = "/bin/bash"
+        return env
+
+    async def start(self):
+        await asyncio.to_thread(self._account)
+        return await super().start()
+
+    async def move_certs(self, paths):  # pragma: no cover - internal SSL only
+        raise SpawnRefused("internal SSL is not supported by the HC-DC system-user spawner")
+
+
+class _NoStatsd:
+    """Stands in for the statsd client JupyterHub 6 removed (jupyterhub PR 5407)."""
+
+    def timer(self, *args, **kwargs) -> "_NoStatsd":
+        return self
+
+    def start(self) -> "_NoStatsd":
+        return self
+
+    def stop(self, *args, **kwargs) -> None:
+        return None
+
+    def incr(self, *args, **kwargs) -> None:
+        return None
+
+
+class _LoginHandler(NativeLoginHandler):
+    """nativeauthenticator 1.3.0's login page, working on JupyterHub 6 (no ``self.statsd`` there)."""
+
+    statsd = _NoStatsd()
+
+
+class HCDCNativeAuthenticator(NativeAuthenticator):
+    """NativeAuthenticator plus accounts queued by ``hcdc hub start --demo-users``.
+
+    Also replaces nativeauthenticator 1.3.0's login handler, which calls
+    ``self.statsd`` that JupyterHub 6 no longer has (every login would be a 500).
+    """
+
+    seed_accounts_file = Unicode("", config=True,
+                                 help="JSON list of {username, password_bcrypt, admin}: approved accounts to "
+                                      "create or reset at start; the file is removed once applied.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._apply_seed_accounts()
+
+    def get_handlers(self, app):
+        return [(url, _LoginHandler if handler is NativeLoginHandler else handler)
+                for url, handler in super().get_handlers(app)]
+
+    def _apply_seed_accounts(self) -> None:
+        if not self.seed_accounts_file:
+            return
+        path = Path(self.seed_accounts_file)
+        if not path.is_file():
+            return
+        rows = json.loads(path.read_text())
+        for row in rows:
+            username = self.normalize_username(row["username"])
+            password = row["password_bcrypt"].encode()
+            info = UserInfo.find(self.db, username)
+            if info is None:
+                self.db.add(UserInfo(username=username, password=password, is_authorized=True))
+            else:
+                info.password = password
+                info.is_authorized = True
+        self.db.commit()
+        os.unlink(path)
+        self.log.info("HC-DC: %d approved account(s) created or reset", len(rows))

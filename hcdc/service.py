@@ -1,0 +1,450 @@
+"""The HC-DC catalog service: the one door from users' notebooks to the catalog and products.
+
+A small tornado application registered with JupyterHub as a service
+(``/services/hcdc-catalog/``). Every request carries the user's hub token (a
+kernel's ``$JUPYTERHUB_API_TOKEN``); the service asks the hub who it belongs to
+(``jupyterhub.services.auth.HubAuth``), requires the scope
+``access:services!service=<name>``, and answers JSON with what
+:mod:`hcdc.access` lets that user see. On PostgreSQL each query also runs as
+the role ``hcdc_reader`` under the row-level-security policies of migration
+0003, so a row the Python filter would wrongly let through is still refused by
+the database. Product files are streamed by the service, which runs as the
+hub's OS user: PI processes (other OS users) cannot read the data directory.
+
+Errors are JSON ``{"status": ..., "error": ..., "message": ...}`` with a
+sentence for a person — never a traceback.
+
+Endpoints (under the service prefix)::
+
+    GET api/health                          no authentication
+    GET api/whoami                          user, staff flag, programmes, a note when none
+    GET api/observations[?mine=1]           observations the user may see
+    GET api/observations/<id>               one observation (403 proprietary, 404 missing)
+    GET api/observations/<id>/raw_files|products|detections|detection_limits
+    GET api/products/<id>                   product metadata
+    GET api/products/<id>/file              the product file, streamed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import traceback
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from hcdc import access
+from hcdc.access import Principal
+from hcdc.catalog.db import Catalog
+from hcdc.catalog.models import (
+    Detection,
+    DetectionLimit,
+    Observation,
+    Product,
+    Programme,
+    ProgrammeMember,
+    RawFile,
+    Target,
+    User,
+)
+
+log = logging.getLogger("hcdc.service")
+
+CHUNK = 1 << 20
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and a message for a person."""
+
+    status = 400
+    kind = "bad_request"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ServiceError):
+    status = 404
+    kind = "not_found"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    kind = "permission_denied"
+
+
+# --- the database side ------------------------------------------------------------------
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return value
+
+
+class CatalogAccess:
+    """Queries on behalf of a user, through :mod:`hcdc.access` (and RLS on PostgreSQL).
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The catalog, opened with the owner's credentials (the service's own).
+    use_rls : bool, optional
+        Run user queries as :data:`hcdc.access.READER_ROLE` (PostgreSQL only).
+        Default: when the database is PostgreSQL and the role exists.
+    """
+
+    def __init__(self, catalog: Catalog, use_rls: bool | None = None):
+        self.catalog = catalog
+        postgres = catalog.engine.dialect.name == "postgresql"
+        if use_rls is None:
+            use_rls = postgres and self._reader_role_exists()
+        if use_rls and not postgres:
+            raise ValueError("row-level security needs PostgreSQL")
+        self.use_rls = use_rls
+
+    def _reader_role_exists(self) -> bool:
+        with self.catalog.engine.connect() as connection:
+            return bool(connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"),
+                                          {"r": access.READER_ROLE}))
+
+    @contextmanager
+    def session_for(self, principal: Principal) -> Iterator[Session]:
+        """A read-only session whose queries the database restricts to ``principal``."""
+        with self.catalog.session() as session:
+            if self.use_rls:
+                session.execute(text("SET TRANSACTION READ ONLY"))
+                session.execute(text(f"SET LOCAL ROLE {access.READER_ROLE}"))
+                session.execute(text("SELECT set_config(:k, :v, true)"),
+                                {"k": access.USER_SETTING, "v": principal.username})
+            yield session
+            session.rollback()  # read-only: never commit anything done on a user's behalf
+
+    def principal(self, username: str) -> Principal:
+        with self.catalog.session() as session:
+            return access.principal_for(session, username)
+
+    # -- existence checks run with the service's own rights: they say 'exists', never what
+    def _exists(self, model: type, row_id: int) -> bool:
+        with self.catalog.session() as session:
+            return session.scalar(select(model.id).where(model.id == row_id)) is not None
+
+    def _get_visible(self, session: Session, principal: Principal, model: type, row_id: int, noun: str):
+        row = session.scalar(access.visible_query(model, principal).where(model.id == row_id))
+        if row is not None:
+            return row
+        if self._exists(model, row_id):
+            raise Forbidden(f"{noun} {row_id} is proprietary: it is not released yet and {principal.username or 'you'} "
+                            f"is neither PI/co-I of its programme nor staff")
+        raise NotFound(f"{noun} {row_id} does not exist in the catalog")
+
+    # -- answers
+    def whoami(self, principal: Principal) -> dict[str, Any]:
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(Programme.prog_id, Programme.title, ProgrammeMember.role)
+                .join(ProgrammeMember, ProgrammeMember.programme_id == Programme.id)
+                .join(User, User.id == ProgrammeMember.user_id)
+                .where(User.username == principal.username).order_by(Programme.prog_id)).all()
+        answer: dict[str, Any] = {
+            "user": principal.username,
+            "staff": principal.is_staff,
+            "known": principal.known,
+            "programmes": [{"prog_id": p, "title": t, "role": r} for p, t, r in rows],
+        }
+        if principal.is_staff:
+            answer["message"] = f"{principal.username} is staff: every observation is visible"
+        elif not rows:
+            who = principal.username if principal.known else f"{principal.username} (unknown to the catalog)"
+            answer["message"] = (f"{who} is not PI or co-I of any programme: "
+                                 f"only public (released) data are visible")
+        return answer
+
+    def observations(self, principal: Principal, mine: bool = False, limit: int = 1000,
+                     offset: int = 0) -> list[dict[str, Any]]:
+        if mine and not principal.programme_ids and not principal.is_staff:
+            raise NotFound(f"{principal.username} is not PI or co-I of any programme, so has no observations "
+                           f"of their own; all observations lists the public ones")
+        with self.session_for(principal) as session:
+            query = access.visible_query(Observation, principal)
+            if mine and not principal.is_staff:
+                query = query.where(Observation.programme_id.in_(sorted(principal.programme_ids)))
+            query = query.order_by(Observation.night, Observation.key).limit(limit).offset(offset)
+            return [self._observation(session, o) for o in session.scalars(query)]
+
+    def observation(self, principal: Principal, observation_id: int) -> dict[str, Any]:
+        with self.session_for(principal) as session:
+            row = self._get_visible(session, principal, Observation, observation_id, "observation")
+            return self._observation(session, row)
+
+    def children(self, principal: Principal, observation_id: int, kind: str) -> list[dict[str, Any]]:
+        model, serialise = {
+            "raw_files": (RawFile, self._raw_file),
+            "products": (Product, self._product),
+            "detections": (Detection, self._detection),
+            "detection_limits": (DetectionLimit, self._limit),
+        }[kind]
+        with self.session_for(principal) as session:
+            self._get_visible(session, principal, Observation, observation_id, "observation")
+            query = (access.visible_query(model, principal).where(model.observation_id == observation_id)
+                     .order_by(model.id))
+            return [serialise(row) for row in session.scalars(query)]
+
+    def product(self, principal: Principal, product_id: int) -> dict[str, Any]:
+        with self.session_for(principal) as session:
+            return self._product(self._get_visible(session, principal, Product, product_id, "product"))
+
+    def product_file(self, principal: Principal, product_id: int) -> tuple[Path, dict[str, Any]]:
+        meta = self.product(principal, product_id)
+        path = Path(meta["path"])
+        if not path.is_file():
+            raise NotFound(f"product {product_id} is in the catalog but its file {path.name} is missing on disk; "
+                           f"tell the data-center staff")
+        return path, meta
+
+    # -- serialisation
+    @staticmethod
+    def _observation(session: Session, o: Observation) -> dict[str, Any]:
+        target = session.get(Target, o.target_id) if o.target_id else None
+        programme = session.get(Programme, o.programme_id) if o.programme_id else None
+        return {
+            "id": o.id, "key": o.key, "instrument": o.instrument, "origin": o.origin,
+            "target": target.name if target else None, "programme": programme.prog_id if programme else None,
+            "night": _iso(o.night), "ob_id": o.ob_id, "ob_name": o.ob_name, "mode": o.mode, "filter": o.filter,
+            "coronagraph": o.coronagraph, "dit_s": o.dit_s, "n_science_files": o.n_science_files,
+            "n_science_frames": o.n_science_frames, "exposure_time_s": o.exposure_time_s,
+            "field_rotation_deg": o.field_rotation_deg, "seeing_arcsec": o.seeing_arcsec, "tau0_ms": o.tau0_ms,
+            "airmass": o.airmass, "release_date": _iso(o.release_date),
+            "proprietary": not access.is_released(o.release_date), "status": o.status,
+            "status_reason": o.status_reason,
+        }
+
+    @staticmethod
+    def _raw_file(r: RawFile) -> dict[str, Any]:
+        return {"id": r.id, "path": r.path, "kind": r.kind, "dpr_type": r.dpr_type, "date_obs": _iso(r.date_obs),
+                "dit_s": r.dit_s, "n_frames": r.n_frames, "sha256": r.sha256, "release_date": _iso(r.release_date)}
+
+    @staticmethod
+    def _product(p: Product) -> dict[str, Any]:
+        return {"id": p.id, "reduction_id": p.reduction_id, "observation_id": p.observation_id, "kind": p.kind,
+                "path": p.path, "name": Path(p.path).name, "sha256": p.sha256, "size_bytes": p.size_bytes,
+                "meta": p.meta, "release_date": _iso(p.release_date)}
+
+    @staticmethod
+    def _detection(d: Detection) -> dict[str, Any]:
+        return {k: _iso(getattr(d, k)) for k in (
+            "id", "reduction_id", "observation_id", "sep_arcsec", "sep_err_arcsec", "pa_deg", "pa_err_deg", "snr",
+            "fpf", "contrast", "contrast_err", "status", "release_date")}
+
+    @staticmethod
+    def _limit(limit: DetectionLimit) -> dict[str, Any]:
+        return {"id": limit.id, "reduction_id": limit.reduction_id, "observation_id": limit.observation_id,
+                "sigma": limit.sigma, "algorithm": limit.algorithm, "release_date": _iso(limit.release_date),
+                "points": [{"sep_arcsec": p.sep_arcsec, "contrast": p.contrast, "throughput": p.throughput}
+                           for p in limit.points]}
+
+
+# --- the HTTP side --------------------------------------------------------------------------
+
+
+def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
+    """The tornado application (``hub_auth``: a configured ``HubAuth``; default from the environment)."""
+    from jupyterhub.services.auth import HubAuth, HubAuthenticated, UserNotAllowed
+    from tornado import web
+
+    if hub_auth is None:
+        hub_auth = HubAuth(cache_max_age=int(os.environ.get("HCDC_SERVICE_TOKEN_CACHE_SECONDS", "30")))
+    service_name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "hcdc-catalog")
+
+    class Base(HubAuthenticated, web.RequestHandler):
+        def initialize(self) -> None:
+            self.hub_auth = hub_auth
+            self.catalog_access = catalog_access
+
+        def check_xsrf_cookie(self) -> None:  # token-authenticated API, GET only
+            return
+
+        def write_error(self, status_code: int, **kwargs: Any) -> None:
+            exc = kwargs.get("exc_info", (None, None, None))[1]
+            if isinstance(exc, ServiceError):
+                status, kind, message = exc.status, exc.kind, exc.message
+            elif isinstance(exc, web.HTTPError):
+                status, kind = exc.status_code, "http_error"
+                message = exc.log_message or self._reason
+            else:
+                status, kind = 500, "internal_error"
+                message = "internal error of the HC-DC catalog service; it is logged, tell the data-center staff"
+                if exc is not None:
+                    log.error("internal error on %s:\n%s", self.request.path,
+                              "".join(traceback.format_exception(*kwargs["exc_info"])))
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"status": status, "error": kind, "message": message}))
+
+        def _fail(self, error: ServiceError) -> None:
+            self.send_error(error.status, exc_info=(type(error), error, None))
+
+        async def authenticated_principal(self) -> Principal:
+            token = self.hub_auth.get_token(self, in_cookie=False)
+            if not token:
+                raise _Unauthenticated(
+                    "no hub token in the request: call the service with 'Authorization: token <token>' "
+                    "(hcdc.client.CatalogClient does this with the kernel's $JUPYTERHUB_API_TOKEN)")
+            user = await self.hub_auth.get_user(self, sync=False)
+            if not user:
+                raise _Unauthenticated("the hub token is invalid or has expired: log in to the hub again "
+                                       "(or restart your server from the hub's home page)")
+            try:
+                self.check_hub_user(user)
+            except UserNotAllowed:
+                raise Forbidden(f"this token of {user.get('name')!r} lacks the scope "
+                                f"access:services!service={service_name}: ask the hub administrators") from None
+            if user.get("kind", "user") != "user":
+                raise Forbidden(f"{user.get('kind')} {user.get('name')!r} is not a user; the catalog answers users")
+            return await asyncio.to_thread(self.catalog_access.principal, user["name"])
+
+        async def run(self, function, *args, **kwargs) -> Any:
+            try:
+                principal = await self.authenticated_principal()
+                return principal, await asyncio.to_thread(function, principal, *args, **kwargs)
+            except ServiceError as error:
+                self._fail(error)
+                return None, None
+
+        def answer(self, value: Any) -> None:
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(value))
+
+    class Health(web.RequestHandler):
+        def get(self) -> None:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"status": "ok", "service": service_name}))
+
+    class WhoAmI(Base):
+        async def get(self) -> None:
+            principal, value = await self.run(lambda p: catalog_access.whoami(p))
+            if principal is not None:
+                self.answer(value)
+
+    class Observations(Base):
+        async def get(self) -> None:
+            try:
+                mine = self.get_argument("mine", "0").lower() in ("1", "true", "yes")
+                limit = int(self.get_argument("limit", "1000"))
+                offset = int(self.get_argument("offset", "0"))
+            except ValueError:
+                return self._fail(ServiceError("limit and offset must be integers"))
+            if not (1 <= limit <= 100_000 and offset >= 0):
+                return self._fail(ServiceError("limit must be within 1..100000 and offset >= 0"))
+            principal, value = await self.run(catalog_access.observations, mine=mine, limit=limit, offset=offset)
+            if principal is not None:
+                self.answer(value)
+
+    class OneObservation(Base):
+        async def get(self, observation_id: str, kind: str | None = None) -> None:
+            if kind is None:
+                principal, value = await self.run(catalog_access.observation, int(observation_id))
+            else:
+                principal, value = await self.run(catalog_access.children, int(observation_id), kind)
+            if principal is not None:
+                self.answer(value)
+
+    class OneProduct(Base):
+        async def get(self, product_id: str) -> None:
+            principal, value = await self.run(catalog_access.product, int(product_id))
+            if principal is not None:
+                self.answer(value)
+
+    class ProductFile(Base):
+        async def get(self, product_id: str) -> None:
+            principal, value = await self.run(catalog_access.product_file, int(product_id))
+            if principal is None:
+                return
+            path, meta = value
+            self.set_header("Content-Type", "application/fits" if path.suffix in (".fits", ".fit") else
+                            "application/octet-stream")
+            self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
+            self.set_header("X-HCDC-SHA256", meta["sha256"])
+            self.set_header("Cache-Control", "no-store")
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    self.write(chunk)
+                    await self.flush()
+            self.finish()
+
+    class Missing(Base):
+        def get(self, *args: Any) -> None:
+            self._fail(NotFound(f"no such endpoint {self.request.path}; see api/health, api/whoami, "
+                                f"api/observations"))
+
+    prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+    children = "raw_files|products|detections|detection_limits"
+    return web.Application([
+        (prefix + r"api/health", Health),
+        (prefix + r"api/whoami", WhoAmI),
+        (prefix + r"api/observations", Observations),
+        (prefix + r"api/observations/(\d+)", OneObservation),
+        (prefix + rf"api/observations/(\d+)/({children})", OneObservation),
+        (prefix + r"api/products/(\d+)", OneProduct),
+        (prefix + r"api/products/(\d+)/file", ProductFile),
+        (prefix + r"(.*)", Missing),
+    ], serve_traceback=False, log_function=_log_request)
+
+
+class _Unauthenticated(ServiceError):
+    status = 401
+    kind = "not_authenticated"
+
+
+def _log_request(handler) -> None:
+    status = handler.get_status()
+    method = log.warning if status >= 400 else log.info
+    method("%d %s %s %.1f ms", status, handler.request.method, handler.request.path,
+           1000 * handler.request.request_time())
+
+
+def main() -> None:
+    """Run the service as JupyterHub starts it (environment from the hub and HC-DC settings)."""
+    import signal
+    from urllib.parse import urlparse
+
+    from tornado.ioloop import IOLoop
+
+    from hcdc.settings import get_settings
+
+    logging.basicConfig(level=os.environ.get("HCDC_SERVICE_LOG_LEVEL", "INFO"),
+                        format="[%(levelname)1.1s %(asctime)s hcdc-catalog] %(message)s")
+    settings = get_settings()
+    catalog = Catalog(settings.resolved_catalog_url, migrate=False)
+    catalog_access = CatalogAccess(catalog)
+    if catalog.engine.dialect.name == "postgresql" and not catalog_access.use_rls:
+        log.warning("PostgreSQL catalog without the role %s: row-level security is OFF, only the service's own "
+                    "filter protects proprietary rows; run 'hcdc db upgrade'", access.READER_ROLE)
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/hcdc-catalog/")
+    app = make_app(catalog_access, prefix)
+    app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
+    log.info("HC-DC catalog service on %s%s (catalog %s, row-level security %s)", url.geturl().rstrip("/"), prefix,
+             catalog.engine.url.render_as_string(hide_password=True), "on" if catalog_access.use_rls else "off")
+    loop = IOLoop.current()
+
+    def _stop(signum, _frame) -> None:  # the hub sends SIGINT then SIGTERM; either stops at once
+        log.info("signal %d: stopping", signum)
+        loop.add_callback_from_signal(loop.stop)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)  # also when started with SIGINT ignored (background jobs)
+    loop.start()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
