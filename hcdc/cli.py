@@ -182,6 +182,57 @@ def register_reduced(cube, angles, psf, pixel_scale, instrument, target, night, 
               f"field rotation {result.field_rotation_deg:.1f} deg)")
 
 
+# --- pre-processing -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--observation", "observation_ids", multiple=True, type=int,
+              help="Observation id (repeatable). Default: every raw IRDIS observation without a done pre-processing.")
+@click.option("--redo", is_flag=True, help="Pre-process again even when a done reduction exists.")
+def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
+    """Calibrate and centre raw observations into ADI cubes (products + catalog rows).
+
+    One failing observation is recorded with its reason and does not stop the others.
+    """
+    from sqlalchemy import select
+
+    from .catalog.models import Observation, Reduction
+    from .processing import preprocess_catalog_observation
+
+    settings = _settings()
+    cat = _catalog()
+    with cat.session() as session:
+        if observation_ids:
+            ids = list(observation_ids)
+            known = set(session.scalars(select(Observation.id).where(Observation.id.in_(ids))))
+            for missing in sorted(set(ids) - known):
+                raise click.ClickException(f"no observation {missing} in the catalog ({cat.url})")
+        else:
+            ids = list(session.scalars(select(Observation.id).where(Observation.origin == "raw",
+                                                                    Observation.instrument == "SPHERE-IRDIS")
+                                       .order_by(Observation.id)))
+        if not redo:
+            done = set(session.scalars(select(Reduction.observation_id).where(
+                Reduction.step == "preprocess", Reduction.status == "done")))
+            skipped = [i for i in ids if i in done]
+            ids = [i for i in ids if i not in done]
+            if skipped:
+                _echo_err(f"{len(skipped)} observation(s) already pre-processed (use --redo)")
+    from tqdm.auto import tqdm
+
+    failed = 0
+    for observation_id in tqdm(ids, desc="pre-processing", unit="obs", disable=not sys.stderr.isatty() or None):
+        outcome = preprocess_catalog_observation(cat, observation_id, settings.data_dir)
+        if outcome.status == "done":
+            note = f"; {len(outcome.problems)} note(s): " + "; ".join(outcome.problems) if outcome.problems else ""
+            _echo_err(f"observation {observation_id}: done, {outcome.n_frames} frames "
+                      f"({outcome.n_rejected} rejected) -> {outcome.products.get('cube')}{note}")
+        else:
+            failed += 1
+            _echo_err(f"observation {observation_id}: FAILED: {outcome.error.splitlines()[0]}")
+    _echo_err(f"pre-processed {len(ids) - failed} observation(s), {failed} failed")
+
+
 # --- catalog --------------------------------------------------------------------------
 
 

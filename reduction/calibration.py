@@ -56,6 +56,19 @@ def robust_std(values: np.ndarray) -> float:
     return float(np.median(np.abs(finite - np.median(finite))) * 1.4826)
 
 
+def clipped_std(values: np.ndarray, sigma: float) -> float:
+    """Standard deviation of the finite values within ``sigma`` robust sigmas of the median."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan")
+    centre = np.median(finite)
+    scale = robust_std(finite)
+    if not scale > 0:
+        return float(np.std(finite))
+    kept = finite[np.abs(finite - centre) <= sigma * scale]
+    return float(np.std(kept))
+
+
 # --- master dark / background -------------------------------------------------------
 
 
@@ -100,9 +113,10 @@ def master_dark(frames: np.ndarray, dit_s: float, params: MasterDarkParameters =
         # frame-to-frame differences remove the fixed pattern: std(diff)/sqrt(2) = temporal noise
         differences = np.diff(stack, axis=0) / np.sqrt(2.0)
         temporal = np.sqrt(np.nanmean(differences ** 2, axis=0))
-        # pooled over independent pairs (0-1, 2-3, ...): unbiased, robust to a few bad pixels
+        # pooled over independent pairs (0-1, 2-3, ...); a clipped standard deviation, not the MAD,
+        # because integer ADU make the MAD of differences jump by quantisation steps
         pairs = stack.shape[0] // 2
-        read_noise = robust_std((stack[1:2 * pairs:2] - stack[0:2 * pairs:2]) / np.sqrt(2.0))
+        read_noise = clipped_std((stack[1:2 * pairs:2] - stack[0:2 * pairs:2]) / np.sqrt(2.0), 5.0)
         unstable = (temporal > params.unstable_sigma * read_noise) if stack.shape[0] >= 3 else np.zeros_like(hot)
     else:
         read_noise = float("nan")

@@ -1,0 +1,213 @@
+"""Running pre-processing for catalog observations and recording what it made.
+
+``preprocess_catalog_observation`` gathers an observation's raw files and
+matched calibrations from the catalog, runs :func:`reduction.preprocessing.preprocess_observation`,
+writes the products (FITS with provenance in their headers) under
+``<data dir>/products/obs<id>/preprocess/``, and records a ``reductions`` row
+(parameters, inputs with sha256, code version, git commit, environment lock
+hash, host, times, status, problems), its ``products`` and the reduced
+calibrations (``calibrations`` rows, deduplicated on their input files).
+A failure is recorded with its reason and never raises to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from sqlalchemy import select
+
+from reduction.preprocessing import (
+    ObservationFiles,
+    Preprocess,
+    PreprocessingError,
+    PreprocessParameters,
+    write_products,
+)
+from reduction.instruments import by_name
+from reduction.rawio import sha256_file
+
+from .catalog.db import Catalog
+from .catalog.models import Calibration, Observation, ObservationCalibration, Product, RawFile, Reduction
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hcdc")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        return "0+unknown"
+
+
+def git_commit() -> str | None:
+    """The commit of the code that runs (None outside a git checkout)."""
+    try:
+        result = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def environment_sha256() -> str | None:
+    """sha256 of requirements.lock, the pinned environment."""
+    lock = REPO / "requirements.lock"
+    return sha256_file(lock) if lock.exists() else None
+
+
+def observation_files(session, observation: Observation) -> ObservationFiles:
+    """The raw inputs of an observation from the catalog (frames + calibration links)."""
+    frames = session.scalars(select(RawFile).where(RawFile.observation_id == observation.id,
+                                                   RawFile.status == "accepted")).all()
+    by_kind: dict[str, list[Path]] = defaultdict(list)
+    for frame in sorted(frames, key=lambda f: f.date_obs):
+        by_kind[frame.kind].append(Path(frame.path))
+    per_dit: dict[str, dict[float, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    flats: list[Path] = []
+    for link, raw in session.execute(select(ObservationCalibration, RawFile)
+                                     .join(RawFile, RawFile.id == ObservationCalibration.raw_file_id)
+                                     .where(ObservationCalibration.observation_id == observation.id,
+                                            RawFile.status == "accepted")):
+        if link.role == "flat":
+            flats.append(Path(raw.path))
+        elif link.for_dit_s is not None:
+            per_dit[link.role][round(link.for_dit_s, 2)].append(Path(raw.path))
+
+    def freeze(role: str) -> dict[float, tuple[Path, ...]]:
+        return {dit: tuple(sorted(paths)) for dit, paths in per_dit[role].items()}
+
+    return ObservationFiles(
+        instrument=observation.instrument, filter=observation.filter or "",
+        science=tuple(by_kind["science"]), center=tuple(by_kind["center"]), flux=tuple(by_kind["flux"]),
+        skies=freeze("sky"), backgrounds=freeze("background"), darks=freeze("dark"), flats=tuple(sorted(flats)),
+    )
+
+
+@dataclass(frozen=True)
+class PreprocessOutcome:
+    observation_id: int
+    reduction_id: int
+    status: str            #: done / failed
+    problems: tuple[str, ...]
+    error: str | None
+    products: dict[str, str]
+    n_frames: int
+    n_rejected: int
+
+
+def _fingerprint(hashes) -> str:
+    return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
+
+
+def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
+                                   params: PreprocessParameters = PreprocessParameters(),
+                                   campaign_id: int | None = None) -> PreprocessOutcome:
+    """Pre-process one catalog observation and record everything (see module docstring)."""
+    step = Preprocess()
+    started = datetime.now(timezone.utc)
+    with catalog.session() as session:
+        observation = session.get(Observation, observation_id)
+        if observation is None:
+            raise KeyError(f"no observation {observation_id} in the catalog")
+        files = observation_files(session, observation)
+        release = observation.release_date
+        reduction = Reduction(
+            observation_id=observation_id, campaign_id=campaign_id, step=step.name, step_version=step.version,
+            parameters=params.to_dict(), parameters_sha256=params.fingerprint(),
+            inputs=[{"path": str(p)} for p in files.all_paths()], code_version=code_version(),
+            git_commit=git_commit(), environment_sha256=environment_sha256(), host=platform.node(),
+            status="running", attempts=1, started_at=started, release_date=release,
+        )
+        session.add(reduction)
+        session.flush()
+        reduction_id = reduction.id
+    out_dir = data_dir / "products" / f"obs{observation_id:06d}" / "preprocess"
+    problems: tuple[str, ...] = ()
+    error = None
+    paths: dict[str, Path] = {}
+    n_frames = n_rejected = 0
+    try:
+        result = step.run(params, observation_files=files)
+        provenance = {"step": step.name, "step_version": step.version, "reduction_id": reduction_id,
+                      "observation_id": observation_id, "code_version": code_version(),
+                      "git_commit": git_commit(), "params_sha256": params.fingerprint(),
+                      "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
+                      "date": started.isoformat(timespec="seconds")}
+        paths = write_products(result, out_dir, provenance)
+        problems = result.problems
+        n_frames, n_rejected = len(result.frames), result.n_rejected
+        status = "done"
+    except PreprocessingError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # recorded, never raised: one observation must not stop a batch
+        status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        result = None
+    with catalog.session() as session:
+        reduction = session.get(Reduction, reduction_id)
+        reduction.status = status
+        reduction.error = error if error else ("; ".join(problems) or None)
+        reduction.finished_at = datetime.now(timezone.utc)
+        if status == "done":
+            reduction.inputs = list(result.inputs)
+            for kind, path in paths.items():
+                reduction.products.append(Product(observation_id=observation_id, kind=kind, path=str(path),
+                                                  sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                                                  release_date=release,
+                                                  meta={"problems": list(problems)} if kind == "cube" else None))
+            _record_calibrations(session, result, files.instrument, files.filter, data_dir, reduction)
+    return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
+                             problems=problems, error=error, products={k: str(v) for k, v in paths.items()},
+                             n_frames=n_frames, n_rejected=n_rejected)
+
+
+def _record_calibrations(session, result, instrument: str, filter_: str, data_dir: Path,
+                         reduction: Reduction) -> None:
+    """Write each reduced calibration once (keyed on its input files) and record it."""
+    folder = data_dir / "calibrations" / instrument
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = {(c.kind, (c.quality or {}).get("inputs_sha256")) for c in
+                session.scalars(select(Calibration).where(Calibration.instrument == instrument))}
+    for name, calibration in result.reduced_calibrations.items():
+        fingerprint = _fingerprint(calibration.input_sha256)
+        if (calibration.kind, fingerprint) in existing:
+            continue
+        path = folder / f"{calibration.kind}_{fingerprint[:12]}.fits"
+        header = fits.Header()
+        header["HIERARCH HCDC KIND"] = calibration.kind
+        if calibration.dit_s is not None:
+            header["HIERARCH HCDC DIT"] = calibration.dit_s
+        for key, value in calibration.quality.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                header[f"HIERARCH HCDC Q {key.upper()}"] = value
+        header["HIERARCH HCDC INPUTS"] = fingerprint
+        fits.PrimaryHDU(calibration.image, header=header).writeto(path, overwrite=True)
+        product = Product(observation_id=None, kind=calibration.kind, path=str(path), sha256=sha256_file(path),
+                          size_bytes=path.stat().st_size, release_date=None,
+                          meta={"inputs_sha256": list(calibration.input_sha256)})
+        reduction.products.append(product)
+        session.flush()
+        date_obs = None
+        if calibration.date_obs:
+            try:
+                date_obs = datetime.fromisoformat(calibration.date_obs).replace(tzinfo=timezone.utc)
+            except ValueError:
+                date_obs = None
+        session.add(Calibration(
+            instrument=instrument, kind=calibration.kind, dit_s=calibration.dit_s,
+            filter=filter_ if calibration.kind in ("master_flat", "master_background", "master_sky") else None,
+            night=None if date_obs is None else by_name(instrument).night_of(date_obs), date_obs=date_obs,
+            product_id=product.id,
+            quality={**{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                        for k, v in calibration.quality.items()}, "inputs_sha256": fingerprint}))
+        existing.add((calibration.kind, fingerprint))
