@@ -164,11 +164,19 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
                 reduction.products.append(Product(observation_id=observation_id, kind=kind, path=str(path),
                                                   sha256=sha256_file(path), size_bytes=path.stat().st_size,
                                                   release_date=release,
-                                                  meta={"problems": list(problems)} if kind == "cube" else None))
+                                                  meta=_cube_summary(result) if kind == "cube" else None))
             _record_calibrations(session, result, files.instrument, files.filter, data_dir, reduction)
     return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
                              problems=problems, error=error, products={k: str(v) for k, v in paths.items()},
                              n_frames=n_frames, n_rejected=n_rejected)
+
+
+def _cube_summary(result) -> dict:
+    """What monitoring trends per observation (stored with the cube product)."""
+    return {"problems": list(result.problems), "n_frames": len(result.frames), "n_rejected": result.n_rejected,
+            "centres_detector_xy": [list(c) for c in (result.centres_detector_xy or ())],
+            "fwhm_px": list(result.fwhm_px or ()), "star_flux": list(result.star_flux or ()),
+            "wavelengths_um": list(result.wavelengths_um), "pixel_scale_arcsec": result.pixel_scale_arcsec}
 
 
 def _record_calibrations(session, result, instrument: str, filter_: str, data_dir: Path,
