@@ -311,6 +311,16 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(_dt())
 
 
+class CampaignReduction(Base):
+    """Which reductions make up a campaign (a reduction can serve several versions)."""
+
+    __tablename__ = "campaign_reductions"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)
+
+
 class Reduction(Base):
     """One execution of one step, with its full provenance."""
 
@@ -323,6 +333,8 @@ class Reduction(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     step: Mapped[str] = mapped_column(String(64))
     step_version: Mapped[str] = mapped_column(String(32))
+    #: sha256 of (step, version, parameters, input hashes): equal signature = up to date
+    signature: Mapped[str | None] = mapped_column(String(64), index=True)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     parameters_sha256: Mapped[str | None] = mapped_column(String(64))
     inputs: Mapped[list[Any]] = mapped_column(JSON, default=list)
