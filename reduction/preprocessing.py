@@ -29,6 +29,7 @@ Steps, in order (SPHERE Data Reduction Handbook; vlt-sphere):
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -226,6 +227,25 @@ class ReducedCalibration:
     date_obs: str | None          #: first input's DATE-OBS
 
 
+#: Master calibrations already computed in this process, keyed on (kind, input sha256s): the
+#: observations of one night share their darks, flats and skies, and a pipeline worker
+#: processes many of them.
+_MASTERS: "OrderedDict[tuple, Any]" = OrderedDict()
+_MASTERS_MAX = 32
+
+
+def _cached_master(kind: str, raws: Sequence[_Raw], make):
+    key = (kind, tuple(r.sha256 for r in raws))
+    if key in _MASTERS:
+        _MASTERS.move_to_end(key)
+        return _MASTERS[key]
+    value = make()
+    _MASTERS[key] = value
+    while len(_MASTERS) > _MASTERS_MAX:
+        _MASTERS.popitem(last=False)
+    return value
+
+
 def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problems: list[str],
                         used: list[_Raw]) -> _Calibrations:
     """Master backgrounds/darks per DIT, flat, bad pixels and skies for one observation."""
@@ -239,7 +259,7 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
             if not raws:
                 continue
             used.extend(raws)
-            master = master_dark(_stack(raws), dit)
+            master = _cached_master("dark", raws, lambda: master_dark(_stack(raws), dit))
             name = f"master_{source}_{dit:.2f}s"
             quality[name] = master.quality
             products[name] = ReducedCalibration(f"master_{source}", master.image.astype(np.float32), dit,
@@ -253,8 +273,8 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
         used.extend(flat_raws)
         dits = np.concatenate([[_dit(r)] * r.data.shape[0] for r in flat_raws])
         try:
-            flat = master_flat(_stack(flat_raws), dits,
-                               dark=backgrounds.get(round(float(dits[0]), 2)))
+            flat = _cached_master("flat", flat_raws, lambda: master_flat(
+                _stack(flat_raws), dits, dark=backgrounds.get(round(float(dits[0]), 2))))
             quality["master_flat"] = flat.quality
             products["master_flat"] = ReducedCalibration("master_flat", flat.flat.astype(np.float32), None,
                                                          flat.quality, tuple(r.sha256 for r in flat_raws),
@@ -275,7 +295,7 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
         raws = [r for r in _read_all(paths, problems) if r.data.shape[1:] == shape]
         if raws:
             used.extend(raws)
-            sky = master_sky(_stack(raws), dit)
+            sky = _cached_master("sky", raws, lambda: master_sky(_stack(raws), dit))
             skies[dit] = sky.image
             name = f"master_sky_{dit:.2f}s"
             quality[name] = {"sky_level_adu": sky.level_adu, "n_frames": sky.n_frames, "dit_s": dit}
@@ -485,13 +505,18 @@ def preprocess_observation(files: ObservationFiles,
                 gx, gy = image.shape[1] / 2, image.shape[0] / 2
             separation = waffle_spot_separation_px(wavelengths[band], pixel_scale)
             try:
-                coarse = coarse_waffle_centre(image, separation, (gx, gy), params.centre_search_px)
-                found = find_waffle_centre(image, coarse, WaffleCentringParameters(spot_separation_px=separation))
+                # work on a cut-out around the guess: filters on a full 1024x1024 band are slow
+                half = int(separation + params.centre_search_px + 20)
+                cx0 = int(np.clip(round(gx) - half, 0, max(image.shape[1] - 2 * half - 1, 0)))
+                cy0 = int(np.clip(round(gy) - half, 0, max(image.shape[0] - 2 * half - 1, 0)))
+                cut = image[cy0:cy0 + 2 * half + 1, cx0:cx0 + 2 * half + 1]
+                coarse = coarse_waffle_centre(cut, separation, (gx - cx0, gy - cy0), params.centre_search_px)
+                found = find_waffle_centre(cut, coarse, WaffleCentringParameters(spot_separation_px=separation))
             except CentringError as exc:
                 problems.append(f"band {band + 1}: star centre not found from the waffle spots ({exc})")
                 centres_file = None
                 break
-            centres_file.append(found.centre_xy)
+            centres_file.append((found.centre_xy[0] + cx0, found.centre_xy[1] + cy0))
     else:
         problems.append("no OBJECT,CENTER frames: the star centre cannot be measured")
     if centres_file is None:
