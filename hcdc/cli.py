@@ -233,6 +233,57 @@ def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
     _echo_err(f"pre-processed {len(ids) - failed} observation(s), {failed} failed")
 
 
+@main.command()
+@click.option("--campaign", default="systematic", show_default=True, help="Campaign name.")
+@click.option("--observations", "query", default=None,
+              help="Which observations, e.g. 'instrument=SPHERE-IRDIS; night>=2026-06-01; id=3,4' (default: all).")
+@click.option("--executor", type=click.Choice(["serial", "local", "slurm"]), default="local", show_default=True,
+              help="serial: this process; local: a dask LocalCluster; slurm: dask-jobqueue SLURMCluster.")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML of step parameters overriding hcdc/pipeline/campaign_defaults.yaml.")
+@click.option("--retries", type=click.IntRange(0, 10), default=None,
+              help="Retries of a failing step (default: setting pipeline_retries).")
+@click.option("--new-version", is_flag=True, help="Start a new version of the campaign (a new release).")
+@click.option("--steps", default="preprocess,postprocess", show_default=True, help="Steps to run.")
+def reprocess(campaign: str, query: str | None, executor: str, params_file: Path | None, retries: int | None,
+              new_version: bool, steps: str) -> None:
+    """Plan and run a campaign: every step that is missing or out of date, on dask.
+
+    A step is up to date when its version, parameters and input hashes are
+    unchanged; re-running a campaign runs nothing, an interrupted one resumes.
+    """
+    from .pipeline.campaign import (
+        QueryError,
+        compare_campaigns,
+        load_parameters,
+        previous_campaign_id,
+    )
+    from .pipeline.campaign import reprocess as run_campaign
+
+    settings = _settings()
+    cat = _catalog()
+    try:
+        parameters = load_parameters(params_file)
+        report = run_campaign(cat, settings, campaign=campaign, query=query, executor=executor,
+                              parameters=parameters, retries=retries, new_version=new_version,
+                              steps=[s.strip() for s in steps.split(",") if s.strip()],
+                              progress=sys.stderr.isatty())
+    except (QueryError, ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    counts = report.counts
+    _echo_err(f"campaign {report.campaign} v{report.version} ({report.executor}): {report.observations} "
+              f"observation(s); steps run {report.steps_run} (done {counts['done']}, failed {counts['failed']}), "
+              f"up to date {counts['up-to-date']}, skipped {counts['skipped']} in {report.seconds:.0f} s")
+    for observation_id, step, error in report.failures:
+        _echo_err(f"  FAILED obs {observation_id} {step}: {error.splitlines()[0] if error else '?'}")
+    with cat.session() as session:
+        comparison = compare_campaigns(session, report.campaign_id, previous_campaign_id(session, report.campaign_id))
+    click.echo(comparison.render())
+    _echo_err(f"reports: {settings.data_dir / 'reports' / f'campaign{report.campaign_id:04d}'}")
+    if report.failures:
+        raise SystemExit(3)
+
+
 # --- catalog --------------------------------------------------------------------------
 
 
@@ -267,6 +318,28 @@ def observations(fmt: str, instrument: str | None, target: str | None, night: da
 
     with _catalog().session() as session:
         write_table(observations_table(session, instrument=instrument, target=target, night=night), fmt)
+
+
+@catalog.command()
+@_format_option
+@click.option("--campaign", default=None, help="Campaign name (default: the latest finished campaign).")
+def detections(fmt: str, campaign: str | None) -> None:
+    """Detections of the latest campaign, one row per detection (sep, PA, contrast, S/N with errors)."""
+    from .tables import detections_table, latest_campaign, write_table
+
+    with _catalog().session() as session:
+        write_table(detections_table(session, latest_campaign(session, campaign)), fmt)
+
+
+@catalog.command()
+@_format_option
+@click.option("--campaign", default=None, help="Campaign name (default: the latest finished campaign).")
+def limits(fmt: str, campaign: str | None) -> None:
+    """5-sigma contrast curves of the latest campaign, one row per (observation, wavelength, separation)."""
+    from .tables import latest_campaign, limits_table, write_table
+
+    with _catalog().session() as session:
+        write_table(limits_table(session, latest_campaign(session, campaign)), fmt)
 
 
 @catalog.command()

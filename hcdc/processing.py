@@ -110,40 +110,67 @@ def _fingerprint(hashes) -> str:
     return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
 
 
-def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
-                                   params: PreprocessParameters = PreprocessParameters(),
-                                   campaign_id: int | None = None) -> PreprocessOutcome:
-    """Pre-process one catalog observation and record everything (see module docstring)."""
-    step = Preprocess()
-    started = datetime.now(timezone.utc)
+def start_reduction(catalog: Catalog, observation_id: int, step: str, step_version: str, parameters: dict,
+                    parameters_sha256: str, *, campaign_id: int | None = None, signature: str | None = None,
+                    papermill_run_id: str | None = None, notebook_path: str | None = None) -> int:
+    """Create the ``reductions`` row of a step about to run (status ``running``); return its id."""
     with catalog.session() as session:
         observation = session.get(Observation, observation_id)
         if observation is None:
             raise KeyError(f"no observation {observation_id} in the catalog")
-        files = observation_files(session, observation)
-        release = observation.release_date
         reduction = Reduction(
-            observation_id=observation_id, campaign_id=campaign_id, step=step.name, step_version=step.version,
-            parameters=params.to_dict(), parameters_sha256=params.fingerprint(),
-            inputs=[{"path": str(p)} for p in files.all_paths()], code_version=code_version(),
-            git_commit=git_commit(), environment_sha256=environment_sha256(), host=platform.node(),
-            status="running", attempts=1, started_at=started, release_date=release,
+            observation_id=observation_id, campaign_id=campaign_id, step=step, step_version=step_version,
+            parameters=parameters, parameters_sha256=parameters_sha256, signature=signature, inputs=[],
+            code_version=code_version(), git_commit=git_commit(), environment_sha256=environment_sha256(),
+            host=platform.node(), status="running", attempts=1, started_at=datetime.now(timezone.utc),
+            release_date=observation.release_date, papermill_run_id=papermill_run_id, notebook_path=notebook_path,
         )
         session.add(reduction)
         session.flush()
-        reduction_id = reduction.id
-    out_dir = data_dir / "products" / f"obs{observation_id:06d}" / "preprocess"
+        return reduction.id
+
+
+def _finish(catalog: Catalog, reduction_id: int, status: str, error: str | None) -> None:
+    with catalog.session() as session:
+        reduction = session.get(Reduction, reduction_id)
+        reduction.status = status
+        reduction.error = error
+        reduction.finished_at = datetime.now(timezone.utc)
+
+
+def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
+                                   params: PreprocessParameters = PreprocessParameters(),
+                                   campaign_id: int | None = None,
+                                   reduction_id: int | None = None) -> PreprocessOutcome:
+    """Pre-process one catalog observation and record everything (see module docstring).
+
+    ``reduction_id`` names a row created beforehand (by the pipeline runner, with
+    its signature and notebook); otherwise one is created here.
+    """
+    step = Preprocess()
+    if reduction_id is None:
+        reduction_id = start_reduction(catalog, observation_id, step.name, step.version, params.to_dict(),
+                                       params.fingerprint(), campaign_id=campaign_id)
+    with catalog.session() as session:
+        observation = session.get(Observation, observation_id)
+        files = observation_files(session, observation)
+        release = observation.release_date
+        reduction = session.get(Reduction, reduction_id)
+        reduction.inputs = [{"path": str(p)} for p in files.all_paths()]
+        started = reduction.started_at
+    out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"preprocess-r{reduction_id}"
     problems: tuple[str, ...] = ()
     error = None
     paths: dict[str, Path] = {}
     n_frames = n_rejected = 0
+    result = None
     try:
         result = step.run(params, observation_files=files)
         provenance = {"step": step.name, "step_version": step.version, "reduction_id": reduction_id,
                       "observation_id": observation_id, "code_version": code_version(),
                       "git_commit": git_commit(), "params_sha256": params.fingerprint(),
                       "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
-                      "date": started.isoformat(timespec="seconds")}
+                      "date": started.isoformat(timespec="seconds") if started else None}
         paths = write_products(result, out_dir, provenance)
         problems = result.problems
         n_frames, n_rejected = len(result.frames), result.n_rejected
@@ -152,12 +179,8 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
         status, error = "failed", str(exc)
     except Exception as exc:  # recorded, never raised: one observation must not stop a batch
         status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        result = None
     with catalog.session() as session:
         reduction = session.get(Reduction, reduction_id)
-        reduction.status = status
-        reduction.error = error if error else ("; ".join(problems) or None)
-        reduction.finished_at = datetime.now(timezone.utc)
         if status == "done":
             reduction.inputs = list(result.inputs)
             for kind, path in paths.items():
@@ -166,6 +189,7 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
                                                   release_date=release,
                                                   meta=_cube_summary(result) if kind == "cube" else None))
             _record_calibrations(session, result, files.instrument, files.filter, data_dir, reduction)
+    _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None))
     return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
                              problems=problems, error=error, products={k: str(v) for k, v in paths.items()},
                              n_frames=n_frames, n_rejected=n_rejected)

@@ -83,6 +83,25 @@ class Settings(BaseSettings):
                     "(1 = in the calling process).",
     )
 
+    pipeline_retries: int = Field(
+        default=1, ge=0, le=10,
+        description="How many times a failing pipeline step is retried before it is recorded as failed.",
+    )
+    local_workers: int = Field(
+        default=2, ge=1, le=256,
+        description="Worker processes of the local dask cluster (executor 'local').",
+    )
+    slurm_queue: str | None = Field(
+        default=None, description="SLURM partition for executor 'slurm' (None: the cluster's default).")
+    slurm_cores: int = Field(default=1, ge=1, le=256, description="Cores per SLURM job (one dask worker per job).")
+    slurm_memory: str = Field(default="4GB", description="Memory per SLURM job, dask-jobqueue syntax (e.g. 4GB).")
+    slurm_walltime: str = Field(default="01:00:00", description="Wall time per SLURM job (HH:MM:SS).")
+    slurm_jobs: int = Field(default=2, ge=1, le=10_000, description="SLURM jobs (dask workers) to start.")
+    slurm_job_extra_directives: list[str] = Field(
+        default_factory=list,
+        description="Extra #SBATCH lines, e.g. ['--account=hcdc', '--qos=normal'].",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

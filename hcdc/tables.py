@@ -152,3 +152,108 @@ def write_table(table: Table, fmt: str, stream: IO | None = None) -> None:
         text = buffer.getvalue()
     stream.write(text)
     stream.flush()
+
+
+DETECTION_COLUMNS = (
+    ("observation", None, "Observation id"),
+    ("observation_key", None, "Observation key"),
+    ("target", None, "Target name"),
+    ("instrument", None, "Instrument"),
+    ("night", None, "Observing night"),
+    ("wavelength_um", "um", "Wavelength of the reduced image"),
+    ("sep_arcsec", "arcsec", "Separation"),
+    ("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, speckle + fit)"),
+    ("pa_deg", "deg", "Position angle east of north"),
+    ("pa_err_deg", "deg", "Position angle uncertainty (1 sigma)"),
+    ("contrast", None, "Flux ratio to the star (1-FWHM apertures)"),
+    ("contrast_err", None, "Contrast uncertainty (1 sigma)"),
+    ("snr", None, "S/N (Mawet et al. 2014)"),
+    ("fpf", None, "False-positive fraction"),
+    ("status", None, "candidate / confirmed / background / rejected"),
+    ("campaign", None, "Campaign (name vN)"),
+    ("reduction", None, "Reduction id (provenance: hcdc provenance REDUCTION)"),
+)
+
+LIMIT_COLUMNS = (
+    ("observation", None, "Observation id"),
+    ("observation_key", None, "Observation key"),
+    ("target", None, "Target name"),
+    ("instrument", None, "Instrument"),
+    ("night", None, "Observing night"),
+    ("wavelength_um", "um", "Wavelength"),
+    ("sigma", None, "Detection threshold (sigma)"),
+    ("sep_arcsec", "arcsec", "Separation"),
+    ("contrast", None, "Contrast limit (flux ratio) at this separation"),
+    ("throughput", None, "Algorithm throughput"),
+    ("campaign", None, "Campaign (name vN)"),
+    ("reduction", None, "Reduction id"),
+)
+
+
+def latest_campaign(session, name: str | None = None):
+    """The newest finished campaign (of ``name`` when given), or None."""
+    from .catalog.models import Campaign
+
+    query = select(Campaign).where(Campaign.finished_at.isnot(None))
+    if name:
+        query = query.where(Campaign.name == name)
+    return session.scalar(query.order_by(Campaign.finished_at.desc(), Campaign.id.desc()).limit(1))
+
+
+def _campaign_postprocess(session, campaign):
+    from .catalog.models import CampaignReduction, Reduction
+
+    return list(session.execute(
+        select(Reduction, Observation, Target)
+        .join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
+        .join(Observation, Observation.id == Reduction.observation_id)
+        .outerjoin(Target, Target.id == Observation.target_id)
+        .where(CampaignReduction.campaign_id == campaign.id, Reduction.step == "postprocess",
+               Reduction.status == "done")
+        .order_by(Observation.night, Observation.id)))
+
+
+def detections_table(session, campaign=None, visible_ids: set[int] | None = None) -> Table:
+    """Detections of a campaign (default: the latest), one row per detection."""
+    from .catalog.models import Detection
+
+    campaign = campaign or latest_campaign(session)
+    rows = []
+    if campaign is not None:
+        for reduction, obs, tgt in _campaign_postprocess(session, campaign):
+            if visible_ids is not None and obs.id not in visible_ids:
+                continue
+            for d in session.scalars(select(Detection).where(Detection.reduction_id == reduction.id)
+                                     .order_by(Detection.wavelength_um, Detection.snr.desc())):
+                rows.append({"observation": obs.id, "observation_key": obs.key, "target": tgt.name if tgt else None,
+                             "instrument": obs.instrument, "night": obs.night.isoformat(),
+                             "wavelength_um": d.wavelength_um, "sep_arcsec": d.sep_arcsec,
+                             "sep_err_arcsec": d.sep_err_arcsec, "pa_deg": d.pa_deg, "pa_err_deg": d.pa_err_deg,
+                             "contrast": d.contrast, "contrast_err": d.contrast_err, "snr": d.snr, "fpf": d.fpf,
+                             "status": d.status, "campaign": f"{campaign.name} v{campaign.version}",
+                             "reduction": reduction.id})
+    return build_table(rows, DETECTION_COLUMNS, meta={"table": "detections",
+                                                      "campaign": None if campaign is None else campaign.name})
+
+
+def limits_table(session, campaign=None, visible_ids: set[int] | None = None) -> Table:
+    """Contrast curves of a campaign (default: the latest), one row per curve point."""
+    from .catalog.models import DetectionLimit
+
+    campaign = campaign or latest_campaign(session)
+    rows = []
+    if campaign is not None:
+        for reduction, obs, tgt in _campaign_postprocess(session, campaign):
+            if visible_ids is not None and obs.id not in visible_ids:
+                continue
+            for limit in session.scalars(select(DetectionLimit).where(DetectionLimit.reduction_id == reduction.id)
+                                         .order_by(DetectionLimit.wavelength_um)):
+                for point in limit.points:
+                    rows.append({"observation": obs.id, "observation_key": obs.key,
+                                 "target": tgt.name if tgt else None, "instrument": obs.instrument,
+                                 "night": obs.night.isoformat(), "wavelength_um": limit.wavelength_um,
+                                 "sigma": limit.sigma, "sep_arcsec": point.sep_arcsec, "contrast": point.contrast,
+                                 "throughput": point.throughput, "campaign": f"{campaign.name} v{campaign.version}",
+                                 "reduction": reduction.id})
+    return build_table(rows, LIMIT_COLUMNS, meta={"table": "detection_limits",
+                                                  "campaign": None if campaign is None else campaign.name})

@@ -42,7 +42,12 @@ class StepParameters:
         for f in dataclasses.fields(cls):
             if f.name in values:
                 value = values[f.name]
-                converted[f.name] = tuple(value) if isinstance(value, list) else value
+                nested = f.default if isinstance(f.default, StepParameters) else None
+                if nested is not None and isinstance(value, dict):
+                    value = type(nested).from_dict(value)  # nested parameter groups
+                elif isinstance(value, list):
+                    value = tuple(value)
+                converted[f.name] = value
         return cls(**converted)
 
     def fingerprint(self) -> str:

@@ -403,6 +403,7 @@ class Detection(Base):
     observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"),
                                                        index=True)
     target_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"), index=True)
+    wavelength_um: Mapped[float | None] = mapped_column(Float)
     x_px: Mapped[float] = mapped_column(Float)
     y_px: Mapped[float] = mapped_column(Float)
     sep_arcsec: Mapped[float] = mapped_column(Float)
@@ -431,6 +432,7 @@ class DetectionLimit(Base):
                                                        index=True)
     sigma: Mapped[float] = mapped_column(Float, default=5.0)
     algorithm: Mapped[str | None] = mapped_column(String(32))
+    wavelength_um: Mapped[float | None] = mapped_column(Float)
     release_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
 

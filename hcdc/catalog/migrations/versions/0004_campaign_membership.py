@@ -1,4 +1,4 @@
-"""Campaign membership and step signatures (systematic pipeline).
+"""Campaign membership, step signatures, wavelength of detections and limits (systematic pipeline).
 
 ``reductions.signature`` is the sha256 of a step's name, version, parameters
 and input hashes: a done reduction with the same signature makes the step up
@@ -22,6 +22,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    for table in ('detections', 'detection_limits'):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(sa.Column('wavelength_um', sa.Float(), nullable=True))
     with op.batch_alter_table('reductions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('signature', sa.String(length=64), nullable=True))
         batch_op.create_index(batch_op.f('ix_reductions_signature'), ['signature'], unique=False)
@@ -47,3 +50,6 @@ def downgrade() -> None:
     with op.batch_alter_table('reductions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_reductions_signature'))
         batch_op.drop_column('signature')
+    for table in ('detections', 'detection_limits'):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column('wavelength_um')

@@ -1,0 +1,1 @@
+"""The systematic pipeline: notebook steps, provenance, campaigns on dask (local or SLURM)."""

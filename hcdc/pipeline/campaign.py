@@ -1,0 +1,356 @@
+"""Campaigns: plan the work from the catalog, run it on dask, compare with the previous campaign.
+
+A campaign is a named, versioned release of the catalog's reductions
+(``campaigns`` + ``campaign_reductions``). ``reprocess`` selects observations,
+hands one chain task per observation to an executor (``serial``: in this
+process; ``local``: a dask ``LocalCluster``; ``slurm``: a
+``dask_jobqueue.SLURMCluster`` configured from the validated settings), shows
+done/failed/remaining, and returns a :class:`CampaignReport`. Up-to-date
+steps are not run again, so re-running a campaign does nothing and an
+interrupted one resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import yaml
+from sqlalchemy import select
+
+from ..catalog.db import Catalog
+from ..catalog.models import (
+    Campaign,
+    CampaignReduction,
+    Detection,
+    DetectionLimit,
+    Observation,
+    Reduction,
+    Target,
+)
+from ..settings import Settings
+from .runner import STEP_ORDER, ChainResult, ChainTask, run_chain
+
+DEFAULTS = Path(__file__).resolve().parent / "campaign_defaults.yaml"
+EXECUTORS = ("serial", "local", "slurm")
+
+
+class QueryError(ValueError):
+    """An ``--observations`` query that cannot be understood."""
+
+
+def load_parameters(path: Path | None = None) -> dict[str, dict]:
+    """Campaign parameters: the defaults, overridden per step by ``path`` (YAML)."""
+    from .steps import parse_parameters, step_specs
+
+    values = yaml.safe_load(DEFAULTS.read_text()) or {}
+    if path is not None:
+        override = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(override) - set(STEP_ORDER)
+        if unknown:
+            raise ValueError(f"{path}: unknown step(s) {', '.join(sorted(unknown))}; steps: {', '.join(STEP_ORDER)}")
+        for step, params in override.items():
+            values[step] = _merge(values.get(step) or {}, params or {})
+    specs = step_specs()
+    # validate now (typos fail here, not in a worker an hour later)
+    return {step: parse_parameters(specs[step], values.get(step) or {}).to_dict() for step in STEP_ORDER}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+_TERM = re.compile(r"^\s*(id|instrument|target|night|filter|programme|origin)\s*(=|>=|<=|>|<|!=)\s*(.+?)\s*$")
+
+
+def select_observations(session, query: str | None) -> list[int]:
+    """Observation ids matching a query such as ``instrument=SPHERE-IRDIS; night>=2026-06-01; id=3,4``.
+
+    Terms are separated by ``;`` (or ``and``); fields: id, instrument, target
+    (name or alias), night, filter, programme, origin. Without a query: every
+    observation.
+    """
+    from ..catalog.registry import normalize_name
+    from ..catalog.models import Programme, TargetAlias
+
+    statement = select(Observation.id).order_by(Observation.id)
+    for term in re.split(r";|\band\b", query or ""):
+        if not term.strip():
+            continue
+        match = _TERM.match(term)
+        if match is None:
+            raise QueryError(f"cannot read {term.strip()!r}: use field=value with fields id, instrument, target, "
+                             "night, filter, programme, origin (e.g. 'instrument=SPHERE-IRDIS; night>=2026-06-01')")
+        name, op, value = match.groups()
+        value = value.strip("'\"")
+        if name == "id":
+            ids = [int(v) for v in value.split(",")]
+            statement = statement.where(Observation.id.in_(ids) if op == "=" else ~Observation.id.in_(ids))
+            continue
+        if name == "target":
+            aliases = select(TargetAlias.target_id).where(TargetAlias.normalized == normalize_name(value))
+            statement = statement.where(Observation.target_id.in_(aliases))
+            continue
+        if name == "programme":
+            statement = statement.where(Observation.programme_id.in_(
+                select(Programme.id).where(Programme.prog_id == value)))
+            continue
+        column = getattr(Observation, name)
+        if name == "night":
+            try:
+                value = date.fromisoformat(value)
+            except ValueError as exc:
+                raise QueryError(f"night {value!r} is not a date (YYYY-MM-DD)") from exc
+        comparison = {"=": column == value, "!=": column != value, ">=": column >= value, "<=": column <= value,
+                      ">": column > value, "<": column < value}[op]
+        statement = statement.where(comparison)
+    return list(session.scalars(statement))
+
+
+def open_campaign(catalog: Catalog, name: str, new_version: bool = False) -> Campaign:
+    """The latest version of campaign ``name`` (created if needed; a new version on request)."""
+    with catalog.session() as session:
+        latest = session.scalar(select(Campaign).where(Campaign.name == name)
+                                .order_by(Campaign.version.desc()).limit(1))
+        if latest is None or new_version:
+            latest = Campaign(name=name, version=1 if latest is None else latest.version + 1, status="planned")
+            session.add(latest)
+            session.flush()
+        session.expunge(latest)
+        return latest
+
+
+@dataclass
+class CampaignReport:
+    campaign: str
+    version: int
+    campaign_id: int
+    observations: int
+    results: list[ChainResult] = field(default_factory=list)
+    seconds: float = 0.0
+    executor: str = "serial"
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(step.status for r in self.results for step in r.steps)
+
+    @property
+    def steps_run(self) -> int:
+        return sum(r.ran for r in self.results)
+
+    @property
+    def failures(self) -> list[tuple[int, str, str]]:
+        return [(r.observation_id, s.step, s.error or "") for r in self.results for s in r.steps
+                if s.status == "failed"]
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="campaign", unit="obs", disable=not enabled or None, dynamic_ncols=True)
+
+
+def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systematic", query: str | None = None,
+              executor: str = "serial", parameters: dict[str, dict] | None = None, retries: int | None = None,
+              new_version: bool = False, steps: Iterable[str] = STEP_ORDER, progress: bool = False,
+              cluster: Any = None) -> CampaignReport:
+    """Plan and run a campaign (see the module docstring).
+
+    ``cluster`` lets a caller pass an already running dask cluster (tests, notebooks).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
+    parameters = parameters or load_parameters()
+    steps = tuple(s for s in STEP_ORDER if s in set(steps))
+    row = open_campaign(catalog, campaign, new_version)
+    with catalog.session() as session:
+        ids = select_observations(session, query)
+        session.get(Campaign, row.id).status = "running"
+    tasks = [ChainTask(observation_id=i, campaign_id=row.id, steps=steps, parameters=parameters,
+                       catalog_url=catalog.url, data_dir=str(settings.data_dir),
+                       retries=settings.pipeline_retries if retries is None else retries) for i in ids]
+    report = CampaignReport(campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids),
+                            executor=executor)
+    started = time.perf_counter()
+    bar = _progress(len(tasks), progress)
+    try:
+        for result in _execute(tasks, executor, settings, cluster):
+            report.results.append(result)
+            counts = report.counts
+            bar.set_postfix(done=counts["done"], uptodate=counts["up-to-date"], failed=counts["failed"],
+                            refresh=False)
+            bar.update()
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - started
+    report.results.sort(key=lambda r: r.observation_id)
+    with catalog.session() as session:
+        campaign_row = session.get(Campaign, row.id)
+        campaign_row.status = "failed" if report.failures else "done"
+        campaign_row.finished_at = datetime.now(timezone.utc)
+    return report
+
+
+def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster: Any):
+    if executor == "serial" or not tasks:
+        for task in tasks:
+            yield run_chain(task)
+        return
+    from distributed import Client, as_completed
+
+    own = cluster is None
+    if own:
+        cluster = make_cluster(executor, settings)
+    try:
+        with Client(cluster) as client:
+            futures = [client.submit(run_chain, task, key=f"obs{task.observation_id}-{task.campaign_id}-{time.time_ns()}",
+                                     pure=False) for task in tasks]
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except Exception as exc:  # a worker died: the observation is failed, the campaign goes on
+                    task = tasks[futures.index(future)]
+                    result = ChainResult(task.observation_id)
+                    from .runner import StepResult
+
+                    result.steps.append(StepResult(task.observation_id, "?", "failed", None,
+                                                   f"worker lost: {type(exc).__name__}: {exc}"))
+                    yield result
+    finally:
+        if own:
+            cluster.close()
+
+
+def make_cluster(executor: str, settings: Settings):
+    """A dask cluster for ``local`` or ``slurm``, from the validated settings."""
+    import logging
+
+    for name in ("distributed", "dask_jobqueue"):  # their INFO chatter would drown the progress bar
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if executor == "local":
+        from distributed import LocalCluster
+
+        return LocalCluster(n_workers=settings.local_workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, local_directory=str(settings.data_dir / "work" / "dask"))
+    if executor == "slurm":
+        import sys
+
+        from dask_jobqueue import SLURMCluster
+
+        logs = settings.data_dir / "work" / "slurm-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        cluster = SLURMCluster(queue=settings.slurm_queue, cores=settings.slurm_cores, processes=1,
+                               memory=settings.slurm_memory, walltime=settings.slurm_walltime,
+                               job_extra_directives=list(settings.slurm_job_extra_directives),
+                               python=sys.executable, log_directory=str(logs),
+                               local_directory=str(settings.data_dir / "work" / "dask"),
+                               scheduler_options={"dashboard_address": None})
+        cluster.scale(jobs=settings.slurm_jobs)
+        return cluster
+    raise ValueError(f"no cluster for executor {executor!r}")
+
+
+# --- comparing campaigns ------------------------------------------------------------------------
+
+
+def campaign_reductions(session, campaign_id: int, step: str) -> dict[int, Reduction]:
+    """observation id -> the campaign's done reduction of ``step``."""
+    rows = session.scalars(select(Reduction).join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
+                           .where(CampaignReduction.campaign_id == campaign_id, Reduction.step == step,
+                                  Reduction.status == "done"))
+    return {r.observation_id: r for r in rows}
+
+
+def contrast_at(session, reduction_id: int, separation_arcsec: float) -> float | None:
+    """Best (deepest) 5-sigma contrast over the wavelengths at ``separation_arcsec`` (log-interpolated)."""
+    best = None
+    for limit in session.scalars(select(DetectionLimit).where(DetectionLimit.reduction_id == reduction_id)):
+        points = [(p.sep_arcsec, p.contrast) for p in limit.points if p.contrast and p.contrast > 0]
+        if len(points) < 2:
+            continue
+        seps, values = np.array(points).T
+        if not seps.min() <= separation_arcsec <= seps.max():
+            continue
+        value = float(10 ** np.interp(separation_arcsec, seps, np.log10(values)))
+        best = value if best is None else min(best, value)
+    return best
+
+
+@dataclass
+class CampaignComparison:
+    current: str
+    previous: str | None
+    rows: list[dict[str, Any]]
+
+    def render(self) -> str:
+        if self.previous is None:
+            return f"{self.current}: first campaign of its name, nothing to compare with"
+        changed = [r for r in self.rows if r["changed"]]
+        lines = [f"{self.current} vs {self.previous}: {len(changed)} of {len(self.rows)} observation(s) changed"]
+        for row in changed:
+            gain = ", ".join(f"{sep}\": {row[f'contrast_{sep}_prev'] or '-'} -> {row[f'contrast_{sep}'] or '-'}"
+                             for sep in ("0.25", "0.5"))
+            lines.append(f"  obs {row['observation']} ({row['target']}): detections +{row['appeared']} "
+                         f"-{row['disappeared']}; 5-sigma contrast {gain}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2e}"
+
+
+def compare_campaigns(session, campaign_id: int, previous_id: int | None) -> CampaignComparison:
+    """Observations whose post-processing changed, detections appeared/disappeared, contrast at 0.25"/0.5"."""
+    current = session.get(Campaign, campaign_id)
+    previous = session.get(Campaign, previous_id) if previous_id else None
+    now = campaign_reductions(session, campaign_id, "postprocess")
+    before = campaign_reductions(session, previous_id, "postprocess") if previous_id else {}
+    rows = []
+    for observation_id in sorted(set(now) | set(before)):
+        a, b = now.get(observation_id), before.get(observation_id)
+        observation = session.get(Observation, observation_id)
+        target = session.get(Target, observation.target_id) if observation and observation.target_id else None
+        new = _detections(session, a.id) if a else []
+        old = _detections(session, b.id) if b else []
+        appeared = sum(1 for d in new if not any(_same_source(d, o) for o in old))
+        disappeared = sum(1 for o in old if not any(_same_source(o, d) for d in new))
+        row = {"observation": observation_id, "target": target.name if target else "?",
+               "changed": (a.id if a else None) != (b.id if b else None), "appeared": appeared,
+               "disappeared": disappeared}
+        for sep in (0.25, 0.5):
+            row[f"contrast_{sep}"] = _fmt(contrast_at(session, a.id, sep)) if a else None
+            row[f"contrast_{sep}_prev"] = _fmt(contrast_at(session, b.id, sep)) if b else None
+        rows.append(row)
+    return CampaignComparison(f"{current.name} v{current.version}",
+                              f"{previous.name} v{previous.version}" if previous else None, rows)
+
+
+def _detections(session, reduction_id: int) -> list[Detection]:
+    return list(session.scalars(select(Detection).where(Detection.reduction_id == reduction_id)))
+
+
+def _same_source(a: Detection, b: Detection, tolerance_arcsec: float = 0.02) -> bool:
+    ax, ay = a.sep_arcsec * np.sin(np.deg2rad(a.pa_deg)), a.sep_arcsec * np.cos(np.deg2rad(a.pa_deg))
+    bx, by = b.sep_arcsec * np.sin(np.deg2rad(b.pa_deg)), b.sep_arcsec * np.cos(np.deg2rad(b.pa_deg))
+    return a.wavelength_um == b.wavelength_um and np.hypot(ax - bx, ay - by) <= tolerance_arcsec
+
+
+def previous_campaign_id(session, campaign_id: int) -> int | None:
+    """The previous version of the same campaign, else the most recent other finished campaign."""
+    current = session.get(Campaign, campaign_id)
+    same = session.scalar(select(Campaign.id).where(Campaign.name == current.name,
+                                                    Campaign.version < current.version)
+                          .order_by(Campaign.version.desc()).limit(1))
+    if same is not None:
+        return same
+    return session.scalar(select(Campaign.id).where(Campaign.id != campaign_id, Campaign.finished_at.isnot(None))
+                          .order_by(Campaign.finished_at.desc()).limit(1))

@@ -1,0 +1,256 @@
+"""Executing one observation's steps as papermill notebooks, with provenance and retries.
+
+A task is the chain of steps of one observation (pre-processing then
+post-processing), run in one dask worker process:
+
+* a step whose signature (step, version, parameters, input hashes) matches a
+  done reduction is up to date: that reduction joins the campaign, nothing runs;
+* otherwise stale rows of the step in this campaign (left by a killed or failed
+  run) are deleted first (no duplicate rows, ever), a ``reductions`` row is
+  created (status ``running``, signature, papermill run id, notebook path), and
+  the step's notebook is executed by papermill with the ``hcdc`` kernel. The
+  executed notebook is kept and rendered to HTML; a failure is retried
+  ``retries`` times, then recorded with its error, and the chain stops there
+  for this observation only.
+
+Notebooks never start clusters; this module never imports dask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
+STEP_ORDER = ("preprocess", "postprocess")
+
+
+@dataclass(frozen=True)
+class ChainTask:
+    """Everything a worker needs (plain data: it crosses process boundaries)."""
+
+    observation_id: int
+    campaign_id: int
+    steps: tuple[str, ...]
+    parameters: dict[str, dict]
+    catalog_url: str
+    data_dir: str
+    retries: int = 1
+    kernel: str = "hcdc"
+
+
+@dataclass
+class StepResult:
+    observation_id: int
+    step: str
+    status: str               #: done / failed / up-to-date / skipped
+    reduction_id: int | None
+    error: str | None = None
+    seconds: float = 0.0
+    compute_seconds: float | None = None
+    attempts: int = 0
+
+
+@dataclass
+class ChainResult:
+    observation_id: int
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.status == "failed" for s in self.steps)
+
+    @property
+    def ran(self) -> int:
+        return sum(1 for s in self.steps if s.status in ("done", "failed"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"observation_id": self.observation_id, "steps": [asdict(s) for s in self.steps]}
+
+
+def _sha(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def step_signature(session, step: str, version: str, params_sha256: str, observation_id: int) -> str | None:
+    """The signature of a step on an observation, or None when its inputs do not exist yet."""
+    from hcdc.catalog.models import ObservationCalibration, Observation, RawFile
+    from hcdc.postprocessing import NoInputError, input_products, source_reduction
+
+    if step == "preprocess":
+        frames = session.scalars(select(RawFile.sha256).where(RawFile.observation_id == observation_id,
+                                                              RawFile.status == "accepted")).all()
+        calibrations = session.scalars(
+            select(RawFile.sha256).join(ObservationCalibration, ObservationCalibration.raw_file_id == RawFile.id)
+            .where(ObservationCalibration.observation_id == observation_id, RawFile.status == "accepted")).all()
+        inputs = sorted(set(frames)) + ["|"] + sorted(set(calibrations))
+    else:
+        observation = session.get(Observation, observation_id)
+        try:
+            source = source_reduction(session, observation_id)
+            products = input_products(source)
+        except NoInputError:
+            return None
+        inputs = [f"{kind}:{p.sha256}" for kind, p in sorted(products.items())]
+        inputs.append(f"origin:{observation.origin}")
+    return _sha({"step": step, "version": version, "parameters": params_sha256, "inputs": inputs})
+
+
+def notebook_source(step: str, work: Path) -> Path:
+    """The step's jupytext notebook as .ipynb (converted once per worker)."""
+    import jupytext
+
+    target = work / f"{step}.ipynb"
+    source = NOTEBOOKS / f"{step}.py"
+    if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
+        notebook = jupytext.read(source)
+        work.mkdir(parents=True, exist_ok=True)
+        jupytext.write(notebook, target)
+    return target
+
+
+def render_html(notebook: Path) -> Path | None:
+    """The executed notebook as a self-contained HTML report (None if rendering fails)."""
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    except Exception:  # a report that cannot be rendered must not fail the step
+        return None
+    html = notebook.with_suffix(".html")
+    html.write_text(body)
+    return html
+
+
+def _delete_stale(catalog, observation_id: int, step: str, campaign_id: int, data_dir: Path) -> None:
+    """Remove rows (and product folders) of unfinished or failed runs of this step in this campaign."""
+    from hcdc.catalog.models import Reduction
+
+    with catalog.session() as session:
+        stale = session.scalars(select(Reduction).where(
+            Reduction.observation_id == observation_id, Reduction.step == step,
+            Reduction.campaign_id == campaign_id, Reduction.status != "done")).all()
+        for reduction in stale:
+            folder = data_dir / "products" / f"obs{observation_id:06d}" / f"{step}-r{reduction.id}"
+            shutil.rmtree(folder, ignore_errors=True)
+            session.delete(reduction)
+
+
+def _join_campaign(catalog, campaign_id: int, reduction_id: int) -> None:
+    from hcdc.catalog.models import CampaignReduction
+
+    with catalog.session() as session:
+        if session.get(CampaignReduction, (campaign_id, reduction_id)) is None:
+            session.add(CampaignReduction(campaign_id=campaign_id, reduction_id=reduction_id))
+
+
+def run_chain(task: ChainTask) -> ChainResult:
+    """Run (or skip, when up to date) the steps of one observation. Never raises."""
+    from hcdc.catalog.db import Catalog
+
+    os.environ["HCDC_CATALOG_URL"] = task.catalog_url
+    os.environ["HCDC_DATA_DIR"] = task.data_dir
+    catalog = Catalog(task.catalog_url, migrate=False)
+    result = ChainResult(task.observation_id)
+    try:
+        for step in task.steps:
+            outcome = _run_step(catalog, task, step)
+            result.steps.append(outcome)
+            if outcome.status == "failed":
+                for later in task.steps[task.steps.index(step) + 1:]:
+                    result.steps.append(StepResult(task.observation_id, later, "skipped", None,
+                                                   f"not run: {step} failed"))
+                break
+    except Exception as exc:  # infrastructure failure: still a result, never a crash of the campaign
+        result.steps.append(StepResult(task.observation_id, "?", "failed", None,
+                                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+    finally:
+        catalog.dispose()
+    return result
+
+
+def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from hcdc.catalog.models import Reduction
+    from hcdc.pipeline.steps import parse_parameters, step_specs
+    from hcdc.processing import start_reduction
+
+    spec = step_specs()[step]
+    params = parse_parameters(spec, task.parameters.get(step, {}))
+    data_dir = Path(task.data_dir)
+    started = time.perf_counter()
+    with catalog.session() as session:
+        signature = step_signature(session, step, spec.version, params.fingerprint(), task.observation_id)
+        if signature is None:
+            return StepResult(task.observation_id, step, "failed", None,
+                              f"no input for {step}: the previous step has no done result")
+        done = session.scalar(select(Reduction.id).where(Reduction.signature == signature,
+                                                         Reduction.status == "done")
+                              .order_by(Reduction.id.desc()).limit(1))
+    if done is not None:
+        _join_campaign(catalog, task.campaign_id, done)
+        return StepResult(task.observation_id, step, "up-to-date", done)
+
+    reports = data_dir / "reports" / f"campaign{task.campaign_id:04d}" / f"obs{task.observation_id:06d}"
+    reports.mkdir(parents=True, exist_ok=True)
+    work = data_dir / "work" / "notebooks"
+    error = None
+    reduction_id = None
+    for attempt in range(1, task.retries + 2):
+        _delete_stale(catalog, task.observation_id, step, task.campaign_id, data_dir)
+        run_id = uuid.uuid4().hex
+        reduction_id = start_reduction(catalog, task.observation_id, step, spec.version, params.to_dict(),
+                                       params.fingerprint(), campaign_id=task.campaign_id, signature=signature,
+                                       papermill_run_id=run_id)
+        executed = reports / f"{step}-r{reduction_id}.ipynb"
+        log_path = reports / f"{step}-r{reduction_id}.log"
+        with catalog.session() as session:
+            row = session.get(Reduction, reduction_id)
+            row.notebook_path, row.log_path, row.attempts = str(executed), str(log_path), attempt
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(notebook_source(step, work)), str(executed), kernel_name=task.kernel,
+                parameters={"observation_id": task.observation_id, "parameters": json.dumps(params.to_dict()),
+                            "reduction_id": reduction_id},
+                progress_bar=False, log_output=False, cwd=str(reports), report_mode=False)
+            error = None
+        except PapermillExecutionError as exc:
+            error = f"{exc.ename}: {exc.evalue}"
+        except Exception as exc:  # kernel died, notebook unreadable...
+            error = f"{type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - t0
+        html = render_html(executed) if executed.exists() else None
+        with catalog.session() as session:
+            row = session.get(Reduction, reduction_id)
+            row.report_path = str(html) if html else None
+            if error and row.status != "failed":
+                row.status, row.error = "failed", error
+                row.finished_at = datetime.now(timezone.utc)
+            status, compute = row.status, (
+                (row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None)
+            row_error = row.error
+        log_path.write_text(json.dumps({"step": step, "observation_id": task.observation_id, "attempt": attempt,
+                                        "papermill_run_id": run_id, "status": status, "seconds": elapsed,
+                                        "error": error or (row_error if status == "failed" else None)}, indent=1))
+        if status == "done":
+            _join_campaign(catalog, task.campaign_id, reduction_id)
+            return StepResult(task.observation_id, step, "done", reduction_id, None,
+                              time.perf_counter() - started, compute, attempt)
+        error = row_error or error
+    return StepResult(task.observation_id, step, "failed", reduction_id, error, time.perf_counter() - started,
+                      None, task.retries + 1)

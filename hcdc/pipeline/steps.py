@@ -1,0 +1,128 @@
+"""The pipeline steps as the notebooks (and widgets) call them.
+
+``run_step(name, observation_id, parameters)`` is the single call of a
+pipeline notebook: it runs the step on one catalog observation with the same
+functions the command line uses, records everything in the catalog, and
+returns a :class:`StepOutcome` whose ``figure()`` shows what a person checks.
+It raises :class:`StepFailed` when the step failed (after recording why), so
+that papermill marks the executed notebook as failed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from reduction.steps import StepParameters
+
+
+class StepFailed(RuntimeError):
+    """A pipeline step failed; the reason is recorded in its reduction row."""
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A pipeline step: its parameter class, version, notebook and runner."""
+
+    name: str
+    version: str
+    parameters: type[StepParameters]
+    notebook: str
+    runner: Callable[..., Any] = field(repr=False)
+
+
+def _preprocess_runner(catalog, observation_id, data_dir, params, reduction_id, campaign_id):
+    from hcdc.processing import preprocess_catalog_observation
+
+    return preprocess_catalog_observation(catalog, observation_id, data_dir, params, campaign_id=campaign_id,
+                                          reduction_id=reduction_id)
+
+
+def _postprocess_runner(catalog, observation_id, data_dir, params, reduction_id, campaign_id):
+    from hcdc.postprocessing import postprocess_catalog_observation
+
+    return postprocess_catalog_observation(catalog, observation_id, data_dir, params, campaign_id=campaign_id,
+                                           reduction_id=reduction_id)
+
+
+def step_specs() -> dict[str, StepSpec]:
+    """The steps, in pipeline order."""
+    from reduction.postproc.pipeline import PostprocessParameters
+    from reduction.preprocessing import Preprocess, PreprocessParameters
+
+    from hcdc.postprocessing import STEP_VERSION as POST_VERSION
+
+    return {
+        "preprocess": StepSpec("preprocess", Preprocess.version, PreprocessParameters, "preprocess.py",
+                               _preprocess_runner),
+        "postprocess": StepSpec("postprocess", POST_VERSION, PostprocessParameters, "postprocess.py",
+                                _postprocess_runner),
+    }
+
+
+def parse_parameters(spec: StepSpec, parameters: str | dict | StepParameters | None) -> StepParameters:
+    """Parameters from JSON text, a dict or an instance (unknown keys are an error)."""
+    if isinstance(parameters, StepParameters):
+        return parameters
+    if parameters is None or parameters == "":
+        values: dict = {}
+    elif isinstance(parameters, str):
+        values = json.loads(parameters)
+    else:
+        values = dict(parameters)
+    return spec.parameters.from_dict(values)
+
+
+@dataclass
+class StepOutcome:
+    """What a step did to one observation (shown by the notebook)."""
+
+    step: str
+    observation_id: int
+    reduction_id: int
+    status: str
+    error: str | None
+    products: dict[str, str]
+    details: Any = None
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"**{self.step}** of observation {self.observation_id}: **{self.status}** "
+                 f"(reduction {self.reduction_id})"]
+        if self.error:
+            lines.append(f"\n```\n{self.error}\n```")
+        for kind, path in sorted(self.products.items()):
+            lines.append(f"- `{kind}`: `{path}`")
+        return "\n".join(lines)
+
+    def figure(self):
+        """The figures a person checks for this step (matplotlib)."""
+        from hcdc.pipeline import figures
+
+        if self.step == "preprocess":
+            return figures.preprocess_figure(self.products)
+        return figures.postprocess_figure(self.products)
+
+
+def run_step(step: str, observation_id: int, parameters: str | dict | StepParameters | None = None, *,
+             reduction_id: int | None = None, campaign_id: int | None = None,
+             catalog=None, data_dir: Path | None = None) -> StepOutcome:
+    """Run pipeline step ``step`` on catalog observation ``observation_id`` (see module docstring)."""
+    from hcdc.catalog.db import Catalog
+    from hcdc.settings import get_settings
+
+    specs = step_specs()
+    if step not in specs:
+        raise KeyError(f"unknown step {step!r}; steps: {', '.join(specs)}")
+    spec = specs[step]
+    params = parse_parameters(spec, parameters)
+    settings = get_settings()
+    catalog = catalog or Catalog(settings.resolved_catalog_url)
+    data_dir = Path(data_dir or settings.data_dir)
+    result = spec.runner(catalog, int(observation_id), data_dir, params, reduction_id, campaign_id)
+    outcome = StepOutcome(step=step, observation_id=int(observation_id), reduction_id=result.reduction_id,
+                          status=result.status, error=result.error, products=dict(result.products), details=result)
+    if result.status != "done":
+        raise StepFailed(f"{step} of observation {observation_id} failed: {result.error}")
+    return outcome

@@ -1,0 +1,177 @@
+"""Post-processing catalog observations: detections and detection limits with provenance.
+
+``postprocess_catalog_observation`` takes the calibrated cube of an
+observation (the latest done ``preprocess`` reduction, or an external
+registration), runs :func:`reduction.postproc.pipeline.postprocess` on every
+wavelength, writes residuals, S/N maps, detection and contrast-curve tables,
+and records ``detections`` and ``detection_limits`` rows tied to the
+reduction. A failure is recorded with its reason, never raised.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from sqlalchemy import select
+
+from reduction.postproc.pipeline import PostprocessParameters, postprocess
+from reduction.rawio import sha256_file
+
+from .catalog.db import Catalog
+from .catalog.models import (
+    Detection,
+    DetectionLimit,
+    DetectionLimitPoint,
+    Observation,
+    Product,
+    Reduction,
+)
+from .postprocess_cmd import _contrast_table, _detections_table
+from .processing import _finish, start_reduction
+
+STEP = "postprocess"
+STEP_VERSION = "1"
+SOURCE_STEPS = ("preprocess", "external-registration")
+
+
+class NoInputError(LookupError):
+    """The observation has no calibrated cube to post-process yet."""
+
+
+@dataclass(frozen=True)
+class PostprocessOutcome:
+    observation_id: int
+    reduction_id: int
+    status: str
+    error: str | None
+    n_detections: int
+    products: dict[str, str]
+
+
+def source_reduction(session, observation_id: int, source_reduction_id: int | None = None) -> Reduction:
+    """The reduction whose cube is post-processed: the given one, or the newest done source."""
+    if source_reduction_id is not None:
+        reduction = session.get(Reduction, source_reduction_id)
+        if reduction is None or reduction.status != "done":
+            raise NoInputError(f"reduction {source_reduction_id} is not a done reduction")
+        return reduction
+    reduction = session.scalar(select(Reduction).where(
+        Reduction.observation_id == observation_id, Reduction.step.in_(SOURCE_STEPS),
+        Reduction.status == "done").order_by(Reduction.finished_at.desc(), Reduction.id.desc()).limit(1))
+    if reduction is None:
+        raise NoInputError(f"observation {observation_id} has no calibrated cube (run the pre-processing first)")
+    return reduction
+
+
+def input_products(reduction: Reduction) -> dict[str, Product]:
+    products = {p.kind: p for p in reduction.products if p.kind in ("cube", "angles", "psf")}
+    missing = {"cube", "angles", "psf"} - set(products)
+    if missing:
+        raise NoInputError(f"reduction {reduction.id} lacks its {', '.join(sorted(missing))} product(s)")
+    return products
+
+
+def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
+                                    params: PostprocessParameters = PostprocessParameters(), *,
+                                    source_reduction_id: int | None = None, campaign_id: int | None = None,
+                                    reduction_id: int | None = None) -> PostprocessOutcome:
+    """Post-process one observation (every wavelength) and record detections and limits."""
+    if reduction_id is None:
+        reduction_id = start_reduction(catalog, observation_id, STEP, STEP_VERSION, params.to_dict(),
+                                       params.fingerprint(), campaign_id=campaign_id)
+    out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"postprocess-r{reduction_id}"
+    paths: dict[str, Path] = {}
+    n_detections = 0
+    try:
+        with catalog.session() as session:
+            observation = session.get(Observation, observation_id)
+            source = source_reduction(session, observation_id, source_reduction_id)
+            products = input_products(source)
+            cube_meta = products["cube"].meta or {}
+            target_id, release = observation.target_id, observation.release_date
+            pixel_scale = cube_meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec
+            reduction = session.get(Reduction, reduction_id)
+            reduction.inputs = [{"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
+                                for p in products.values()]
+            star_fluxes = cube_meta.get("star_flux") or []
+            wavelengths = cube_meta.get("wavelengths_um") or []
+            paths_in = {kind: Path(p.path) for kind, p in products.items()}
+        for kind, path in paths_in.items():
+            if not path.is_file():
+                raise NoInputError(f"{kind} product {path} is missing on disk")
+        cube = fits.getdata(paths_in["cube"]).astype(float)
+        angles = np.asarray(fits.getdata(paths_in["angles"]), dtype=float).ravel()
+        psf = fits.getdata(paths_in["psf"]).astype(float)
+        cubes = cube if cube.ndim == 4 else cube[None]
+        psfs = psf if psf.ndim == 3 else np.repeat(psf[None], len(cubes), axis=0)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        detections: list[Detection] = []
+        limits: list[DetectionLimit] = []
+        for band, (band_cube, band_psf) in enumerate(zip(cubes, psfs)):
+            star_flux = float(star_fluxes[band]) if band < len(star_fluxes) and star_fluxes[band] else None
+            wavelength = float(wavelengths[band]) if band < len(wavelengths) else None
+            result = postprocess(band_cube, angles, band_psf, pixel_scale, star_flux=star_flux, params=params)
+            suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
+            header = fits.Header()
+            header["HIERARCH HCDC REDUCTION_ID"] = reduction_id
+            header["HIERARCH HCDC STEP"] = STEP
+            if wavelength:
+                header["HIERARCH HCDC WAVE"] = (wavelength, "[um]")
+            paths[f"residuals{suffix}"] = out_dir / f"residuals{suffix}.fits"
+            fits.PrimaryHDU(result.subtraction.residuals.astype(np.float32), header=header).writeto(
+                paths[f"residuals{suffix}"], overwrite=True)
+            paths[f"snrmap{suffix}"] = out_dir / f"snrmap{suffix}.fits"
+            fits.PrimaryHDU(result.detection.snr_map.astype(np.float32), header=header).writeto(
+                paths[f"snrmap{suffix}"], overwrite=True)
+            table = _detections_table(result, pixel_scale, star_flux)
+            paths[f"detections{suffix}"] = out_dir / f"detections{suffix}.ecsv"
+            table.write(paths[f"detections{suffix}"], format="ascii.ecsv", overwrite=True)
+            curve = _contrast_table(result.contrast)
+            paths[f"contrast_curve{suffix}"] = out_dir / f"contrast_curve{suffix}.ecsv"
+            curve.write(paths[f"contrast_curve{suffix}"], format="ascii.ecsv", overwrite=True)
+            for row in table:
+                detections.append(Detection(
+                    reduction_id=reduction_id, observation_id=observation_id, target_id=target_id,
+                    wavelength_um=wavelength, x_px=float(row["x"]), y_px=float(row["y"]),
+                    sep_arcsec=float(row["sep_arcsec"]), sep_err_arcsec=_finite(row["sep_arcsec_err"]),
+                    pa_deg=float(row["pa_deg"]), pa_err_deg=_finite(row["pa_deg_err"]), snr=float(row["snr"]),
+                    fpf=_finite(row["fpf"]), flux=_finite(row["flux_fwhm_aperture"]),
+                    flux_err=_finite(row["flux_fwhm_aperture_err"]), contrast=_finite(row["contrast"]),
+                    contrast_err=_finite(row["contrast_err"]), release_date=release))
+            limit = DetectionLimit(reduction_id=reduction_id, observation_id=observation_id,
+                                   sigma=float(result.contrast.sigma), algorithm=params.subtraction.algorithm,
+                                   wavelength_um=wavelength, release_date=release)
+            contrasts = curve["contrast_5sigma"] if star_flux else curve["flux_5sigma"]
+            for sep, value, throughput in zip(curve["sep_arcsec"], contrasts, curve["throughput"]):
+                if np.isfinite(sep) and np.isfinite(value):
+                    limit.points.append(DetectionLimitPoint(sep_arcsec=float(sep), contrast=float(value),
+                                                            throughput=_finite(throughput)))
+            limits.append(limit)
+        with catalog.session() as session:
+            reduction = session.get(Reduction, reduction_id)
+            session.add_all(detections + limits)
+            for kind, path in paths.items():
+                reduction.products.append(Product(observation_id=observation_id, kind=kind, path=str(path),
+                                                  sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                                                  release_date=release))
+        n_detections = len(detections)
+        status, error = "done", None
+    except NoInputError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # recorded, never raised
+        status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+    _finish(catalog, reduction_id, status, error)
+    return PostprocessOutcome(observation_id, reduction_id, status, error, n_detections,
+                              {k: str(v) for k, v in paths.items()})
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
