@@ -1,0 +1,228 @@
+"""The systematic pipeline: campaigns of papermill steps on dask, against the simulator's truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from hcdc.catalog import Catalog
+from hcdc.catalog.models import CampaignReduction, Detection, DetectionLimit, Observation, Reduction
+from hcdc.ingest import ingest
+from hcdc.pipeline.campaign import load_parameters, reprocess
+from hcdc.settings import Settings
+from reduction.simulator import simulate_archive
+
+from . import slurm
+
+FAST = {"postprocess": {"subtraction": {"ncomp": 4}, "characterisation": {"ncomp": 4, "n_injections": 2},
+                        "max_characterised": 3}}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """One recent night: three IRDIS observations with companions (noise, AO, 128-px windows)."""
+    root = tmp_path_factory.mktemp("pipe") / "archive"
+    simulate_archive(root, nights=1, seed=12, window=128, ifs=False)
+    return root
+
+
+def _parameters(tmp_path, overrides=FAST) -> dict:
+    path = tmp_path / "params.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(overrides))
+    return load_parameters(path)
+
+
+def _setup(archive: Path, url: str, data: Path) -> tuple[Catalog, Settings]:
+    catalog = Catalog(url)
+    ingest(archive / "raw", catalog, programmes=archive / "programmes.ecsv")
+    return catalog, Settings(data_dir=data, catalog_url=url)
+
+
+def _science_rows(catalog: Catalog, campaign_name: str) -> list[tuple]:
+    """The campaign's detections and limits, row by row, without ids and times."""
+    from hcdc.tables import detections_table, latest_campaign, limits_table
+
+    with catalog.session() as session:
+        campaign = latest_campaign(session, campaign_name)
+        detections = detections_table(session, campaign)
+        limits = limits_table(session, campaign)
+    rows = [("d", r["observation_key"], r["wavelength_um"], round(float(r["sep_arcsec"]), 6),
+             round(float(r["pa_deg"]), 4), round(float(r["snr"]), 4)) for r in detections]
+    rows += [("l", r["observation_key"], r["wavelength_um"], round(float(r["sep_arcsec"]), 6),
+              float(f"{float(r['contrast']):.6g}")) for r in limits]
+    return sorted(rows)
+
+
+def test_campaign_finds_the_injected_companions(archive, tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    catalog, settings = _setup(archive, url, tmp_path / "data")
+    report = reprocess(catalog, settings, campaign="truth", executor="local", parameters=_parameters(tmp_path))
+    assert not report.failures, report.failures
+    truth = json.loads((archive / "truth.json").read_text())
+    from hcdc.pipeline.campaign import contrast_at
+
+    found = expected = false = 0
+    with catalog.session() as session:
+        for entry in truth["observations"]:
+            observation = session.scalar(select(Observation).where(Observation.ob_id == entry["ob_id"],
+                                                                   Observation.instrument == entry["instrument"]))
+            reduction = session.scalar(
+                select(Reduction).join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
+                .where(CampaignReduction.campaign_id == report.campaign_id, Reduction.step == "postprocess",
+                       Reduction.observation_id == observation.id))
+            assert reduction is not None and reduction.status == "done"
+            assert Path(reduction.notebook_path).is_file() and Path(reduction.report_path).is_file()
+            detections = session.scalars(select(Detection).where(Detection.reduction_id == reduction.id,
+                                                                 Detection.snr >= 5)).all()
+            scale = entry["pixel_scale_arcsec"]
+            matched: set[int] = set()
+            for companion in entry["companions"]:
+                for band, wavelength in enumerate(entry["wavelengths_um"]):
+                    limit = session.scalar(select(DetectionLimit).where(
+                        DetectionLimit.reduction_id == reduction.id, DetectionLimit.wavelength_um == wavelength))
+                    curve = [(p.sep_arcsec, p.contrast) for p in limit.points]
+                    seps, values = np.array(curve).T
+                    if not seps.min() <= companion["separation_arcsec"] <= seps.max():
+                        continue
+                    limit_here = 10 ** np.interp(companion["separation_arcsec"], seps, np.log10(values))
+                    true_contrast = companion["contrast"][band]
+                    if true_contrast < limit_here:
+                        continue  # below this campaign's own 5-sigma limit: not required
+                    expected += 1
+                    tx = companion["separation_arcsec"] * np.sin(np.deg2rad(companion["pa_deg"])) / scale
+                    ty = companion["separation_arcsec"] * np.cos(np.deg2rad(companion["pa_deg"])) / scale
+                    near = [d for d in detections if d.wavelength_um == wavelength and np.hypot(
+                        d.sep_arcsec * np.sin(np.deg2rad(d.pa_deg)) / scale - tx,
+                        d.sep_arcsec * np.cos(np.deg2rad(d.pa_deg)) / scale - ty) <= 1.0]
+                    assert near, f"{entry['obs_id']}: {companion['name']} band {band + 1} not found"
+                    best = max(near, key=lambda d: d.snr)
+                    assert best.contrast == pytest.approx(true_contrast, rel=0.3), (companion["name"], band)
+                    matched.update(d.id for d in near)
+                    found += 1
+            # anything else above 5 sigma, more than 1 FWHM (~4 px) from every true source, is false
+            for d in detections:
+                if d.id in matched:
+                    continue
+                dx = d.sep_arcsec * np.sin(np.deg2rad(d.pa_deg)) / scale
+                dy = d.sep_arcsec * np.cos(np.deg2rad(d.pa_deg)) / scale
+                if all(np.hypot(dx - c["separation_arcsec"] * np.sin(np.deg2rad(c["pa_deg"])) / scale,
+                                dy - c["separation_arcsec"] * np.cos(np.deg2rad(c["pa_deg"])) / scale) > 4.0
+                       for c in entry["companions"]):
+                    false += 1
+    assert expected >= 2 and found == expected
+    assert false <= max(1, len(truth["observations"]) // 10), f"{false} false candidates"
+
+
+def test_rerun_touch_and_failure_isolation(archive, tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    catalog, settings = _setup(archive, url, tmp_path / "data")
+    params = _parameters(tmp_path)
+    first = reprocess(catalog, settings, campaign="c", executor="serial", parameters=params)
+    n = first.observations
+    assert first.counts["done"] == 2 * n and not first.failures
+    again = reprocess(catalog, settings, campaign="c", executor="serial", parameters=params)
+    assert again.steps_run == 0 and again.counts["up-to-date"] == 2 * n
+    touched = dict(params)
+    touched["postprocess"] = {**params["postprocess"], "subtraction": {**params["postprocess"]["subtraction"],
+                                                                        "ncomp": 3}}
+    third = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched)
+    steps = {(s.step, s.status) for r in third.results for s in r.steps}
+    assert steps == {("preprocess", "up-to-date"), ("postprocess", "done")}
+    assert third.steps_run == n
+    with catalog.session() as session:
+        members = session.scalar(select(func.count()).select_from(CampaignReduction)
+                                 .where(CampaignReduction.campaign_id == first.campaign_id))
+        assert members >= 3 * n  # the campaign keeps its history of reductions
+    # a broken observation fails alone, with its reason
+    truth = json.loads((archive / "truth.json").read_text())
+    victim = truth["observations"][0]
+    broken = tmp_path / "broken"
+    shutil.copytree(archive / "raw", broken / "raw")
+    for name in victim["files"]["science"]:
+        path = broken / truth["files"][name]["path"]
+        path.write_bytes(path.read_bytes()[:3000])
+    url2 = f"sqlite:///{tmp_path / 'broken.sqlite'}"
+    catalog2 = Catalog(url2)
+    ingest(broken / "raw", catalog2)
+    settings2 = Settings(data_dir=tmp_path / "data2", catalog_url=url2)
+    report = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0)
+    failed = {(obs, step) for obs, step, _ in report.failures}
+    assert len(failed) == 1 and next(iter(failed))[1] == "preprocess"
+    assert "no readable OBJECT" in report.failures[0][2]
+    assert report.counts["done"] == 2 * (n - 1) and report.counts["skipped"] == 1
+
+
+def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):
+    params_file = tmp_path / "p.yaml"
+    import yaml
+
+    params_file.write_text(yaml.safe_dump(FAST))
+    reference_url = f"sqlite:///{tmp_path / 'reference.sqlite'}"
+    reference, ref_settings = _setup(archive, reference_url, tmp_path / "ref")
+    reprocess(reference, ref_settings, campaign="k", executor="serial", parameters=load_parameters(params_file))
+
+    url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
+    catalog, _settings = _setup(archive, url, tmp_path / "killed")
+    env = dict(os.environ, HCDC_CATALOG_URL=url, HCDC_DATA_DIR=str(tmp_path / "killed"))
+    process = subprocess.Popen([sys.executable, "-m", "hcdc.cli", "reprocess", "--campaign", "k", "--executor",
+                                "serial", "--params", str(params_file)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    with catalog.session() as session:
+        while time.monotonic() < deadline:
+            done = session.scalar(select(func.count()).select_from(Reduction).where(Reduction.status == "done"))
+            if done >= 2:  # first observation finished, the second one under way
+                break
+            session.expire_all()
+            time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    with catalog.session() as session:
+        assert session.scalar(select(func.count()).select_from(Reduction).where(Reduction.status == "done")) < 6
+    settings = Settings(data_dir=tmp_path / "killed", catalog_url=url)
+    resumed = reprocess(catalog, settings, campaign="k", executor="serial", parameters=load_parameters(params_file))
+    assert resumed.counts["up-to-date"] >= 2 and not resumed.failures
+    assert _science_rows(catalog, "k") == _science_rows(reference, "k")
+    with catalog.session() as session:  # no leftovers of the killed run
+        assert session.scalar(select(func.count()).select_from(Reduction).where(Reduction.status != "done")) == 0
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    reason = slurm.missing()
+    if reason:
+        pytest.skip(f"SLURM not available: {reason}")
+    cluster = slurm.SlurmCluster().start()
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    yield cluster
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+    cluster.stop()
+
+
+def test_campaign_on_slurm(archive, tmp_path, slurm_cluster):
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    catalog, _ = _setup(archive, url, tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", catalog_url=url, slurm_jobs=1, slurm_cores=2,
+                        slurm_memory="6GB", slurm_walltime="00:30:00", slurm_queue="hcdc")
+    report = reprocess(catalog, settings, campaign="slurm", executor="slurm", parameters=_parameters(tmp_path),
+                       query="id=1")
+    assert not report.failures and report.counts["done"] == 2
+    with catalog.session() as session:
+        hosts = set(session.scalars(select(Reduction.host)))
+    assert hosts  # the steps ran in a SLURM job on this node
