@@ -12,7 +12,7 @@ DEMO_DIR ?= $(CURDIR)/var/demo
 REFERENCE_DATA ?= $(if $(HCDC_REFERENCE_DATA),$(HCDC_REFERENCE_DATA),$(abspath $(CURDIR)/../shared/data))
 export HCDC_REFERENCE_DATA := $(REFERENCE_DATA)
 
-.PHONY: demo test venv lock bench clean-demo help
+.PHONY: demo test venv system-deps lock bench clean-demo help
 
 help:
 	@echo "make demo  - set up and run the demo (SQLite catalog in var/demo)"
@@ -43,7 +43,19 @@ demo: venv
 	@mkdir -p $(DEMO_DIR)
 	HCDC_DATA_DIR=$(DEMO_DIR) $(BIN)/python -m hcdc.demo
 
-test: venv
+# Debian packages the tests drive for real: SLURM + munge (campaigns on dask-jobqueue) and
+# Chromium (dashboards). Installed when missing and root; otherwise those tests skip with the reason.
+SYSTEM_PACKAGES := slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge chromium:chromium
+system-deps:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || missing="$$missing $$pkg"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// }" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not root: $$missing not installed, the tests that need them will skip"; fi; fi
+
+test: venv system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -284,6 +284,69 @@ def reprocess(campaign: str, query: str | None, executor: str, params_file: Path
         raise SystemExit(3)
 
 
+@main.command()
+@click.option("--reduction", "reduction_id", type=int, default=None, help="A reduction id.")
+@click.option("--detection", "detection_id", type=int, default=None, help="A detection id.")
+@click.option("--limit", "limit_id", type=int, default=None, help="A detection-limit id.")
+@click.option("--product", "product_id", type=int, default=None, help="A product id.")
+def provenance(reduction_id, detection_id, limit_id, product_id) -> None:
+    """Where a catalog row comes from: step, parameters, inputs, code, notebook, report."""
+    from .catalog.models import Detection, DetectionLimit, Product, Reduction
+
+    given = [v for v in (reduction_id, detection_id, limit_id, product_id) if v is not None]
+    if len(given) != 1:
+        raise click.ClickException("give exactly one of --reduction, --detection, --limit, --product")
+    with _catalog().session() as session:
+        for model, value in ((Detection, detection_id), (DetectionLimit, limit_id), (Product, product_id)):
+            if value is not None:
+                row = session.get(model, value)
+                if row is None:
+                    raise click.ClickException(f"no {model.__tablename__[:-1].replace('_', ' ')} {value}")
+                reduction_id = row.reduction_id
+        reduction = session.get(Reduction, reduction_id)
+        if reduction is None:
+            raise click.ClickException(f"no reduction {reduction_id}")
+        record = {
+            "reduction": reduction.id, "observation": reduction.observation_id, "step": reduction.step,
+            "step_version": reduction.step_version, "status": reduction.status, "signature": reduction.signature,
+            "parameters": reduction.parameters, "inputs": reduction.inputs, "code_version": reduction.code_version,
+            "git_commit": reduction.git_commit, "environment_sha256": reduction.environment_sha256,
+            "host": reduction.host, "papermill_run_id": reduction.papermill_run_id,
+            "notebook": reduction.notebook_path, "report": reduction.report_path, "log": reduction.log_path,
+            "started": reduction.started_at.isoformat() if reduction.started_at else None,
+            "finished": reduction.finished_at.isoformat() if reduction.finished_at else None,
+            "error": reduction.error, "products": [{"kind": p.kind, "path": p.path, "sha256": p.sha256}
+                                                   for p in reduction.products],
+            "rerun": f"hcdc rerun {reduction.id}",
+        }
+    click.echo(json.dumps(record, indent=2, default=str))
+
+
+@main.command()
+@click.argument("reduction_id", type=int)
+def rerun(reduction_id: int) -> None:
+    """Run a reduction's step again on its observation with the same parameters (outside any campaign)."""
+    from .catalog.models import Reduction
+    from .pipeline.runner import ChainTask, run_chain
+
+    settings = _settings()
+    cat = _catalog()
+    with cat.session() as session:
+        reduction = session.get(Reduction, reduction_id)
+        if reduction is None:
+            raise click.ClickException(f"no reduction {reduction_id}")
+        if reduction.step not in ("preprocess", "postprocess"):
+            raise click.ClickException(f"reduction {reduction_id} is a {reduction.step!r}: nothing to re-run")
+        task = ChainTask(observation_id=reduction.observation_id, campaign_id=None, steps=(reduction.step,),
+                         parameters={reduction.step: reduction.parameters}, catalog_url=cat.url,
+                         data_dir=str(settings.data_dir), retries=0, force=True)
+    result = run_chain(task).steps[0]
+    _echo_err(f"re-ran {result.step} of observation {result.observation_id}: {result.status}, "
+              f"reduction {result.reduction_id}" + (f" ({result.error})" if result.error else ""))
+    if result.status != "done":
+        raise SystemExit(3)
+
+
 # --- catalog --------------------------------------------------------------------------
 
 

@@ -89,15 +89,43 @@ def main() -> int:
         say("3/4 reference data not found: the NACO beta Pic cube is not registered "
             "(set HCDC_REFERENCE_DATA)")
 
-    say("4/4 catalog summary")
+    say("4/5 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")
+    from .pipeline.campaign import compare_campaigns, previous_campaign_id, reprocess
+
+    report = reprocess(catalog, settings, campaign="systematic", executor="local",
+                       query="origin=raw; instrument=SPHERE-IRDIS", progress=sys.stderr.isatty())
+    counts = report.counts
+    say(f"    {report.observations} observation(s): {counts['done']} step(s) run, {counts['up-to-date']} up to date, "
+        f"{counts['failed']} failed ({report.seconds:.0f} s)")
+    for observation_id, step, error in report.failures:
+        say(f"    FAILED observation {observation_id} {step}: {error.splitlines()[0] if error else '?'}")
+
+    say("5/5 catalog summary")
     with catalog.session() as session:
         print(render_summary(session, url=catalog.url))
         check = compare_with_truth(session, archive / "truth.json")
+        comparison = compare_campaigns(session, report.campaign_id,
+                                       previous_campaign_id(session, report.campaign_id))
+        from .tables import detections_table
+
+        detections = detections_table(session)
     print(check.render())
+    print(comparison.render())
+    if len(detections):
+        shown = detections[detections["snr"] >= 5]
+        shown = shown["target", "night", "wavelength_um", "sep_arcsec", "pa_deg", "contrast", "snr"]
+        for name in ("sep_arcsec", "pa_deg", "snr"):
+            shown[name].format = ".3f" if name == "sep_arcsec" else ".1f"
+        shown["contrast"].format = ".2e"
+        print(f"\ndetections above 5 sigma in campaign {report.campaign} v{report.version}:")
+        shown.pprint(max_lines=-1, max_width=-1)
+    hcdc = Path(sys.executable).parent / "hcdc"
     print(f"\ncatalog: {settings.resolved_catalog_url}\narchive: {archive}\n"
-          f"try:     HCDC_DATA_DIR={data_dir} {Path(sys.executable).parent / 'hcdc'} catalog observations --format ecsv")
+          f"reports: {data_dir / 'reports' / f'campaign{report.campaign_id:04d}'} (executed notebooks + HTML)\n"
+          f"try:     HCDC_DATA_DIR={data_dir} {hcdc} catalog detections --format ecsv\n"
+          f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs")
     catalog.dispose()
-    return 0 if check.ok else 1
+    return 0 if check.ok and not report.failures else 1
 
 
 if __name__ == "__main__":

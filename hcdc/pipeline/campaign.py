@@ -175,13 +175,23 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
     with catalog.session() as session:
         ids = select_observations(session, query)
         session.get(Campaign, row.id).status = "running"
-    tasks = [ChainTask(observation_id=i, campaign_id=row.id, steps=steps, parameters=parameters,
+        plans = {i: observation_steps(session.get(Observation, i), steps) for i in ids}
+    tasks = [ChainTask(observation_id=i, campaign_id=row.id, steps=plans[i][0], parameters=parameters,
                        catalog_url=catalog.url, data_dir=str(settings.data_dir),
-                       retries=settings.pipeline_retries if retries is None else retries) for i in ids]
+                       retries=settings.pipeline_retries if retries is None else retries)
+             for i in ids if plans[i][0]]
     report = CampaignReport(campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids),
                             executor=executor)
+    from .runner import StepResult
+
+    for i in ids:  # what cannot be processed is said, not silently dropped
+        if not plans[i][0]:
+            result = ChainResult(i)
+            result.steps.append(StepResult(i, ",".join(steps), "skipped", None, plans[i][1]))
+            report.results.append(result)
     started = time.perf_counter()
-    bar = _progress(len(tasks), progress)
+    bar = _progress(len(ids), progress)
+    bar.update(len(ids) - len(tasks))
     try:
         for result in _execute(tasks, executor, settings, cluster):
             report.results.append(result)
@@ -198,6 +208,18 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
         campaign_row.status = "failed" if report.failures else "done"
         campaign_row.finished_at = datetime.now(timezone.utc)
     return report
+
+
+def observation_steps(observation: Observation, steps: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    """The steps that apply to an observation, or none with the reason."""
+    if observation.origin == "external":
+        # a registered calibrated cube: post-processing only
+        return tuple(s for s in steps if s == "postprocess"), None if "postprocess" in steps else "external cube"
+    if observation.instrument != "SPHERE-IRDIS":
+        return (), f"pre-processing of {observation.instrument} raw frames is not implemented (IRDIS DBI only)"
+    if observation.n_science_files == 0:
+        return (), "no science frames"
+    return steps, None
 
 
 def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster: Any):

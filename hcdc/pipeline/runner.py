@@ -41,13 +41,14 @@ class ChainTask:
     """Everything a worker needs (plain data: it crosses process boundaries)."""
 
     observation_id: int
-    campaign_id: int
+    campaign_id: int | None      #: None: a manual (re-)run outside any campaign
     steps: tuple[str, ...]
     parameters: dict[str, dict]
     catalog_url: str
     data_dir: str
     retries: int = 1
     kernel: str = "hcdc"
+    force: bool = False          #: run even when an identical done reduction exists (hcdc rerun)
 
 
 @dataclass
@@ -148,9 +149,11 @@ def _delete_stale(catalog, observation_id: int, step: str, campaign_id: int, dat
             session.delete(reduction)
 
 
-def _join_campaign(catalog, campaign_id: int, reduction_id: int) -> None:
+def _join_campaign(catalog, campaign_id: int | None, reduction_id: int) -> None:
     from hcdc.catalog.models import CampaignReduction
 
+    if campaign_id is None:
+        return
     with catalog.session() as session:
         if session.get(CampaignReduction, (campaign_id, reduction_id)) is None:
             session.add(CampaignReduction(campaign_id=campaign_id, reduction_id=reduction_id))
@@ -201,17 +204,19 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         done = session.scalar(select(Reduction.id).where(Reduction.signature == signature,
                                                          Reduction.status == "done")
                               .order_by(Reduction.id.desc()).limit(1))
-    if done is not None:
+    if done is not None and not task.force:
         _join_campaign(catalog, task.campaign_id, done)
         return StepResult(task.observation_id, step, "up-to-date", done)
 
-    reports = data_dir / "reports" / f"campaign{task.campaign_id:04d}" / f"obs{task.observation_id:06d}"
+    where = "manual" if task.campaign_id is None else f"campaign{task.campaign_id:04d}"
+    reports = data_dir / "reports" / where / f"obs{task.observation_id:06d}"
     reports.mkdir(parents=True, exist_ok=True)
     work = data_dir / "work" / "notebooks"
     error = None
     reduction_id = None
     for attempt in range(1, task.retries + 2):
-        _delete_stale(catalog, task.observation_id, step, task.campaign_id, data_dir)
+        if task.campaign_id is not None:
+            _delete_stale(catalog, task.observation_id, step, task.campaign_id, data_dir)
         run_id = uuid.uuid4().hex
         reduction_id = start_reduction(catalog, task.observation_id, step, spec.version, params.to_dict(),
                                        params.fingerprint(), campaign_id=task.campaign_id, signature=signature,
