@@ -35,6 +35,10 @@ from .processing import _finish, start_reduction
 
 STEP = "postprocess"
 STEP_VERSION = "1"
+#: A candidate whose arc swept by the field rotation is shorter than this many FWHM is kept but
+#: flagged ``low-rotation``: ADI cannot tell it from a quasi-static speckle there (self-subtraction,
+#: static speckle pairs), so it is not counted as a detection.
+MIN_ARC_FWHM = 1.0
 SOURCE_STEPS = ("preprocess", "external-registration")
 
 
@@ -106,6 +110,7 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
         cube = fits.getdata(paths_in["cube"]).astype(float)
         angles = np.asarray(fits.getdata(paths_in["angles"]), dtype=float).ravel()
         psf = fits.getdata(paths_in["psf"]).astype(float)
+        rotation_rad = float(np.deg2rad(np.ptp(np.rad2deg(np.unwrap(np.deg2rad(angles))))))
         cubes = cube if cube.ndim == 4 else cube[None]
         psfs = psf if psf.ndim == 3 else np.repeat(psf[None], len(cubes), axis=0)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,8 +138,12 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
             curve = _contrast_table(result.contrast)
             paths[f"contrast_curve{suffix}"] = out_dir / f"contrast_curve{suffix}.ecsv"
             curve.write(paths[f"contrast_curve{suffix}"], format="ascii.ecsv", overwrite=True)
+            fwhm = float(result.psf.fwhm)
             for row in table:
+                arc_fwhm = float(row["sep_px"]) * rotation_rad / fwhm
+                status = "candidate" if arc_fwhm >= MIN_ARC_FWHM else "low-rotation"
                 detections.append(Detection(
+                    status=status,
                     reduction_id=reduction_id, observation_id=observation_id, target_id=target_id,
                     wavelength_um=wavelength, x_px=float(row["x"]), y_px=float(row["y"]),
                     sep_arcsec=float(row["sep_arcsec"]), sep_err_arcsec=_finite(row["sep_arcsec_err"]),

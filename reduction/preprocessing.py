@@ -529,6 +529,16 @@ def preprocess_observation(files: ObservationFiles,
                                  float(coro_y) - 1 + band * SphereIrdis.dbi_band_offset_px[1] - y0))
         problems.append("star centre taken from SEQ CORO XC/YC (uncertain by ~1 px)")
 
+    # the crop stays inside the detector windows: zero padding would fake infinitely deep limits
+    crop = params.crop_px
+    for (cx, cy), (_x0, _y0, nx, ny) in zip(centres_file, windows):
+        room = int(min(cx, cy, nx - 1 - cx, ny - 1 - cy))
+        crop = min(crop, 2 * room + 1)
+    if crop < params.crop_px:
+        problems.append(f"frames cropped to {crop} px (detector window), not {params.crop_px}")
+    if crop < 21:
+        raise PreprocessingError(f"the star is {crop // 2} px from the window edge: nothing to crop")
+
     # science frames
     times, parang = parallactic_angles(science)
     derotation = conventions.derotation_angles(parang, instrument.pupil_offset_deg.value,
@@ -538,12 +548,12 @@ def preprocess_observation(files: ObservationFiles,
     for raw in science:
         calibrated = calibrate_frames(raw.data, _dit(raw), calibrations, box, "science", problems)
         for band, part in enumerate(split_bands(calibrated, windows)):
-            frames_per_band[band].append(centred_crop(part, centres_file[band], params.crop_px))
+            frames_per_band[band].append(centred_crop(part, centres_file[band], crop))
         names.extend((raw.path.name, i) for i in range(raw.data.shape[0]))
     cube = np.stack([np.concatenate(parts, axis=0) for parts in frames_per_band])  # (λ, t, y, x)
 
     # bad frames: halo flux in an annulus around the coronagraph, first band
-    yy, xx = np.mgrid[: params.crop_px, : params.crop_px]
+    yy, xx = np.mgrid[:crop, :crop]
     cy, cx = conventions.star_centre(cube.shape)
     radius = np.hypot(xx - cx, yy - cy)
     annulus = (radius >= params.halo_inner_lod * lod_px[0]) & (radius <= params.halo_outer_lod * lod_px[0])

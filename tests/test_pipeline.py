@@ -84,8 +84,10 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
                        Reduction.observation_id == observation.id))
             assert reduction is not None and reduction.status == "done"
             assert Path(reduction.notebook_path).is_file() and Path(reduction.report_path).is_file()
+            # candidates above 5 sigma; those flagged low-rotation (arc < 1 FWHM) are not detections
             detections = session.scalars(select(Detection).where(Detection.reduction_id == reduction.id,
-                                                                 Detection.snr >= 5)).all()
+                                                                 Detection.snr >= 5,
+                                                                 Detection.status == "candidate")).all()
             scale = entry["pixel_scale_arcsec"]
             matched: set[int] = set()
             for companion in entry["companions"]:
