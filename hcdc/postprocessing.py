@@ -39,6 +39,12 @@ STEP_VERSION = "1"
 #: flagged ``low-rotation``: ADI cannot tell it from a quasi-static speckle there (self-subtraction,
 #: static speckle pairs), so it is not counted as a detection.
 MIN_ARC_FWHM = 1.0
+#: Multi-band (DBI, IFS) vetting: a point source is at the same place at every wavelength, a
+#: speckle moves radially by r x (λ2/λ1 - 1). A candidate is confirmed when another band has one
+#: within max(CONFIRM_MIN_PX, CONFIRM_CHROMATIC_FRACTION x r x (λ2/λ1 - 1)) pixels; otherwise it
+#: is kept with status ``single-band`` (the SPHERE surveys' first vetting test).
+CONFIRM_MIN_PX = 0.75
+CONFIRM_CHROMATIC_FRACTION = 0.5
 SOURCE_STEPS = ("preprocess", "external-registration")
 
 
@@ -160,6 +166,8 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
                     limit.points.append(DetectionLimitPoint(sep_arcsec=float(sep), contrast=float(value),
                                                             throughput=_finite(throughput)))
             limits.append(limit)
+        if len(cubes) > 1:
+            _vet_across_bands(detections, pixel_scale)
         with catalog.session() as session:
             reduction = session.get(Reduction, reduction_id)
             session.add_all(detections + limits)
@@ -176,6 +184,31 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
     _finish(catalog, reduction_id, status, error)
     return PostprocessOutcome(observation_id, reduction_id, status, error, n_detections,
                               {k: str(v) for k, v in paths.items()})
+
+
+def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:
+    """Flag candidates not seen at the same position in another band (``single-band``)."""
+    def xy(d: Detection) -> tuple[float, float]:
+        r = d.sep_arcsec / pixel_scale
+        return r * np.sin(np.deg2rad(d.pa_deg)), r * np.cos(np.deg2rad(d.pa_deg))
+
+    for d in detections:
+        if d.status != "candidate":
+            continue
+        x, y = xy(d)
+        r = d.sep_arcsec / pixel_scale
+        confirmed = False
+        for other in detections:
+            if other.wavelength_um == d.wavelength_um or not (d.wavelength_um and other.wavelength_um):
+                continue
+            ratio = max(d.wavelength_um, other.wavelength_um) / min(d.wavelength_um, other.wavelength_um)
+            tolerance = max(CONFIRM_MIN_PX, CONFIRM_CHROMATIC_FRACTION * r * (ratio - 1))
+            ox, oy = xy(other)
+            if np.hypot(x - ox, y - oy) <= tolerance:
+                confirmed = True
+                break
+        if not confirmed:
+            d.status = "single-band"
 
 
 def _finite(value) -> float | None:

@@ -147,23 +147,30 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path):
         members = session.scalar(select(func.count()).select_from(CampaignReduction)
                                  .where(CampaignReduction.campaign_id == first.campaign_id))
         assert members >= 3 * n  # the campaign keeps its history of reductions
-    # a broken observation fails alone, with its reason
+    # a broken observation (its science files damaged on disk after ingest) fails alone, with its reason
     truth = json.loads((archive / "truth.json").read_text())
     victim = truth["observations"][0]
     broken = tmp_path / "broken"
     shutil.copytree(archive / "raw", broken / "raw")
-    for name in victim["files"]["science"]:
-        path = broken / truth["files"][name]["path"]
-        path.write_bytes(path.read_bytes()[:3000])
     url2 = f"sqlite:///{tmp_path / 'broken.sqlite'}"
     catalog2 = Catalog(url2)
     ingest(broken / "raw", catalog2)
+    for name in victim["files"]["science"]:
+        path = broken / truth["files"][name]["path"]
+        path.write_bytes(path.read_bytes()[:3000])
     settings2 = Settings(data_dir=tmp_path / "data2", catalog_url=url2)
     report = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0)
     failed = {(obs, step) for obs, step, _ in report.failures}
     assert len(failed) == 1 and next(iter(failed))[1] == "preprocess"
     assert "no readable OBJECT" in report.failures[0][2]
     assert report.counts["done"] == 2 * (n - 1) and report.counts["skipped"] == 1
+    # re-ingesting notices the damaged files: the observation has no science frame left and the
+    # campaign says so instead of failing again
+    ingest(broken / "raw", catalog2)
+    again = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0)
+    skipped = [s for r in again.results for s in r.steps if s.status == "skipped"]
+    assert any("no science frames" in (s.error or "") for s in skipped)
+    assert not again.failures
 
 
 def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):

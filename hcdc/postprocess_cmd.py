@@ -1,0 +1,219 @@
+"""``hcdc postprocess``: PSF subtraction, detection, characterisation and limits of one cube.
+
+Usage::
+
+    hcdc postprocess CUBE.fits --angles ANGLES.fits --psf PSF.fits --pixel-scale ARCSEC \\
+        [--star-flux F] [--algorithm pca|annular-pca|cadi] [--ncomp N] [--recenter] --out DIR
+
+writes ``DIR/detections.ecsv``, ``DIR/contrast_curve.ecsv``, ``DIR/residuals.fits`` and
+``DIR/snrmap.fits``. The science is :func:`reduction.postproc.pipeline.postprocess`; this
+module only reads the files, calls it and writes the products with their provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _detections_table(result, pixel_scale: float, star_flux: float | None):
+    """One row per candidate, NEGFC values when characterised (else detection values, NaN errors)."""
+    from astropy.table import Table
+    import astropy.units as u
+
+    from reduction.conventions import star_centre
+
+    cy, cx = star_centre(result.subtraction.residuals.shape)
+    scale = result.psf.scale
+    rows = []
+    for index, item in enumerate(result.characterised, start=1):
+        cand, fit = item.candidate, item.negfc
+        nan3 = (np.nan, np.nan, np.nan)
+        if fit is not None:
+            x, y, sep, theta, flux_norm = fit.x, fit.y, fit.separation_px, fit.theta_deg, fit.flux
+            unc = fit.uncertainty
+            tot, spk, fterm = (unc.total, unc.speckle, unc.fit) if unc is not None else (nan3, nan3, nan3)
+        else:
+            x, y, sep, theta, flux_norm = cand.x, cand.y, cand.separation_px, cand.theta_deg, np.nan
+            tot = spk = fterm = nan3
+        th = np.deg2rad(theta)
+        x_err = float(np.hypot(np.cos(th) * tot[0], sep * np.sin(th) * np.deg2rad(tot[1])))
+        y_err = float(np.hypot(np.sin(th) * tot[0], sep * np.cos(th) * np.deg2rad(tot[1])))
+        contrast = flux_norm / star_flux if star_flux else np.nan
+        contrast_err = tot[2] / star_flux if star_flux else np.nan
+        rows.append({
+            "id": index, "x": x, "y": y, "x_err": x_err, "y_err": y_err,
+            "sep_px": sep, "sep_px_err": tot[0],
+            "sep_arcsec": sep * pixel_scale, "sep_arcsec_err": tot[0] * pixel_scale,
+            "sep_arcsec_err_speckle": spk[0] * pixel_scale, "sep_arcsec_err_fit": fterm[0] * pixel_scale,
+            "pa_deg": float(np.mod(theta - 90.0, 360.0)), "pa_deg_err": tot[1],
+            "pa_deg_err_speckle": spk[1], "pa_deg_err_fit": fterm[1], "theta_deg": theta,
+            "snr": cand.snr, "peak_snr": cand.peak_snr, "fpf": cand.fpf, "significance": cand.significance,
+            "flux": flux_norm / scale, "flux_err": tot[2] / scale,
+            "flux_err_speckle": spk[2] / scale, "flux_err_fit": fterm[2] / scale,
+            "flux_fwhm_aperture": flux_norm, "flux_fwhm_aperture_err": tot[2],
+            "contrast": contrast, "contrast_err": contrast_err,
+            "characterised": fit is not None, "note": item.note,
+        })
+    names = ["id", "x", "y", "x_err", "y_err", "sep_px", "sep_px_err", "sep_arcsec", "sep_arcsec_err",
+             "sep_arcsec_err_speckle", "sep_arcsec_err_fit", "pa_deg", "pa_deg_err", "pa_deg_err_speckle",
+             "pa_deg_err_fit", "theta_deg", "snr", "peak_snr", "fpf", "significance", "flux", "flux_err",
+             "flux_err_speckle", "flux_err_fit", "flux_fwhm_aperture", "flux_fwhm_aperture_err", "contrast",
+             "contrast_err", "characterised", "note"]
+    dtypes = [int] + [float] * 27 + [bool, str]
+    table = Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes) if rows else \
+        Table(names=names, dtype=dtypes)
+    units = {"x": u.pix, "y": u.pix, "x_err": u.pix, "y_err": u.pix, "sep_px": u.pix, "sep_px_err": u.pix,
+             "sep_arcsec": u.arcsec, "sep_arcsec_err": u.arcsec, "sep_arcsec_err_speckle": u.arcsec,
+             "sep_arcsec_err_fit": u.arcsec, "pa_deg": u.deg, "pa_deg_err": u.deg, "pa_deg_err_speckle": u.deg,
+             "pa_deg_err_fit": u.deg, "theta_deg": u.deg}
+    for name, unit in units.items():
+        table[name].unit = unit
+    descriptions = {
+        "x": "0-based column of the final (derotated) image",
+        "y": "0-based row of the final image",
+        "pa_deg": "position angle east of north (with the given derotation angles)",
+        "theta_deg": "polar angle counter-clockwise from +x (vip-hci convention)",
+        "snr": "S/N at (x, y), Mawet et al. 2014 small-sample statistics",
+        "fpf": "false-positive fraction (Student-t, n_apertures - 1 dof)",
+        "significance": "Gaussian-equivalent significance of fpf (sigma)",
+        "flux": "scale factor of the given PSF found by the negative-companion fit",
+        "flux_fwhm_aperture": "companion flux in a 1xFWHM aperture (cube units; vip NEGFC flux)",
+        "contrast": "flux_fwhm_aperture / star flux (1xFWHM aperture)",
+    }
+    for name, text in descriptions.items():
+        table[name].description = text
+    table.meta.update({
+        "pixel_scale_arcsec": pixel_scale, "fwhm_px": result.psf.fwhm, "star_flux": star_flux,
+        "psf_aperture_flux": result.psf.aperture_flux, "psf_scale": result.psf.scale,
+        "star_xy": [int(cx), int(cy)], "uncertainties": "1 sigma; total = speckle (+) fit, see the *_speckle, *_fit columns",
+    })
+    return table
+
+
+def _contrast_table(curve):
+    from astropy.table import Table
+    import astropy.units as u
+
+    nan = np.full(curve.separation_px.shape, np.nan)
+    table = Table({
+        "sep_px": curve.separation_px,
+        "sep_arcsec": curve.separation_arcsec if curve.separation_arcsec is not None else nan,
+        "contrast_5sigma": curve.contrast if curve.contrast is not None else nan,
+        "contrast_5sigma_gaussian": curve.contrast_gaussian if curve.contrast_gaussian is not None else nan,
+        "flux_5sigma": curve.flux_limit,
+        "throughput": curve.throughput,
+        "noise": curve.noise,
+        "sigma_corrected": curve.sigma_corrected,
+    })
+    table["sep_px"].unit = u.pix
+    table["sep_arcsec"].unit = u.arcsec
+    table["contrast_5sigma"].description = (f"{curve.sigma:g}-sigma contrast with throughput and Student-t "
+                                            "small-sample correction (NaN without --star-flux)")
+    table["flux_5sigma"].description = "flux limit in a 1xFWHM aperture, cube units"
+    table.meta.update({"sigma": curve.sigma, "star_flux": curve.star_flux, "fwhm_px": curve.fwhm,
+                       "throughput_separation_px": [float(v) for v in curve.throughput_separation_px],
+                       "throughput_measured": [float(v) for v in curve.throughput_measured],
+                       "parameters": curve.parameters})
+    return table
+
+
+@click.command("postprocess")
+@click.argument("cube", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Derotation angles (deg, vip-hci convention), one per frame.")
+@click.option("--psf", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Off-axis PSF image (normalised internally: 1xFWHM-aperture flux = 1).")
+@click.option("--pixel-scale", required=True, type=float, help="Pixel scale in arcsec/px.")
+@click.option("--star-flux", type=float, default=None,
+              help="Stellar flux in a 1xFWHM-diameter aperture, cube units (vip's starphot); gives contrasts.")
+@click.option("--algorithm", type=click.Choice(["pca", "annular-pca", "cadi"]), default="pca", show_default=True)
+@click.option("--ncomp", type=click.IntRange(1, None), default=20, show_default=True,
+              help="Principal components (PCA algorithms and the NEGFC model).")
+@click.option("--asize", type=float, default=4.0, show_default=True, help="Annulus width in px (annular PCA).")
+@click.option("--delta-rot", type=float, default=0.5, show_default=True,
+              help="Rotation threshold in FWHM (annular PCA).")
+@click.option("--recenter", is_flag=True, help="Re-centre the cube first (negative 2-D Gaussian, vortex dark hole).")
+@click.option("--recenter-positive", is_flag=True, help="With --recenter: fit a positive Gaussian (no vortex).")
+@click.option("--threshold", type=float, default=5.0, show_default=True, help="Detection threshold.")
+@click.option("--threshold-on", type=click.Choice(["snr", "significance"]), default="snr", show_default=True,
+              help="Threshold on the Student-t S/N or on its Gaussian-equivalent significance.")
+@click.option("--max-characterised", type=click.IntRange(0, None), default=3, show_default=True,
+              help="Candidates (brightest first) characterised by NEGFC.")
+@click.option("--n-injections", type=click.IntRange(0, None), default=12, show_default=True,
+              help="Fake companions for the NEGFC speckle-noise uncertainty (0: fit term only).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory.")
+def postprocess(cube: Path, angles: Path, psf: Path, pixel_scale: float, star_flux: float | None, algorithm: str,
+                ncomp: int, asize: float, delta_rot: float, recenter: bool, recenter_positive: bool,
+                threshold: float, threshold_on: str, max_characterised: int, n_injections: int,
+                out_dir: Path) -> None:
+    """Post-process the ADI CUBE: PSF subtraction, S/N map, candidates, NEGFC, contrast curve.
+
+    The cube is taken as centred on pixel (ny//2, nx//2) unless --recenter is given.
+    Writes DIR/detections.ecsv, DIR/contrast_curve.ecsv, DIR/residuals.fits, DIR/snrmap.fits.
+    """
+    from reduction.fitsio_products import (ProductInputError, provenance_record, read_angles, read_cube, read_psf,
+                                           write_image, write_table)
+    from reduction.postproc.pipeline import (CharacterisationParameters, DetectionParameters, PostprocessParameters,
+                                             PostprocessStep, PsfSubtractionParameters, postprocess as run)
+
+    started = time.time()
+    try:
+        data = read_cube(cube)
+        angle_list = read_angles(angles)
+        psf_image = read_psf(psf)
+        if data.ndim != 3:
+            raise ValueError(f"{cube}: the command processes 3-D (t, y, x) ADI cubes, got shape {data.shape}")
+        params = PostprocessParameters(
+            subtraction=PsfSubtractionParameters(algorithm=algorithm, ncomp=ncomp, asize=asize, delta_rot=delta_rot),
+            detection=DetectionParameters(threshold=threshold, threshold_on=threshold_on),
+            characterisation=CharacterisationParameters(ncomp=ncomp, n_injections=n_injections),
+            recenter=recenter, recenter_negative=not recenter_positive, max_characterised=max_characterised)
+        result = run(data, angle_list, psf_image, pixel_scale, star_flux=star_flux, params=params)
+    except (ProductInputError, ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = provenance_record(PostprocessStep.name, PostprocessStep.version,
+                                   {**params.to_dict(), "pixel_scale": pixel_scale, "star_flux": star_flux},
+                                   {"cube": cube, "angles": angles, "psf": psf})
+    frame = result.subtraction.residuals
+    cy, cx = frame.shape[0] // 2, frame.shape[1] // 2
+    cards = {
+        "ALGO": (algorithm, "PSF subtraction algorithm"),
+        "NCOMP": (ncomp if algorithm != "cadi" else None, "principal components"),
+        "FWHM": (float(result.psf.fwhm), "[px] FWHM of the PSF (Gaussian fit)"),
+        "PIXSCAL": (float(pixel_scale), "[arcsec/px] pixel scale"),
+        "STARX": (cx + 1, "star x, 1-based FITS pixel"),
+        "STARY": (cy + 1, "star y, 1-based FITS pixel"),
+        "RECENTER": (bool(recenter), "cube re-centred by 2-D Gaussian fit"),
+        "NSKIPANN": (len(result.subtraction.skipped_annuli), "annuli skipped (NaN)"),
+        "ANGCONV": ("vip-hci", "derotation angle convention"),
+    }
+    write_image(out_dir / "residuals.fits", frame, provenance, cards)
+    write_image(out_dir / "snrmap.fits", result.detection.snr_map, provenance,
+                {**cards, "SNRDEF": ("Mawet2014", "small-sample S/N, 1xFWHM apertures")})
+    write_table(out_dir / "detections.ecsv", _detections_table(result, pixel_scale, star_flux), provenance)
+    write_table(out_dir / "contrast_curve.ecsv", _contrast_table(result.contrast), provenance)
+    for note in result.subtraction.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{len(result.detection.candidates)} candidate(s) above {threshold:g} ({threshold_on}); "
+               f"products in {out_dir} ({time.time() - started:.1f} s)", err=True)
+    for item in result.characterised:
+        c = item.candidate
+        text = (f"  ({c.x:.2f}, {c.y:.2f}) sep {c.separation_px * pixel_scale:.3f}\" S/N {c.snr:.1f} "
+                f"FPF {c.fpf:.2e}")
+        if item.negfc is not None:
+            text += f" NEGFC flux {item.negfc.flux / result.psf.scale:.4g} (x PSF)"
+        click.echo(text, err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    postprocess(sys.argv[1:])

@@ -1,0 +1,376 @@
+"""Characterisation by negative fake companion (NEGFC) fitting.
+
+A negative copy of the PSF, of flux ``f`` at ``(r, theta)``, is injected in
+the cube; PCA is run in an annulus around the candidate (vip's
+``pca_annulus``); and a figure of merit of the residuals in an aperture around
+the candidate is minimised with the Nelder-Mead simplex (Marois et al. 2010;
+Lagrange et al. 2010; Wertz et al. 2017; vip's ``firstguess``):
+
+``sum``     ``Σ |I_j|`` (Wertz et al. 2017; the default),
+``stddev``  standard deviation of the ``I_j``,
+``chi2``    ``Σ (I_j - μ)² / σ²`` with ``μ``, ``σ`` of the annulus away from the
+            candidate (vip's ``mu_sigma``).
+
+Fast path: the annulus matrix of the cube is extracted once, the companion
+enters linearly, and the derotation of the residuals at the aperture pixels is
+a precomputed cubic-convolution gather, so one evaluation costs a ``(t, t)``
+eigen-decomposition and a few small products (milliseconds).
+
+Uncertainties (1 sigma), reported per term:
+
+* speckle noise: fake companions of the fitted flux are injected at the same
+  separation and other angles in the cube cleaned of the companion, each is
+  fitted the same way, and the standard deviation of the offsets is the error
+  (Wertz et al. 2017; vip's ``speckle_noise_uncertainty``);
+* fit: from the curvature of the Gaussian ``chi2`` at the optimum,
+  ``Cov = 2 H⁻¹``, inflated by the number of pixels per resolution element
+  (the residual pixels are correlated over a FWHM).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from reduction.conventions import star_centre
+
+from ._checks import check_angles, check_cube, check_ncomp, check_positive, check_psf
+from ._threads import blas_single_thread
+from .geometry import _keys_weights, derotate, derotated_source_coordinates, polar_grid
+from .inject import companion_positions, inject_companions, _stamps_at
+from .pca import principal_components, project_out
+from .results import NegfcResult, Uncertainty, theta_to_pa
+
+log = logging.getLogger(__name__)
+
+FMERITS = ("sum", "stddev", "chi2")
+METHODS = ("pca", "cadi")
+
+
+def _polar(x: float, y: float, shape) -> tuple[float, float]:
+    cy, cx = star_centre(shape)
+    return float(np.hypot(x - cx, y - cy)), float(np.mod(np.rad2deg(np.arctan2(y - cy, x - cx)), 360.0))
+
+
+def _cartesian(r: float, theta: float, shape) -> tuple[float, float]:
+    cy, cx = star_centre(shape)
+    return cx + r * np.cos(np.deg2rad(theta)), cy + r * np.sin(np.deg2rad(theta))
+
+
+@dataclass
+class _Model:
+    """PSF subtraction in an annulus, evaluated only at the aperture pixels."""
+
+    cube: np.ndarray
+    angles: np.ndarray
+    psf: np.ndarray
+    fwhm: float
+    ncomp: int
+    r0: float
+    theta0: float
+    annulus_width: float
+    aperture_radius: float
+    method: str = "pca"
+    collapse: str = "median"
+
+    def __post_init__(self) -> None:
+        nt, ny, nx = self.cube.shape
+        rho, _ = polar_grid((ny, nx))
+        half = self.annulus_width * self.fwhm / 2.0
+        inner, outer = int(self.r0 - half), int(self.r0 + half)
+        self.inner, self.outer = max(inner, 0), outer
+        self.annulus = (rho >= self.inner) & (rho < self.outer)
+        if not self.annulus.any():
+            raise ValueError("empty annulus for NEGFC")
+        self.index_map = -np.ones((ny, nx), dtype=np.intp)
+        self.ann_y, self.ann_x = np.nonzero(self.annulus)
+        self.index_map[self.ann_y, self.ann_x] = np.arange(self.ann_y.size)
+        self.matrix0 = self.cube[:, self.ann_y, self.ann_x]
+        x0, y0 = _cartesian(self.r0, self.theta0, (ny, nx))
+        yy, xx = np.mgrid[:ny, :nx]
+        aperture = ((yy - y0) ** 2 + (xx - x0) ** 2 < (self.aperture_radius * self.fwhm) ** 2) & self.annulus
+        if aperture.sum() < 4:
+            raise ValueError("the NEGFC aperture holds fewer than 4 pixels; increase aperture_radius")
+        self.ap_y, self.ap_x = np.nonzero(aperture)
+        # derotation of the residuals at the aperture pixels: 4x4 cubic-convolution gathers
+        sy, sx = derotated_source_coordinates(self.ap_y, self.ap_x, self.angles, (ny, nx))
+        iy, ix = np.floor(sy).astype(np.intp), np.floor(sx).astype(np.intp)
+        wy, wx = _keys_weights(sy - iy), _keys_weights(sx - ix)
+        taps_idx = np.empty((nt, self.ap_y.size, 16), dtype=np.intp)
+        taps_w = np.empty((nt, self.ap_y.size, 16))
+        k = 0
+        for a in range(4):
+            for b in range(4):
+                py, px = iy - 1 + a, ix - 1 + b
+                inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
+                idx = np.where(inside, self.index_map[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], -1)
+                taps_idx[:, :, k] = idx
+                taps_w[:, :, k] = np.where(idx >= 0, wy[a] * wx[b], 0.0)
+                k += 1
+        self.taps_idx = np.where(taps_idx >= 0, taps_idx, 0)
+        self.taps_w = taps_w
+        self.frame_index = np.arange(nt)[:, None, None]
+        self.evaluations = 0
+
+    def companion_matrix(self, r: float, theta: float) -> np.ndarray:
+        """Unit-flux companion restricted to the annulus pixels, ``(t, P)``."""
+        nt, ny, nx = self.cube.shape
+        ys, xs = companion_positions(r, theta, self.angles, (ny, nx))
+        stamps, y0, x0 = _stamps_at(self.psf, ys, xs, 1.0, (ny, nx))
+        sy, sx = stamps.shape[-2:]
+        py = y0[:, None, None] + np.arange(sy)[None, :, None]
+        px = x0[:, None, None] + np.arange(sx)[None, None, :]
+        inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
+        idx = np.where(inside, self.index_map[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], -1)
+        keep = idx >= 0
+        out = np.zeros((nt, self.ann_y.size))
+        frames = np.broadcast_to(np.arange(nt)[:, None, None], idx.shape)
+        out[frames[keep], idx[keep]] = stamps[keep]
+        return out
+
+    def residual_values(self, r: float, theta: float, flux: float, matrix0: np.ndarray | None = None) -> np.ndarray:
+        """Collapsed derotated residuals at the aperture pixels with a companion of ``-flux`` removed."""
+        self.evaluations += 1
+        base = self.matrix0 if matrix0 is None else matrix0
+        matrix = base - flux * self.companion_matrix(r, theta) if flux != 0 else base
+        if self.method == "pca":
+            comps = principal_components(matrix, self.ncomp)
+            residuals = project_out(matrix, comps)
+        else:
+            residuals = matrix - np.median(matrix, axis=0, keepdims=True)
+        values = (residuals[self.frame_index, self.taps_idx] * self.taps_w).sum(axis=2)   # (t, n_ap)
+        if self.collapse == "median":
+            return np.median(values, axis=0)
+        return values.mean(axis=0)
+
+    def background(self, r: float, theta: float, flux: float) -> tuple[float, float]:
+        """Mean and std of the collapsed residuals in the annulus away from the aperture."""
+        nt, ny, nx = self.cube.shape
+        matrix = self.matrix0 - flux * self.companion_matrix(r, theta)
+        if self.method == "pca":
+            residuals = project_out(matrix, principal_components(matrix, self.ncomp))
+        else:
+            residuals = matrix - np.median(matrix, axis=0, keepdims=True)
+        frames = np.zeros((nt, ny, nx))
+        frames[:, self.ann_y, self.ann_x] = residuals
+        # spline: no Fourier ringing from the annulus edges into the annulus
+        final = np.median(derotate(frames, self.angles, method="spline"), axis=0)
+        x0, y0 = _cartesian(self.r0, self.theta0, (ny, nx))
+        yy, xx = np.mgrid[:ny, :nx]
+        away = self.annulus & ((yy - y0) ** 2 + (xx - x0) ** 2 >= (2 * self.aperture_radius * self.fwhm) ** 2)
+        vals = final[away]
+        return float(vals.mean()), float(vals.std())
+
+
+def _merit(values: np.ndarray, fmerit: str, mu_sigma: tuple[float, float] | None, npar: int = 3) -> float:
+    ddf = max(values.size - npar, 1)
+    if fmerit == "sum":
+        return float(np.abs(values).sum() / ddf)
+    if fmerit == "stddev":
+        return float(values.std() * values.size / ddf)
+    mu, sigma = mu_sigma
+    return float(((values - mu) ** 2).sum() / sigma ** 2 / ddf)
+
+
+def _fit(model: _Model, r0: float, theta0: float, f0: float, fmerit: str, mu_sigma, xatol: float,
+         maxfev: int) -> tuple[tuple[float, float, float], float, int, bool]:
+    """Nelder-Mead on (dr [px], r·dθ [px], df / (0.1 f0))."""
+    fscale = max(abs(f0) * 0.1, 1e-12)
+    deg_per_px = np.rad2deg(1.0 / max(r0, 1e-6))
+
+    def params(u):
+        return r0 + u[0], theta0 + u[1] * deg_per_px, f0 + u[2] * fscale
+
+    def objective(u):
+        r, th, f = params(u)
+        if r <= 0.5 * model.fwhm or f < 0:
+            return 1e30
+        return _merit(model.residual_values(r, th, f), fmerit, mu_sigma)
+
+    simplex = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 1.0]], dtype=float)
+    start = model.evaluations
+    res = minimize(objective, np.zeros(3), method="Nelder-Mead",
+                   options={"initial_simplex": simplex, "xatol": xatol, "fatol": 1e-9, "maxfev": maxfev})
+    return params(res.x), float(res.fun), model.evaluations - start, bool(res.success)
+
+
+def _first_flux(model: _Model, r: float, theta: float, fmerit: str, mu_sigma, f_guess: float) -> float:
+    """Grid search of the flux at fixed position (vip's ``firstguess_from_coord``, whole grid).
+
+    vip stops at the fourth increase of the figure of merit; the whole grid is
+    cheap here and avoids stopping in a shallow local minimum.
+    """
+    fluxes = np.geomspace(max(f_guess, 1e-12) * 0.3, max(f_guess, 1e-12) * 100, 40)
+    values = [_merit(model.residual_values(r, theta, f), fmerit, mu_sigma) for f in fluxes]
+    return float(fluxes[int(np.argmin(values))])
+
+
+@blas_single_thread
+def negfc_fit(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, ncomp: int = 1,
+              annulus_width: float = 3.0, aperture_radius: float = 1.5, fmerit: str = "sum", method: str = "pca",
+              collapse_mode: str = "median", flux_guess: float | None = None, xatol: float = 1e-3,
+              maxfev: int = 600) -> NegfcResult:
+    """Fit the position and flux of a companion by NEGFC (simplex).
+
+    Parameters
+    ----------
+    cube : ndarray, (t, y, x)
+        Centred ADI cube.
+    angles : ndarray, (t,)
+        Derotation angles (vip-hci convention).
+    psf : ndarray
+        Normalised PSF (flux 1 in a 1xFWHM aperture).
+    fwhm : float
+        FWHM in pixels.
+    xy : tuple of float
+        First guess ``(x, y)`` in the final image (e.g. a detection).
+    ncomp : int
+        Principal components of the annulus PCA.
+    annulus_width : float
+        Width of the PCA annulus, in FWHM.
+    aperture_radius : float
+        Radius of the aperture of the figure of merit, in FWHM.
+    fmerit : {'sum', 'stddev', 'chi2'}
+    method : {'pca', 'cadi'}
+        PSF model in the annulus.
+    collapse_mode : {'median', 'mean'}
+    flux_guess : float, optional
+        Starting flux; a grid search from the aperture flux when None.
+    xatol : float
+        Simplex tolerance (pixels; flux in units of 10 % of the start).
+    maxfev : int
+
+    Returns
+    -------
+    NegfcResult
+        Without uncertainties (see :func:`negfc_uncertainty` and :func:`characterise`).
+    """
+    cube = check_cube(cube)
+    angles = check_angles(angles, cube.shape[0])
+    psf = check_psf(psf, cube.shape[-2:])
+    fwhm = check_positive(fwhm, "fwhm")
+    if fmerit not in FMERITS:
+        raise ValueError(f"fmerit must be one of {FMERITS}, got {fmerit!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "pca":
+        ncomp = check_ncomp(ncomp, cube.shape[0])
+    r0, theta0 = _polar(float(xy[0]), float(xy[1]), cube.shape[-2:])
+    if r0 <= fwhm:
+        raise ValueError(f"the candidate is {r0:.1f} px from the star, within 1 FWHM: NEGFC is not reliable there")
+    model = _Model(cube, angles, psf, fwhm, ncomp, r0, theta0, annulus_width, aperture_radius, method,
+                   collapse_mode)
+    mu_sigma = None
+    if fmerit == "chi2":
+        mu_sigma = model.background(r0, theta0, 0.0)
+    if flux_guess is None:
+        values = model.residual_values(r0, theta0, 0.0)
+        f_guess = max(float(np.abs(values).max()) * np.pi * (fwhm / 2) ** 2 / 2, 1e-6)
+        flux_guess = _first_flux(model, r0, theta0, fmerit, mu_sigma, f_guess)
+    (r, theta, flux), value, nev, ok = _fit(model, r0, theta0, float(flux_guess), fmerit, mu_sigma, xatol, maxfev)
+    theta = float(np.mod(theta, 360.0))
+    x, y = _cartesian(r, theta, cube.shape[-2:])
+    return NegfcResult(x=float(x), y=float(y), separation_px=float(r), theta_deg=theta, pa_deg=theta_to_pa(theta),
+                       flux=float(flux), figure_of_merit=value, n_evaluations=model.evaluations, success=ok)
+
+
+def remove_companion(cube, angles, psf, result: NegfcResult) -> np.ndarray:
+    """The cube with the fitted companion subtracted (vip's ``cube_planet_free``)."""
+    return inject_companions(cube, psf, angles, -result.flux, result.separation_px, result.theta_deg)
+
+
+@blas_single_thread
+def fit_uncertainty(cube, angles, psf, fwhm: float, result: NegfcResult, *, ncomp: int = 1,
+                    annulus_width: float = 3.0, aperture_radius: float = 1.5, method: str = "pca",
+                    collapse_mode: str = "median") -> tuple[float, float, float]:
+    """Fit term: curvature of the Gaussian chi² at the optimum, corrected for pixel correlation."""
+    cube = check_cube(cube)
+    model = _Model(cube, angles, psf, fwhm, ncomp, result.separation_px, result.theta_deg, annulus_width,
+                   aperture_radius, method, collapse_mode)
+    mu, sigma = model.background(result.separation_px, result.theta_deg, result.flux)
+    if not sigma > 0:
+        return (float("nan"),) * 3
+    p0 = np.array([result.separation_px, result.theta_deg, result.flux])
+    steps = np.array([0.1, np.rad2deg(0.1 / result.separation_px), max(abs(result.flux) * 0.02, 1e-9)])
+
+    def chi2(p):
+        values = model.residual_values(p[0], p[1], p[2])
+        return float(((values - mu) ** 2).sum() / sigma ** 2)
+
+    f0 = chi2(p0)
+    hess = np.zeros((3, 3))
+    for a in range(3):
+        ea = np.eye(3)[a] * steps[a]
+        hess[a, a] = (chi2(p0 + ea) - 2 * f0 + chi2(p0 - ea)) / steps[a] ** 2
+        for b in range(a + 1, 3):
+            eb = np.eye(3)[b] * steps[b]
+            value = (chi2(p0 + ea + eb) - chi2(p0 + ea - eb) - chi2(p0 - ea + eb) + chi2(p0 - ea - eb)) / (
+                4 * steps[a] * steps[b])
+            hess[a, b] = hess[b, a] = value
+    try:
+        cov = 2.0 * np.linalg.inv(hess)
+    except np.linalg.LinAlgError:
+        return (float("nan"),) * 3
+    pixels_per_resel = np.pi * (fwhm / 2.0) ** 2
+    var = np.diag(cov) * pixels_per_resel
+    return tuple(float(np.sqrt(v)) if v > 0 else float("nan") for v in var)
+
+
+@blas_single_thread
+def speckle_uncertainty(cube_free, angles, psf, fwhm: float, result: NegfcResult, *, n_injections: int = 12,
+                        ncomp: int = 1, annulus_width: float = 3.0, aperture_radius: float = 1.5,
+                        fmerit: str = "sum", method: str = "pca", collapse_mode: str = "median",
+                        xatol: float = 1e-3) -> tuple[tuple[float, float, float], tuple[float, float, float], int]:
+    """Speckle-noise term by injection and recovery at the same separation (Wertz et al. 2017).
+
+    Returns ``(std, mean offset, number of injections used)``, each over
+    ``(separation px, theta deg, flux)``.
+    """
+    r, theta, flux = result.separation_px, result.theta_deg, result.flux
+    offsets = []
+    for k in range(1, n_injections + 1):
+        th = float(np.mod(theta + 360.0 * k / (n_injections + 1), 360.0))
+        injected = inject_companions(cube_free, psf, angles, flux, r, th)
+        x, y = _cartesian(r, th, injected.shape[-2:])
+        fit = negfc_fit(injected, angles, psf, fwhm, (x, y), ncomp=ncomp, annulus_width=annulus_width,
+                        aperture_radius=aperture_radius, fmerit=fmerit, method=method, collapse_mode=collapse_mode,
+                        flux_guess=flux, xatol=xatol)
+        dth = (fit.theta_deg - th + 180.0) % 360.0 - 180.0
+        offsets.append((fit.separation_px - r, dth, fit.flux - flux))
+    offsets = np.array(offsets)
+    std = tuple(float(v) for v in offsets.std(axis=0, ddof=1))
+    mean = tuple(float(v) for v in offsets.mean(axis=0))
+    return std, mean, len(offsets)
+
+
+@blas_single_thread
+def characterise(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, ncomp: int = 1,
+                 annulus_width: float = 3.0, aperture_radius: float = 1.5, fmerit: str = "sum",
+                 method: str = "pca", collapse_mode: str = "median", n_injections: int = 12,
+                 xatol: float = 1e-3) -> NegfcResult:
+    """NEGFC fit with its speckle-noise and fit uncertainties.
+
+    See :func:`negfc_fit` for the parameters; ``n_injections`` fake companions
+    give the speckle term (0 skips it).
+
+    Returns
+    -------
+    NegfcResult
+        With ``uncertainty`` set.
+    """
+    kwargs = dict(ncomp=ncomp, annulus_width=annulus_width, aperture_radius=aperture_radius, method=method,
+                  collapse_mode=collapse_mode)
+    result = negfc_fit(cube, angles, psf, fwhm, xy, fmerit=fmerit, xatol=xatol, **kwargs)
+    fit_term = fit_uncertainty(cube, angles, psf, fwhm, result, **kwargs)
+    if n_injections > 1:
+        free = remove_companion(cube, angles, psf, result)
+        speckle, bias, n = speckle_uncertainty(free, angles, psf, fwhm, result, n_injections=n_injections,
+                                               fmerit=fmerit, xatol=xatol, **kwargs)
+    else:
+        speckle, bias, n = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0
+    total = tuple(float(np.sqrt(np.nansum([s ** 2, f ** 2]))) for s, f in zip(speckle, fit_term))
+    return result.with_uncertainty(Uncertainty(speckle=speckle, fit=fit_term, total=total, speckle_bias=bias,
+                                               n_injections=n))

@@ -1,0 +1,394 @@
+"""Post-processing as pipeline steps, and the whole chain for one cube.
+
+The command line (``hcdc postprocess``), the pipeline notebooks and the
+widgets all call these, with the same frozen parameter objects:
+
+* :class:`PsfSubtractionStep` — cADI, full-frame PCA-ADI or annular PCA-ADI
+  (and RDI / ASDI when given a reference cube / wavelengths);
+* :class:`DetectionStep` — S/N map and candidates;
+* :class:`CharacterisationStep` — NEGFC position, flux and uncertainties;
+* :class:`ContrastCurveStep` — detection limits;
+* :class:`PostprocessStep` — all of it for one cube (:func:`postprocess`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from reduction.steps import Step, StepParameters
+
+from ._checks import check_angles, check_cube, check_positive, check_psf
+from ._threads import blas_single_thread
+from .annular import pca_annular
+from .cadi import cadi
+from .contrast import contrast_curve
+from .detection import THRESHOLD_KINDS, detect_candidates
+from .negfc import characterise, remove_companion
+from .pca import pca_adi
+from .psf import normalize_psf
+from .rdi import pca_rdi
+from .recenter import recenter_cube
+from .results import (CharacterisedCandidate, ContrastCurve, DetectionResult, NegfcResult, NormalizedPsf,
+                      PostprocessResult, PsfSubtractionResult)
+from .sdi import pca_asdi
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("pca", "annular-pca", "cadi")
+
+
+@dataclass(frozen=True)
+class PsfSubtractionParameters(StepParameters):
+    """Parameters of the PSF subtraction.
+
+    Attributes
+    ----------
+    algorithm : {'pca', 'annular-pca', 'cadi'}
+    ncomp : int
+        Principal components (PCA algorithms).
+    asize : float
+        Annulus width in pixels (annular PCA).
+    delta_rot : float
+        Rotation threshold in FWHM (annular PCA).
+    radius_int : float
+        Inner radius of the first annulus (annular PCA).
+    min_frames_lib : int
+        Annuli with smaller libraries are skipped (annular PCA).
+    scaling : str or None
+        vip's pixel scaling before PCA.
+    mask_center_px : float or None
+        Central mask radius (full-frame PCA).
+    collapse : {'median', 'mean', 'sum'}
+    derotation : {'fft', 'spline'}
+    """
+
+    algorithm: str = "pca"
+    ncomp: int = 20
+    asize: float = 4.0
+    delta_rot: float = 0.5
+    radius_int: float = 0.0
+    min_frames_lib: int = 2
+    scaling: str | None = None
+    mask_center_px: float | None = None
+    collapse: str = "median"
+    derotation: str = "fft"
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+
+
+def subtract_psf(cube, angles, params: PsfSubtractionParameters, fwhm: float | None = None,
+                 reference_cube=None, wavelengths=None) -> PsfSubtractionResult:
+    """Run the PSF subtraction described by ``params``.
+
+    A ``reference_cube`` turns full-frame PCA into RDI; a 4-D cube with
+    ``wavelengths`` into ASDI (mode 'single').
+    """
+    common = dict(collapse_mode=params.collapse, derotation=params.derotation)
+    cube_arr = np.asarray(cube)
+    if cube_arr.ndim == 4:
+        if wavelengths is None:
+            raise ValueError("a 4-D (λ, t, y, x) cube needs its wavelengths for SDI/ASDI")
+        if params.algorithm != "pca":
+            raise ValueError("4-D cubes are processed with algorithm 'pca' (ASDI)")
+        return pca_asdi(cube_arr, angles, wavelengths, params.ncomp, scaling=params.scaling, **common)
+    if params.algorithm == "cadi":
+        return cadi(cube_arr, angles, **common)
+    if params.algorithm == "annular-pca":
+        if fwhm is None:
+            raise ValueError("annular PCA needs the FWHM")
+        return pca_annular(cube_arr, angles, fwhm, params.ncomp, asize=params.asize, radius_int=params.radius_int,
+                           delta_rot=params.delta_rot, min_frames_lib=params.min_frames_lib,
+                           scaling=params.scaling, **common)
+    if reference_cube is not None:
+        return pca_rdi(cube_arr, angles, reference_cube, params.ncomp, scaling=params.scaling,
+                       mask_center_px=params.mask_center_px, **common)
+    return pca_adi(cube_arr, angles, params.ncomp, scaling=params.scaling, mask_center_px=params.mask_center_px,
+                   **common)
+
+
+class PsfSubtractionStep(Step[PsfSubtractionParameters, PsfSubtractionResult]):
+    """cADI / PCA-ADI / annular PCA-ADI (RDI with ``reference_cube``, ASDI with ``wavelengths``)."""
+
+    name: ClassVar[str] = "psf-subtraction"
+    version: ClassVar[str] = "1"
+    Parameters: ClassVar[type[StepParameters]] = PsfSubtractionParameters
+    inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "fwhm")
+    outputs: ClassVar[tuple[str, ...]] = ("residuals",)
+
+    def run(self, params: PsfSubtractionParameters, **inputs: Any) -> PsfSubtractionResult:
+        return subtract_psf(inputs["cube"], inputs["angles"], params, fwhm=inputs.get("fwhm"),
+                            reference_cube=inputs.get("reference_cube"), wavelengths=inputs.get("wavelengths"))
+
+
+@dataclass(frozen=True)
+class DetectionParameters(StepParameters):
+    """Parameters of the candidate extraction.
+
+    Attributes
+    ----------
+    threshold : float
+        Detection threshold (5).
+    threshold_on : {'snr', 'significance'}
+    max_candidates : int
+    snr_tolerance : float
+        Accuracy of the fast S/N map.
+    """
+
+    threshold: float = 5.0
+    threshold_on: str = "snr"
+    max_candidates: int = 20
+    snr_tolerance: float = 2e-4
+
+    def __post_init__(self) -> None:
+        if self.threshold_on not in THRESHOLD_KINDS:
+            raise ValueError(f"threshold_on must be one of {THRESHOLD_KINDS}, got {self.threshold_on!r}")
+
+
+class DetectionStep(Step[DetectionParameters, DetectionResult]):
+    """S/N map (Mawet et al. 2014) and candidates above the threshold."""
+
+    name: ClassVar[str] = "detection"
+    version: ClassVar[str] = "1"
+    Parameters: ClassVar[type[StepParameters]] = DetectionParameters
+    inputs: ClassVar[tuple[str, ...]] = ("residuals", "fwhm")
+    outputs: ClassVar[tuple[str, ...]] = ("snr_map", "candidates")
+
+    def run(self, params: DetectionParameters, **inputs: Any) -> DetectionResult:
+        return detect_candidates(inputs["residuals"], inputs["fwhm"], threshold=params.threshold,
+                                 threshold_on=params.threshold_on, max_candidates=params.max_candidates,
+                                 tolerance=params.snr_tolerance)
+
+
+@dataclass(frozen=True)
+class CharacterisationParameters(StepParameters):
+    """Parameters of the NEGFC characterisation.
+
+    Attributes
+    ----------
+    ncomp : int
+        Principal components of the annulus PCA (NEGFC model).
+    method : {'pca', 'cadi'}
+    annulus_width : float
+        PCA annulus width in FWHM.
+    aperture_radius : float
+        Figure-of-merit aperture radius in FWHM.
+    fmerit : {'sum', 'stddev', 'chi2'}
+    n_injections : int
+        Fake companions for the speckle-noise uncertainty (0: none).
+    """
+
+    ncomp: int = 20
+    method: str = "pca"
+    annulus_width: float = 3.0
+    aperture_radius: float = 1.5
+    fmerit: str = "sum"
+    n_injections: int = 12
+
+
+class CharacterisationStep(Step[CharacterisationParameters, NegfcResult]):
+    """Separation, angle and flux of one candidate by NEGFC, with uncertainties."""
+
+    name: ClassVar[str] = "negfc"
+    version: ClassVar[str] = "1"
+    Parameters: ClassVar[type[StepParameters]] = CharacterisationParameters
+    inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "fwhm", "xy")
+    outputs: ClassVar[tuple[str, ...]] = ("negfc",)
+
+    def run(self, params: CharacterisationParameters, **inputs: Any) -> NegfcResult:
+        return characterise(inputs["cube"], inputs["angles"], inputs["psf"], inputs["fwhm"], inputs["xy"],
+                            ncomp=params.ncomp, method=params.method, annulus_width=params.annulus_width,
+                            aperture_radius=params.aperture_radius, fmerit=params.fmerit,
+                            n_injections=params.n_injections)
+
+
+@dataclass(frozen=True)
+class ContrastCurveParameters(StepParameters):
+    """Parameters of the contrast curve (vip's ``contrast_curve`` names and defaults).
+
+    Attributes
+    ----------
+    sigma, nbranch, theta, inner_rad, fc_rad_sep, noise_sep, fc_snr, student, smooth, interp_order :
+        As ``vip_hci.metrics.contrast_curve``.
+    """
+
+    sigma: float = 5.0
+    nbranch: int = 1
+    theta: float = 0.0
+    inner_rad: int = 1
+    fc_rad_sep: int = 3
+    noise_sep: float = 1.0
+    fc_snr: float = 100.0
+    student: bool = True
+    smooth: bool = True
+    interp_order: int = 2
+
+
+class ContrastCurveStep(Step[ContrastCurveParameters, ContrastCurve]):
+    """Detection limits with throughput and small-sample correction.
+
+    Inputs: ``cube`` (known companions removed), ``angles``, ``psf`` (normalised),
+    ``fwhm``, ``subtraction`` (:class:`PsfSubtractionParameters`), optional
+    ``star_flux`` and ``pixel_scale``.
+    """
+
+    name: ClassVar[str] = "contrast-curve"
+    version: ClassVar[str] = "1"
+    Parameters: ClassVar[type[StepParameters]] = ContrastCurveParameters
+    inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "fwhm", "subtraction")
+    outputs: ClassVar[tuple[str, ...]] = ("contrast_curve",)
+
+    def run(self, params: ContrastCurveParameters, **inputs: Any) -> ContrastCurve:
+        sub: PsfSubtractionParameters = inputs["subtraction"]
+        fwhm = inputs["fwhm"]
+
+        def algorithm(c, a):
+            return subtract_psf(c, a, sub, fwhm=fwhm).residuals
+
+        return contrast_curve(inputs["cube"], inputs["angles"], inputs["psf"], fwhm, algorithm,
+                              star_flux=inputs.get("star_flux"), pixel_scale=inputs.get("pixel_scale"),
+                              **dataclasses.asdict(params))
+
+
+@dataclass(frozen=True)
+class PostprocessParameters(StepParameters):
+    """Everything :func:`postprocess` does to one cube.
+
+    Attributes
+    ----------
+    subtraction, detection, characterisation, contrast :
+        The parameters of each step.
+    recenter : bool
+        Re-centre the cube first (negative 2-D Gaussian fit, vip's recipe).
+    recenter_negative : bool
+        Fit a negative (vortex dark hole) or positive Gaussian.
+    recenter_subi_size : int
+    psf_size : int
+        Side of the normalised PSF (vip tutorial: 19 px).
+    max_characterised : int
+        How many candidates (brightest first) get a NEGFC fit.
+    remove_significance : float
+        Characterised candidates at least this significant (Gaussian sigma)
+        are removed from the cube before the contrast curve.
+    """
+
+    subtraction: PsfSubtractionParameters = PsfSubtractionParameters()
+    detection: DetectionParameters = DetectionParameters()
+    characterisation: CharacterisationParameters = CharacterisationParameters()
+    contrast: ContrastCurveParameters = ContrastCurveParameters()
+    recenter: bool = False
+    recenter_negative: bool = True
+    recenter_subi_size: int = 5
+    psf_size: int = 19
+    max_characterised: int = 3
+    remove_significance: float = 5.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PostprocessParameters":
+        """Build from a nested dict (as :meth:`to_dict` writes it)."""
+        nested = {"subtraction": PsfSubtractionParameters, "detection": DetectionParameters,
+                  "characterisation": CharacterisationParameters, "contrast": ContrastCurveParameters}
+        converted = dict(values)
+        for key, klass in nested.items():
+            if isinstance(converted.get(key), dict):
+                converted[key] = klass.from_dict(converted[key])
+        return super().from_dict(converted)
+
+
+def _fits_in_frame(candidate_sep: float, fwhm: float, params: CharacterisationParameters, half_size: float) -> bool:
+    outer = candidate_sep + params.annulus_width * fwhm / 2
+    return candidate_sep > 1.5 * fwhm and outer < half_size - 1
+
+
+@blas_single_thread
+def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | None = None,
+                params: PostprocessParameters = PostprocessParameters()) -> PostprocessResult:
+    """PSF subtraction, detection, NEGFC characterisation and detection limits of one ADI cube.
+
+    Parameters
+    ----------
+    cube : ndarray, (t, y, x)
+        ADI cube, centred on ``(ny // 2, nx // 2)`` unless ``params.recenter``.
+    angles : ndarray, (t,)
+        Derotation angles (vip-hci convention).
+    psf : ndarray, (y, x)
+        Off-axis PSF (normalised here like the VIP tutorial).
+    pixel_scale : float
+        arcsec per pixel.
+    star_flux : float, optional
+        Stellar flux in a 1xFWHM aperture (cube units); gives contrasts.
+    params : PostprocessParameters
+
+    Returns
+    -------
+    PostprocessResult
+    """
+    cube = check_cube(cube)
+    angles = check_angles(angles, cube.shape[0])
+    psf = check_psf(psf, cube.shape[-2:])
+    pixel_scale = check_positive(pixel_scale, "pixel_scale")
+    if star_flux is not None:
+        star_flux = check_positive(star_flux, "star_flux")
+    npsf: NormalizedPsf = normalize_psf(psf, size=min(params.psf_size, min(psf.shape)))
+    fwhm = npsf.fwhm
+    recentering = None
+    if params.recenter:
+        recentering = recenter_cube(cube, fwhm, negative=params.recenter_negative,
+                                    subi_size=params.recenter_subi_size)
+        cube = recentering.cube
+    subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
+    for note in subtraction.notes:
+        log.info(note)
+    detection = DetectionStep().run(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
+    char_params = params.characterisation
+    if params.subtraction.algorithm == "cadi" and char_params.method == "pca":
+        char_params = dataclasses.replace(char_params, method="cadi")
+    characterised = []
+    free_cube = cube
+    half = min(cube.shape[-2:]) / 2
+    for index, candidate in enumerate(detection.candidates):
+        if index >= params.max_characterised:
+            characterised.append(CharacterisedCandidate(candidate, None, "not characterised (max_characterised)"))
+            continue
+        if not _fits_in_frame(candidate.separation_px, fwhm, char_params, half):
+            characterised.append(CharacterisedCandidate(
+                candidate, None, "too close to the star or to the edge for NEGFC"))
+            continue
+        try:
+            ncomp = min(char_params.ncomp, cube.shape[0])
+            result = CharacterisationStep().run(dataclasses.replace(char_params, ncomp=ncomp), cube=cube,
+                                                angles=angles, psf=npsf.psf, fwhm=fwhm,
+                                                xy=(candidate.x, candidate.y))
+        except ValueError as exc:
+            log.warning("NEGFC failed for the candidate at (%.1f, %.1f): %s", candidate.x, candidate.y, exc)
+            characterised.append(CharacterisedCandidate(candidate, None, f"NEGFC failed: {exc}"))
+            continue
+        characterised.append(CharacterisedCandidate(candidate, result))
+        if candidate.significance >= params.remove_significance and result.flux > 0:
+            free_cube = remove_companion(free_cube, angles, npsf.psf, result)
+    contrast = ContrastCurveStep().run(params.contrast, cube=free_cube, angles=angles, psf=npsf.psf, fwhm=fwhm,
+                                       subtraction=params.subtraction, star_flux=star_flux,
+                                       pixel_scale=pixel_scale)
+    return PostprocessResult(subtraction=subtraction, detection=detection, characterised=tuple(characterised),
+                             contrast=contrast, psf=npsf, recentering=recentering, pixel_scale=pixel_scale,
+                             star_flux=star_flux, parameters=params.to_dict())
+
+
+class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
+    """The whole post-processing of one cube (:func:`postprocess`)."""
+
+    name: ClassVar[str] = "postprocess"
+    version: ClassVar[str] = "1"
+    Parameters: ClassVar[type[StepParameters]] = PostprocessParameters
+    inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "pixel_scale")
+    outputs: ClassVar[tuple[str, ...]] = ("residuals", "snr_map", "detections", "contrast_curve")
+
+    def run(self, params: PostprocessParameters, **inputs: Any) -> PostprocessResult:
+        return postprocess(inputs["cube"], inputs["angles"], inputs["psf"], inputs["pixel_scale"],
+                           star_flux=inputs.get("star_flux"), params=params)
