@@ -64,7 +64,11 @@ class ServiceUnavailable(CatalogError):
     """The catalog service cannot be reached or failed."""
 
 
-_ERRORS = {401: AuthenticationError, 403: PermissionDenied, 404: NotFound}
+class BadRequest(CatalogError, ValueError):
+    """The service refused what was sent (e.g. invalid parameters, inputs not matching the catalog)."""
+
+
+_ERRORS = {400: BadRequest, 401: AuthenticationError, 403: PermissionDenied, 404: NotFound}
 
 
 class CatalogClient:
@@ -98,10 +102,11 @@ class CatalogClient:
         return f"CatalogClient({self.url!r})"
 
     # -- transport
-    def _request(self, path: str, stream: bool = False, **params: Any) -> requests.Response:
+    def _request(self, path: str, stream: bool = False, method: str = "GET", body: Any = None,
+                 **params: Any) -> requests.Response:
         try:
-            response = self._session.get(self.url + path, params=params or None, timeout=self.timeout,
-                                         stream=stream)
+            response = self._session.request(method, self.url + path, params=params or None, timeout=self.timeout,
+                                             stream=stream, json=body)
         except requests.RequestException as exc:
             raise ServiceUnavailable(f"cannot reach the HC-DC catalog service at {self.url}: {exc}") from None
         if response.status_code >= 400:
@@ -175,3 +180,61 @@ class CatalogClient:
             raise ServiceUnavailable(f"product {product_id} arrived corrupted (sha256 mismatch); try again")
         partial.replace(destination)
         return destination
+
+    # -- post-processing in a notebook (hcdc_widgets)
+    def calibrated(self, observation_id: int) -> dict[str, Any]:
+        """The calibrated cube / angles / psf products of an observation, with pixel scale and star flux."""
+        return self._json(f"api/observations/{int(observation_id)}/calibrated")
+
+    def load_calibrated(self, observation_id: int) -> "CalibratedInputs":
+        """Download an observation's calibrated cube, angles and PSF (through the service) as arrays."""
+        import io
+
+        import numpy as np
+        from astropy.io import fits
+
+        info = self.calibrated(observation_id)
+        arrays = {}
+        for kind in ("cube", "angles", "psf"):
+            data = self.product_bytes(info["products"][kind]["id"])
+            with fits.open(io.BytesIO(data)) as hdus:
+                arrays[kind] = np.asarray(hdus[0].data, dtype=float)
+        return CalibratedInputs(observation_id=int(observation_id), cube=arrays["cube"],
+                                angles=arrays["angles"].ravel(), psf=arrays["psf"],
+                                pixel_scale=info["pixel_scale_arcsec"], star_flux=list(info["star_flux"] or []),
+                                wavelengths_um=list(info["wavelengths_um"] or []), info=info)
+
+    def save_reduction(self, observation_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """Record a post-processing run in the catalog as *your* reduction (the service checks your rights).
+
+        ``payload``: ``parameters`` (PostprocessParameters.to_dict()), ``inputs`` ([{product_id, sha256}]),
+        ``detections``, ``limits``, optional ``images`` and ``provenance``. Returns the new reduction's id,
+        its release date and products.
+        """
+        return self._request(f"api/observations/{int(observation_id)}/reductions", method="POST",
+                             body=payload).json()
+
+
+class CalibratedInputs:
+    """An observation's calibrated products as arrays (``cube`` (λ, t, y, x) or (t, y, x))."""
+
+    def __init__(self, observation_id, cube, angles, psf, pixel_scale, star_flux, wavelengths_um, info):
+        self.observation_id, self.cube, self.angles, self.psf = observation_id, cube, angles, psf
+        self.pixel_scale, self.star_flux, self.wavelengths_um, self.info = pixel_scale, star_flux, wavelengths_um, info
+
+    @property
+    def n_bands(self) -> int:
+        return self.cube.shape[0] if self.cube.ndim == 4 else 1
+
+    def band(self, index: int = 0):
+        """(cube, psf, star_flux, wavelength) of one wavelength."""
+        cube = self.cube[index] if self.cube.ndim == 4 else self.cube
+        psf = self.psf[index] if self.psf.ndim == 3 else self.psf
+        flux = self.star_flux[index] if index < len(self.star_flux) and self.star_flux[index] else None
+        wave = self.wavelengths_um[index] if index < len(self.wavelengths_um) else None
+        return cube, psf, (float(flux) if flux else None), wave
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        """[{product_id, sha256}] of the cube, angles and psf, for :meth:`CatalogClient.save_reduction`."""
+        return [{"product_id": p["id"], "sha256": p["sha256"]} for p in self.info["products"].values()]

@@ -21,7 +21,9 @@ Profiles:
 
 In both, the catalog service (:mod:`hcdc.service`) is a hub-managed service;
 kernels reach it through the proxy with their hub token and get neither a
-database URL nor read access to the data directory.
+database URL nor read access to the data directory. So are the dashboards
+(:mod:`hcdc.dashboards.server`: Voilà behind the hub's OAuth, section
+``dashboards``).
 """
 
 from __future__ import annotations
@@ -103,6 +105,20 @@ class CatalogSection(_Model):
     harden_data_dir: bool = Field(True, description="At start, make the data directory and a SQLite catalog "
                                                     "readable by the hub's OS user only (0700/0600), so that PI "
                                                     "accounts cannot open products or the database directly.")
+
+
+class DashboardsSection(_Model):
+    enabled: bool = Field(True, description="Serve the Voilà dashboards (instrument monitoring, pipeline status, "
+                                            "catalog browser) as a hub service behind the hub login; each user "
+                                            "sees what the access rule lets them see.")
+    service_name: str = Field("hcdc-dashboards", pattern=r"^[a-z][a-z0-9-]{1,40}$",
+                              description="Name of the dashboards service (URL /services/<name>/ and the scope "
+                                          "access:services!service=<name> every user gets).")
+    service_port: int = Field(10102, ge=1, le=65535, description="Port the dashboards service listens on "
+                                                                 "(127.0.0.1).")
+    display: bool = Field(True, description="List the dashboards in the hub's Services menu.")
+    config: Path | None = Field(None, description="Dashboards settings YAML (outlier thresholds; "
+                                                  "HCDC_DASHBOARDS_CONFIG). Relative to this file.")
 
 
 class NativeAuthenticatorSection(_Model):
@@ -223,6 +239,7 @@ class HubConfig(_Model):
                                                                       "--profile override it).")
     hub: HubSection = Field(default_factory=HubSection, description="Hub, proxy and state.")
     catalog: CatalogSection = Field(default_factory=CatalogSection, description="The catalog service.")
+    dashboards: DashboardsSection = Field(default_factory=DashboardsSection, description="The dashboards service.")
     local: Profile = Field(default_factory=Profile, description="One machine.")
     cluster: Profile = Field(default_factory=_cluster_default, description="SLURM cluster + identity provider.")
 
@@ -364,6 +381,20 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
     }
     if hub.hub_connect_ip:
         traits["JupyterHub"]["hub_connect_ip"] = hub.hub_connect_ip
+    if config.dashboards.enabled:
+        dashboards = config.dashboards
+        environment = {"HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
+        if dashboards.config:
+            environment["HCDC_DASHBOARDS_CONFIG"] = str(_relative_to_source(config, dashboards.config))
+        from hcdc.settings import get_settings
+
+        if get_settings().reference_data:
+            environment["HCDC_REFERENCE_DATA"] = str(get_settings().reference_data)
+        traits["JupyterHub"]["services"].append({
+            "name": dashboards.service_name, "display": dashboards.display,
+            "url": f"http://127.0.0.1:{dashboards.service_port}", "oauth_no_confirm": True,
+            "command": [sys.executable, "-m", "hcdc.dashboards", "serve", "--hub"], "environment": environment})
+        traits["JupyterHub"]["load_roles"][0]["scopes"].append(f"access:services!service={dashboards.service_name}")
 
     auth = profile.authenticator
     if isinstance(auth, NativeAuthenticatorSection):

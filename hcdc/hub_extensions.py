@@ -3,7 +3,10 @@
 * :class:`HCDCSystemUserSpawner` — LocalProcessSpawner that runs each hub user's
   server as an OS account of its own (``<prefix><hub name>``), created on first
   spawn, never root or a system account. Separate uids are what lets file
-  permissions keep products and the catalog out of a PI's kernel.
+  permissions keep products and the catalog out of a PI's kernel. Before each
+  start it puts the starter notebooks (``notebooks/tutorials``: the reduction
+  panel, converted from jupytext to ``.ipynb``, and the PI guide) into
+  ``~/hcdc-tutorials`` when they are not there yet.
 * :class:`HCDCNativeAuthenticator` — NativeAuthenticator that also creates
   approved accounts queued by ``hcdc hub start --demo-users`` (bcrypt hashes in
   the 0700 state folder, consumed at start).
@@ -23,7 +26,10 @@ from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator.handlers import LoginHandler as NativeLoginHandler
 from nativeauthenticator.orm import UserInfo
-from traitlets import Bool, Integer, Unicode
+from traitlets import Bool, Integer, List, Unicode
+
+#: the repository's tutorials folder (starter notebooks for new users)
+TUTORIALS = Path(__file__).resolve().parents[1] / "notebooks" / "tutorials"
 
 #: what useradd accepts, kept to the portable subset
 SYSTEM_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -39,6 +45,10 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
     system_user_prefix = Unicode("", config=True, help="OS account name = prefix + hub user name.")
     create_system_users = Bool(True, config=True, help="Create the OS account on first spawn (useradd).")
     min_uid = Integer(1000, config=True, help="Never run a server as an account below this uid.")
+    starter_files = List(Unicode(), [str(TUTORIALS / "reduction_panel.py"), str(TUTORIALS / "PI_GUIDE.md")],
+                         config=True, help="Files put into each user's ~/<starter_folder> when missing "
+                                           "(jupytext .py notebooks become .ipynb).")
+    starter_folder = Unicode("hcdc-tutorials", config=True, help="Folder of the home that gets starter_files.")
 
     @property
     def system_username(self) -> str:
@@ -78,8 +88,54 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
         env["SHELL"] = "/bin/bash"
         return env
 
+    def _install_starters(self, account: pwd.struct_passwd) -> list[Path]:
+        """Copy the starter files into the user's home (existing files are left alone).
+
+        Runs as root in the user's home: the folder and files are opened without following symbolic
+        links and created exclusively, so a user cannot redirect the copy elsewhere.
+        """
+        if not self.starter_files or not account.pw_dir or not os.path.isdir(account.pw_dir):
+            return []
+        folder = Path(account.pw_dir) / self.starter_folder
+        written = []
+        try:
+            if not os.path.lexists(folder):
+                os.mkdir(folder, 0o755)
+                os.chown(folder, account.pw_uid, account.pw_gid)
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            self.log.warning("no starter notebooks for %s: %s", self.user.name, exc)
+            return []
+        try:
+            for source in map(Path, self.starter_files):
+                if not source.is_file():
+                    self.log.warning("starter file %s is missing", source)
+                    continue
+                if source.suffix == ".py":  # a jupytext notebook
+                    import jupytext
+
+                    notebook = jupytext.read(source)
+                    notebook.metadata.pop("jupytext", None)  # a plain notebook, not paired with a .py
+                    name, content = source.stem + ".ipynb", jupytext.writes(notebook, fmt="ipynb").encode()
+                else:
+                    name, content = source.name, source.read_bytes()
+                try:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(content)
+                    os.fchown(handle.fileno(), account.pw_uid, account.pw_gid)
+                written.append(folder / name)
+        except Exception as exc:  # a missing tutorial must not stop the server
+            self.log.warning("could not install the starter notebooks for %s: %s", self.user.name, exc)
+        finally:
+            os.close(dir_fd)
+        return written
+
     async def start(self):
-        await asyncio.to_thread(self._account)
+        account = await asyncio.to_thread(self._account)
+        await asyncio.to_thread(self._install_starters, account)
         return await super().start()
 
     async def move_certs(self, paths):  # pragma: no cover - internal SSL only

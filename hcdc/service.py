@@ -23,17 +23,21 @@ Endpoints (under the service prefix)::
     GET api/observations/<id>/raw_files|products|detections|detection_limits
     GET api/products/<id>                   product metadata
     GET api/products/<id>/file              the product file, streamed
+    GET api/observations/<id>/calibrated    the calibrated cube/angles/psf products to post-process
+    POST api/observations/<id>/reductions   save an interactive reduction as the user's own
+                                            (PI/co-I of the observation's programme, or staff)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
 import traceback
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,9 +52,11 @@ from hcdc.catalog.models import (
     DetectionLimit,
     Observation,
     Product,
+    DetectionLimitPoint,
     Programme,
     ProgrammeMember,
     RawFile,
+    Reduction,
     Target,
     User,
 )
@@ -69,6 +75,13 @@ class ServiceError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+#: step name of reductions saved from the widgets (hcdc_widgets)
+INTERACTIVE_STEP = "postprocess-interactive"
+#: images a saved reduction may carry as products (float32, at most this many pixels each)
+SAVED_IMAGES = ("residuals", "snrmap")
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 class NotFound(ServiceError):
@@ -102,8 +115,10 @@ class CatalogAccess:
         Default: when the database is PostgreSQL and the role exists.
     """
 
-    def __init__(self, catalog: Catalog, use_rls: bool | None = None):
+    def __init__(self, catalog: Catalog, use_rls: bool | None = None, data_dir: Path | None = None):
         self.catalog = catalog
+        #: where saved reductions' images go (None: they are not stored as products)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         postgres = catalog.engine.dialect.name == "postgresql"
         if use_rls is None:
             use_rls = postgres and self._reader_role_exists()
@@ -210,6 +225,173 @@ class CatalogAccess:
                            f"tell the data-center staff")
         return path, meta
 
+    def calibrated(self, principal: Principal, observation_id: int) -> dict[str, Any]:
+        """The products the post-processing starts from: newest done source reduction's cube, angles, psf."""
+        from hcdc.postprocessing import SOURCE_STEPS
+
+        with self.session_for(principal) as session:
+            self._get_visible(session, principal, Observation, observation_id, "observation")
+            observation = session.get(Observation, observation_id)
+            sources = session.scalars(
+                access.visible_query(Reduction, principal)
+                .where(Reduction.observation_id == observation_id, Reduction.step.in_(SOURCE_STEPS),
+                       Reduction.status == "done")
+                .order_by(Reduction.finished_at.desc(), Reduction.id.desc()))
+            for source in sources:
+                products = {p.kind: p for p in session.scalars(
+                    access.visible_query(Product, principal).where(Product.reduction_id == source.id,
+                                                                  Product.kind.in_(("cube", "angles", "psf"))))}
+                if set(products) == {"cube", "angles", "psf"}:
+                    meta = products["cube"].meta or {}
+                    return {"observation_id": observation_id, "reduction_id": source.id, "step": source.step,
+                            "pixel_scale_arcsec": meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec,
+                            "star_flux": meta.get("star_flux") or [], "wavelengths_um": meta.get("wavelengths_um") or [],
+                            "fwhm_px": meta.get("fwhm_px") or [],
+                            "products": {kind: self._product(p) for kind, p in sorted(products.items())}}
+        raise NotFound(f"observation {observation_id} has no calibrated cube yet (its pre-processing has not run "
+                       f"or failed); ask the data-center staff")
+
+    def save_reduction(self, principal: Principal, observation_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """Record an interactive post-processing as ``principal``'s own reduction (see module docstring).
+
+        The rights are checked here, never by the caller: the observation must be visible and the user PI/co-I
+        of its programme (or staff); the inputs must be this observation's calibrated products with the
+        catalog's sha256; every row gets the latest release date of the observation and the inputs.
+        """
+        from reduction.postproc.pipeline import PostprocessParameters
+
+        from hcdc.postprocessing import STEP_VERSION
+
+        if not isinstance(payload, dict):
+            raise ServiceError("the body must be a JSON object")
+        with self.session_for(principal) as session:
+            self._get_visible(session, principal, Observation, observation_id, "observation")
+        with self.catalog.session() as session:
+            observation = session.get(Observation, observation_id)
+            user = session.scalar(select(User).where(User.username == principal.username))
+            if user is None:
+                raise Forbidden(f"{principal.username} is unknown to the catalog: only PI/co-Is of a programme "
+                                f"(or staff) can save reductions")
+            if not principal.is_staff and observation.programme_id not in principal.programme_ids:
+                programme = session.get(Programme, observation.programme_id) if observation.programme_id else None
+                raise Forbidden(f"{principal.username} is not PI or co-I of programme "
+                                f"{programme.prog_id if programme else '(none)'}: only its members (or staff) "
+                                f"can save reductions of observation {observation_id}; you may still run it")
+            try:
+                params = PostprocessParameters.from_dict(payload.get("parameters") or {})
+            except (TypeError, ValueError) as exc:
+                raise ServiceError(f"invalid post-processing parameters: {exc}") from None
+            inputs = payload.get("inputs") or []
+            if not isinstance(inputs, list) or not inputs:
+                raise ServiceError("a saved reduction needs its input products (ids and sha256)")
+            recorded, dates, kinds = [], [observation.release_date], set()
+            for item in inputs:
+                try:
+                    product = session.get(Product, int(item["product_id"]))
+                    sha256 = str(item["sha256"])
+                except (KeyError, TypeError, ValueError):
+                    raise ServiceError("each input needs an integer product_id and its sha256") from None
+                if product is None or product.observation_id != observation_id:
+                    raise ServiceError(f"input product {item.get('product_id')} is not a product of observation "
+                                       f"{observation_id}")
+                if not access.row_visible(session, principal, product):
+                    raise Forbidden(f"input product {product.id} is proprietary")
+                if product.sha256 != sha256:
+                    raise ServiceError(f"input product {product.id} does not match the catalog (sha256 differs): "
+                                       f"reload the observation")
+                kinds.add(product.kind)
+                dates.append(product.release_date)
+                recorded.append({"product_id": product.id, "reduction_id": product.reduction_id,
+                                 "kind": product.kind, "sha256": product.sha256})
+            missing = {"cube", "angles", "psf"} - kinds
+            if missing:
+                raise ServiceError(f"the inputs lack the {', '.join(sorted(missing))} product(s)")
+            release = access.derived_release_date(dates)
+            prov = payload.get("provenance") or {}
+            reduction = Reduction(
+                observation_id=observation_id, owner_id=user.id, step=INTERACTIVE_STEP, step_version=STEP_VERSION,
+                parameters=params.to_dict(), parameters_sha256=params.fingerprint(), inputs=recorded,
+                code_version=_text(prov.get("code_version"), 64), git_commit=_text(prov.get("git_commit"), 40),
+                environment_sha256=_text(prov.get("environment_sha256"), 64), host=_text(prov.get("host"), 128),
+                notebook_path=_text(prov.get("notebook_path"), 1024), status="done", attempts=1,
+                started_at=_when(prov.get("started_at")), finished_at=_when(prov.get("finished_at")),
+                release_date=release)
+            session.add(reduction)
+            session.flush()
+            detections = [self._new_detection(d, reduction, observation, release) for d in payload.get("detections") or []]
+            limits = [self._new_limit(x, reduction, observation_id, release) for x in payload.get("limits") or []]
+            session.add_all(detections + limits)
+            products = self._save_images(payload.get("images") or {}, reduction, observation_id, release)
+            session.flush()
+            return {"reduction_id": reduction.id, "step": reduction.step, "owner": principal.username,
+                    "release_date": _iso(release), "n_detections": len(detections), "n_limits": len(limits),
+                    "products": [self._product(p) for p in products]}
+
+    @staticmethod
+    def _new_detection(d: dict[str, Any], reduction: Reduction, observation: Observation, release) -> Detection:
+        try:
+            return Detection(
+                reduction_id=reduction.id, observation_id=observation.id, target_id=observation.target_id,
+                wavelength_um=_number(d.get("wavelength_um")), x_px=float(d["x_px"]), y_px=float(d["y_px"]),
+                sep_arcsec=float(d["sep_arcsec"]), sep_err_arcsec=_number(d.get("sep_err_arcsec")),
+                pa_deg=float(d["pa_deg"]), pa_err_deg=_number(d.get("pa_err_deg")), snr=float(d["snr"]),
+                fpf=_number(d.get("fpf")), flux=_number(d.get("flux")), flux_err=_number(d.get("flux_err")),
+                contrast=_number(d.get("contrast")), contrast_err=_number(d.get("contrast_err")),
+                release_date=release)
+        except (KeyError, TypeError, ValueError):
+            raise ServiceError("each detection needs numbers x_px, y_px, sep_arcsec, pa_deg, snr") from None
+
+    @staticmethod
+    def _new_limit(x: dict[str, Any], reduction: Reduction, observation_id: int, release) -> DetectionLimit:
+        try:
+            limit = DetectionLimit(reduction_id=reduction.id, observation_id=observation_id,
+                                   sigma=float(x.get("sigma", 5.0)), algorithm=_text(x.get("algorithm"), 32),
+                                   wavelength_um=_number(x.get("wavelength_um")), release_date=release)
+            for point in x.get("points") or []:
+                sep, value = _number(point.get("sep_arcsec")), _number(point.get("contrast"))
+                if sep is not None and value is not None:
+                    limit.points.append(DetectionLimitPoint(sep_arcsec=sep, contrast=value,
+                                                            throughput=_number(point.get("throughput"))))
+        except (AttributeError, TypeError, ValueError):
+            raise ServiceError("each limit needs sigma and points [{sep_arcsec, contrast, throughput}]") from None
+        return limit
+
+    def _save_images(self, images: dict[str, Any], reduction: Reduction, observation_id: int,
+                     release) -> list[Product]:
+        if not images or self.data_dir is None:
+            return []
+        import hashlib
+
+        import numpy as np
+        from astropy.io import fits
+
+        folder = self.data_dir / "products" / f"obs{observation_id:06d}" / f"interactive-r{reduction.id}"
+        products = []
+        for kind, image in sorted(images.items()):
+            if kind not in SAVED_IMAGES:
+                raise ServiceError(f"unknown image {kind!r}; images: {', '.join(SAVED_IMAGES)}")
+            try:
+                shape = tuple(int(n) for n in image["shape"])
+                data = np.frombuffer(base64.b64decode(image["data"]), dtype="<f4")
+                if not 1 <= len(shape) <= 3 or int(np.prod(shape)) > MAX_IMAGE_PIXELS:
+                    raise ValueError
+                data = data.reshape(shape)
+            except (KeyError, TypeError, ValueError):
+                raise ServiceError(f"image {kind!r} must be {{shape, data: base64 little-endian float32}}") from None
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{kind}.fits"
+            header = fits.Header()
+            header["HIERARCH HCDC REDUCTION_ID"] = reduction.id
+            header["HIERARCH HCDC STEP"] = INTERACTIVE_STEP
+            fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+            content = path.read_bytes()
+            product = Product(reduction_id=reduction.id, observation_id=observation_id, kind=kind, path=str(path),
+                              sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content),
+                              release_date=release)
+            reduction.products.append(product)
+            products.append(product)
+        return products
+
     # -- serialisation
     @staticmethod
     def _observation(session: Session, o: Observation) -> dict[str, Any]:
@@ -252,6 +434,27 @@ class CatalogAccess:
                            for p in limit.points]}
 
 
+def _text(value: Any, size: int) -> str | None:
+    return None if value is None else str(value)[:size]
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+            return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return datetime.now(timezone.utc)
+
+
 # --- the HTTP side --------------------------------------------------------------------------
 
 
@@ -269,7 +472,7 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
             self.hub_auth = hub_auth
             self.catalog_access = catalog_access
 
-        def check_xsrf_cookie(self) -> None:  # token-authenticated API, GET only
+        def check_xsrf_cookie(self) -> None:  # token-authenticated API (no cookies): no xsrf
             return
 
         def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -381,6 +584,23 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
                     await self.flush()
             self.finish()
 
+    class Calibrated(Base):
+        async def get(self, observation_id: str) -> None:
+            principal, value = await self.run(catalog_access.calibrated, int(observation_id))
+            if principal is not None:
+                self.answer(value)
+
+    class Reductions(Base):
+        async def post(self, observation_id: str) -> None:
+            try:
+                payload = json.loads(self.request.body or b"{}")
+            except ValueError:
+                return self._fail(ServiceError("the body is not valid JSON"))
+            principal, value = await self.run(catalog_access.save_reduction, int(observation_id), payload)
+            if principal is not None:
+                self.set_status(201)
+                self.answer(value)
+
     class Missing(Base):
         def get(self, *args: Any) -> None:
             self._fail(NotFound(f"no such endpoint {self.request.path}; see api/health, api/whoami, "
@@ -394,6 +614,8 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
         (prefix + r"api/observations", Observations),
         (prefix + r"api/observations/(\d+)", OneObservation),
         (prefix + rf"api/observations/(\d+)/({children})", OneObservation),
+        (prefix + r"api/observations/(\d+)/calibrated", Calibrated),
+        (prefix + r"api/observations/(\d+)/reductions", Reductions),
         (prefix + r"api/products/(\d+)", OneProduct),
         (prefix + r"api/products/(\d+)/file", ProductFile),
         (prefix + r"(.*)", Missing),
@@ -425,7 +647,7 @@ def main() -> None:
                         format="[%(levelname)1.1s %(asctime)s hcdc-catalog] %(message)s")
     settings = get_settings()
     catalog = Catalog(settings.resolved_catalog_url, migrate=False)
-    catalog_access = CatalogAccess(catalog)
+    catalog_access = CatalogAccess(catalog, data_dir=settings.data_dir)
     if catalog.engine.dialect.name == "postgresql" and not catalog_access.use_rls:
         log.warning("PostgreSQL catalog without the role %s: row-level security is OFF, only the service's own "
                     "filter protects proprietary rows; run 'hcdc db upgrade'", access.READER_ROLE)

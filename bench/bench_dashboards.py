@@ -1,0 +1,215 @@
+"""Dashboards: time to first render in Debian's headless Chromium, on the demo catalog and on 10,000+ observations.
+
+"First render" is from navigation to the dashboard's page being shown with
+every plot drawn (Voilà executes the notebook, the browser draws the widgets
+and the bokeh plots). Each dashboard is measured
+
+* ``cold``: the server keeps no kernel in advance (``--kernel-pool 0``): the
+  page pays the kernel start and the imports;
+* ``pooled``: the default server (``--kernel-pool 1``), its pooled kernel ready.
+
+Catalogs:
+
+* the demo catalog of ``make demo`` (``var/demo/catalog.sqlite``, or
+  ``--demo-dir``; ``--build-demo`` runs ``python -m hcdc.demo`` there first, ~10 min);
+* a generated catalog of ``--observations`` SPHERE-IRDIS observations with
+  calibrations, pre-processing summaries, limits, detections and failures
+  (:func:`hcdc.dashboards.synthetic.generate_catalog`), whose degraded nights
+  the monitoring must flag (checked and reported).
+
+The demo catalog is copied first: the benchmark never writes to it. Results are
+printed and written to bench/results/dashboards.json.
+
+    .venv/bin/python bench/bench_dashboards.py [--demo-dir var/demo] [--observations 10000] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+CHROMIUM = os.environ.get("HCDC_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+DASHBOARDS = ("monitoring", "pipeline", "browser")
+READY = ("() => document.querySelector('.hcdc-page') !== null && "
+         "document.querySelectorAll('div.hcdc-plot').length > 0 && "
+         "Array.from(document.querySelectorAll('div.hcdc-plot')).every(e => e.getAttribute('data-state') == 'ready')")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, catalog_url: str, data_dir: Path, pool: int):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="hcdc-bench-dashboards-", suffix=".log", delete=False)
+        env = {**os.environ, "HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
+        self.process = subprocess.Popen([sys.executable, "-m", "hcdc.dashboards", "serve", "--port", str(self.port),
+                                         "--kernel-pool", str(pool)], env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(self.url + "hcdc/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dashboards server did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def first_render(browser, url: str) -> float:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    started = time.perf_counter()
+    page.goto(url, wait_until="commit", timeout=300_000)
+    page.wait_for_function(READY, timeout=300_000, polling=50)
+    seconds = time.perf_counter() - started
+    page.close()
+    if errors:
+        raise RuntimeError(f"JavaScript errors on {url}: {errors}")
+    return seconds
+
+
+def measure(catalog_url: str, data_dir: Path, repeat: int, label: str) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, dict[str, list[float]]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            for pool, mode in ((0, "cold"), (1, "pooled")):
+                server = Server(catalog_url, data_dir, pool)
+                try:
+                    for name in DASHBOARDS:
+                        for _ in range(repeat):
+                            if pool:
+                                time.sleep(8)  # let the pool start its replacement kernel
+                            seconds = first_render(browser, server.url + f"voila/render/{name}.ipynb")
+                            out.setdefault(name, {}).setdefault(mode, []).append(round(seconds, 2))
+                            print(f"  {label:<8} {name:<10} {mode:<6} {seconds:6.2f} s", flush=True)
+                finally:
+                    server.stop()
+        finally:
+            browser.close()
+    return out
+
+
+def demo_catalog(args, work: Path) -> tuple[str, Path] | None:
+    demo = args.demo_dir
+    if args.build_demo and not (demo / "catalog.sqlite").exists():
+        print(f"building the demo in {demo} (python -m hcdc.demo; minutes) ...", flush=True)
+        demo.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "hcdc.demo"], env={**os.environ, "HCDC_DATA_DIR": str(demo)},
+                       check=True, cwd=REPO)
+    source = demo / "catalog.sqlite"
+    if not source.exists():
+        print(f"demo catalog {source} not found: run 'make demo' (or pass --build-demo); skipped", flush=True)
+        return None
+    copy = work / "demo.sqlite"
+    shutil.copy(source, copy)
+    for suffix in ("-wal", "-shm"):
+        if Path(str(source) + suffix).exists():
+            shutil.copy(Path(str(source) + suffix), Path(str(copy) + suffix))
+    return f"sqlite:///{copy}", demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo-dir", type=Path, default=REPO / "var" / "demo")
+    parser.add_argument("--build-demo", action="store_true", help="Run the demo first when its catalog is missing.")
+    parser.add_argument("--observations", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "dashboards.json")
+    args = parser.parse_args()
+    if not Path(CHROMIUM).is_file():
+        raise SystemExit(f"{CHROMIUM} missing: apt-get install -y chromium")
+
+    from sqlalchemy import func, select
+
+    from hcdc.access import Principal
+    from hcdc.catalog import Catalog
+    from hcdc.catalog.models import Observation
+    from hcdc.dashboards.monitoring import build_monitoring
+    from hcdc.dashboards.synthetic import generate_catalog
+
+    work = Path(tempfile.mkdtemp(prefix="hcdc-bench-dashboards-"))
+    results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+                     "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "repeat": args.repeat,
+                     "catalogs": {}}
+    try:
+        demo = demo_catalog(args, work)
+        if demo is not None:
+            url, data_dir = demo
+            catalog = Catalog(url, migrate=False)
+            with catalog.session() as session:
+                n = session.scalar(select(func.count(Observation.id)))
+            catalog.dispose()
+            print(f"demo catalog: {n} observations", flush=True)
+            results["catalogs"]["demo"] = {"observations": n, "first_render_s": measure(url, data_dir, args.repeat,
+                                                                                        "demo")}
+        url = f"sqlite:///{work / 'large.sqlite'}"
+        catalog = Catalog(url)
+        generated = generate_catalog(catalog, args.observations)
+        started = time.perf_counter()
+        with catalog.session() as session:
+            data = build_monitoring(session, Principal("bench", is_staff=True))
+        monitoring_s = time.perf_counter() - started
+        catalog.dispose()
+        expected = set(generated.bad_seeing_nights) | {generated.hot_pixel_night}
+        flags_ok = set(data.flagged_nights) == expected
+        print(f"large catalog: {generated.n_observations} observations over {generated.n_nights} nights, generated in "
+              f"{generated.seconds:.1f} s; monitoring queries+flags {monitoring_s:.1f} s; flagged nights "
+              f"{'= the degraded ones' if flags_ok else '!= the degraded ones'} ({len(data.flagged_nights)})", flush=True)
+        results["catalogs"]["large"] = {
+            "observations": generated.n_observations, "nights": generated.n_nights,
+            "generate_s": round(generated.seconds, 1), "monitoring_data_s": round(monitoring_s, 2),
+            "flags_match_degraded_nights": flags_ok,
+            "first_render_s": measure(url, work, args.repeat, "large")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["load_average_end"] = os.getloadavg()
+    print("\nfirst render (median s)     cold   pooled")
+    for label, entry in results["catalogs"].items():
+        for name, modes in entry["first_render_s"].items():
+            print(f"  {label:<8} {name:<12} {statistics.median(modes['cold']):6.2f} "
+                  f"{statistics.median(modes['pooled']):8.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

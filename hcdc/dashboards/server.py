@@ -1,0 +1,395 @@
+"""Serving the dashboards: Voilà, standalone for staff or as a JupyterHub service behind the hub login.
+
+One Voilà server renders the notebooks of ``notebooks/dashboards`` with the
+``hcdc`` template (``templates/voila/templates/hcdc``), plus three endpoints
+of its own under the same prefix:
+
+``<prefix>``                                   landing page: the dashboards and who you are
+``<prefix>hcdc/reductions/<id>/notebook|report|log``
+                                               a reduction's executed notebook (rendered), report or log,
+                                               after the access check (``?download=1``: the file itself)
+``<prefix>hcdc/health``                        liveness (no authentication)
+
+**Standalone** (``python -m hcdc.dashboards serve``): 127.0.0.1 by default,
+every row visible (staff mode, said on every page), or ``--viewer NAME`` to
+preview what NAME may see.
+
+**Hub service** (``--hub``; started by JupyterHub from ``hub_config``): the
+hub passes the service URL, prefix, OAuth client and API token in the
+environment. Every request is authenticated by the hub
+(``jupyterhub.singleuser.extension.JupyterHubIdentityProvider``: OAuth with
+the hub, the scope ``access:services!service=<name>`` required); the user name
+is injected as the notebook's first cell before its kernel starts
+(:func:`hcdc.dashboards.context.viewer_cell`), so each kernel filters the
+catalog for that user through :mod:`hcdc.access` (and PostgreSQL RLS). Voilà
+kernels execute only the dashboards' own cells — browsers may only exchange
+widget messages with them — and the hub's API token is removed from the
+kernels' environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import mimetypes
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import nbformat
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from jupyter_server.utils import url_path_join
+from tornado import web
+from traitlets import Integer
+from voila.app import Voila
+
+from hcdc import access
+from hcdc.catalog.models import Reduction
+
+from .context import STANDALONE_ENV, STAFF_NAME, Viewer, viewer_cell
+
+log = logging.getLogger("hcdc.dashboards.server")
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks" / "dashboards"
+TEMPLATES = REPO / "templates"          #: a Jupyter data dir: voila/templates/hcdc
+TEMPLATE = "hcdc"
+KERNEL_NAME = "hcdc"
+
+#: (notebook stem, title, one line) of every dashboard, in menu order
+DASHBOARDS = (
+    ("monitoring", "Instrument monitoring", "conditions, detector health, centring, rejected frames and the "
+                                            "achieved contrast over time, with outlier nights flagged"),
+    ("pipeline", "Pipeline status", "campaigns; observations done, failed or pending; failures with their "
+                                    "reason and executed notebook"),
+    ("browser", "Catalog browser", "targets, their observations, detections and contrast curves against "
+                                   "published ones; reports; CSV/ECSV/VOTable exports"),
+)
+
+#: JupyterLab extensions the dashboards page loads (others installed in the environment are left out:
+#: they expect JupyterLab and fail in Voilà)
+EXTENSIONS = ["@jupyter-widgets/jupyterlab-manager", "@voila-dashboards/widgets-manager8",
+              "@voila-dashboards/widgets-manager7", "jupyterlab_pygments"]
+
+
+class DashboardKernelSpecManager(KernelSpecManager):
+    """Kernels of the dashboards: this interpreter, the server's environment, nothing preset.
+
+    The installed ``hcdc`` kernel spec is for PIs' servers; the dashboards' kernels
+    must see the catalog and data directory of the server itself.
+    """
+
+    def _spec(self) -> KernelSpec:
+        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                                "--IPKernelApp.exec_lines=import hcdc.dashboards.preload"],
+                          display_name="HC-DC dashboards", language="python", env={}, name=KERNEL_NAME,
+                          resource_dir=str(NOTEBOOKS), metadata={})
+
+    def find_kernel_specs(self) -> dict[str, str]:
+        return {KERNEL_NAME: str(NOTEBOOKS)}
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name not in (KERNEL_NAME, "python3"):
+            raise NoSuchKernel(kernel_name)
+        return self._spec()
+
+    def get_all_specs(self) -> dict[str, dict[str, Any]]:
+        return {KERNEL_NAME: {"resource_dir": str(NOTEBOOKS), "spec": self._spec().to_dict()}}
+
+
+class DashboardKernelManager(AsyncMappingKernelManager):
+    """Kernels of the dashboards, with a pool started in advance (libraries already imported).
+
+    A page takes a pooled kernel when there is one (and a replacement starts);
+    every kernel serves one page only, so nothing passes from one viewer to the
+    next. Pooled kernels get the server's environment, not the request's (the
+    viewer comes in the injected cell, the base URL in HCDC_DASHBOARDS_BASE_URL).
+    """
+
+    pool_size = Integer(1, config=True, help="Kernels kept started in advance (0: none).")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._pool: list[str] = []
+        self._filling = False
+
+    async def start_kernel(self, *, kernel_name: str | None = None, path: str | None = None,
+                           env: dict | None = None, **kwargs):
+        while self._pool and kernel_name in (None, KERNEL_NAME):
+            kernel_id = self._pool.pop(0)
+            if kernel_id in self:  # still alive
+                self.fill_pool()
+                return kernel_id
+        kernel_id = await super().start_kernel(kernel_name=kernel_name, path=path, env=env, **kwargs)
+        self.fill_pool()
+        return kernel_id
+
+    def fill_pool(self) -> None:
+        if self.pool_size > 0 and not self._filling and len(self._pool) < self.pool_size:
+            self._filling = True
+            asyncio.ensure_future(self._fill())
+
+    async def _fill(self) -> None:
+        try:
+            while len(self._pool) < self.pool_size:
+                kernel_id = await super().start_kernel(kernel_name=KERNEL_NAME, path="", env=dict(os.environ))
+                self._pool.append(kernel_id)
+        except Exception:  # a pool is an optimisation: pages still start their own kernels
+            log.exception("cannot start a pooled dashboards kernel")
+        finally:
+            self._filling = False
+
+    async def cull_kernel_if_idle(self, kernel_id: str):
+        """Abandoned pages' kernels are culled (cull_idle_timeout); the pool's waiting kernels are not."""
+        if kernel_id in self._pool:
+            return None
+        return await super().cull_kernel_if_idle(kernel_id)
+
+
+# --- who is asking --------------------------------------------------------------------------------
+
+
+def request_viewer(handler) -> Viewer | None:
+    """The viewer of a request: the hub user (hub mode) or the server's standalone viewer."""
+    mode = handler.settings.get("hcdc_mode")
+    if mode == "hub":
+        user = handler.current_user
+        name = getattr(user, "username", None) if user is not None else None
+        return Viewer(mode="hub", username=name) if name else None
+    standalone = os.environ.get(STANDALONE_ENV, "staff")
+    if standalone.startswith("user:"):
+        return Viewer(mode="standalone", username=standalone[5:])
+    return Viewer(mode="standalone", username=STAFF_NAME, all_rows=True)
+
+
+def prelaunch_hook(handler, notebook: nbformat.NotebookNode, cwd: str) -> nbformat.NotebookNode:
+    """Before a dashboard's kernel starts: tell it who is looking (hub mode)."""
+    viewer = request_viewer(handler)
+    if handler.settings.get("hcdc_mode") == "hub":
+        if viewer is None:
+            raise web.HTTPError(403, "no hub user")
+        cell = nbformat.v4.new_code_cell(viewer_cell(viewer.username))
+        cell.metadata["tags"] = ["hcdc-viewer"]
+        notebook.cells.insert(0, cell)
+    return notebook
+
+
+# --- handlers --------------------------------------------------------------------------------------
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<link rel="icon" href="data:;base64,="><style>
+body {{ font-family: -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; margin: 0; color: #1d2733; }}
+header {{ background: #14324f; color: white; padding: 14px 28px; }} header a {{ color: #cfe3ff; }}
+main {{ padding: 20px 28px; max-width: 1100px; }} .note {{ color: #5b6b7b; }}
+li {{ margin: 10px 0; }} a {{ color: #0b5cad; }} pre {{ white-space: pre-wrap; background: #f5f7fa; padding: 8px; }}
+.message {{ padding: 12px 16px; border-left: 4px solid #d62728; background: #fdf1f1; }}
+{extra_css}</style></head><body><header><b>HC-DC</b> &nbsp; {title}</header><main>{body}</main></body></html>"""
+
+
+def page(title: str, body: str, extra_css: str = "") -> str:
+    return PAGE.format(title=html.escape(title), body=body, extra_css=extra_css)
+
+
+class IndexHandler(JupyterHandler):
+    """The landing page: the dashboards and who is looking."""
+
+    @web.authenticated
+    def get(self) -> None:
+        viewer = request_viewer(self)
+        if viewer is None:
+            raise web.HTTPError(403)
+        items = "".join(
+            f'<li><a href="{html.escape(url_path_join(self.base_url, "voila/render", stem + ".ipynb"))}" '
+            f'data-dashboard="{stem}">{html.escape(title)}</a><br><span class="note">{html.escape(text)}</span></li>'
+            for stem, title, text in DASHBOARDS)
+        who = ("Standalone staff mode: every row of the catalog is shown." if viewer.all_rows else
+               f"{'Logged in' if viewer.mode == 'hub' else 'Previewing'} as <b>{html.escape(viewer.username)}</b>: "
+               f"the dashboards show what you may see.")
+        self.finish(page("Dashboards", f"<p>{who}</p><ul>{items}</ul>"))
+
+
+class ReductionFileHandler(JupyterHandler):
+    """A reduction's executed notebook (rendered), report or log, for those who may see the reduction."""
+
+    FIELDS = {"notebook": "notebook_path", "report": "report_path", "log": "log_path"}
+
+    @web.authenticated
+    def get(self, reduction_id: str, what: str) -> None:
+        viewer = request_viewer(self)
+        if viewer is None:
+            raise web.HTTPError(403)
+        from .ui import CatalogUnavailable
+
+        try:
+            catalog = self.settings["hcdc_catalog"]()
+        except CatalogUnavailable as exc:
+            return self._fail(503, str(exc))
+        with catalog.session() as session:
+            principal = viewer.principal(session)
+            reduction = session.get(Reduction, int(reduction_id))
+            if reduction is None:
+                return self._fail(404, f"Reduction {int(reduction_id)} does not exist in the catalog.")
+            if not access.row_visible(session, principal, reduction):
+                return self._fail(403, f"Reduction {int(reduction_id)} is proprietary: it is not released yet and "
+                                       f"{html.escape(viewer.username)} is neither PI/co-I of its programme nor staff.")
+            path_text = getattr(reduction, self.FIELDS[what])
+            label = f"{reduction.step} (reduction {reduction.id}, observation {reduction.observation_id})"
+        if not path_text:
+            return self._fail(404, f"No {what} was recorded for {html.escape(label)}.")
+        path = Path(path_text)
+        if not path.is_file():
+            return self._fail(404, f"The {what} of {html.escape(label)} was recorded at {html.escape(str(path))} "
+                                   f"but the file is not there (moved or cleaned up?).")
+        self.set_header("Cache-Control", "no-store")
+        if self.get_argument("download", "0") == "1":
+            self.set_header("Content-Type", mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
+            self.finish(path.read_bytes())
+            return
+        # scripts of a served document run in an opaque origin: they cannot read the dashboards' cookies
+        self.set_header("Content-Security-Policy", "sandbox allow-scripts allow-popups allow-downloads")
+        if path.suffix == ".ipynb":
+            self.finish(render_notebook(path, f"Executed notebook: {label}", self.request.path + "?download=1"))
+            return
+        kind = mimetypes.guess_type(path.name)[0] or "text/plain"
+        if kind.startswith("text/") and kind != "text/html":
+            kind = "text/plain"
+        self.set_header("Content-Type", f"{kind}; charset=utf-8" if kind.startswith("text/") else kind)
+        self.finish(path.read_bytes())
+
+    def _fail(self, status: int, text: str) -> None:
+        self.set_status(status)
+        self.finish(page("Not available", f'<div class="message" data-status="{status}">{text}</div>'))
+
+
+def render_notebook(path: Path, title: str, download_url: str) -> str:
+    """An executed notebook as a self-contained HTML page (no CDN: basic template, inline styles)."""
+    from nbconvert import HTMLExporter
+    from pygments.formatters import HtmlFormatter
+
+    try:
+        notebook = nbformat.read(path, as_version=4)
+        body, _resources = HTMLExporter(template_name="basic").from_notebook_node(notebook)
+    except Exception as exc:  # a damaged notebook is shown as such, not as a server error
+        body = f'<div class="message">This notebook cannot be rendered: {html.escape(str(exc))}</div>'
+    css = HtmlFormatter().get_style_defs(".highlight") + """
+.jp-InputArea, .input_area { background: #f7f7f7; border: 1px solid #e0e0e0; margin: 6px 0; }
+.jp-OutputArea-output pre, .output_area pre { background: #fff; }
+.jp-RenderedHTMLCommon table { border-collapse: collapse; } .jp-RenderedHTMLCommon td { border: 1px solid #ddd; }
+img { max-width: 100%; } .jp-InputPrompt, .jp-OutputPrompt { color: #888; font-size: 0.8em; }"""
+    header = (f'<p class="note">{html.escape(str(path))} — <a href="{html.escape(download_url)}">download the '
+              f'.ipynb</a></p>')
+    return page(title, header + body, css)
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": "ok", "service": "hcdc-dashboards",
+                                "mode": self.settings.get("hcdc_mode")}))
+
+
+# --- the application ---------------------------------------------------------------------------------
+
+
+class DashboardsVoila(Voila):
+    """Voilà with the HC-DC endpoints, kernels and (hub mode) the hub's OAuth."""
+
+    hcdc_mode = "standalone"
+
+    def init_settings(self) -> dict:
+        settings = super().init_settings()
+        settings["hcdc_mode"] = self.hcdc_mode
+        settings["hcdc_catalog"] = _catalog_factory()
+        if self.hcdc_mode == "hub":
+            hub_auth = self.identity_provider.hub_auth
+            _ = hub_auth.api_token, hub_auth.api_url  # read them now: the kernels must not inherit the token
+            for key in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN"):
+                os.environ.pop(key, None)
+        return settings
+
+    def listen(self):
+        from tornado.ioloop import IOLoop
+
+        fill = getattr(self.kernel_manager, "fill_pool", None)
+        if fill is not None:
+            IOLoop.current().add_callback(fill)
+        return super().listen()
+
+    def init_handlers(self) -> list:
+        handlers = super().init_handlers()
+        base = self.server_url
+        ours: list = [
+            (url_path_join(base, r"/hcdc/health"), HealthHandler),
+            (url_path_join(base, r"/hcdc/reductions/(\d+)/(notebook|report|log)"), ReductionFileHandler),
+            (base.rstrip("/") + "/?", IndexHandler),
+        ]
+        if self.hcdc_mode == "hub":
+            from jupyterhub.singleuser.extension import JupyterHubLogoutHandler, JupyterHubOAuthCallbackHandler
+
+            ours += [(url_path_join(base, r"/oauth_callback"), JupyterHubOAuthCallbackHandler,
+                      {"hub_auth": self.identity_provider.hub_auth}),
+                     (url_path_join(base, r"/logout"), JupyterHubLogoutHandler)]
+        return ours + handlers
+
+
+def _catalog_factory():
+    cache: dict[str, Any] = {}
+
+    def get():
+        if "catalog" not in cache:
+            from .ui import open_catalog
+
+            cache["catalog"] = open_catalog()
+        return cache["catalog"]
+    return get
+
+
+def build_app(*, hub: bool = False, port: int = 8866, ip: str = "127.0.0.1", base_url: str = "/",
+              viewer: str | None = None, kernel_pool: int = 1,
+              extra_args: list[str] | None = None) -> DashboardsVoila:
+    """A configured (not started) dashboards server; see the module docstring for the modes."""
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(TEMPLATES)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+    if hub:
+        os.environ.pop(STANDALONE_ENV, None)  # never staff mode behind the hub
+    else:
+        os.environ[STANDALONE_ENV] = f"user:{viewer}" if viewer else "staff"
+    base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+    os.environ["HCDC_DASHBOARDS_BASE_URL"] = base_url  # pooled kernels do not get Voilà's VOILA_BASE_URL
+    DashboardsVoila.hcdc_mode = "hub" if hub else "standalone"
+    app = DashboardsVoila()
+    argv = [str(NOTEBOOKS), f"--port={port}", f"--Voila.ip={ip}", "--no-browser", f"--Voila.base_url={base_url}",
+            f"--template={TEMPLATE}", "--Voila.port_retries=0",
+            "--VoilaConfiguration.kernel_spec_manager_class=hcdc.dashboards.server.DashboardKernelSpecManager",
+            "--VoilaConfiguration.multi_kernel_manager_class=hcdc.dashboards.server.DashboardKernelManager",
+            f"--DashboardKernelManager.pool_size={int(kernel_pool)}",
+            # a closed or crashed tab leaves its kernel behind: stop it after 20 min without a connection
+            "--DashboardKernelManager.cull_idle_timeout=1200", "--DashboardKernelManager.cull_interval=120",
+            f"--VoilaConfiguration.extension_allowlist={json.dumps(EXTENSIONS)}",
+            "--VoilaConfiguration.show_tracebacks=False",
+            "--VoilaConfiguration.file_allowlist=[]"]
+    if hub:
+        argv += ["--Voila.identity_provider_class=jupyterhub.singleuser.extension.JupyterHubIdentityProvider",
+                 "--Voila.auto_token=True"]
+    app.initialize(argv + list(extra_args or []))
+    app.voila_configuration.prelaunch_hook = prelaunch_hook
+    return app
+
+
+def hub_address() -> tuple[str, int, str]:
+    """(ip, port, prefix) of this service as JupyterHub announced it in the environment."""
+    url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if not url:
+        raise SystemExit("--hub: JUPYTERHUB_SERVICE_URL is not set (JupyterHub starts this service; to serve the "
+                         "dashboards yourself, leave out --hub)")
+    parsed = urlparse(url)
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/hcdc-dashboards/")
+    return parsed.hostname or "127.0.0.1", parsed.port or 80, prefix

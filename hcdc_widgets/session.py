@@ -1,0 +1,249 @@
+"""The logic behind the reduction panel, without widgets (tested on its own).
+
+:class:`InteractiveReduction` loads one of the user's observations through the
+catalog service, runs :func:`reduction.postproc.pipeline.postprocess` — the
+function and parameter object the batch step uses — characterises a candidate
+by NEGFC on request, saves the result as the user's reduction (the *service*
+checks the rights and records provenance and release dates) and exports the
+parameters as a papermill job for the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shlex
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from reduction.postproc import pipeline
+from reduction.postproc.pipeline import CharacterisationParameters, CharacterisationStep, PostprocessParameters
+
+#: the batch step the exported job runs, and its notebook (relative to the repository)
+BATCH_STEP = "postprocess"
+BATCH_NOTEBOOK = "notebooks/pipeline/postprocess.py"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a person (no traceback): the service's sentence, or the parameter check's."""
+    from hcdc.client import CatalogError
+
+    if isinstance(exc, CatalogError):
+        status = f" ({exc.status})" if getattr(exc, "status", None) else ""
+        return f"{type(exc).__name__}{status}: {exc.message}".splitlines()[0]
+    if isinstance(exc, (ValueError, TypeError)):
+        return f"invalid input: {exc}".splitlines()[0]
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """One interactive run: its parameters, result and time."""
+
+    observation_id: int
+    band: int
+    params: PostprocessParameters
+    result: Any  # PostprocessResult
+    seconds: float
+    started_at: datetime
+    finished_at: datetime
+    wavelength_um: float | None = None
+
+
+class InteractiveReduction:
+    """One PI's interactive post-processing session (see module docstring).
+
+    Parameters
+    ----------
+    client : hcdc.client.CatalogClient, optional
+        Default: ``CatalogClient()`` from the kernel's environment (URL and hub token).
+    """
+
+    def __init__(self, client=None):
+        if client is None:
+            from hcdc.client import CatalogClient
+
+            client = CatalogClient()
+        self.client = client
+        self.inputs = None     # CalibratedInputs
+        self.outcome: RunOutcome | None = None
+        self.negfc: dict[int, Any] = {}
+        self.saved: dict[str, Any] | None = None
+
+    # -- catalog
+    def observations(self) -> tuple[list[dict[str, Any]], str | None]:
+        """(my observations, a note when there are none) — a user without programme gets the reason."""
+        from hcdc.client import NotFound
+
+        try:
+            rows = self.client.observations(mine=True)
+        except NotFound as exc:  # no programme: the service says why
+            return [], exc.message
+        if not rows:
+            return [], "your programmes have no observations in the catalog yet"
+        return rows, None
+
+    def load(self, observation_id: int):
+        """Download the calibrated cube, angles and PSF of one observation (through the service)."""
+        self.inputs = self.client.load_calibrated(int(observation_id))
+        self.outcome, self.negfc, self.saved = None, {}, None
+        return self.inputs
+
+    # -- science: the batch's function and parameters
+    def run(self, params: PostprocessParameters, band: int = 0,
+            progress: Callable[[str], None] | None = None) -> RunOutcome:
+        if self.inputs is None:
+            raise ValueError("load an observation first")
+        if not isinstance(params, PostprocessParameters):
+            raise TypeError(f"expected PostprocessParameters, got {type(params).__name__}")
+        cube, psf, star_flux, wavelength = self.inputs.band(band)
+        if progress:
+            progress(f"post-processing band {band + 1}/{self.inputs.n_bands} ({cube.shape[0]} frames "
+                     f"{cube.shape[1]}×{cube.shape[2]} px, {params.subtraction.algorithm})")
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        result = pipeline.postprocess(cube, self.inputs.angles, psf, self.inputs.pixel_scale,
+                                      star_flux=star_flux, params=params)
+        seconds = time.perf_counter() - t0
+        self.outcome = RunOutcome(self.inputs.observation_id, band, params, result, seconds, started,
+                                  datetime.now(timezone.utc), wavelength)
+        self.negfc, self.saved = {}, None
+        return self.outcome
+
+    def candidate(self, index: int) -> dict[str, Any]:
+        """Position, S/N and contrast of candidate ``index`` (0-based), NEGFC values when fitted."""
+        result = self._result()
+        items = result.characterised
+        if not 0 <= index < len(items):
+            raise ValueError(f"no candidate #{index + 1}: this run found {len(items)}")
+        item = items[index]
+        cand = item.candidate
+        fit = self.negfc.get(index) or item.negfc
+        flux = fit.flux if fit is not None else None
+        star = result.star_flux
+        scale = result.pixel_scale
+        return {"id": index + 1, "x": cand.x, "y": cand.y, "sep_px": cand.separation_px,
+                "sep_arcsec": cand.separation_px * scale, "pa_deg": cand.pa_deg, "snr": cand.snr,
+                "fpf": cand.fpf, "significance": cand.significance,
+                "negfc": None if fit is None else {
+                    "x": fit.x, "y": fit.y, "sep_arcsec": fit.separation_px * scale, "pa_deg": fit.pa_deg,
+                    "flux": fit.flux, "contrast": (flux / star) if star else None,
+                    "uncertainty": None if fit.uncertainty is None else list(fit.uncertainty.total)},
+                "note": item.note}
+
+    def characterise(self, index: int, params: CharacterisationParameters | None = None):
+        """NEGFC of candidate ``index`` with the run's (or the given) characterisation parameters."""
+        outcome = self._outcome()
+        result = outcome.result
+        items = result.characterised
+        if not 0 <= index < len(items):
+            raise ValueError(f"no candidate #{index + 1}: this run found {len(items)}")
+        params = params or outcome.params.characterisation
+        cube, _psf, _flux, _wave = self.inputs.band(outcome.band)
+        if result.recentering is not None:
+            cube = result.recentering.cube
+        if outcome.params.subtraction.algorithm == "cadi" and params.method == "pca":
+            params = dataclasses.replace(params, method="cadi")
+        params = dataclasses.replace(params, ncomp=min(params.ncomp, cube.shape[0]))
+        cand = items[index].candidate
+        fit = CharacterisationStep().run(params, cube=cube, angles=self.inputs.angles, psf=result.psf.psf,
+                                         fwhm=result.psf.fwhm, xy=(cand.x, cand.y))
+        self.negfc[index] = fit
+        return fit
+
+    # -- the catalog record
+    def payload(self) -> dict[str, Any]:
+        """What :meth:`save` sends: parameters, inputs (ids + sha256), detections, limits, images, provenance."""
+        from hcdc.postprocess_cmd import _contrast_table, _detections_table
+
+        outcome = self._outcome()
+        result = outcome.result
+        if self.negfc:  # NEGFC fits done on request replace the candidates' ones
+            items = tuple(dataclasses.replace(item, negfc=self.negfc.get(i, item.negfc), note=item.note)
+                          for i, item in enumerate(result.characterised))
+            result = dataclasses.replace(result, characterised=items)
+        table = _detections_table(result, result.pixel_scale, result.star_flux)
+        curve = _contrast_table(result.contrast)
+        detections = [{"x_px": float(r["x"]), "y_px": float(r["y"]), "sep_arcsec": float(r["sep_arcsec"]),
+                        "sep_err_arcsec": _finite(r["sep_arcsec_err"]), "pa_deg": float(r["pa_deg"]),
+                        "pa_err_deg": _finite(r["pa_deg_err"]), "snr": float(r["snr"]), "fpf": _finite(r["fpf"]),
+                        "flux": _finite(r["flux_fwhm_aperture"]), "flux_err": _finite(r["flux_fwhm_aperture_err"]),
+                        "contrast": _finite(r["contrast"]), "contrast_err": _finite(r["contrast_err"]),
+                        "wavelength_um": outcome.wavelength_um} for r in table]
+        values = curve["contrast_5sigma"] if result.star_flux else curve["flux_5sigma"]
+        limit = {"sigma": float(result.contrast.sigma), "algorithm": outcome.params.subtraction.algorithm,
+                 "wavelength_um": outcome.wavelength_um,
+                 "points": [{"sep_arcsec": _finite(s), "contrast": _finite(v), "throughput": _finite(t)}
+                            for s, v, t in zip(curve["sep_arcsec"], values, curve["throughput"])
+                            if _finite(s) is not None and _finite(v) is not None]}
+        from hcdc.processing import code_version, environment_sha256, git_commit
+
+        return {
+            "parameters": outcome.params.to_dict(),
+            "inputs": self.inputs.inputs,
+            "detections": detections,
+            "limits": [limit],
+            "images": {"residuals": _image(result.subtraction.residuals),
+                       "snrmap": _image(result.detection.snr_map)},
+            "provenance": {"code_version": code_version(), "git_commit": git_commit(),
+                           "environment_sha256": environment_sha256(), "host": platform.node(),
+                           "started_at": outcome.started_at.isoformat(),
+                           "finished_at": outcome.finished_at.isoformat()},
+        }
+
+    def save(self) -> dict[str, Any]:
+        """Record the run as *my* reduction (the service checks that I may)."""
+        outcome = self._outcome()
+        self.saved = self.client.save_reduction(outcome.observation_id, self.payload())
+        return self.saved
+
+    def export_job(self, path: str | Path, params: PostprocessParameters | None = None,
+                   observation_id: int | None = None) -> dict[str, Any]:
+        """Write the batch job (YAML) that runs the same reduction with papermill; returns its content."""
+        import yaml
+
+        if params is None:
+            params = self._outcome().params
+        if observation_id is None:
+            if self.inputs is None:
+                raise ValueError("load an observation first")
+            observation_id = self.inputs.observation_id
+        text = json.dumps(params.to_dict(), sort_keys=True, separators=(",", ":"))
+        path = Path(path).expanduser()
+        output = f"postprocess_obs{int(observation_id)}.ipynb"
+        command = " ".join(["papermill", "-k", "hcdc", BATCH_NOTEBOOK, output,
+                            "-p", "observation_id", str(int(observation_id)), "-p", "parameters", shlex.quote(text)])
+        job = {"step": BATCH_STEP, "observation_id": int(observation_id), "parameters": text,
+               "parameters_sha256": params.fingerprint(), "notebook": BATCH_NOTEBOOK, "command": command}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(job, sort_keys=False, width=10_000))
+        return job
+
+    # -- helpers
+    def _outcome(self) -> RunOutcome:
+        if self.outcome is None:
+            raise ValueError("run the reduction first")
+        return self.outcome
+
+    def _result(self):
+        return self._outcome().result
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _image(array) -> dict[str, Any]:
+    import base64
+
+    data = np.ascontiguousarray(np.nan_to_num(np.asarray(array, dtype="<f4")))
+    return {"shape": list(data.shape), "data": base64.b64encode(data.tobytes()).decode()}
