@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from sqlalchemy import delete, func, select
@@ -82,3 +83,43 @@ def test_unreadable_observation_fails_alone_with_its_reason(archive, catalog, tm
     with catalog.session() as session:
         failed = session.get(Reduction, outcomes[victim_id].reduction_id)
         assert failed.status == "failed" and "no readable OBJECT" in failed.error and failed.finished_at
+
+
+def test_rdi_library_from_the_catalog(archive, catalog, tmp_path):
+    """RDI: the library is other targets' calibrated frames with the same instrument, filter, coronagraph."""
+    from hcdc.references import reference_library
+    from reduction.postproc.rdi import pca_rdi
+
+    ingest(archive / "raw", catalog, programmes=archive / "programmes.ecsv")
+    with catalog.session() as session:
+        observations = session.scalars(select(Observation).order_by(Observation.id)).all()
+        setups = {}
+        for obs in observations:
+            setups.setdefault((obs.filter, obs.coronagraph), []).append(obs.id)
+        shared = next((ids for ids in setups.values() if len(ids) >= 2), None)
+        if shared is None:
+            pytest.skip("this archive has no two observations with the same set-up")
+    for observation_id in shared:
+        assert preprocess_catalog_observation(catalog, observation_id, tmp_path).status == "done"
+    with catalog.session() as session:
+        science = session.get(Observation, shared[0])
+        cube_path = session.scalar(select(Product.path).where(Product.observation_id == shared[0],
+                                                              Product.kind == "cube"))
+        angles_path = session.scalar(select(Product.path).where(Product.observation_id == shared[0],
+                                                                Product.kind == "angles"))
+        cube = fits.getdata(cube_path)
+        library = reference_library(session, shared[0], frame_shape=cube.shape[-2:])
+        assert shared[0] not in library.observation_ids and set(library.observation_ids) <= set(shared[1:])
+        for other in library.observation_ids:
+            row = session.get(Observation, other)
+            assert (row.filter, row.coronagraph, row.instrument) == (science.filter, science.coronagraph,
+                                                                      science.instrument)
+            assert row.target_id != science.target_id
+        assert library.frames.shape[0] == cube.shape[0] and library.frames.shape[-2:] == cube.shape[-2:]
+        with pytest.raises(LookupError):
+            reference_library(session, shared[0], visible_ids=set())
+    result = pca_rdi(cube[0], fits.getdata(angles_path), library.frames[0], ncomp=3)
+    assert result.residuals.shape == cube.shape[-2:]
+    assert np.isfinite(result.residuals).mean() > 0.9
+    # RDI removes most of the stellar halo: the residuals are far below the raw frames
+    assert np.nanstd(result.residuals) < 0.5 * np.nanstd(np.median(cube[0], axis=0))
