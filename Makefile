@@ -39,9 +39,15 @@ $(STAMP): requirements.lock pyproject.toml
 lock:
 	uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.lock
 
+# The demo ends by starting JupyterHub (with the dashboards service) on 127.0.0.1 in the
+# foreground when run from a terminal; HCDC_DEMO_NO_HUB=1 (or no terminal) skips that.
 demo: venv
 	@mkdir -p $(DEMO_DIR)
 	HCDC_DATA_DIR=$(DEMO_DIR) $(BIN)/python -m hcdc.demo
+	@if [ -t 0 ] && [ -z "$$HCDC_DEMO_NO_HUB" ]; then \
+	  echo "starting JupyterHub on 127.0.0.1 (Ctrl-C stops it); demo accounts and passwords below"; \
+	  HCDC_DATA_DIR=$(DEMO_DIR) $(BIN)/hcdc hub start --demo-users; \
+	else echo "JupyterHub not started (no terminal): HCDC_DATA_DIR=$(DEMO_DIR) $(BIN)/hcdc hub start --demo-users"; fi
 
 # Debian packages the tests drive for real: SLURM + munge (campaigns on dask-jobqueue) and
 # Chromium (dashboards). Installed when missing and root; otherwise those tests skip with the reason.
