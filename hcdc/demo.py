@@ -112,12 +112,14 @@ def main() -> int:
     print(check.render())
     print(comparison.render())
     if len(detections):
-        shown = detections[detections["snr"] >= 5]
-        shown = shown["target", "night", "wavelength_um", "sep_arcsec", "pa_deg", "contrast", "snr"]
+        vetted = (detections["snr"] >= 5) & (detections["status"] == "candidate")
+        shown = detections[vetted]["target", "night", "wavelength_um", "sep_arcsec", "pa_deg", "contrast", "snr"]
         for name in ("sep_arcsec", "pa_deg", "snr"):
             shown[name].format = ".3f" if name == "sep_arcsec" else ".1f"
         shown["contrast"].format = ".2e"
-        print(f"\ndetections above 5 sigma in campaign {report.campaign} v{report.version}:")
+        print(f"\ndetections above 5 sigma in campaign {report.campaign} v{report.version} (vetted: seen in both "
+              f"bands, field rotation >= 1 FWHM; {int((~vetted & (detections['snr'] >= 5)).sum())} more flagged "
+              f"single-band or low-rotation, see hcdc catalog detections):")
         shown.pprint(max_lines=-1, max_width=-1)
     hcdc = Path(sys.executable).parent / "hcdc"
     print(f"\ncatalog: {settings.resolved_catalog_url}\narchive: {archive}\n"
