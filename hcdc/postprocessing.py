@@ -30,7 +30,8 @@ from .catalog.models import (
     Product,
     Reduction,
 )
-from .postprocess_cmd import _contrast_table, _detections_table
+from reduction.postproc.tables import contrast_table as _contrast_table
+from reduction.postproc.tables import detections_table as _detections_table
 from .processing import _finish, start_reduction
 
 STEP = "postprocess"

@@ -159,7 +159,8 @@ class InteractiveReduction:
     # -- the catalog record
     def payload(self) -> dict[str, Any]:
         """What :meth:`save` sends: parameters, inputs (ids + sha256), detections, limits, images, provenance."""
-        from hcdc.postprocess_cmd import _contrast_table, _detections_table
+        from reduction.postproc.tables import contrast_table as _contrast_table
+        from reduction.postproc.tables import detections_table as _detections_table
 
         outcome = self._outcome()
         result = outcome.result

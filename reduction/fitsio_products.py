@@ -9,7 +9,6 @@ versions and the time. The catalog records the same provenance.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import platform
 from pathlib import Path
@@ -19,18 +18,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from reduction.rawio import sha256_file  # noqa: F401  (re-exported: one implementation)
+
 
 class ProductInputError(ValueError):
     """An input file that cannot be used, naming the file."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_fits_array(path: str | Path, what: str) -> np.ndarray:
