@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -450,12 +450,3 @@ def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) ->
                 {"observation_id": o, "raw_file_id": r, "role": role, "for_dit_s": dit} for o, r, role, dit in added])
         report.calibration_links_removed += len(removed)
         report.calibration_links_added += len(added)
-
-
-def kinds_by_instrument(session: Session) -> dict[str, Counter]:
-    """Counts of accepted raw files per instrument and kind."""
-    out: dict[str, Counter] = defaultdict(Counter)
-    for instrument, kind in session.execute(select(RawFile.instrument, RawFile.kind)
-                                            .where(RawFile.status == "accepted")):
-        out[instrument][kind] += 1
-    return out
