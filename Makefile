@@ -29,8 +29,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@want=$$(readlink -f "$$(command -v $(PYTHON))"); have=$$(readlink -f $(BIN)/python 2>/dev/null); \
 	if [ -n "$$have" ] && [ "$$have" != "$$want" ]; then echo "recreating $(VENV) for $$want"; rm -rf $(VENV); fi
 	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
-	uv pip sync --quiet --python $(BIN)/python requirements.lock
+	@# bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
+	@# kernel, worker and test process would otherwise recompile the stack (imports 4.4 s -> 1.8 s)
+	uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q hcdc reduction hcdc_widgets >/dev/null
 	env -u HCDC_CATALOG_URL $(BIN)/hcdc kernel install
 	@# JupyterHub's proxy (npm) for the hub and its tests
 	@command -v configurable-http-proxy >/dev/null 2>&1 || npm install --silent -g configurable-http-proxy

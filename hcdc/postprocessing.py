@@ -10,6 +10,7 @@ reduction. A failure is recorded with its reason, never raised.
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
     out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"postprocess-r{reduction_id}"
     paths: dict[str, Path] = {}
     n_detections = 0
+    science_seconds = 0.0
     try:
         with catalog.session() as session:
             observation = session.get(Observation, observation_id)
@@ -126,7 +128,9 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
         for band, (band_cube, band_psf) in enumerate(zip(cubes, psfs)):
             star_flux = float(star_fluxes[band]) if band < len(star_fluxes) and star_fluxes[band] else None
             wavelength = float(wavelengths[band]) if band < len(wavelengths) else None
+            t0 = time.perf_counter()
             result = postprocess(band_cube, angles, band_psf, pixel_scale, star_flux=star_flux, params=params)
+            science_seconds += time.perf_counter() - t0
             suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
             header = fits.Header()
             header["HIERARCH HCDC REDUCTION_ID"] = reduction_id
@@ -182,7 +186,7 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
         status, error = "failed", str(exc)
     except Exception as exc:  # recorded, never raised
         status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-    _finish(catalog, reduction_id, status, error)
+    _finish(catalog, reduction_id, status, error, science_seconds if status == "done" else None)
     return PostprocessOutcome(observation_id, reduction_id, status, error, n_detections,
                               {k: str(v) for k, v in paths.items()})
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
+import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
@@ -130,12 +131,14 @@ def start_reduction(catalog: Catalog, observation_id: int, step: str, step_versi
         return reduction.id
 
 
-def _finish(catalog: Catalog, reduction_id: int, status: str, error: str | None) -> None:
+def _finish(catalog: Catalog, reduction_id: int, status: str, error: str | None,
+            science_seconds: float | None = None) -> None:
     with catalog.session() as session:
         reduction = session.get(Reduction, reduction_id)
         reduction.status = status
         reduction.error = error
         reduction.finished_at = datetime.now(timezone.utc)
+        reduction.science_seconds = science_seconds
 
 
 def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
@@ -164,8 +167,11 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
     paths: dict[str, Path] = {}
     n_frames = n_rejected = 0
     result = None
+    science_seconds = None
     try:
+        t0 = time.perf_counter()
         result = step.run(params, observation_files=files)
+        science_seconds = time.perf_counter() - t0
         provenance = {"step": step.name, "step_version": step.version, "reduction_id": reduction_id,
                       "observation_id": observation_id, "code_version": code_version(),
                       "git_commit": git_commit(), "params_sha256": params.fingerprint(),
@@ -189,7 +195,7 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
                                                   release_date=release,
                                                   meta=_cube_summary(result) if kind == "cube" else None))
             _record_calibrations(session, result, files.instrument, files.filter, data_dir, reduction)
-    _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None))
+    _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None), science_seconds)
     return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
                              problems=problems, error=error, products={k: str(v) for k, v in paths.items()},
                              n_frames=n_frames, n_rejected=n_rejected)

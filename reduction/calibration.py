@@ -25,7 +25,8 @@ class CalibrationError(ValueError):
 
 
 def _stack(frames: np.ndarray | list[np.ndarray], what: str) -> np.ndarray:
-    stack = np.asarray(frames, dtype=float)
+    # float32 holds ADU exactly (< 2**24) and halves the memory traffic of float64
+    stack = np.asarray(frames, dtype=np.float32)
     if stack.ndim == 2:
         stack = stack[None]
     if stack.ndim != 3:
@@ -35,6 +36,30 @@ def _stack(frames: np.ndarray | list[np.ndarray], what: str) -> np.ndarray:
     return stack
 
 
+def stack_median(stack: np.ndarray) -> np.ndarray:
+    """Per-pixel median along axis 0 (NaN ignored).
+
+    For finite stacks a sort along the frame axis is ~3x faster than
+    ``np.median(axis=0)`` (which partitions one pixel at a time); both give the
+    same values.
+    """
+    if not np.isfinite(stack).all():
+        return np.nanmedian(stack, axis=0)
+    n = stack.shape[0]
+    if n == 1:
+        return stack[0].copy()
+    if n == 2:
+        return 0.5 * (stack[0] + stack[1])
+    if n == 3:  # a 3-element sorting network: three passes instead of a sort
+        low, high = np.minimum(stack[0], stack[1]), np.maximum(stack[0], stack[1])
+        return np.maximum(low, np.minimum(high, stack[2]))
+    if n == 4:  # the two middle values = total minus the extremes
+        return 0.5 * (stack.sum(axis=0) - stack.min(axis=0) - stack.max(axis=0))
+    ordered = np.sort(stack, axis=0)
+    k = n // 2
+    return ordered[k].copy() if n % 2 else 0.5 * (ordered[k - 1] + ordered[k])
+
+
 def sigma_clipped_mean(stack: np.ndarray, sigma: float) -> np.ndarray:
     """Per-pixel mean of a stack ignoring values beyond ``sigma`` robust sigmas of the median."""
     if stack.shape[0] < 3:
@@ -42,20 +67,36 @@ def sigma_clipped_mean(stack: np.ndarray, sigma: float) -> np.ndarray:
     if stack.shape[0] <= 5:
         # with so few frames the per-pixel median *is* the robust combination
         # (clipping at sigma x MAD of 3-5 values changes nothing but the cost)
-        return np.median(stack, axis=0) if np.isfinite(stack).all() else np.nanmedian(stack, axis=0)
-    # np.median is several times faster than np.nanmedian on short axes; raw frames have no NaN
-    median_of = np.median if np.isfinite(stack).all() else np.nanmedian
-    median = median_of(stack, axis=0)
-    mad = median_of(np.abs(stack - median), axis=0) * 1.4826
-    keep = np.abs(stack - median) <= sigma * np.maximum(mad, 1e-12)
+        return stack_median(stack)
+    median = stack_median(stack)
+    deviation = np.abs(stack - median)
+    mad = stack_median(deviation) * np.float32(1.4826)
+    keep = deviation <= sigma * np.maximum(mad, 1e-12)
     keep |= mad[None] == 0
-    total = np.where(keep, stack, 0.0).sum(axis=0)
+    total = np.where(keep, stack, 0.0).sum(axis=0, dtype=np.float64)
     count = keep.sum(axis=0)
-    return np.where(count > 0, total / np.maximum(count, 1), median)
+    return np.where(count > 0, total / np.maximum(count, 1), median).astype(np.float32)
+
+
+#: Image statistics (level, spatial noise) use at most this many pixels: a robust sigma from
+#: 2.5e5 samples is known to ~0.2 %, and the median of 2 million pixels costs 20x more.
+_MAX_STAT_SAMPLES = 250_000
+
+
+def _sample(values: np.ndarray) -> np.ndarray:
+    flat = values.reshape(-1)
+    step = max(1, flat.size // _MAX_STAT_SAMPLES) | 1  # odd: no aliasing with 2**k column patterns
+    return flat[::step]
+
+
+def _level(values: np.ndarray) -> float:
+    """Median of the finite values (a regular subsample of large arrays)."""
+    return float(np.nanmedian(_sample(np.asarray(values))))
 
 
 def robust_std(values: np.ndarray) -> float:
-    """1.4826 x median absolute deviation of the finite values."""
+    """1.4826 x median absolute deviation of the finite values (a regular subsample of large arrays)."""
+    values = _sample(np.asarray(values))
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan")
@@ -112,18 +153,18 @@ def master_dark(frames: np.ndarray, dit_s: float, params: MasterDarkParameters =
     """Combine dark (or background) frames of one DIT."""
     stack = _stack(frames, "master dark")
     image = sigma_clipped_mean(stack, params.clip_sigma)
-    level = float(np.nanmedian(image))
+    level = _level(image)
     spatial = robust_std(image)
     hot = image > level + params.hot_sigma * max(spatial, 1e-12)
     if stack.shape[0] >= 2:
         # frame-to-frame differences remove the fixed pattern: std(diff)/sqrt(2) = temporal noise
-        differences = np.diff(stack, axis=0) / np.sqrt(2.0)
-        temporal = np.sqrt(np.nanmean(differences ** 2, axis=0))
+        differences = np.diff(stack, axis=0)
+        temporal = np.sqrt(np.nanmean(differences ** 2, axis=0) / 2.0)
         # pooled over independent pairs (0-1, 2-3, ...); a clipped standard deviation, not the MAD,
         # because integer ADU make the MAD of differences jump by quantisation steps
         pairs = stack.shape[0] // 2
         # every 7th pixel: ~300k samples per megapixel frame pair is plenty for a 0.2 % estimate
-        differences = (stack[1:2 * pairs:2] - stack[0:2 * pairs:2]).reshape(-1)[::7] / np.sqrt(2.0)
+        differences = (stack[1:2 * pairs:2] - stack[0:2 * pairs:2]).reshape(-1)[::7] / 2.0 ** 0.5
         read_noise = clipped_std(differences, 5.0)
         unstable = (temporal > params.unstable_sigma * read_noise) if stack.shape[0] >= 3 else np.zeros_like(hot)
     else:
@@ -197,20 +238,21 @@ def master_flat(frames: np.ndarray, dits_s: np.ndarray | list[float],
         x = distinct - distinct.mean()
         slope = np.tensordot(x, means - means.mean(axis=0), axes=(0, 0)) / np.sum(x ** 2)
         response = slope
-        counts = float(np.nanmedian(means[-1]))
+        counts = _level(means[-1])
     else:
         if dark is None:
             raise CalibrationError("master flat: a single DIT needs a dark of the same DIT")
         response = sigma_clipped_mean(stack, params.clip_sigma) - dark
-        counts = float(np.nanmedian(response))
-    norm = np.nanmedian(response[np.isfinite(response) & (response > 0)]) if np.any(response > 0) else np.nan
+        counts = _level(response)
+    lit = response[np.isfinite(response) & (response > 0)]
+    norm = _level(lit) if lit.size else np.nan
     if not np.isfinite(norm) or norm <= 0:
         raise CalibrationError("master flat: no illuminated pixel (lamp off?)")
     flat = response / norm
     dead = ~(flat > params.dead_below)
     hot = flat > params.hot_above
     good = ~(dead | hot)
-    flat = flat / np.nanmedian(flat[good])
+    flat = flat / _level(flat[good])
     return MasterFlat(flat=flat, dead_pixels=dead, hot_pixels=hot, rms=robust_std(flat[good]), counts_adu=counts,
                       dits_s=tuple(float(d) for d in distinct), n_frames=int(stack.shape[0]))
 
@@ -303,4 +345,4 @@ def master_sky(frames: np.ndarray, dit_s: float, clip_sigma: float = 5.0) -> Mas
     stack = _stack(frames, "master sky")
     image = sigma_clipped_mean(stack, clip_sigma)
     return MasterSky(image=image, dit_s=float(dit_s), n_frames=int(stack.shape[0]),
-                     level_adu=float(np.nanmedian(image)))
+                     level_adu=_level(image))

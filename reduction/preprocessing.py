@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -54,7 +55,7 @@ from .calibration import (
 from .centring import CentringError, WaffleCentringParameters, find_waffle_centre, waffle_spot_separation_px
 from .instruments import SphereIrdis, by_name
 from .instruments.sphere import neutral_density_transmission
-from .rawio import RawFileError, read_raw_header
+from .rawio import RawFileError, RawHeader, read_raw_header_only, read_raw_image
 from .steps import Step, StepParameters
 
 log = logging.getLogger(__name__)
@@ -171,27 +172,94 @@ class CalibratedObservation:
 class _Raw:
     path: Path
     header: Any
-    data: np.ndarray  # (n, y, x) float32
+    data: np.ndarray | None  # (n, y, x) float32; released once the frames are calibrated
     sha256: str
+    n_frames: int
 
 
-def _read(path: Path, problems: list[str]) -> _Raw | None:
-    """Read a raw file; a broken file is reported in ``problems`` and skipped."""
+def _read(path: Path) -> _Raw | str:
+    """Read a raw file (one pass: hash, header, pixels); a broken file gives the reason instead."""
     try:
-        raw = read_raw_header(path)
-        with fits.open(path, memmap=False) as hdul:
-            data = hdul[0].data if hdul[0].data is not None else hdul[1].data
-            data = np.asarray(data, dtype=np.float32)
-    except (RawFileError, OSError, ValueError, IndexError) as exc:
-        problems.append(f"{Path(path).name}: unreadable, skipped ({exc})")
-        return None
-    if data.ndim == 2:
-        data = data[None]
-    return _Raw(path=Path(path), header=raw.header, data=data, sha256=raw.sha256)
+        image = read_raw_image(path)
+    except (RawFileError, OSError, ValueError) as exc:
+        return f"{Path(path).name}: unreadable, skipped ({exc})"
+    data = image.data[None] if image.data.ndim == 2 else image.data
+    if data.ndim != 3:
+        return f"{Path(path).name}: unreadable, skipped (image of {data.ndim} axes, expected 2 or 3; keyword NAXIS)"
+    return _Raw(path=Path(path), header=image.header.header, data=data, sha256=image.header.sha256,
+                n_frames=data.shape[0])
+
+
+#: Reader threads: reading, hashing and decoding release the GIL, so the files of an
+#: observation are read ahead while the calibrations are computed.
+_READERS = 2
+
+
+#: Files read ahead of their use at most: bounds the memory to a few files whatever the
+#: length of the sequence (a file is up to NDIT full frames).
+_AHEAD = 4
+
+
+class _Reader:
+    """Reads an observation's files ahead, in the order they will be needed, in background threads.
+
+    At most ``ahead`` files are read and not yet used at any time; a file asked for
+    out of order is read at once.
+    """
+
+    def __init__(self, paths: Sequence[Path], ahead: int = _AHEAD):
+        self._pool = ThreadPoolExecutor(_READERS, thread_name_prefix="hcdc-read")
+        self._queue = list(dict.fromkeys(paths))
+        self._futures: dict[Path, Any] = {}
+        self._ahead = ahead
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._queue and len(self._futures) < self._ahead:
+            path = self._queue.pop(0)
+            self._futures[path] = self._pool.submit(_read, path)
+
+    def _take(self, path: Path) -> _Raw | str:
+        future = self._futures.pop(path, None)
+        if future is None:
+            if path in self._queue:
+                self._queue.remove(path)
+            future = self._pool.submit(_read, path)
+        self._fill()
+        return future.result()
+
+    def read(self, paths: Sequence[Path], problems: list[str]) -> list[_Raw]:
+        """The files of ``paths`` (readable ones), the reasons for the others appended to ``problems``."""
+        results = [self._take(p) for p in paths]
+        problems.extend(r for r in results if isinstance(r, str))
+        return [r for r in results if not isinstance(r, str)]
+
+    def close(self) -> None:
+        self._queue.clear()
+        for future in self._futures.values():
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _read_all(paths: Sequence[Path], problems: list[str]) -> list[_Raw]:
-    return [raw for raw in (_read(p, problems) for p in paths) if raw is not None]
+    reader = _Reader(paths)
+    try:
+        return reader.read(paths, problems)
+    finally:
+        reader.close()
+
+
+def _matching(raws: Sequence[_Raw], shape: tuple[int, ...], what: str, problems: list[str]) -> list[_Raw]:
+    """The raws whose frames have the science frames' shape; the others are reported, never dropped silently."""
+    problems.extend(f"{r.path.name}: {what} frame shape {r.data.shape[1:]} differs from the science frames' "
+                    f"{tuple(shape)}, not used" for r in raws if r.data.shape[1:] != shape)
+    return [r for r in raws if r.data.shape[1:] == shape]
+
+
+def _release(raws: Sequence[_Raw]) -> None:
+    """Drop the pixels of raws already used (their path and hash stay for the provenance)."""
+    for raw in raws:
+        raw.data = None
 
 
 def _stack(raws: Sequence[_Raw]) -> np.ndarray:
@@ -247,15 +315,16 @@ def _cached_master(kind: str, raws: Sequence[_Raw], make):
 
 
 def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problems: list[str],
-                        used: list[_Raw]) -> _Calibrations:
+                        used: list[_Raw], reader: _Reader | None = None) -> _Calibrations:
     """Master backgrounds/darks per DIT, flat, bad pixels and skies for one observation."""
+    read = _read_all if reader is None else reader.read
     quality: dict[str, dict[str, Any]] = {}
     products: dict[str, ReducedCalibration] = {}
     darks: dict[float, MasterDark] = {}
     backgrounds: dict[float, np.ndarray] = {}
     for source, mapping in (("background", files.backgrounds), ("dark", files.darks)):
         for dit, paths in sorted(mapping.items()):
-            raws = [r for r in _read_all(paths, problems) if r.data.shape[1:] == shape]
+            raws = _matching(read(paths, problems), shape, source.upper(), problems)
             if not raws:
                 continue
             used.extend(raws)
@@ -265,13 +334,14 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
             products[name] = ReducedCalibration(f"master_{source}", master.image.astype(np.float32), dit,
                                                 master.quality, tuple(r.sha256 for r in raws),
                                                 _date(raws[0]))
+            _release(raws)
             darks.setdefault(dit, master)
             backgrounds.setdefault(dit, master.image)  # background preferred (read first)
     flat: MasterFlat | None = None
-    flat_raws = [r for r in _read_all(files.flats, problems) if r.data.shape[1:] == shape]
+    flat_raws = _matching(read(files.flats, problems), shape, "FLAT", problems)
     if flat_raws:
         used.extend(flat_raws)
-        dits = np.concatenate([[_dit(r)] * r.data.shape[0] for r in flat_raws])
+        dits = np.concatenate([[_dit(r)] * r.n_frames for r in flat_raws])
         try:
             flat = _cached_master("flat", flat_raws, lambda: master_flat(
                 _stack(flat_raws), dits, dark=backgrounds.get(round(float(dits[0]), 2))))
@@ -281,6 +351,7 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
                                                          _date(flat_raws[0]))
         except ValueError as exc:
             problems.append(f"no master flat: {exc}")
+        _release(flat_raws)
     else:
         problems.append("no usable FLAT,LAMP files: frames are not flat-fielded")
     bpm: BadPixelMap | None = None
@@ -292,10 +363,11 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
                                                        bpm.quality, sources, None)
     skies: dict[float, np.ndarray] = {}
     for dit, paths in sorted(files.skies.items()):
-        raws = [r for r in _read_all(paths, problems) if r.data.shape[1:] == shape]
+        raws = _matching(read(paths, problems), shape, "SKY", problems)
         if raws:
             used.extend(raws)
             sky = _cached_master("sky", raws, lambda: master_sky(_stack(raws), dit))
+            _release(raws)
             skies[dit] = sky.image
             name = f"master_sky_{dit:.2f}s"
             quality[name] = {"sky_level_adu": sky.level_adu, "n_frames": sky.n_frames, "dit_s": dit}
@@ -313,13 +385,20 @@ def _date(raw: _Raw) -> str | None:
 
 
 def calibrate_frames(data: np.ndarray, dit: float, calibrations: _Calibrations, box: int,
-                     what: str, problems: list[str]) -> np.ndarray:
-    """``(raw - sky|background) / flat`` with bad pixels replaced, for frames of one DIT."""
+                     what: str, problems: list[str],
+                     region: tuple[slice, slice] | None = None) -> np.ndarray:
+    """``(raw - sky|background) / flat`` with bad pixels replaced, for frames of one DIT.
+
+    ``region`` (y, x slices of the full frames) calibrates only that part: the
+    science frames only need the pixels of their crop.
+    """
     key = round(dit, 2)
+    cut = (slice(None), slice(None)) if region is None else region
+    data = data[..., cut[0], cut[1]]
     if key in calibrations.skies:
-        frames = data - calibrations.skies[key]
+        frames = data - calibrations.skies[key][cut]
     elif key in calibrations.backgrounds:
-        frames = data - calibrations.backgrounds[key]
+        frames = data - calibrations.backgrounds[key][cut]
         if what == "science":
             problems.append(f"no SKY with DIT {key:.2f} s: science frames background-subtracted only")
     else:
@@ -327,8 +406,24 @@ def calibrate_frames(data: np.ndarray, dit: float, calibrations: _Calibrations, 
         problems.append(f"no SKY, BACKGROUND or DARK with DIT {key:.2f} s for the {what} frames: "
                         "only the median level was subtracted")
     if calibrations.flat is not None:
-        frames = frames / calibrations.flat
-    return correct_bad_pixels(frames, calibrations.bad, box=box).astype(np.float32)
+        frames = frames / calibrations.flat[cut]
+    return correct_bad_pixels(frames, calibrations.bad[cut], box=box).astype(np.float32)
+
+
+def _band_region(centre_xy: tuple[float, float], window_index: int, windows: list[tuple[int, int, int, int]],
+                 crop: int, margin: int) -> tuple[tuple[slice, slice], tuple[int, int]]:
+    """Detector slices around a band's star that a crop of ``crop`` px needs, and the cut's origin in the band.
+
+    ``margin`` covers the Fourier-shift padding and the bad-pixel box, so that the
+    crop is the same as if the whole band had been calibrated.
+    """
+    x_band = sum(w[2] for w in windows[:window_index])
+    _x0, _y0, nx, ny = windows[window_index]
+    half = crop // 2 + margin
+    ix, iy = int(np.floor(centre_xy[0] + 0.5)), int(np.floor(centre_xy[1] + 0.5))
+    y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
+    x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
+    return (slice(y0, y1), slice(x_band + x0, x_band + x1)), (x0, y0)
 
 
 # --- geometry --------------------------------------------------------------------------------
@@ -350,7 +445,8 @@ def coarse_waffle_centre(image: np.ndarray, separation_px: float, guess_xy: tupl
     Needs no accurate guess: the high-passed image is correlated (FFT) with four
     Gaussians at the spots' offsets.
     """
-    highpass = image - ndimage.median_filter(image, size=max(9, int(separation_px / 3) | 1), mode="nearest")
+    # white top-hat (see find_waffle_centre), then a 3x3 median against hot pixels
+    highpass = image - ndimage.grey_opening(image, size=max(9, int(separation_px / 3) | 1), mode="nearest")
     highpass = np.clip(ndimage.median_filter(highpass, size=3), 0, None)
     ny, nx = image.shape
     kernel = np.zeros((ny, nx))
@@ -401,7 +497,7 @@ def centred_crop(stack: np.ndarray, centre_xy: tuple[float, float], size: int) -
 def frame_times(raw: _Raw) -> list[datetime]:
     """Mid-exposure UTC time of each DIT of a raw cube: DATE-OBS + i x EXPTIME/NDIT + DIT/2."""
     start = SphereIrdis.parse_date(raw.header, str(raw.path))
-    n = raw.data.shape[0]
+    n = raw.n_frames
     dit = _dit(raw)
     exptime = SphereIrdis._float(raw.header, "exptime", str(raw.path))
     step = exptime / n if exptime and exptime >= n * dit else dit
@@ -459,20 +555,56 @@ def preprocess_observation(files: ObservationFiles,
     if instrument is not SphereIrdis:
         raise PreprocessingError(f"pre-processing of {files.instrument} raw frames is not implemented "
                                  "(IRDIS DBI only; register calibrated cubes with hcdc register-reduced)")
+    # every input in the order it is used, read ahead (a few files at a time) while the calibrations
+    # are computed; the science files are streamed through their crops, only their headers are
+    # read up front (time order, shape, detector windows)
+    order: list[Path] = []
+    for mapping in (files.backgrounds, files.darks):
+        for _dit_s, paths in sorted(mapping.items()):
+            order.extend(paths)
+    order.extend(files.flats)
+    for _dit_s, paths in sorted(files.skies.items()):
+        order.extend(paths)
     problems: list[str] = []
-    used: list[_Raw] = []
-    science = _read_all(files.science, problems)
-    if not science:
+    heads = _science_headers(files.science, problems)
+    order.extend([*files.center, *(Path(h.path) for h in heads), *files.flux])
+    reader = _Reader(order)
+    try:
+        return _preprocess(files, params, instrument, reader, heads, problems)
+    finally:
+        reader.close()
+
+
+def _science_headers(paths: Sequence[Path], problems: list[str]) -> list[RawHeader]:
+    """The science files' headers in time order, checked (pixels are read later, one file at a time)."""
+    heads = []
+    for path in paths:
+        try:
+            head = read_raw_header_only(path)
+            SphereIrdis.parse_date(head.header, str(path))
+        except (RawFileError, OSError, ValueError) as exc:
+            problems.append(f"{Path(path).name}: unreadable, skipped ({exc})")
+            continue
+        if len(head.shape) not in (2, 3):
+            problems.append(f"{Path(path).name}: unreadable, skipped (image of {len(head.shape)} axes, "
+                            "expected 2 or 3; keyword NAXIS)")
+            continue
+        heads.append(head)
+    if not heads:
         raise PreprocessingError("no readable OBJECT (science) file")
-    reference = science[0]
-    shape = reference.data.shape[1:]
-    mismatched = [r for r in science if r.data.shape[1:] != shape]
-    if mismatched:
-        problems.extend(f"{r.path.name}: frame shape {r.data.shape[1:]} differs from {shape}, skipped"
-                        for r in mismatched)
-        science = [r for r in science if r.data.shape[1:] == shape]
-    science.sort(key=lambda r: SphereIrdis.parse_date(r.header, str(r.path)))
-    used.extend(science)
+    shape = heads[0].shape[-2:]
+    for head in heads:
+        if head.shape[-2:] != shape:
+            problems.append(f"{Path(head.path).name}: frame shape {head.shape[-2:]} differs from {shape}, skipped")
+    heads = [h for h in heads if h.shape[-2:] == shape]
+    return sorted(heads, key=lambda h: SphereIrdis.parse_date(h.header, h.path))
+
+
+def _preprocess(files: ObservationFiles, params: PreprocessParameters, instrument, reader: _Reader,
+                heads: list[RawHeader], problems: list[str]) -> CalibratedObservation:
+    used: list[_Raw] = []
+    reference = heads[0]
+    shape = tuple(reference.shape[-2:])
     windows = SphereIrdis.readout_windows(reference.header)
     filt = instrument.filters.get(files.filter)
     if filt is None:
@@ -480,11 +612,11 @@ def preprocess_observation(files: ObservationFiles,
     wavelengths = filt.wavelengths_um
     pixel_scale = instrument.pixel_scale_arcsec(files.filter)
     lod_px = [w * 1e-6 / 8.0 * 206264.806 / pixel_scale for w in wavelengths]
-    calibrations = reduce_calibrations(files, shape, problems, used)
+    calibrations = reduce_calibrations(files, shape, problems, used, reader)
     box = params.bad_pixel_box
 
     # star centre from the CENTER frames
-    centre_raws = [r for r in _read_all(files.center, problems) if r.data.shape[1:] == shape]
+    centre_raws = _matching(reader.read(files.center, problems), shape, "CENTER", problems)
     used.extend(centre_raws)
     coro_x = reference.header.get("HIERARCH ESO SEQ CORO XC")
     coro_y = reference.header.get("HIERARCH ESO SEQ CORO YC")
@@ -492,8 +624,10 @@ def preprocess_observation(files: ObservationFiles,
     if centre_raws:
         centre_images = []
         for raw in centre_raws:
-            calibrated = calibrate_frames(raw.data, _dit(raw), calibrations, box, "CENTER", problems)
-            centre_images.append(calibrated.mean(axis=0))
+            # calibration is linear: calibrating the file's mean frame once is the same and n times cheaper
+            mean = raw.data.mean(axis=0, keepdims=True)
+            centre_images.append(calibrate_frames(mean, _dit(raw), calibrations, box, "CENTER", problems)[0])
+        _release(centre_raws)
         mean_centre = np.mean(centre_images, axis=0)
         centres_file = []
         for band, (image, window) in enumerate(zip(split_bands(mean_centre, windows), windows)):
@@ -539,18 +673,30 @@ def preprocess_observation(files: ObservationFiles,
     if crop < 21:
         raise PreprocessingError(f"the star is {crop // 2} px from the window edge: nothing to crop")
 
-    # science frames
+    # science frames, streamed: one file at a time is in memory (plus the reader's look-ahead)
+    frames_per_band: list[list[np.ndarray]] = [[] for _ in windows]
+    names: list[tuple[str, int]] = []
+    # only the pixels of the crops are calibrated (a 201-px crop is 4 % of a 1024x1024 band)
+    margin = 8 + box // 2 + 1  # centred_crop's Fourier padding + the bad-pixel box
+    regions = [_band_region(centres_file[band], band, windows, crop, margin) for band in range(len(windows))]
+    science: list[_Raw] = []
+    for head in heads:
+        for raw in _matching(reader.read([Path(head.path)], problems), shape, "OBJECT", problems):
+            dit = _dit(raw)
+            for band, (region, (x0, y0)) in enumerate(regions):
+                calibrated = calibrate_frames(raw.data, dit, calibrations, box, "science", problems, region)
+                cx, cy = centres_file[band]
+                frames_per_band[band].append(centred_crop(calibrated, (cx - x0, cy - y0), crop))
+            names.extend((raw.path.name, i) for i in range(raw.n_frames))
+            raw.data = None  # the crops are all that is needed from now on: free the full frames
+            science.append(raw)
+    if not science:
+        raise PreprocessingError("no readable OBJECT (science) file")
+    used.extend(science)
+    cube = np.stack([np.concatenate(parts, axis=0) for parts in frames_per_band])  # (λ, t, y, x)
     times, parang = parallactic_angles(science)
     derotation = conventions.derotation_angles(parang, instrument.pupil_offset_deg.value,
                                                instrument.true_north_deg.value)
-    frames_per_band: list[list[np.ndarray]] = [[] for _ in windows]
-    names: list[tuple[str, int]] = []
-    for raw in science:
-        calibrated = calibrate_frames(raw.data, _dit(raw), calibrations, box, "science", problems)
-        for band, part in enumerate(split_bands(calibrated, windows)):
-            frames_per_band[band].append(centred_crop(part, centres_file[band], crop))
-        names.extend((raw.path.name, i) for i in range(raw.data.shape[0]))
-    cube = np.stack([np.concatenate(parts, axis=0) for parts in frames_per_band])  # (λ, t, y, x)
 
     # bad frames: halo flux in an annulus around the coronagraph, first band
     yy, xx = np.mgrid[:crop, :crop]
@@ -578,19 +724,20 @@ def preprocess_observation(files: ObservationFiles,
 
     # off-axis PSF and stellar flux
     psf = fwhm = star_flux = None
-    flux_raws = [r for r in _read_all(files.flux, problems) if r.data.shape[1:] == shape]
+    flux_raws = _matching(reader.read(files.flux, problems), shape, "FLUX", problems)
     used.extend(flux_raws)
     if flux_raws:
         psfs, fwhm_list, flux_list = [], [], []
         science_dit = _dit(science[0])
         science_nd = SphereIrdis._opt_str(science[0].header, "neutral_density", "")
+        flux_means = [split_bands(calibrate_frames(raw.data.mean(axis=0, keepdims=True), _dit(raw), calibrations,
+                                                   box, "FLUX", problems)[0], windows) for raw in flux_raws]
+        _release(flux_raws)
         for band, window in enumerate(windows):
             stacks = []
             rates = []
-            for raw in flux_raws:
-                calibrated = calibrate_frames(raw.data, _dit(raw), calibrations, box, "FLUX", problems)
-                part = split_bands(calibrated, windows)[band]
-                mean = part.mean(axis=0)
+            for raw, parts in zip(flux_raws, flux_means):
+                mean = parts[band]
                 smooth = ndimage.gaussian_filter(mean, 1.0)
                 py, px = np.unravel_index(np.argmax(smooth), smooth.shape)
                 crop = centred_crop(mean[None], (float(px), float(py)), params.psf_crop_px + 8)[0]

@@ -11,12 +11,13 @@ naming the file and the problem otherwise.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import re
 from typing import Any, Iterator, Mapping
 
+import numpy as np
 from astropy.io.fits import Header
 
 BLOCK = 2880
@@ -193,6 +194,9 @@ def _find_end(buffer: bytes, start: int) -> int | None:
 def read_raw_header(path: str | Path) -> RawHeader:
     """Read, validate and hash one raw FITS file.
 
+    Only the first few MB (the headers) are kept in memory: this is the ingest's
+    reader, which never needs the pixels.
+
     Raises
     ------
     RawFileError
@@ -215,34 +219,72 @@ def read_raw_header(path: str | Path) -> RawHeader:
                     head.extend(chunk)
     except OSError as exc:
         raise RawFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    raw, _offset, _layout = _validate(path, bytes(head), size, hasher.hexdigest())
+    return raw
+
+
+def read_raw_header_only(path: str | Path) -> RawHeader:
+    """The checks of :func:`read_raw_header` without reading the pixels: only the header blocks.
+
+    The file's length (from the file system) is checked against its headers, so a
+    truncated file is still caught; ``sha256`` is left empty (the pixels are hashed
+    when they are read, :func:`read_raw_image`).
+    """
+    path = str(path)
+    head = bytearray()
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            while len(head) < _HEAD_LIMIT:
+                chunk = handle.read(64 * BLOCK)
+                if not chunk:
+                    break
+                head.extend(chunk)
+                end = _find_end(bytes(head), 0)
+                # the first extension's header too when the primary holds no data (GPI); a
+                # free-format NAXIS = 0 card is not recognised here, which only reads more blocks
+                if end is not None and (b"NAXIS   =                    0" not in head[:end]
+                                        or _find_end(bytes(head), end) is not None):
+                    break
+    except OSError as exc:
+        raise RawFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    raw, _offset, _layout = _validate(path, bytes(head), size, "")
+    return raw
+
+
+def _validate(path: str, head: bytes, size: int, sha256: str) -> tuple[RawHeader, int, Mapping[str, Any]]:
+    """Header checks shared by the readers: (result, offset of the pixels, header describing them)."""
     if size == 0:
         raise RawFileError(path, "empty file (0 bytes)")
-    if not bytes(head[:9]) == b"SIMPLE  =":
+    if not head[:9] == b"SIMPLE  =":
         raise RawFileError(path, "not a FITS file: it does not start with the SIMPLE card", "SIMPLE")
-    end = _find_end(bytes(head), 0)
+    end = _find_end(head, 0)
     if end is None:
         raise RawFileError(path, "truncated FITS header: no END card", "END")
     try:
-        primary = parse_header(bytes(head[:end]).decode("ascii", errors="replace"))
+        primary = parse_header(head[:end].decode("ascii", errors="replace"))
     except Exception as exc:  # astropy raises several types on corrupt cards
         raise RawFileError(path, f"unreadable FITS header: {exc}") from exc
     if primary.get("SIMPLE") is not True:
         raise RawFileError(path, "SIMPLE is not T: not a standard FITS file", "SIMPLE")
     data_end = end + _data_size(primary, path)
     header = primary
+    layout: Mapping[str, Any] = primary
+    offset = end
     shape = _shape(primary)
     if int(primary.get("NAXIS", 0)) == 0 and primary.get("EXTEND"):
         # GPI and other instruments put pixels in the first extension.
         ext_start = _padded(data_end)
-        ext_end = _find_end(bytes(head), ext_start)
+        ext_end = _find_end(head, ext_start)
         if ext_end is None:
             raise RawFileError(path, "truncated FITS file: first extension header missing or incomplete", "XTENSION")
         try:
-            extension = parse_header(bytes(head[ext_start:ext_end]).decode("ascii", errors="replace"))
+            extension = parse_header(head[ext_start:ext_end].decode("ascii", errors="replace"))
         except Exception as exc:
             raise RawFileError(path, f"unreadable extension header: {exc}") from exc
         data_end = ext_end + _data_size(extension, path)
         shape = _shape(extension)
+        layout, offset = extension, ext_end
         merged = {k: v for k, v in primary.items() if not k.startswith("NAXIS")}
         for key, value in extension.items():
             if key not in merged and key not in ("XTENSION", "PCOUNT", "GCOUNT"):
@@ -253,7 +295,72 @@ def read_raw_header(path: str | Path) -> RawHeader:
         header = FastHeader(merged, "")
     if size < data_end:
         raise RawFileError(path, f"truncated FITS file: {size} bytes, the headers declare {data_end}", "NAXIS")
-    return RawHeader(path=path, header=header, shape=shape, size_bytes=size, sha256=hasher.hexdigest())
+    return RawHeader(path=path, header=header, shape=shape, size_bytes=size, sha256=sha256), offset, layout
+
+
+_PIXEL_TYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """The result of :func:`read_raw_image`: the validated header, its hash and the pixels."""
+
+    header: RawHeader
+    data: np.ndarray                #: float32, numpy order (NAXISn, ..., NAXIS1), BSCALE/BZERO applied
+
+
+def read_raw_image(path: str | Path) -> RawImage:
+    """Read a raw FITS file once: validate, hash and decode its image to float32.
+
+    The pre-processing reads every input with this function: one read of the
+    file feeds the checksum (provenance), the header and the pixels, instead of
+    hashing the file and then reading it again with astropy.
+
+    Raises
+    ------
+    RawFileError
+        As :func:`read_raw_header`; also when the file holds no image, or its
+        pixels cannot be decoded (the keyword at fault is named).
+    """
+    path = str(path)
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            buffer = bytearray(size)
+            view = memoryview(buffer)
+            got = 0
+            while got < size:
+                n = handle.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+    except OSError as exc:
+        raise RawFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    view = memoryview(buffer)[:got]
+    hasher = hashlib.sha256()
+    for start in range(0, got, 16 * _CHUNK):  # hashlib releases the GIL on large chunks
+        hasher.update(view[start:start + 16 * _CHUNK])
+    raw, offset, layout = _validate(path, bytes(view[:min(got, _HEAD_LIMIT)]), got, hasher.hexdigest())
+    if not raw.shape or 0 in raw.shape:
+        raise RawFileError(path, "no image data in the primary HDU or the first extension", "NAXIS")
+    bitpix = layout.get("BITPIX")
+    if bitpix not in _PIXEL_TYPES:
+        raise RawFileError(path, f"unsupported BITPIX {bitpix!r}", "BITPIX")
+    count = int(np.prod(raw.shape))
+    pixels = np.frombuffer(buffer, dtype=_PIXEL_TYPES[bitpix], count=count, offset=offset).reshape(raw.shape)
+    try:
+        bscale = float(layout.get("BSCALE", 1.0) if layout.get("BSCALE") is not None else 1.0)
+        bzero = float(layout.get("BZERO", 0.0) if layout.get("BZERO") is not None else 0.0)
+    except (TypeError, ValueError) as exc:
+        raise RawFileError(path, "BSCALE/BZERO is not a number", "BSCALE") from exc
+    data = pixels.astype(np.float32)
+    if bitpix > 0 and layout.get("BLANK") is not None:
+        data[pixels == int(layout["BLANK"])] = np.nan  # undefined integer pixels (FITS standard 5.2.2)
+    if bscale != 1.0:
+        data *= np.float32(bscale)
+    if bzero != 0.0:
+        data += np.float32(bzero)
+    return RawImage(header=raw, data=data)
 
 
 def sha256_file(path: str | Path) -> str:

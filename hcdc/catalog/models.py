@@ -351,6 +351,8 @@ class Reduction(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(_dt())
     finished_at: Mapped[datetime | None] = mapped_column(_dt())
+    #: wall time of the science call alone (the rest of the step's time is the pipeline's overhead)
+    science_seconds: Mapped[float | None] = mapped_column(Float)
     release_date: Mapped[date | None] = mapped_column(Date)
 
     products: Mapped[list["Product"]] = relationship(back_populates="reduction", cascade="all, delete-orphan")

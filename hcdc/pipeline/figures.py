@@ -8,6 +8,14 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from reduction.calibration import stack_median
+
+
+#: Screen resolution for the notebook and HTML reports: the PNG encoding of a report figure
+#: is a noticeable part of a short step's time, and the images are shown pixel for pixel
+#: (``interpolation="nearest"``), which is also what one wants to judge a centring.
+DPI = 72
+
 
 def _stretch(image: np.ndarray) -> np.ndarray:
     finite = image[np.isfinite(image)]
@@ -15,6 +23,12 @@ def _stretch(image: np.ndarray) -> np.ndarray:
         return image
     low, high = np.percentile(finite, [1, 99.8])
     return np.arcsinh((np.clip(image, low, high) - low) / max((high - low) / 50, 1e-12))
+
+
+def _no_ticks(ax) -> None:
+    """Images need no tick labels (their layout is most of a small figure's drawing time)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def preprocess_figure(products: dict[str, str]):
@@ -27,18 +41,20 @@ def preprocess_figure(products: dict[str, str]):
     angles = np.ravel(fits.getdata(products["angles"]))
     frames = Table.read(products["frames"], format="ascii.ecsv")
     n_bands = cube.shape[0]
-    fig, axes = plt.subplots(1, n_bands + 2, figsize=(4 * (n_bands + 2), 4))
+    fig, axes = plt.subplots(1, n_bands + 2, figsize=(3.4 * (n_bands + 2), 3.4), dpi=DPI)
     for band in range(n_bands):
         # the median of the centred frames (pupil-stabilised): a cheap check of the centring
-        image = np.median(cube[band], axis=0)
-        axes[band].imshow(_stretch(image), origin="lower", cmap="inferno")
+        image = stack_median(np.asarray(cube[band], dtype=np.float32))
+        axes[band].imshow(_stretch(image), origin="lower", cmap="inferno", interpolation="nearest")
         cy, cx = image.shape[0] // 2, image.shape[1] // 2
         axes[band].plot(cx, cy, "c+", ms=12)
         axes[band].set_title(f"band {band + 1}: median centred frame")
+        _no_ticks(axes[band])
     if "psf" in products:
         psf = fits.getdata(products["psf"])
-        axes[n_bands].imshow(_stretch(psf[0]), origin="lower", cmap="inferno")
+        axes[n_bands].imshow(_stretch(psf[0]), origin="lower", cmap="inferno", interpolation="nearest")
         axes[n_bands].set_title("off-axis PSF (band 1)")
+        _no_ticks(axes[n_bands])
     else:
         axes[n_bands].text(0.5, 0.5, "no PSF (no FLUX frames)", ha="center", transform=axes[n_bands].transAxes)
     ax = axes[-1]
@@ -63,17 +79,17 @@ def postprocess_figure(products: dict[str, str]):
     import matplotlib.pyplot as plt
 
     bands = sorted(k[len("residuals"):] for k in products if k.startswith("residuals"))
-    fig, axes = plt.subplots(len(bands), 3, figsize=(13, 4 * len(bands)), squeeze=False)
+    fig, axes = plt.subplots(len(bands), 3, figsize=(11, 3.4 * len(bands)), squeeze=False, dpi=DPI)
     for row, suffix in enumerate(bands):
         residuals = fits.getdata(products[f"residuals{suffix}"])
         snr = fits.getdata(products[f"snrmap{suffix}"])
         detections = Table.read(products[f"detections{suffix}"], format="ascii.ecsv")
         curve = Table.read(products[f"contrast_curve{suffix}"], format="ascii.ecsv")
-        axes[row, 0].imshow(residuals, origin="lower", cmap="RdBu_r",
+        axes[row, 0].imshow(residuals, origin="lower", cmap="RdBu_r", interpolation="nearest",
                             vmin=-np.nanpercentile(np.abs(residuals), 99.5),
                             vmax=np.nanpercentile(np.abs(residuals), 99.5))
         axes[row, 0].set_title(f"residuals {suffix.strip('_') or ''}")
-        image = axes[row, 1].imshow(snr, origin="lower", cmap="viridis", vmin=-3, vmax=8)
+        image = axes[row, 1].imshow(snr, origin="lower", cmap="viridis", vmin=-3, vmax=8, interpolation="nearest")
         for candidate in detections:
             axes[row, 1].add_patch(plt.Circle((candidate["x"], candidate["y"]), 4, fill=False, color="r"))
             axes[row, 1].annotate(f"S/N {candidate['snr']:.1f}", (candidate["x"] + 5, candidate["y"] + 5),

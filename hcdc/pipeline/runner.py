@@ -13,15 +13,25 @@ post-processing), run in one dask worker process:
   ``retries`` times, then recorded with its error, and the chain stops there
   for this observation only.
 
+A worker keeps one warm ``hcdc`` kernel and runs notebook after notebook in it
+(:class:`WarmKernel`): starting a kernel and importing the reduction stack
+costs seconds, more than a small step's science. Before each notebook the
+kernel's namespace is reset (``InteractiveShell.reset``, so every notebook
+starts from its parameters cell, as in a fresh kernel, with the modules
+already imported); a failure, another catalog or data directory, or
+``KERNEL_REUSE`` notebooks replace the kernel by a fresh one.
+
 Notebooks never start clusters; this module never imports dask.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import traceback
 import uuid
@@ -34,6 +44,129 @@ from sqlalchemy import delete, select
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
 STEP_ORDER = ("preprocess", "postprocess")
+#: Notebooks one kernel runs before it is replaced: bounds what a long campaign can accumulate
+#: in a kernel (memory, caches) while the start-up cost is paid once per this many steps.
+KERNEL_REUSE = 25
+ENGINE = "hcdc-warm-kernel"
+
+
+class WarmKernel:
+    """The worker process's kernel (and its client), kept between notebooks (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.km = None
+        self.kc = None          #: the connected client, kept too: connecting one costs ~0.2 s
+        self._reset_id: str | None = None
+        self.key: tuple | None = None
+        self.runs = 0
+        atexit.register(self.shutdown)
+
+    def prepare(self, kernel_name: str, key: tuple) -> "WarmKernel":
+        """Ready for the next notebook: the warm kernel, reset, or a new one (started by nbclient)."""
+        from jupyter_client import KernelManager
+
+        if self.km is not None and (self.key != key or self.runs >= KERNEL_REUSE or not self.km.is_alive()):
+            self.shutdown()
+        if self.km is not None and not self._reset():
+            self.shutdown()
+        if self.km is None:
+            self.km = KernelManager(kernel_name=kernel_name)
+            self.key, self.runs = key, 0
+        self.runs += 1
+        return self
+
+    def request_reset(self) -> None:
+        """Ask the kernel to clear the finished notebook's namespace (modules stay imported).
+
+        Sent as soon as a notebook ends, without waiting: the kernel resets while the
+        runner writes the report and the catalog rows; :meth:`prepare` collects the reply.
+        """
+        self._reset_id = None
+        if self.kc is not None:
+            try:
+                self._reset_id = self.kc.execute("get_ipython().reset(new_session=True)", silent=True,
+                                                 store_history=False)
+            except Exception:
+                self._reset_id = None
+
+    def _reset(self) -> bool:
+        """True when the requested reset was done (requested now if it was not)."""
+        if self.kc is None:
+            return False
+        if getattr(self, "_reset_id", None) is None:
+            self.request_reset()
+        try:
+            while True:
+                reply = self.kc.get_shell_msg(timeout=60)
+                if reply["parent_header"].get("msg_id") == self._reset_id:
+                    break
+        except Exception:  # no answer: the kernel is replaced
+            return False
+        finally:
+            self._reset_id = None
+        return reply["content"]["status"] == "ok"
+
+    def shutdown(self) -> None:
+        """Stop the kernel (after a failure, at exit)."""
+        km, kc, self.km, self.kc = self.km, self.kc, None, None
+        if kc is not None:
+            try:
+                kc.stop_channels()
+            except Exception:
+                pass
+        if km is not None:
+            try:
+                if km.has_kernel:
+                    km.shutdown_kernel(now=True)
+            except Exception:  # already dead: nothing to stop
+                pass
+
+
+#: One warm kernel per worker *thread*: a SLURM job's worker runs ``slurm_cores`` tasks at once.
+_WARM = threading.local()
+
+
+def warm_kernel() -> WarmKernel:
+    kernel = getattr(_WARM, "kernel", None)
+    if kernel is None:
+        kernel = _WARM.kernel = WarmKernel()
+    return kernel
+
+
+def _register_engine() -> None:
+    """A papermill engine that runs the notebook in the worker's :class:`WarmKernel`."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import remove_args
+
+    if ENGINE in papermill_engines._engines:
+        return
+
+    class WarmKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            warm: WarmKernel = kwargs.pop("warm_kernel")
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            client = PapermillNotebookClient(nb_man, km=warm.km, kernel_name=kernel_name,
+                                             timeout=execution_timeout, startup_timeout=start_timeout,
+                                             log=papermill_logger(), log_output=log_output,
+                                             stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+            client.kc = warm.kc  # None the first time: nbclient starts the kernel and connects
+            try:
+                notebook = client.execute()
+            finally:
+                warm.kc = client.kc  # not ours to stop: the worker keeps kernel and client
+            warm.request_reset()
+            return notebook
+
+    papermill_engines.register(ENGINE, WarmKernelEngine)
+
+
+def papermill_logger():
+    from papermill.log import logger
+
+    return logger
 
 
 @dataclass(frozen=True)
@@ -59,7 +192,8 @@ class StepResult:
     reduction_id: int | None
     error: str | None = None
     seconds: float = 0.0
-    compute_seconds: float | None = None
+    compute_seconds: float | None = None     #: the reduction row's start to finish (inside the notebook)
+    science_seconds: float | None = None     #: the science call alone (the step's own measurement)
     attempts: int = 0
 
 
@@ -135,6 +269,33 @@ def render_html(notebook: Path) -> Path | None:
     return html
 
 
+def execute_notebook(notebook: Path, executed: Path, kernel_name: str, parameters: dict[str, Any], *,
+                     key: tuple = (), cwd: Path | None = None) -> str | None:
+    """Execute ``notebook`` with papermill in this thread's warm kernel; the error text, or None.
+
+    ``key`` names what the kernel's environment depends on (catalog, data
+    directory): another key gets another kernel. A failed notebook's kernel is
+    replaced, so that a retry starts from a fresh one.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    _register_engine()
+    kernel = warm_kernel()
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel_name, parameters=parameters,
+                                   progress_bar=False, log_output=False, cwd=None if cwd is None else str(cwd),
+                                   report_mode=False, engine_name=ENGINE,
+                                   warm_kernel=kernel.prepare(kernel_name, (kernel_name, *key)))
+        return None
+    except PapermillExecutionError as exc:
+        error = f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, notebook unreadable...
+        error = f"{type(exc).__name__}: {exc}"
+    kernel.shutdown()
+    return error
+
+
 def _delete_stale(catalog, observation_id: int, step: str, campaign_id: int, data_dir: Path) -> None:
     """Remove rows (and product folders) of unfinished or failed runs of this step in this campaign."""
     from hcdc.catalog.models import Reduction
@@ -185,9 +346,6 @@ def run_chain(task: ChainTask) -> ChainResult:
 
 
 def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     from hcdc.catalog.models import Reduction
     from hcdc.pipeline.steps import parse_parameters, step_specs
     from hcdc.processing import start_reduction
@@ -227,17 +385,10 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
             row = session.get(Reduction, reduction_id)
             row.notebook_path, row.log_path, row.attempts = str(executed), str(log_path), attempt
         t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(notebook_source(step, work)), str(executed), kernel_name=task.kernel,
-                parameters={"observation_id": task.observation_id, "parameters": json.dumps(params.to_dict()),
-                            "reduction_id": reduction_id},
-                progress_bar=False, log_output=False, cwd=str(reports), report_mode=False)
-            error = None
-        except PapermillExecutionError as exc:
-            error = f"{exc.ename}: {exc.evalue}"
-        except Exception as exc:  # kernel died, notebook unreadable...
-            error = f"{type(exc).__name__}: {exc}"
+        error = execute_notebook(notebook_source(step, work), executed, task.kernel,
+                                 {"observation_id": task.observation_id,
+                                  "parameters": json.dumps(params.to_dict()), "reduction_id": reduction_id},
+                                 key=(task.catalog_url, task.data_dir), cwd=reports)
         elapsed = time.perf_counter() - t0
         html = render_html(executed) if executed.exists() else None
         with catalog.session() as session:
@@ -249,13 +400,15 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
             status, compute = row.status, (
                 (row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None)
             row_error = row.error
+            science = row.science_seconds
         log_path.write_text(json.dumps({"step": step, "observation_id": task.observation_id, "attempt": attempt,
                                         "papermill_run_id": run_id, "status": status, "seconds": elapsed,
                                         "error": error or (row_error if status == "failed" else None)}, indent=1))
         if status == "done":
             _join_campaign(catalog, task.campaign_id, reduction_id)
             return StepResult(task.observation_id, step, "done", reduction_id, None,
-                              time.perf_counter() - started, compute, attempt)
+                              time.perf_counter() - started, compute_seconds=compute, science_seconds=science,
+                              attempts=attempt)
         error = row_error or error
     return StepResult(task.observation_id, step, "failed", reduction_id, error, time.perf_counter() - started,
-                      None, task.retries + 1)
+                      attempts=task.retries + 1)
