@@ -90,3 +90,50 @@ def test_candidates_are_sorted_and_separated():
                 assert np.hypot(a.x - b.x, a.y - b.y) >= 4.0 - 1.5    # one FWHM apart (sub-pixel refits)
     assert detect_candidates(pca_adi(cube, angles, 4).residuals, 4.0, max_candidates=1).candidates[0] == \
         det.candidates[0]
+
+
+def gaussian_psf(fwhm: float = 4.0) -> np.ndarray:
+    """A 15x15 Gaussian PSF, flux 1 in a 1xFWHM aperture."""
+    from reduction.postproc import aperture_sums
+
+    yy, xx = np.mgrid[:15, :15]
+    psf = np.exp(-((xx - 7) ** 2 + (yy - 7) ** 2) / (2 * (fwhm / 2.3548) ** 2))
+    return psf / aperture_sums(psf, [7], [7], fwhm / 2)[0]
+
+
+def _xy(separation: float, theta_deg: float, shape=(61, 61)) -> tuple[float, float]:
+    cy, cx = star_centre(shape)
+    return cx + separation * np.cos(np.deg2rad(theta_deg)), cy + separation * np.sin(np.deg2rad(theta_deg))
+
+
+@pytest.mark.parametrize("seed, flux", [(0, 300.0), (1, 1000.0), (3, 1000.0), (4, 3000.0)])
+def test_one_candidate_for_one_bright_companion(seed, flux):
+    """A bright companion raises several S/N maxima (its wings, the PCA lobes) 1-2 FWHM apart: one candidate."""
+    from reduction.postproc import inject_companions
+
+    fwhm = 4.0
+    cube = noise_cube(seed)
+    angles = np.linspace(-40, 40, cube.shape[0])
+    cube = inject_companions(cube, gaussian_psf(fwhm), angles, flux, 15.0, 60.0)
+    det = detect_candidates(pca_adi(cube, angles, 4).residuals, fwhm)
+    assert len(det.candidates) == 1
+    x, y = _xy(15.0, 60.0)
+    assert np.hypot(det.candidates[0].x - x, det.candidates[0].y - y) < fwhm / 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_two_companions_more_than_2_fwhm_apart_give_two_candidates(seed):
+    """Radially 9 px (2.25 FWHM) apart, their S/N regions touch: still two candidates, one on each."""
+    from reduction.postproc import inject_companions
+
+    fwhm = 4.0
+    cube = noise_cube(seed)
+    angles = np.linspace(-40, 40, cube.shape[0])
+    psf = gaussian_psf(fwhm)
+    cube = inject_companions(cube, psf, angles, 1000.0, 12.0, 30.0)
+    cube = inject_companions(cube, psf, angles, 300.0, 21.0, 30.0)
+    det = detect_candidates(pca_adi(cube, angles, 4).residuals, fwhm)
+    assert len(det.candidates) == 2
+    for separation in (12.0, 21.0):
+        x, y = _xy(separation, 30.0)
+        assert min(np.hypot(c.x - x, c.y - y) for c in det.candidates) < fwhm / 2

@@ -1,11 +1,19 @@
 """Automatic candidate extraction from an S/N map.
 
 Local maxima of the S/N map above a threshold (on the Student-t S/N, or on its
-Gaussian-equivalent significance), at least one FWHM apart, become candidates;
-each gets a sub-pixel position (the 1xFWHM-aperture flux peak within one FWHM
-of the S/N peak, refined by a 2-D Gaussian fit of the final image, as
+Gaussian-equivalent significance) become candidates, brightest first; each gets
+a sub-pixel position (the 1xFWHM-aperture flux peak within one FWHM of the S/N
+peak, refined by a 2-D Gaussian fit of the final image, as
 ``vip_hci.metrics.detection`` fits the peaks), its S/N measured there, and its
 false-positive fraction from the small-sample statistics (Mawet et al. 2014).
+
+A bright source raises several local maxima of the S/N map (its wings, the
+lobes of the PCA self-subtraction), all in one connected region above the
+threshold, whose refined positions fall within a few pixels of each other. A
+peak is therefore dropped when its refined position is within one FWHM of a
+brighter candidate, or within two FWHM of a brighter candidate of the same
+region (not resolved from it): one candidate per source, while two sources
+more than 2 FWHM apart stay two.
 """
 
 from __future__ import annotations
@@ -85,7 +93,9 @@ def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = 
         Apply the threshold to the Student-t S/N of the map, or to its
         Gaussian-equivalent significance (sigma) at each separation.
     min_separation : float, optional
-        Minimum distance between candidates (default 1 FWHM).
+        Minimum distance between the refined positions of two candidates
+        (default 1 FWHM), twice that within one connected region of the map
+        above the threshold; the fainter one is dropped.
     max_candidates : int, optional
         Keep only the brightest ones.
     tolerance : float
@@ -106,19 +116,24 @@ def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = 
     min_sep = fwhm if min_separation is None else float(min_separation)
     work = np.where(np.isfinite(smap) & (smap != 0), smap, -np.inf)
     score = work if threshold_on == "snr" else significance_map(work, fwhm)
-    peaks = (work == ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf)) & (score >= threshold)
+    above = score >= threshold
+    peaks = (work == ndimage.maximum_filter(work, size=3, mode="constant", cval=-np.inf)) & above
+    regions, _ = ndimage.label(above, structure=np.ones((3, 3), dtype=bool))
     py, px = np.nonzero(peaks)
-    order = np.argsort(work[py, px])[::-1]
-    chosen: list[tuple[int, int]] = []
-    for i in order:
-        if all(np.hypot(py[i] - y, px[i] - x) >= min_sep for y, x in chosen):
-            chosen.append((int(py[i]), int(px[i])))
-        if max_candidates is not None and len(chosen) >= max_candidates:
-            break
+    order = np.argsort(work[py, px], kind="stable")[::-1]
     cy, cx = star_centre(frame.shape)
-    candidates = []
-    for y_pk, x_pk in chosen:
+    candidates: list[Candidate] = []
+    kept_regions: list[int] = []
+    for i in order:
+        if max_candidates is not None and len(candidates) >= max_candidates:
+            break
+        y_pk, x_pk = int(py[i]), int(px[i])
         ys, xs = _subpixel(frame, _brightest_near(frame, (y_pk, x_pk), fwhm), fwhm)
+        # the peaks of one source converge on it once refined (so compare refined positions, not peaks)
+        region = int(regions[y_pk, x_pk])
+        if any(np.hypot(ys - c.y, xs - c.x) < (2 * min_sep if r == region else min_sep)
+               for c, r in zip(candidates, kept_regions)):
+            continue
         try:
             measurement = snr(np.nan_to_num(frame, nan=0.0), (xs, ys), fwhm)
             value, fpf, sig, n = measurement.snr, measurement.fpf, measurement.significance, measurement.n_apertures
@@ -131,5 +146,6 @@ def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = 
                                     theta_deg=theta, pa_deg=theta_to_pa(theta), snr=float(value),
                                     peak_snr=float(smap[y_pk, x_pk]), fpf=float(fpf), significance=float(sig),
                                     n_apertures=int(n)))
+        kept_regions.append(region)
     return DetectionResult(candidates=tuple(candidates), snr_map=smap, threshold=float(threshold),
                            threshold_on=threshold_on, fwhm=float(fwhm))
