@@ -315,6 +315,7 @@ def provenance(reduction_id, detection_id, limit_id, product_id) -> None:
             "notebook": reduction.notebook_path, "report": reduction.report_path, "log": reduction.log_path,
             "started": reduction.started_at.isoformat() if reduction.started_at else None,
             "finished": reduction.finished_at.isoformat() if reduction.finished_at else None,
+            "science_seconds": reduction.science_seconds,
             "error": reduction.error, "products": [{"kind": p.kind, "path": p.path, "sha256": p.sha256}
                                                    for p in reduction.products],
             "rerun": f"hcdc rerun {reduction.id}",

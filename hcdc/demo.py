@@ -55,20 +55,20 @@ def main() -> int:
     if not (archive / "truth.json").exists():
         from reduction.simulator import simulate_archive
 
-        say(f"1/4 simulating {DEMO_NIGHTS} nights of SPHERE IRDIS/IFS raw data (seed {DEMO_SEED}, "
+        say(f"1/5 simulating {DEMO_NIGHTS} nights of SPHERE IRDIS/IFS raw data (seed {DEMO_SEED}, "
             f"{DEMO_WINDOW}-px windows) ...")
         started = time.perf_counter()
         simulate_archive(archive, nights=DEMO_NIGHTS, seed=DEMO_SEED, window=DEMO_WINDOW,
                          progress=sys.stderr.isatty())
         say(f"    done in {time.perf_counter() - started:.0f} s")
     else:
-        say(f"1/4 simulated archive already in {archive} (delete it to simulate again)")
+        say(f"1/5 simulated archive already in {archive} (delete it to simulate again)")
     targets = archive / "targets.ecsv"
     if not targets.exists():
         write_target_table(archive / "truth.json", targets)
 
     catalog = Catalog(settings.resolved_catalog_url)
-    say("2/4 ingesting the raw archive ...")
+    say("2/5 ingesting the raw archive ...")
     report = ingest(archive / "raw", catalog, programmes=archive / "programmes.ecsv", targets=targets,
                     progress=sys.stderr.isatty(), batch_size=settings.ingest_batch_size,
                     workers=settings.ingest_workers, default_proprietary_months=settings.proprietary_months)
@@ -78,7 +78,7 @@ def main() -> int:
     reference = settings.reference_data
     naco = reference / "naco_betapic" if reference else None
     if naco is not None and (naco / "naco_betapic_cube.fits").exists():
-        say("3/4 registering the real NACO L' beta Pic cube (external, calibrated) ...")
+        say("3/5 registering the real NACO L' beta Pic cube (external, calibrated) ...")
         result = register_external(catalog, ExternalCube(
             cube=naco / "naco_betapic_cube.fits", angles=naco / "naco_betapic_pa.fits",
             psf=naco / "naco_betapic_psf.fits", pixel_scale_arcsec=0.02719, instrument="NACO",
@@ -86,7 +86,7 @@ def main() -> int:
             reference="Absil et al. 2013, A&A 559, L12; VIP tutorial cube"), data_dir)
         say(f"    observation {result.observation_id} ({'new' if result.created else 'already there'})")
     else:
-        say("3/4 reference data not found: the NACO beta Pic cube is not registered "
+        say("3/5 reference data not found: the NACO beta Pic cube is not registered "
             "(set HCDC_REFERENCE_DATA)")
 
     say("4/5 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")

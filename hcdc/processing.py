@@ -177,7 +177,10 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
                       "git_commit": git_commit(), "params_sha256": params.fingerprint(),
                       "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
                       "date": started.isoformat(timespec="seconds") if started else None}
+        t0 = time.perf_counter()
         paths = write_products(result, out_dir, provenance)
+        # the science time covers what a plain script would do too: compute and write the products
+        science_seconds += time.perf_counter() - t0
         problems = result.problems
         n_frames, n_rejected = len(result.frames), result.n_rejected
         status = "done"
@@ -195,7 +198,8 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
                                                   release_date=release,
                                                   meta=_cube_summary(result) if kind == "cube" else None))
             _record_calibrations(session, result, files.instrument, files.filter, data_dir, reduction)
-    _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None), science_seconds)
+    _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None),
+            science_seconds if status == "done" else None)
     return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
                              problems=problems, error=error, products={k: str(v) for k, v in paths.items()},
                              n_frames=n_frames, n_rejected=n_rejected)
@@ -214,10 +218,11 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
     """Write each reduced calibration once (keyed on its input files) and record it."""
     folder = data_dir / "calibrations" / instrument
     folder.mkdir(parents=True, exist_ok=True)
-    existing = {(c.kind, (c.quality or {}).get("inputs_sha256")) for c in
-                session.scalars(select(Calibration).where(Calibration.instrument == instrument))}
+    fingerprints = {name: _fingerprint(c.input_sha256) for name, c in result.reduced_calibrations.items()}
+    existing = set(session.execute(select(Calibration.kind, Calibration.inputs_sha256).where(
+        Calibration.instrument == instrument, Calibration.inputs_sha256.in_(set(fingerprints.values())))).all())
     for name, calibration in result.reduced_calibrations.items():
-        fingerprint = _fingerprint(calibration.input_sha256)
+        fingerprint = fingerprints[name]
         if (calibration.kind, fingerprint) in existing:
             continue
         path = folder / f"{calibration.kind}_{fingerprint[:12]}.fits"
@@ -245,7 +250,7 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
             instrument=instrument, kind=calibration.kind, dit_s=calibration.dit_s,
             filter=filter_ if calibration.kind in ("master_flat", "master_background", "master_sky") else None,
             night=None if date_obs is None else by_name(instrument).night_of(date_obs), date_obs=date_obs,
-            product_id=product.id,
+            product_id=product.id, inputs_sha256=fingerprint,
             quality={**{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                         for k, v in calibration.quality.items()}, "inputs_sha256": fingerprint}))
         existing.add((calibration.kind, fingerprint))

@@ -35,3 +35,26 @@ def test_upgrade_through_every_revision_then_down(catalog_url):
 
 def test_catalog_opens_at_head(catalog):
     assert current_revision(catalog.engine) == head_revision()
+
+
+def test_0005_moves_calibration_fingerprints_into_their_column(catalog_url):
+    """Calibrations recorded before 0005 keep being found by their inputs after the upgrade."""
+    upgrade(catalog_url, "0004")
+    engine = make_engine(catalog_url)
+    with engine.begin() as connection:
+        if not connection.execute(sa.text("SELECT count(*) FROM instruments WHERE name = 'SPHERE-IRDIS'")).scalar():
+            connection.execute(sa.text("INSERT INTO instruments (name, telescope, pixel_scale_mas, "
+                                       "site_latitude_deg, site_longitude_deg) "
+                                       "VALUES ('SPHERE-IRDIS', 'VLT-UT3', 12.25, -24.6, -70.4)"))
+        connection.execute(sa.text("INSERT INTO calibrations (instrument, kind, quality, created_at) VALUES "
+                                   "('SPHERE-IRDIS', 'master_dark', :q, CURRENT_TIMESTAMP)"),
+                           {"q": '{"dark_level_adu": 1000.0, "inputs_sha256": "' + "ab" * 32 + '"}'})
+        connection.execute(sa.text("INSERT INTO calibrations (instrument, kind, quality, created_at) VALUES "
+                                   "('SPHERE-IRDIS', 'master_flat', NULL, CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    upgrade(catalog_url, "0005")
+    engine = make_engine(catalog_url)
+    with engine.connect() as connection:
+        rows = dict(connection.execute(sa.text("SELECT kind, inputs_sha256 FROM calibrations")).all())
+    engine.dispose()
+    assert rows == {"master_dark": "ab" * 32, "master_flat": None}

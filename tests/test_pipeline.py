@@ -84,6 +84,9 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
                        Reduction.observation_id == observation.id))
             assert reduction is not None and reduction.status == "done"
             assert Path(reduction.notebook_path).is_file() and Path(reduction.report_path).is_file()
+            # the science time is measured apart and is part of the step's recorded time
+            elapsed = (reduction.finished_at - reduction.started_at).total_seconds()
+            assert 0 < reduction.science_seconds <= elapsed
             # candidates above 5 sigma; those flagged low-rotation (arc < 1 FWHM) are not detections
             detections = session.scalars(select(Detection).where(Detection.reduction_id == reduction.id,
                                                                  Detection.snr >= 5,

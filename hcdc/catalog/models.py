@@ -351,7 +351,8 @@ class Reduction(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(_dt())
     finished_at: Mapped[datetime | None] = mapped_column(_dt())
-    #: wall time of the science call alone (the rest of the step's time is the pipeline's overhead)
+    #: wall time of the science: computing and writing the products (the rest of the step's time is
+    #: the pipeline's: kernel, papermill, provenance, database, figures, report)
     science_seconds: Mapped[float | None] = mapped_column(Float)
     release_date: Mapped[date | None] = mapped_column(Date)
 
@@ -392,6 +393,8 @@ class Calibration(Base):
     date_obs: Mapped[datetime | None] = mapped_column(_dt())
     product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id", ondelete="SET NULL"))
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: sha256 over the sorted sha256s of the raw files it was made from: one row per kind and inputs
+    inputs_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
 
 
