@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from astropy.io import fits
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hcdc.catalog import Catalog  # noqa: E402
@@ -83,6 +85,8 @@ def overhead(work: Path) -> dict:
         t0 = time.perf_counter()
         result = preprocess_observation(files)
         write_products(result, work / "in-process-products")
+        for name, calibration in result.reduced_calibrations.items():  # new masters are products too
+            fits.PrimaryHDU(calibration.image).writeto(work / "in-process-products" / f"{name}.fits", overwrite=True)
         science_pre = time.perf_counter() - t0
         t0 = time.perf_counter()
         for band in range(result.cube.shape[0]):

@@ -197,7 +197,8 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
                                                   sha256=sha256_file(path), size_bytes=path.stat().st_size,
                                                   release_date=release,
                                                   meta=_cube_summary(result) if kind == "cube" else None))
-            _record_calibrations(session, result, files.instrument, files.filter, data_dir, reduction)
+            science_seconds += _record_calibrations(session, result, files.instrument, files.filter, data_dir,
+                                                    reduction)
     _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None),
             science_seconds if status == "done" else None)
     return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
@@ -214,8 +215,12 @@ def _cube_summary(result) -> dict:
 
 
 def _record_calibrations(session, result, instrument: str, filter_: str, data_dir: Path,
-                         reduction: Reduction) -> None:
-    """Write each reduced calibration once (keyed on its input files) and record it."""
+                         reduction: Reduction) -> float:
+    """Write each reduced calibration once (keyed on its input files) and record it.
+
+    Returns the seconds spent writing the FITS files (products, part of the science time).
+    """
+    writing = 0.0
     folder = data_dir / "calibrations" / instrument
     folder.mkdir(parents=True, exist_ok=True)
     fingerprints = {name: _fingerprint(c.input_sha256) for name, c in result.reduced_calibrations.items()}
@@ -234,7 +239,9 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
             if isinstance(value, (int, float)) and np.isfinite(value):
                 header[f"HIERARCH HCDC Q {key.upper()}"] = value
         header["HIERARCH HCDC INPUTS"] = fingerprint
+        t0 = time.perf_counter()
         fits.PrimaryHDU(calibration.image, header=header).writeto(path, overwrite=True)
+        writing += time.perf_counter() - t0
         product = Product(observation_id=None, kind=calibration.kind, path=str(path), sha256=sha256_file(path),
                           size_bytes=path.stat().st_size, release_date=None,
                           meta={"inputs_sha256": list(calibration.input_sha256)})
@@ -254,3 +261,4 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
             quality={**{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                         for k, v in calibration.quality.items()}, "inputs_sha256": fingerprint}))
         existing.add((calibration.kind, fingerprint))
+    return writing

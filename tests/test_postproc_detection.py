@@ -137,3 +137,21 @@ def test_two_companions_more_than_2_fwhm_apart_give_two_candidates(seed):
     for separation in (12.0, 21.0):
         x, y = _xy(separation, 30.0)
         assert min(np.hypot(c.x - x, c.y - y) for c in det.candidates) < fwhm / 2
+
+
+def test_no_candidate_on_the_star_residual():
+    """A bright uncorrected stellar core must not turn a nearby S/N peak into a candidate at the star.
+
+    Within one FWHM of the star the S/N is not defined (vip's snrmap domain); a peak
+    just outside must not be refined onto the core.
+    """
+    fwhm = 4.0
+    frame = noise_cube(7)[0] * 0.2
+    cy, cx = star_centre(frame.shape)
+    yy, xx = np.mgrid[:frame.shape[0], :frame.shape[1]]
+    sigma = fwhm / 2.3548
+    frame = frame + 400 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))  # residual core
+    frame = frame + 40 * np.exp(-((xx - cx - 14) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))  # a companion
+    det = detect_candidates(frame, fwhm, threshold=3.0, threshold_on="snr")
+    assert all(c.separation_px >= fwhm for c in det.candidates), [(c.x, c.y) for c in det.candidates]
+    assert any(abs(c.x - cx - 14) <= 1 and abs(c.y - cy) <= 1 for c in det.candidates)

@@ -53,7 +53,11 @@ def _brightest_near(frame: np.ndarray, peak_yx: tuple[int, int], fwhm: float) ->
     y0, x0 = max(py - reach, 0), max(px - reach, 0)
     y1, x1 = min(py + reach + 1, frame.shape[0]), min(px + reach + 1, frame.shape[1])
     yy, xx = np.mgrid[y0:y1, x0:x1]
-    near = np.hypot(yy - py, xx - px) <= fwhm
+    cy, cx = star_centre(frame.shape)
+    # not into the star's own residual: within one FWHM of the star the S/N is not defined
+    near = (np.hypot(yy - py, xx - px) <= fwhm) & (np.hypot(yy - cy, xx - cx) >= fwhm)
+    if not near.any():
+        return py, px
     fluxes = aperture_sums(np.nan_to_num(frame, nan=0.0), xx[near].astype(float), yy[near].astype(float), fwhm / 2)
     best = int(np.argmax(fluxes))
     return int(yy[near][best]), int(xx[near][best])
@@ -129,6 +133,8 @@ def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = 
             break
         y_pk, x_pk = int(py[i]), int(px[i])
         ys, xs = _subpixel(frame, _brightest_near(frame, (y_pk, x_pk), fwhm), fwhm)
+        if np.hypot(ys - cy, xs - cx) < fwhm:
+            continue  # refined onto the star's residual, where no S/N is defined (vip's snrmap domain)
         # the peaks of one source converge on it once refined (so compare refined positions, not peaks)
         region = int(regions[y_pk, x_pk])
         if any(np.hypot(ys - c.y, xs - c.x) < (2 * min_sep if r == region else min_sep)
