@@ -97,23 +97,12 @@ class StepOutcome:
         return "\n".join(lines)
 
     def figure(self):
-        """The figures a person checks for this step, as a PNG image for the notebook and its report.
-
-        Rendered once here (the inline backend would lay the figure out a second time to
-        crop it); :mod:`hcdc.pipeline.figures` gives the matplotlib figures themselves.
-        """
-        import io
-
-        import matplotlib.pyplot as plt
-        from IPython.display import Image
-
+        """The figures a person checks for this step (matplotlib; shown inline and in the report)."""
         from hcdc.pipeline import figures
 
-        fig = (figures.preprocess_figure if self.step == "preprocess" else figures.postprocess_figure)(self.products)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=figures.DPI)
-        plt.close(fig)
-        return Image(data=buffer.getvalue(), format="png")
+        if self.step == "preprocess":
+            return figures.preprocess_figure(self.products)
+        return figures.postprocess_figure(self.products)
 
 
 def run_step(step: str, observation_id: int, parameters: str | dict | StepParameters | None = None, *,
