@@ -205,7 +205,7 @@ class _Reader:
     """Reads an observation's files ahead, in the order they will be needed, in background threads.
 
     At most ``ahead`` files are read and not yet used at any time; a file asked for
-    out of order is read at once.
+    out of order is queued at once, behind the reads already under way.
     """
 
     def __init__(self, paths: Sequence[Path], ahead: int = _AHEAD):
@@ -300,7 +300,7 @@ class ReducedCalibration:
 #: observations of one night share their darks, flats and skies, and a pipeline worker
 #: processes many of them.
 _MASTERS: "OrderedDict[tuple, Any]" = OrderedDict()
-_MASTERS_MAX = 32
+_MASTERS_MAX = 12  # a warm pipeline kernel keeps them: ~12 MB each for full-frame IRDIS
 
 
 def _cached_master(kind: str, raws: Sequence[_Raw], make):
@@ -395,7 +395,7 @@ def calibrate_frames(data: np.ndarray, dit: float, calibrations: _Calibrations, 
     """
     key = round(dit, 2)
     cut = (slice(None), slice(None)) if region is None else region
-    data = data[..., cut[0], cut[1]]
+    full, data = data, data[..., cut[0], cut[1]]
     if key in calibrations.skies:
         frames = data - calibrations.skies[key][cut]
     elif key in calibrations.backgrounds:
@@ -403,7 +403,7 @@ def calibrate_frames(data: np.ndarray, dit: float, calibrations: _Calibrations, 
         if what == "science":
             problems.append(f"no SKY with DIT {key:.2f} s: science frames background-subtracted only")
     else:
-        frames = data - np.median(data, axis=(-2, -1), keepdims=True)
+        frames = data - np.median(full, axis=(-2, -1), keepdims=True)  # the whole frame's level, as uncut
         problems.append(f"no SKY, BACKGROUND or DARK with DIT {key:.2f} s for the {what} frames: "
                         "only the median level was subtracted")
     if calibrations.flat is not None:
@@ -610,7 +610,8 @@ def _science_headers(paths: Sequence[Path], problems: list[str]) -> list[RawHead
         try:
             head = read_raw_header_only(path)
             SphereIrdis.parse_date(head.header, str(path))
-        except (RawFileError, OSError, ValueError) as exc:
+            SphereIrdis._value(head.header, "dit", str(path), required=True)
+        except (RawFileError, OSError, ValueError, KeyError) as exc:
             problems.append(f"{Path(path).name}: unreadable, skipped ({exc})")
             continue
         if len(head.shape) not in (2, 3):
@@ -652,7 +653,8 @@ def _preprocess(files: ObservationFiles, params: PreprocessParameters, instrumen
     if centre_raws:
         centre_images = []
         for raw in centre_raws:
-            # calibration is linear: calibrating the file's mean frame once is the same and n times cheaper
+            # calibrating the file's mean frame once is n times cheaper; the subtraction and the flat
+            # are linear, and the bad-pixel median on the mean frame is as good for the spots
             mean = raw.data.mean(axis=0, keepdims=True)
             centre_images.append(calibrate_frames(mean, _dit(raw), calibrations, box, "CENTER", problems)[0])
         _release(centre_raws)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 from sqlalchemy import func, select
@@ -84,6 +85,10 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
                        Reduction.observation_id == observation.id))
             assert reduction is not None and reduction.status == "done"
             assert Path(reduction.notebook_path).is_file() and Path(reduction.report_path).is_file()
+            # the figures a person checks are in the executed notebook (an image, not a figure's repr)
+            executed = nbformat.read(reduction.notebook_path, as_version=4)
+            assert any("image/png" in output.get("data", {}) for cell in executed.cells
+                       if cell.cell_type == "code" for output in cell.get("outputs", []))
             # the science time is measured apart and is part of the step's recorded time
             elapsed = (reduction.finished_at - reduction.started_at).total_seconds()
             assert 0 < reduction.science_seconds <= elapsed

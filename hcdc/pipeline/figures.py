@@ -67,7 +67,8 @@ def preprocess_figure(products: dict[str, str]):
     ax.set_ylabel("derotation angle (deg)")
     ax.legend()
     ax.set_title(f"{ok.sum()} frames kept, {(~ok).sum()} rejected")
-    fig.tight_layout()
+    # fixed margins: a tight layout measures every text once more (a third of this figure's time)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.14, top=0.9, wspace=0.18)
     return fig
 
 

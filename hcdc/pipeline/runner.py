@@ -53,7 +53,8 @@ ENGINE = "hcdc-warm-kernel"
 #: Run in the kernel after each notebook: forget the notebook's names, then move what survives
 #: (modules, caches) out of the garbage collector's view, so that the collections triggered
 #: during the next step no longer walk the whole imported stack (tens of ms each).
-_RESET = "get_ipython().reset(new_session=True)\nimport gc as _gc\n_gc.collect()\n_gc.freeze()\ndel _gc"
+_RESET = ("get_ipython().reset(new_session=True)\nimport gc as _gc\nimport matplotlib.pyplot as _plt\n"
+          "_plt.close('all')\n_gc.collect()\n_gc.freeze()\ndel _gc, _plt")
 
 
 class WarmKernel:
@@ -67,8 +68,12 @@ class WarmKernel:
         self.runs = 0
         atexit.register(self.shutdown)
 
-    def prepare(self, kernel_name: str, key: tuple) -> "WarmKernel":
-        """Ready for the next notebook: the warm kernel, reset, or a new one (started by nbclient)."""
+    def prepare(self, kernel_name: str, key: tuple, env: dict[str, str] | None = None) -> "WarmKernel":
+        """Ready for the next notebook: the warm kernel, reset, or a new one started with ``env`` added.
+
+        The environment is given to the kernel explicitly, not through this process's
+        ``os.environ``, which other worker threads may be changing.
+        """
         from jupyter_client import KernelManager
 
         if self.km is not None and (self.key != key or self.runs >= KERNEL_REUSE or not self.km.is_alive()):
@@ -77,6 +82,7 @@ class WarmKernel:
             self.shutdown()
         if self.km is None:
             self.km = KernelManager(kernel_name=kernel_name)
+            self.km.start_kernel(env={**os.environ, **(env or {})})
             self.key, self.runs = key, 0
         self.runs += 1
         return self
@@ -284,12 +290,13 @@ def render_html(notebook: Path) -> Path | None:
 
 
 def execute_notebook(notebook: Path, executed: Path, kernel_name: str, parameters: dict[str, Any], *,
-                     key: tuple = (), cwd: Path | None = None) -> str | None:
+                     key: tuple = (), env: dict[str, str] | None = None) -> str | None:
     """Execute ``notebook`` with papermill in this thread's warm kernel; the error text, or None.
 
     ``key`` names what the kernel's environment depends on (catalog, data
-    directory): another key gets another kernel. A failed notebook's kernel is
-    replaced, so that a retry starts from a fresh one.
+    directory), ``env`` gives it (added to this process's environment when a
+    kernel starts): another key gets another kernel. A failed notebook's kernel
+    is replaced, so that a retry starts from a fresh one.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -298,9 +305,8 @@ def execute_notebook(notebook: Path, executed: Path, kernel_name: str, parameter
     kernel = warm_kernel()
     try:
         papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel_name, parameters=parameters,
-                                   progress_bar=False, log_output=False, cwd=None if cwd is None else str(cwd),
-                                   report_mode=False, engine_name=ENGINE,
-                                   warm_kernel=kernel.prepare(kernel_name, (kernel_name, *key)))
+                                   progress_bar=False, log_output=False, report_mode=False, engine_name=ENGINE,
+                                   warm_kernel=kernel.prepare(kernel_name, (kernel_name, *key), env))
         return None
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
@@ -402,7 +408,8 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         error = execute_notebook(notebook_source(step, work), executed, task.kernel,
                                  {"observation_id": task.observation_id,
                                   "parameters": json.dumps(params.to_dict()), "reduction_id": reduction_id},
-                                 key=(task.catalog_url, task.data_dir), cwd=reports)
+                                 key=(task.catalog_url, task.data_dir),
+                                 env={"HCDC_CATALOG_URL": task.catalog_url, "HCDC_DATA_DIR": task.data_dir})
         elapsed = time.perf_counter() - t0
         html = render_html(executed) if executed.exists() else None
         with catalog.session() as session:
@@ -410,6 +417,7 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
             row.report_path = str(html) if html else None
             if error and row.status != "failed":
                 row.status, row.error = "failed", error
+                row.science_seconds = None
                 row.finished_at = datetime.now(timezone.utc)
             status, compute = row.status, (
                 (row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None)

@@ -97,12 +97,26 @@ class StepOutcome:
         return "\n".join(lines)
 
     def figure(self):
-        """The figures a person checks for this step (matplotlib; shown inline and in the report)."""
+        """The figures a person checks for this step, as a PNG image (in the notebook and its HTML report).
+
+        Rendered here and the matplotlib figure closed: the figure functions use the Agg
+        backend (they also run outside kernels), whose figures a notebook would show as
+        text only, and a warm kernel must not accumulate open figures.
+        """
+        import io
+
+        import matplotlib.pyplot as plt
+        from IPython.display import Image
+
         from hcdc.pipeline import figures
 
-        if self.step == "preprocess":
-            return figures.preprocess_figure(self.products)
-        return figures.postprocess_figure(self.products)
+        fig = (figures.preprocess_figure if self.step == "preprocess" else figures.postprocess_figure)(self.products)
+        buffer = io.BytesIO()
+        try:
+            fig.savefig(buffer, format="png", dpi=figures.DPI, pil_kwargs={"compress_level": 1})
+        finally:
+            plt.close(fig)
+        return Image(data=buffer.getvalue(), format="png")
 
 
 def run_step(step: str, observation_id: int, parameters: str | dict | StepParameters | None = None, *,
