@@ -447,7 +447,7 @@ def coarse_waffle_centre(image: np.ndarray, separation_px: float, guess_xy: tupl
     Gaussians at the spots' offsets.
     """
     # white top-hat (see find_waffle_centre), then a 3x3 median against hot pixels
-    highpass = image - ndimage.grey_opening(image, size=max(9, int(separation_px / 3) | 1), mode="nearest")
+    highpass = ndimage.white_tophat(image, size=max(9, int(separation_px / 3) | 1), mode="nearest")
     highpass = np.clip(ndimage.median_filter(highpass, size=3), 0, None)
     ny, nx = image.shape
     kernel = np.zeros((ny, nx))
@@ -605,11 +605,11 @@ def preprocess_observation(files: ObservationFiles,
 
 def _science_headers(paths: Sequence[Path], problems: list[str]) -> list[RawHeader]:
     """The science files' headers in time order, checked (pixels are read later, one file at a time)."""
-    heads = []
+    heads, dates = [], {}
     for path in paths:
         try:
             head = read_raw_header_only(path)
-            SphereIrdis.parse_date(head.header, str(path))
+            dates[head.path] = SphereIrdis.parse_date(head.header, str(path))
             SphereIrdis._value(head.header, "dit", str(path), required=True)
         except (RawFileError, OSError, ValueError, KeyError) as exc:
             problems.append(f"{Path(path).name}: unreadable, skipped ({exc})")
@@ -626,7 +626,7 @@ def _science_headers(paths: Sequence[Path], problems: list[str]) -> list[RawHead
         if head.shape[-2:] != shape:
             problems.append(f"{Path(head.path).name}: frame shape {head.shape[-2:]} differs from {shape}, skipped")
     heads = [h for h in heads if h.shape[-2:] == shape]
-    return sorted(heads, key=lambda h: SphereIrdis.parse_date(h.header, h.path))
+    return sorted(heads, key=lambda h: dates[h.path])
 
 
 def _preprocess(files: ObservationFiles, params: PreprocessParameters, instrument, reader: _Reader,
@@ -718,7 +718,7 @@ def _preprocess(files: ObservationFiles, params: PreprocessParameters, instrumen
                 cx, cy = centres_file[band]
                 frames_per_band[band].append(centred_crop(calibrated, (cx - x0, cy - y0), crop))
             names.extend((raw.path.name, i) for i in range(raw.n_frames))
-            raw.data = None  # the crops are all that is needed from now on: free the full frames
+            _release([raw])  # the crops are all that is needed from now on: free the full frames
             science.append(raw)
     if not science:
         raise PreprocessingError("no readable OBJECT (science) file")
