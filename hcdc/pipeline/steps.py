@@ -110,7 +110,9 @@ class StepOutcome:
 
         from hcdc.pipeline import figures
 
-        fig = (figures.preprocess_figure if self.step == "preprocess" else figures.postprocess_figure)(self.products)
+        if self.step == "preprocess":
+            return Image(data=figures.preprocess_image(self.products), format="png")
+        fig = figures.postprocess_figure(self.products)
         buffer = io.BytesIO()
         try:
             fig.savefig(buffer, format="png", dpi=figures.DPI, pil_kwargs={"compress_level": 1})
