@@ -187,7 +187,8 @@ def register_reduced(cube, angles, psf, pixel_scale, instrument, target, night, 
 
 @main.command()
 @click.option("--observation", "observation_ids", multiple=True, type=int,
-              help="Observation id (repeatable). Default: every raw IRDIS observation without a done pre-processing.")
+              help="Observation id (repeatable). Default: every raw SPHERE (IRDIS and IFS) observation without a "
+                   "done pre-processing.")
 @click.option("--redo", is_flag=True, help="Pre-process again even when a done reduction exists.")
 def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
     """Calibrate and centre raw observations into ADI cubes (products + catalog rows).
@@ -208,8 +209,8 @@ def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
             for missing in sorted(set(ids) - known):
                 raise click.ClickException(f"no observation {missing} in the catalog ({cat.url})")
         else:
-            ids = list(session.scalars(select(Observation.id).where(Observation.origin == "raw",
-                                                                    Observation.instrument == "SPHERE-IRDIS")
+            ids = list(session.scalars(select(Observation.id).where(
+                Observation.origin == "raw", Observation.instrument.in_(("SPHERE-IRDIS", "SPHERE-IFS")))
                                        .order_by(Observation.id)))
         if not redo:
             done = set(session.scalars(select(Reduction.observation_id).where(

@@ -76,12 +76,15 @@ def observation_files(session, observation: Observation) -> ObservationFiles:
         by_kind[frame.kind].append(Path(frame.path))
     per_dit: dict[str, dict[float, list[Path]]] = defaultdict(lambda: defaultdict(list))
     flats: list[Path] = []
+    lamps: dict[str, list[Path]] = defaultdict(list)   # IFS: wave, specpos
     for link, raw in session.execute(select(ObservationCalibration, RawFile)
                                      .join(RawFile, RawFile.id == ObservationCalibration.raw_file_id)
                                      .where(ObservationCalibration.observation_id == observation.id,
                                             RawFile.status == "accepted")):
         if link.role == "flat":
             flats.append(Path(raw.path))
+        elif link.role in ("wave", "specpos"):
+            lamps[link.role].append(Path(raw.path))
         elif link.for_dit_s is not None:
             per_dit[link.role][round(link.for_dit_s, 2)].append(Path(raw.path))
 
@@ -92,6 +95,7 @@ def observation_files(session, observation: Observation) -> ObservationFiles:
         instrument=observation.instrument, filter=observation.filter or "",
         science=tuple(by_kind["science"]), center=tuple(by_kind["center"]), flux=tuple(by_kind["flux"]),
         skies=freeze("sky"), backgrounds=freeze("background"), darks=freeze("dark"), flats=tuple(sorted(flats)),
+        wave=tuple(sorted(lamps["wave"])), specpos=tuple(sorted(lamps["specpos"])),
     )
 
 
@@ -255,7 +259,8 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
                 date_obs = None
         session.add(Calibration(
             instrument=instrument, kind=calibration.kind, dit_s=calibration.dit_s,
-            filter=filter_ if calibration.kind in ("master_flat", "master_background", "master_sky") else None,
+            filter=filter_ if calibration.kind in ("master_flat", "master_background", "master_sky", "ifs_spectra_positions",
+                                                  "ifs_wavelength_solution") else None,
             night=None if date_obs is None else by_name(instrument).night_of(date_obs), date_obs=date_obs,
             product_id=product.id, inputs_sha256=fingerprint,
             quality={**{k: (None if isinstance(v, float) and not np.isfinite(v) else v)

@@ -54,7 +54,7 @@ from .calibration import (
     master_sky,
 )
 from .centring import CentringError, WaffleCentringParameters, find_waffle_centre, waffle_spot_separation_px
-from .instruments import SphereIrdis, by_name
+from .instruments import SphereIfs, SphereIrdis, by_name
 from .instruments.sphere import neutral_density_transmission
 from .rawio import RawFileError, RawHeader, read_raw_header_only, read_raw_image
 from .steps import Step, StepParameters
@@ -82,9 +82,12 @@ class ObservationFiles:
     backgrounds: Mapping[float, tuple[Path, ...]] = field(default_factory=dict)
     darks: Mapping[float, tuple[Path, ...]] = field(default_factory=dict)
     flats: tuple[Path, ...] = ()
+    #: IFS only: SPECPOS,LAMP (spectra positions) and LAMP,WAVE (wavelength calibration) files.
+    specpos: tuple[Path, ...] = ()
+    wave: tuple[Path, ...] = ()
 
     def all_paths(self) -> list[Path]:
-        paths = [*self.science, *self.center, *self.flux, *self.flats]
+        paths = [*self.science, *self.center, *self.flux, *self.flats, *self.specpos, *self.wave]
         for mapping in (self.skies, self.backgrounds, self.darks):
             for group in mapping.values():
                 paths.extend(group)
@@ -567,6 +570,41 @@ def aperture_flux(image: np.ndarray, centre_xy: tuple[float, float], radius: flo
     return float(table["aperture_sum"][0])
 
 
+def frame_quality(images: np.ndarray, names: Sequence[tuple[str, int]], times: Sequence[datetime],
+                  parang: np.ndarray, derotation: np.ndarray, params: PreprocessParameters, lod_px: float,
+                  problems: list[str]) -> tuple[list[FrameQuality], np.ndarray]:
+    """Per-frame quality table and the frames kept, from the halo flux of centred frames ``(t, y, x)``.
+
+    The halo is measured in an annulus around the coronagraph (``halo_inner_lod`` to
+    ``halo_outer_lod``); a frame is rejected when its halo flux deviates from the sequence
+    median by more than ``reject_sigma`` robust sigmas and by more than ``reject_min_fraction``.
+    """
+    size = images.shape[-1]
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = conventions.star_centre(images.shape)
+    radius = np.hypot(xx - cx, yy - cy)
+    annulus = (radius >= params.halo_inner_lod * lod_px) & (radius <= params.halo_outer_lod * lod_px)
+    halo = images[:, annulus].sum(axis=1)
+    median = float(np.median(halo))
+    mad = float(np.median(np.abs(halo - median))) * 1.4826
+    deviation = np.abs(halo - median)
+    rejected = (deviation > params.reject_sigma * max(mad, 1e-12)) & \
+        (deviation > params.reject_min_fraction * abs(median))
+    frames = []
+    for i, ((name, index), when) in enumerate(zip(names, times)):
+        reason = None
+        if rejected[i]:
+            reason = (f"halo flux {halo[i] / median:.2f} x the sequence median "
+                      f"({deviation[i] / max(mad, 1e-12):.1f} robust sigma): AO loop open, cloud or seeing burst")
+        frames.append(FrameQuality(file=name, index=index, time_utc=when.isoformat(), parang_deg=float(parang[i]),
+                                   derotation_deg=float(derotation[i]), halo_flux=float(halo[i]),
+                                   accepted=not rejected[i], reason=reason))
+    keep = ~rejected
+    if keep.sum() < 2:
+        problems.append(f"only {int(keep.sum())} frame(s) pass the quality checks")
+    return frames, keep
+
+
 # --- the step --------------------------------------------------------------------------------
 
 
@@ -580,9 +618,10 @@ def preprocess_observation(files: ObservationFiles,
         Nothing can be produced (no readable science frame, unsupported instrument).
     """
     instrument = by_name(files.instrument)
-    if instrument is not SphereIrdis:
+    if instrument not in (SphereIrdis, SphereIfs):
         raise PreprocessingError(f"pre-processing of {files.instrument} raw frames is not implemented "
-                                 "(IRDIS DBI only; register calibrated cubes with hcdc register-reduced)")
+                                 "(SPHERE IRDIS DBI and IFS only; register calibrated cubes with "
+                                 "hcdc register-reduced)")
     # every input in the order it is used, read ahead (a few files at a time) while the calibrations
     # are computed; the science files are streamed through their crops, only their headers are
     # read up front (time order, shape, detector windows)
@@ -593,11 +632,16 @@ def preprocess_observation(files: ObservationFiles,
     order.extend(files.flats)
     for _dit_s, paths in sorted(files.skies.items()):
         order.extend(paths)
+    order.extend([*files.specpos, *files.wave])
     problems: list[str] = []
     heads = _science_headers(files.science, problems)
     order.extend([*files.center, *(Path(h.path) for h in heads), *files.flux])
-    reader = _Reader(order)
+    reader = _Reader([Path(p) for p in order])
     try:
+        if instrument is SphereIfs:
+            from .ifs import preprocess_ifs_observation
+
+            return preprocess_ifs_observation(files, params, reader, heads, problems)
         return _preprocess(files, params, instrument, reader, heads, problems)
     finally:
         reader.close()
@@ -728,29 +772,7 @@ def _preprocess(files: ObservationFiles, params: PreprocessParameters, instrumen
     derotation = conventions.derotation_angles(parang, instrument.pupil_offset_deg.value,
                                                instrument.true_north_deg.value)
 
-    # bad frames: halo flux in an annulus around the coronagraph, first band
-    yy, xx = np.mgrid[:crop, :crop]
-    cy, cx = conventions.star_centre(cube.shape)
-    radius = np.hypot(xx - cx, yy - cy)
-    annulus = (radius >= params.halo_inner_lod * lod_px[0]) & (radius <= params.halo_outer_lod * lod_px[0])
-    halo = cube[0][:, annulus].sum(axis=1)
-    median = float(np.median(halo))
-    mad = float(np.median(np.abs(halo - median))) * 1.4826
-    deviation = np.abs(halo - median)
-    rejected = (deviation > params.reject_sigma * max(mad, 1e-12)) & \
-        (deviation > params.reject_min_fraction * abs(median))
-    frames = []
-    for i, ((name, index), when) in enumerate(zip(names, times)):
-        reason = None
-        if rejected[i]:
-            reason = (f"halo flux {halo[i] / median:.2f} x the sequence median "
-                      f"({deviation[i] / max(mad, 1e-12):.1f} robust sigma): AO loop open, cloud or seeing burst")
-        frames.append(FrameQuality(file=name, index=index, time_utc=when.isoformat(), parang_deg=float(parang[i]),
-                                   derotation_deg=float(derotation[i]), halo_flux=float(halo[i]),
-                                   accepted=not rejected[i], reason=reason))
-    keep = ~rejected
-    if keep.sum() < 2:
-        problems.append(f"only {int(keep.sum())} frame(s) pass the quality checks")
+    frames, keep = frame_quality(cube[0], names, times, parang, derotation, params, lod_px[0], problems)
 
     # off-axis PSF and stellar flux
     psf = fwhm = star_flux = None

@@ -177,4 +177,4 @@ def test_missing_parts_are_said_not_defaulted(clean, tmp_path):
     with pytest.raises(PreprocessingError, match="no readable OBJECT"):
         preprocess_observation(dataclasses.replace(files, science=(broken,)))
     with pytest.raises(PreprocessingError, match="not implemented"):
-        preprocess_observation(dataclasses.replace(files, instrument="SPHERE-IFS"))
+        preprocess_observation(dataclasses.replace(files, instrument="NACO"))

@@ -189,11 +189,16 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
             result = ChainResult(i)
             result.steps.append(StepResult(i, ",".join(steps), "skipped", None, plans[i][1]))
             report.results.append(result)
+    partly = {i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1])
+              for i in ids if plans[i][0] and plans[i][1]}
     started = time.perf_counter()
     bar = _progress(len(ids), progress)
     bar.update(len(ids) - len(tasks))
     try:
         for result in _execute(tasks, executor, settings, cluster):
+            if result.observation_id in partly:
+                left, reason = partly[result.observation_id]
+                result.steps.append(StepResult(result.observation_id, ",".join(left), "skipped", None, reason))
             report.results.append(result)
             counts = report.counts
             bar.set_postfix(done=counts["done"], uptodate=counts["up-to-date"], failed=counts["failed"],
@@ -215,10 +220,16 @@ def observation_steps(observation: Observation, steps: tuple[str, ...]) -> tuple
     if observation.origin == "external":
         # a registered calibrated cube: post-processing only
         return tuple(s for s in steps if s == "postprocess"), None if "postprocess" in steps else "external cube"
-    if observation.instrument != "SPHERE-IRDIS":
-        return (), f"pre-processing of {observation.instrument} raw frames is not implemented (IRDIS DBI only)"
+    if observation.instrument not in ("SPHERE-IRDIS", "SPHERE-IFS"):
+        return (), f"pre-processing of {observation.instrument} raw frames is not implemented (SPHERE only)"
     if observation.n_science_files == 0:
         return (), "no science frames"
+    if observation.instrument == "SPHERE-IFS" and "postprocess" in steps:
+        # 39 channels through the per-band chain (PCA, NEGFC, limits) would cost ~39 IRDIS bands and
+        # vet nothing across neighbouring channels; an ASDI chain is the right tool and is not wired yet
+        kept = tuple(s for s in steps if s != "postprocess")
+        return kept, ("post-processing of IFS spectral cubes is not implemented (the calibrated cube is made; "
+                      "ASDI post-processing is future work)")
     return steps, None
 
 

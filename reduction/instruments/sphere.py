@@ -20,6 +20,9 @@ from .base import Constant, FrameKind, Filter, Instrument, KeywordMap
 
 _MAIRE2016 = "Maire et al. 2016, SPIE 9908, 990834"
 _SPHERE_MANUAL = "ESO SPHERE User Manual (VLT-MAN-SPH-14690-0430), filter tables"
+_CLAUDI2008 = "Claudi et al. 2008, SPIE 7014, 70143E (SPHERE IFS: lenslet array sampling)"
+_VIGAN2020 = "Vigan 2020, vlt-sphere (ascl:2009.002), IFS.py wave_lasers"
+_SIMULATED_IFS = "HC-DC simulated IFS, reduction.simulator.ifs (not the real instrument)"
 
 #: ESO ``DPR TYPE`` -> kind, shared by both arms. Types not listed are OTHER.
 SPHERE_DPR_TYPES: dict[str, FrameKind] = {
@@ -183,6 +186,39 @@ class SphereIfs(_Sphere):
         "OBS_H": Filter("OBS_H", (0.957, 1.636), (0.018,), _SPHERE_MANUAL + " (39 channels, YJH)"),
     })
 
+    #: Spectral channels of a reduced cube, evenly spaced over the mode's range (the DRH's 39).
+    n_channels: ClassVar[int] = 39
+    #: Lenslet pitch on the sky: the field is sampled at this scale before the cubes are resampled
+    #: to ``pixel_scale_mas``.
+    lenslet_scale_mas: ClassVar[Constant] = Constant(12.25, 0.05, "mas", _CLAUDI2008)
+    #: Wavelengths of the calibration lasers lit by LAMP,WAVE (the fourth only in YJH mode).
+    laser_lines_um: ClassVar[tuple[float, ...]] = (0.98772, 1.12371, 1.30937, 1.54507)
+    laser_lines_source: ClassVar[str] = _VIGAN2020 + " (IFS wavelength calibration lasers, nm in the code)"
+    #: The lenslet lattice on the detector as the pre-processing models it (a square lattice of
+    #: this pitch rotated so that the vertical spectra fall between their neighbours, and spectra
+    #: of about ``n_channels`` pixels). This is the geometry of HC-DC's simulated IFS
+    #: (reduction.simulator.ifs); the real IFS lattice is hexagonal (Claudi et al. 2008), which
+    #: the spectra-position fit detects and refuses. The fit starts from these and refines them.
+    lenslet_pitch_px: ClassVar[Constant] = Constant(14.142, 0.5, "px", _SIMULATED_IFS)
+    lattice_rotation_deg: ClassVar[Constant] = Constant(18.435, 1.0, "deg", _SIMULATED_IFS)
+
     @classmethod
     def derotation_offset_deg(cls) -> float:
         return cls.pupil_offset_deg.value + cls.ifs_offset_deg.value + cls.true_north_deg.value
+
+    @classmethod
+    def channel_wavelengths_um(cls, mode: str) -> tuple[float, ...]:
+        """Central wavelengths of the reduced cube's channels in ``mode`` (OBS_YJ, OBS_H)."""
+        if mode not in cls.filters:
+            raise ValueError(f"unknown IFS mode {mode!r}; modes: {', '.join(cls.filters)} "
+                             "(keyword HIERARCH ESO INS2 COMB IFS)")
+        import numpy as np
+
+        lo, hi = cls.filters[mode].wavelengths_um
+        return tuple(float(w) for w in np.linspace(lo, hi, cls.n_channels))
+
+    @classmethod
+    def laser_lines_in(cls, mode: str) -> tuple[float, ...]:
+        """The calibration laser lines that fall in ``mode``'s range."""
+        lo, hi = cls.filters[mode].wavelengths_um
+        return tuple(w for w in cls.laser_lines_um if lo <= w <= hi)

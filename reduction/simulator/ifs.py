@@ -1,6 +1,6 @@
 """A deliberately simplified SPHERE IFS: spectra of a lenslet array on the detector.
 
-What it is: a square lenslet lattice (pitch 14.1 px on the detector, 12 mas
+What it is: a square lenslet lattice (pitch 14.1 px on the detector, 12.25 mas
 on the sky) rotated by atan(1/3) so that vertical spectra of 39 pixels (one
 per spectral channel, wavelength increasing with y) fall between their
 neighbours, as on the real IFS. Each lenslet's spectrum is the flux of the
@@ -38,9 +38,9 @@ LENSLET_PITCH_PX = math.sqrt(200.0)
 LATTICE_ROTATION_RAD = math.atan(1.0 / 3.0)
 N_CHANNELS = 39
 TRACE_SIGMA_PX = 0.8
-#: Lenslet pitch on the sky (mas): 145 lenslets over the 1.73" field. The reduced
+#: Lenslet pitch on the sky (mas): 141 lenslets over the 1.73" field. The reduced
 #: cubes are resampled to 7.46 mas (SphereIfs.pixel_scale_mas); raw lenslets are coarser.
-LENSLET_MAS = 12.0
+LENSLET_MAS = SphereIfs.lenslet_scale_mas.value
 LASER_LINES_UM = {"OBS_YJ": (0.9877, 1.1237, 1.3094), "OBS_H": (0.9877, 1.1237, 1.3094, 1.5451)}
 WAFFLE_RADIUS_LD = 10.0 * math.sqrt(2.0) * 0.97
 
