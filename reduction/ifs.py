@@ -402,9 +402,8 @@ def largest_crop(valid: np.ndarray, centre_xy: tuple[float, float], step: float,
 def _centre_from_spots(images: np.ndarray, valid: np.ndarray, wavelengths: Sequence[float],
                        params, problems: list[str]) -> tuple[float, float] | None:
     """Star centre (x, y in lenslet-image pixels) from the waffle spots, median over the channels."""
-    from .centring import CentringError, WaffleCentringParameters, find_waffle_centre
+    from .centring import CentringError, WaffleCentringParameters, find_waffle_centre, waffle_spot_separation_px
     from .preprocessing import coarse_waffle_centre
-    from .centring import waffle_spot_separation_px
 
     lenslet_arcsec = SphereIfs.lenslet_scale_mas.value / 1000
     ny, nx = valid.shape
@@ -458,10 +457,9 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     the science headers it prepared; returns a ``CalibratedObservation``.
     """
     from . import conventions
-    from .instruments.sphere import neutral_density_transmission
-    from .preprocessing import (CalibratedObservation, PreprocessingError, _dit, _matching, _release, aperture_flux,
-                                _gaussian_fwhm, calibrate_frames, frame_quality, parallactic_angles,
-                                reduce_calibrations, ReducedCalibration, _date)
+    from .preprocessing import (CalibratedObservation, PreprocessingError, ReducedCalibration, _date, _dit, _matching,
+                                _release, calibrate_frames, frame_quality, parallactic_angles, psf_photometry,
+                                reduce_calibrations)
 
     mode = files.filter
     if mode not in SphereIfs.filters:
@@ -512,7 +510,8 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
         tuple(r.sha256 for r in wave_raws + specpos_raws), _date(wave_raws[0]))
     valid = extractor.valid_mask()
     step = SphereIfs.pixel_scale_mas.value / SphereIfs.lenslet_scale_mas.value
-    lod_px = [w * 1e-6 / 8.0 * 206264.806 / SphereIfs.pixel_scale_arcsec() for w in wavelengths]
+    # λ/D of the middle channel, in cube pixels: the frame-quality annulus
+    lod_px = wavelengths[len(wavelengths) // 2] * 1e-6 / 8.0 * 206264.806 / SphereIfs.pixel_scale_arcsec()
 
     # star centre: waffle spots of the CENTER frames, else the coronagraphic core (said loudly)
     centre = None
@@ -553,8 +552,7 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     times, parang = parallactic_angles(science)
     derotation = conventions.derotation_angles(
         parang, SphereIfs.pupil_offset_deg.value + SphereIfs.ifs_offset_deg.value, SphereIfs.true_north_deg.value)
-    frames, keep = frame_quality(cube.mean(axis=0), names, times, parang, derotation, params,
-                                 lod_px[len(lod_px) // 2], problems)
+    frames, keep = frame_quality(cube.mean(axis=0), names, times, parang, derotation, params, lod_px, problems)
 
     # off-axis PSF per channel, from the FLUX files' mean frames
     psf = fwhm = star_flux = None
@@ -562,11 +560,9 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     used.extend(flux_raws)
     if flux_raws:
         science_dit = _dit(science[0])
-        from .instruments import SphereIrdis
-
-        science_nd = SphereIrdis._opt_str(science[0].header, "neutral_density", "")
+        science_nd = SphereIfs._opt_str(science[0].header, "neutral_density", "")
         size = params.psf_crop_px
-        stacks, rates = [], []
+        stacks, dits, nds = [], [], []
         for raw in flux_raws:
             mean = calibrate_frames(raw.data.mean(axis=0, keepdims=True), _dit(raw), calibrations, box, "FLUX",
                                     problems)
@@ -576,22 +572,15 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
                 problems.append(f"{raw.path.name}: the FLUX star is too close to the field edge for a {size}-px PSF")
                 continue
             stacks.append(resample_centred(images, where, step, size))
-            nd = SphereIrdis._opt_str(raw.header, "neutral_density", "")
-            rates.append((_dit(raw), nd))
+            dits.append(_dit(raw))
+            nds.append(SphereIfs._opt_str(raw.header, "neutral_density", ""))
         _release(flux_raws)
         if stacks:
-            c = size // 2
-            psfs, widths, fluxes = [], [], []
-            for k, wl in enumerate(wavelengths):
-                band = np.mean([s[k] for s in stacks], axis=0)
-                width, _fx, _fy = _gaussian_fwhm(band)
-                ap = aperture_flux(band, (c, c), width / 2)
-                per_second = np.mean([aperture_flux(s[k], (c, c), width / 2) / dit
-                                      / neutral_density_transmission(nd, wl) for s, (dit, nd) in zip(stacks, rates)])
-                psfs.append(band / ap)
-                widths.append(float(width))
-                fluxes.append(float(per_second * science_dit * neutral_density_transmission(science_nd, wl)))
-            psf, fwhm, star_flux = np.stack(psfs).astype(np.float32), tuple(widths), tuple(fluxes)
+            per_channel = [psf_photometry([s[k] for s in stacks], dits, nds, wl, science_dit, science_nd)
+                           for k, wl in enumerate(wavelengths)]
+            psf = np.stack([p for p, _w, _f in per_channel]).astype(np.float32)
+            fwhm = tuple(w for _p, w, _f in per_channel)
+            star_flux = tuple(f for _p, _w, f in per_channel)
     else:
         problems.append("no OBJECT,FLUX frames: no off-axis PSF, contrasts cannot be calibrated")
 

@@ -605,6 +605,26 @@ def frame_quality(images: np.ndarray, names: Sequence[tuple[str, int]], times: S
     return frames, keep
 
 
+def psf_photometry(images: Sequence[np.ndarray], dits: Sequence[float], neutral_densities: Sequence[str],
+                   wavelength_um: float, science_dit: float, science_nd: str) -> tuple[np.ndarray, float, float]:
+    """Normalised off-axis PSF, its FWHM and the stellar flux, from centred FLUX images of one band.
+
+    ``images`` are one per FLUX file, star at ``star_centre``, with that file's DIT and ND.
+    The PSF is their mean divided by its flux in a 1-FWHM-diameter aperture; the stellar flux
+    is that aperture's flux per second, corrected for each file's ND, brought to the science
+    frames' units (their DIT and ND).
+    """
+    psf = np.mean(images, axis=0)
+    width, _fx, _fy = _gaussian_fwhm(psf)
+    cy, cx = conventions.star_centre(psf.shape)
+    ap = aperture_flux(psf, (cx, cy), width / 2)
+    per_second = np.mean([aperture_flux(image, (cx, cy), width / 2) / dit
+                          / neutral_density_transmission(nd, wavelength_um)
+                          for image, dit, nd in zip(images, dits, neutral_densities)])
+    star_flux = per_second * science_dit * neutral_density_transmission(science_nd, wavelength_um)
+    return psf / ap, float(width), float(star_flux)
+
+
 # --- the step --------------------------------------------------------------------------------
 
 
@@ -785,31 +805,22 @@ def _preprocess(files: ObservationFiles, params: PreprocessParameters, instrumen
         flux_means = [split_bands(calibrate_frames(raw.data.mean(axis=0, keepdims=True), _dit(raw), calibrations,
                                                    box, "FLUX", problems)[0], windows) for raw in flux_raws]
         _release(flux_raws)
-        for band, window in enumerate(windows):
+        flux_dits = [_dit(raw) for raw in flux_raws]
+        flux_nds = [SphereIrdis._opt_str(raw.header, "neutral_density", "") for raw in flux_raws]
+        for band in range(len(windows)):
             stacks = []
-            rates = []
-            for raw, parts in zip(flux_raws, flux_means):
+            for parts in flux_means:
                 mean = parts[band]
                 smooth = ndimage.gaussian_filter(mean, 1.0)
                 py, px = np.unravel_index(np.argmax(smooth), smooth.shape)
                 crop = centred_crop(mean[None], (float(px), float(py)), params.psf_crop_px + 8)[0]
-                width, fx, fy = _gaussian_fwhm(crop)
-                centred = centred_crop(crop[None], (fx, fy), params.psf_crop_px)[0]
-                stacks.append(centred)
-                nd = SphereIrdis._opt_str(raw.header, "neutral_density", "")
-                transmission = neutral_density_transmission(nd, wavelengths[band])
-                rates.append((centred, _dit(raw), transmission))
-            psf_band = np.mean(stacks, axis=0)
-            width, _fx, _fy = _gaussian_fwhm(psf_band)
-            centre = conventions.star_centre(psf_band.shape)
-            ap = aperture_flux(psf_band, (centre[1], centre[0]), width / 2)
-            # stellar flux in the science frames' units: per DIT and through the science ND
-            sci_transmission = neutral_density_transmission(science_nd, wavelengths[band])
-            per_second = np.mean([aperture_flux(img, (centre[1], centre[0]), width / 2) / dit / t
-                                  for img, dit, t in rates])
-            psfs.append(psf_band / ap)
+                _width, fx, fy = _gaussian_fwhm(crop)
+                stacks.append(centred_crop(crop[None], (fx, fy), params.psf_crop_px)[0])
+            normalised, width, flux = psf_photometry(stacks, flux_dits, flux_nds, wavelengths[band], science_dit,
+                                                     science_nd)
+            psfs.append(normalised)
             fwhm_list.append(width)
-            flux_list.append(float(per_second * science_dit * sci_transmission))
+            flux_list.append(flux)
         psf = np.stack(psfs).astype(np.float32)
         fwhm = tuple(fwhm_list)
         star_flux = tuple(flux_list)

@@ -5,35 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from reduction.ifs import IfsCalibrationError, locate_spectra
 from reduction.instruments import SphereIfs
-from reduction.preprocessing import ObservationFiles, PreprocessingError, preprocess_observation
+from reduction.preprocessing import PreprocessingError, preprocess_observation
 from reduction.simulator import simulate_archive
 from reduction.simulator import ifs as simulated_ifs
 
-
-def _files(root: Path, truth: dict, entry: dict) -> ObservationFiles:
-    paths = {f["name"]: root / f["path"] for f in truth["files"].values()}
-    expected = entry["expected_calibrations"]
-
-    def per_dit(key):
-        return {float(dit): tuple(paths[n] for n in match["files"]) for dit, match in (expected.get(key) or {}).items()}
-
-    def files(key):
-        return tuple(paths[n] for n in (expected.get(key) or {}).get("files", []))
-
-    return ObservationFiles(
-        instrument=entry["instrument"], filter=entry["filter"],
-        science=tuple(paths[n] for n in entry["files"]["science"]),
-        center=tuple(paths[n] for n in entry["files"]["center"]),
-        flux=tuple(paths[n] for n in entry["files"]["flux"]),
-        skies=per_dit("skies"), backgrounds=per_dit("backgrounds"), darks=per_dit("darks"),
-        flats=files("flats"), specpos=files("specpos"), wave=files("waves"))
+from .simulated import observation_files
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +25,7 @@ def ifs_observation(tmp_path_factory):
     simulate_archive(root, nights=1, seed=5, window=512, ifs_window=1024)
     truth = json.loads((root / "truth.json").read_text())
     entry = next(e for e in truth["observations"] if e["instrument"] == "SPHERE-IFS")
-    files = _files(root, truth, entry)
+    files = observation_files(root, truth, entry)
     return root, truth, entry, files, preprocess_observation(files)
 
 

@@ -138,14 +138,14 @@ def test_dual_band_contrast_of_a_simulated_companion(tmp_path):
     from reduction.preprocessing import preprocess_observation
     from reduction.simulator import simulate_archive
 
-    from .test_preprocessing import _files
+    from .simulated import observation_files
 
     root = tmp_path / "archive"
     simulate_archive(root, nights=2, seed=1, window=128, ifs=False)
     truth = json.loads((root / "truth.json").read_text())
     entry = next(e for e in truth["observations"] if e["target"] == "beta Pic" and e["filter"] == "DB_K12")
     (companion,) = entry["companions"]
-    observation = preprocess_observation(_files(root, truth, entry))
+    observation = preprocess_observation(observation_files(root, truth, entry))
     assert observation.cube.shape[0] == 2
     params = pp.PostprocessParameters(subtraction=pp.PsfSubtractionParameters(ncomp=5),
                                       characterisation=pp.CharacterisationParameters(ncomp=5, n_injections=0))

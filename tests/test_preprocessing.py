@@ -10,24 +10,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from reduction.preprocessing import ObservationFiles, PreprocessingError, preprocess_observation
+from reduction.preprocessing import PreprocessingError, preprocess_observation
 from reduction.simulator import simulate_archive
 
-
-def _files(root: Path, truth: dict, entry: dict) -> ObservationFiles:
-    paths = {f["name"]: root / f["path"] for f in truth["files"].values()}
-    expected = entry["expected_calibrations"]
-
-    def per_dit(key):
-        return {float(dit): tuple(paths[n] for n in match["files"]) for dit, match in (expected.get(key) or {}).items()}
-
-    return ObservationFiles(
-        instrument=entry["instrument"], filter=entry["filter"],
-        science=tuple(paths[n] for n in entry["files"]["science"]),
-        center=tuple(paths[n] for n in entry["files"]["center"]),
-        flux=tuple(paths[n] for n in entry["files"]["flux"]),
-        skies=per_dit("skies"), backgrounds=per_dit("backgrounds"), darks=per_dit("darks"),
-        flats=tuple(paths[n] for n in (expected.get("flats") or {}).get("files", [])))
+from .simulated import observation_files
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +22,7 @@ def realistic(tmp_path_factory):
     root = tmp_path_factory.mktemp("pre") / "archive"
     simulate_archive(root, nights=2, seed=21, window=128, ifs=False)
     truth = json.loads((root / "truth.json").read_text())
-    results = {e["obs_id"]: preprocess_observation(_files(root, truth, e))
+    results = {e["obs_id"]: preprocess_observation(observation_files(root, truth, e))
                for e in truth["observations"] if e["instrument"] == "SPHERE-IRDIS"}
     return root, truth, results
 
@@ -141,7 +127,7 @@ def test_companion_flux_ratio_survives_calibration_within_5_percent(clean):
     for entry in truth["observations"]:
         if entry["instrument"] != "SPHERE-IRDIS" or not entry["companions"]:
             continue
-        result = preprocess_observation(_files(root, truth, entry))
+        result = preprocess_observation(observation_files(root, truth, entry))
         for companion in entry["companions"]:
             separation_px = companion["separation_arcsec"] / result.pixel_scale_arcsec
             if separation_px > result.cube.shape[-1] // 2 - 10:
@@ -159,7 +145,7 @@ def test_companion_flux_ratio_survives_calibration_within_5_percent(clean):
 def test_missing_parts_are_said_not_defaulted(clean, tmp_path):
     root, truth = clean
     entry = next(e for e in truth["observations"] if e["instrument"] == "SPHERE-IRDIS")
-    files = _files(root, truth, entry)
+    files = observation_files(root, truth, entry)
     bare = dataclasses.replace(files, center=(), flux=(), flats=(), darks={}, backgrounds={}, skies={})
     result = preprocess_observation(bare)
     problems = " | ".join(result.problems)

@@ -27,12 +27,6 @@ def _stretch(image: np.ndarray) -> np.ndarray:
     return np.arcsinh((np.clip(image, low, high) - low) / max((high - low) / 50, 1e-12))
 
 
-def _no_ticks(ax) -> None:
-    """Images need no tick labels (their layout is most of a small figure's drawing time)."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _colour(image: np.ndarray, cmap: str = "inferno") -> np.ndarray:
     """RGB uint8 of a stretched image through a matplotlib colour map (origin at the bottom)."""
     from matplotlib import colormaps
