@@ -54,6 +54,17 @@ def main(verbose: int) -> None:
     """HC-DC, the High-Contrast Data Center: archive, catalog and reductions."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if click.get_current_context().invoked_subcommand not in ("hub", "kernel"):
+        # everything written from here on is the platform account's, closed to PIs (hcdc.accounts)
+        from .accounts import act_as_data_dir_owner
+
+        try:
+            settings = get_settings()
+        except ValueError:  # invalid settings: the command itself reports them
+            settings = None
+        who = act_as_data_dir_owner(settings.data_dir, settings.service_user) if settings else None
+        if who:
+            logging.getLogger("hcdc").info("acting as %s, the owner of %s", who, settings.data_dir)
 
 
 # --- simulate -------------------------------------------------------------------------

@@ -208,8 +208,9 @@ class CatalogClient:
         """Record a post-processing run in the catalog as *your* reduction (the service checks your rights).
 
         ``payload``: ``parameters`` (PostprocessParameters.to_dict()), ``inputs`` ([{product_id, sha256}]),
-        ``detections``, ``limits``, optional ``images`` and ``provenance``. Returns the new reduction's id,
-        its release date and products.
+        ``detections``, ``limits`` and optional ``images``. The service records the provenance itself (owner,
+        time, code version, host) and ignores any the payload claims: nothing sent names a file on the server.
+        Returns the new reduction's id, its release date and products.
         """
         return self._request(f"api/observations/{int(observation_id)}/reductions", method="POST",
                              body=payload).json()

@@ -105,6 +105,13 @@ class CatalogSection(_Model):
     harden_data_dir: bool = Field(True, description="At start, make the data directory and a SQLite catalog "
                                                     "readable by the hub's OS user only (0700/0600), so that PI "
                                                     "accounts cannot open products or the database directly.")
+    service_user: str | None = Field("hcdc-service", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                                     description="Unprivileged OS account the catalog and dashboards services run "
+                                                 "as (a system account without login, created at start when "
+                                                 "missing); it owns the data directory (0700/0600) and the hcdc "
+                                                 "commands run as root switch to it (HCDC_SERVICE_USER). Only "
+                                                 "the hub keeps root, to spawn servers. null: the services run "
+                                                 "as the hub's own account (one developer, no root).")
 
 
 class DashboardsSection(_Model):
@@ -321,6 +328,20 @@ def service_url(config: HubConfig) -> str:
     return f"{public_url(config)}services/{config.catalog.service_name}/"
 
 
+def service_account_traits(config: HubConfig) -> dict[str, Any]:
+    """``user`` and ``cwd`` of the hub-managed services: the service account when the hub is root."""
+    name = config.catalog.service_user
+    if not name or os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        home = pwd.getpwnam(name).pw_dir
+    except KeyError:  # created by prepare_state when the hub starts
+        home = f"/var/lib/{name}"
+    return {"user": name, "cwd": home}
+
+
 def singleuser_command() -> str:
     return str(Path(sys.executable).parent / "jupyterhub-singleuser")
 
@@ -358,6 +379,7 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
                     "HCDC_SERVICE_TOKEN_CACHE_SECONDS": str(catalog.token_cache_seconds),
                     "HCDC_SERVICE_LOG_LEVEL": hub.log_level,
                 },
+                **service_account_traits(config),
             }],
         },
         "ConfigurableHTTPProxy": {
@@ -393,7 +415,8 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
         traits["JupyterHub"]["services"].append({
             "name": dashboards.service_name, "display": dashboards.display,
             "url": f"http://127.0.0.1:{dashboards.service_port}", "oauth_no_confirm": True,
-            "command": [sys.executable, "-m", "hcdc.dashboards", "serve", "--hub"], "environment": environment})
+            "command": [sys.executable, "-m", "hcdc.dashboards", "serve", "--hub"], "environment": environment,
+            **service_account_traits(config)})
         traits["JupyterHub"]["load_roles"][0]["scopes"].append(f"access:services!service={dashboards.service_name}")
 
     auth = profile.authenticator
@@ -496,32 +519,49 @@ def apply_to(c: Any, config: HubConfig) -> list[Path]:
 
 
 def prepare_state(config: HubConfig) -> Path:
-    """Create the state folder (0700); harden the data directory if asked."""
+    """Create the state folder (root's or the hub user's, 0700); make the data directory private.
+
+    As root with a ``service_user``: the account is created when missing, and the data directory
+    (everything under it but the hub's state) is given to it with modes closed to others; the homes of
+    the hub users' OS accounts are closed to each other. Otherwise the data directory and a SQLite
+    catalog are made private to the hub's own account (``harden_data_dir``).
+    """
+    for change in mend(config):
+        print(f"HC-DC hub: {change}", file=sys.stderr)
     state = state_dir(config)
-    state.mkdir(parents=True, exist_ok=True)
-    os.chmod(state, 0o700)
-    if config.catalog.harden_data_dir:
-        harden_data_dir(config)
     return state
 
 
-def harden_data_dir(config: HubConfig) -> list[Path]:
-    """Make the data directory and a SQLite catalog private to the hub's OS user; returns what changed."""
-    from sqlalchemy.engine import make_url
+def mend(config: HubConfig) -> list[str]:
+    """Make the deployment as private as it must be (see :func:`prepare_state`); returns the changes."""
+    state = state_dir(config)
+    state.mkdir(parents=True, exist_ok=True)
+    changes = []
+    if stat.S_IMODE(state.stat().st_mode) != 0o700:
+        os.chmod(state, 0o700)
+        changes.append(f"hub state {state} closed to other accounts (0700)")
+    if os.geteuid() == 0 and config.catalog.service_user:
+        from hcdc.accounts import ensure_service_account, make_private_tree
 
-    url, data_dir = service_settings(config)
-    changed = []
-    candidates = [(data_dir, 0o700)]
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        database = Path(parsed.database).expanduser().resolve()
-        candidates += [(database.parent, 0o700)]
-        candidates += [(Path(str(database) + suffix), 0o600) for suffix in ("", "-wal", "-shm")]
-    for path, mode in candidates:
-        if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
-            os.chmod(path, mode)
-            changed.append(path)
-    return changed
+        owner, created = ensure_service_account(config.catalog.service_user)
+        if created:
+            changes.append(f"service account {owner.pw_name} created (uid {owner.pw_uid}, home {owner.pw_dir})")
+        if stat.S_IMODE(os.stat(owner.pw_dir).st_mode) & 0o077 if os.path.isdir(owner.pw_dir) else False:
+            os.chmod(owner.pw_dir, 0o700)
+            changes.append(f"home {owner.pw_dir} of {owner.pw_name} closed to other accounts (0700)")
+        _, data_dir = service_settings(config)
+        if os.stat(state).st_uid != 0:
+            os.chown(state, 0, 0)
+            changes.append(f"hub state {state} given back to root")
+        changes += make_private_tree(data_dir, owner, skip=(state,))
+    elif config.catalog.harden_data_dir:
+        changes += [f"{path} closed to other accounts" for path in harden_data_dir(config)]
+    if os.geteuid() == 0 and isinstance(config.active.spawner, SystemUserSpawnerSection):
+        from hcdc.hub_extensions import hub_accounts, private_home
+
+        for user in hub_accounts(config.active.spawner.system_user_prefix, config.active.spawner.min_uid):
+            changes += private_home(user)
+    return changes
 
 
 def write_seed_accounts(config: HubConfig, accounts: dict[str, str], admins: set[str] = frozenset()) -> Path:
@@ -566,9 +606,14 @@ def generate_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-def preflight(config: HubConfig, fix: bool = False) -> list[str]:
-    """Problems that would stop the hub (and, with ``fix``, repair the fixable ones); [] when ready."""
+def preflight(config: HubConfig, fix: bool = False, changes: list[str] | None = None) -> list[str]:
+    """Problems that would stop the hub (and, with ``fix``, repair the fixable ones); [] when ready.
+
+    ``changes`` (a list) receives, in words, what ``fix`` changed.
+    """
     problems: list[str] = []
+    changes = changes if changes is not None else []
+    problems += _privacy_problems(config, fix, changes)
     profile = config.active
     proxy = profile.proxy_command[0]
     if shutil.which(proxy) is None:
@@ -594,6 +639,46 @@ def preflight(config: HubConfig, fix: bool = False) -> list[str]:
         elif "HCDC_CATALOG_URL" in json.loads(spec.read_text()).get("env", {}):
             problems.append(f"kernel spec {spec} presets HCDC_CATALOG_URL: PI kernels must not get a database "
                             f"URL; reinstall it with HCDC_CATALOG_URL unset (hcdc kernel install)")
+    return problems
+
+
+def _privacy_problems(config: HubConfig, fix: bool, changes: list[str]) -> list[str]:
+    """What leaves one PI's files open to another, or the platform's files open to PIs (fixed with ``fix``)."""
+    if os.geteuid() != 0:
+        return []
+    if fix:
+        changes += mend(config)
+    problems = []
+    name = config.catalog.service_user
+    if name:
+        from hcdc.accounts import account, unreachable_by
+
+        owner = account(name)
+        _, data_dir = service_settings(config)
+        if owner is None:
+            changes.append(f"to do: the service account {name} does not exist; the hub creates it at start, "
+                           f"or --fix now")
+        else:
+            if data_dir.exists() and data_dir.stat().st_uid != owner.pw_uid:
+                changes.append(f"to do: the data directory {data_dir} is not the service account's; the hub gives "
+                               f"it (and all under it but the hub state) to {name} at start, or --fix now")
+            blocked = unreachable_by(data_dir, owner)
+            if blocked and fix:
+                for folder in blocked:
+                    os.chmod(folder, folder.stat().st_mode | stat.S_IXOTH)
+                    changes.append(f"{folder}: traversable by others (o+x) so that {name} reaches {data_dir}")
+                blocked = unreachable_by(data_dir, owner)
+            if blocked:
+                problems.append(f"the service account {name} cannot reach {data_dir}: "
+                                f"{', '.join(map(str, blocked))} not traversable (hcdc hub preflight --fix)")
+    if isinstance(config.active.spawner, SystemUserSpawnerSection):
+        from hcdc.hub_extensions import hub_accounts
+
+        spawner = config.active.spawner
+        for user in hub_accounts(spawner.system_user_prefix, spawner.min_uid):
+            if os.path.isdir(user.pw_dir) and os.stat(user.pw_dir).st_mode & 0o077:
+                changes.append(f"to do: home {user.pw_dir} of {user.pw_name} is open to other accounts "
+                               f"({oct(stat.S_IMODE(os.stat(user.pw_dir).st_mode))}); closed at start, or --fix now")
     return problems
 
 
@@ -651,10 +736,16 @@ def schema_command() -> None:
 @main.command("preflight")
 @_config_option
 @_profile_option
-@click.option("--fix", is_flag=True, help="Repair what can be repaired (chmod o+x on the interpreter's folders).")
+@click.option("--fix", is_flag=True, help="Repair what can be repaired and say what changed: the service account, "
+                                        "the data directory's owner and modes, PI homes closed to each other, "
+                                        "o+x on the folders leading to the interpreter and the data.")
 def preflight_command(config_path: Path | None, profile: str | None, fix: bool) -> None:
-    """Check what the hub needs on this machine (proxy, interpreter reachable by PI accounts, kernel spec)."""
-    problems = preflight(_load(config_path, profile), fix=fix)
+    """Check what the hub needs on this machine (proxy, interpreter reachable by PI accounts, kernel spec,
+    service account, private data directory and homes)."""
+    changes: list[str] = []
+    problems = preflight(_load(config_path, profile), fix=fix, changes=changes)
+    for change in changes:
+        click.echo(change if change.startswith("to do:") else f"changed: {change}", err=True)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     if problems:

@@ -19,6 +19,7 @@ import json
 import os
 import pwd
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -33,6 +34,33 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "notebooks" / "tutorials"
 
 #: what useradd accepts, kept to the portable subset
 SYSTEM_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+#: GECOS comment of the OS accounts the spawner creates (how preflight finds them to mend them)
+HUB_ACCOUNT_COMMENT = "HC-DC hub user"
+#: umask of users' servers and kernels: nothing they write is readable by another account
+PRIVATE_UMASK = 0o077
+
+
+def private_home(account: pwd.struct_passwd) -> list[str]:
+    """Close ``account``'s home to every other account (0700); returns what was changed, in words.
+
+    Only a real folder owned by the account is changed (never a symbolic link, never someone else's).
+    """
+    home = account.pw_dir
+    try:
+        info = os.lstat(home)
+    except (FileNotFoundError, TypeError):
+        return []
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != account.pw_uid or not info.st_mode & 0o077:
+        return []
+    os.chmod(home, 0o700, follow_symlinks=False)
+    return [f"home {home} of {account.pw_name} was {oct(stat.S_IMODE(info.st_mode))}, now 0o700"]
+
+
+def hub_accounts(prefix: str = "", min_uid: int = 1000) -> list[pwd.struct_passwd]:
+    """The OS accounts the spawner made for hub users (by their comment), uid >= ``min_uid``."""
+    return sorted((a for a in pwd.getpwall() if a.pw_gecos.startswith(HUB_ACCOUNT_COMMENT)
+                   and a.pw_name.startswith(prefix) and a.pw_uid >= min_uid and a.pw_uid != 0),
+                  key=lambda a: a.pw_name)
 
 
 class SpawnRefused(RuntimeError):
@@ -67,8 +95,8 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
                                    f"create it (create_system_users is off)") from None
             self.log.info("creating OS account %s for hub user %s", name, self.user.name)
             result = subprocess.run(
-                ["useradd", "--create-home", "--user-group", "--shell", "/usr/sbin/nologin",
-                 "--comment", f"HC-DC hub user {self.user.name}", name],
+                ["useradd", "--create-home", "--user-group", "--shell", "/usr/sbin/nologin", "-K", "HOME_MODE=0700",
+                 "--comment", f"{HUB_ACCOUNT_COMMENT} {self.user.name}", name],
                 capture_output=True, text=True)
             if result.returncode != 0:
                 raise SpawnRefused(f"cannot create OS account {name!r}: {result.stderr.strip()}") from None
@@ -76,10 +104,18 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
         if account.pw_uid < self.min_uid or account.pw_uid == 0:
             raise SpawnRefused(f"refusing to run {self.user.name!r}'s server as OS account {name!r} "
                                f"(uid {account.pw_uid} < {self.min_uid}: root or a system account)")
+        for change in private_home(account):  # also homes made before homes were private
+            self.log.warning("HC-DC: %s", change)
         return account
 
     def make_preexec_fn(self, name):
-        return set_user_setuid(self.system_username)
+        become = set_user_setuid(self.system_username)
+
+        def preexec() -> None:
+            become()
+            # what the server, its kernels and terminals create is the user's alone (files 0600, folders 0700)
+            os.umask(PRIVATE_UMASK)
+        return preexec
 
     def user_env(self, env):
         account = pwd.getpwnam(self.system_username)
@@ -100,7 +136,7 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
         written = []
         try:
             if not os.path.lexists(folder):
-                os.mkdir(folder, 0o755)
+                os.mkdir(folder, 0o700)
                 os.chown(folder, account.pw_uid, account.pw_gid)
             dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
@@ -120,7 +156,7 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
                 else:
                     name, content = source.name, source.read_bytes()
                 try:
-                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
                 except FileExistsError:
                     continue
                 with os.fdopen(fd, "wb") as handle:

@@ -35,6 +35,7 @@ import base64
 import json
 import logging
 import os
+import platform
 import traceback
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
@@ -261,6 +262,7 @@ class CatalogAccess:
         from reduction.postproc.pipeline import PostprocessParameters
 
         from hcdc.postprocessing import STEP_VERSION
+        from hcdc.processing import code_version, environment_sha256, git_commit
 
         if not isinstance(payload, dict):
             raise ServiceError("the body must be a JSON object")
@@ -307,15 +309,15 @@ class CatalogAccess:
             if missing:
                 raise ServiceError(f"the inputs lack the {', '.join(sorted(missing))} product(s)")
             release = access.derived_release_date(dates)
-            prov = payload.get("provenance") or {}
+            # every server-side fact is the server's own: owner, times, code, host. Nothing the client says
+            # names a file (a reduction saved from a kernel has no executed notebook of the pipeline's)
+            now = datetime.now(timezone.utc)
             reduction = Reduction(
                 observation_id=observation_id, owner_id=user.id, step=INTERACTIVE_STEP, step_version=STEP_VERSION,
                 parameters=params.to_dict(), parameters_sha256=params.fingerprint(), inputs=recorded,
-                code_version=_text(prov.get("code_version"), 64), git_commit=_text(prov.get("git_commit"), 40),
-                environment_sha256=_text(prov.get("environment_sha256"), 64), host=_text(prov.get("host"), 128),
-                notebook_path=_text(prov.get("notebook_path"), 1024), status="done", attempts=1,
-                started_at=_when(prov.get("started_at")), finished_at=_when(prov.get("finished_at")),
-                release_date=release)
+                code_version=code_version(), git_commit=git_commit(), environment_sha256=environment_sha256(),
+                host=platform.node(), notebook_path=None, report_path=None, log_path=None, status="done",
+                attempts=1, started_at=now, finished_at=now, release_date=release)
             session.add(reduction)
             session.flush()
             detections = [self._new_detection(d, reduction, observation, release) for d in payload.get("detections") or []]
@@ -443,16 +445,6 @@ def _number(value: Any) -> float | None:
         return None
     value = float(value)
     return value if value == value and abs(value) != float("inf") else None
-
-
-def _when(value: Any) -> datetime:
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-            return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    return datetime.now(timezone.utc)
 
 
 # --- the HTTP side --------------------------------------------------------------------------

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         description="Folder of real reference data (HCDC_REFERENCE_DATA); default: "
                     "../shared/data beside the repository when it exists.",
     )
+    service_user: str = Field(
+        default="hcdc-service", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="Unprivileged OS account HC-DC's services and pipeline run as (HCDC_SERVICE_USER); it owns "
+                    "the data directory (0700/0600). Run as root on a data directory it owns, the hcdc commands "
+                    "switch to it; the hub starts the catalog and dashboards services as it.",
+    )
     proprietary_months: int = Field(
         default=12, ge=0, le=120,
         description="Default proprietary period of science data in months (ESO: 12). "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import shlex
 import time
 from datetime import datetime, timezone
@@ -158,7 +157,10 @@ class InteractiveReduction:
 
     # -- the catalog record
     def payload(self) -> dict[str, Any]:
-        """What :meth:`save` sends: parameters, inputs (ids + sha256), detections, limits, images, provenance."""
+        """What :meth:`save` sends: parameters, inputs (ids + sha256), detections, limits, images.
+
+        The provenance (owner, time, code version, host) is the catalog service's own record.
+        """
         from reduction.postproc.tables import contrast_table as _contrast_table
         from reduction.postproc.tables import detections_table as _detections_table
 
@@ -182,8 +184,6 @@ class InteractiveReduction:
                  "points": [{"sep_arcsec": _finite(s), "contrast": _finite(v), "throughput": _finite(t)}
                             for s, v, t in zip(curve["sep_arcsec"], values, curve["throughput"])
                             if _finite(s) is not None and _finite(v) is not None]}
-        from hcdc.processing import code_version, environment_sha256, git_commit
-
         return {
             "parameters": outcome.params.to_dict(),
             "inputs": self.inputs.inputs,
@@ -191,10 +191,6 @@ class InteractiveReduction:
             "limits": [limit],
             "images": {"residuals": _image(result.subtraction.residuals),
                        "snrmap": _image(result.detection.snr_map)},
-            "provenance": {"code_version": code_version(), "git_commit": git_commit(),
-                           "environment_sha256": environment_sha256(), "host": platform.node(),
-                           "started_at": outcome.started_at.isoformat(),
-                           "finished_at": outcome.finished_at.isoformat()},
         }
 
     def save(self) -> dict[str, Any]:

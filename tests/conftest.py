@@ -74,3 +74,22 @@ def catalog(catalog_url):
     cat = Catalog(catalog_url)
     yield cat
     cat.dispose()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node SLURM for the whole run (tests/slurm.py); skips with the reason when it cannot run."""
+    from . import slurm
+
+    reason = slurm.missing()
+    if reason:
+        pytest.skip(f"SLURM not available: {reason}")
+    cluster = slurm.SlurmCluster().start()
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    yield cluster
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+    cluster.stop()

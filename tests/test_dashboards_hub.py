@@ -25,6 +25,7 @@ import yaml
 from sqlalchemy import select
 
 from hcdc.catalog.models import Reduction
+from hcdc.reports import reduction_file
 
 from .access_world import build_world
 from .test_dashboards_support import card, chromium, free_ports, screenshot, skip_without_chromium, wait_ready
@@ -45,6 +46,7 @@ def hub():
     if shutil.which("configurable-http-proxy") is None:
         pytest.skip("configurable-http-proxy not on PATH (npm install -g configurable-http-proxy)")
     root = Path(tempfile.mkdtemp(prefix="hcdc-dashhub-"))
+    os.chmod(root, 0o755)  # the service account reaches the data dir; the hub makes the data dir private
     data_dir = root / "data"
     data_dir.mkdir()
     catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
@@ -65,10 +67,11 @@ def hub():
         pytest.skip("; ".join(problems))
     catalog = Catalog(catalog_url)
     world = build_world(catalog, root, data_dir)
-    notebook = data_dir / "b_notebook.ipynb"
-    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
     with catalog.session() as session:  # B's reduction has an executed notebook alice must not open
         reduction = session.scalar(select(Reduction).where(Reduction.observation_id == world.observation["B"]))
+        notebook = reduction_file(data_dir, reduction, "notebook")
+        notebook.parent.mkdir(parents=True)
+        notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
         reduction.notebook_path = str(notebook)
         world.b_reduction = reduction.id
     catalog.dispose()

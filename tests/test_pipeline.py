@@ -23,7 +23,6 @@ from hcdc.pipeline.campaign import load_parameters, reprocess
 from hcdc.settings import Settings
 from reduction.simulator import simulate_archive
 
-from . import slurm
 
 FAST = {"postprocess": {"subtraction": {"ncomp": 4}, "characterisation": {"ncomp": 4, "n_injections": 2},
                         "max_characterised": 3}}
@@ -214,22 +213,6 @@ def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):
     assert _science_rows(catalog, "k") == _science_rows(reference, "k")
     with catalog.session() as session:  # no leftovers of the killed run
         assert session.scalar(select(func.count()).select_from(Reduction).where(Reduction.status != "done")) == 0
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    reason = slurm.missing()
-    if reason:
-        pytest.skip(f"SLURM not available: {reason}")
-    cluster = slurm.SlurmCluster().start()
-    previous = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(cluster.conf)
-    yield cluster
-    if previous is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = previous
-    cluster.stop()
 
 
 def test_campaign_on_slurm(archive, tmp_path, slurm_cluster):

@@ -216,12 +216,17 @@ class IndexHandler(JupyterHandler):
 
 
 class ReductionFileHandler(JupyterHandler):
-    """A reduction's executed notebook (rendered), report or log, for those who may see the reduction."""
+    """A reduction's executed notebook (rendered), report or log, for those who may see the reduction.
 
-    FIELDS = {"notebook": "notebook_path", "report": "report_path", "log": "log_path"}
+    The file is found by :func:`hcdc.reports.open_reduction_file` from the server's data directory and
+    the reduction row: only the file the pipeline wrote for that reduction is ever served (no recorded
+    path elsewhere, no symbolic link), after the access rule on every request.
+    """
 
     @web.authenticated
     def get(self, reduction_id: str, what: str) -> None:
+        from hcdc.reports import ReportUnavailable, open_reduction_file
+
         viewer = request_viewer(self)
         if viewer is None:
             raise web.HTTPError(403)
@@ -231,51 +236,51 @@ class ReductionFileHandler(JupyterHandler):
             catalog = self.settings["hcdc_catalog"]()
         except CatalogUnavailable as exc:
             return self._fail(503, str(exc))
+        number = int(reduction_id)
         with catalog.session() as session:
             principal = viewer.principal(session)
-            reduction = session.get(Reduction, int(reduction_id))
+            reduction = session.get(Reduction, number) if number <= MAX_ROW_ID else None
             if reduction is None:
-                return self._fail(404, f"Reduction {int(reduction_id)} does not exist in the catalog.")
+                return self._fail(404, f"Reduction {number} does not exist in the catalog.")
             if not access.row_visible(session, principal, reduction):
-                return self._fail(403, f"Reduction {int(reduction_id)} is proprietary: it is not released yet and "
+                return self._fail(403, f"Reduction {number} is proprietary: it is not released yet and "
                                        f"{html.escape(viewer.username)} is neither PI/co-I of its programme nor staff.")
-            path_text = getattr(reduction, self.FIELDS[what])
             label = f"{reduction.step} (reduction {reduction.id}, observation {reduction.observation_id})"
-        if not path_text:
-            return self._fail(404, f"No {what} was recorded for {html.escape(label)}.")
-        path = Path(path_text)
-        if not path.is_file():
-            return self._fail(404, f"The {what} of {html.escape(label)} was recorded at {html.escape(str(path))} "
-                                   f"but the file is not there (moved or cleaned up?).")
+            try:
+                path, content = open_reduction_file(self.settings["hcdc_data_dir"], reduction, what)
+            except ReportUnavailable as exc:
+                log.warning("reduction %s %s not served to %s: %s", number, what, viewer.username, exc)
+                return self._fail(404, html.escape(str(exc)) + ".")
         self.set_header("Cache-Control", "no-store")
         if self.get_argument("download", "0") == "1":
             self.set_header("Content-Type", mimetypes.guess_type(path.name)[0] or "application/octet-stream")
             self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
-            self.finish(path.read_bytes())
+            self.finish(content)
             return
         # scripts of a served document run in an opaque origin: they cannot read the dashboards' cookies
         self.set_header("Content-Security-Policy", "sandbox allow-scripts allow-popups allow-downloads")
         if path.suffix == ".ipynb":
-            self.finish(render_notebook(path, f"Executed notebook: {label}", self.request.path + "?download=1"))
+            self.finish(render_notebook(content, path.name, f"Executed notebook: {label}",
+                                        self.request.path + "?download=1"))
             return
         kind = mimetypes.guess_type(path.name)[0] or "text/plain"
         if kind.startswith("text/") and kind != "text/html":
             kind = "text/plain"
         self.set_header("Content-Type", f"{kind}; charset=utf-8" if kind.startswith("text/") else kind)
-        self.finish(path.read_bytes())
+        self.finish(content)
 
     def _fail(self, status: int, text: str) -> None:
         self.set_status(status)
         self.finish(page("Not available", f'<div class="message" data-status="{status}">{text}</div>'))
 
 
-def render_notebook(path: Path, title: str, download_url: str) -> str:
+def render_notebook(content: bytes, name: str, title: str, download_url: str) -> str:
     """An executed notebook as a self-contained HTML page (no CDN: basic template, inline styles)."""
     from nbconvert import HTMLExporter
     from pygments.formatters import HtmlFormatter
 
     try:
-        notebook = nbformat.read(path, as_version=4)
+        notebook = nbformat.reads(content.decode("utf-8"), as_version=4)
         body, _resources = HTMLExporter(template_name="basic").from_notebook_node(notebook)
     except Exception as exc:  # a damaged notebook is shown as such, not as a server error
         body = f'<div class="message">This notebook cannot be rendered: {html.escape(str(exc))}</div>'
@@ -284,9 +289,13 @@ def render_notebook(path: Path, title: str, download_url: str) -> str:
 .jp-OutputArea-output pre, .output_area pre { background: #fff; }
 .jp-RenderedHTMLCommon table { border-collapse: collapse; } .jp-RenderedHTMLCommon td { border: 1px solid #ddd; }
 img { max-width: 100%; } .jp-InputPrompt, .jp-OutputPrompt { color: #888; font-size: 0.8em; }"""
-    header = (f'<p class="note">{html.escape(str(path))} — <a href="{html.escape(download_url)}">download the '
+    header = (f'<p class="note">{html.escape(name)} — <a href="{html.escape(download_url)}">download the '
               f'.ipynb</a></p>')
     return page(title, header + body, css)
+
+
+#: the largest id a catalog row can have (PostgreSQL integer): larger ones are answered 404, never 500
+MAX_ROW_ID = 2**31 - 1
 
 
 class HealthHandler(web.RequestHandler):
@@ -308,6 +317,9 @@ class DashboardsVoila(Voila):
         settings = super().init_settings()
         settings["hcdc_mode"] = self.hcdc_mode
         settings["hcdc_catalog"] = _catalog_factory()
+        from hcdc.settings import get_settings
+
+        settings["hcdc_data_dir"] = get_settings().data_dir
         if self.hcdc_mode == "hub":
             hub_auth = self.identity_provider.hub_auth
             _ = hub_auth.api_token, hub_auth.api_url  # read them now: the kernels must not inherit the token

@@ -43,6 +43,7 @@ from hcdc.catalog.models import (
     User,
 )
 from hcdc.catalog.registry import add_months, normalize_name
+from hcdc.reports import reduction_file
 
 SYNTHETIC = "synthetic"
 SEPARATIONS = np.round(np.arange(0.10, 1.51, 0.10), 2)
@@ -100,7 +101,7 @@ def add_campaign_results(catalog, data_dir: Path, *, name: str = "synthetic-camp
     ``fail`` / ``pending``: observation ids whose post-processing failed / has not run;
     ``detections_for``: observations with one detected companion (default: the first
     observation of each target). Files (executed notebooks, reports) go under
-    ``data_dir/synthetic``.
+    ``data_dir/reports`` (:mod:`hcdc.reports`).
     """
     rng = np.random.default_rng(seed)
     fail, pending = set(fail or ()), set(pending or ())
@@ -120,30 +121,31 @@ def add_campaign_results(catalog, data_dir: Path, *, name: str = "synthetic-camp
                     detections_for.add(obs.id)
         rows = CampaignRows(campaign.id, [], [], [], {}, {})
         for index, obs in enumerate(observations):
-            folder = data_dir / "synthetic" / f"obs{obs.id:06d}"
             started = now - timedelta(hours=2) + timedelta(minutes=3 * index)
             status = "failed" if obs.id in fail else ("pending" if obs.id in pending else "done")
-            notebook = folder / f"{POSTPROCESS_STEP}.ipynb"
-            report = folder / "report.html"
             error = None
             if status == "failed":
                 error = ("PostprocessingError: PCA needs at least 2 frames after rejection, got 0\n"
                          "Traceback (most recent call last):\n  File \"postprocess.py\", line 88, in run\n"
                          "    raise PostprocessingError(...)")
-                _write_notebook(notebook, f"{POSTPROCESS_STEP} of {obs.key}", "frames: 0 usable", error=error)
-            elif status == "done":
-                _write_notebook(notebook, f"{POSTPROCESS_STEP} of {obs.key}", "frames: all usable")
-                _write_report(report, f"Report of {obs.key}", [f"night {obs.night}", f"seeing {obs.seeing_arcsec}"])
             reduction = Reduction(
                 observation_id=obs.id, campaign_id=campaign.id, step=POSTPROCESS_STEP, step_version="1",
                 parameters={"ncomp": 10}, code_version=SYNTHETIC, status=status, error=error,
                 attempts=0 if status == "pending" else 1,
                 started_at=None if status == "pending" else started,
                 finished_at=None if status == "pending" else started + timedelta(seconds=40 + 20 * rng.random()),
-                notebook_path=None if status == "pending" else str(notebook),
-                report_path=str(report) if status == "done" else None, release_date=obs.release_date)
+                release_date=obs.release_date)
             session.add(reduction)
             session.flush()
+            # the files where the pipeline writes them (hcdc.reports), so that the dashboards serve them
+            notebook, report = reduction_file(data_dir, reduction, "notebook"), reduction_file(data_dir, reduction, "report")
+            if status == "failed":
+                _write_notebook(notebook, f"{POSTPROCESS_STEP} of {obs.key}", "frames: 0 usable", error=error)
+            elif status == "done":
+                _write_notebook(notebook, f"{POSTPROCESS_STEP} of {obs.key}", "frames: all usable")
+                _write_report(report, f"Report of {obs.key}", [f"night {obs.night}", f"seeing {obs.seeing_arcsec}"])
+            reduction.notebook_path = None if status == "pending" else str(notebook)
+            reduction.report_path = str(report) if status == "done" else None
             session.add(CampaignReduction(campaign_id=campaign.id, reduction_id=reduction.id))
             getattr(rows, status).append(obs.id)
             if status != "done":

@@ -264,32 +264,70 @@ def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster:
 
 
 def make_cluster(executor: str, settings: Settings):
-    """A dask cluster for ``local`` or ``slurm``, from the validated settings."""
+    """A dask cluster for ``local`` or ``slurm``, from the validated settings.
+
+    Every campaign cluster speaks TLS with credentials made for it alone
+    (:func:`campaign_security`): scheduler, workers and nannies accept only
+    peers holding the campaign's certificate, so no other account on the
+    machine (a PI's kernel, a job on a shared SLURM node) can connect to their
+    TCP ports and run code as the pipeline. The dask dashboard is off.
+    """
     import logging
 
     for name in ("distributed", "dask_jobqueue"):  # their INFO chatter would drown the progress bar
         logging.getLogger(name).setLevel(logging.WARNING)
+    security = campaign_security()
+    work = private_folder(settings.data_dir / "work" / "dask")
     if executor == "local":
         from distributed import LocalCluster
 
         return LocalCluster(n_workers=settings.local_workers, threads_per_worker=1, processes=True,
-                            dashboard_address=None, local_directory=str(settings.data_dir / "work" / "dask"))
+                            host="127.0.0.1", protocol="tls://", security=security,
+                            dashboard_address=None, local_directory=str(work))
     if executor == "slurm":
         import sys
 
         from dask_jobqueue import SLURMCluster
 
-        logs = settings.data_dir / "work" / "slurm-logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = private_folder(settings.data_dir / "work" / "slurm-logs")
+        # the workers read the campaign's credentials from files on the shared file system: written 0600
+        # (NamedTemporaryFile) into a 0700 folder of the pipeline account, removed with the cluster
+        credentials = private_folder(settings.data_dir / "work" / "dask-credentials")
         cluster = SLURMCluster(queue=settings.slurm_queue, cores=settings.slurm_cores, processes=1,
                                memory=settings.slurm_memory, walltime=settings.slurm_walltime,
                                job_extra_directives=list(settings.slurm_job_extra_directives),
-                               python=sys.executable, log_directory=str(logs),
-                               local_directory=str(settings.data_dir / "work" / "dask"),
+                               python=sys.executable, log_directory=str(logs), local_directory=str(work),
+                               protocol="tls://", security=security, shared_temp_directory=str(credentials),
                                scheduler_options={"dashboard_address": None})
         cluster.scale(jobs=settings.slurm_jobs)
         return cluster
     raise ValueError(f"no cluster for executor {executor!r}")
+
+
+def campaign_security():
+    """TLS credentials of one campaign cluster: a fresh CA and key pair, mutual authentication required.
+
+    ``distributed.security.Security.temporary()`` keeps them in memory; peers must present a certificate of
+    this CA (distributed verifies both sides), and unencrypted ``tcp://`` connections are refused.
+    """
+    from distributed.security import Security
+
+    return Security.temporary()
+
+
+def private_folder(path: Path) -> Path:
+    """``path`` created readable by its owner only, and so is every folder created on the way to it."""
+    missing = []
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)  # mkdir's mode is reduced by the umask, never widened: say it exactly
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 # --- comparing campaigns ------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from hcdc.reports import reduction_file, reports_folder
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
 STEP_ORDER = ("preprocess", "postprocess")
 #: Notebooks one kernel runs before it is replaced: bounds what a long campaign can accumulate
@@ -386,9 +388,7 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         _join_campaign(catalog, task.campaign_id, done)
         return StepResult(task.observation_id, step, "up-to-date", done)
 
-    where = "manual" if task.campaign_id is None else f"campaign{task.campaign_id:04d}"
-    reports = data_dir / "reports" / where / f"obs{task.observation_id:06d}"
-    reports.mkdir(parents=True, exist_ok=True)
+    reports_folder(data_dir, task.campaign_id, task.observation_id).mkdir(parents=True, exist_ok=True)
     work = data_dir / "work" / "notebooks"
     error = None
     reduction_id = None
@@ -399,10 +399,9 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         reduction_id = start_reduction(catalog, task.observation_id, step, spec.version, params.to_dict(),
                                        params.fingerprint(), campaign_id=task.campaign_id, signature=signature,
                                        papermill_run_id=run_id)
-        executed = reports / f"{step}-r{reduction_id}.ipynb"
-        log_path = reports / f"{step}-r{reduction_id}.log"
         with catalog.session() as session:
             row = session.get(Reduction, reduction_id)
+            executed, log_path = reduction_file(data_dir, row, "notebook"), reduction_file(data_dir, row, "log")
             row.notebook_path, row.log_path, row.attempts = str(executed), str(log_path), attempt
         t0 = time.perf_counter()
         error = execute_notebook(notebook_source(step, work), executed, task.kernel,
