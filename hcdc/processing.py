@@ -246,17 +246,19 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
         t0 = time.perf_counter()
         fits.PrimaryHDU(calibration.image, header=header).writeto(path, overwrite=True)
         writing += time.perf_counter() - t0
-        product = Product(observation_id=None, kind=calibration.kind, path=str(path), sha256=sha256_file(path),
-                          size_bytes=path.stat().st_size, release_date=None,
-                          meta={"inputs_sha256": list(calibration.input_sha256)})
-        reduction.products.append(product)
-        session.flush()
         date_obs = None
         if calibration.date_obs:
             try:
                 date_obs = datetime.fromisoformat(calibration.date_obs).replace(tzinfo=timezone.utc)
             except ValueError:
                 date_obs = None
+        # calibrations are public at once (ESO): a reduced one is released when its frames were taken
+        released = (date_obs or datetime.now(timezone.utc)).date()
+        product = Product(observation_id=None, kind=calibration.kind, path=str(path), sha256=sha256_file(path),
+                          size_bytes=path.stat().st_size, release_date=released,
+                          meta={"inputs_sha256": list(calibration.input_sha256)})
+        reduction.products.append(product)
+        session.flush()
         session.add(Calibration(
             instrument=instrument, kind=calibration.kind, dit_s=calibration.dit_s,
             filter=filter_ if calibration.kind in ("master_flat", "master_background", "master_sky", "ifs_spectra_positions",

@@ -83,6 +83,8 @@ INTERACTIVE_STEP = "postprocess-interactive"
 #: images a saved reduction may carry as products (float32, at most this many pixels each)
 SAVED_IMAGES = ("residuals", "snrmap")
 MAX_IMAGE_PIXELS = 4096 * 4096
+#: the largest id a catalog row can have (PostgreSQL integer): larger ids are answered 404, never 500
+MAX_ROW_ID = 2**31 - 1
 
 
 class NotFound(ServiceError):
@@ -154,6 +156,8 @@ class CatalogAccess:
             return session.scalar(select(model.id).where(model.id == row_id)) is not None
 
     def _get_visible(self, session: Session, principal: Principal, model: type, row_id: int, noun: str):
+        if not 0 < row_id <= MAX_ROW_ID:  # beyond any id the database can hold: missing, not an error
+            raise NotFound(f"{noun} {row_id} does not exist in the catalog")
         row = session.scalar(access.visible_query(model, principal).where(model.id == row_id))
         if row is not None:
             return row

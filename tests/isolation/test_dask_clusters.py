@@ -64,7 +64,7 @@ def rpc_attempt(url):
         return f"refused: {type(exc).__name__}: {str(exc)[:120]}"
 
 urls = [f"{scheme}://{address}" for address in P["addresses"] for scheme in ("tcp", "tls")]
-with ThreadPoolExecutor(len(urls) * 2) as pool:
+with ThreadPoolExecutor(min(16, len(urls))) as pool:
     clients = dict(zip(urls, pool.map(client_attempt, urls)))
     rpcs = dict(zip(urls, pool.map(rpc_attempt, urls)))
 R["attempts"] = {url: {**clients[url], "rpc_run": rpcs[url]} for url in urls}

@@ -1,0 +1,471 @@
+"""PI A against PI B on a running deployment: every door A has, tried with B's ids and paths (issue 12).
+
+A real hub (configurable-http-proxy, NativeAuthenticator, the system-users spawner: one OS account
+per PI), the catalog and dashboards services as the unprivileged service account, a catalog with
+both PIs' proprietary observations, reductions, products, executed notebooks, and a campaign's dask
+cluster running as the pipeline's account. PI alice (A) then attacks, from her own kernel and with
+her own hub token, PI bob's (B) proprietary programme, whose target name carries a marker string:
+
+* every catalog-service endpoint with B's ids, huge ids and forged provenance paths;
+* the dashboards: every page, the reduction file handler with B's ids, with forged and linked paths;
+* files: B's home (a downloaded cube, saved JSON, IPython history), /tmp, the data directory, the
+  catalog file, the raw archive, the reports, ``/proc`` of the services;
+* the campaign's dask cluster is attacked in ``test_dask_clusters.py`` (tcp:// and tls://, client and the
+  workers' ``run`` handler); a sweep of every port the platform listens on is not in this suite yet;
+* the hub API with A's token (B's user model, server, tokens).
+
+Each route asserts that B's marker never reaches A, and that A still sees A's own proprietary rows.
+Set ``HCDC_ISOLATION_REPORT=FILE`` to keep the routes tried and the processes' accounts as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from astropy.io import fits
+from sqlalchemy import select
+
+from ..access_world import build_world
+from ..test_hub_access import ADMIN_TOKEN, PASSWORDS, Hub, Login, _free_ports, _stop, login_spawn_kernel
+from .attacker import skip_reason
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SERVICE_USER = "hcdc-service"
+MARKER = f"BSECRET{secrets.token_hex(4).upper()}"
+REPORT: dict = {"routes": {}, "processes": []}
+
+
+def _route(name: str, answer) -> None:
+    REPORT["routes"][name] = answer
+
+
+@pytest.fixture(scope="module")
+def deployment():
+    from hcdc.catalog import Catalog
+    from hcdc.catalog.models import Product, Reduction, Target
+    from hcdc.hub import load_hub_config, preflight, write_seed_accounts
+    from hcdc.reports import reduction_file
+
+    reason = skip_reason() or (None if shutil.which("configurable-http-proxy") else
+                               "configurable-http-proxy not on PATH")
+    if reason:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="hcdc-isolation-"))
+    os.chmod(root, 0o755)  # deliberately open: the platform must make its data private itself
+    data_dir = root / "data"
+    data_dir.mkdir()
+    catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
+    port, api_port, hub_port, service_port, dashboards_port = _free_ports(5)
+    prefix = f"hci{uuid.uuid4().hex[:4]}-"
+    extra = root / "config.d"
+    extra.mkdir()
+    (extra / "50-test-admin.py").write_text(
+        "import os\n"
+        "c.JupyterHub.services.append({'name': 'test-admin', 'api_token': os.environ['HCDC_TEST_ADMIN_TOKEN']})\n"
+        "c.JupyterHub.load_roles.append({'name': 'test-admin', 'services': ['test-admin'], 'scopes': "
+        "['admin:users', 'admin:servers', 'list:services', 'read:services']})\n")
+    config_file = root / "hcdc_hub.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "profile": "local",
+        "hub": {"ip": "127.0.0.1", "port": port, "proxy_api_port": api_port, "hub_port": hub_port,
+                "state_dir": str(data_dir / "hub"), "admin_users": ["hcdc-admin"],
+                "config_d": [str(REPO / "hub_config" / "jupyterhub_config.d"), str(extra)]},
+        "catalog": {"service_port": service_port, "catalog_url": catalog_url, "data_dir": str(data_dir),
+                    "token_cache_seconds": 0, "service_user": SERVICE_USER},
+        "dashboards": {"service_port": dashboards_port},
+        "local": {"spawner": {"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 120,
+                              "http_timeout": 120}},
+    }))
+    config = load_hub_config(config_file)
+    problems = preflight(config)
+    if problems:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip("; ".join(problems))
+
+    catalog = Catalog(catalog_url)
+    world = build_world(catalog, data_dir, data_dir)
+    with catalog.session() as session:
+        target = session.scalar(select(Target).where(Target.name == world.target["B"]))
+        target.name = f"{world.target['B']} {MARKER}"  # the marker: it must never reach alice
+        world.target["B"] = target.name
+        files = {}
+        for letter in ("A", "B"):
+            reduction = session.scalar(select(Reduction).where(Reduction.observation_id == world.observation[letter]))
+            # an executed notebook and a report where the pipeline writes them
+            for kind, text in (("notebook", json.dumps({"cells": [{"cell_type": "markdown", "metadata": {},
+                                                                   "source": f"run of {world.target[letter]}"}],
+                                                        "metadata": {}, "nbformat": 4, "nbformat_minor": 5})),
+                               ("report", f"<html><body>report of {world.target[letter]}</body></html>")):
+                path = reduction_file(data_dir, reduction, kind)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                setattr(reduction, f"{kind}_path", str(path))
+            files[letter] = reduction.id
+            # the calibrated products a PI's interactive reduction starts from
+            for kind, array in (("cube", np.zeros((4, 8, 8), np.float32)), ("angles", np.arange(4, dtype=np.float32)),
+                                ("psf", np.ones((5, 5), np.float32))):
+                path = data_dir / "products" / f"obs{world.observation[letter]}" / f"{kind}.fits"
+                fits.PrimaryHDU(array).writeto(path, overwrite=True)
+                data = path.read_bytes()
+                session.add(Product(reduction_id=reduction.id, observation_id=world.observation[letter], kind=kind,
+                                    path=str(path), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
+                                    release_date=reduction.release_date))
+        world.reduction = files
+    catalog.dispose()
+    write_seed_accounts(config, {**PASSWORDS, "sam": PASSWORDS["nobody"]})
+
+    from .attacker import listening_ports
+
+    baseline = listening_ports()  # the machine's own services: the platform's ports are the new ones
+    log = root / "hub.log"
+    env = {**os.environ, "HCDC_HUB_CONFIG": str(config_file), "HCDC_HUB_PROFILE": "local",
+           "HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN}
+    env.pop("HCDC_CATALOG_URL", None)
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
+                                   cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    hub = Hub(root, f"http://127.0.0.1:{port}/", process, log, world, data_dir, prefix, config)
+    hub.baseline = baseline
+    campaign = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the hub exited ({process.returncode}):\n{hub.tail()}")
+            try:
+                if (requests.get(hub.service_url + "api/health", timeout=2).ok and
+                        requests.get(f"{hub.url}services/hcdc-dashboards/hcdc/health", timeout=2).ok):
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"hub or services not up after 90 s:\n{hub.tail()}")
+            time.sleep(0.3)
+        campaign = _start_campaign_cluster(data_dir)
+        hub.campaign = campaign
+        sessions = {user: login_spawn_kernel(hub, user) for user in ("alice", "bob")}
+        hub.sessions = sessions
+        yield hub
+    finally:
+        if campaign is not None:
+            campaign["process"].kill()
+            campaign["process"].wait(10)
+        REPORT["processes"] = REPORT["processes"] or _process_accounts(hub)
+        if os.environ.get("HCDC_ISOLATION_REPORT"):
+            Path(os.environ["HCDC_ISOLATION_REPORT"]).write_text(json.dumps(REPORT, indent=1, default=str))
+        _stop(hub)
+        subprocess.run(["userdel", "--remove", prefix + "sam"], capture_output=True)
+
+
+CAMPAIGN = r'''
+import os, sys, time
+from distributed import Client
+from hcdc.pipeline.campaign import make_cluster
+from hcdc.settings import Settings
+cluster = make_cluster("local", Settings(data_dir=sys.argv[1], local_workers=1))
+client = Client(cluster)
+info = client.scheduler_info()
+addresses = [client.scheduler.address] + list(info["workers"]) + [w["nanny"] for w in info["workers"].values()]
+print("ADDRESSES " + " ".join(a.split("://", 1)[1] for a in addresses), flush=True)
+print("UID", client.submit(os.getuid, pure=False).result(), flush=True)
+time.sleep(3600)
+'''
+
+
+def _start_campaign_cluster(data_dir: Path) -> dict:
+    """A campaign's local dask cluster, run as the pipeline's account (the service account)."""
+    from hcdc.accounts import PRIVATE_UMASK
+
+    owner = pwd.getpwnam(SERVICE_USER)
+
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(owner.pw_gid)
+        os.setuid(owner.pw_uid)
+        os.umask(PRIVATE_UMASK)
+
+    process = subprocess.Popen([sys.executable, "-c", CAMPAIGN, str(data_dir)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, preexec_fn=become, cwd=owner.pw_dir,
+                               env={**os.environ, "HOME": owner.pw_dir}, start_new_session=True)
+    addresses = process.stdout.readline().split()[1:]
+    uid = process.stdout.readline().split()
+    assert addresses and uid == ["UID", str(owner.pw_uid)], (addresses, uid)
+    return {"process": process, "addresses": addresses}
+
+
+def _process_accounts(hub: Hub) -> list[str]:
+    """``ps -o user,cmd`` of the hub's processes, the services, PI servers, kernels and the campaign."""
+    out = subprocess.run(["ps", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True).stdout
+    keep = ("jupyterhub", "configurable-http-proxy", "hcdc.service", "hcdc.dashboards", "ipykernel",
+            "distributed", "multiprocessing", "-c \nimport os, sys, time")
+    return [line[:220] for line in out.splitlines() if any(k in line for k in keep) and str(hub.root) not in line
+            or "hcdc" in line and "python" in line]
+
+
+def _kernel(hub: Hub, user: str):
+    return hub.sessions[user][1]
+
+
+def _run_apart(kernel, code: str, parameters: dict, timeout: float = 150) -> dict:
+    """Run an attack in a child process of ``kernel`` (the same account), bounded by ``timeout``."""
+    wrapper = (f"import subprocess, sys, json\n"
+               f"child = subprocess.run([sys.executable, '-c', {('import json, sys' + chr(10) + 'P = json.loads(sys.stdin.read())' + chr(10) + 'R = {}' + chr(10) + code + chr(10) + 'print(chr(82) + chr(61) + json.dumps(R, default=str))')!r}], "
+               f"input=json.dumps(P), capture_output=True, text=True, timeout={timeout})\n"
+               f"R = json.loads(child.stdout.rsplit('R=', 1)[1]) if 'R=' in child.stdout else "
+               f"{{'failed': child.stderr[-3000:]}}\n")
+    result = _run(kernel, wrapper, parameters)
+    assert "failed" not in result, result["failed"]
+    return result
+
+
+def _run(kernel, code: str, parameters: dict) -> dict:
+    out, errors = kernel.execute(f"import json\nP = json.loads({json.dumps(parameters)!r})\nR = {{}}\n" + code +
+                                 "\nprint('RESULT' + json.dumps(R, default=str))")
+    assert not errors, errors
+    return json.loads(out.rsplit("RESULT", 1)[1])
+
+
+def _no_marker(kernel, where: str) -> None:
+    seen = json.dumps([m for m in kernel.seen if m["msg_type"] != "execute_input"])
+    assert MARKER not in seen, f"B's marker reached alice through {where}"
+
+
+def _dashboards(hub: Hub, user: str, password: str) -> requests.Session:
+    """A browser-like session logged into the dashboards service through the hub's OAuth."""
+    login = Login(hub, user, password)
+    assert login.ok
+    landing = login.http.get(f"{hub.url}services/hcdc-dashboards/", timeout=60)
+    assert landing.ok and f"<b>{user}</b>" in landing.text, landing.text[:500]
+    return login.http
+
+
+# --- the routes -------------------------------------------------------------------------------------
+
+
+def test_forged_provenance_paths_are_neither_stored_nor_served(deployment):
+    """Route 1: a path sent with a saved reduction never becomes a file the dashboards serve."""
+    from hcdc.catalog import Catalog
+    from hcdc.catalog.models import Product, Reduction
+    from hcdc.client import CatalogClient
+
+    hub, world = deployment, deployment.world
+    alice = Login(hub, "alice", PASSWORDS["alice"])
+    client = CatalogClient(hub.service_url, token=alice.new_token())
+    catalog = Catalog(f"sqlite:///{hub.data_dir / 'catalog.sqlite'}", migrate=False)
+    with catalog.session() as session:
+        inputs = [{"product_id": p.id, "sha256": p.sha256} for p in session.scalars(
+            select(Product).where(Product.observation_id == world.observation["A"],
+                                  Product.kind.in_(("cube", "angles", "psf"))))]
+    secret = hub.data_dir / "catalog.sqlite"
+    forged = {"code_version": "forged", "git_commit": "f" * 40, "host": "forged-host",
+              "notebook_path": str(secret), "report_path": str(secret), "log_path": "/etc/shadow",
+              "started_at": "1999-01-01T00:00:00", "finished_at": "1999-01-01T00:00:00", "owner": "bob"}
+    saved = client.save_reduction(world.observation["A"], {
+        "parameters": {}, "inputs": inputs, "detections": [], "limits": [], "provenance": forged,
+        "notebook_path": str(secret)})
+    with catalog.session() as session:
+        row = session.get(Reduction, saved["reduction_id"])
+        stored = {k: getattr(row, k) for k in ("notebook_path", "report_path", "log_path", "host", "code_version",
+                                              "git_commit", "started_at")}
+        owner = row.owner_id
+    catalog.dispose()
+    _route("service: POST reductions with forged provenance paths", stored)
+    assert stored["notebook_path"] is stored["report_path"] is stored["log_path"] is None
+    assert stored["host"] != "forged-host" and stored["code_version"] != "forged" and stored["git_commit"] != "f" * 40
+    assert stored["started_at"].year > 2000 and owner is not None
+    browser = _dashboards(hub, "alice", PASSWORDS["alice"])
+    for what in ("notebook", "report", "log"):
+        for query in ("", "?download=1"):
+            response = browser.get(f"{hub.url}services/hcdc-dashboards/hcdc/reductions/{saved['reduction_id']}/"
+                                   f"{what}{query}", timeout=30)
+            assert response.status_code == 404 and b"SQLite format 3" not in response.content, (what, query)
+    _route("dashboards: file handler on the forged reduction", "404, nothing served")
+
+
+def test_reduction_files_are_served_from_their_own_folder_only(deployment):
+    """Route 1, the handler's side: a row pointing elsewhere, or a link in the folder, serves nothing."""
+    from hcdc.catalog import Catalog
+    from hcdc.catalog.models import Reduction
+
+    hub, world = deployment, deployment.world
+    staff = _dashboards(hub, "sam", PASSWORDS["nobody"])
+    alice = _dashboards(hub, "alice", PASSWORDS["alice"])
+    url = f"{hub.url}services/hcdc-dashboards/hcdc/reductions/"
+    own = alice.get(url + f"{world.reduction['A']}/notebook", timeout=30)
+    assert own.ok and world.target["A"] in own.text  # alice opens her own executed notebook
+    other = alice.get(url + f"{world.reduction['B']}/notebook?download=1", timeout=30)
+    assert other.status_code == 403 and MARKER not in other.text
+    huge = alice.get(url + f"{2**70}/notebook", timeout=30)
+    assert huge.status_code == 404
+    _route("dashboards: B's notebook / report / huge id as alice", [other.status_code, huge.status_code])
+    catalog = Catalog(f"sqlite:///{hub.data_dir / 'catalog.sqlite'}", migrate=False)
+    with catalog.session() as session:  # a row that names the catalog (as the old service stored)
+        row = session.get(Reduction, world.reduction["A"])
+        row.log_path = str(hub.data_dir / "catalog.sqlite")
+        report = Path(row.report_path)
+    catalog.dispose()
+    report.unlink()
+    report.symlink_to(hub.data_dir / "catalog.sqlite")  # a link where the report belongs
+    for who in (staff, alice):
+        for what in ("log", "report"):
+            response = who.get(url + f"{world.reduction['A']}/{what}?download=1", timeout=30)
+            assert response.status_code == 404 and b"SQLite format 3" not in response.content, what
+    _route("dashboards: recorded path elsewhere / symlink in the reports folder", "404, nothing served")
+
+
+def test_homes_tmp_and_platform_files_are_closed_to_another_pi(deployment):
+    """Route 2: what B's kernel writes (home, /tmp, history) and the platform's files stay closed to A."""
+    hub, world = deployment, deployment.world
+    bob, alice = _kernel(hub, "bob"), _kernel(hub, "alice")
+    written = _run(bob, r'''
+import os, tempfile, json
+from hcdc.client import CatalogClient
+c = CatalogClient()
+home = os.path.expanduser("~")
+cube = os.path.join(home, "b_cube.fits")
+open(cube, "wb").write(c.product_bytes(P["b_product"]))
+saved = os.path.join(home, "b_reduction.json")
+json.dump({"target": c.observation(P["b_obs"])["target"]}, open(saved, "w"))
+fd, scratch = tempfile.mkstemp(prefix="b-scratch-")
+os.write(fd, json.dumps(c.observation(P["b_obs"])).encode()); os.close(fd)
+get_ipython().history_manager.store_output(1)
+R = {"home": home, "files": [cube, saved, scratch], "mode": oct(os.stat(home).st_mode & 0o777),
+     "modes": [oct(os.stat(f).st_mode & 0o777) for f in (cube, saved, scratch)], "umask": oct(os.umask(0o077)),
+     "history": os.path.join(home, ".ipython", "profile_default", "history.sqlite")}
+''', {"b_product": world.product["B"], "b_obs": world.observation["B"]})
+    assert written["mode"] == "0o700" and set(written["modes"]) == {"0o600"} and written["umask"] == "0o77"
+    from sqlalchemy import select as _select  # noqa: F401  (the catalog path below)
+
+    services = [line.split()[1] for line in subprocess.run(
+        ["ps", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True).stdout.splitlines()
+        if "hcdc.service" in line or "hcdc.dashboards" in line]
+    targets = written["files"] + [written["home"], written["history"], str(hub.data_dir),
+                                  str(hub.data_dir / "catalog.sqlite"), str(hub.data_dir / "archive"),
+                                  str(hub.data_dir / "reports"), str(world.product_path["B"]),
+                                  str(hub.data_dir / "hub" / "jupyterhub.sqlite")]
+    targets += [f"/proc/{pid}/environ" for pid in services] + [f"/proc/{pid}/cwd/" for pid in services]
+    tried = _run(alice, r'''
+import os, glob
+def attempt(path):
+    try:
+        if os.path.isdir(path):
+            return "LISTED " + ",".join(os.listdir(path))[:200]
+        with open(path, "rb") as handle:
+            return "READ " + handle.read(64).decode("latin-1")
+    except Exception as exc:
+        return type(exc).__name__
+R = {path: attempt(path) for path in P["targets"]}
+R["tmp"] = {p: attempt(p) for p in glob.glob("/tmp/b-scratch-*")}
+''', {"targets": targets})
+    _route("files: B's home, /tmp, data dir, catalog, archive, reports, hub db, /proc of services", tried)
+    for path, answer in tried.items():
+        if path == "tmp":
+            assert answer and all(a == "PermissionError" for a in answer.values()), answer
+            continue
+        assert answer in ("PermissionError", "FileNotFoundError"), (path, answer)
+    _no_marker(alice, "files")
+    # and alice still reads her own proprietary rows through the service
+    own = _run(alice, "from hcdc.client import CatalogClient\nR = {'keys': [o['key'] for o in CatalogClient().observations(mine=True)]}", {})
+    assert own["keys"] == [world.key["A"]]
+
+
+def test_catalog_service_endpoints_with_the_other_pis_ids(deployment):
+    """Every endpoint with B's ids answers the same refusal; huge ids are 404; alice still sees A."""
+    hub, world = deployment, deployment.world
+    alice = _kernel(hub, "alice")
+    result = _run(alice, r'''
+from hcdc.client import CatalogClient
+import requests, os
+c = CatalogClient()
+def attempt(f):
+    try:
+        f()
+        return "GOT DATA"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+B = P["b_obs"]
+R["other"] = {name: attempt(f) for name, f in {
+    "observation": lambda: c.observation(B), "raw_files": lambda: c.raw_files(B),
+    "products": lambda: c.products(B), "detections": lambda: c.detections(B),
+    "detection_limits": lambda: c.detection_limits(B), "product": lambda: c.product(P["b_product"]),
+    "product_file": lambda: c.product_bytes(P["b_product"]), "calibrated": lambda: c.calibrated(B),
+    "save": lambda: c.save_reduction(B, {"parameters": {}, "inputs": []})}.items()}
+base, headers = os.environ["HCDC_SERVICE_URL"], {"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}
+R["huge"] = {path: requests.get(base + path, headers=headers, timeout=30).status_code for path in (
+    f"api/observations/{2**70}", f"api/observations/{2**40}/products", f"api/products/{2**63}/file")}
+R["own"] = [o["key"] for o in c.observations(mine=True)]
+''', {"b_obs": world.observation["B"], "b_product": world.product["B"]})
+    _route("service: every endpoint with B's ids", result["other"])
+    _route("service: huge ids", result["huge"])
+    for name, answer in result["other"].items():
+        assert answer.startswith("PermissionDenied") and "proprietary" in answer, (name, answer)
+    assert set(result["huge"].values()) == {404}, result["huge"]
+    assert result["own"] == [world.key["A"]]
+    _no_marker(alice, "the catalog service")
+
+
+def test_dashboards_pages_show_alice_her_rows_and_never_bobs(deployment):
+    hub, world = deployment, deployment.world
+    alice = _dashboards(hub, "alice", PASSWORDS["alice"])
+    seen = {}
+    for stem in ("browser", "monitoring", "pipeline"):
+        page = alice.get(f"{hub.url}services/hcdc-dashboards/voila/render/{stem}.ipynb", timeout=180)
+        seen[stem] = page.status_code
+        assert page.ok and MARKER not in page.text and world.key["B"] not in page.text, stem
+        assert "Traceback" not in page.text, stem
+    _route("dashboards: every page as alice", seen)
+
+
+def test_hub_api_with_alice_token(deployment):
+    hub = deployment
+    alice = Login(hub, "alice", PASSWORDS["alice"])
+    headers = {"Authorization": f"token {alice.new_token()}"}
+    answers = {}
+    for method, path in (("GET", "hub/api/users/bob"), ("GET", "hub/api/users"), ("POST", "hub/api/users/bob/tokens"),
+                         ("DELETE", "hub/api/users/bob/server"), ("GET", "user/bob/api/contents"),
+                         ("GET", "user/bob/api/kernels"), ("GET", "user/bob/files/b_cube.fits")):
+        response = requests.request(method, hub.url + path, headers=headers, timeout=30, allow_redirects=False)
+        answers[f"{method} {path}"] = response.status_code
+        assert response.status_code in (302, 403, 404), (method, path, response.status_code)
+        assert MARKER not in response.text
+    _route("hub API and bob's server with alice's token", answers)
+
+
+def test_every_platform_process_runs_unprivileged(deployment):
+    hub = deployment
+    lines = _process_accounts(hub)
+    REPORT["processes"] = lines
+    by_role = {}
+    for line in lines:
+        user = line.split()[0]
+        for role, key in (("catalog service", "hcdc.service"), ("dashboards service", "hcdc.dashboards"),
+                          ("campaign", "from hcdc.pipeline.campaign")):
+            if key in line:
+                by_role.setdefault(role, set()).add(user)
+    assert by_role.get("catalog service") == {SERVICE_USER}, lines
+    assert by_role.get("dashboards service") == {SERVICE_USER}, lines
+    for user in ("alice", "bob"):
+        servers = [line for line in lines if line.startswith(hub.prefix + user) or line.split()[0] == str(
+            pwd.getpwnam(hub.prefix + user).pw_uid)]
+        assert servers, f"no process of {user}'s server in:\n" + "\n".join(lines)
+    owner = pwd.getpwnam(SERVICE_USER)
+    assert hub.data_dir.stat().st_uid == owner.pw_uid and hub.data_dir.stat().st_mode & 0o077 == 0
