@@ -148,3 +148,25 @@ def act_as_data_dir_owner(data_dir: Path, service_user: str = SERVICE_USER) -> s
         return None
     become(who)
     return who.pw_name
+
+
+def run_as_service_account(settings, say=print) -> None:
+    """As root: the data directory is the service account's from the start, and so is this process.
+
+    Creates the account and the data directory when missing, gives the directory (all but the hub's
+    state) to the account, private, then drops to it. Not root: only the private umask is set.
+    """
+    if os.geteuid() == 0:
+        owner, created = ensure_service_account(settings.service_user)
+        if created:
+            say(f"created the service account {owner.pw_name} (the platform's files are its own, closed to PIs)")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        blocked = unreachable_by(settings.data_dir, owner)
+        if blocked:
+            raise SystemExit(f"the service account {owner.pw_name} cannot reach {settings.data_dir}: "
+                             f"{', '.join(map(str, blocked))} not traversable; choose another HCDC_DATA_DIR")
+        for change in make_private_tree(settings.data_dir, owner, skip=(settings.data_dir / "hub",)):
+            say(f"    {change}")
+    who = act_as_data_dir_owner(settings.data_dir, settings.service_user)
+    if who:
+        say(f"running as {who}, the owner of {settings.data_dir} (files 0600, folders 0700)")

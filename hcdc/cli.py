@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import click
@@ -472,6 +472,57 @@ def db_current() -> None:
 
     cat = _catalog(migrate=False)
     click.echo(f"database: {current_revision(cat.engine)}  code: {head_revision()}")
+
+
+@db.group("cluster")
+def db_cluster() -> None:
+    """The project's own PostgreSQL cluster (scram-sha-256 only, owned by the service account)."""
+
+
+def _project_cluster(port: int):
+    from .pgcluster import ProjectCluster
+
+    settings = _settings()
+    return ProjectCluster.for_data_dir(settings.data_dir, port=port, owner=settings.service_user)
+
+
+_port_option = click.option("--port", type=int, default=5433, show_default=True, envvar="HCDC_PG_PORT",
+                            help="Port on 127.0.0.1 (env HCDC_PG_PORT); not the machine's shared 5432.")
+
+
+@db_cluster.command("start")
+@_port_option
+def db_cluster_start(port: int) -> None:
+    """Create the cluster under <data_dir>/postgres when missing, start it, print its catalog URL.
+
+    As root, the data directory is given to the service account first (the cluster is its own)."""
+    from .accounts import run_as_service_account
+    from .pgcluster import ClusterError
+
+    run_as_service_account(_settings(), say=_echo_err)
+    cluster = _project_cluster(port)
+    try:
+        for line in cluster.start():
+            _echo_err(line)
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _echo_err(f"PostgreSQL ready on 127.0.0.1:{port}; use: HCDC_CATALOG_URL='{cluster.url()}'")
+    click.echo(cluster.url())
+
+
+@db_cluster.command("stop")
+@_port_option
+def db_cluster_stop(port: int) -> None:
+    """Stop the cluster (fast shutdown: open sessions are closed)."""
+    for line in _project_cluster(port).stop() or ["not running"]:
+        _echo_err(line)
+
+
+@db_cluster.command("url")
+@_port_option
+def db_cluster_url(port: int) -> None:
+    """The catalog URL of the cluster (the password stays in its pass file)."""
+    click.echo(_project_cluster(port).url())
 
 
 @main.group()

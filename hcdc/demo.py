@@ -16,6 +16,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
+from .accounts import run_as_service_account
 from .catalog.db import Catalog
 from .external import ExternalCube, register_external
 from .ingest import ingest
@@ -47,32 +48,11 @@ def write_target_table(truth_path: Path, out: Path) -> Path:
     return out
 
 
-def run_as_service_account(settings) -> None:
-    """As root: the data directory is the service account's from the start, and so is this process."""
-    import os
-
-    from .accounts import act_as_data_dir_owner, ensure_service_account, make_private_tree, unreachable_by
-
-    if os.geteuid() == 0:
-        owner, created = ensure_service_account(settings.service_user)
-        if created:
-            say(f"created the service account {owner.pw_name} (the platform's files are its own, closed to PIs)")
-        blocked = unreachable_by(settings.data_dir, owner)
-        if blocked:
-            raise SystemExit(f"the service account {owner.pw_name} cannot reach {settings.data_dir}: "
-                             f"{', '.join(map(str, blocked))} not traversable; choose another HCDC_DATA_DIR")
-        for change in make_private_tree(settings.data_dir, owner, skip=(settings.data_dir / "hub",)):
-            say(f"    {change}")
-    who = act_as_data_dir_owner(settings.data_dir, settings.service_user)
-    if who:
-        say(f"running as {who}, the owner of {settings.data_dir} (files 0600, folders 0700)")
-
-
 def main() -> int:
     settings = get_settings()
     data_dir = settings.data_dir
     archive = data_dir / "archive"
-    run_as_service_account(settings)
+    run_as_service_account(settings, say)
     say(f"HC-DC demo in {data_dir} (catalog {settings.resolved_catalog_url})")
     if not (archive / "truth.json").exists():
         from reduction.simulator import simulate_archive

@@ -126,6 +126,13 @@ class DashboardsSection(_Model):
     display: bool = Field(True, description="List the dashboards in the hub's Services menu.")
     config: Path | None = Field(None, description="Dashboards settings YAML (outlier thresholds; "
                                                   "HCDC_DASHBOARDS_CONFIG). Relative to this file.")
+    max_kernels_per_user: int = Field(3, ge=1, le=50, description="Dashboard pages (one kernel each) a user may "
+                                                                 "have open at once; one more is refused (429) "
+                                                                 "until a page is closed.")
+    kernel_idle_minutes: float = Field(10, gt=0, le=1440, description="A page's kernel left without a connection "
+                                                                     "(crashed tab, lost network) is stopped after "
+                                                                     "this many idle minutes; closing a page stops "
+                                                                     "its kernel at once.")
 
 
 class NativeAuthenticatorSection(_Model):
@@ -415,7 +422,9 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
         traits["JupyterHub"]["services"].append({
             "name": dashboards.service_name, "display": dashboards.display,
             "url": f"http://127.0.0.1:{dashboards.service_port}", "oauth_no_confirm": True,
-            "command": [sys.executable, "-m", "hcdc.dashboards", "serve", "--hub"], "environment": environment,
+            "command": [sys.executable, "-m", "hcdc.dashboards", "serve", "--hub",
+                        f"--max-kernels-per-user={dashboards.max_kernels_per_user}",
+                        f"--kernel-idle-minutes={dashboards.kernel_idle_minutes}"], "environment": environment,
             **service_account_traits(config)})
         traits["JupyterHub"]["load_roles"][0]["scopes"].append(f"access:services!service={dashboards.service_name}")
 
@@ -528,8 +537,42 @@ def prepare_state(config: HubConfig) -> Path:
     """
     for change in mend(config):
         print(f"HC-DC hub: {change}", file=sys.stderr)
+    return state_dir(config)
+
+
+def ensure_state_dir(config: HubConfig) -> Path:
+    """The hub's state folder, created 0700 when missing; nothing else is walked or changed.
+
+    (:func:`prepare_state`, which walks the whole data directory, runs once per hub start, from the
+    hub's own configuration file.)
+    """
     state = state_dir(config)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(state.stat().st_mode) != 0o700:
+        os.chmod(state, 0o700)
     return state
+
+
+def _close_own_data(config: HubConfig) -> list[Path]:
+    """Not root (one developer's hub): the data directory and a SQLite catalog of this account, closed
+    to others (0700/0600); what was changed. Files of other accounts are left alone."""
+    from sqlalchemy.engine import make_url
+
+    url, data_dir = service_settings(config)
+    candidates = [(data_dir, 0o700)]
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        candidates.append((Path(parsed.database), 0o600))
+    changed = []
+    for path, mode in candidates:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700 | mode)
+            changed.append(path)
+    return changed
 
 
 def mend(config: HubConfig) -> list[str]:
@@ -555,7 +598,7 @@ def mend(config: HubConfig) -> list[str]:
             changes.append(f"hub state {state} given back to root")
         changes += make_private_tree(data_dir, owner, skip=(state,))
     elif config.catalog.harden_data_dir:
-        changes += [f"{path} closed to other accounts" for path in harden_data_dir(config)]
+        changes += [f"{path} closed to other accounts" for path in _close_own_data(config)]
     if os.geteuid() == 0 and isinstance(config.active.spawner, SystemUserSpawnerSection):
         from hcdc.hub_extensions import hub_accounts, private_home
 
@@ -568,7 +611,7 @@ def write_seed_accounts(config: HubConfig, accounts: dict[str, str], admins: set
     """Queue NativeAuthenticator accounts (approved) for the hub's next start; passwords stored hashed."""
     import bcrypt
 
-    state = prepare_state(config)
+    state = ensure_state_dir(config)
     path = state / SEED_FILE
     rows = [{"username": name, "password_bcrypt": bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode(),
              "admin": name in admins} for name, password in sorted(accounts.items())]
@@ -614,6 +657,7 @@ def preflight(config: HubConfig, fix: bool = False, changes: list[str] | None = 
     problems: list[str] = []
     changes = changes if changes is not None else []
     problems += _privacy_problems(config, fix, changes)
+    problems += _database_problems(config, changes)
     profile = config.active
     proxy = profile.proxy_command[0]
     if shutil.which(proxy) is None:
@@ -640,6 +684,50 @@ def preflight(config: HubConfig, fix: bool = False, changes: list[str] | None = 
             problems.append(f"kernel spec {spec} presets HCDC_CATALOG_URL: PI kernels must not get a database "
                             f"URL; reinstall it with HCDC_CATALOG_URL unset (hcdc kernel install)")
     return problems
+
+
+def _database_problems(config: HubConfig, changes: list[str]) -> list[str]:
+    """A PostgreSQL catalog whose server lets a PI connect without a password is refused.
+
+    Row-level security only binds the roles the service uses; a server that trusts local
+    connections (``trust`` or ``peer`` in ``pg_hba.conf``) lets any kernel connect as the
+    superuser and read every row. The check does what a PI would: as a PI's OS account (the
+    first the spawner made, else ``nobody``), with no password and no pass file, it connects to
+    the catalog's host and port as the catalog's role, as ``postgres`` and as its own name.
+    """
+    from sqlalchemy.engine import make_url
+
+    url, _ = service_settings(config)
+    if make_url(url).get_backend_name() != "postgresql":
+        return []
+    import pwd
+
+    from hcdc.pgcluster import passwordless_probe
+
+    if os.geteuid() == 0:
+        from hcdc.hub_extensions import hub_accounts
+
+        prefix = getattr(config.active.spawner, "system_user_prefix", "")
+        accounts = hub_accounts(prefix) or [pwd.getpwnam("nobody")]
+        who = accounts[0].pw_name
+    else:
+        who = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        seen = passwordless_probe(url, who, sys.executable)
+    except Exception as exc:  # the probe itself failed: say so, do not pass silently
+        return [f"cannot check the catalog's PostgreSQL for password-less access: {type(exc).__name__}: {exc}"]
+    for line in seen:
+        changes.append(f"checked: PostgreSQL {make_url(url).host}:{make_url(url).port or 5432} as OS account "
+                       f"{who}, no password: {line}")
+    open_roles = [line.split(" as ", 1)[1].split(":")[0] for line in seen if line.startswith("CONNECTED")]
+    if open_roles or any(line.startswith("probe failed") for line in seen):
+        what = (f"lets OS account {who} connect without a password as {', '.join(open_roles)}" if open_roles
+                else "could not be checked")
+        return [f"the catalog's PostgreSQL ({make_url(url).host}:{make_url(url).port or 5432}) {what}: any PI's "
+                f"kernel could read every proprietary row, row-level security or not. Use a server that asks "
+                f"passwords (scram-sha-256) of every local connection, e.g. the project's own: "
+                f"'hcdc db cluster start', then catalog_url from 'hcdc db cluster url'"]
+    return []
 
 
 def _privacy_problems(config: HubConfig, fix: bool, changes: list[str]) -> list[str]:
@@ -745,7 +833,7 @@ def preflight_command(config_path: Path | None, profile: str | None, fix: bool) 
     changes: list[str] = []
     problems = preflight(_load(config_path, profile), fix=fix, changes=changes)
     for change in changes:
-        click.echo(change if change.startswith("to do:") else f"changed: {change}", err=True)
+        click.echo(change if change.startswith(("to do:", "checked:")) else f"changed: {change}", err=True)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     if problems:
@@ -783,7 +871,7 @@ def start_command(config_path: Path | None, profile: str | None, demo_users: boo
     env = {**os.environ, "HCDC_HUB_CONFIG": str(source), "HCDC_HUB_PROFILE": config.profile}
     command = [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG_DIR / "jupyterhub_config.py")]
     click.echo(f"starting JupyterHub ({config.profile}) at {public_url(config)}", err=True)
-    os.chdir(prepare_state(config))
+    os.chdir(ensure_state_dir(config))  # the hub's configuration file mends the data dir (prepare_state)
     os.execve(command[0], command, env)  # the hub replaces this process: Ctrl-C reaches it directly
 
 

@@ -54,8 +54,9 @@ def code_version() -> str:
 def git_commit() -> str | None:
     """The commit of the code that runs (None outside a git checkout)."""
     try:
-        result = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
+        # the services run as their own account, not the checkout's owner: git would refuse the repository
+        result = subprocess.run(["git", "-c", f"safe.directory={REPO}", "-C", str(REPO), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None

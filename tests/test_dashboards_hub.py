@@ -12,23 +12,20 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from sqlalchemy import select
 
 from hcdc.catalog.models import Reduction
 from hcdc.reports import reduction_file
 
 from .access_world import build_world
-from .test_dashboards_support import card, chromium, free_ports, screenshot, skip_without_chromium, wait_ready
+from .hubtest import launch_hub, stop_hub, write_hub_config
+from .test_dashboards_support import card, chromium, screenshot, skip_without_chromium, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -50,16 +47,9 @@ def hub():
     data_dir = root / "data"
     data_dir.mkdir()
     catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
-    port, api_port, hub_port, service_port, dashboards_port = free_ports(5)
-    config_file = root / "hcdc_hub.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "profile": "local",
-        "hub": {"ip": "127.0.0.1", "port": port, "proxy_api_port": api_port, "hub_port": hub_port,
-                "state_dir": str(root / "state"), "admin_users": ["hcdc-admin"], "log_level": "INFO"},
-        "catalog": {"service_port": service_port, "catalog_url": catalog_url, "data_dir": str(data_dir)},
-        "dashboards": {"service_port": dashboards_port},
-        "local": {"spawner": {"kind": "simple"}},  # no user server is spawned here
-    }))
+    config_file, ports = write_hub_config(root, catalog={"catalog_url": catalog_url, "data_dir": str(data_dir)},
+                                          spawner={"kind": "simple"},  # no user server is spawned here
+                                          dashboards=True)
     config = load_hub_config(config_file)
     problems = preflight(config)
     if problems:
@@ -76,36 +66,12 @@ def hub():
         world.b_reduction = reduction.id
     catalog.dispose()
     write_seed_accounts(config, PASSWORDS)
-    log = root / "hub.log"
-    env = {**os.environ, "HCDC_HUB_CONFIG": str(config_file), "HCDC_HUB_PROFILE": "local"}
-    env.pop("HCDC_CATALOG_URL", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
-                                   cwd=root / "state", env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{ports['port']}/"
+    process, log = launch_hub(root, config_file, [url + "services/hcdc-dashboards/hcdc/health"], cwd=root / "state")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the hub exited:\n{log.read_text()[-4000:]}")
-            try:
-                if requests.get(url + "services/hcdc-dashboards/hcdc/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"hub or dashboards service not up after 90 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
         yield {"url": url, "world": world, "log": log}
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the hub stops the proxy and its services
-            try:
-                process.wait(45)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_hub(process)
         shutil.rmtree(root, ignore_errors=True)
 
 

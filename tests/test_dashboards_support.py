@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from .hubtest import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("HCDC_CHROMIUM", "/usr/bin/chromium")
@@ -54,18 +55,6 @@ def simulated_catalog(tmp_path_factory) -> dict:
     info["data_dir"] = Path(info["data_dir"])
     info["truth"] = json.loads((Path(info["archive"]) / "truth.json").read_text())
     return info
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports (held open together while they are chosen)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def free_port() -> int:

@@ -19,8 +19,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,11 +30,12 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from hcdc.client import AuthenticationError, CatalogClient, NotFound
 
 from .access_world import build_world
+from .hubtest import launch_hub, stop_hub, write_hub_config
+from .isolation.attacker import kill_processes_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -45,18 +44,6 @@ BIN = Path(sys.executable).parent
 PASSWORDS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12),
              "nobody": secrets.token_urlsafe(12)}
 ADMIN_TOKEN = secrets.token_hex(24)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _skip_reason(config) -> str | None:
@@ -97,27 +84,11 @@ def hub():
     data_dir = root / "data"
     data_dir.mkdir()
     catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
-    port, api_port, hub_port, service_port = _free_ports(4)
     prefix = f"hct{uuid.uuid4().hex[:4]}-"
-    extra = root / "config.d"
-    extra.mkdir()
-    # the escape hatch: a test-only admin service with a known token
-    (extra / "50-test-admin.py").write_text(
-        "import os\n"
-        "c.JupyterHub.services.append({'name': 'test-admin', 'api_token': os.environ['HCDC_TEST_ADMIN_TOKEN']})\n"
-        "c.JupyterHub.load_roles.append({'name': 'test-admin', 'services': ['test-admin'], 'scopes': "
-        "['admin:users', 'admin:servers', 'list:services', 'read:services']})\n")
-    config_file = root / "hcdc_hub.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "profile": "local",
-        "hub": {"ip": "127.0.0.1", "port": port, "proxy_api_port": api_port, "hub_port": hub_port,
-                "state_dir": str(root / "state"), "admin_users": ["hcdc-admin"], "log_level": "INFO",
-                "config_d": [str(REPO / "hub_config" / "jupyterhub_config.d"), str(extra)]},
-        "catalog": {"service_port": service_port, "catalog_url": catalog_url, "data_dir": str(data_dir),
-                    "token_cache_seconds": 0},
-        "local": {"spawner": {"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 90,
-                              "http_timeout": 90}},
-    }))
+    config_file, ports = write_hub_config(
+        root, catalog={"catalog_url": catalog_url, "data_dir": str(data_dir), "token_cache_seconds": 0},
+        spawner={"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 90, "http_timeout": 90},
+        test_admin=True)
     config = load_hub_config(config_file)
     reason = _skip_reason(config)
     if reason:
@@ -129,69 +100,29 @@ def hub():
     catalog.dispose()
     write_seed_accounts(config, PASSWORDS)
 
-    log = root / "hub.log"
-    env = {**os.environ, "HCDC_HUB_CONFIG": str(config_file), "HCDC_HUB_PROFILE": "local",
-           "HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN}
-    env.pop("HCDC_CATALOG_URL", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
-                                   cwd=root / "state", env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{ports['port']}/"
+    process, log = launch_hub(root, config_file, [f"{url}services/hcdc-catalog/api/health"],
+                              cwd=root / "state", env={"HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN}, timeout=60)
     instance = Hub(root, url, process, log, world, data_dir, prefix, config)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the hub exited ({process.returncode}):\n{instance.tail()}")
-            try:
-                if requests.get(instance.service_url + "api/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"hub or catalog service not up after 60 s:\n{instance.tail()}")
-            time.sleep(0.3)
         yield instance
     finally:
         _stop(instance)
 
 
 def _stop(hub: Hub) -> None:
-    if hub.process.poll() is None:
-        hub.process.send_signal(signal.SIGTERM)  # the hub stops the servers, the proxy and the service
-        try:
-            hub.process.wait(45)
-        except subprocess.TimeoutExpired:
-            os.killpg(hub.process.pid, signal.SIGKILL)
-            hub.process.wait(10)
+    stop_hub(hub.process)
     for name in ("alice", "bob", "nobody"):
         account = hub.prefix + name
         try:
             uid = pwd.getpwnam(account).pw_uid
         except KeyError:
             continue
-        for _ in range(50):  # the servers of this test's accounts, if the hub left any
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _owner(p) == uid]
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
+        kill_processes_of(uid)  # the servers of this test's accounts, if the hub left any
         subprocess.run(["userdel", "--remove", account], capture_output=True)
     if os.environ.get("HCDC_HUB_TEST_LOG"):  # keep the hub's log for debugging
         shutil.copy(hub.log, os.environ["HCDC_HUB_TEST_LOG"])
     shutil.rmtree(hub.root, ignore_errors=True)
-
-
-def _owner(pid: str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except FileNotFoundError:
-        return None
 
 
 # --- a browser-like login and the Jupyter server API ---------------------------------------------

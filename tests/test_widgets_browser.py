@@ -54,6 +54,26 @@ def _start_server(hub, username: str) -> None:  # noqa: F811
         time.sleep(0.25)
 
 
+def _goto_after_redirects(page, url: str, attempts: int = 4) -> None:
+    """Go to ``url`` once the hub's own redirects have finished.
+
+    After login the hub's spawn-pending page redirects itself to ``/user/<name>/tree`` as soon as
+    the server is ready; a navigation of ours started at that moment is interrupted by it. Wait for
+    the page to settle and try again rather than racing it.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(attempts):
+        try:
+            page.goto(url)
+            return
+        except PlaywrightError as error:
+            if "interrupted by another navigation" not in str(error) or attempt == attempts - 1:
+                raise
+            page.wait_for_load_state()
+            time.sleep(1.0)
+
+
 def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
     reason = _browser_skip_reason()
     if reason:
@@ -90,7 +110,7 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
             starter = home / "hcdc-tutorials" / "reduction_panel.ipynb"
             assert starter.is_file() and (home / "hcdc-tutorials" / "PI_GUIDE.md").is_file()
             assert starter.stat().st_uid == pwd.getpwnam(hub.prefix + "alice").pw_uid
-            page.goto(f"{hub.url}user/alice/lab/tree/hcdc-tutorials/reduction_panel.ipynb")
+            _goto_after_redirects(page, f"{hub.url}user/alice/lab/tree/hcdc-tutorials/reduction_panel.ipynb")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
             # the kernel must be connected and idle before cells run (else the key presses are lost)
             page.wait_for_function("document.body.innerText.includes('HC-DC (Python 3.11) | Idle')",

@@ -30,6 +30,7 @@ kernels' environment.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import html
 import json
 import logging
@@ -43,11 +44,14 @@ from urllib.parse import urlparse
 import nbformat
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.services.kernels.handlers import KernelHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from jupyter_server.utils import url_path_join
 from tornado import web
 from traitlets import Integer
 from voila.app import Voila
+from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
+from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
 from hcdc import access
 from hcdc.catalog.models import Reduction
@@ -103,6 +107,11 @@ class DashboardKernelSpecManager(KernelSpecManager):
         return {KERNEL_NAME: {"resource_dir": str(NOTEBOOKS), "spec": self._spec().to_dict()}}
 
 
+#: the viewer whose page is starting a kernel (set by :func:`prelaunch_hook`, read by ``start_kernel``
+#: in the same request's task)
+_PAGE_VIEWER: contextvars.ContextVar[str | None] = contextvars.ContextVar("hcdc_page_viewer", default=None)
+
+
 class DashboardKernelManager(AsyncMappingKernelManager):
     """Kernels of the dashboards, with a pool started in advance (libraries already imported).
 
@@ -110,23 +119,51 @@ class DashboardKernelManager(AsyncMappingKernelManager):
     every kernel serves one page only, so nothing passes from one viewer to the
     next. Pooled kernels get the server's environment, not the request's (the
     viewer comes in the injected cell, the base URL in HCDC_DASHBOARDS_BASE_URL).
+
+    Every page's kernel belongs to the user who opened the page: only they may
+    reach it (websocket, kernel API, shutdown), and each user may run at most
+    ``max_kernels_per_user`` of them at once.
     """
 
     pool_size = Integer(1, config=True, help="Kernels kept started in advance (0: none).")
+    max_kernels_per_user = Integer(3, config=True, help=(
+        "Dashboard pages (one kernel each) a user may have open at once; one more is refused with 429 "
+        "until a page is closed or its kernel culled."))
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._pool: list[str] = []
         self._filling = False
+        self._owners: dict[str, str] = {}
+
+    def owner_of(self, kernel_id: str) -> str | None:
+        """The user whose page started ``kernel_id`` (None: a pooled kernel, or none at all)."""
+        return self._owners.get(kernel_id) if kernel_id in self else None
+
+    def kernels_of(self, username: str) -> list[str]:
+        return [k for k, owner in list(self._owners.items()) if owner == username and k in self]
+
+    def check_room_for(self, username: str) -> None:
+        """Refuse (429) a page that would give ``username`` more kernels than allowed."""
+        if len(self.kernels_of(username)) >= self.max_kernels_per_user:
+            raise web.HTTPError(429, reason="Too many dashboards open", log_message=(
+                f"{username} has {self.max_kernels_per_user} dashboard pages open"))
 
     async def start_kernel(self, *, kernel_name: str | None = None, path: str | None = None,
                            env: dict | None = None, **kwargs):
+        viewer = _PAGE_VIEWER.get()
+        if viewer is not None:
+            self.check_room_for(viewer)
+        kernel_id = None
         while self._pool and kernel_name in (None, KERNEL_NAME):
-            kernel_id = self._pool.pop(0)
-            if kernel_id in self:  # still alive
-                self.fill_pool()
-                return kernel_id
-        kernel_id = await super().start_kernel(kernel_name=kernel_name, path=path, env=env, **kwargs)
+            candidate = self._pool.pop(0)
+            if candidate in self:  # still alive
+                kernel_id = candidate
+                break
+        if kernel_id is None:
+            kernel_id = await super().start_kernel(kernel_name=kernel_name, path=path, env=env, **kwargs)
+        if viewer is not None:
+            self._owners[kernel_id] = viewer
         self.fill_pool()
         return kernel_id
 
@@ -145,11 +182,55 @@ class DashboardKernelManager(AsyncMappingKernelManager):
         finally:
             self._filling = False
 
+    async def shutdown_kernel(self, kernel_id: str, now: bool = False, restart: bool = False):
+        result = await super().shutdown_kernel(kernel_id, now=now, restart=restart)
+        if not restart:
+            self._owners.pop(kernel_id, None)
+        return result
+
     async def cull_kernel_if_idle(self, kernel_id: str):
         """Abandoned pages' kernels are culled (cull_idle_timeout); the pool's waiting kernels are not."""
         if kernel_id in self._pool:
             return None
         return await super().cull_kernel_if_idle(kernel_id)
+
+
+def _own_kernel_only(handler, kernel_id: str) -> None:
+    """404 unless the request's user started ``kernel_id`` (hub mode; standalone serves one viewer)."""
+    if handler.settings.get("hcdc_mode") != "hub":
+        return
+    viewer = request_viewer(handler)
+    owner = getattr(handler.kernel_manager, "owner_of", lambda _k: None)(kernel_id)
+    if viewer is None or owner is None or owner != viewer.username:
+        raise web.HTTPError(404, f"no kernel {kernel_id} of this user")
+
+
+class OwnKernelHandler(KernelHandler):
+    """``api/kernels/<id>``: the kernel's owner only (others: 404, as for a kernel that does not exist)."""
+
+    async def prepare(self):
+        await super().prepare()
+        kernel_id = self.path_kwargs.get("kernel_id") or (self.path_args[0] if self.path_args else "")
+        _own_kernel_only(self, kernel_id)
+
+
+class OwnKernelWebsocketHandler(VoilaKernelWebsocketHandler):
+    """The page's websocket to its kernel: the kernel's owner only."""
+
+    async def get(self, kernel_id: str, *args, **kwargs):
+        if self.current_user is None:
+            raise web.HTTPError(403)
+        _own_kernel_only(self, kernel_id)
+        return await super().get(kernel_id, *args, **kwargs)
+
+
+class OwnKernelShutdownHandler(VoilaShutdownKernelHandler):
+    """``voila/api/shutdown/<id>`` (sent when a page is closed): the kernel's owner only."""
+
+    @web.authenticated
+    async def post(self, kernel_id: str):
+        _own_kernel_only(self, kernel_id)
+        return await super().post(kernel_id)
 
 
 # --- who is asking --------------------------------------------------------------------------------
@@ -174,6 +255,10 @@ def prelaunch_hook(handler, notebook: nbformat.NotebookNode, cwd: str) -> nbform
     if handler.settings.get("hcdc_mode") == "hub":
         if viewer is None:
             raise web.HTTPError(403, "no hub user")
+        manager = handler.kernel_manager
+        if hasattr(manager, "check_room_for"):  # refuse now, before the page starts streaming
+            manager.check_room_for(viewer.username)
+        _PAGE_VIEWER.set(viewer.username)
         cell = nbformat.v4.new_code_cell(viewer_cell(viewer.username))
         cell.metadata["tags"] = ["hcdc-viewer"]
         notebook.cells.insert(0, cell)
@@ -336,7 +421,13 @@ class DashboardsVoila(Voila):
         return super().listen()
 
     def init_handlers(self) -> list:
-        handlers = super().init_handlers()
+        own = {KernelHandler: OwnKernelHandler, VoilaKernelWebsocketHandler: OwnKernelWebsocketHandler,
+               VoilaShutdownKernelHandler: OwnKernelShutdownHandler}
+        handlers = [(spec[0], own.get(spec[1], spec[1]), *spec[2:]) if isinstance(spec, tuple) and len(spec) > 1
+                    else spec for spec in super().init_handlers()]
+        missing = set(own.values()) - {spec[1] for spec in handlers if isinstance(spec, tuple) and len(spec) > 1}
+        if missing:  # a Voilà upgrade renamed a handler: refuse to serve kernels to anyone rather than to all
+            raise RuntimeError(f"Voilà's kernel handlers not found, cannot restrict them: {sorted(map(str, missing))}")
         base = self.server_url
         ours: list = [
             (url_path_join(base, r"/hcdc/health"), HealthHandler),
@@ -365,8 +456,8 @@ def _catalog_factory():
 
 
 def build_app(*, hub: bool = False, port: int = 8866, ip: str = "127.0.0.1", base_url: str = "/",
-              viewer: str | None = None, kernel_pool: int = 1,
-              extra_args: list[str] | None = None) -> DashboardsVoila:
+              viewer: str | None = None, kernel_pool: int = 1, max_kernels_per_user: int = 3,
+              kernel_idle_minutes: float = 10, extra_args: list[str] | None = None) -> DashboardsVoila:
     """A configured (not started) dashboards server; see the module docstring for the modes."""
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         [str(TEMPLATES)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
@@ -383,8 +474,11 @@ def build_app(*, hub: bool = False, port: int = 8866, ip: str = "127.0.0.1", bas
             "--VoilaConfiguration.kernel_spec_manager_class=hcdc.dashboards.server.DashboardKernelSpecManager",
             "--VoilaConfiguration.multi_kernel_manager_class=hcdc.dashboards.server.DashboardKernelManager",
             f"--DashboardKernelManager.pool_size={int(kernel_pool)}",
-            # a closed or crashed tab leaves its kernel behind: stop it after 20 min without a connection
-            "--DashboardKernelManager.cull_idle_timeout=1200", "--DashboardKernelManager.cull_interval=120",
+            f"--DashboardKernelManager.max_kernels_per_user={int(max_kernels_per_user)}",
+            # a closed tab stops its kernel (voila/api/shutdown); a crashed one leaves it behind: stop it
+            # once idle that long without a connection
+            f"--DashboardKernelManager.cull_idle_timeout={int(kernel_idle_minutes * 60)}",
+            f"--DashboardKernelManager.cull_interval={max(5, min(120, int(kernel_idle_minutes * 60) // 4))}",
             f"--VoilaConfiguration.extension_allowlist={json.dumps(EXTENSIONS)}",
             "--VoilaConfiguration.show_tracebacks=False",
             "--VoilaConfiguration.file_allowlist=[]"]

@@ -270,8 +270,11 @@ def make_cluster(executor: str, settings: Settings):
     (:func:`campaign_security`): scheduler, workers and nannies accept only
     peers holding the campaign's certificate, so no other account on the
     machine (a PI's kernel, a job on a shared SLURM node) can connect to their
-    TCP ports and run code as the pipeline. The dask dashboard is off.
+    TCP ports and run code as the pipeline. The dask dashboard is off, and so are
+    the HTTP pages dask serves without it (scheduler JSON, workers' logs, its proxy
+    to the workers): their HTTP servers have no routes (:data:`NO_HTTP_ROUTES`).
     """
+    import dask
     import logging
 
     for name in ("distributed", "dask_jobqueue"):  # their INFO chatter would drown the progress bar
@@ -281,9 +284,10 @@ def make_cluster(executor: str, settings: Settings):
     if executor == "local":
         from distributed import LocalCluster
 
-        return LocalCluster(n_workers=settings.local_workers, threads_per_worker=1, processes=True,
-                            host="127.0.0.1", protocol="tls://", security=security,
-                            dashboard_address=None, local_directory=str(work))
+        with dask.config.set(NO_HTTP_ROUTES):  # nannies hand this configuration to their workers
+            return LocalCluster(n_workers=settings.local_workers, threads_per_worker=1, processes=True,
+                                host="127.0.0.1", protocol="tls://", security=security,
+                                dashboard_address=None, local_directory=str(work))
     if executor == "slurm":
         import sys
 
@@ -293,15 +297,22 @@ def make_cluster(executor: str, settings: Settings):
         # the workers read the campaign's credentials from files on the shared file system: written 0600
         # (NamedTemporaryFile) into a 0700 folder of the pipeline account, removed with the cluster
         credentials = private_folder(settings.data_dir / "work" / "dask-credentials")
-        cluster = SLURMCluster(queue=settings.slurm_queue, cores=settings.slurm_cores, processes=1,
-                               memory=settings.slurm_memory, walltime=settings.slurm_walltime,
-                               job_extra_directives=list(settings.slurm_job_extra_directives),
-                               python=sys.executable, log_directory=str(logs), local_directory=str(work),
-                               protocol="tls://", security=security, shared_temp_directory=str(credentials),
-                               scheduler_options={"dashboard_address": None})
+        prologue = [f"export DASK_{key.upper().replace('.', '__').replace('-', '_')}='[]'" for key in NO_HTTP_ROUTES]
+        with dask.config.set(NO_HTTP_ROUTES):
+            cluster = SLURMCluster(queue=settings.slurm_queue, cores=settings.slurm_cores, processes=1,
+                                   memory=settings.slurm_memory, walltime=settings.slurm_walltime,
+                                   job_extra_directives=list(settings.slurm_job_extra_directives),
+                                   python=sys.executable, log_directory=str(logs), local_directory=str(work),
+                                   protocol="tls://", security=security, shared_temp_directory=str(credentials),
+                                   scheduler_options={"dashboard_address": None},
+                                   job_script_prologue=prologue, worker_extra_args=["--no-dashboard"])
         cluster.scale(jobs=settings.slurm_jobs)
         return cluster
     raise ValueError(f"no cluster for executor {executor!r}")
+
+
+#: dask's HTTP servers (scheduler and workers) serve nothing: no dashboard, no JSON, no logs, no proxy
+NO_HTTP_ROUTES = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
 
 
 def campaign_security():

@@ -61,17 +61,22 @@ class Attacker:
         return json.loads(result.stdout.rsplit("RESULT", 1)[1])
 
     def remove(self) -> None:
-        for _ in range(50):
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _owner(p) == self.uid]
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
+        kill_processes_of(self.uid)
         subprocess.run(["userdel", "--remove", self.name], capture_output=True)
+
+
+def kill_processes_of(uid: int, rounds: int = 50) -> None:
+    """SIGKILL every process of ``uid`` until none is left (children started meanwhile included)."""
+    for _ in range(rounds):
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _owner(p) == uid]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
 
 
 def _owner(pid: str) -> int | None:
@@ -93,3 +98,26 @@ def listening_ports(host: str = "127.0.0.1") -> set[int]:
             if state == "0A" and ip in wanted:  # LISTEN
                 ports.add(int(port, 16))
     return ports
+
+
+def port_owners() -> dict[int, str]:
+    """Listening TCP port -> "user pid command" of its process (root's view, for failure messages)."""
+    import re
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    owners = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        port = int(fields[3].rsplit(":", 1)[1])
+        found = re.search(r'pid=(\d+)', line)
+        if found:
+            pid = found.group(1)
+            try:
+                user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+            except (FileNotFoundError, KeyError):
+                continue
+            owners[port] = f"{user} {pid} {command}"
+    return owners

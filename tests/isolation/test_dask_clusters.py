@@ -71,6 +71,25 @@ R["attempts"] = {url: {**clients[url], "rpc_run": rpcs[url]} for url in urls}
 '''
 
 
+#: run as the attacker: dask's HTTP pages on every HTTP port of the cluster (they would show the
+#: workers' logs and the tasks' names, and proxy requests to the workers)
+DASK_HTTP_ATTACK = r'''
+import urllib.request, urllib.error
+R["pages"] = {}
+for port in P["ports"]:
+    for path in ("/status", "/json/identity.json", "/info/main/workers.html", "/health", "/metrics",
+                 "/proxy/8786/127.0.0.1/status", "/individual-plots.json"):
+        url = f"http://127.0.0.1:{port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                R["pages"][url] = f"{response.status} {response.read(200)!r}"
+        except urllib.error.HTTPError as exc:
+            R["pages"][url] = f"refused: {exc.code}"
+        except Exception as exc:
+            R["pages"][url] = f"refused: {type(exc).__name__}"
+'''
+
+
 @pytest.fixture(scope="module")
 def attacker():
     reason = skip_reason()
@@ -110,6 +129,20 @@ def _assert_private(attacker: Attacker, data_dir) -> None:
     assert seen == {"walk": [], "listdir": "PermissionError"}
 
 
+def _http_ports(cluster, client) -> list[int]:
+    """The HTTP ports of the scheduler and of every worker (dask starts them even without a dashboard)."""
+    ports = [cluster.scheduler.http_server.port]
+    for worker in client.scheduler_info()["workers"].values():
+        ports += [port for port in worker.get("services", {}).values() if isinstance(port, int)]
+    return sorted(set(ports))
+
+
+def _assert_no_pages(attacker: Attacker, ports: list[int]) -> None:
+    pages = attacker.run(DASK_HTTP_ATTACK, {"ports": ports})["pages"]
+    served = {url: answer for url, answer in pages.items() if not answer.startswith("refused")}
+    assert pages and not served, served
+
+
 def _run_campaign_tasks(client, n: int) -> list[int]:
     return client.gather([client.submit(os.getuid, pure=False, key=f"probe-{i}") for i in range(n)])
 
@@ -126,6 +159,7 @@ def test_local_campaign_cluster_runs_code_for_the_pipeline_only(attacker, tmp_pa
             assert len(addresses) == 5, addresses  # scheduler, 2 workers, 2 nannies
             result = attacker.run(DASK_ATTACK, {"addresses": addresses})
             _assert_refused(result)
+            _assert_no_pages(attacker, _http_ports(cluster, client))
             assert _run_campaign_tasks(client, 2) == [os.getuid()] * 2  # and still is after the attack
         assert cluster.scheduler_address.startswith("tls://")
     finally:
@@ -147,6 +181,7 @@ def test_slurm_campaign_cluster_runs_code_for_the_pipeline_only(attacker, tmp_pa
             assert len(addresses) >= 2, addresses  # the scheduler here, a worker in the SLURM job
             result = attacker.run(DASK_ATTACK, {"addresses": addresses})
             _assert_refused(result)
+            _assert_no_pages(attacker, _http_ports(cluster, client))
         assert cluster.scheduler_address.startswith("tls://")
     finally:
         cluster.close()

@@ -10,8 +10,10 @@ her own hub token, PI bob's (B) proprietary programme, whose target name carries
 * the dashboards: every page, the reduction file handler with B's ids, with forged and linked paths;
 * files: B's home (a downloaded cube, saved JSON, IPython history), /tmp, the data directory, the
   catalog file, the raw archive, the reports, ``/proc`` of the services;
-* the campaign's dask cluster is attacked in ``test_dask_clusters.py`` (tcp:// and tls://, client and the
-  workers' ``run`` handler); a sweep of every port the platform listens on is not in this suite yet;
+* every TCP port the platform opened on the machine (hub, proxy, services, both PIs' kernels, the
+  dashboards' kernels, the campaign's scheduler, workers and nannies): dask over tcp:// and tls://,
+  unsigned and self-signed kernel messages, kernel creation over HTTP (``ports.py``); the campaign
+  cluster alone, local and SLURM, is attacked in ``test_dask_clusters.py``;
 * the hub API with A's token (B's user model, server, tokens).
 
 Each route asserts that B's marker never reaches A, and that A still sees A's own proprietary rows.
@@ -26,23 +28,21 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-import yaml
 from astropy.io import fits
 from sqlalchemy import select
 
 from ..access_world import build_world
-from ..test_hub_access import ADMIN_TOKEN, PASSWORDS, Hub, Login, _free_ports, _stop, login_spawn_kernel
+from ..hubtest import free_ports, launch_hub, write_hub_config
+from ..test_hub_access import ADMIN_TOKEN, PASSWORDS, Hub, Login, _stop, login_spawn_kernel
 from .attacker import skip_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -58,8 +58,8 @@ def _route(name: str, answer) -> None:
     REPORT["routes"][name] = answer
 
 
-@pytest.fixture(scope="module")
-def deployment():
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def deployment(request):
     from hcdc.catalog import Catalog
     from hcdc.catalog.models import Product, Reduction, Target
     from hcdc.hub import load_hub_config, preflight, write_seed_accounts
@@ -73,28 +73,27 @@ def deployment():
     os.chmod(root, 0o755)  # deliberately open: the platform must make its data private itself
     data_dir = root / "data"
     data_dir.mkdir()
-    catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
-    port, api_port, hub_port, service_port, dashboards_port = _free_ports(5)
+    cluster = None
+    if request.param == "postgresql":  # the project's own cluster: scram-sha-256, owned by the service account
+        from hcdc.accounts import ensure_service_account
+        from hcdc.pgcluster import ClusterError, ProjectCluster
+
+        ensure_service_account(SERVICE_USER)
+        cluster = ProjectCluster.for_data_dir(data_dir, port=free_ports(1)[0], owner=SERVICE_USER)
+        try:
+            cluster.start()
+        except ClusterError as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            pytest.skip(f"cannot start the project's PostgreSQL cluster: {exc}")
+        catalog_url, secret_file = cluster.url(), cluster.passfile
+    else:
+        catalog_url, secret_file = f"sqlite:///{data_dir / 'catalog.sqlite'}", data_dir / "catalog.sqlite"
     prefix = f"hci{uuid.uuid4().hex[:4]}-"
-    extra = root / "config.d"
-    extra.mkdir()
-    (extra / "50-test-admin.py").write_text(
-        "import os\n"
-        "c.JupyterHub.services.append({'name': 'test-admin', 'api_token': os.environ['HCDC_TEST_ADMIN_TOKEN']})\n"
-        "c.JupyterHub.load_roles.append({'name': 'test-admin', 'services': ['test-admin'], 'scopes': "
-        "['admin:users', 'admin:servers', 'list:services', 'read:services']})\n")
-    config_file = root / "hcdc_hub.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "profile": "local",
-        "hub": {"ip": "127.0.0.1", "port": port, "proxy_api_port": api_port, "hub_port": hub_port,
-                "state_dir": str(data_dir / "hub"), "admin_users": ["hcdc-admin"],
-                "config_d": [str(REPO / "hub_config" / "jupyterhub_config.d"), str(extra)]},
-        "catalog": {"service_port": service_port, "catalog_url": catalog_url, "data_dir": str(data_dir),
-                    "token_cache_seconds": 0, "service_user": SERVICE_USER},
-        "dashboards": {"service_port": dashboards_port},
-        "local": {"spawner": {"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 120,
-                              "http_timeout": 120}},
-    }))
+    config_file, ports = write_hub_config(
+        root, catalog={"catalog_url": catalog_url, "data_dir": str(data_dir), "token_cache_seconds": 0,
+                       "service_user": SERVICE_USER},
+        spawner={"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 120, "http_timeout": 120},
+        dashboards=True, test_admin=True, state_dir=data_dir / "hub")
     config = load_hub_config(config_file)
     problems = preflight(config)
     if problems:
@@ -136,30 +135,20 @@ def deployment():
     from .attacker import listening_ports
 
     baseline = listening_ports()  # the machine's own services: the platform's ports are the new ones
-    log = root / "hub.log"
-    env = {**os.environ, "HCDC_HUB_CONFIG": str(config_file), "HCDC_HUB_PROFILE": "local",
-           "HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN}
-    env.pop("HCDC_CATALOG_URL", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
-                                   cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    hub = Hub(root, f"http://127.0.0.1:{port}/", process, log, world, data_dir, prefix, config)
+    url = f"http://127.0.0.1:{ports['port']}/"
+    try:
+        process, log = launch_hub(root, config_file, [f"{url}services/hcdc-catalog/api/health",
+                                                      f"{url}services/hcdc-dashboards/hcdc/health"],
+                                  env={"HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN})
+    except BaseException:
+        if cluster is not None:
+            cluster.stop()
+        raise
+    hub = Hub(root, url, process, log, world, data_dir, prefix, config)
     hub.baseline = baseline
+    hub.backend, hub.catalog_url, hub.secret_file, hub.pg_cluster = request.param, catalog_url, secret_file, cluster
     campaign = None
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the hub exited ({process.returncode}):\n{hub.tail()}")
-            try:
-                if (requests.get(hub.service_url + "api/health", timeout=2).ok and
-                        requests.get(f"{hub.url}services/hcdc-dashboards/hcdc/health", timeout=2).ok):
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"hub or services not up after 90 s:\n{hub.tail()}")
-            time.sleep(0.3)
         campaign = _start_campaign_cluster(data_dir)
         hub.campaign = campaign
         sessions = {user: login_spawn_kernel(hub, user) for user in ("alice", "bob")}
@@ -170,9 +159,15 @@ def deployment():
             campaign["process"].kill()
             campaign["process"].wait(10)
         REPORT["processes"] = REPORT["processes"] or _process_accounts(hub)
-        if os.environ.get("HCDC_ISOLATION_REPORT"):
-            Path(os.environ["HCDC_ISOLATION_REPORT"]).write_text(json.dumps(REPORT, indent=1, default=str))
+        if os.environ.get("HCDC_ISOLATION_REPORT"):  # one section per catalog backend
+            report = Path(os.environ["HCDC_ISOLATION_REPORT"])
+            sections = json.loads(report.read_text()) if report.is_file() else {}
+            sections[request.param] = dict(REPORT)
+            report.write_text(json.dumps(sections, indent=1, default=str))
+        REPORT.update({"routes": {}, "processes": []})
         _stop(hub)
+        if cluster is not None:
+            cluster.stop()
         subprocess.run(["userdel", "--remove", prefix + "sam"], capture_output=True)
 
 
@@ -214,11 +209,11 @@ def _start_campaign_cluster(data_dir: Path) -> dict:
 
 def _process_accounts(hub: Hub) -> list[str]:
     """``ps -o user,cmd`` of the hub's processes, the services, PI servers, kernels and the campaign."""
-    out = subprocess.run(["ps", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True,
+                         text=True).stdout
     keep = ("jupyterhub", "configurable-http-proxy", "hcdc.service", "hcdc.dashboards", "ipykernel",
-            "distributed", "multiprocessing", "-c \nimport os, sys, time")
-    return [line[:220] for line in out.splitlines() if any(k in line for k in keep) and str(hub.root) not in line
-            or "hcdc" in line and "python" in line]
+            "distributed", "multiprocessing", "from hcdc.pipeline.campaign", f"postgres -D {hub.data_dir}")
+    return [line[:240] for line in out.splitlines() if any(k in line for k in keep) and "pytest" not in line]
 
 
 def _kernel(hub: Hub, user: str):
@@ -270,12 +265,13 @@ def test_forged_provenance_paths_are_neither_stored_nor_served(deployment):
     hub, world = deployment, deployment.world
     alice = Login(hub, "alice", PASSWORDS["alice"])
     client = CatalogClient(hub.service_url, token=alice.new_token())
-    catalog = Catalog(f"sqlite:///{hub.data_dir / 'catalog.sqlite'}", migrate=False)
+    catalog = Catalog(hub.catalog_url, migrate=False)
     with catalog.session() as session:
         inputs = [{"product_id": p.id, "sha256": p.sha256} for p in session.scalars(
             select(Product).where(Product.observation_id == world.observation["A"],
                                   Product.kind.in_(("cube", "angles", "psf"))))]
-    secret = hub.data_dir / "catalog.sqlite"
+    secret = hub.secret_file  # the catalog file, or the database's pass file
+    secret_head = secret.read_bytes()[:15]
     forged = {"code_version": "forged", "git_commit": "f" * 40, "host": "forged-host",
               "notebook_path": str(secret), "report_path": str(secret), "log_path": "/etc/shadow",
               "started_at": "1999-01-01T00:00:00", "finished_at": "1999-01-01T00:00:00", "owner": "bob"}
@@ -292,12 +288,15 @@ def test_forged_provenance_paths_are_neither_stored_nor_served(deployment):
     assert stored["notebook_path"] is stored["report_path"] is stored["log_path"] is None
     assert stored["host"] != "forged-host" and stored["code_version"] != "forged" and stored["git_commit"] != "f" * 40
     assert stored["started_at"].year > 2000 and owner is not None
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # the service (its own account, not the checkout's owner) still records the commit
+        assert stored["git_commit"] == head.stdout.strip(), stored
     browser = _dashboards(hub, "alice", PASSWORDS["alice"])
     for what in ("notebook", "report", "log"):
         for query in ("", "?download=1"):
             response = browser.get(f"{hub.url}services/hcdc-dashboards/hcdc/reductions/{saved['reduction_id']}/"
                                    f"{what}{query}", timeout=30)
-            assert response.status_code == 404 and b"SQLite format 3" not in response.content, (what, query)
+            assert response.status_code == 404 and secret_head not in response.content, (what, query)
     _route("dashboards: file handler on the forged reduction", "404, nothing served")
 
 
@@ -317,18 +316,19 @@ def test_reduction_files_are_served_from_their_own_folder_only(deployment):
     huge = alice.get(url + f"{2**70}/notebook", timeout=30)
     assert huge.status_code == 404
     _route("dashboards: B's notebook / report / huge id as alice", [other.status_code, huge.status_code])
-    catalog = Catalog(f"sqlite:///{hub.data_dir / 'catalog.sqlite'}", migrate=False)
+    catalog = Catalog(hub.catalog_url, migrate=False)
     with catalog.session() as session:  # a row that names the catalog (as the old service stored)
         row = session.get(Reduction, world.reduction["A"])
-        row.log_path = str(hub.data_dir / "catalog.sqlite")
+        row.log_path = str(hub.secret_file)
         report = Path(row.report_path)
     catalog.dispose()
     report.unlink()
-    report.symlink_to(hub.data_dir / "catalog.sqlite")  # a link where the report belongs
+    report.symlink_to(hub.secret_file)  # a link where the report belongs
+    secret_head = hub.secret_file.read_bytes()[:15]
     for who in (staff, alice):
         for what in ("log", "report"):
             response = who.get(url + f"{world.reduction['A']}/{what}?download=1", timeout=30)
-            assert response.status_code == 404 and b"SQLite format 3" not in response.content, what
+            assert response.status_code == 404 and secret_head not in response.content, what
     _route("dashboards: recorded path elsewhere / symlink in the reports folder", "404, nothing served")
 
 
@@ -353,13 +353,11 @@ R = {"home": home, "files": [cube, saved, scratch], "mode": oct(os.stat(home).st
      "history": os.path.join(home, ".ipython", "profile_default", "history.sqlite")}
 ''', {"b_product": world.product["B"], "b_obs": world.observation["B"]})
     assert written["mode"] == "0o700" and set(written["modes"]) == {"0o600"} and written["umask"] == "0o77"
-    from sqlalchemy import select as _select  # noqa: F401  (the catalog path below)
-
     services = [line.split()[1] for line in subprocess.run(
         ["ps", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True).stdout.splitlines()
         if "hcdc.service" in line or "hcdc.dashboards" in line]
     targets = written["files"] + [written["home"], written["history"], str(hub.data_dir),
-                                  str(hub.data_dir / "catalog.sqlite"), str(hub.data_dir / "archive"),
+                                  str(hub.secret_file), str(hub.data_dir / "archive"),
                                   str(hub.data_dir / "reports"), str(world.product_path["B"]),
                                   str(hub.data_dir / "hub" / "jupyterhub.sqlite")]
     targets += [f"/proc/{pid}/environ" for pid in services] + [f"/proc/{pid}/cwd/" for pid in services]
@@ -432,7 +430,81 @@ def test_dashboards_pages_show_alice_her_rows_and_never_bobs(deployment):
         seen[stem] = page.status_code
         assert page.ok and MARKER not in page.text and world.key["B"] not in page.text, stem
         assert "Traceback" not in page.text, stem
+        assert _close_page(hub, alice, page.text) == 204  # as the browser does when the tab closes
     _route("dashboards: every page as alice", seen)
+
+
+DASHBOARDS = "services/hcdc-dashboards/"
+
+
+def _kernel_id(page_text: str) -> str:
+    import re
+
+    found = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', page_text)
+    assert found, "no kernel id in the page"
+    return found.group(1)
+
+
+def _xsrf(browser: requests.Session) -> dict[str, str]:
+    """The dashboards service's XSRF header (the hub sets an ``_xsrf`` cookie of its own too)."""
+    values = [c.value for c in browser.cookies if c.name == "_xsrf" and c.path.startswith("/" + DASHBOARDS)]
+    values = values or [c.value for c in browser.cookies if c.name == "_xsrf"]
+    return {"X-XSRFToken": values[0] if values else ""}
+
+
+def _close_page(hub: Hub, browser: requests.Session, page_text: str) -> int:
+    """What Voilà's page sends on ``beforeunload``: shut its kernel down."""
+    response = browser.post(f"{hub.url}{DASHBOARDS}voila/api/shutdown/{_kernel_id(page_text)}",
+                            headers=_xsrf(browser), timeout=30)
+    return response.status_code
+
+
+def test_dashboard_kernels_belong_to_their_page_owner_and_are_limited(deployment):
+    """Bob, knowing the id of alice's dashboard kernel, can neither reach, stop nor watch it; each user
+    has at most ``max_kernels_per_user`` pages open (429 with a plain message beyond, no traceback)."""
+    import websocket
+
+    hub = deployment
+    limit = hub.config.dashboards.max_kernels_per_user
+    alice = _dashboards(hub, "alice", PASSWORDS["alice"])
+    bob = _dashboards(hub, "bob", PASSWORDS["bob"])
+    page = alice.get(f"{hub.url}{DASHBOARDS}voila/render/pipeline.ipynb", timeout=180)
+    assert page.ok
+    kernel = _kernel_id(page.text)
+    api = f"{hub.url}{DASHBOARDS}api/kernels/{kernel}"
+    xsrf = _xsrf(bob)
+    answers = {"GET api/kernels/<id>": bob.get(api, timeout=30).status_code,
+               "DELETE api/kernels/<id>": bob.delete(api, headers=xsrf, timeout=30).status_code,
+               "POST voila/api/shutdown/<id>": bob.post(f"{hub.url}{DASHBOARDS}voila/api/shutdown/{kernel}",
+                                                       headers=xsrf, timeout=30).status_code}
+    cookies = "; ".join(f"{c.name}={c.value}" for c in bob.cookies)
+    try:
+        socket = websocket.create_connection(api.replace("http://", "ws://") + "/channels",
+                                             header=[f"Cookie: {cookies}"], timeout=30)
+        socket.close()
+        answers["websocket channels"] = "CONNECTED"
+    except websocket.WebSocketBadStatusException as exc:
+        answers["websocket channels"] = exc.status_code
+    _route("dashboards: bob on alice's dashboard kernel", answers)
+    assert answers == {"GET api/kernels/<id>": 404, "DELETE api/kernels/<id>": 404,
+                       "POST voila/api/shutdown/<id>": 404, "websocket channels": 404}, answers
+    own = alice.get(api, timeout=30)  # still alive, and still alice's
+    assert own.status_code == 200 and own.json()["id"] == kernel, own.text[:300]
+
+    pages = [page.text]
+    for _ in range(limit - 1):
+        more = alice.get(f"{hub.url}{DASHBOARDS}voila/render/pipeline.ipynb", timeout=180)
+        assert more.ok
+        pages.append(more.text)
+    refused = alice.get(f"{hub.url}{DASHBOARDS}voila/render/pipeline.ipynb", timeout=180)
+    _route(f"dashboards: page {limit + 1} of alice's open at once", refused.status_code)
+    assert refused.status_code == 429 and "Traceback" not in refused.text, refused.text[:500]
+    assert bob.get(f"{hub.url}{DASHBOARDS}voila/render/pipeline.ipynb", timeout=180).ok  # bob's own quota
+    assert _close_page(hub, alice, pages.pop()) == 204  # a tab closed frees a place at once
+    again = alice.get(f"{hub.url}{DASHBOARDS}voila/render/pipeline.ipynb", timeout=180)
+    assert again.ok
+    for text in pages + [again.text]:
+        _close_page(hub, alice, text)
 
 
 def test_hub_api_with_alice_token(deployment):
@@ -467,5 +539,87 @@ def test_every_platform_process_runs_unprivileged(deployment):
         servers = [line for line in lines if line.startswith(hub.prefix + user) or line.split()[0] == str(
             pwd.getpwnam(hub.prefix + user).pw_uid)]
         assert servers, f"no process of {user}'s server in:\n" + "\n".join(lines)
+    if hub.backend == "postgresql":
+        servers = [line for line in lines if f"postgres -D {hub.data_dir}" in line]
+        assert servers and {line.split()[0] for line in servers} == {SERVICE_USER}, lines
     owner = pwd.getpwnam(SERVICE_USER)
     assert hub.data_dir.stat().st_uid == owner.pw_uid and hub.data_dir.stat().st_mode & 0o077 == 0
+
+
+def test_no_platform_port_runs_alices_code(deployment):
+    """Every TCP port the platform opened (hub, proxy, services, PI servers, their kernels, the
+    dashboards' kernels, the campaign's scheduler, workers and nannies), attacked from A's kernel."""
+    from .attacker import listening_ports
+    from .ports import PORT_ATTACK, PORT_SWEEP
+
+    hub = deployment
+    ports = sorted(listening_ports() - hub.baseline)
+    campaign_ports = {int(a.rsplit(":", 1)[1]) for a in hub.campaign["addresses"]}
+    assert campaign_ports <= set(ports), (campaign_ports, ports)  # the sweep covers the campaign
+    token = secrets.token_hex(6)
+    alice = _kernel(hub, "alice")
+    result = _run_apart(alice, PORT_SWEEP, {"ports": ports, "token": token, "other": "bob", "attack": PORT_ATTACK},
+                        timeout=280)
+    pwned = {p.name: p.read_text() for p in Path("/tmp").glob(f"hcdc-pwned-{token}-*")}
+    alice_uid = pwd.getpwnam(hub.prefix + "alice").pw_uid
+    ran_elsewhere = {name: uid for name, uid in pwned.items() if uid.strip() != str(alice_uid)}
+    _route("TCP ports of the platform, from alice's kernel", result["ports"])
+    for path in Path("/tmp").glob(f"hcdc-pwned-{token}-*"):
+        path.unlink()
+    assert not ran_elsewhere, f"alice ran code as another account through: {ran_elsewhere}"
+    zmq_ports = [p for p, answer in result["ports"].items() if answer.get("zmq")]
+    assert len(zmq_ports) >= 10, result["ports"]  # both PIs' kernels (5 ports each) were among them
+    from .attacker import port_owners
+
+    owners = port_owners()
+    for port, answer in result["ports"].items():
+        answer["process"] = owners.get(int(port), "?")
+    for port, answer in result["ports"].items():
+        assert "failed" not in answer, (port, answer)
+        assert answer.get("dask_tcp", "refused").startswith("refused"), (port, answer)
+        assert "timeout" not in answer, (port, answer)
+        assert answer.get("dask_tls", "refused").startswith("refused"), (port, answer)
+        for key, status in answer.items():
+            if key.startswith("http_kernels") and not key.endswith("_body"):
+                assert status != 201, (port, key, answer)
+            if key.startswith("http_get"):
+                assert status != 200, (port, key, answer)
+    _no_marker(alice, "the platform's TCP ports")
+
+
+def test_postgresql_roles_need_passwords_alice_has_not(deployment):
+    """On the project's PostgreSQL: every role, over TCP and the socket, without a password, from A's
+    kernel; the pass file and the cluster's folder are closed to her (SQLite: the catalog file)."""
+    hub = deployment
+    if hub.backend != "postgresql":
+        pytest.skip("the SQLite catalog is a file: its route is in test_homes_tmp_and_platform_files…")
+    cluster = hub.pg_cluster
+    alice = _kernel(hub, "alice")
+    result = _run_apart(alice, r'''
+import os, psycopg
+R["roles"] = {}
+for role in ("postgres", "hcdc", "hcdc_reader", os.environ.get("USER") or "alice", "template1"):
+    for host in ("127.0.0.1", P["socket_dir"]):
+        try:
+            psycopg.connect(host=host, port=P["port"], dbname="hcdc", user=role, connect_timeout=5,
+                            passfile="/nonexistent").close()
+            R["roles"][f"{role}@{host}"] = "CONNECTED"
+        except Exception as exc:
+            R["roles"][f"{role}@{host}"] = "refused: " + str(exc).strip().splitlines()[0][-90:]
+R["files"] = {}
+for path in (P["passfile"], P["data"], P["data"] + "/pg_hba.conf", P["data"] + "/global/pg_control"):
+    try:
+        R["files"][path] = ("LISTED" if os.path.isdir(path) else "READ") if (os.listdir(path) if os.path.isdir(path)
+                                                                              else open(path, "rb").read(1)) else "?"
+    except Exception as exc:
+        R["files"][path] = type(exc).__name__
+''', {"port": cluster.port, "socket_dir": str(cluster.socket_dir), "passfile": str(cluster.passfile),
+      "data": str(cluster.data)}, timeout=60)
+    _route("PostgreSQL (project cluster): every role without a password, TCP and socket", result["roles"])
+    _route("PostgreSQL (project cluster): pass file and cluster files", result["files"])
+    assert result["roles"] and all(a.startswith("refused") for a in result["roles"].values()), result["roles"]
+    assert all(a == "PermissionError" for a in result["files"].values()), result["files"]
+    # and the server asks for a scram password: nothing else is accepted
+    hba = (cluster.data / "pg_hba.conf").read_text()
+    rules = [line.split() for line in hba.splitlines() if line.strip() and not line.startswith("#")]
+    assert rules and {rule[-1] for rule in rules} == {"scram-sha-256"}, hba
