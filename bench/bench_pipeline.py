@@ -36,9 +36,9 @@ from hcdc.catalog import Catalog  # noqa: E402
 from hcdc.ingest import ingest  # noqa: E402
 from hcdc.pipeline.campaign import load_parameters, reprocess  # noqa: E402
 from hcdc.settings import Settings  # noqa: E402
-from reduction import preprocessing  # noqa: E402
+from reduction.preprocess import calibrate  # noqa: E402
 from reduction.postproc.pipeline import PostprocessParameters, postprocess  # noqa: E402
-from reduction.preprocessing import preprocess_observation, write_products  # noqa: E402
+from reduction.preprocess import preprocess_observation, write_products  # noqa: E402
 from reduction.simulator import simulate_archive  # noqa: E402
 from tests.test_preprocessing import _files  # noqa: E402
 
@@ -78,7 +78,7 @@ def overhead(work: Path) -> dict:
     warm = preprocess_observation(_files(archive, truth, entries[order[0]]))
     postprocess(warm.cube[0], warm.derotation_deg, warm.psf[0], warm.pixel_scale_arcsec,
                 star_flux=warm.star_flux[0], params=PostprocessParameters.from_dict(parameters["postprocess"]))
-    preprocessing._MASTERS.clear()
+    calibrate.clear_master_cache()
     out: dict = {"observations": []}
     for position, observation_id in enumerate(order):
         files = _files(archive, truth, entries[observation_id])

@@ -8,7 +8,7 @@ frames per band (4 OBJECT files x NDIT 16), then measures, in one process:
   pipeline cannot skip), with the pre-processing's own reader, from the page
   cache and from disk (pages evicted with ``posix_fadvise(DONTNEED)``);
   astropy's plain read is shown for comparison;
-* the full pre-processing (`reduction.preprocessing.preprocess_observation`):
+* the full pre-processing (`reduction.preprocess.preprocess_observation`):
   master calibrations, calibration, waffle centring, angles, crops, bad-frame
   rejection, PSF; for the first observation of a night (masters computed) and
   for the next ones (masters reused), from the page cache and from disk;
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from reduction import preprocessing
-from reduction.preprocessing import preprocess_observation
+from reduction.preprocess import calibrate, reading
+from reduction.preprocess import preprocess_observation
 from reduction.simulator import simulate_archive
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -86,10 +86,10 @@ def main() -> None:
                 np.asarray(hdul[0].data, dtype=np.float32)
 
     def floor():
-        preprocessing._read_all(paths, [])
+        reading.read_all(paths, [])
 
     def new_night():
-        preprocessing._MASTERS.clear()
+        calibrate.clear_master_cache()
         preprocess_observation(files)
 
     t0 = time.perf_counter()

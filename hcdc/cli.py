@@ -279,7 +279,7 @@ def reprocess(campaign: str, query: str | None, executor: str, params_file: Path
         report = run_campaign(cat, settings, campaign=campaign, query=query, executor=executor,
                               parameters=parameters, retries=retries, new_version=new_version,
                               steps=[s.strip() for s in steps.split(",") if s.strip()],
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), announce=_echo_err)
     except (QueryError, ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
     counts = report.counts

@@ -95,7 +95,8 @@ def main() -> int:
     from .pipeline.campaign import compare_campaigns, previous_campaign_id, reprocess
 
     report = reprocess(catalog, settings, campaign="systematic", executor="local",
-                       query="origin=raw; instrument=SPHERE-IRDIS", progress=sys.stderr.isatty())
+                       query="origin=raw; instrument=SPHERE-IRDIS", progress=sys.stderr.isatty(),
+                       announce=lambda line: say(f"    {line}"))
     counts = report.counts
     say(f"    {report.observations} observation(s): {counts['done']} step(s) run, {counts['up-to-date']} up to date, "
         f"{counts['failed']} failed ({report.seconds:.0f} s)")

@@ -19,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 from sqlalchemy import select
 
-from reduction.postproc.pipeline import PostprocessParameters, postprocess
+from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
 from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
@@ -35,8 +35,7 @@ from reduction.postproc.tables import contrast_table as _contrast_table
 from reduction.postproc.tables import detections_table as _detections_table
 from .processing import _finish, start_reduction
 
-STEP = "postprocess"
-STEP_VERSION = "1"
+STEP = PostprocessStep.name
 #: A candidate whose arc swept by the field rotation is shorter than this many FWHM is kept but
 #: flagged ``low-rotation``: ADI cannot tell it from a quasi-static speckle there (self-subtraction,
 #: static speckle pairs), so it is not counted as a detection.
@@ -93,7 +92,7 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
                                     reduction_id: int | None = None) -> PostprocessOutcome:
     """Post-process one observation (every wavelength) and record detections and limits."""
     if reduction_id is None:
-        reduction_id = start_reduction(catalog, observation_id, STEP, STEP_VERSION, params.to_dict(),
+        reduction_id = start_reduction(catalog, observation_id, STEP, PostprocessStep.version, params.to_dict(),
                                        params.fingerprint(), campaign_id=campaign_id)
     out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"postprocess-r{reduction_id}"
     paths: dict[str, Path] = {}
@@ -130,7 +129,8 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
             wavelength = float(wavelengths[band]) if band < len(wavelengths) else None
             # the science time covers what a plain script would do too: compute and write the products
             t0 = time.perf_counter()
-            result = postprocess(band_cube, angles, band_psf, pixel_scale, star_flux=star_flux, params=params)
+            result = PostprocessStep()(params, cube=band_cube, angles=angles, psf=band_psf, pixel_scale=pixel_scale,
+                                       star_flux=star_flux)
             suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
             header = fits.Header()
             header["HIERARCH HCDC REDUCTION_ID"] = reduction_id

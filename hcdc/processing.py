@@ -1,7 +1,7 @@
 """Running pre-processing for catalog observations and recording what it made.
 
 ``preprocess_catalog_observation`` gathers an observation's raw files and
-matched calibrations from the catalog, runs :func:`reduction.preprocessing.preprocess_observation`,
+matched calibrations from the catalog, runs :func:`reduction.preprocess.preprocess_observation`,
 writes the products (FITS with provenance in their headers) under
 ``<data dir>/products/obs<id>/preprocess/``, and records a ``reductions`` row
 (parameters, inputs with sha256, code version, git commit, environment lock
@@ -26,7 +26,7 @@ import numpy as np
 from astropy.io import fits
 from sqlalchemy import select
 
-from reduction.preprocessing import (
+from reduction.preprocess import (
     ObservationFiles,
     Preprocess,
     PreprocessingError,
@@ -175,7 +175,7 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
     science_seconds = None
     try:
         t0 = time.perf_counter()
-        result = step.run(params, observation_files=files)
+        result = step(params, observation_files=files)
         science_seconds = time.perf_counter() - t0
         provenance = {"step": step.name, "step_version": step.version, "reduction_id": reduction_id,
                       "observation_id": observation_id, "code_version": code_version(),

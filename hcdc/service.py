@@ -265,7 +265,7 @@ class CatalogAccess:
         """
         from reduction.postproc.pipeline import PostprocessParameters
 
-        from hcdc.postprocessing import STEP_VERSION
+        from reduction.postproc.pipeline import PostprocessStep
         from hcdc.processing import code_version, environment_sha256, git_commit
 
         if not isinstance(payload, dict):
@@ -317,7 +317,7 @@ class CatalogAccess:
             # names a file (a reduction saved from a kernel has no executed notebook of the pipeline's)
             now = datetime.now(timezone.utc)
             reduction = Reduction(
-                observation_id=observation_id, owner_id=user.id, step=INTERACTIVE_STEP, step_version=STEP_VERSION,
+                observation_id=observation_id, owner_id=user.id, step=INTERACTIVE_STEP, step_version=PostprocessStep.version,
                 parameters=params.to_dict(), parameters_sha256=params.fingerprint(), inputs=recorded,
                 code_version=code_version(), git_commit=git_commit(), environment_sha256=environment_sha256(),
                 host=platform.node(), notebook_path=None, report_path=None, log_path=None, status="done",

@@ -150,7 +150,7 @@ class InteractiveReduction:
             params = dataclasses.replace(params, method="cadi")
         params = dataclasses.replace(params, ncomp=min(params.ncomp, cube.shape[0]))
         cand = items[index].candidate
-        fit = CharacterisationStep().run(params, cube=cube, angles=self.inputs.angles, psf=result.psf.psf,
+        fit = CharacterisationStep()(params, cube=cube, angles=self.inputs.angles, psf=result.psf.psf,
                                          fwhm=result.psf.fwhm, xy=(cand.x, cand.y))
         self.negfc[index] = fit
         return fit

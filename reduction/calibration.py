@@ -179,7 +179,7 @@ class MasterDarkStep(Step):
     version = "1"
     Parameters = MasterDarkParameters
     inputs = ("dark_frames", "dit_s")
-    outputs = ("master_dark",)
+    outputs = ("image", "quality")
 
     def run(self, params: MasterDarkParameters, **inputs) -> MasterDark:
         return master_dark(inputs["dark_frames"], inputs["dit_s"], params)
@@ -262,7 +262,8 @@ class MasterFlatStep(Step):
     version = "1"
     Parameters = MasterFlatParameters
     inputs = ("flat_frames", "dits_s")
-    outputs = ("master_flat",)
+    optional_inputs = ("dark",)
+    outputs = ("flat", "dead_pixels", "quality")
 
     def run(self, params: MasterFlatParameters, **inputs) -> MasterFlat:
         return master_flat(inputs["flat_frames"], inputs["dits_s"], params, inputs.get("dark"))

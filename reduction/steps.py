@@ -70,18 +70,48 @@ P = TypeVar("P", bound=StepParameters)
 R = TypeVar("R")
 
 
+class StepContractError(TypeError):
+    """A step was called without a declared input, with an undeclared one, or gave a declared output no value."""
+
+
 class Step(abc.ABC, Generic[P, R]):
-    """A pipeline step. See the module docstring."""
+    """A pipeline step. See the module docstring.
+
+    Call the step (``step(params, **inputs)``) rather than :meth:`run`: the call checks the
+    contract: ``params`` is the step's parameter class, every declared input is given, no
+    undeclared input is (``optional_inputs`` may be left out), and the result has every
+    declared output as an attribute.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]
     Parameters: ClassVar[type[StepParameters]]
     inputs: ClassVar[tuple[str, ...]]
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]]
 
     @abc.abstractmethod
     def run(self, params: P, **inputs: Any) -> R:
         """Run the step on ``inputs`` with ``params`` and return its result object."""
+
+    def __call__(self, params: P, **inputs: Any) -> R:
+        if not isinstance(params, self.Parameters):
+            raise StepContractError(f"step {self.name}: parameters must be {self.Parameters.__name__}, "
+                                    f"not {type(params).__name__}")
+        missing = [n for n in self.inputs if n not in inputs]
+        unknown = sorted(set(inputs) - set(self.inputs) - set(self.optional_inputs))
+        if missing or unknown:
+            raise StepContractError(
+                f"step {self.name}: " + "; ".join(
+                    ([f"missing input(s) {', '.join(missing)}"] if missing else [])
+                    + ([f"undeclared input(s) {', '.join(unknown)}"] if unknown else []))
+                + f" (declared: {', '.join(self.inputs)}; optional: {', '.join(self.optional_inputs) or 'none'})")
+        result = self.run(params, **inputs)
+        absent = [n for n in self.outputs if not hasattr(result, n)]
+        if absent:
+            raise StepContractError(f"step {self.name}: its result ({type(result).__name__}) lacks the declared "
+                                    f"output(s) {', '.join(absent)}")
+        return result
 
     def describe(self) -> dict[str, Any]:
         """Name, version, inputs, outputs and parameter fields with defaults."""
@@ -89,6 +119,7 @@ class Step(abc.ABC, Generic[P, R]):
             "name": self.name,
             "version": self.version,
             "inputs": list(self.inputs),
+            "optional_inputs": list(self.optional_inputs),
             "outputs": list(self.outputs),
             "parameters": {f.name: (None if f.default is dataclasses.MISSING else f.default)
                            for f in dataclasses.fields(self.Parameters)},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reduction.preprocessing import ObservationFiles
+from reduction.preprocess import ObservationFiles
 
 
 def observation_files(root: Path, truth: dict, entry: dict) -> ObservationFiles:

@@ -317,7 +317,9 @@ def test_hub_config_registers_the_dashboards_service():
     traits = hub_traits(load_hub_config(DEFAULT_CONFIG, "local"))
     services = {s["name"]: s for s in traits["JupyterHub"]["services"]}
     dashboards = services["hcdc-dashboards"]
-    assert dashboards["command"][-3:] == ["hcdc.dashboards", "serve", "--hub"]
+    assert dashboards["command"][2:5] == ["hcdc.dashboards", "serve", "--hub"]
+    # the hub YAML's kernel limits reach the service's command line
+    assert "--max-kernels-per-user=3" in dashboards["command"] and "--kernel-idle-minutes=10.0" in dashboards["command"]
     assert dashboards["url"].startswith("http://127.0.0.1:") and dashboards["oauth_no_confirm"] is True
     assert "HCDC_CATALOG_URL" in dashboards["environment"]
     assert "access:services!service=hcdc-dashboards" in traits["JupyterHub"]["load_roles"][0]["scopes"]

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from reduction.ifs import IfsCalibrationError, locate_spectra
+from reduction.preprocess.ifs import IfsCalibrationError, locate_spectra
 from reduction.instruments import SphereIfs
-from reduction.preprocessing import PreprocessingError, preprocess_observation
+from reduction.preprocess import PreprocessingError, preprocess_observation
 from reduction.simulator import simulate_archive
 from reduction.simulator import ifs as simulated_ifs
 

@@ -134,7 +134,7 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
     assert false <= max(1, len(truth["observations"]) // 10), f"{false} false candidates"
 
 
-def test_rerun_touch_and_failure_isolation(archive, tmp_path):
+def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     catalog, settings = _setup(archive, url, tmp_path / "data")
     params = _parameters(tmp_path)
@@ -150,10 +150,21 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path):
     steps = {(s.step, s.status) for r in third.results for s in r.steps}
     assert steps == {("preprocess", "up-to-date"), ("postprocess", "done")}
     assert third.steps_run == n
+    # a new version of the post-processing (its science changed): exactly its reductions run again
+    from reduction.postproc.pipeline import PostprocessStep
+
+    monkeypatch.setattr(PostprocessStep, "version", PostprocessStep.version + ".1")
+    bumped = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched)
+    assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {("preprocess", "up-to-date"),
+                                                                            ("postprocess", "done")}
+    with catalog.session() as session:
+        versions = {session.get(Reduction, s.reduction_id).step_version
+                    for r in bumped.results for s in r.steps if s.step == "postprocess"}
+    assert versions == {PostprocessStep.version}
     with catalog.session() as session:
         members = session.scalar(select(func.count()).select_from(CampaignReduction)
                                  .where(CampaignReduction.campaign_id == first.campaign_id))
-        assert members >= 3 * n  # the campaign keeps its history of reductions
+        assert members >= 4 * n  # the campaign keeps its history of reductions
     # a broken observation (its science files damaged on disk after ingest) fails alone, with its reason
     truth = json.loads((archive / "truth.json").read_text())
     victim = truth["observations"][0]
@@ -226,3 +237,60 @@ def test_campaign_on_slurm(archive, tmp_path, slurm_cluster):
     with catalog.session() as session:
         hosts = set(session.scalars(select(Reduction.host)))
     assert hosts  # the steps ran in a SLURM job on this node
+
+
+def test_identical_inputs_of_two_observations_get_a_reduction_each(tmp_path):
+    """The same calibrated cube registered twice (two targets, as a user may do by mistake or for a
+    test): byte-identical inputs, yet each observation is reduced, with its own detections and limits,
+    and the campaign comparison of a re-run reports no change."""
+    from astropy.io import fits
+
+    from .test_widgets import naco_small
+
+    cube, angles, psf = naco_small()
+    files = {}
+    for name, data in (("cube", cube.astype(np.float32)), ("angles", angles), ("psf", psf)):
+        files[name] = tmp_path / f"{name}.fits"
+        fits.PrimaryHDU(data).writeto(files[name])
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "HCDC_DATA_DIR": str(data_dir), "HCDC_CATALOG_URL": f"sqlite:///{data_dir / 'c.sqlite'}"}
+    hcdc = [str(Path(sys.executable).parent / "hcdc")]
+    for target, night in (("beta Pic", "2013-02-01"), ("beta Pic copy", "2013-02-02")):
+        done = subprocess.run(hcdc + ["register-reduced", str(files["cube"]), "--angles", str(files["angles"]),
+                                      "--psf", str(files["psf"]), "--pixel-scale", "0.02719", "--instrument", "NACO",
+                                      "--target", target, "--date", night, "--filter", "L'"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    params = tmp_path / "params.yaml"
+    import yaml
+
+    params.write_text(yaml.safe_dump({"postprocess": {"subtraction": {"ncomp": 4}, "max_characterised": 0,
+                                                      "characterisation": {"n_injections": 2}}}))
+    command = hcdc + ["reprocess", "--campaign", "twins", "--executor", "serial", "--params", str(params),
+                      "--steps", "postprocess"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # no terminal: one line per finished observation, with its steps, the count and the time to go
+    lines = [line for line in first.stderr.splitlines() if line.startswith("obs ")]
+    assert len(lines) == 2 and "(beta Pic 2013-02-01 NACO): postprocess done" in lines[0], first.stderr
+    assert "[1/2," in lines[0] and "to go]" in lines[0] and "[2/2," in lines[1], lines
+    catalog = Catalog(env["HCDC_CATALOG_URL"], migrate=False)
+    with catalog.session() as session:
+        observations = session.scalars(select(Observation.id).order_by(Observation.id)).all()
+        reductions = {o: session.scalars(select(Reduction).where(Reduction.observation_id == o,
+                                                                 Reduction.step == "postprocess",
+                                                                 Reduction.status == "done")).all()
+                      for o in observations}
+        assert len(observations) == 2
+        for observation_id, rows in reductions.items():
+            assert len(rows) == 1, (observation_id, rows)
+            limits = session.scalar(select(func.count()).select_from(DetectionLimit)
+                                    .where(DetectionLimit.reduction_id == rows[0].id))
+            assert limits >= 1, observation_id  # each observation has its own detection limits
+        linked = session.scalars(select(CampaignReduction.reduction_id)).all()
+        assert sorted(linked) == sorted(rows[0].id for rows in reductions.values())
+    catalog.dispose()
+    again = subprocess.run(command + ["--new-version"], env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "up to date 2" in again.stderr, again.stderr  # nothing re-run
+    assert "0 of 2 observation(s) changed" in again.stdout, again.stdout

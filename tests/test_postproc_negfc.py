@@ -135,7 +135,7 @@ def test_dual_band_contrast_of_a_simulated_companion(tmp_path):
     import json
 
     from reduction.postproc import pipeline as pp
-    from reduction.preprocessing import preprocess_observation
+    from reduction.preprocess import preprocess_observation
     from reduction.simulator import simulate_archive
 
     from .simulated import observation_files

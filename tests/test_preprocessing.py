@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from reduction.preprocessing import PreprocessingError, preprocess_observation
+from reduction.preprocess import PreprocessingError, preprocess_observation
 from reduction.simulator import simulate_archive
 
 from .simulated import observation_files
@@ -120,7 +120,7 @@ def test_companion_flux_ratio_survives_calibration_within_5_percent(clean):
     from vip_hci.preproc import cube_derotate
 
     from reduction.conventions import sky_to_derotated_xy, star_centre
-    from reduction.preprocessing import aperture_flux
+    from reduction.preprocess import aperture_flux
 
     root, truth = clean
     measured = 0

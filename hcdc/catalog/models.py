@@ -333,7 +333,7 @@ class Reduction(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     step: Mapped[str] = mapped_column(String(64))
     step_version: Mapped[str] = mapped_column(String(32))
-    #: sha256 of (step, version, parameters, input hashes): equal signature = up to date
+    #: sha256 of (step, version, parameters, input hashes): equal signature on the same observation = up to date
     signature: Mapped[str | None] = mapped_column(String(64), index=True)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     parameters_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import yaml
@@ -162,10 +162,13 @@ def _progress(total: int, enabled: bool):
 def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systematic", query: str | None = None,
               executor: str = "serial", parameters: dict[str, dict] | None = None, retries: int | None = None,
               new_version: bool = False, steps: Iterable[str] = STEP_ORDER, progress: bool = False,
-              cluster: Any = None) -> CampaignReport:
+              cluster: Any = None, announce: Callable[[str], None] | None = None) -> CampaignReport:
     """Plan and run a campaign (see the module docstring).
 
-    ``cluster`` lets a caller pass an already running dask cluster (tests, notebooks).
+    ``progress`` shows a bar (a terminal); ``announce`` receives one line per finished observation
+    (its steps, their outcome and time, how many are left and the estimated time to go), written
+    above the bar when there is one. ``cluster`` lets a caller pass an already running dask cluster
+    (tests, notebooks).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}")
@@ -191,6 +194,8 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
             report.results.append(result)
     partly = {i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1])
               for i in ids if plans[i][0] and plans[i][1]}
+    with catalog.session() as session:
+        labels = {t.observation_id: _label(session, t.observation_id) for t in tasks}
     started = time.perf_counter()
     bar = _progress(len(ids), progress)
     bar.update(len(ids) - len(tasks))
@@ -202,8 +207,13 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
             report.results.append(result)
             counts = report.counts
             bar.set_postfix(done=counts["done"], uptodate=counts["up-to-date"], failed=counts["failed"],
-                            refresh=False)
+                            last=f"obs {result.observation_id}", refresh=False)
             bar.update()
+            if announce is not None:
+                finished = sum(1 for r in report.results if r.observation_id in labels)
+                line = finished_line(result, labels.get(result.observation_id, ""), finished, len(tasks),
+                                     time.perf_counter() - started)
+                (bar.write if progress else announce)(line)
     finally:
         bar.close()
     report.seconds = time.perf_counter() - started
@@ -213,6 +223,28 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
         campaign_row.status = "failed" if report.failures else "done"
         campaign_row.finished_at = datetime.now(timezone.utc)
     return report
+
+
+def _label(session, observation_id: int) -> str:
+    observation = session.get(Observation, observation_id)
+    target = session.get(Target, observation.target_id) if observation.target_id else None
+    return f"{target.name if target else '?'} {observation.night} {observation.instrument}"
+
+
+def finished_line(result, label: str, finished: int, total: int, elapsed: float) -> str:
+    """``obs 12 (HD 95086 2026-06-01 SPHERE-IRDIS): preprocess done 41 s, postprocess done 63 s
+    [5/12, 3m10s elapsed, ~4m26s to go]``: one observation's chain, as it finishes."""
+    steps = ", ".join(f"{s.step} {s.status}" + (f" {s.seconds:.0f} s" if s.status in ("done", "failed") else "")
+                      + (f" ({(s.error or '?').splitlines()[0][:100]})" if s.status == "failed" else "")
+                      for s in result.steps)
+    left = total - finished
+    eta = f", ~{_duration(elapsed / finished * left)} to go" if finished and left else ""
+    return f"obs {result.observation_id} ({label}): {steps} [{finished}/{total}, {_duration(elapsed)} elapsed{eta}]"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def observation_steps(observation: Observation, steps: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:

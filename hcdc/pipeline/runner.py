@@ -4,7 +4,8 @@ A task is the chain of steps of one observation (pre-processing then
 post-processing), run in one dask worker process:
 
 * a step whose signature (step, version, parameters, input hashes) matches a
-  done reduction is up to date: that reduction joins the campaign, nothing runs;
+  done reduction of the same observation is up to date: that reduction joins
+  the campaign, nothing runs;
 * otherwise stale rows of the step in this campaign (left by a killed or failed
   run) are deleted first (no duplicate rows, ever), a ``reductions`` row is
   created (status ``running``, signature, papermill run id, notebook path), and
@@ -381,7 +382,10 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         if signature is None:
             return StepResult(task.observation_id, step, "failed", None,
                               f"no input for {step}: the previous step has no done result")
+        # up to date = the same signature for this observation: two observations may have byte-identical
+        # inputs (one cube registered twice) and each needs its own reduction, detections and limits
         done = session.scalar(select(Reduction.id).where(Reduction.signature == signature,
+                                                         Reduction.observation_id == task.observation_id,
                                                          Reduction.status == "done")
                               .order_by(Reduction.id.desc()).limit(1))
     if done is not None and not task.force:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from reduction.steps import StepParameters
+from reduction.steps import Step, StepParameters
 
 
 class StepFailed(RuntimeError):
@@ -24,13 +24,27 @@ class StepFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class StepSpec:
-    """A pipeline step: its parameter class, version, notebook and runner."""
+    """A pipeline step: the science step it runs (name, version, parameters), its notebook and runner.
 
-    name: str
-    version: str
-    parameters: type[StepParameters]
+    The name, version and parameter class are the science step's own (``reduction``), never a
+    copy: bumping ``Step.version`` makes every reduction of that step out of date.
+    """
+
+    step: type[Step]
     notebook: str
     runner: Callable[..., Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    @property
+    def version(self) -> str:
+        return self.step.version
+
+    @property
+    def parameters(self) -> type[StepParameters]:
+        return self.step.Parameters
 
 
 def _preprocess_runner(catalog, observation_id, data_dir, params, reduction_id, campaign_id):
@@ -49,17 +63,12 @@ def _postprocess_runner(catalog, observation_id, data_dir, params, reduction_id,
 
 def step_specs() -> dict[str, StepSpec]:
     """The steps, in pipeline order."""
-    from reduction.postproc.pipeline import PostprocessParameters
-    from reduction.preprocessing import Preprocess, PreprocessParameters
+    from reduction.postproc.pipeline import PostprocessStep
+    from reduction.preprocess import Preprocess
 
-    from hcdc.postprocessing import STEP_VERSION as POST_VERSION
-
-    return {
-        "preprocess": StepSpec("preprocess", Preprocess.version, PreprocessParameters, "preprocess.py",
-                               _preprocess_runner),
-        "postprocess": StepSpec("postprocess", POST_VERSION, PostprocessParameters, "postprocess.py",
-                                _postprocess_runner),
-    }
+    specs = (StepSpec(Preprocess, "preprocess.py", _preprocess_runner),
+             StepSpec(PostprocessStep, "postprocess.py", _postprocess_runner))
+    return {spec.name: spec for spec in specs}
 
 
 def parse_parameters(spec: StepSpec, parameters: str | dict | StepParameters | None) -> StepParameters:

@@ -14,12 +14,12 @@
 # %% [markdown]
 # # Pre-processing of one observation
 # Raw IRDIS DBI frames -> calibrated, centred ADI cube, derotation angles, PSF and stellar flux
-# (`reduction.preprocessing`). Executed by papermill for `hcdc reprocess`; run it by hand with
+# (`reduction.preprocess`). Executed by papermill for `hcdc reprocess`; run it by hand with
 # `papermill -k hcdc -p observation_id 7 preprocess.ipynb out.ipynb`.
 
 # %% tags=["parameters"]
 observation_id = 0
-parameters = "{}"         # JSON of reduction.preprocessing.PreprocessParameters (defaults when empty)
+parameters = "{}"         # JSON of reduction.preprocess.PreprocessParameters (defaults when empty)
 reduction_id = None       # set by the pipeline runner (the catalog row it created); None: a new one
 
 # %%

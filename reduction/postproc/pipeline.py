@@ -119,7 +119,8 @@ class PsfSubtractionStep(Step[PsfSubtractionParameters, PsfSubtractionResult]):
     name: ClassVar[str] = "psf-subtraction"
     version: ClassVar[str] = "1"
     Parameters: ClassVar[type[StepParameters]] = PsfSubtractionParameters
-    inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "fwhm")
+    inputs: ClassVar[tuple[str, ...]] = ("cube", "angles")
+    optional_inputs: ClassVar[tuple[str, ...]] = ("fwhm", "reference_cube", "wavelengths")
     outputs: ClassVar[tuple[str, ...]] = ("residuals",)
 
     def run(self, params: PsfSubtractionParameters, **inputs: Any) -> PsfSubtractionResult:
@@ -158,7 +159,7 @@ class DetectionStep(Step[DetectionParameters, DetectionResult]):
     version: ClassVar[str] = "1"
     Parameters: ClassVar[type[StepParameters]] = DetectionParameters
     inputs: ClassVar[tuple[str, ...]] = ("residuals", "fwhm")
-    outputs: ClassVar[tuple[str, ...]] = ("snr_map", "candidates")
+    outputs: ClassVar[tuple[str, ...]] = ("snr_map", "candidates", "threshold")
 
     def run(self, params: DetectionParameters, **inputs: Any) -> DetectionResult:
         return detect_candidates(inputs["residuals"], inputs["fwhm"], threshold=params.threshold,
@@ -199,7 +200,7 @@ class CharacterisationStep(Step[CharacterisationParameters, NegfcResult]):
     version: ClassVar[str] = "1"
     Parameters: ClassVar[type[StepParameters]] = CharacterisationParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "fwhm", "xy")
-    outputs: ClassVar[tuple[str, ...]] = ("negfc",)
+    outputs: ClassVar[tuple[str, ...]] = ("separation_px", "pa_deg", "flux", "uncertainty")
 
     def run(self, params: CharacterisationParameters, **inputs: Any) -> NegfcResult:
         return characterise(inputs["cube"], inputs["angles"], inputs["psf"], inputs["fwhm"], inputs["xy"],
@@ -242,7 +243,8 @@ class ContrastCurveStep(Step[ContrastCurveParameters, ContrastCurve]):
     version: ClassVar[str] = "1"
     Parameters: ClassVar[type[StepParameters]] = ContrastCurveParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "fwhm", "subtraction")
-    outputs: ClassVar[tuple[str, ...]] = ("contrast_curve",)
+    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "pixel_scale")
+    outputs: ClassVar[tuple[str, ...]] = ("separation_px", "separation_arcsec", "contrast", "throughput")
 
     def run(self, params: ContrastCurveParameters, **inputs: Any) -> ContrastCurve:
         sub: PsfSubtractionParameters = inputs["subtraction"]
@@ -345,7 +347,7 @@ def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | Non
     subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
     for note in subtraction.notes:
         log.info(note)
-    detection = DetectionStep().run(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
+    detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
     char_params = params.characterisation
     if params.subtraction.algorithm == "cadi" and char_params.method == "pca":
         char_params = dataclasses.replace(char_params, method="cadi")
@@ -362,7 +364,7 @@ def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | Non
             continue
         try:
             ncomp = min(char_params.ncomp, cube.shape[0])
-            result = CharacterisationStep().run(dataclasses.replace(char_params, ncomp=ncomp), cube=cube,
+            result = CharacterisationStep()(dataclasses.replace(char_params, ncomp=ncomp), cube=cube,
                                                 angles=angles, psf=npsf.psf, fwhm=fwhm,
                                                 xy=(candidate.x, candidate.y))
         except ValueError as exc:
@@ -372,7 +374,7 @@ def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | Non
         characterised.append(CharacterisedCandidate(candidate, result))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
-    contrast = ContrastCurveStep().run(params.contrast, cube=free_cube, angles=angles, psf=npsf.psf, fwhm=fwhm,
+    contrast = ContrastCurveStep()(params.contrast, cube=free_cube, angles=angles, psf=npsf.psf, fwhm=fwhm,
                                        subtraction=params.subtraction, star_flux=star_flux,
                                        pixel_scale=pixel_scale)
     return PostprocessResult(subtraction=subtraction, detection=detection, characterised=tuple(characterised),
@@ -387,7 +389,8 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
     version: ClassVar[str] = "1"
     Parameters: ClassVar[type[StepParameters]] = PostprocessParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "pixel_scale")
-    outputs: ClassVar[tuple[str, ...]] = ("residuals", "snr_map", "detections", "contrast_curve")
+    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux",)
+    outputs: ClassVar[tuple[str, ...]] = ("subtraction", "detection", "characterised", "contrast")
 
     def run(self, params: PostprocessParameters, **inputs: Any) -> PostprocessResult:
         return postprocess(inputs["cube"], inputs["angles"], inputs["psf"], inputs["pixel_scale"],

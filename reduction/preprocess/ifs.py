@@ -42,7 +42,15 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .instruments import SphereIfs
+from .. import conventions
+from ..centring import CentringError, WaffleCentringParameters, find_waffle_centre, waffle_spot_separation_px
+from ..instruments import SphereIfs
+from .angles import parallactic_angles
+from .calibrate import calibrate_frames, reduce_calibrations
+from .centre import coarse_waffle_centre
+from .model import CalibratedObservation, PreprocessingError, ReducedCalibration
+from .photometry import frame_quality, gaussian_fwhm, psf_photometry
+from .reading import date_of, dit_of, matching_shape, release
 
 #: Rows of the window read along each spectrum: the ~39-px spectrum and a margin that stops
 #: short of the next spectrum in the same column (one lattice step, ~45 px, further).
@@ -402,9 +410,6 @@ def largest_crop(valid: np.ndarray, centre_xy: tuple[float, float], step: float,
 def _centre_from_spots(images: np.ndarray, valid: np.ndarray, wavelengths: Sequence[float],
                        params, problems: list[str]) -> tuple[float, float] | None:
     """Star centre (x, y in lenslet-image pixels) from the waffle spots, median over the channels."""
-    from .centring import CentringError, WaffleCentringParameters, find_waffle_centre, waffle_spot_separation_px
-    from .preprocessing import coarse_waffle_centre
-
     lenslet_arcsec = SphereIfs.lenslet_scale_mas.value / 1000
     ny, nx = valid.shape
     guess = (nx / 2, ny / 2)
@@ -438,28 +443,22 @@ def _centre_from_spots(images: np.ndarray, valid: np.ndarray, wavelengths: Seque
 
 def _centre_from_core(image: np.ndarray, valid: np.ndarray, sigma: float = 1.0) -> tuple[float, float]:
     """Peak of a (channel-collapsed) image refined by a Gaussian fit: x, y in lenslet-image pixels."""
-    from .preprocessing import _gaussian_fwhm
-
     # smoothed over ~1 λ/D: the star's core and halo outweigh any single speckle
     smooth = ndimage.gaussian_filter(np.where(valid, np.nan_to_num(image), 0.0), sigma)
     py, px = np.unravel_index(np.argmax(np.where(valid, smooth, -np.inf)), smooth.shape)
     half = 6
     y0, x0 = max(py - half, 0), max(px - half, 0)
     cut = smooth[y0:py + half + 1, x0:px + half + 1]
-    _width, fx, fy = _gaussian_fwhm(cut)
+    _width, fx, fy = gaussian_fwhm(cut)
     return float(fx + x0), float(fy + y0)
 
 
 def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]):
     """Pre-process one IFS observation (see the module docstring): a ``(39, t, y, x)`` cube.
 
-    Called by :func:`reduction.preprocessing.preprocess_observation` with the reader and
+    Called by :func:`reduction.preprocess.preprocess_observation` with the reader and
     the science headers it prepared; returns a ``CalibratedObservation``.
     """
-    from . import conventions
-    from .preprocessing import (CalibratedObservation, PreprocessingError, ReducedCalibration, _date, _dit, _matching,
-                                _release, calibrate_frames, frame_quality, parallactic_angles, psf_photometry,
-                                reduce_calibrations)
 
     mode = files.filter
     if mode not in SphereIfs.filters:
@@ -473,13 +472,13 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
 
     def mean_calibrated(paths, what: str) -> tuple[np.ndarray | None, list]:
         """The mean calibrated frame of some files (each file's mean calibrated once), and the files."""
-        raws = _matching(reader.read([Path(p) for p in paths], problems), shape, what, problems)
+        raws = matching_shape(reader.read([Path(p) for p in paths], problems), shape, what, problems)
         if not raws:
             return None, []
         used.extend(raws)
-        images = [calibrate_frames(r.data.mean(axis=0, keepdims=True), _dit(r), calibrations, box, what, problems)[0]
+        images = [calibrate_frames(r.data.mean(axis=0, keepdims=True), dit_of(r), calibrations, box, what, problems)[0]
                   for r in raws]
-        _release(raws)
+        release(raws)
         return np.mean(images, axis=0), raws
 
     specpos, specpos_raws = mean_calibrated(files.specpos, "SPECPOS")
@@ -502,12 +501,12 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     calibrations.quality["ifs_spectra_positions"] = spectra_quality
     calibrations.products["ifs_spectra_positions"] = ReducedCalibration(
         "ifs_spectra_positions", table, None, spectra_quality, tuple(r.sha256 for r in specpos_raws),
-        _date(specpos_raws[0]))
+        date_of(specpos_raws[0]))
     wave_quality = solution.quality()
     calibrations.quality["ifs_wavelength_solution"] = wave_quality
     calibrations.products["ifs_wavelength_solution"] = ReducedCalibration(
         "ifs_wavelength_solution", solution.offset_um.astype(np.float64), None, wave_quality,
-        tuple(r.sha256 for r in wave_raws + specpos_raws), _date(wave_raws[0]))
+        tuple(r.sha256 for r in wave_raws + specpos_raws), date_of(wave_raws[0]))
     valid = extractor.valid_mask()
     step = SphereIfs.pixel_scale_mas.value / SphereIfs.lenslet_scale_mas.value
     # λ/D of the middle channel, in cube pixels: the frame-quality annulus
@@ -521,10 +520,10 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     else:
         problems.append("no OBJECT,CENTER frames: the star centre cannot be measured from the waffle spots")
     if centre is None:
-        first = _matching(reader.read([Path(heads[0].path)], problems), shape, "OBJECT", problems)
+        first = matching_shape(reader.read([Path(heads[0].path)], problems), shape, "OBJECT", problems)
         if not first:
             raise PreprocessingError("no star centre: no usable CENTER frames and no readable science frame")
-        image = calibrate_frames(first[0].data.mean(axis=0, keepdims=True), _dit(first[0]), calibrations, box,
+        image = calibrate_frames(first[0].data.mean(axis=0, keepdims=True), dit_of(first[0]), calibrations, box,
                                  "science", problems)
         centre = _centre_from_core(np.nan_to_num(extractor.lenslet_images(image)[0].mean(axis=0)), valid, sigma=2.0)
         problems.append("star centre taken from the coronagraphic residual core of the first science file "
@@ -539,11 +538,11 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     # science, streamed file by file
     parts, names, science = [], [], []
     for head in heads:
-        for raw in _matching(reader.read([Path(head.path)], problems), shape, "OBJECT", problems):
-            calibrated = calibrate_frames(raw.data, _dit(raw), calibrations, box, "science", problems)
+        for raw in matching_shape(reader.read([Path(head.path)], problems), shape, "OBJECT", problems):
+            calibrated = calibrate_frames(raw.data, dit_of(raw), calibrations, box, "science", problems)
             parts.append(resample_centred(extractor.lenslet_images(calibrated), centre, step, crop))
             names.extend((raw.path.name, i) for i in range(raw.n_frames))
-            _release([raw])
+            release([raw])
             science.append(raw)
     if not science:
         raise PreprocessingError("no readable OBJECT (science) file")
@@ -556,15 +555,15 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
 
     # off-axis PSF per channel, from the FLUX files' mean frames
     psf = fwhm = star_flux = None
-    flux_raws = _matching(reader.read(files.flux, problems), shape, "FLUX", problems)
+    flux_raws = matching_shape(reader.read(files.flux, problems), shape, "FLUX", problems)
     used.extend(flux_raws)
     if flux_raws:
-        science_dit = _dit(science[0])
+        science_dit = dit_of(science[0])
         science_nd = SphereIfs._opt_str(science[0].header, "neutral_density", "")
         size = params.psf_crop_px
         stacks, dits, nds = [], [], []
         for raw in flux_raws:
-            mean = calibrate_frames(raw.data.mean(axis=0, keepdims=True), _dit(raw), calibrations, box, "FLUX",
+            mean = calibrate_frames(raw.data.mean(axis=0, keepdims=True), dit_of(raw), calibrations, box, "FLUX",
                                     problems)
             images = extractor.lenslet_images(mean)[0]
             where = _centre_from_core(np.nan_to_num(images.mean(axis=0)), valid)
@@ -572,9 +571,9 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
                 problems.append(f"{raw.path.name}: the FLUX star is too close to the field edge for a {size}-px PSF")
                 continue
             stacks.append(resample_centred(images, where, step, size))
-            dits.append(_dit(raw))
+            dits.append(dit_of(raw))
             nds.append(SphereIfs._opt_str(raw.header, "neutral_density", ""))
-        _release(flux_raws)
+        release(flux_raws)
         if stacks:
             per_channel = [psf_photometry([s[k] for s in stacks], dits, nds, wl, science_dit, science_nd)
                            for k, wl in enumerate(wavelengths)]
