@@ -12,11 +12,12 @@ DEMO_DIR ?= $(CURDIR)/var/demo
 REFERENCE_DATA ?= $(if $(HCDC_REFERENCE_DATA),$(HCDC_REFERENCE_DATA),$(abspath $(CURDIR)/../shared/data))
 export HCDC_REFERENCE_DATA := $(REFERENCE_DATA)
 
-.PHONY: demo test venv system-deps lock bench clean-demo help
+.PHONY: demo test lint venv system-deps lock bench clean-demo help
 
 help:
 	@echo "make demo  - set up and run the demo (SQLite catalog in var/demo)"
-	@echo "make test  - set up and run the tests (SQLite and the local PostgreSQL)"
+	@echo "make test  - set up, check lint and format (ruff), run the tests (SQLite and PostgreSQL)"
+	@echo "make lint  - ruff check and ruff format --check"
 	@echo "make bench - run the benchmarks in bench/"
 	@echo "make lock  - re-resolve requirements.in into requirements.lock"
 
@@ -64,8 +65,13 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "not root: $$missing not installed, the tests that need them will skip"; fi; fi
 
-test: venv system-deps
+test: venv system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (configured in pyproject.toml): lint and formatting are checked before the tests run
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: venv
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

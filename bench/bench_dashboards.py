@@ -45,12 +45,21 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 CHROMIUM = os.environ.get("HCDC_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DASHBOARDS = ("monitoring", "pipeline", "browser")
-READY = ("() => document.querySelector('.hcdc-page') !== null && "
-         "document.querySelectorAll('div.hcdc-plot').length > 0 && "
-         "Array.from(document.querySelectorAll('div.hcdc-plot')).every(e => e.getAttribute('data-state') == 'ready')")
+READY = (
+    "() => document.querySelector('.hcdc-page') !== null && "
+    "document.querySelectorAll('div.hcdc-plot').length > 0 && "
+    "Array.from(document.querySelectorAll('div.hcdc-plot')).every(e => e.getAttribute('data-state') == 'ready')"
+)
 
 
 def free_port() -> int:
@@ -64,9 +73,14 @@ class Server:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="hcdc-bench-dashboards-", suffix=".log", delete=False)
         env = {**os.environ, "HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
-        self.process = subprocess.Popen([sys.executable, "-m", "hcdc.dashboards", "serve", "--port", str(self.port),
-                                         "--kernel-pool", str(pool)], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hcdc.dashboards", "serve", "--port", str(self.port), "--kernel-pool", str(pool)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+        )
         self.url = f"http://127.0.0.1:{self.port}/"
         deadline = time.monotonic() + 60
         while True:
@@ -132,8 +146,9 @@ def demo_catalog(args, work: Path) -> tuple[str, Path] | None:
     if args.build_demo and not (demo / "catalog.sqlite").exists():
         print(f"building the demo in {demo} (python -m hcdc.demo; minutes) ...", flush=True)
         demo.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "hcdc.demo"], env={**os.environ, "HCDC_DATA_DIR": str(demo)},
-                       check=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "hcdc.demo"], env={**os.environ, "HCDC_DATA_DIR": str(demo)}, check=True, cwd=REPO
+        )
     source = demo / "catalog.sqlite"
     if not source.exists():
         print(f"demo catalog {source} not found: run 'make demo' (or pass --build-demo); skipped", flush=True)
@@ -166,9 +181,14 @@ def main() -> None:
     from hcdc.dashboards.synthetic import generate_catalog
 
     work = Path(tempfile.mkdtemp(prefix="hcdc-bench-dashboards-"))
-    results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-                     "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "repeat": args.repeat,
-                     "catalogs": {}}
+    results: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg(),
+        "repeat": args.repeat,
+        "catalogs": {},
+    }
     try:
         demo = demo_catalog(args, work)
         if demo is not None:
@@ -178,8 +198,10 @@ def main() -> None:
                 n = session.scalar(select(func.count(Observation.id)))
             catalog.dispose()
             print(f"demo catalog: {n} observations", flush=True)
-            results["catalogs"]["demo"] = {"observations": n, "first_render_s": measure(url, data_dir, args.repeat,
-                                                                                        "demo")}
+            results["catalogs"]["demo"] = {
+                "observations": n,
+                "first_render_s": measure(url, data_dir, args.repeat, "demo"),
+            }
         url = f"sqlite:///{work / 'large.sqlite'}"
         catalog = Catalog(url)
         generated = generate_catalog(catalog, args.observations)
@@ -190,22 +212,30 @@ def main() -> None:
         catalog.dispose()
         expected = set(generated.bad_seeing_nights) | {generated.hot_pixel_night}
         flags_ok = set(data.flagged_nights) == expected
-        print(f"large catalog: {generated.n_observations} observations over {generated.n_nights} nights, generated in "
-              f"{generated.seconds:.1f} s; monitoring queries+flags {monitoring_s:.1f} s; flagged nights "
-              f"{'= the degraded ones' if flags_ok else '!= the degraded ones'} ({len(data.flagged_nights)})", flush=True)
+        print(
+            f"large catalog: {generated.n_observations} observations over {generated.n_nights} nights, generated in "
+            f"{generated.seconds:.1f} s; monitoring queries+flags {monitoring_s:.1f} s; flagged nights "
+            f"{'= the degraded ones' if flags_ok else '!= the degraded ones'} ({len(data.flagged_nights)})",
+            flush=True,
+        )
         results["catalogs"]["large"] = {
-            "observations": generated.n_observations, "nights": generated.n_nights,
-            "generate_s": round(generated.seconds, 1), "monitoring_data_s": round(monitoring_s, 2),
+            "observations": generated.n_observations,
+            "nights": generated.n_nights,
+            "generate_s": round(generated.seconds, 1),
+            "monitoring_data_s": round(monitoring_s, 2),
             "flags_match_degraded_nights": flags_ok,
-            "first_render_s": measure(url, work, args.repeat, "large")}
+            "first_render_s": measure(url, work, args.repeat, "large"),
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_average_end"] = os.getloadavg()
     print("\nfirst render (median s)     cold   pooled")
     for label, entry in results["catalogs"].items():
         for name, modes in entry["first_render_s"].items():
-            print(f"  {label:<8} {name:<12} {statistics.median(modes['cold']):6.2f} "
-                  f"{statistics.median(modes['pooled']):8.2f}")
+            print(
+                f"  {label:<8} {name:<12} {statistics.median(modes['cold']):6.2f} "
+                f"{statistics.median(modes['pooled']):8.2f}"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nwritten to {args.out}")

@@ -90,10 +90,18 @@ def main() -> None:
             catalog.dispose()
             if drop:
                 drop()
-            runs.append({"backend": backend, "workers": workers, "seconds": report.seconds,
-                         "files_per_s": n / report.seconds, "observations": report.observations_added,
-                         "rejected": len(report.rejected), "reingest_seconds": again.seconds,
-                         "reingest_new": again.new})
+            runs.append(
+                {
+                    "backend": backend,
+                    "workers": workers,
+                    "seconds": report.seconds,
+                    "files_per_s": n / report.seconds,
+                    "observations": report.observations_added,
+                    "rejected": len(report.rejected),
+                    "reingest_seconds": again.seconds,
+                    "reingest_new": again.new,
+                }
+            )
     results["runs"] = runs
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest.json").write_text(json.dumps(results, indent=2))
@@ -101,9 +109,11 @@ def main() -> None:
     print(f"header floor (read+sha256+classify, no DB, 1 process): {results['header_floor_files_per_s']:.0f} files/s")
     print(f"{'backend':11s} {'workers':>7s} {'files/s':>9s} {'vs floor':>9s} {'seconds':>8s} {'re-ingest s':>12s}")
     for run in runs:
-        print(f"{run['backend']:11s} {run['workers']:7d} {run['files_per_s']:9.0f} "
-              f"{run['files_per_s'] / results['header_floor_files_per_s']:9.2f} {run['seconds']:8.1f} "
-              f"{run['reingest_seconds']:12.2f}")
+        print(
+            f"{run['backend']:11s} {run['workers']:7d} {run['files_per_s']:9.0f} "
+            f"{run['files_per_s'] / results['header_floor_files_per_s']:9.2f} {run['seconds']:8.1f} "
+            f"{run['reingest_seconds']:12.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,12 @@ from hcdc.catalog import Catalog  # noqa: E402
 from hcdc.ingest import ingest  # noqa: E402
 from hcdc.pipeline.campaign import load_parameters, reprocess  # noqa: E402
 from hcdc.settings import Settings  # noqa: E402
-from reduction.preprocess import calibrate  # noqa: E402
 from reduction.postproc.pipeline import PostprocessParameters, postprocess  # noqa: E402
-from reduction.preprocess import preprocess_observation, write_products  # noqa: E402
+from reduction.preprocess import (  # noqa: E402
+    calibrate,  # noqa: E402
+    preprocess_observation,
+    write_products,
+)
 from reduction.simulator import simulate_archive  # noqa: E402
 from tests.test_preprocessing import _files  # noqa: E402
 
@@ -48,16 +51,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def overhead(work: Path) -> dict:
     archive = work / "realistic2" / "archive"
     if not (archive / "truth.json").exists():
-        simulate_archive(archive, nights=1, seed=8, window=None, ifs=False, obs_per_night=2, frames_per_cube=16,
-                         science_files_per_ob=4, degraded_frames=False)
+        simulate_archive(
+            archive,
+            nights=1,
+            seed=8,
+            window=None,
+            ifs=False,
+            obs_per_night=2,
+            frames_per_cube=16,
+            science_files_per_ob=4,
+            degraded_frames=False,
+        )
     url = f"sqlite:///{work / 'realistic.sqlite'}"
     Path(url[10:]).unlink(missing_ok=True)
     catalog = Catalog(url)
     ingest(archive / "raw", catalog)
     settings = Settings(data_dir=work / f"realistic-data-{time.time_ns()}", catalog_url=url)
     parameters = load_parameters()
-    report = reprocess(catalog, settings, campaign="bench", executor="serial", parameters=parameters,
-                       query="instrument=SPHERE-IRDIS")
+    report = reprocess(
+        catalog, settings, campaign="bench", executor="serial", parameters=parameters, query="instrument=SPHERE-IRDIS"
+    )
     order = [r.observation_id for r in report.results]
     walls = {(r.observation_id, s.step): s for r in report.results for s in r.steps}
     assert all(s.status == "done" for s in walls.values()), walls
@@ -70,14 +83,24 @@ def overhead(work: Path) -> dict:
     entries = {}
     with catalog.session() as session:
         for observation_id in order:
-            names = {Path(p).name for p in session.scalars(select(RawFile.path).where(
-                RawFile.observation_id == observation_id, RawFile.kind == "science"))}
+            names = {
+                Path(p).name
+                for p in session.scalars(
+                    select(RawFile.path).where(RawFile.observation_id == observation_id, RawFile.kind == "science")
+                )
+            }
             entries[observation_id] = next(e for e in truth["observations"] if names & set(e["files"]["science"]))
     params = PostprocessParameters.from_dict(parameters["postprocess"])
     # warm imports, the IERS table and first-call costs, then the same cache state as the campaign's worker
     warm = preprocess_observation(_files(archive, truth, entries[order[0]]))
-    postprocess(warm.cube[0], warm.derotation_deg, warm.psf[0], warm.pixel_scale_arcsec,
-                star_flux=warm.star_flux[0], params=PostprocessParameters.from_dict(parameters["postprocess"]))
+    postprocess(
+        warm.cube[0],
+        warm.derotation_deg,
+        warm.psf[0],
+        warm.pixel_scale_arcsec,
+        star_flux=warm.star_flux[0],
+        params=PostprocessParameters.from_dict(parameters["postprocess"]),
+    )
     calibrate.clear_master_cache()
     out: dict = {"observations": []}
     for position, observation_id in enumerate(order):
@@ -90,8 +113,14 @@ def overhead(work: Path) -> dict:
         science_pre = time.perf_counter() - t0
         t0 = time.perf_counter()
         for band in range(result.cube.shape[0]):
-            postprocess(result.cube[band], result.derotation_deg, result.psf[band], result.pixel_scale_arcsec,
-                        star_flux=result.star_flux[band], params=params)
+            postprocess(
+                result.cube[band],
+                result.derotation_deg,
+                result.psf[band],
+                result.pixel_scale_arcsec,
+                star_flux=result.star_flux[band],
+                params=params,
+            )
         science_post = time.perf_counter() - t0
         row = {"observation_id": observation_id, "worker": "fresh" if position == 0 else "warm"}
         for name, science in (("preprocess", science_pre), ("postprocess", science_post)):
@@ -99,13 +128,22 @@ def overhead(work: Path) -> dict:
             # the step's own measurement of its science call (same run, same machine load) is the
             # reference; the separate in-process run is a cross-check of it
             inside = step.science_seconds
-            row[name] = {"step_wall_s": step.seconds, "science_s": inside, "science_in_process_s": science,
-                         "overhead_s": step.seconds - inside, "overhead_fraction": (step.seconds - inside) / inside}
+            row[name] = {
+                "step_wall_s": step.seconds,
+                "science_s": inside,
+                "science_in_process_s": science,
+                "overhead_s": step.seconds - inside,
+                "overhead_fraction": (step.seconds - inside) / inside,
+            }
         wall = row["preprocess"]["step_wall_s"] + row["postprocess"]["step_wall_s"]
         science = row["preprocess"]["science_s"] + row["postprocess"]["science_s"]
-        row["observation"] = {"wall_s": wall, "science_s": science, "overhead_s": wall - science,
-                              "overhead_fraction": (wall - science) / science,
-                              "science_in_process_s": science_pre + science_post}
+        row["observation"] = {
+            "wall_s": wall,
+            "science_s": science,
+            "overhead_s": wall - science,
+            "overhead_fraction": (wall - science) / science,
+            "science_in_process_s": science_pre + science_post,
+        }
         out["observations"].append(row)
     return out
 
@@ -119,11 +157,14 @@ def throughput(work: Path) -> dict:
     catalog = Catalog(url)
     ingest(archive / "raw", catalog)
     settings = Settings(data_dir=work / "throughput-data", catalog_url=url, local_workers=2)
-    report = reprocess(catalog, settings, campaign="bench", executor="local",
-                       query="instrument=SPHERE-IRDIS")
+    report = reprocess(catalog, settings, campaign="bench", executor="local", query="instrument=SPHERE-IRDIS")
     processed = sum(1 for r in report.results if any(s.status == "done" for s in r.steps))
-    return {"observations": processed, "seconds": report.seconds,
-            "observations_per_hour": processed / report.seconds * 3600, "failures": len(report.failures)}
+    return {
+        "observations": processed,
+        "seconds": report.seconds,
+        "observations_per_hour": processed / report.seconds * 3600,
+        "failures": len(report.failures),
+    }
 
 
 def main() -> None:
@@ -143,13 +184,17 @@ def main() -> None:
         for step in ("preprocess", "postprocess", "observation"):
             r = row[step]
             wall = r.get("step_wall_s", r.get("wall_s"))
-            print(f"  {step:12s} wall {wall:7.2f} s  science {r['science_s']:7.2f} s "
-                  f"(in-process run: {r['science_in_process_s']:7.2f} s)  "
-                  f"overhead {r['overhead_s']:5.2f} s = {r['overhead_fraction']:6.1%}")
+            print(
+                f"  {step:12s} wall {wall:7.2f} s  science {r['science_s']:7.2f} s "
+                f"(in-process run: {r['science_in_process_s']:7.2f} s)  "
+                f"overhead {r['overhead_s']:5.2f} s = {r['overhead_fraction']:6.1%}"
+            )
     if "throughput" in results:
         t = results["throughput"]
-        print(f"campaign on the local cluster: {t['observations']} observations in {t['seconds']:.0f} s = "
-              f"{t['observations_per_hour']:.0f} observations/hour ({t['failures']} failures)")
+        print(
+            f"campaign on the local cluster: {t['observations']} observations in {t['seconds']:.0f} s = "
+            f"{t['observations_per_hour']:.0f} observations/hour ({t['failures']} failures)"
+        )
 
 
 if __name__ == "__main__":

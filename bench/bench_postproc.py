@@ -41,8 +41,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reduction.conventions import star_centre  # noqa: E402
-from reduction.postproc import (contrast_curve, inject_companions, normalize_psf, pca_adi,  # noqa: E402
-                                recenter_cube, snr, snr_map)
+from reduction.postproc import (
+    contrast_curve,
+    inject_companions,
+    normalize_psf,
+    pca_adi,  # noqa: E402
+    recenter_cube,
+    snr,
+    snr_map,
+)
 
 PIXEL_SCALE = 0.02719
 STARPHOT = 764939.6
@@ -69,9 +76,17 @@ def naco_dataset():
     angles = fits.getdata(base / "naco_betapic_pa.fits").astype(float).ravel()
     npsf = normalize_psf(fits.getdata(base / "naco_betapic_psf.fits").astype(float))
     cube = recenter_cube(cube, npsf.fwhm, xy=(51, 51)).cube
-    free = inject_companions(cube, npsf.psf, angles, -700.0, 16.583, 44.721)   # tutorial's planet-free cube
-    return {"name": "naco_betapic 61x101x101", "cube": cube, "free": free, "angles": angles, "psf": npsf.psf,
-            "fwhm": npsf.fwhm, "companion_xy": (62.0, 62.0), "ncomp": 20}
+    free = inject_companions(cube, npsf.psf, angles, -700.0, 16.583, 44.721)  # tutorial's planet-free cube
+    return {
+        "name": "naco_betapic 61x101x101",
+        "cube": cube,
+        "free": free,
+        "angles": angles,
+        "psf": npsf.psf,
+        "fwhm": npsf.fwhm,
+        "companion_xy": (62.0, 62.0),
+        "ncomp": 20,
+    }
 
 
 def synthetic_dataset(seed=0):
@@ -82,7 +97,7 @@ def synthetic_dataset(seed=0):
     nt, size, fwhm = 80, 201, 4.6
     sigma = fwhm / 2.3548
     cy, cx = star_centre((size, size))
-    rho = np.hypot(*np.mgrid[-cy:size - cy, -cx:size - cx])
+    rho = np.hypot(*np.mgrid[-cy : size - cy, -cx : size - cx])
     halo = 2000 * np.exp(-rho / 12) + 50 * np.exp(-rho / 60)
     static = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma) * halo * 0.3
     drift = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma) * halo * 0.05
@@ -90,14 +105,22 @@ def synthetic_dataset(seed=0):
     noise = ndimage.gaussian_filter(rng.normal(size=(nt, size, size)), (0, sigma * 0.7, sigma * 0.7)) * 3
     cube = halo[None] + static[None] + t * drift[None] + noise
     yy, xx = np.mgrid[:19, :19]
-    psf = np.exp(-((xx - 9) ** 2 + (yy - 9) ** 2) / (2 * sigma ** 2))
+    psf = np.exp(-((xx - 9) ** 2 + (yy - 9) ** 2) / (2 * sigma**2))
     npsf = normalize_psf(psf, fwhm=fwhm)
     angles = np.linspace(-40, 40, nt)
     sep, theta, flux = 40.0, 30.0, 250.0
     with_fc = inject_companions(cube, npsf.psf, angles, flux, sep, theta)
     xy = (cx + sep * np.cos(np.deg2rad(theta)), cy + sep * np.sin(np.deg2rad(theta)))
-    return {"name": "synthetic 80x201x201", "cube": with_fc, "free": cube, "angles": angles, "psf": npsf.psf,
-            "fwhm": fwhm, "companion_xy": xy, "ncomp": 20}
+    return {
+        "name": "synthetic 80x201x201",
+        "cube": with_fc,
+        "free": cube,
+        "angles": angles,
+        "psf": npsf.psf,
+        "fwhm": fwhm,
+        "companion_xy": xy,
+        "ncomp": 20,
+    }
 
 
 def run_dataset(data, repeat, repeat_vip):
@@ -110,27 +133,64 @@ def run_dataset(data, repeat, repeat_vip):
     t_vip, frame_vip = best_time(lambda: vip.psfsub.pca(cube, angles, ncomp=ncomp, verbose=False), repeat_vip)
     t_ours, res = best_time(lambda: pca_adi(cube, angles, ncomp), repeat)
     s_vip, s_ours = snr(frame_vip, xy, fwhm).snr, snr(res.residuals, xy, fwhm).snr
-    out["pca"] = {"vip_s": t_vip, "ours_s": t_ours, "ratio": t_vip / t_ours, "snr_vip": s_vip, "snr_ours": s_ours,
-                  "snr_rel_diff": s_ours / s_vip - 1}
+    out["pca"] = {
+        "vip_s": t_vip,
+        "ours_s": t_ours,
+        "ratio": t_vip / t_ours,
+        "snr_vip": s_vip,
+        "snr_ours": s_ours,
+        "snr_rel_diff": s_ours / s_vip - 1,
+    }
     # 2. S/N map (exact) on the same image
     t_vip, map_vip = best_time(lambda: vip.metrics.snrmap(frame_vip, fwhm, nproc=1, verbose=False), repeat_vip)
     t_ours, map_ours = best_time(lambda: snr_map(frame_vip, fwhm), repeat)
-    out["snrmap"] = {"vip_s": t_vip, "ours_s": t_ours, "ratio": t_vip / t_ours,
-                     "max_abs_diff": float(np.max(np.abs(map_ours - map_vip)))}
+    out["snrmap"] = {
+        "vip_s": t_vip,
+        "ours_s": t_ours,
+        "ratio": t_vip / t_ours,
+        "max_abs_diff": float(np.max(np.abs(map_ours - map_vip))),
+    }
     # 3. contrast curve, same parameters (vip defaults), each with its own PCA
     free = data["free"]
-    t_vip, table = best_time(lambda: vip.metrics.contrast_curve(
-        free, angles, data["psf"], fwhm, PIXEL_SCALE, STARPHOT, vip.psfsub.pca, ncomp=ncomp, plot=False,
-        verbose=False, nproc=1), repeat_vip)
-    t_ours, curve = best_time(lambda: contrast_curve(free, angles, data["psf"], fwhm,
-                                                     lambda c, a: pca_adi(c, a, ncomp).residuals,
-                                                     star_flux=STARPHOT, pixel_scale=PIXEL_SCALE), repeat)
+    t_vip, table = best_time(
+        lambda: vip.metrics.contrast_curve(
+            free,
+            angles,
+            data["psf"],
+            fwhm,
+            PIXEL_SCALE,
+            STARPHOT,
+            vip.psfsub.pca,
+            ncomp=ncomp,
+            plot=False,
+            verbose=False,
+            nproc=1,
+        ),
+        repeat_vip,
+    )
+    t_ours, curve = best_time(
+        lambda: contrast_curve(
+            free,
+            angles,
+            data["psf"],
+            fwhm,
+            lambda c, a: pca_adi(c, a, ncomp).residuals,
+            star_flux=STARPHOT,
+            pixel_scale=PIXEL_SCALE,
+        ),
+        repeat,
+    )
     theirs = table["sensitivity_student"].to_numpy()
     sel = (curve.separation_px >= 2 * fwhm) & (curve.separation_px <= 15 * fwhm) & (theirs < 1)
     ratio = curve.contrast[sel] / theirs[sel]
-    out["contrast_curve"] = {"vip_s": t_vip, "ours_s": t_ours, "ratio": t_vip / t_ours,
-                             "contrast_ratio_min": float(ratio.min()), "contrast_ratio_max": float(ratio.max()),
-                             "n_separations": int(sel.sum())}
+    out["contrast_curve"] = {
+        "vip_s": t_vip,
+        "ours_s": t_ours,
+        "ratio": t_vip / t_ours,
+        "contrast_ratio_min": float(ratio.min()),
+        "contrast_ratio_max": float(ratio.max()),
+        "n_separations": int(sel.sum()),
+    }
     return out
 
 
@@ -139,8 +199,9 @@ def main(argv=None):
     parser.add_argument("--only", choices=["naco", "synthetic"], default=None)
     parser.add_argument("--repeat", type=int, default=3, help="runs of ours (best time)")
     parser.add_argument("--repeat-vip", type=int, default=1, help="runs of vip-hci (best time)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads for both (0: leave the library default)")
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="BLAS threads for both (0: leave the library default)"
+    )
     args = parser.parse_args(argv)
     limiter = contextlib.nullcontext()
     if args.blas_threads > 0:
@@ -174,17 +235,31 @@ def main(argv=None):
     print("-" * len(header))
     for r in results:
         p, m, c = r["pca"], r["snrmap"], r["contrast_curve"]
-        print(f"{r['dataset']:26s} {'PCA-ADI':15s} {p['vip_s']:10.2f} {p['ours_s']:8.3f} {p['ratio']:7.1f}  "
-              f"S/N {p['snr_ours']:.2f} vs {p['snr_vip']:.2f} ({100 * p['snr_rel_diff']:+.1f} %)")
-        print(f"{'':26s} {'S/N map':15s} {m['vip_s']:10.2f} {m['ours_s']:8.3f} {m['ratio']:7.1f}  "
-              f"max |diff| {m['max_abs_diff']:.1e}")
-        print(f"{'':26s} {'contrast curve':15s} {c['vip_s']:10.2f} {c['ours_s']:8.3f} {c['ratio']:7.1f}  "
-              f"contrast ratio {c['contrast_ratio_min']:.3f}..{c['contrast_ratio_max']:.3f} "
-              f"({c['n_separations']} separations, 2-15 FWHM)")
-    record = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
-              "cpus": os.cpu_count(), "vip_hci": vip_hci.__version__, "numpy": np.__version__,
-              "repeat": args.repeat, "repeat_vip": args.repeat_vip, "blas_threads": args.blas_threads,
-              "load_average": list(os.getloadavg()), "results": results}
+        print(
+            f"{r['dataset']:26s} {'PCA-ADI':15s} {p['vip_s']:10.2f} {p['ours_s']:8.3f} {p['ratio']:7.1f}  "
+            f"S/N {p['snr_ours']:.2f} vs {p['snr_vip']:.2f} ({100 * p['snr_rel_diff']:+.1f} %)"
+        )
+        print(
+            f"{'':26s} {'S/N map':15s} {m['vip_s']:10.2f} {m['ours_s']:8.3f} {m['ratio']:7.1f}  "
+            f"max |diff| {m['max_abs_diff']:.1e}"
+        )
+        print(
+            f"{'':26s} {'contrast curve':15s} {c['vip_s']:10.2f} {c['ours_s']:8.3f} {c['ratio']:7.1f}  "
+            f"contrast ratio {c['contrast_ratio_min']:.3f}..{c['contrast_ratio_max']:.3f} "
+            f"({c['n_separations']} separations, 2-15 FWHM)"
+        )
+    record = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "vip_hci": vip_hci.__version__,
+        "numpy": np.__version__,
+        "repeat": args.repeat,
+        "repeat_vip": args.repeat_vip,
+        "blas_threads": args.blas_threads,
+        "load_average": list(os.getloadavg()),
+        "results": results,
+    }
     target = REPO / "bench" / "results"
     target.mkdir(parents=True, exist_ok=True)
     (target / "bench_postproc.json").write_text(json.dumps(record, indent=2))

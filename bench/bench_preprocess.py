@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from reduction.preprocess import calibrate, reading
-from reduction.preprocess import preprocess_observation
+from reduction.preprocess import calibrate, preprocess_observation, reading
 from reduction.simulator import simulate_archive
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,8 +70,17 @@ def main() -> None:
     root = (args.keep or Path(tempfile.mkdtemp(prefix="hcdc-bench-pre-"))) / "archive"
     if not (root / "truth.json").exists():
         t0 = time.perf_counter()
-        simulate_archive(root, nights=1, seed=8, window=None, ifs=False, obs_per_night=1,
-                         frames_per_cube=args.frames, science_files_per_ob=4, degraded_frames=False)
+        simulate_archive(
+            root,
+            nights=1,
+            seed=8,
+            window=None,
+            ifs=False,
+            obs_per_night=1,
+            frames_per_cube=args.frames,
+            science_files_per_ob=4,
+            degraded_frames=False,
+        )
         print(f"simulated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     truth = json.loads((root / "truth.json").read_text())
     entry = next(e for e in truth["observations"] if e["instrument"] == "SPHERE-IRDIS")
@@ -108,9 +116,16 @@ def main() -> None:
     }
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n_frames = len(result.frames)
-    out = {"raw_files": len(paths), "raw_mb": size / 1e6, "science_frames": n_frames,
-           "frame_shape_per_band": [1024, 1024], "bands": 2, **figures, "peak_rss_mb": peak_mb,
-           "cube_shape": list(result.cube.shape)}
+    out = {
+        "raw_files": len(paths),
+        "raw_mb": size / 1e6,
+        "science_frames": n_frames,
+        "frame_shape_per_band": [1024, 1024],
+        "bands": 2,
+        **figures,
+        "peak_rss_mb": peak_mb,
+        "cube_shape": list(result.cube.shape),
+    }
     for case in ("new_night", "same_night"):
         for where in ("cached", "disk"):
             seconds = figures[f"{case}_{where}_s"]
@@ -118,17 +133,22 @@ def main() -> None:
             out[f"{case}_{where}_io_fraction"] = figures[f"io_floor_{where}_s"] / seconds
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "preprocess.json").write_text(json.dumps(out, indent=2))
-    print(f"{len(paths)} raw files, {size / 1e6:.0f} MB; {n_frames} science frames x 2 bands of 1024x1024; "
-          f"best of {n}")
-    print(f"I/O floor (read + sha256 + decode to float32): page cache {figures['io_floor_cached_s']:.2f} s, "
-          f"disk {figures['io_floor_disk_s']:.2f} s   (astropy read alone {figures['io_astropy_s']:.2f} s)")
+    print(f"{len(paths)} raw files, {size / 1e6:.0f} MB; {n_frames} science frames x 2 bands of 1024x1024; best of {n}")
+    print(
+        f"I/O floor (read + sha256 + decode to float32): page cache {figures['io_floor_cached_s']:.2f} s, "
+        f"disk {figures['io_floor_disk_s']:.2f} s   (astropy read alone {figures['io_astropy_s']:.2f} s)"
+    )
     print(f"first call in a process (IERS table load): {first:.2f} s")
-    for case, label in (("new_night", "first observation of a night (masters computed)"),
-                        ("same_night", "next observations of the night (masters reused)")):
+    for case, label in (
+        ("new_night", "first observation of a night (masters computed)"),
+        ("same_night", "next observations of the night (masters reused)"),
+    ):
         for where in ("cached", "disk"):
             seconds = figures[f"{case}_{where}_s"]
-            print(f"{label:50s} {where:6s}: {seconds:5.2f} s  {2 * n_frames / seconds:6.1f} band-frames/s  "
-                  f"I/O floor = {figures[f'io_floor_{where}_s'] / seconds:4.0%} of it")
+            print(
+                f"{label:50s} {where:6s}: {seconds:5.2f} s  {2 * n_frames / seconds:6.1f} band-frames/s  "
+                f"I/O floor = {figures[f'io_floor_{where}_s'] / seconds:4.0%} of it"
+            )
     print(f"peak RSS {peak_mb:.0f} MB")
 
 

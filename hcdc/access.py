@@ -86,8 +86,7 @@ def principal_for(session: Session, username: str | None) -> Principal:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         return Principal(username=username, known=False)
-    ids = frozenset(session.scalars(select(ProgrammeMember.programme_id)
-                                    .where(ProgrammeMember.user_id == user.id)))
+    ids = frozenset(session.scalars(select(ProgrammeMember.programme_id).where(ProgrammeMember.user_id == user.id)))
     return Principal(username=username, is_staff=bool(user.is_staff), programme_ids=ids)
 
 
@@ -97,8 +96,9 @@ def is_released(release_date: date | None, today: date | None = None) -> bool:
     return release_date is not None and release_date <= today
 
 
-def visible(principal: Principal, release_date: date | None, programme_id: int | None,
-            today: date | None = None) -> bool:
+def visible(
+    principal: Principal, release_date: date | None, programme_id: int | None, today: date | None = None
+) -> bool:
     """THE access rule on plain values (see the module docstring)."""
     if principal.is_staff:
         return True
@@ -119,8 +119,7 @@ def programme_of(session: Session, row: Any) -> int | None:
     if isinstance(row, DetectionLimit | Detection | Product):
         reduction = session.get(Reduction, row.reduction_id)
         if reduction is not None and reduction.observation_id is not None:
-            return session.scalar(select(Observation.programme_id)
-                                  .where(Observation.id == reduction.observation_id))
+            return session.scalar(select(Observation.programme_id).where(Observation.id == reduction.observation_id))
     return None
 
 
@@ -154,16 +153,23 @@ def visibility_filter(model: type, principal: Principal, today: date | None = No
     if model is Observation:
         member = Observation.programme_id.in_(ids)
     elif model is RawFile:
-        member = or_(RawFile.observation_id.in_(_member_observations(principal)),
-                     and_(RawFile.observation_id.is_(None),
-                          RawFile.programme.in_(select(Programme.prog_id).where(Programme.id.in_(ids)))))
+        member = or_(
+            RawFile.observation_id.in_(_member_observations(principal)),
+            and_(
+                RawFile.observation_id.is_(None),
+                RawFile.programme.in_(select(Programme.prog_id).where(Programme.id.in_(ids))),
+            ),
+        )
     elif model is Reduction:
         member = Reduction.observation_id.in_(_member_observations(principal))
     else:  # products, detections, limits: their observation, else their reduction's
         via_reduction = model.reduction_id.in_(
-            select(Reduction.id).where(Reduction.observation_id.in_(_member_observations(principal))))
-        member = or_(model.observation_id.in_(_member_observations(principal)),
-                     and_(model.observation_id.is_(None), via_reduction))
+            select(Reduction.id).where(Reduction.observation_id.in_(_member_observations(principal)))
+        )
+        member = or_(
+            model.observation_id.in_(_member_observations(principal)),
+            and_(model.observation_id.is_(None), via_reduction),
+        )
     return or_(released, member)
 
 
@@ -195,13 +201,22 @@ def derived_release_date(dates: Iterable[date | None]) -> date | None:
     return max(values)
 
 
-def release_date_of_inputs(session: Session, *, observation_ids: Iterable[int] = (),
-                           raw_file_ids: Iterable[int] = (), product_ids: Iterable[int] = (),
-                           reduction_ids: Iterable[int] = ()) -> date | None:
+def release_date_of_inputs(
+    session: Session,
+    *,
+    observation_ids: Iterable[int] = (),
+    raw_file_ids: Iterable[int] = (),
+    product_ids: Iterable[int] = (),
+    reduction_ids: Iterable[int] = (),
+) -> date | None:
     """:func:`derived_release_date` of catalog rows given by id (all must exist)."""
     dates: list[date | None] = []
-    for model, ids in ((Observation, observation_ids), (RawFile, raw_file_ids), (Product, product_ids),
-                       (Reduction, reduction_ids)):
+    for model, ids in (
+        (Observation, observation_ids),
+        (RawFile, raw_file_ids),
+        (Product, product_ids),
+        (Reduction, reduction_ids),
+    ):
         wanted = set(ids)
         if not wanted:
             continue

@@ -50,13 +50,30 @@ def ensure_service_account(name: str = SERVICE_USER) -> tuple[pwd.struct_passwd,
             raise AccountError(f"the service account {name!r} is root: choose an unprivileged account")
         return existing, False
     if os.geteuid() != 0:
-        raise AccountError(f"the service account {name!r} does not exist and only root can create it "
-                           f"(hcdc hub preflight --fix as root)")
+        raise AccountError(
+            f"the service account {name!r} does not exist and only root can create it "
+            f"(hcdc hub preflight --fix as root)"
+        )
     home = f"/var/lib/{name}"
-    result = subprocess.run(["useradd", "--system", "--user-group", "--create-home", "--home-dir", home,
-                             "--shell", "/usr/sbin/nologin", "-K", "HOME_MODE=0700",
-                             "--comment", "HC-DC services (catalog, dashboards, pipeline)", name],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--create-home",
+            "--home-dir",
+            home,
+            "--shell",
+            "/usr/sbin/nologin",
+            "-K",
+            "HOME_MODE=0700",
+            "--comment",
+            "HC-DC services (catalog, dashboards, pipeline)",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise AccountError(f"cannot create the service account {name!r}: {result.stderr.strip()}")
     created = pwd.getpwnam(name)
@@ -163,8 +180,10 @@ def run_as_service_account(settings, say=print) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         blocked = unreachable_by(settings.data_dir, owner)
         if blocked:
-            raise SystemExit(f"the service account {owner.pw_name} cannot reach {settings.data_dir}: "
-                             f"{', '.join(map(str, blocked))} not traversable; choose another HCDC_DATA_DIR")
+            raise SystemExit(
+                f"the service account {owner.pw_name} cannot reach {settings.data_dir}: "
+                f"{', '.join(map(str, blocked))} not traversable; choose another HCDC_DATA_DIR"
+            )
         for change in make_private_tree(settings.data_dir, owner, skip=(settings.data_dir / "hub",)):
             say(f"    {change}")
     who = act_as_data_dir_owner(settings.data_dir, settings.service_user)

@@ -87,12 +87,17 @@ def truth_check(archive: Path) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--nights", default=3, show_default=True, type=click.IntRange(1, 400), help="Observing nights.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same archive).")
-@click.option("--window", default=None, type=click.IntRange(16, 1024),
-              help="Detector window per band in pixels (default: full 1024x2048 IRDIS detector).")
+@click.option(
+    "--window",
+    default=None,
+    type=click.IntRange(16, 1024),
+    help="Detector window per band in pixels (default: full 1024x2048 IRDIS detector).",
+)
 @click.option("--start-date", default=None, callback=_iso_date, help="First night (YYYY-MM-DD).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
-def simulate(directory: Path, nights: int, seed: int, window: int | None, start_date: date | None,
-             progress: bool) -> None:
+def simulate(
+    directory: Path, nights: int, seed: int, window: int | None, start_date: date | None, progress: bool
+) -> None:
     """Write a realistic simulated raw SPHERE archive into DIRECTORY.
 
     Raw files go to DIRECTORY/raw, the programme and target tables to
@@ -108,9 +113,11 @@ def simulate(directory: Path, nights: int, seed: int, window: int | None, start_
 
     truth = simulate_archive(directory, **kwargs)
     write_target_table(directory / "truth.json", directory / "targets.ecsv")
-    _echo_err(f"simulated {nights} night(s), {len(truth.observations)} observation(s) in {directory}: "
-              f"raw files in {directory / 'raw'}, then\n  hcdc ingest {directory / 'raw'} "
-              f"--programmes {directory / 'programmes.ecsv'} --targets {directory / 'targets.ecsv'}")
+    _echo_err(
+        f"simulated {nights} night(s), {len(truth.observations)} observation(s) in {directory}: "
+        f"raw files in {directory / 'raw'}, then\n  hcdc ingest {directory / 'raw'} "
+        f"--programmes {directory / 'programmes.ecsv'} --targets {directory / 'targets.ecsv'}"
+    )
 
 
 # --- ingest ---------------------------------------------------------------------------
@@ -118,15 +125,25 @@ def simulate(directory: Path, nights: int, seed: int, window: int | None, start_
 
 @main.command()
 @click.argument("directory", type=click.Path(exists=True, path_type=Path))
-@click.option("--programmes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Programme table (ECSV/CSV/VOTable: prog_id, pi (username), pi_name, co_is (usernames), co_i_names, title, proprietary_months).")
-@click.option("--targets", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Target table (name, ra_deg, dec_deg, pm, parallax, spectral_type, age_myr, mag_*, aliases).")
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Processes reading headers (default: setting ingest_workers).")
+@click.option(
+    "--programmes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Programme table (ECSV/CSV/VOTable: prog_id, pi (username), pi_name, co_is (usernames), co_i_names, "
+    "title, proprietary_months).",
+)
+@click.option(
+    "--targets",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Target table (name, ra_deg, dec_deg, pm, parallax, spectral_type, age_myr, mag_*, aliases).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes reading headers (default: setting ingest_workers).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
-def ingest(directory: Path, programmes: Path | None, targets: Path | None, workers: int | None,
-           progress: bool) -> None:
+def ingest(directory: Path, programmes: Path | None, targets: Path | None, workers: int | None, progress: bool) -> None:
     """Classify the raw files below DIRECTORY and record them in the catalog.
 
     Idempotent and incremental: files already recorded (same path, size and
@@ -137,15 +154,22 @@ def ingest(directory: Path, programmes: Path | None, targets: Path | None, worke
 
     settings = _settings()
     catalog = _catalog()
-    report = run_ingest(directory, catalog, programmes=programmes, targets=targets,
-                        progress=progress and sys.stderr.isatty(), batch_size=settings.ingest_batch_size,
-                        workers=workers or settings.ingest_workers,
-                        default_proprietary_months=settings.proprietary_months)
+    report = run_ingest(
+        directory,
+        catalog,
+        programmes=programmes,
+        targets=targets,
+        progress=progress and sys.stderr.isatty(),
+        batch_size=settings.ingest_batch_size,
+        workers=workers or settings.ingest_workers,
+        default_proprietary_months=settings.proprietary_months,
+    )
     _echo_err(
         f"ingest {report.root}: {report.seen} FITS file(s) seen, {report.new} new, {report.updated} changed, "
         f"{report.unchanged} unchanged, {len(report.rejected)} rejected; observations +{report.observations_added} "
         f"~{report.observations_updated} -{report.observations_removed}; calibration links "
-        f"+{report.calibration_links_added} -{report.calibration_links_removed} ({report.seconds:.1f} s)")
+        f"+{report.calibration_links_added} -{report.calibration_links_removed} ({report.seconds:.1f} s)"
+    )
     if report.ignored_not_fits:
         _echo_err(f"  {report.ignored_not_fits} file(s) without a FITS name were not read")
     if report.rejected:
@@ -160,10 +184,18 @@ def ingest(directory: Path, programmes: Path | None, targets: Path | None, worke
 
 @main.command("register-reduced")
 @click.argument("cube", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--angles", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="FITS file of derotation angles (vip-hci convention), one per frame.")
-@click.option("--psf", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="FITS file of the off-axis PSF.")
+@click.option(
+    "--angles",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FITS file of derotation angles (vip-hci convention), one per frame.",
+)
+@click.option(
+    "--psf",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FITS file of the off-axis PSF.",
+)
 @click.option("--pixel-scale", required=True, type=float, help="Pixel scale in arcsec/px.")
 @click.option("--instrument", required=True, help="Instrument (SPHERE-IRDIS, SPHERE-IFS, NACO, GPI).")
 @click.option("--target", required=True, help="Target name.")
@@ -171,35 +203,57 @@ def ingest(directory: Path, programmes: Path | None, targets: Path | None, worke
 @click.option("--programme", default=None, help="Programme id.")
 @click.option("--pi", default=None, help="PI name.")
 @click.option("--filter", "filter_", default=None, help="Filter.")
-@click.option("--release-date", default=None, callback=_iso_date,
-              help="Public from this date (default: date + proprietary period).")
+@click.option(
+    "--release-date",
+    default=None,
+    callback=_iso_date,
+    help="Public from this date (default: date + proprietary period).",
+)
 @click.option("--reference", default=None, help="Publication or data set the cube comes from.")
-def register_reduced(cube, angles, psf, pixel_scale, instrument, target, night, programme, pi, filter_,
-                     release_date, reference) -> None:
+def register_reduced(
+    cube, angles, psf, pixel_scale, instrument, target, night, programme, pi, filter_, release_date, reference
+) -> None:
     """Register an already-calibrated CUBE (reduced elsewhere) as an observation."""
     from .external import ExternalCube, ExternalCubeError, register_external
 
     settings = _settings()
-    spec = ExternalCube(cube=cube.resolve(), angles=angles.resolve(), psf=psf.resolve(),
-                        pixel_scale_arcsec=pixel_scale, instrument=instrument, target=target, night=night,
-                        programme=programme, pi=pi, filter=filter_, release_date=release_date,
-                        reference=reference)
+    spec = ExternalCube(
+        cube=cube.resolve(),
+        angles=angles.resolve(),
+        psf=psf.resolve(),
+        pixel_scale_arcsec=pixel_scale,
+        instrument=instrument,
+        target=target,
+        night=night,
+        programme=programme,
+        pi=pi,
+        filter=filter_,
+        release_date=release_date,
+        reference=reference,
+    )
     try:
         result = register_external(_catalog(), spec, settings.data_dir, settings.proprietary_months)
     except (ExternalCubeError, KeyError) as exc:
         raise click.ClickException(str(exc).strip('"')) from exc
     verb = "registered" if result.created else "already registered"
-    _echo_err(f"{verb}: observation {result.observation_id} {result.key} ({result.n_frames} frames, "
-              f"field rotation {result.field_rotation_deg:.1f} deg)")
+    _echo_err(
+        f"{verb}: observation {result.observation_id} {result.key} ({result.n_frames} frames, "
+        f"field rotation {result.field_rotation_deg:.1f} deg)"
+    )
 
 
 # --- pre-processing -----------------------------------------------------------------
 
 
 @main.command()
-@click.option("--observation", "observation_ids", multiple=True, type=int,
-              help="Observation id (repeatable). Default: every raw SPHERE (IRDIS and IFS) observation without a "
-                   "done pre-processing.")
+@click.option(
+    "--observation",
+    "observation_ids",
+    multiple=True,
+    type=int,
+    help="Observation id (repeatable). Default: every raw SPHERE (IRDIS and IFS) observation without a "
+    "done pre-processing.",
+)
 @click.option("--redo", is_flag=True, help="Pre-process again even when a done reduction exists.")
 def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
     """Calibrate and centre raw observations into ADI cubes (products + catalog rows).
@@ -220,12 +274,19 @@ def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
             for missing in sorted(set(ids) - known):
                 raise click.ClickException(f"no observation {missing} in the catalog ({cat.url})")
         else:
-            ids = list(session.scalars(select(Observation.id).where(
-                Observation.origin == "raw", Observation.instrument.in_(("SPHERE-IRDIS", "SPHERE-IFS")))
-                                       .order_by(Observation.id)))
+            ids = list(
+                session.scalars(
+                    select(Observation.id)
+                    .where(Observation.origin == "raw", Observation.instrument.in_(("SPHERE-IRDIS", "SPHERE-IFS")))
+                    .order_by(Observation.id)
+                )
+            )
         if not redo:
-            done = set(session.scalars(select(Reduction.observation_id).where(
-                Reduction.step == "preprocess", Reduction.status == "done")))
+            done = set(
+                session.scalars(
+                    select(Reduction.observation_id).where(Reduction.step == "preprocess", Reduction.status == "done")
+                )
+            )
             skipped = [i for i in ids if i in done]
             ids = [i for i in ids if i not in done]
             if skipped:
@@ -237,8 +298,10 @@ def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
         outcome = preprocess_catalog_observation(cat, observation_id, settings.data_dir)
         if outcome.status == "done":
             note = f"; {len(outcome.problems)} note(s): " + "; ".join(outcome.problems) if outcome.problems else ""
-            _echo_err(f"observation {observation_id}: done, {outcome.n_frames} frames "
-                      f"({outcome.n_rejected} rejected) -> {outcome.products.get('cube')}{note}")
+            _echo_err(
+                f"observation {observation_id}: done, {outcome.n_frames} frames "
+                f"({outcome.n_rejected} rejected) -> {outcome.products.get('cube')}{note}"
+            )
         else:
             failed += 1
             _echo_err(f"observation {observation_id}: FAILED: {outcome.error.splitlines()[0]}")
@@ -247,18 +310,43 @@ def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
 
 @main.command()
 @click.option("--campaign", default="systematic", show_default=True, help="Campaign name.")
-@click.option("--observations", "query", default=None,
-              help="Which observations, e.g. 'instrument=SPHERE-IRDIS; night>=2026-06-01; id=3,4' (default: all).")
-@click.option("--executor", type=click.Choice(["serial", "local", "slurm"]), default="local", show_default=True,
-              help="serial: this process; local: a dask LocalCluster; slurm: dask-jobqueue SLURMCluster.")
-@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML of step parameters overriding hcdc/pipeline/campaign_defaults.yaml.")
-@click.option("--retries", type=click.IntRange(0, 10), default=None,
-              help="Retries of a failing step (default: setting pipeline_retries).")
+@click.option(
+    "--observations",
+    "query",
+    default=None,
+    help="Which observations, e.g. 'instrument=SPHERE-IRDIS; night>=2026-06-01; id=3,4' (default: all).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["serial", "local", "slurm"]),
+    default="local",
+    show_default=True,
+    help="serial: this process; local: a dask LocalCluster; slurm: dask-jobqueue SLURMCluster.",
+)
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML of step parameters overriding hcdc/pipeline/campaign_defaults.yaml.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 10),
+    default=None,
+    help="Retries of a failing step (default: setting pipeline_retries).",
+)
 @click.option("--new-version", is_flag=True, help="Start a new version of the campaign (a new release).")
 @click.option("--steps", default="preprocess,postprocess", show_default=True, help="Steps to run.")
-def reprocess(campaign: str, query: str | None, executor: str, params_file: Path | None, retries: int | None,
-              new_version: bool, steps: str) -> None:
+def reprocess(
+    campaign: str,
+    query: str | None,
+    executor: str,
+    params_file: Path | None,
+    retries: int | None,
+    new_version: bool,
+    steps: str,
+) -> None:
     """Plan and run a campaign: every step that is missing or out of date, on dask.
 
     A step is up to date when its version, parameters and input hashes are
@@ -276,16 +364,27 @@ def reprocess(campaign: str, query: str | None, executor: str, params_file: Path
     cat = _catalog()
     try:
         parameters = load_parameters(params_file)
-        report = run_campaign(cat, settings, campaign=campaign, query=query, executor=executor,
-                              parameters=parameters, retries=retries, new_version=new_version,
-                              steps=[s.strip() for s in steps.split(",") if s.strip()],
-                              progress=sys.stderr.isatty(), announce=_echo_err)
+        report = run_campaign(
+            cat,
+            settings,
+            campaign=campaign,
+            query=query,
+            executor=executor,
+            parameters=parameters,
+            retries=retries,
+            new_version=new_version,
+            steps=[s.strip() for s in steps.split(",") if s.strip()],
+            progress=sys.stderr.isatty(),
+            announce=_echo_err,
+        )
     except (QueryError, ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
     counts = report.counts
-    _echo_err(f"campaign {report.campaign} v{report.version} ({report.executor}): {report.observations} "
-              f"observation(s); steps run {report.steps_run} (done {counts['done']}, failed {counts['failed']}), "
-              f"up to date {counts['up-to-date']}, skipped {counts['skipped']} in {report.seconds:.0f} s")
+    _echo_err(
+        f"campaign {report.campaign} v{report.version} ({report.executor}): {report.observations} "
+        f"observation(s); steps run {report.steps_run} (done {counts['done']}, failed {counts['failed']}), "
+        f"up to date {counts['up-to-date']}, skipped {counts['skipped']} in {report.seconds:.0f} s"
+    )
     for observation_id, step, error in report.failures:
         _echo_err(f"  FAILED obs {observation_id} {step}: {error.splitlines()[0] if error else '?'}")
     with cat.session() as session:
@@ -319,17 +418,27 @@ def provenance(reduction_id, detection_id, limit_id, product_id) -> None:
         if reduction is None:
             raise click.ClickException(f"no reduction {reduction_id}")
         record = {
-            "reduction": reduction.id, "observation": reduction.observation_id, "step": reduction.step,
-            "step_version": reduction.step_version, "status": reduction.status, "signature": reduction.signature,
-            "parameters": reduction.parameters, "inputs": reduction.inputs, "code_version": reduction.code_version,
-            "git_commit": reduction.git_commit, "environment_sha256": reduction.environment_sha256,
-            "host": reduction.host, "papermill_run_id": reduction.papermill_run_id,
-            "notebook": reduction.notebook_path, "report": reduction.report_path, "log": reduction.log_path,
+            "reduction": reduction.id,
+            "observation": reduction.observation_id,
+            "step": reduction.step,
+            "step_version": reduction.step_version,
+            "status": reduction.status,
+            "signature": reduction.signature,
+            "parameters": reduction.parameters,
+            "inputs": reduction.inputs,
+            "code_version": reduction.code_version,
+            "git_commit": reduction.git_commit,
+            "environment_sha256": reduction.environment_sha256,
+            "host": reduction.host,
+            "papermill_run_id": reduction.papermill_run_id,
+            "notebook": reduction.notebook_path,
+            "report": reduction.report_path,
+            "log": reduction.log_path,
             "started": reduction.started_at.isoformat() if reduction.started_at else None,
             "finished": reduction.finished_at.isoformat() if reduction.finished_at else None,
             "science_seconds": reduction.science_seconds,
-            "error": reduction.error, "products": [{"kind": p.kind, "path": p.path, "sha256": p.sha256}
-                                                   for p in reduction.products],
+            "error": reduction.error,
+            "products": [{"kind": p.kind, "path": p.path, "sha256": p.sha256} for p in reduction.products],
             "rerun": f"hcdc rerun {reduction.id}",
         }
     click.echo(json.dumps(record, indent=2, default=str))
@@ -350,12 +459,21 @@ def rerun(reduction_id: int) -> None:
             raise click.ClickException(f"no reduction {reduction_id}")
         if reduction.step not in ("preprocess", "postprocess"):
             raise click.ClickException(f"reduction {reduction_id} is a {reduction.step!r}: nothing to re-run")
-        task = ChainTask(observation_id=reduction.observation_id, campaign_id=None, steps=(reduction.step,),
-                         parameters={reduction.step: reduction.parameters}, catalog_url=cat.url,
-                         data_dir=str(settings.data_dir), retries=0, force=True)
+        task = ChainTask(
+            observation_id=reduction.observation_id,
+            campaign_id=None,
+            steps=(reduction.step,),
+            parameters={reduction.step: reduction.parameters},
+            catalog_url=cat.url,
+            data_dir=str(settings.data_dir),
+            retries=0,
+            force=True,
+        )
     result = run_chain(task).steps[0]
-    _echo_err(f"re-ran {result.step} of observation {result.observation_id}: {result.status}, "
-              f"reduction {result.reduction_id}" + (f" ({result.error})" if result.error else ""))
+    _echo_err(
+        f"re-ran {result.step} of observation {result.observation_id}: {result.status}, "
+        f"reduction {result.reduction_id}" + (f" ({result.error})" if result.error else "")
+    )
     if result.status != "done":
         raise SystemExit(3)
 
@@ -379,8 +497,14 @@ def summary() -> None:
 
 
 def _format_option(function):
-    return click.option("--format", "fmt", type=click.Choice(["csv", "ecsv", "votable"]), default="csv",
-                        show_default=True, help="Output format on stdout.")(function)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["csv", "ecsv", "votable"]),
+        default="csv",
+        show_default=True,
+        help="Output format on stdout.",
+    )(function)
 
 
 @catalog.command()
@@ -486,8 +610,14 @@ def _project_cluster(port: int):
     return ProjectCluster.for_data_dir(settings.data_dir, port=port, owner=settings.service_user)
 
 
-_port_option = click.option("--port", type=int, default=5433, show_default=True, envvar="HCDC_PG_PORT",
-                            help="Port on 127.0.0.1 (env HCDC_PG_PORT); not the machine's shared 5432.")
+_port_option = click.option(
+    "--port",
+    type=int,
+    default=5433,
+    show_default=True,
+    envvar="HCDC_PG_PORT",
+    help="Port on 127.0.0.1 (env HCDC_PG_PORT); not the machine's shared 5432.",
+)
 
 
 @db_cluster.command("start")
@@ -531,8 +661,12 @@ def kernel() -> None:
 
 
 @kernel.command("install")
-@click.option("--prefix", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Install prefix (default: this environment, sys.prefix).")
+@click.option(
+    "--prefix",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Install prefix (default: this environment, sys.prefix).",
+)
 def kernel_install(prefix: Path | None) -> None:
     """Install kernels/hcdc as kernel 'hcdc' running this environment's Python."""
     from .kernelspec import install_kernel

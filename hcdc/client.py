@@ -87,12 +87,15 @@ class CatalogClient:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT):
         url = url or os.environ.get("HCDC_SERVICE_URL")
         if not url:
-            raise ConfigurationError("no HC-DC catalog service configured: HCDC_SERVICE_URL is not set "
-                                     "(this kernel was not started by the HC-DC hub; pass url= explicitly)")
+            raise ConfigurationError(
+                "no HC-DC catalog service configured: HCDC_SERVICE_URL is not set "
+                "(this kernel was not started by the HC-DC hub; pass url= explicitly)"
+            )
         token = token if token is not None else os.environ.get("JUPYTERHUB_API_TOKEN")
         if not token:
-            raise ConfigurationError("no hub token: JUPYTERHUB_API_TOKEN is not set (start your server from "
-                                     "the HC-DC hub, or pass token=)")
+            raise ConfigurationError(
+                "no hub token: JUPYTERHUB_API_TOKEN is not set (start your server from the HC-DC hub, or pass token=)"
+            )
         self.url = url.rstrip("/") + "/"
         self.timeout = timeout
         self._session = requests.Session()
@@ -102,11 +105,13 @@ class CatalogClient:
         return f"CatalogClient({self.url!r})"
 
     # -- transport
-    def _request(self, path: str, stream: bool = False, method: str = "GET", body: Any = None,
-                 **params: Any) -> requests.Response:
+    def _request(
+        self, path: str, stream: bool = False, method: str = "GET", body: Any = None, **params: Any
+    ) -> requests.Response:
         try:
-            response = self._session.request(method, self.url + path, params=params or None, timeout=self.timeout,
-                                             stream=stream, json=body)
+            response = self._session.request(
+                method, self.url + path, params=params or None, timeout=self.timeout, stream=stream, json=body
+            )
         except requests.RequestException as exc:
             raise ServiceUnavailable(f"cannot reach the HC-DC catalog service at {self.url}: {exc}") from None
         if response.status_code >= 400:
@@ -166,7 +171,9 @@ class CatalogClient:
         response = self._request(f"api/products/{int(product_id)}/file", stream=True)
         if destination.is_dir():
             disposition = response.headers.get("Content-Disposition", "")
-            name = disposition.split("filename=")[-1].strip('"') if "filename=" in disposition else f"product_{product_id}"
+            name = (
+                disposition.split("filename=")[-1].strip('"') if "filename=" in disposition else f"product_{product_id}"
+            )
             destination = destination / Path(name).name
         digest = hashlib.sha256()
         partial = destination.with_name(destination.name + ".part")
@@ -199,10 +206,16 @@ class CatalogClient:
             data = self.product_bytes(info["products"][kind]["id"])
             with fits.open(io.BytesIO(data)) as hdus:
                 arrays[kind] = np.asarray(hdus[0].data, dtype=float)
-        return CalibratedInputs(observation_id=int(observation_id), cube=arrays["cube"],
-                                angles=arrays["angles"].ravel(), psf=arrays["psf"],
-                                pixel_scale=info["pixel_scale_arcsec"], star_flux=list(info["star_flux"] or []),
-                                wavelengths_um=list(info["wavelengths_um"] or []), info=info)
+        return CalibratedInputs(
+            observation_id=int(observation_id),
+            cube=arrays["cube"],
+            angles=arrays["angles"].ravel(),
+            psf=arrays["psf"],
+            pixel_scale=info["pixel_scale_arcsec"],
+            star_flux=list(info["star_flux"] or []),
+            wavelengths_um=list(info["wavelengths_um"] or []),
+            info=info,
+        )
 
     def save_reduction(self, observation_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         """Record a post-processing run in the catalog as *your* reduction (the service checks your rights).
@@ -212,8 +225,7 @@ class CatalogClient:
         time, code version, host) and ignores any the payload claims: nothing sent names a file on the server.
         Returns the new reduction's id, its release date and products.
         """
-        return self._request(f"api/observations/{int(observation_id)}/reductions", method="POST",
-                             body=payload).json()
+        return self._request(f"api/observations/{int(observation_id)}/reductions", method="POST", body=payload).json()
 
 
 class CalibratedInputs:

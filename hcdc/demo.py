@@ -40,10 +40,21 @@ def write_target_table(truth_path: Path, out: Path) -> Path:
     targets = json.loads(truth_path.read_text())["targets"]
     rows = []
     for t in targets.values() if isinstance(targets, dict) else targets:
-        rows.append({"name": t["name"], "ra_deg": t["ra_deg"], "dec_deg": t["dec_deg"],
-                     "pm_ra_mas_yr": t["pm_ra_mas_yr"], "pm_dec_mas_yr": t["pm_dec_mas_yr"],
-                     "parallax_mas": t["parallax_mas"], "spectral_type": t["spectral_type"],
-                     "age_myr": t["age_myr"], "mag_J": t["j_mag"], "mag_H": t["h_mag"], "mag_K": t["k_mag"]})
+        rows.append(
+            {
+                "name": t["name"],
+                "ra_deg": t["ra_deg"],
+                "dec_deg": t["dec_deg"],
+                "pm_ra_mas_yr": t["pm_ra_mas_yr"],
+                "pm_dec_mas_yr": t["pm_dec_mas_yr"],
+                "parallax_mas": t["parallax_mas"],
+                "spectral_type": t["spectral_type"],
+                "age_myr": t["age_myr"],
+                "mag_J": t["j_mag"],
+                "mag_H": t["h_mag"],
+                "mag_K": t["k_mag"],
+            }
+        )
     Table(rows=rows).write(out, format="ascii.ecsv", overwrite=True)
     return out
 
@@ -57,11 +68,12 @@ def main() -> int:
     if not (archive / "truth.json").exists():
         from reduction.simulator import simulate_archive
 
-        say(f"1/5 simulating {DEMO_NIGHTS} nights of SPHERE IRDIS/IFS raw data (seed {DEMO_SEED}, "
-            f"{DEMO_WINDOW}-px windows) ...")
+        say(
+            f"1/5 simulating {DEMO_NIGHTS} nights of SPHERE IRDIS/IFS raw data (seed {DEMO_SEED}, "
+            f"{DEMO_WINDOW}-px windows) ..."
+        )
         started = time.perf_counter()
-        simulate_archive(archive, nights=DEMO_NIGHTS, seed=DEMO_SEED, window=DEMO_WINDOW,
-                         progress=sys.stderr.isatty())
+        simulate_archive(archive, nights=DEMO_NIGHTS, seed=DEMO_SEED, window=DEMO_WINDOW, progress=sys.stderr.isatty())
         say(f"    done in {time.perf_counter() - started:.0f} s")
     else:
         say(f"1/5 simulated archive already in {archive} (delete it to simulate again)")
@@ -71,35 +83,62 @@ def main() -> int:
 
     catalog = Catalog(settings.resolved_catalog_url)
     say("2/5 ingesting the raw archive ...")
-    report = ingest(archive / "raw", catalog, programmes=archive / "programmes.ecsv", targets=targets,
-                    progress=sys.stderr.isatty(), batch_size=settings.ingest_batch_size,
-                    workers=settings.ingest_workers, default_proprietary_months=settings.proprietary_months)
-    say(f"    {report.seen} files: {report.new} new, {report.unchanged} unchanged, {len(report.rejected)} rejected; "
-        f"{report.observations_added} observation(s) added ({report.seconds:.1f} s)")
+    report = ingest(
+        archive / "raw",
+        catalog,
+        programmes=archive / "programmes.ecsv",
+        targets=targets,
+        progress=sys.stderr.isatty(),
+        batch_size=settings.ingest_batch_size,
+        workers=settings.ingest_workers,
+        default_proprietary_months=settings.proprietary_months,
+    )
+    say(
+        f"    {report.seen} files: {report.new} new, {report.unchanged} unchanged, {len(report.rejected)} rejected; "
+        f"{report.observations_added} observation(s) added ({report.seconds:.1f} s)"
+    )
 
     reference = settings.reference_data
     naco = reference / "naco_betapic" if reference else None
     if naco is not None and (naco / "naco_betapic_cube.fits").exists():
         say("3/5 registering the real NACO L' beta Pic cube (external, calibrated) ...")
-        result = register_external(catalog, ExternalCube(
-            cube=naco / "naco_betapic_cube.fits", angles=naco / "naco_betapic_pa.fits",
-            psf=naco / "naco_betapic_psf.fits", pixel_scale_arcsec=0.02719, instrument="NACO",
-            target="beta Pic", night=date(2013, 2, 1), filter="L_prime", release_date=date(2013, 2, 1),
-            reference="Absil et al. 2013, A&A 559, L12; VIP tutorial cube"), data_dir)
+        result = register_external(
+            catalog,
+            ExternalCube(
+                cube=naco / "naco_betapic_cube.fits",
+                angles=naco / "naco_betapic_pa.fits",
+                psf=naco / "naco_betapic_psf.fits",
+                pixel_scale_arcsec=0.02719,
+                instrument="NACO",
+                target="beta Pic",
+                night=date(2013, 2, 1),
+                filter="L_prime",
+                release_date=date(2013, 2, 1),
+                reference="Absil et al. 2013, A&A 559, L12; VIP tutorial cube",
+            ),
+            data_dir,
+        )
         say(f"    observation {result.observation_id} ({'new' if result.created else 'already there'})")
     else:
-        say("3/5 reference data not found: the NACO beta Pic cube is not registered "
-            "(set HCDC_REFERENCE_DATA)")
+        say("3/5 reference data not found: the NACO beta Pic cube is not registered (set HCDC_REFERENCE_DATA)")
 
     say("4/5 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")
     from .pipeline.campaign import compare_campaigns, previous_campaign_id, reprocess
 
-    report = reprocess(catalog, settings, campaign="systematic", executor="local",
-                       query="origin=raw; instrument=SPHERE-IRDIS", progress=sys.stderr.isatty(),
-                       announce=lambda line: say(f"    {line}"))
+    report = reprocess(
+        catalog,
+        settings,
+        campaign="systematic",
+        executor="local",
+        query="origin=raw; instrument=SPHERE-IRDIS",
+        progress=sys.stderr.isatty(),
+        announce=lambda line: say(f"    {line}"),
+    )
     counts = report.counts
-    say(f"    {report.observations} observation(s): {counts['done']} step(s) run, {counts['up-to-date']} up to date, "
-        f"{counts['failed']} failed ({report.seconds:.0f} s)")
+    say(
+        f"    {report.observations} observation(s): {counts['done']} step(s) run, {counts['up-to-date']} up to date, "
+        f"{counts['failed']} failed ({report.seconds:.0f} s)"
+    )
     for observation_id, step, error in report.failures:
         say(f"    FAILED observation {observation_id} {step}: {error.splitlines()[0] if error else '?'}")
 
@@ -107,8 +146,7 @@ def main() -> int:
     with catalog.session() as session:
         print(render_summary(session, url=catalog.url))
         check = compare_with_truth(session, archive / "truth.json")
-        comparison = compare_campaigns(session, report.campaign_id,
-                                       previous_campaign_id(session, report.campaign_id))
+        comparison = compare_campaigns(session, report.campaign_id, previous_campaign_id(session, report.campaign_id))
         from .tables import detections_table
 
         detections = detections_table(session)
@@ -120,15 +158,19 @@ def main() -> int:
         for name in ("sep_arcsec", "pa_deg", "snr"):
             shown[name].format = ".3f" if name == "sep_arcsec" else ".1f"
         shown["contrast"].format = ".2e"
-        print(f"\ndetections above 5 sigma in campaign {report.campaign} v{report.version} (vetted: seen in both "
-              f"bands, field rotation >= 1 FWHM; {int((~vetted & (detections['snr'] >= 5)).sum())} more flagged "
-              f"single-band or low-rotation, see hcdc catalog detections):")
+        print(
+            f"\ndetections above 5 sigma in campaign {report.campaign} v{report.version} (vetted: seen in both "
+            f"bands, field rotation >= 1 FWHM; {int((~vetted & (detections['snr'] >= 5)).sum())} more flagged "
+            f"single-band or low-rotation, see hcdc catalog detections):"
+        )
         shown.pprint(max_lines=-1, max_width=-1)
     hcdc = Path(sys.executable).parent / "hcdc"
-    print(f"\ncatalog: {settings.resolved_catalog_url}\narchive: {archive}\n"
-          f"reports: {data_dir / 'reports' / f'campaign{report.campaign_id:04d}'} (executed notebooks + HTML)\n"
-          f"try:     HCDC_DATA_DIR={data_dir} {hcdc} catalog detections --format ecsv\n"
-          f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs")
+    print(
+        f"\ncatalog: {settings.resolved_catalog_url}\narchive: {archive}\n"
+        f"reports: {data_dir / 'reports' / f'campaign{report.campaign_id:04d}'} (executed notebooks + HTML)\n"
+        f"try:     HCDC_DATA_DIR={data_dir} {hcdc} catalog detections --format ecsv\n"
+        f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs"
+    )
     catalog.dispose()
     return 0 if check.ok and not report.failures else 1
 

@@ -50,7 +50,7 @@ class ExternalCube:
     pi: str | None = None
     filter: str | None = None
     release_date: date | None = None
-    reference: str | None = None   #: publication or data set the cube comes from
+    reference: str | None = None  #: publication or data set the cube comes from
 
 
 @dataclass(frozen=True)
@@ -103,16 +103,19 @@ def validate(spec: ExternalCube) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cube, angles, psf
 
 
-def register_external(catalog: Catalog, spec: ExternalCube, data_dir: Path,
-                      default_proprietary_months: int = 12) -> RegistrationResult:
+def register_external(
+    catalog: Catalog, spec: ExternalCube, data_dir: Path, default_proprietary_months: int = 12
+) -> RegistrationResult:
     """Register (idempotently) an external calibrated cube as an observation."""
     cube, angles, _psf = validate(spec)
-    hashes = {kind: sha256_file(path) for kind, path in
-              (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf))}
+    hashes = {
+        kind: sha256_file(path) for kind, path in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf))
+    }
     digest = hashlib.sha256("".join(hashes.values()).encode()).hexdigest()[:10]
     instrument = by_name(spec.instrument)
-    key = "/".join([instrument.name, spec.night.isoformat(), "external", spec.target.replace("/", "_"),
-                    spec.filter or "-", digest])
+    key = "/".join(
+        [instrument.name, spec.night.isoformat(), "external", spec.target.replace("/", "_"), spec.filter or "-", digest]
+    )
     unwrapped = np.rad2deg(np.unwrap(np.deg2rad(angles)))
     rotation = float(unwrapped.max() - unwrapped.min())
     with catalog.session() as session:
@@ -124,26 +127,46 @@ def register_external(catalog: Catalog, spec: ExternalCube, data_dir: Path,
         target = ensure_target(session, spec.target)
         release = spec.release_date or add_months(spec.night, default_proprietary_months)
         observation = Observation(
-            key=key, instrument=instrument.name, target_id=target.id,
-            programme_id=programme.id if programme else None, origin="external", night=spec.night,
-            filter=spec.filter, n_science_files=1, n_science_frames=int(cube.shape[-3]),
-            field_rotation_deg=rotation, pixel_scale_arcsec=spec.pixel_scale_arcsec,
-            release_date=release, status="complete",
-            external={"reference": spec.reference, "sources": {k: str(p) for k, p in
-                                                               (("cube", spec.cube), ("angles", spec.angles),
-                                                                ("psf", spec.psf))},
-                      "shape": list(cube.shape)},
+            key=key,
+            instrument=instrument.name,
+            target_id=target.id,
+            programme_id=programme.id if programme else None,
+            origin="external",
+            night=spec.night,
+            filter=spec.filter,
+            n_science_files=1,
+            n_science_frames=int(cube.shape[-3]),
+            field_rotation_deg=rotation,
+            pixel_scale_arcsec=spec.pixel_scale_arcsec,
+            release_date=release,
+            status="complete",
+            external={
+                "reference": spec.reference,
+                "sources": {k: str(p) for k, p in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf))},
+                "shape": list(cube.shape),
+            },
         )
         session.add(observation)
         session.flush()
         now = datetime.now(timezone.utc)
         reduction = Reduction(
-            observation_id=observation.id, step=STEP, step_version=STEP_VERSION,
-            parameters={"pixel_scale_arcsec": spec.pixel_scale_arcsec, "reference": spec.reference,
-                        "instrument": instrument.name, "filter": spec.filter},
-            inputs=[{"path": str(p), "sha256": hashes[k]} for k, p in
-                    (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf))],
-            status="done", started_at=now, finished_at=now, release_date=release,
+            observation_id=observation.id,
+            step=STEP,
+            step_version=STEP_VERSION,
+            parameters={
+                "pixel_scale_arcsec": spec.pixel_scale_arcsec,
+                "reference": spec.reference,
+                "instrument": instrument.name,
+                "filter": spec.filter,
+            },
+            inputs=[
+                {"path": str(p), "sha256": hashes[k]}
+                for k, p in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf))
+            ],
+            status="done",
+            started_at=now,
+            finished_at=now,
+            release_date=release,
         )
         session.add(reduction)
         session.flush()
@@ -152,8 +175,15 @@ def register_external(catalog: Catalog, spec: ExternalCube, data_dir: Path,
         for kind, source in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf)):
             destination = folder / f"{kind}.fits"
             shutil.copyfile(source, destination)
-            reduction.products.append(Product(
-                observation_id=observation.id, kind=kind, path=str(destination), sha256=hashes[kind],
-                size_bytes=destination.stat().st_size, release_date=release,
-                meta={"origin": "external", "source": str(source)}))
+            reduction.products.append(
+                Product(
+                    observation_id=observation.id,
+                    kind=kind,
+                    path=str(destination),
+                    sha256=hashes[kind],
+                    size_bytes=destination.stat().st_size,
+                    release_date=release,
+                    meta={"origin": "external", "source": str(source)},
+                )
+            )
         return RegistrationResult(observation.id, key, True, int(cube.shape[-3]), rotation)

@@ -60,29 +60,48 @@ class _Model(BaseModel):
 
 
 class HubSection(_Model):
-    ip: str = Field("127.0.0.1", description="Address the proxy listens on for browsers "
-                                             "(127.0.0.1: this machine only; 0.0.0.0: every interface).")
+    ip: str = Field(
+        "127.0.0.1",
+        description="Address the proxy listens on for browsers "
+        "(127.0.0.1: this machine only; 0.0.0.0: every interface).",
+    )
     port: int = Field(8000, ge=1, le=65535, description="Public port of the proxy (browsers and kernels).")
-    hub_ip: str = Field("127.0.0.1", description="Address of the hub's internal API. On a cluster: an address the "
-                                                 "compute nodes reach (see hub_connect_ip).")
-    hub_connect_ip: str | None = Field(None, description="Address single-user servers use to reach the hub API "
-                                                         "(cluster: the login node's address). Default: hub_ip.")
+    hub_ip: str = Field(
+        "127.0.0.1",
+        description="Address of the hub's internal API. On a cluster: an address the "
+        "compute nodes reach (see hub_connect_ip).",
+    )
+    hub_connect_ip: str | None = Field(
+        None,
+        description="Address single-user servers use to reach the hub API "
+        "(cluster: the login node's address). Default: hub_ip.",
+    )
     hub_port: int = Field(8081, ge=1, le=65535, description="Port of the hub's internal API.")
-    proxy_api_port: int | None = Field(None, ge=1, le=65535,
-                                       description="Port of configurable-http-proxy's REST API. Default: port + 1.")
-    public_url: str | None = Field(None, description="URL of the proxy as browsers and compute nodes see it "
-                                                     "(e.g. https://hub.example.org/). Default: http://ip:port/.")
+    proxy_api_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of configurable-http-proxy's REST API. Default: port + 1."
+    )
+    public_url: str | None = Field(
+        None,
+        description="URL of the proxy as browsers and compute nodes see it "
+        "(e.g. https://hub.example.org/). Default: http://ip:port/.",
+    )
     base_url: str = Field("/", description="URL prefix of the whole hub (e.g. /hcdc/).")
-    state_dir: Path | None = Field(None, description="Hub state (database, cookie secret, proxy pid), kept 0700. "
-                                                     "Default: <HC-DC data_dir>/hub. Relative paths are relative "
-                                                     "to this YAML file.")
-    admin_users: list[str] = Field(["hcdc-admin"], description="Hub administrators (approve NativeAuthenticator "
-                                                               "sign-ups at /hub/authorize).")
+    state_dir: Path | None = Field(
+        None,
+        description="Hub state (database, cookie secret, proxy pid), kept 0700. "
+        "Default: <HC-DC data_dir>/hub. Relative paths are relative "
+        "to this YAML file.",
+    )
+    admin_users: list[str] = Field(
+        ["hcdc-admin"], description="Hub administrators (approve NativeAuthenticator sign-ups at /hub/authorize)."
+    )
     cookie_max_age_days: float = Field(1.0, gt=0, le=90, description="How long a browser login lasts (days).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Hub log level.")
-    config_d: list[Path] = Field([Path("jupyterhub_config.d")],
-                                 description="Folders of extra jupyterhub_config Python files, run in name order "
-                                             "after the validated settings (escape hatch). Relative to this file.")
+    config_d: list[Path] = Field(
+        [Path("jupyterhub_config.d")],
+        description="Folders of extra jupyterhub_config Python files, run in name order "
+        "after the validated settings (escape hatch). Relative to this file.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -91,121 +110,180 @@ class HubSection(_Model):
 
 
 class CatalogSection(_Model):
-    service_name: str = Field("hcdc-catalog", pattern=r"^[a-z][a-z0-9-]{1,40}$",
-                              description="Name of the catalog service (URL /services/<name>/ and the scope "
-                                          "access:services!service=<name> every user gets).")
+    service_name: str = Field(
+        "hcdc-catalog",
+        pattern=r"^[a-z][a-z0-9-]{1,40}$",
+        description="Name of the catalog service (URL /services/<name>/ and the scope "
+        "access:services!service=<name> every user gets).",
+    )
     service_port: int = Field(10101, ge=1, le=65535, description="Port the catalog service listens on (127.0.0.1).")
-    catalog_url: str | None = Field(None, description="SQLAlchemy URL of the catalog for the service only. "
-                                                      "Default: HC-DC settings (HCDC_CATALOG_URL). Never passed "
-                                                      "to users' servers.")
-    data_dir: Path | None = Field(None, description="HC-DC data directory (products) for the service. Default: "
-                                                    "HC-DC settings (HCDC_DATA_DIR).")
-    token_cache_seconds: int = Field(30, ge=0, le=3600, description="How long the service trusts a checked hub "
-                                                                    "token (revocation delay).")
-    harden_data_dir: bool = Field(True, description="At start, make the data directory and a SQLite catalog "
-                                                    "readable by the hub's OS user only (0700/0600), so that PI "
-                                                    "accounts cannot open products or the database directly.")
-    service_user: str | None = Field("hcdc-service", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
-                                     description="Unprivileged OS account the catalog and dashboards services run "
-                                                 "as (a system account without login, created at start when "
-                                                 "missing); it owns the data directory (0700/0600) and the hcdc "
-                                                 "commands run as root switch to it (HCDC_SERVICE_USER). Only "
-                                                 "the hub keeps root, to spawn servers. null: the services run "
-                                                 "as the hub's own account (one developer, no root).")
+    catalog_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the catalog for the service only. "
+        "Default: HC-DC settings (HCDC_CATALOG_URL). Never passed "
+        "to users' servers.",
+    )
+    data_dir: Path | None = Field(
+        None, description="HC-DC data directory (products) for the service. Default: HC-DC settings (HCDC_DATA_DIR)."
+    )
+    token_cache_seconds: int = Field(
+        30, ge=0, le=3600, description="How long the service trusts a checked hub token (revocation delay)."
+    )
+    harden_data_dir: bool = Field(
+        True,
+        description="At start, make the data directory and a SQLite catalog "
+        "readable by the hub's OS user only (0700/0600), so that PI "
+        "accounts cannot open products or the database directly.",
+    )
+    service_user: str | None = Field(
+        "hcdc-service",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="Unprivileged OS account the catalog and dashboards services run "
+        "as (a system account without login, created at start when "
+        "missing); it owns the data directory (0700/0600) and the hcdc "
+        "commands run as root switch to it (HCDC_SERVICE_USER). Only "
+        "the hub keeps root, to spawn servers. null: the services run "
+        "as the hub's own account (one developer, no root).",
+    )
 
 
 class DashboardsSection(_Model):
-    enabled: bool = Field(True, description="Serve the Voilà dashboards (instrument monitoring, pipeline status, "
-                                            "catalog browser) as a hub service behind the hub login; each user "
-                                            "sees what the access rule lets them see.")
-    service_name: str = Field("hcdc-dashboards", pattern=r"^[a-z][a-z0-9-]{1,40}$",
-                              description="Name of the dashboards service (URL /services/<name>/ and the scope "
-                                          "access:services!service=<name> every user gets).")
-    service_port: int = Field(10102, ge=1, le=65535, description="Port the dashboards service listens on "
-                                                                 "(127.0.0.1).")
+    enabled: bool = Field(
+        True,
+        description="Serve the Voilà dashboards (instrument monitoring, pipeline status, "
+        "catalog browser) as a hub service behind the hub login; each user "
+        "sees what the access rule lets them see.",
+    )
+    service_name: str = Field(
+        "hcdc-dashboards",
+        pattern=r"^[a-z][a-z0-9-]{1,40}$",
+        description="Name of the dashboards service (URL /services/<name>/ and the scope "
+        "access:services!service=<name> every user gets).",
+    )
+    service_port: int = Field(10102, ge=1, le=65535, description="Port the dashboards service listens on (127.0.0.1).")
     display: bool = Field(True, description="List the dashboards in the hub's Services menu.")
-    config: Path | None = Field(None, description="Dashboards settings YAML (outlier thresholds; "
-                                                  "HCDC_DASHBOARDS_CONFIG). Relative to this file.")
-    max_kernels_per_user: int = Field(3, ge=1, le=50, description="Dashboard pages (one kernel each) a user may "
-                                                                 "have open at once; one more is refused (429) "
-                                                                 "until a page is closed.")
-    kernel_idle_minutes: float = Field(10, gt=0, le=1440, description="A page's kernel left without a connection "
-                                                                     "(crashed tab, lost network) is stopped after "
-                                                                     "this many idle minutes; closing a page stops "
-                                                                     "its kernel at once.")
+    config: Path | None = Field(
+        None,
+        description="Dashboards settings YAML (outlier thresholds; HCDC_DASHBOARDS_CONFIG). Relative to this file.",
+    )
+    max_kernels_per_user: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="Dashboard pages (one kernel each) a user may "
+        "have open at once; one more is refused (429) "
+        "until a page is closed.",
+    )
+    kernel_idle_minutes: float = Field(
+        10,
+        gt=0,
+        le=1440,
+        description="A page's kernel left without a connection "
+        "(crashed tab, lost network) is stopped after "
+        "this many idle minutes; closing a page stops "
+        "its kernel at once.",
+    )
 
 
 class NativeAuthenticatorSection(_Model):
-    kind: Literal["native"] = Field("native", description="Accounts in the hub database (jupyterhub-"
-                                                          "nativeauthenticator); sign-ups wait for an admin.")
+    kind: Literal["native"] = Field(
+        "native",
+        description="Accounts in the hub database (jupyterhub-nativeauthenticator); sign-ups wait for an admin.",
+    )
     enable_signup: bool = Field(True, description="Show the sign-up page.")
     open_signup: bool = Field(False, description="Let sign-ups in without admin approval (never in production).")
     minimum_password_length: int = Field(10, ge=8, le=128, description="Minimum password length at sign-up.")
     check_common_password: bool = Field(True, description="Refuse the most common passwords at sign-up.")
-    allowed_failed_logins: int = Field(5, ge=0, le=100, description="Failed logins before a user is blocked "
-                                                                     "(0: never blocked).")
+    allowed_failed_logins: int = Field(
+        5, ge=0, le=100, description="Failed logins before a user is blocked (0: never blocked)."
+    )
     seconds_before_next_try: int = Field(600, ge=0, description="How long a blocked user waits.")
 
 
 class OAuthAuthenticatorSection(_Model):
-    kind: Literal["generic-oauth"] = Field("generic-oauth", description="The observatory's identity provider "
-                                                                        "(OAuth2 / OpenID Connect).")
+    kind: Literal["generic-oauth"] = Field(
+        "generic-oauth", description="The observatory's identity provider (OAuth2 / OpenID Connect)."
+    )
     login_service: str = Field("Observatory account", description="Label of the login button.")
     client_id: str = Field(..., description="Client id registered with the identity provider.")
-    client_secret_env: str = Field("HCDC_OAUTH_CLIENT_SECRET", description="Environment variable holding the "
-                                                                           "client secret (never in this file).")
-    authorize_url: str = Field(..., description="Authorization endpoint, e.g. https://idp.example.org/auth/realms/"
-                                                "obs/protocol/openid-connect/auth")
+    client_secret_env: str = Field(
+        "HCDC_OAUTH_CLIENT_SECRET", description="Environment variable holding the client secret (never in this file)."
+    )
+    authorize_url: str = Field(
+        ...,
+        description="Authorization endpoint, e.g. https://idp.example.org/auth/realms/obs/protocol/openid-connect/auth",
+    )
     token_url: str = Field(..., description="Token endpoint.")
     userdata_url: str = Field(..., description="User-info endpoint.")
     oauth_callback_url: str = Field(..., description="https://<public hub>/hub/oauth_callback, as registered.")
     scope: list[str] = Field(["openid", "profile", "email"], description="Scopes requested.")
-    username_claim: str = Field("preferred_username", description="Claim holding the user name; it must equal "
-                                                                  "the catalog's users.username (the programme "
-                                                                  "tables' pi_username / co_is).")
-    groups_key: str | None = Field("groups", description="Claim holding the user's groups (for allowed_groups "
-                                                         "and admin_groups).")
+    username_claim: str = Field(
+        "preferred_username",
+        description="Claim holding the user name; it must equal "
+        "the catalog's users.username (the programme "
+        "tables' pi_username / co_is).",
+    )
+    groups_key: str | None = Field(
+        "groups", description="Claim holding the user's groups (for allowed_groups and admin_groups)."
+    )
     allowed_groups: list[str] = Field([], description="Only members of these groups may log in.")
     admin_groups: list[str] = Field([], description="Members of these groups are hub admins.")
-    allow_all: bool = Field(False, description="Let every account of the identity provider in (the catalog still "
-                                               "shows them public data only).")
+    allow_all: bool = Field(
+        False,
+        description="Let every account of the identity provider in (the catalog still shows them public data only).",
+    )
 
 
 class SystemUserSpawnerSection(_Model):
-    kind: Literal["system-users"] = Field("system-users", description="Each hub user's server runs as an OS "
-                                                                      "account of its own (LocalProcessSpawner).")
-    system_user_prefix: str = Field("", pattern=r"^[a-z_][a-z0-9_-]*$|^$",
-                                    description="OS account name = prefix + hub user name.")
-    create_system_users: bool = Field(True, description="Create the OS account (useradd, no login shell) on "
-                                                        "first spawn.")
-    min_uid: int = Field(1000, ge=1, description="Refuse to run a server as an existing OS account below this "
-                                                 "uid (root and system accounts).")
-    disable_server_extensions: list[str] = Field(["panel.io.jupyter_server_extension"],
-                                                 description="Jupyter server extensions installed in the "
-                                                             "environment but not loaded in users' servers "
-                                                             "(panel's costs ~5 s per start and HC-DC does not "
-                                                             "use it).")
+    kind: Literal["system-users"] = Field(
+        "system-users", description="Each hub user's server runs as an OS account of its own (LocalProcessSpawner)."
+    )
+    system_user_prefix: str = Field(
+        "", pattern=r"^[a-z_][a-z0-9_-]*$|^$", description="OS account name = prefix + hub user name."
+    )
+    create_system_users: bool = Field(
+        True, description="Create the OS account (useradd, no login shell) on first spawn."
+    )
+    min_uid: int = Field(
+        1000,
+        ge=1,
+        description="Refuse to run a server as an existing OS account below this uid (root and system accounts).",
+    )
+    disable_server_extensions: list[str] = Field(
+        ["panel.io.jupyter_server_extension"],
+        description="Jupyter server extensions installed in the "
+        "environment but not loaded in users' servers "
+        "(panel's costs ~5 s per start and HC-DC does not "
+        "use it).",
+    )
     start_timeout: int = Field(60, ge=5, le=3600, description="Seconds a server may take to start.")
     http_timeout: int = Field(60, ge=5, le=3600, description="Seconds a started server may take to answer.")
 
 
 class SimpleSpawnerSection(_Model):
-    kind: Literal["simple"] = Field("simple", description="Every server runs as the hub's OS user "
-                                                          "(SimpleLocalProcessSpawner): no isolation between PIs, "
-                                                          "for one developer only.")
+    kind: Literal["simple"] = Field(
+        "simple",
+        description="Every server runs as the hub's OS user "
+        "(SimpleLocalProcessSpawner): no isolation between PIs, "
+        "for one developer only.",
+    )
     home_dir_template: str = Field("/tmp/hcdc-hub-{username}", description="Working folder of each user.")
-    disable_server_extensions: list[str] = Field(["panel.io.jupyter_server_extension"],
-                                                 description="Jupyter server extensions installed in the "
-                                                             "environment but not loaded in users' servers "
-                                                             "(panel's costs ~5 s per start and HC-DC does not "
-                                                             "use it).")
+    disable_server_extensions: list[str] = Field(
+        ["panel.io.jupyter_server_extension"],
+        description="Jupyter server extensions installed in the "
+        "environment but not loaded in users' servers "
+        "(panel's costs ~5 s per start and HC-DC does not "
+        "use it).",
+    )
     start_timeout: int = Field(60, ge=5, le=3600, description="Seconds a server may take to start.")
     http_timeout: int = Field(60, ge=5, le=3600, description="Seconds a started server may take to answer.")
 
 
 class SlurmSpawnerSection(_Model):
-    kind: Literal["slurm"] = Field("slurm", description="Each server is a SLURM job (batchspawner.SlurmSpawner), "
-                                                        "run as the user's cluster account.")
+    kind: Literal["slurm"] = Field(
+        "slurm",
+        description="Each server is a SLURM job (batchspawner.SlurmSpawner), run as the user's cluster account.",
+    )
     partition: str = Field("interactive", description="SLURM partition.")
     account: str | None = Field(None, description="SLURM account to charge.")
     runtime: str = Field("08:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$", description="Job time limit.")
@@ -213,44 +291,55 @@ class SlurmSpawnerSection(_Model):
     cores: int = Field(4, ge=1, le=1024, description="CPU cores per job.")
     options: str = Field("", description="Extra #SBATCH options, as one string.")
     prologue: str = Field("", description="Shell lines run in the job before the server (module load ...).")
-    singleuser_cmd: str | None = Field(None, description="jupyterhub-singleuser on the compute nodes. Default: the "
-                                                         "one of this environment (shared file system).")
-    disable_server_extensions: list[str] = Field(["panel.io.jupyter_server_extension"],
-                                                 description="Jupyter server extensions installed in the "
-                                                             "environment but not loaded in users' servers "
-                                                             "(panel's costs ~5 s per start and HC-DC does not "
-                                                             "use it).")
+    singleuser_cmd: str | None = Field(
+        None,
+        description="jupyterhub-singleuser on the compute nodes. Default: the "
+        "one of this environment (shared file system).",
+    )
+    disable_server_extensions: list[str] = Field(
+        ["panel.io.jupyter_server_extension"],
+        description="Jupyter server extensions installed in the "
+        "environment but not loaded in users' servers "
+        "(panel's costs ~5 s per start and HC-DC does not "
+        "use it).",
+    )
     start_timeout: int = Field(300, ge=30, le=86400, description="Seconds a job may wait in the queue and start.")
     http_timeout: int = Field(120, ge=5, le=3600, description="Seconds a started server may take to answer.")
 
 
 Authenticator = Annotated[NativeAuthenticatorSection | OAuthAuthenticatorSection, Field(discriminator="kind")]
-Spawner = Annotated[SystemUserSpawnerSection | SimpleSpawnerSection | SlurmSpawnerSection,
-                    Field(discriminator="kind")]
+Spawner = Annotated[SystemUserSpawnerSection | SimpleSpawnerSection | SlurmSpawnerSection, Field(discriminator="kind")]
 
 
 class Profile(_Model):
-    authenticator: Authenticator = Field(default_factory=NativeAuthenticatorSection,
-                                         description="Who may log in and how.")
+    authenticator: Authenticator = Field(
+        default_factory=NativeAuthenticatorSection, description="Who may log in and how."
+    )
     spawner: Spawner = Field(default_factory=SystemUserSpawnerSection, description="Where servers run.")
-    proxy_command: list[str] = Field(["configurable-http-proxy"], min_length=1,
-                                     description="The proxy (npm install -g configurable-http-proxy).")
+    proxy_command: list[str] = Field(
+        ["configurable-http-proxy"], min_length=1, description="The proxy (npm install -g configurable-http-proxy)."
+    )
 
 
 def _cluster_default() -> Profile:
     return Profile(
         authenticator=OAuthAuthenticatorSection(
-            client_id="hcdc-hub", authorize_url="https://idp.example.org/auth", token_url="https://idp.example.org/token",
+            client_id="hcdc-hub",
+            authorize_url="https://idp.example.org/auth",
+            token_url="https://idp.example.org/token",
             userdata_url="https://idp.example.org/userinfo",
-            oauth_callback_url="https://hub.example.org/hub/oauth_callback"),
-        spawner=SlurmSpawnerSection())
+            oauth_callback_url="https://hub.example.org/hub/oauth_callback",
+        ),
+        spawner=SlurmSpawnerSection(),
+    )
 
 
 class HubConfig(_Model):
     """HC-DC JupyterHub deployment (hub_config/hcdc_hub.yaml)."""
 
-    profile: Literal["local", "cluster"] = Field("local", description="Which profile runs (HCDC_HUB_PROFILE or "
-                                                                      "--profile override it).")
+    profile: Literal["local", "cluster"] = Field(
+        "local", description="Which profile runs (HCDC_HUB_PROFILE or --profile override it)."
+    )
     hub: HubSection = Field(default_factory=HubSection, description="Hub, proxy and state.")
     catalog: CatalogSection = Field(default_factory=CatalogSection, description="The catalog service.")
     dashboards: DashboardsSection = Field(default_factory=DashboardsSection, description="The dashboards service.")
@@ -322,7 +411,10 @@ def state_dir(config: HubConfig) -> Path:
 
 
 def public_url(config: HubConfig) -> str:
-    url = config.hub.public_url or f"http://{'127.0.0.1' if config.hub.ip in ('', '0.0.0.0') else config.hub.ip}:{config.hub.port}"
+    url = (
+        config.hub.public_url
+        or f"http://{'127.0.0.1' if config.hub.ip in ('', '0.0.0.0') else config.hub.ip}:{config.hub.port}"
+    )
     url = url.rstrip("/")
     base = config.hub.base_url
     if not url.endswith(base.rstrip("/")):
@@ -364,30 +456,39 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
     name = catalog.service_name
     traits: dict[str, dict[str, Any]] = {
         "JupyterHub": {
-            "ip": hub.ip, "port": hub.port, "hub_ip": hub.hub_ip, "hub_port": hub.hub_port,
-            "base_url": hub.base_url, "log_level": hub.log_level,
+            "ip": hub.ip,
+            "port": hub.port,
+            "hub_ip": hub.hub_ip,
+            "hub_port": hub.hub_port,
+            "base_url": hub.base_url,
+            "log_level": hub.log_level,
             "db_url": f"sqlite:///{state / 'jupyterhub.sqlite'}",
             "cookie_secret_file": str(state / "jupyterhub_cookie_secret"),
             "pid_file": str(state / "jupyterhub.pid"),
             "cookie_max_age_days": hub.cookie_max_age_days,
             "cleanup_servers": True,
             "load_roles": [
-                {"name": "user", "description": "HC-DC users: their own resources and the catalog service",
-                 "scopes": ["self", f"access:services!service={name}"]},
-            ],
-            "services": [{
-                "name": name,
-                "display": False,
-                "url": f"http://127.0.0.1:{catalog.service_port}",
-                "command": [sys.executable, "-m", "hcdc.service"],
-                "environment": {
-                    "HCDC_CATALOG_URL": catalog_url,
-                    "HCDC_DATA_DIR": str(data_dir),
-                    "HCDC_SERVICE_TOKEN_CACHE_SECONDS": str(catalog.token_cache_seconds),
-                    "HCDC_SERVICE_LOG_LEVEL": hub.log_level,
+                {
+                    "name": "user",
+                    "description": "HC-DC users: their own resources and the catalog service",
+                    "scopes": ["self", f"access:services!service={name}"],
                 },
-                **service_account_traits(config),
-            }],
+            ],
+            "services": [
+                {
+                    "name": name,
+                    "display": False,
+                    "url": f"http://127.0.0.1:{catalog.service_port}",
+                    "command": [sys.executable, "-m", "hcdc.service"],
+                    "environment": {
+                        "HCDC_CATALOG_URL": catalog_url,
+                        "HCDC_DATA_DIR": str(data_dir),
+                        "HCDC_SERVICE_TOKEN_CACHE_SECONDS": str(catalog.token_cache_seconds),
+                        "HCDC_SERVICE_LOG_LEVEL": hub.log_level,
+                    },
+                    **service_account_traits(config),
+                }
+            ],
         },
         "ConfigurableHTTPProxy": {
             "command": list(profile.proxy_command),
@@ -398,14 +499,17 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
         "Spawner": {
             # kernels find the service; they get no database URL (an empty one overrides any inherited)
             "environment": {"HCDC_SERVICE_URL": service_url(config), "HCDC_CATALOG_URL": ""},
-            "server_token_scopes": ["users:activity!user", "access:servers!server",
-                                    f"access:services!service={name}"],
+            "server_token_scopes": ["users:activity!user", "access:servers!server", f"access:services!service={name}"],
             "start_timeout": profile.spawner.start_timeout,
             "http_timeout": profile.spawner.http_timeout,
             "default_url": "/tree",
-            "args": ["--MappingKernelManager.default_kernel_name=hcdc",
-                     *(f"--ServerApp.jpserver_extensions={name}=False"
-                       for name in profile.spawner.disable_server_extensions)],
+            "args": [
+                "--MappingKernelManager.default_kernel_name=hcdc",
+                *(
+                    f"--ServerApp.jpserver_extensions={name}=False"
+                    for name in profile.spawner.disable_server_extensions
+                ),
+            ],
         },
     }
     if hub.hub_connect_ip:
@@ -419,20 +523,33 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
 
         if get_settings().reference_data:
             environment["HCDC_REFERENCE_DATA"] = str(get_settings().reference_data)
-        traits["JupyterHub"]["services"].append({
-            "name": dashboards.service_name, "display": dashboards.display,
-            "url": f"http://127.0.0.1:{dashboards.service_port}", "oauth_no_confirm": True,
-            "command": [sys.executable, "-m", "hcdc.dashboards", "serve", "--hub",
-                        f"--max-kernels-per-user={dashboards.max_kernels_per_user}",
-                        f"--kernel-idle-minutes={dashboards.kernel_idle_minutes}"], "environment": environment,
-            **service_account_traits(config)})
+        traits["JupyterHub"]["services"].append(
+            {
+                "name": dashboards.service_name,
+                "display": dashboards.display,
+                "url": f"http://127.0.0.1:{dashboards.service_port}",
+                "oauth_no_confirm": True,
+                "command": [
+                    sys.executable,
+                    "-m",
+                    "hcdc.dashboards",
+                    "serve",
+                    "--hub",
+                    f"--max-kernels-per-user={dashboards.max_kernels_per_user}",
+                    f"--kernel-idle-minutes={dashboards.kernel_idle_minutes}",
+                ],
+                "environment": environment,
+                **service_account_traits(config),
+            }
+        )
         traits["JupyterHub"]["load_roles"][0]["scopes"].append(f"access:services!service={dashboards.service_name}")
 
     auth = profile.authenticator
     if isinstance(auth, NativeAuthenticatorSection):
         traits["JupyterHub"]["authenticator_class"] = "hcdc.hub_extensions.HCDCNativeAuthenticator"
         traits["HCDCNativeAuthenticator"] = {
-            "enable_signup": auth.enable_signup, "open_signup": auth.open_signup,
+            "enable_signup": auth.enable_signup,
+            "open_signup": auth.open_signup,
             "minimum_password_length": auth.minimum_password_length,
             "check_common_password": auth.check_common_password,
             "allowed_failed_logins": auth.allowed_failed_logins,
@@ -444,15 +561,26 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
     else:
         traits["JupyterHub"]["authenticator_class"] = "generic-oauth"
         generic = {
-            "login_service": auth.login_service, "client_id": auth.client_id,
-            "authorize_url": auth.authorize_url, "token_url": auth.token_url, "userdata_url": auth.userdata_url,
-            "oauth_callback_url": auth.oauth_callback_url, "scope": list(auth.scope),
-            "username_claim": auth.username_claim, "allow_all": auth.allow_all,
+            "login_service": auth.login_service,
+            "client_id": auth.client_id,
+            "authorize_url": auth.authorize_url,
+            "token_url": auth.token_url,
+            "userdata_url": auth.userdata_url,
+            "oauth_callback_url": auth.oauth_callback_url,
+            "scope": list(auth.scope),
+            "username_claim": auth.username_claim,
+            "allow_all": auth.allow_all,
             "client_secret": os.environ.get(auth.client_secret_env, ""),
         }
         if auth.allowed_groups or auth.admin_groups:
-            generic.update({"manage_groups": True, "auth_state_groups_key": f"oauth_user.{auth.groups_key}",
-                            "allowed_groups": set(auth.allowed_groups), "admin_groups": set(auth.admin_groups)})
+            generic.update(
+                {
+                    "manage_groups": True,
+                    "auth_state_groups_key": f"oauth_user.{auth.groups_key}",
+                    "allowed_groups": set(auth.allowed_groups),
+                    "admin_groups": set(auth.admin_groups),
+                }
+            )
         traits["GenericOAuthenticator"] = generic
         traits["Authenticator"]["allow_all"] = auth.allow_all
 
@@ -460,7 +588,8 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
     if isinstance(spawner, SystemUserSpawnerSection):
         traits["JupyterHub"]["spawner_class"] = "hcdc.hub_extensions.HCDCSystemUserSpawner"
         traits["HCDCSystemUserSpawner"] = {
-            "system_user_prefix": spawner.system_user_prefix, "create_system_users": spawner.create_system_users,
+            "system_user_prefix": spawner.system_user_prefix,
+            "create_system_users": spawner.create_system_users,
             "min_uid": spawner.min_uid,
         }
         traits["Spawner"]["cmd"] = [singleuser_command()]
@@ -473,8 +602,12 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
     else:
         traits["JupyterHub"]["spawner_class"] = "batchspawner.SlurmSpawner"
         slurm = {
-            "req_partition": spawner.partition, "req_runtime": spawner.runtime, "req_memory": spawner.memory,
-            "req_nprocs": str(spawner.cores), "req_options": spawner.options, "req_prologue": spawner.prologue,
+            "req_partition": spawner.partition,
+            "req_runtime": spawner.runtime,
+            "req_memory": spawner.memory,
+            "req_nprocs": str(spawner.cores),
+            "req_options": spawner.options,
+            "req_prologue": spawner.prologue,
         }
         if spawner.account:
             slurm["req_account"] = spawner.account
@@ -485,8 +618,13 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
 
 def redacted(traits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``traits`` with secrets replaced (for printing)."""
-    return {cls: {key: ("<redacted>" if "secret" in key and value and not key.endswith("_file") else value)
-                  for key, value in values.items()} for cls, values in traits.items()}
+    return {
+        cls: {
+            key: ("<redacted>" if "secret" in key and value and not key.endswith("_file") else value)
+            for key, value in values.items()
+        }
+        for cls, values in traits.items()
+    }
 
 
 def render_python(traits: dict[str, dict[str, Any]]) -> str:
@@ -613,8 +751,14 @@ def write_seed_accounts(config: HubConfig, accounts: dict[str, str], admins: set
 
     state = ensure_state_dir(config)
     path = state / SEED_FILE
-    rows = [{"username": name, "password_bcrypt": bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode(),
-             "admin": name in admins} for name, password in sorted(accounts.items())]
+    rows = [
+        {
+            "username": name,
+            "password_bcrypt": bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode(),
+            "admin": name in admins,
+        }
+        for name, password in sorted(accounts.items())
+    ]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(rows, handle, indent=1)
@@ -631,10 +775,12 @@ def demo_accounts(catalog_url: str) -> list[tuple[str, str]]:
     catalog = Catalog(catalog_url)
     try:
         with catalog.session() as session:
-            rows = session.execute(select(User.username, User.is_staff, ProgrammeMember.role, Programme.prog_id)
-                                   .outerjoin(ProgrammeMember, ProgrammeMember.user_id == User.id)
-                                   .outerjoin(Programme, Programme.id == ProgrammeMember.programme_id)
-                                   .order_by(User.username)).all()
+            rows = session.execute(
+                select(User.username, User.is_staff, ProgrammeMember.role, Programme.prog_id)
+                .outerjoin(ProgrammeMember, ProgrammeMember.user_id == User.id)
+                .outerjoin(Programme, Programme.id == ProgrammeMember.programme_id)
+                .order_by(User.username)
+            ).all()
     finally:
         catalog.dispose()
     roles: dict[str, list[str]] = {}
@@ -664,8 +810,10 @@ def preflight(config: HubConfig, fix: bool = False, changes: list[str] | None = 
         problems.append(f"{proxy} is not on PATH: npm install -g configurable-http-proxy")
     if isinstance(profile.spawner, SystemUserSpawnerSection):
         if os.geteuid() != 0:
-            problems.append("the system-users spawner starts servers as other OS accounts: run the hub as root "
-                            "(or choose spawner kind 'simple' for a single developer)")
+            problems.append(
+                "the system-users spawner starts servers as other OS accounts: run the hub as root "
+                "(or choose spawner kind 'simple' for a single developer)"
+            )
         else:
             blocked = unreachable_ancestors(Path(sys.executable))
             if blocked and fix:
@@ -673,16 +821,20 @@ def preflight(config: HubConfig, fix: bool = False, changes: list[str] | None = 
                     os.chmod(folder, folder.stat().st_mode | stat.S_IXOTH)
                 blocked = unreachable_ancestors(Path(sys.executable))
             if blocked:
-                problems.append(f"PI accounts cannot run {os.path.realpath(sys.executable)}: "
-                                f"{', '.join(map(str, blocked))} not traversable by others; "
-                                f"fix with 'hcdc hub preflight --fix' (chmod o+x on those folders) or install "
-                                f"Python outside them")
+                problems.append(
+                    f"PI accounts cannot run {os.path.realpath(sys.executable)}: "
+                    f"{', '.join(map(str, blocked))} not traversable by others; "
+                    f"fix with 'hcdc hub preflight --fix' (chmod o+x on those folders) or install "
+                    f"Python outside them"
+                )
         spec = Path(sys.prefix) / "share" / "jupyter" / "kernels" / "hcdc" / "kernel.json"
         if not spec.is_file():
             problems.append(f"kernel spec {spec} missing: hcdc kernel install")
         elif "HCDC_CATALOG_URL" in json.loads(spec.read_text()).get("env", {}):
-            problems.append(f"kernel spec {spec} presets HCDC_CATALOG_URL: PI kernels must not get a database "
-                            f"URL; reinstall it with HCDC_CATALOG_URL unset (hcdc kernel install)")
+            problems.append(
+                f"kernel spec {spec} presets HCDC_CATALOG_URL: PI kernels must not get a database "
+                f"URL; reinstall it with HCDC_CATALOG_URL unset (hcdc kernel install)"
+            )
     return problems
 
 
@@ -717,16 +869,23 @@ def _database_problems(config: HubConfig, changes: list[str]) -> list[str]:
     except Exception as exc:  # the probe itself failed: say so, do not pass silently
         return [f"cannot check the catalog's PostgreSQL for password-less access: {type(exc).__name__}: {exc}"]
     for line in seen:
-        changes.append(f"checked: PostgreSQL {make_url(url).host}:{make_url(url).port or 5432} as OS account "
-                       f"{who}, no password: {line}")
+        changes.append(
+            f"checked: PostgreSQL {make_url(url).host}:{make_url(url).port or 5432} as OS account "
+            f"{who}, no password: {line}"
+        )
     open_roles = [line.split(" as ", 1)[1].split(":")[0] for line in seen if line.startswith("CONNECTED")]
     if open_roles or any(line.startswith("probe failed") for line in seen):
-        what = (f"lets OS account {who} connect without a password as {', '.join(open_roles)}" if open_roles
-                else "could not be checked")
-        return [f"the catalog's PostgreSQL ({make_url(url).host}:{make_url(url).port or 5432}) {what}: any PI's "
-                f"kernel could read every proprietary row, row-level security or not. Use a server that asks "
-                f"passwords (scram-sha-256) of every local connection, e.g. the project's own: "
-                f"'hcdc db cluster start', then catalog_url from 'hcdc db cluster url'"]
+        what = (
+            f"lets OS account {who} connect without a password as {', '.join(open_roles)}"
+            if open_roles
+            else "could not be checked"
+        )
+        return [
+            f"the catalog's PostgreSQL ({make_url(url).host}:{make_url(url).port or 5432}) {what}: any PI's "
+            f"kernel could read every proprietary row, row-level security or not. Use a server that asks "
+            f"passwords (scram-sha-256) of every local connection, e.g. the project's own: "
+            f"'hcdc db cluster start', then catalog_url from 'hcdc db cluster url'"
+        ]
     return []
 
 
@@ -744,12 +903,15 @@ def _privacy_problems(config: HubConfig, fix: bool, changes: list[str]) -> list[
         owner = account(name)
         _, data_dir = service_settings(config)
         if owner is None:
-            changes.append(f"to do: the service account {name} does not exist; the hub creates it at start, "
-                           f"or --fix now")
+            changes.append(
+                f"to do: the service account {name} does not exist; the hub creates it at start, or --fix now"
+            )
         else:
             if data_dir.exists() and data_dir.stat().st_uid != owner.pw_uid:
-                changes.append(f"to do: the data directory {data_dir} is not the service account's; the hub gives "
-                               f"it (and all under it but the hub state) to {name} at start, or --fix now")
+                changes.append(
+                    f"to do: the data directory {data_dir} is not the service account's; the hub gives "
+                    f"it (and all under it but the hub state) to {name} at start, or --fix now"
+                )
             blocked = unreachable_by(data_dir, owner)
             if blocked and fix:
                 for folder in blocked:
@@ -757,16 +919,20 @@ def _privacy_problems(config: HubConfig, fix: bool, changes: list[str]) -> list[
                     changes.append(f"{folder}: traversable by others (o+x) so that {name} reaches {data_dir}")
                 blocked = unreachable_by(data_dir, owner)
             if blocked:
-                problems.append(f"the service account {name} cannot reach {data_dir}: "
-                                f"{', '.join(map(str, blocked))} not traversable (hcdc hub preflight --fix)")
+                problems.append(
+                    f"the service account {name} cannot reach {data_dir}: "
+                    f"{', '.join(map(str, blocked))} not traversable (hcdc hub preflight --fix)"
+                )
     if isinstance(config.active.spawner, SystemUserSpawnerSection):
         from hcdc.hub_extensions import hub_accounts
 
         spawner = config.active.spawner
         for user in hub_accounts(spawner.system_user_prefix, spawner.min_uid):
             if os.path.isdir(user.pw_dir) and os.stat(user.pw_dir).st_mode & 0o077:
-                changes.append(f"to do: home {user.pw_dir} of {user.pw_name} is open to other accounts "
-                               f"({oct(stat.S_IMODE(os.stat(user.pw_dir).st_mode))}); closed at start, or --fix now")
+                changes.append(
+                    f"to do: home {user.pw_dir} of {user.pw_name} is open to other accounts "
+                    f"({oct(stat.S_IMODE(os.stat(user.pw_dir).st_mode))}); closed at start, or --fix now"
+                )
     return problems
 
 
@@ -790,10 +956,19 @@ def _load(config_path: Path | None, profile: str | None) -> HubConfig:
         raise click.ClickException(str(exc)) from None
 
 
-_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-                              default=None, help="Hub YAML (default: $HCDC_HUB_CONFIG or hub_config/hcdc_hub.yaml).")
-_profile_option = click.option("--profile", type=click.Choice(["local", "cluster"]), default=None,
-                               help="Profile to use (default: the file's 'profile').")
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Hub YAML (default: $HCDC_HUB_CONFIG or hub_config/hcdc_hub.yaml).",
+)
+_profile_option = click.option(
+    "--profile",
+    type=click.Choice(["local", "cluster"]),
+    default=None,
+    help="Profile to use (default: the file's 'profile').",
+)
 
 
 @click.group("hub")
@@ -810,7 +985,9 @@ def config_command(config_path: Path | None, profile: str | None, fmt: str) -> N
     config = _load(config_path, profile)
     traits = hub_traits(config)
     if fmt == "json":
-        click.echo(json.dumps(redacted(traits), indent=1, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+        click.echo(
+            json.dumps(redacted(traits), indent=1, default=lambda v: sorted(v) if isinstance(v, set) else str(v))
+        )
     else:
         click.echo(render_python(traits), nl=False)
 
@@ -824,9 +1001,13 @@ def schema_command() -> None:
 @main.command("preflight")
 @_config_option
 @_profile_option
-@click.option("--fix", is_flag=True, help="Repair what can be repaired and say what changed: the service account, "
-                                        "the data directory's owner and modes, PI homes closed to each other, "
-                                        "o+x on the folders leading to the interpreter and the data.")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Repair what can be repaired and say what changed: the service account, "
+    "the data directory's owner and modes, PI homes closed to each other, "
+    "o+x on the folders leading to the interpreter and the data.",
+)
 def preflight_command(config_path: Path | None, profile: str | None, fix: bool) -> None:
     """Check what the hub needs on this machine (proxy, interpreter reachable by PI accounts, kernel spec,
     service account, private data directory and homes)."""
@@ -844,8 +1025,12 @@ def preflight_command(config_path: Path | None, profile: str | None, fix: bool) 
 @main.command("start")
 @_config_option
 @_profile_option
-@click.option("--demo-users", is_flag=True, help="Create (or reset) approved accounts for the catalog's PIs, "
-                                                 "co-Is and staff, and the admins, and print their passwords once.")
+@click.option(
+    "--demo-users",
+    is_flag=True,
+    help="Create (or reset) approved accounts for the catalog's PIs, "
+    "co-Is and staff, and the admins, and print their passwords once.",
+)
 def start_command(config_path: Path | None, profile: str | None, demo_users: bool) -> None:
     """Start the hub in the foreground (Ctrl-C stops it and every server)."""
     config = _load(config_path, profile)
@@ -859,8 +1044,10 @@ def start_command(config_path: Path | None, profile: str | None, demo_users: boo
         people = demo_accounts(catalog_url)
         people += [(admin, "hub admin") for admin in config.hub.admin_users if admin not in dict(people)]
         if not people:
-            raise click.ClickException("the catalog has no PI, co-I or staff user: ingest with a programme "
-                                       "table first (hcdc ingest DIR --programmes T.ecsv)")
+            raise click.ClickException(
+                "the catalog has no PI, co-I or staff user: ingest with a programme "
+                "table first (hcdc ingest DIR --programmes T.ecsv)"
+            )
         passwords = {name: generate_password() for name, _ in people}
         write_seed_accounts(config, passwords, set(config.hub.admin_users))
         click.echo(f"Demo accounts (printed once; log in at {public_url(config)}hub/login):")

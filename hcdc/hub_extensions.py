@@ -58,9 +58,17 @@ def private_home(account: pwd.struct_passwd) -> list[str]:
 
 def hub_accounts(prefix: str = "", min_uid: int = 1000) -> list[pwd.struct_passwd]:
     """The OS accounts the spawner made for hub users (by their comment), uid >= ``min_uid``."""
-    return sorted((a for a in pwd.getpwall() if a.pw_gecos.startswith(HUB_ACCOUNT_COMMENT)
-                   and a.pw_name.startswith(prefix) and a.pw_uid >= min_uid and a.pw_uid != 0),
-                  key=lambda a: a.pw_name)
+    return sorted(
+        (
+            a
+            for a in pwd.getpwall()
+            if a.pw_gecos.startswith(HUB_ACCOUNT_COMMENT)
+            and a.pw_name.startswith(prefix)
+            and a.pw_uid >= min_uid
+            and a.pw_uid != 0
+        ),
+        key=lambda a: a.pw_name,
+    )
 
 
 class SpawnRefused(RuntimeError):
@@ -73,9 +81,12 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
     system_user_prefix = Unicode("", config=True, help="OS account name = prefix + hub user name.")
     create_system_users = Bool(True, config=True, help="Create the OS account on first spawn (useradd).")
     min_uid = Integer(1000, config=True, help="Never run a server as an account below this uid.")
-    starter_files = List(Unicode(), [str(TUTORIALS / "reduction_panel.py"), str(TUTORIALS / "PI_GUIDE.md")],
-                         config=True, help="Files put into each user's ~/<starter_folder> when missing "
-                                           "(jupytext .py notebooks become .ipynb).")
+    starter_files = List(
+        Unicode(),
+        [str(TUTORIALS / "reduction_panel.py"), str(TUTORIALS / "PI_GUIDE.md")],
+        config=True,
+        help="Files put into each user's ~/<starter_folder> when missing (jupytext .py notebooks become .ipynb).",
+    )
     starter_folder = Unicode("hcdc-tutorials", config=True, help="Folder of the home that gets starter_files.")
 
     @property
@@ -85,25 +96,43 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
     def _account(self) -> pwd.struct_passwd:
         name = self.system_username
         if not SYSTEM_NAME.match(name):
-            raise SpawnRefused(f"hub user {self.user.name!r} cannot be mapped to an OS account ({name!r} is not a "
-                               f"valid account name: lower-case letters, digits, '-' and '_', at most 32)")
+            raise SpawnRefused(
+                f"hub user {self.user.name!r} cannot be mapped to an OS account ({name!r} is not a "
+                f"valid account name: lower-case letters, digits, '-' and '_', at most 32)"
+            )
         try:
             account = pwd.getpwnam(name)
         except KeyError:
             if not self.create_system_users:
-                raise SpawnRefused(f"no OS account {name!r} for hub user {self.user.name!r}; ask the admins to "
-                                   f"create it (create_system_users is off)") from None
+                raise SpawnRefused(
+                    f"no OS account {name!r} for hub user {self.user.name!r}; ask the admins to "
+                    f"create it (create_system_users is off)"
+                ) from None
             self.log.info("creating OS account %s for hub user %s", name, self.user.name)
             result = subprocess.run(
-                ["useradd", "--create-home", "--user-group", "--shell", "/usr/sbin/nologin", "-K", "HOME_MODE=0700",
-                 "--comment", f"{HUB_ACCOUNT_COMMENT} {self.user.name}", name],
-                capture_output=True, text=True)
+                [
+                    "useradd",
+                    "--create-home",
+                    "--user-group",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "-K",
+                    "HOME_MODE=0700",
+                    "--comment",
+                    f"{HUB_ACCOUNT_COMMENT} {self.user.name}",
+                    name,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
                 raise SpawnRefused(f"cannot create OS account {name!r}: {result.stderr.strip()}") from None
             account = pwd.getpwnam(name)
         if account.pw_uid < self.min_uid or account.pw_uid == 0:
-            raise SpawnRefused(f"refusing to run {self.user.name!r}'s server as OS account {name!r} "
-                               f"(uid {account.pw_uid} < {self.min_uid}: root or a system account)")
+            raise SpawnRefused(
+                f"refusing to run {self.user.name!r}'s server as OS account {name!r} "
+                f"(uid {account.pw_uid} < {self.min_uid}: root or a system account)"
+            )
         for change in private_home(account):  # also homes made before homes were private
             self.log.warning("HC-DC: %s", change)
         return account
@@ -115,6 +144,7 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
             become()
             # what the server, its kernels and terminals create is the user's alone (files 0600, folders 0700)
             os.umask(PRIVATE_UMASK)
+
         return preexec
 
     def user_env(self, env):
@@ -207,17 +237,22 @@ class HCDCNativeAuthenticator(NativeAuthenticator):
     ``self.statsd`` that JupyterHub 6 no longer has (every login would be a 500).
     """
 
-    seed_accounts_file = Unicode("", config=True,
-                                 help="JSON list of {username, password_bcrypt, admin}: approved accounts to "
-                                      "create or reset at start; the file is removed once applied.")
+    seed_accounts_file = Unicode(
+        "",
+        config=True,
+        help="JSON list of {username, password_bcrypt, admin}: approved accounts to "
+        "create or reset at start; the file is removed once applied.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._apply_seed_accounts()
 
     def get_handlers(self, app):
-        return [(url, _LoginHandler if handler is NativeLoginHandler else handler)
-                for url, handler in super().get_handlers(app)]
+        return [
+            (url, _LoginHandler if handler is NativeLoginHandler else handler)
+            for url, handler in super().get_handlers(app)
+        ]
 
     def _apply_seed_accounts(self) -> None:
         if not self.seed_accounts_file:

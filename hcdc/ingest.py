@@ -89,9 +89,15 @@ class IngestReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.new or self.updated or self.observations_added or self.observations_updated
-                    or self.observations_removed or self.calibration_links_added
-                    or self.calibration_links_removed)
+        return bool(
+            self.new
+            or self.updated
+            or self.observations_added
+            or self.observations_updated
+            or self.observations_removed
+            or self.calibration_links_added
+            or self.calibration_links_removed
+        )
 
 
 def _is_fits_name(name: str) -> bool:
@@ -128,19 +134,39 @@ def _examine(path: str) -> dict[str, Any]:
         row.setdefault("sha256", None)
         return row
     except Exception as exc:  # never let one file stop a batch
-        row.update(status="rejected", reject_reason=f"unexpected error: {type(exc).__name__}: {exc}",
-                   reject_keyword=None, sha256=row.get("sha256"))
+        row.update(
+            status="rejected",
+            reject_reason=f"unexpected error: {type(exc).__name__}: {exc}",
+            reject_keyword=None,
+            sha256=row.get("sha256"),
+        )
         return row
     summary = info.summary()
     summary.pop("path", None)
     row.update(
-        status="accepted", reject_reason=None, reject_keyword=None,
-        instrument=info.instrument, kind=info.kind.value, dpr_catg=info.category, dpr_type=info.type,
-        dpr_tech=info.technique, date_obs=info.date_obs, mjd_obs=info.mjd_obs, night=info.night,
-        dit_s=info.dit_s, ndit=info.ndit, n_frames=info.n_frames, target=info.target,
-        programme=info.programme, ob_id=info.ob_id, ob_name=info.ob_name,
-        template_start=info.template_start, mode=info.mode, filter=info.filter,
-        coronagraph=info.coronagraph, header=summary,
+        status="accepted",
+        reject_reason=None,
+        reject_keyword=None,
+        instrument=info.instrument,
+        kind=info.kind.value,
+        dpr_catg=info.category,
+        dpr_type=info.type,
+        dpr_tech=info.technique,
+        date_obs=info.date_obs,
+        mjd_obs=info.mjd_obs,
+        night=info.night,
+        dit_s=info.dit_s,
+        ndit=info.ndit,
+        n_frames=info.n_frames,
+        target=info.target,
+        programme=info.programme,
+        ob_id=info.ob_id,
+        ob_name=info.ob_name,
+        template_start=info.template_start,
+        mode=info.mode,
+        filter=info.filter,
+        coronagraph=info.coronagraph,
+        header=summary,
         # calibrations are public at once; science frames get their release date
         # from their observation's programme when grouped
         release_date=info.date_obs.date() if info.kind.is_calibration else None,
@@ -148,8 +174,9 @@ def _examine(path: str) -> dict[str, Any]:
     return row
 
 
-_ROW_COLUMNS = [c.name for c in RawFile.__table__.columns if c.name not in ("id", "ingested_at", "updated_at",
-                                                                              "observation_id")]
+_ROW_COLUMNS = [
+    c.name for c in RawFile.__table__.columns if c.name not in ("id", "ingested_at", "updated_at", "observation_id")
+]
 
 
 def _normalise(row: dict[str, Any]) -> dict[str, Any]:
@@ -157,8 +184,7 @@ def _normalise(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _examine_all(paths: list[str], workers: int, progress: bool) -> Iterator[dict[str, Any]]:
-    bar = tqdm(total=len(paths), desc="reading headers", unit="file", disable=not progress or None,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(paths), desc="reading headers", unit="file", disable=not progress or None, dynamic_ncols=True)
     try:
         if workers <= 1 or len(paths) < 50:
             for path in paths:
@@ -178,16 +204,29 @@ def ensure_instruments(session: Session) -> None:
     known = set(session.scalars(select(Instrument.name)))
     for instrument in INSTRUMENTS:
         if instrument.name not in known:
-            session.add(Instrument(name=instrument.name, telescope=instrument.telescope,
-                                   pixel_scale_mas=instrument.pixel_scale_mas.value,
-                                   site_latitude_deg=instrument.site_latitude_deg,
-                                   site_longitude_deg=instrument.site_longitude_deg))
+            session.add(
+                Instrument(
+                    name=instrument.name,
+                    telescope=instrument.telescope,
+                    pixel_scale_mas=instrument.pixel_scale_mas.value,
+                    site_latitude_deg=instrument.site_latitude_deg,
+                    site_longitude_deg=instrument.site_longitude_deg,
+                )
+            )
     session.flush()
 
 
-def ingest(root: str | Path, catalog: Catalog, *, programmes: Path | None = None, targets: Path | None = None,
-           progress: bool = False, batch_size: int = 500, workers: int = 1,
-           default_proprietary_months: int = 12) -> IngestReport:
+def ingest(
+    root: str | Path,
+    catalog: Catalog,
+    *,
+    programmes: Path | None = None,
+    targets: Path | None = None,
+    progress: bool = False,
+    batch_size: int = 500,
+    workers: int = 1,
+    default_proprietary_months: int = 12,
+) -> IngestReport:
     """Ingest the archive below ``root`` into ``catalog``.
 
     Parameters
@@ -231,9 +270,14 @@ def ingest(root: str | Path, catalog: Catalog, *, programmes: Path | None = None
     paths, report.ignored_not_fits = walk_archive(root) if root.is_dir() else ([root], 0)
     report.seen = len(paths)
     with catalog.session() as session:
-        known = {p: (i, s, m) for p, i, s, m in session.execute(
-            select(RawFile.path, RawFile.id, RawFile.size_bytes, RawFile.mtime_ns)
-            .where(RawFile.path.startswith(str(root) if root.is_dir() else str(root))))}
+        known = {
+            p: (i, s, m)
+            for p, i, s, m in session.execute(
+                select(RawFile.path, RawFile.id, RawFile.size_bytes, RawFile.mtime_ns).where(
+                    RawFile.path.startswith(str(root) if root.is_dir() else str(root))
+                )
+            )
+        }
     todo: list[str] = []
     for path in paths:
         key = str(path)
@@ -279,8 +323,10 @@ def ingest(root: str | Path, catalog: Catalog, *, programmes: Path | None = None
     with catalog.session() as session:
         already = set(r.path for r in report.rejected)
         for path, reason, keyword in session.execute(
-                select(RawFile.path, RawFile.reject_reason, RawFile.reject_keyword)
-                .where(RawFile.status == "rejected", RawFile.path.startswith(str(root)))):
+            select(RawFile.path, RawFile.reject_reason, RawFile.reject_keyword).where(
+                RawFile.status == "rejected", RawFile.path.startswith(str(root))
+            )
+        ):
             if path not in already:
                 report.rejected.append(Rejection(path, reason, keyword))
 
@@ -292,8 +338,9 @@ def ingest(root: str | Path, catalog: Catalog, *, programmes: Path | None = None
         run.finished_at = datetime.now(timezone.utc)
         run.n_seen, run.n_new, run.n_updated = report.seen, report.new, report.updated
         run.n_unchanged, run.n_rejected = report.unchanged, len(report.rejected)
-        run.n_observations_changed = (report.observations_added + report.observations_updated
-                                      + report.observations_removed)
+        run.n_observations_changed = (
+            report.observations_added + report.observations_updated + report.observations_removed
+        )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -301,9 +348,15 @@ def ingest(root: str | Path, catalog: Catalog, *, programmes: Path | None = None
 def _grouped_once(catalog: Catalog) -> bool:
     """False when accepted science frames exist but no observation was built yet."""
     with catalog.session() as session:
-        orphan = session.scalar(select(RawFile.id).where(
-            RawFile.status == "accepted", RawFile.observation_id.is_(None),
-            RawFile.kind.in_([k.value for k in FrameKind if k.is_science_sequence])).limit(1))
+        orphan = session.scalar(
+            select(RawFile.id)
+            .where(
+                RawFile.status == "accepted",
+                RawFile.observation_id.is_(None),
+                RawFile.kind.in_([k.value for k in FrameKind if k.is_science_sequence]),
+            )
+            .limit(1)
+        )
         return orphan is None
 
 
@@ -329,23 +382,34 @@ def field_rotation(frames: list[RawFile]) -> float | None:
     return float(abs(unwrapped[-1] - unwrapped[0]))
 
 
-def _observation_values(group: ObservationGroup, programme: Programme | None, target_id: int | None,
-                        default_months: int) -> dict[str, Any]:
+def _observation_values(
+    group: ObservationGroup, programme: Programme | None, target_id: int | None, default_months: int
+) -> dict[str, Any]:
     science: list[RawFile] = group.science  # type: ignore[assignment]
     frames: list[RawFile] = group.frames  # type: ignore[assignment]
     headers = [f.header or {} for f in (science or frames)]
     times = [f.date_obs for f in frames]
-    months = programme.proprietary_months if programme and programme.proprietary_months is not None \
-        else default_months
+    months = programme.proprietary_months if programme and programme.proprietary_months is not None else default_months
     instrument = by_name(group.instrument)
     missing = group.missing
     return dict(
-        key=group.key, instrument=group.instrument, target_id=target_id,
-        programme_id=programme.id if programme else None, origin="raw", night=group.night,
-        ob_id=group.ob_id, ob_name=group.ob_name, mode=group.mode, filter=group.filter,
-        coronagraph=group.coronagraph, dit_s=group.dit_s,
-        date_start=min(times), date_end=max(times),
-        n_science_files=len(group.science), n_center_files=len(group.center), n_flux_files=len(group.flux),
+        key=group.key,
+        instrument=group.instrument,
+        target_id=target_id,
+        programme_id=programme.id if programme else None,
+        origin="raw",
+        night=group.night,
+        ob_id=group.ob_id,
+        ob_name=group.ob_name,
+        mode=group.mode,
+        filter=group.filter,
+        coronagraph=group.coronagraph,
+        dit_s=group.dit_s,
+        date_start=min(times),
+        date_end=max(times),
+        n_science_files=len(group.science),
+        n_center_files=len(group.center),
+        n_flux_files=len(group.flux),
         n_science_frames=int(sum(f.n_frames or 0 for f in science)),
         exposure_time_s=float(sum((f.dit_s or 0) * (f.n_frames or 0) for f in science)) if science else None,
         parang_start_deg=headers[0].get("parang_start_deg") if headers else None,
@@ -392,7 +456,8 @@ def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) ->
             programme = programmes.get(reference.programme) if reference.programme else None
             if reference.programme and programme is None:
                 programme = programmes[reference.programme] = ensure_programme(
-                    session, reference.programme, header.get("pi_coi"))
+                    session, reference.programme, header.get("pi_coi")
+                )
             target = None
             if group.target:
                 target = targets.get(normalize_name(group.target))
@@ -416,23 +481,32 @@ def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) ->
                         changed = True
                 if changed:
                     report.observations_updated += 1
-            links = {(f.id, m.role.value, m.for_dit_s) for m in matches if m.sequence is not None
-                     for f in m.sequence.files}
+            links = {
+                (f.id, m.role.value, m.for_dit_s) for m in matches if m.sequence is not None for f in m.sequence.files
+            }
             plans.append((group, observation, links))
         # observations whose frames are gone (file changed set-up or became unreadable)
         wanted_keys = {group.key for group in groups}
         for key in set(existing) - wanted_keys:
-            session.execute(update(RawFile).where(RawFile.observation_id == existing[key].id)
-                            .values(observation_id=None))
+            session.execute(
+                update(RawFile).where(RawFile.observation_id == existing[key].id).values(observation_id=None)
+            )
             session.delete(existing[key])
             report.observations_removed += 1
         session.flush()  # ids of the new observations
 
         current: dict[tuple[int, int, str, float | None], int] = {
-            (o, r, role, dit): link_id for link_id, o, r, role, dit in session.execute(
-                select(ObservationCalibration.id, ObservationCalibration.observation_id,
-                       ObservationCalibration.raw_file_id, ObservationCalibration.role,
-                       ObservationCalibration.for_dit_s))}
+            (o, r, role, dit): link_id
+            for link_id, o, r, role, dit in session.execute(
+                select(
+                    ObservationCalibration.id,
+                    ObservationCalibration.observation_id,
+                    ObservationCalibration.raw_file_id,
+                    ObservationCalibration.role,
+                    ObservationCalibration.for_dit_s,
+                )
+            )
+        }
         wanted: set[tuple[int, int, str, float | None]] = set()
         for group, observation, links in plans:
             for frame in group.frames:
@@ -446,7 +520,9 @@ def regroup(catalog: Catalog, report: IngestReport, default_months: int = 12) ->
         if removed:
             session.execute(delete(ObservationCalibration).where(ObservationCalibration.id.in_(removed)))
         if added:
-            session.execute(insert(ObservationCalibration), [
-                {"observation_id": o, "raw_file_id": r, "role": role, "for_dit_s": dit} for o, r, role, dit in added])
+            session.execute(
+                insert(ObservationCalibration),
+                [{"observation_id": o, "raw_file_id": r, "role": role, "for_dit_s": dit} for o, r, role, dit in added],
+            )
         report.calibration_links_removed += len(removed)
         report.calibration_links_added += len(added)

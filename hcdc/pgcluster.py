@@ -49,8 +49,11 @@ def postgres_bin(tool: str) -> Path:
     found = shutil.which(tool)
     if found:
         return Path(found)
-    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"),
-                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0, reverse=True)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
     if not versions:
         raise ClusterError(f"{tool} not found: install Debian's postgresql package (apt-get install postgresql)")
     return versions[0]
@@ -86,8 +89,7 @@ class ProjectCluster:
 
     def url(self, role: str = OWNER_ROLE, database: str = DATABASE) -> str:
         """SQLAlchemy URL of ``database`` as ``role``; the password comes from the pass file."""
-        return (f"postgresql+psycopg://{role}@127.0.0.1:{self.port}/{database}"
-                f"?passfile={self.passfile}")
+        return f"postgresql+psycopg://{role}@127.0.0.1:{self.port}/{database}?passfile={self.passfile}"
 
     # --- running as the owner -------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class ProjectCluster:
         account = pwd.getpwnam(self.owner)
         preexec = None
         if os.geteuid() == 0 and account.pw_uid != 0:
+
             def preexec() -> None:
                 os.setgroups([])
                 os.setgid(account.pw_gid)
@@ -104,8 +107,9 @@ class ProjectCluster:
         elif os.geteuid() != account.pw_uid:
             raise ClusterError(f"the cluster belongs to {self.owner}: run this as root or as {self.owner}")
         env = {"PATH": "/usr/bin:/bin", "HOME": account.pw_dir, "LANG": "C.UTF-8", "PGPASSFILE": str(self.passfile)}
-        return subprocess.run([str(a) for a in argv], preexec_fn=preexec, env=env, capture_output=True, text=True,
-                              cwd=self.root, **kwargs)
+        return subprocess.run(
+            [str(a) for a in argv], preexec_fn=preexec, env=env, capture_output=True, text=True, cwd=self.root, **kwargs
+        )
 
     def _check(self, done: subprocess.CompletedProcess, what: str) -> None:
         if done.returncode != 0:
@@ -137,56 +141,97 @@ class ProjectCluster:
         superuser_file = self.root / "superuser-password"
         _write_private(superuser_file, passwords[SUPERUSER] + "\n", account)
         try:
-            self._check(self._as_owner([postgres_bin("initdb"), "-D", self.data, "-U", SUPERUSER,
-                                        "--auth=scram-sha-256", f"--pwfile={superuser_file}", "-E", "UTF8",
-                                        "--locale=C.UTF-8"]), "initdb")
+            self._check(
+                self._as_owner(
+                    [
+                        postgres_bin("initdb"),
+                        "-D",
+                        self.data,
+                        "-U",
+                        SUPERUSER,
+                        "--auth=scram-sha-256",
+                        f"--pwfile={superuser_file}",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                "initdb",
+            )
         finally:
             superuser_file.unlink(missing_ok=True)
         (self.data / "pg_hba.conf").write_text(
             "# HC-DC: passwords (scram-sha-256) only; no trust, no peer, nothing but loopback\n"
             "local all all scram-sha-256\n"
             "host  all all 127.0.0.1/32 scram-sha-256\n"
-            "host  all all ::1/128 scram-sha-256\n")
+            "host  all all ::1/128 scram-sha-256\n"
+        )
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# HC-DC\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                       f"unix_socket_directories = '{self.socket_dir}'\nunix_socket_permissions = 0700\n"
-                       "password_encryption = 'scram-sha-256'\n")
+            conf.write(
+                f"\n# HC-DC\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\nunix_socket_permissions = 0700\n"
+                "password_encryption = 'scram-sha-256'\n"
+            )
         try:
             self.start()
-            for statement in (f"CREATE ROLE {OWNER_ROLE} LOGIN PASSWORD '{passwords[OWNER_ROLE]}'",
-                              f"CREATE ROLE {READER_ROLE} NOLOGIN",
-                              f"GRANT {READER_ROLE} TO {OWNER_ROLE} WITH ADMIN OPTION",
-                              f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}",
-                              "REVOKE ALL ON DATABASE postgres FROM PUBLIC"):
+            for statement in (
+                f"CREATE ROLE {OWNER_ROLE} LOGIN PASSWORD '{passwords[OWNER_ROLE]}'",
+                f"CREATE ROLE {READER_ROLE} NOLOGIN",
+                f"GRANT {READER_ROLE} TO {OWNER_ROLE} WITH ADMIN OPTION",
+                f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}",
+                "REVOKE ALL ON DATABASE postgres FROM PUBLIC",
+            ):
                 self.psql_superuser(statement)
         except BaseException:  # half a cluster is worse than none: the next start begins again
             self.stop()
             shutil.rmtree(self.data, ignore_errors=True)
             raise
-        return [f"created the PostgreSQL cluster {self.data} (scram-sha-256 only, port {self.port}, "
-                f"owner {self.owner}); passwords in {self.passfile} (0600)"]
+        return [
+            f"created the PostgreSQL cluster {self.data} (scram-sha-256 only, port {self.port}, "
+            f"owner {self.owner}); passwords in {self.passfile} (0600)"
+        ]
 
     def start(self) -> list[str]:
         if not self.exists():
             return self.init()
         if self.running():
             return []
-        self._check(self._as_owner([postgres_bin("pg_ctl"), "-D", self.data, "-l", self.logfile, "-w",
-                                    "-t", "60", "start"]), "pg_ctl start")
+        self._check(
+            self._as_owner([postgres_bin("pg_ctl"), "-D", self.data, "-l", self.logfile, "-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )
         return [f"started PostgreSQL on 127.0.0.1:{self.port}"]
 
     def stop(self) -> list[str]:
         if not self.running():
             return []
-        self._check(self._as_owner([postgres_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"]),
-                    "pg_ctl stop")
+        self._check(
+            self._as_owner([postgres_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"]), "pg_ctl stop"
+        )
         return [f"stopped PostgreSQL on 127.0.0.1:{self.port}"]
 
     def psql_superuser(self, sql: str, database: str = "postgres") -> str:
         psql = shutil.which("psql") or str(postgres_bin("psql"))
         for _ in range(40):  # just started: the socket may need a moment
-            done = self._as_owner([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
-                                   "-U", SUPERUSER, "-d", database, "-c", sql])
+            done = self._as_owner(
+                [
+                    psql,
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    SUPERUSER,
+                    "-d",
+                    database,
+                    "-c",
+                    sql,
+                ]
+            )
             if done.returncode == 0 or "starting up" not in done.stderr:
                 break
             time.sleep(0.25)
@@ -205,7 +250,7 @@ def _write_private(path: Path, text: str, account: pwd.struct_passwd) -> None:
 # --- what a PI could do -------------------------------------------------------------------------------
 
 
-PROBE = r'''
+PROBE = r"""
 import sys, psycopg
 host, port, database = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 for role in sys.argv[4:]:
@@ -214,8 +259,9 @@ for role in sys.argv[4:]:
                         passfile="/nonexistent", sslmode="disable").close()
         print(f"CONNECTED as {role}")
     except Exception as exc:
-        print(f"refused as {role}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}")
-'''
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        print(f"refused as {role}: {reason}")
+"""
 
 
 def passwordless_probe(url: str, account: str, python: str) -> list[str]:
@@ -236,8 +282,15 @@ def passwordless_probe(url: str, account: str, python: str) -> list[str]:
 
     preexec = become if os.geteuid() == 0 else None
     env = {"PATH": "/usr/bin:/bin", "HOME": user.pw_dir if os.path.isdir(user.pw_dir) else "/", "LANG": "C.UTF-8"}
-    done = subprocess.run([python, "-c", PROBE, host, str(port), parsed.database or "postgres", *roles],
-                          preexec_fn=preexec, env=env, capture_output=True, text=True, timeout=60, cwd="/")
+    done = subprocess.run(
+        [python, "-c", PROBE, host, str(port), parsed.database or "postgres", *roles],
+        preexec_fn=preexec,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if not lines:
         return [f"probe failed: {done.stderr.strip()[-300:]}"]

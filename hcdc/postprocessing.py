@@ -20,6 +20,8 @@ from astropy.io import fits
 from sqlalchemy import select
 
 from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
+from reduction.postproc.tables import contrast_table as _contrast_table
+from reduction.postproc.tables import detections_table as _detections_table
 from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
@@ -31,8 +33,6 @@ from .catalog.models import (
     Product,
     Reduction,
 )
-from reduction.postproc.tables import contrast_table as _contrast_table
-from reduction.postproc.tables import detections_table as _detections_table
 from .processing import _finish, start_reduction
 
 STEP = PostprocessStep.name
@@ -70,9 +70,12 @@ def source_reduction(session, observation_id: int, source_reduction_id: int | No
         if reduction is None or reduction.status != "done":
             raise NoInputError(f"reduction {source_reduction_id} is not a done reduction")
         return reduction
-    reduction = session.scalar(select(Reduction).where(
-        Reduction.observation_id == observation_id, Reduction.step.in_(SOURCE_STEPS),
-        Reduction.status == "done").order_by(Reduction.finished_at.desc(), Reduction.id.desc()).limit(1))
+    reduction = session.scalar(
+        select(Reduction)
+        .where(Reduction.observation_id == observation_id, Reduction.step.in_(SOURCE_STEPS), Reduction.status == "done")
+        .order_by(Reduction.finished_at.desc(), Reduction.id.desc())
+        .limit(1)
+    )
     if reduction is None:
         raise NoInputError(f"observation {observation_id} has no calibrated cube (run the pre-processing first)")
     return reduction
@@ -86,14 +89,27 @@ def input_products(reduction: Reduction) -> dict[str, Product]:
     return products
 
 
-def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
-                                    params: PostprocessParameters = PostprocessParameters(), *,
-                                    source_reduction_id: int | None = None, campaign_id: int | None = None,
-                                    reduction_id: int | None = None) -> PostprocessOutcome:
+def postprocess_catalog_observation(
+    catalog: Catalog,
+    observation_id: int,
+    data_dir: Path,
+    params: PostprocessParameters = PostprocessParameters(),
+    *,
+    source_reduction_id: int | None = None,
+    campaign_id: int | None = None,
+    reduction_id: int | None = None,
+) -> PostprocessOutcome:
     """Post-process one observation (every wavelength) and record detections and limits."""
     if reduction_id is None:
-        reduction_id = start_reduction(catalog, observation_id, STEP, PostprocessStep.version, params.to_dict(),
-                                       params.fingerprint(), campaign_id=campaign_id)
+        reduction_id = start_reduction(
+            catalog,
+            observation_id,
+            STEP,
+            PostprocessStep.version,
+            params.to_dict(),
+            params.fingerprint(),
+            campaign_id=campaign_id,
+        )
     out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"postprocess-r{reduction_id}"
     paths: dict[str, Path] = {}
     n_detections = 0
@@ -107,8 +123,10 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
             target_id, release = observation.target_id, observation.release_date
             pixel_scale = cube_meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec
             reduction = session.get(Reduction, reduction_id)
-            reduction.inputs = [{"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
-                                for p in products.values()]
+            reduction.inputs = [
+                {"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
+                for p in products.values()
+            ]
             star_fluxes = cube_meta.get("star_flux") or []
             wavelengths = cube_meta.get("wavelengths_um") or []
             paths_in = {kind: Path(p.path) for kind, p in products.items()}
@@ -129,8 +147,9 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
             wavelength = float(wavelengths[band]) if band < len(wavelengths) else None
             # the science time covers what a plain script would do too: compute and write the products
             t0 = time.perf_counter()
-            result = PostprocessStep()(params, cube=band_cube, angles=angles, psf=band_psf, pixel_scale=pixel_scale,
-                                       star_flux=star_flux)
+            result = PostprocessStep()(
+                params, cube=band_cube, angles=angles, psf=band_psf, pixel_scale=pixel_scale, star_flux=star_flux
+            )
             suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
             header = fits.Header()
             header["HIERARCH HCDC REDUCTION_ID"] = reduction_id
@@ -139,10 +158,12 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
                 header["HIERARCH HCDC WAVE"] = (wavelength, "[um]")
             paths[f"residuals{suffix}"] = out_dir / f"residuals{suffix}.fits"
             fits.PrimaryHDU(result.subtraction.residuals.astype(np.float32), header=header).writeto(
-                paths[f"residuals{suffix}"], overwrite=True)
+                paths[f"residuals{suffix}"], overwrite=True
+            )
             paths[f"snrmap{suffix}"] = out_dir / f"snrmap{suffix}.fits"
             fits.PrimaryHDU(result.detection.snr_map.astype(np.float32), header=header).writeto(
-                paths[f"snrmap{suffix}"], overwrite=True)
+                paths[f"snrmap{suffix}"], overwrite=True
+            )
             table = _detections_table(result, pixel_scale, star_flux)
             paths[f"detections{suffix}"] = out_dir / f"detections{suffix}.ecsv"
             table.write(paths[f"detections{suffix}"], format="ascii.ecsv", overwrite=True)
@@ -154,23 +175,44 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
             for row in table:
                 arc_fwhm = float(row["sep_px"]) * rotation_rad / fwhm
                 status = "candidate" if arc_fwhm >= MIN_ARC_FWHM else "low-rotation"
-                detections.append(Detection(
-                    status=status,
-                    reduction_id=reduction_id, observation_id=observation_id, target_id=target_id,
-                    wavelength_um=wavelength, x_px=float(row["x"]), y_px=float(row["y"]),
-                    sep_arcsec=float(row["sep_arcsec"]), sep_err_arcsec=_finite(row["sep_arcsec_err"]),
-                    pa_deg=float(row["pa_deg"]), pa_err_deg=_finite(row["pa_deg_err"]), snr=float(row["snr"]),
-                    fpf=_finite(row["fpf"]), flux=_finite(row["flux_fwhm_aperture"]),
-                    flux_err=_finite(row["flux_fwhm_aperture_err"]), contrast=_finite(row["contrast"]),
-                    contrast_err=_finite(row["contrast_err"]), release_date=release))
-            limit = DetectionLimit(reduction_id=reduction_id, observation_id=observation_id,
-                                   sigma=float(result.contrast.sigma), algorithm=params.subtraction.algorithm,
-                                   wavelength_um=wavelength, release_date=release)
+                detections.append(
+                    Detection(
+                        status=status,
+                        reduction_id=reduction_id,
+                        observation_id=observation_id,
+                        target_id=target_id,
+                        wavelength_um=wavelength,
+                        x_px=float(row["x"]),
+                        y_px=float(row["y"]),
+                        sep_arcsec=float(row["sep_arcsec"]),
+                        sep_err_arcsec=_finite(row["sep_arcsec_err"]),
+                        pa_deg=float(row["pa_deg"]),
+                        pa_err_deg=_finite(row["pa_deg_err"]),
+                        snr=float(row["snr"]),
+                        fpf=_finite(row["fpf"]),
+                        flux=_finite(row["flux_fwhm_aperture"]),
+                        flux_err=_finite(row["flux_fwhm_aperture_err"]),
+                        contrast=_finite(row["contrast"]),
+                        contrast_err=_finite(row["contrast_err"]),
+                        release_date=release,
+                    )
+                )
+            limit = DetectionLimit(
+                reduction_id=reduction_id,
+                observation_id=observation_id,
+                sigma=float(result.contrast.sigma),
+                algorithm=params.subtraction.algorithm,
+                wavelength_um=wavelength,
+                release_date=release,
+            )
             contrasts = curve["contrast_5sigma"] if star_flux else curve["flux_5sigma"]
             for sep, value, throughput in zip(curve["sep_arcsec"], contrasts, curve["throughput"]):
                 if np.isfinite(sep) and np.isfinite(value):
-                    limit.points.append(DetectionLimitPoint(sep_arcsec=float(sep), contrast=float(value),
-                                                            throughput=_finite(throughput)))
+                    limit.points.append(
+                        DetectionLimitPoint(
+                            sep_arcsec=float(sep), contrast=float(value), throughput=_finite(throughput)
+                        )
+                    )
             limits.append(limit)
         if len(cubes) > 1:
             _vet_across_bands(detections, pixel_scale)
@@ -178,9 +220,16 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
             reduction = session.get(Reduction, reduction_id)
             session.add_all(detections + limits)
             for kind, path in paths.items():
-                reduction.products.append(Product(observation_id=observation_id, kind=kind, path=str(path),
-                                                  sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                                                  release_date=release))
+                reduction.products.append(
+                    Product(
+                        observation_id=observation_id,
+                        kind=kind,
+                        path=str(path),
+                        sha256=sha256_file(path),
+                        size_bytes=path.stat().st_size,
+                        release_date=release,
+                    )
+                )
         n_detections = len(detections)
         status, error = "done", None
     except NoInputError as exc:
@@ -188,12 +237,14 @@ def postprocess_catalog_observation(catalog: Catalog, observation_id: int, data_
     except Exception as exc:  # recorded, never raised
         status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
     _finish(catalog, reduction_id, status, error, science_seconds if status == "done" else None)
-    return PostprocessOutcome(observation_id, reduction_id, status, error, n_detections,
-                              {k: str(v) for k, v in paths.items()})
+    return PostprocessOutcome(
+        observation_id, reduction_id, status, error, n_detections, {k: str(v) for k, v in paths.items()}
+    )
 
 
 def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:
     """Flag candidates not seen at the same position in another band (``single-band``)."""
+
     def xy(d: Detection) -> tuple[float, float]:
         r = d.sep_arcsec / pixel_scale
         return r * np.sin(np.deg2rad(d.pa_deg)), r * np.cos(np.deg2rad(d.pa_deg))

@@ -26,6 +26,7 @@ import numpy as np
 from astropy.io import fits
 from sqlalchemy import select
 
+from reduction.instruments import by_name
 from reduction.preprocess import (
     ObservationFiles,
     Preprocess,
@@ -33,7 +34,6 @@ from reduction.preprocess import (
     PreprocessParameters,
     write_products,
 )
-from reduction.instruments import by_name
 from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
@@ -55,8 +55,12 @@ def git_commit() -> str | None:
     """The commit of the code that runs (None outside a git checkout)."""
     try:
         # the services run as their own account, not the checkout's owner: git would refuse the repository
-        result = subprocess.run(["git", "-c", f"safe.directory={REPO}", "-C", str(REPO), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", "-c", f"safe.directory={REPO}", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
@@ -70,18 +74,20 @@ def environment_sha256() -> str | None:
 
 def observation_files(session, observation: Observation) -> ObservationFiles:
     """The raw inputs of an observation from the catalog (frames + calibration links)."""
-    frames = session.scalars(select(RawFile).where(RawFile.observation_id == observation.id,
-                                                   RawFile.status == "accepted")).all()
+    frames = session.scalars(
+        select(RawFile).where(RawFile.observation_id == observation.id, RawFile.status == "accepted")
+    ).all()
     by_kind: dict[str, list[Path]] = defaultdict(list)
     for frame in sorted(frames, key=lambda f: f.date_obs):
         by_kind[frame.kind].append(Path(frame.path))
     per_dit: dict[str, dict[float, list[Path]]] = defaultdict(lambda: defaultdict(list))
     flats: list[Path] = []
-    lamps: dict[str, list[Path]] = defaultdict(list)   # IFS: wave, specpos
-    for link, raw in session.execute(select(ObservationCalibration, RawFile)
-                                     .join(RawFile, RawFile.id == ObservationCalibration.raw_file_id)
-                                     .where(ObservationCalibration.observation_id == observation.id,
-                                            RawFile.status == "accepted")):
+    lamps: dict[str, list[Path]] = defaultdict(list)  # IFS: wave, specpos
+    for link, raw in session.execute(
+        select(ObservationCalibration, RawFile)
+        .join(RawFile, RawFile.id == ObservationCalibration.raw_file_id)
+        .where(ObservationCalibration.observation_id == observation.id, RawFile.status == "accepted")
+    ):
         if link.role == "flat":
             flats.append(Path(raw.path))
         elif link.role in ("wave", "specpos"):
@@ -93,10 +99,17 @@ def observation_files(session, observation: Observation) -> ObservationFiles:
         return {dit: tuple(sorted(paths)) for dit, paths in per_dit[role].items()}
 
     return ObservationFiles(
-        instrument=observation.instrument, filter=observation.filter or "",
-        science=tuple(by_kind["science"]), center=tuple(by_kind["center"]), flux=tuple(by_kind["flux"]),
-        skies=freeze("sky"), backgrounds=freeze("background"), darks=freeze("dark"), flats=tuple(sorted(flats)),
-        wave=tuple(sorted(lamps["wave"])), specpos=tuple(sorted(lamps["specpos"])),
+        instrument=observation.instrument,
+        filter=observation.filter or "",
+        science=tuple(by_kind["science"]),
+        center=tuple(by_kind["center"]),
+        flux=tuple(by_kind["flux"]),
+        skies=freeze("sky"),
+        backgrounds=freeze("background"),
+        darks=freeze("dark"),
+        flats=tuple(sorted(flats)),
+        wave=tuple(sorted(lamps["wave"])),
+        specpos=tuple(sorted(lamps["specpos"])),
     )
 
 
@@ -104,7 +117,7 @@ def observation_files(session, observation: Observation) -> ObservationFiles:
 class PreprocessOutcome:
     observation_id: int
     reduction_id: int
-    status: str            #: done / failed
+    status: str  #: done / failed
     problems: tuple[str, ...]
     error: str | None
     products: dict[str, str]
@@ -116,28 +129,52 @@ def _fingerprint(hashes) -> str:
     return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
 
 
-def start_reduction(catalog: Catalog, observation_id: int, step: str, step_version: str, parameters: dict,
-                    parameters_sha256: str, *, campaign_id: int | None = None, signature: str | None = None,
-                    papermill_run_id: str | None = None, notebook_path: str | None = None) -> int:
+def start_reduction(
+    catalog: Catalog,
+    observation_id: int,
+    step: str,
+    step_version: str,
+    parameters: dict,
+    parameters_sha256: str,
+    *,
+    campaign_id: int | None = None,
+    signature: str | None = None,
+    papermill_run_id: str | None = None,
+    notebook_path: str | None = None,
+) -> int:
     """Create the ``reductions`` row of a step about to run (status ``running``); return its id."""
     with catalog.session() as session:
         observation = session.get(Observation, observation_id)
         if observation is None:
             raise KeyError(f"no observation {observation_id} in the catalog")
         reduction = Reduction(
-            observation_id=observation_id, campaign_id=campaign_id, step=step, step_version=step_version,
-            parameters=parameters, parameters_sha256=parameters_sha256, signature=signature, inputs=[],
-            code_version=code_version(), git_commit=git_commit(), environment_sha256=environment_sha256(),
-            host=platform.node(), status="running", attempts=1, started_at=datetime.now(timezone.utc),
-            release_date=observation.release_date, papermill_run_id=papermill_run_id, notebook_path=notebook_path,
+            observation_id=observation_id,
+            campaign_id=campaign_id,
+            step=step,
+            step_version=step_version,
+            parameters=parameters,
+            parameters_sha256=parameters_sha256,
+            signature=signature,
+            inputs=[],
+            code_version=code_version(),
+            git_commit=git_commit(),
+            environment_sha256=environment_sha256(),
+            host=platform.node(),
+            status="running",
+            attempts=1,
+            started_at=datetime.now(timezone.utc),
+            release_date=observation.release_date,
+            papermill_run_id=papermill_run_id,
+            notebook_path=notebook_path,
         )
         session.add(reduction)
         session.flush()
         return reduction.id
 
 
-def _finish(catalog: Catalog, reduction_id: int, status: str, error: str | None,
-            science_seconds: float | None = None) -> None:
+def _finish(
+    catalog: Catalog, reduction_id: int, status: str, error: str | None, science_seconds: float | None = None
+) -> None:
     with catalog.session() as session:
         reduction = session.get(Reduction, reduction_id)
         reduction.status = status
@@ -146,10 +183,14 @@ def _finish(catalog: Catalog, reduction_id: int, status: str, error: str | None,
         reduction.science_seconds = science_seconds
 
 
-def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_dir: Path,
-                                   params: PreprocessParameters = PreprocessParameters(),
-                                   campaign_id: int | None = None,
-                                   reduction_id: int | None = None) -> PreprocessOutcome:
+def preprocess_catalog_observation(
+    catalog: Catalog,
+    observation_id: int,
+    data_dir: Path,
+    params: PreprocessParameters = PreprocessParameters(),
+    campaign_id: int | None = None,
+    reduction_id: int | None = None,
+) -> PreprocessOutcome:
     """Pre-process one catalog observation and record everything (see module docstring).
 
     ``reduction_id`` names a row created beforehand (by the pipeline runner, with
@@ -157,8 +198,15 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
     """
     step = Preprocess()
     if reduction_id is None:
-        reduction_id = start_reduction(catalog, observation_id, step.name, step.version, params.to_dict(),
-                                       params.fingerprint(), campaign_id=campaign_id)
+        reduction_id = start_reduction(
+            catalog,
+            observation_id,
+            step.name,
+            step.version,
+            params.to_dict(),
+            params.fingerprint(),
+            campaign_id=campaign_id,
+        )
     with catalog.session() as session:
         observation = session.get(Observation, observation_id)
         files = observation_files(session, observation)
@@ -177,11 +225,17 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
         t0 = time.perf_counter()
         result = step(params, observation_files=files)
         science_seconds = time.perf_counter() - t0
-        provenance = {"step": step.name, "step_version": step.version, "reduction_id": reduction_id,
-                      "observation_id": observation_id, "code_version": code_version(),
-                      "git_commit": git_commit(), "params_sha256": params.fingerprint(),
-                      "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
-                      "date": started.isoformat(timespec="seconds") if started else None}
+        provenance = {
+            "step": step.name,
+            "step_version": step.version,
+            "reduction_id": reduction_id,
+            "observation_id": observation_id,
+            "code_version": code_version(),
+            "git_commit": git_commit(),
+            "params_sha256": params.fingerprint(),
+            "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
+            "date": started.isoformat(timespec="seconds") if started else None,
+        }
         t0 = time.perf_counter()
         paths = write_products(result, out_dir, provenance)
         # the science time covers what a plain script would do too: compute and write the products
@@ -198,29 +252,54 @@ def preprocess_catalog_observation(catalog: Catalog, observation_id: int, data_d
         if status == "done":
             reduction.inputs = list(result.inputs)
             for kind, path in paths.items():
-                reduction.products.append(Product(observation_id=observation_id, kind=kind, path=str(path),
-                                                  sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                                                  release_date=release,
-                                                  meta=_cube_summary(result) if kind == "cube" else None))
-            science_seconds += _record_calibrations(session, result, files.instrument, files.filter, data_dir,
-                                                    reduction)
-    _finish(catalog, reduction_id, status, error if error else ("; ".join(problems) or None),
-            science_seconds if status == "done" else None)
-    return PreprocessOutcome(observation_id=observation_id, reduction_id=reduction_id, status=status,
-                             problems=problems, error=error, products={k: str(v) for k, v in paths.items()},
-                             n_frames=n_frames, n_rejected=n_rejected)
+                reduction.products.append(
+                    Product(
+                        observation_id=observation_id,
+                        kind=kind,
+                        path=str(path),
+                        sha256=sha256_file(path),
+                        size_bytes=path.stat().st_size,
+                        release_date=release,
+                        meta=_cube_summary(result) if kind == "cube" else None,
+                    )
+                )
+            science_seconds += _record_calibrations(
+                session, result, files.instrument, files.filter, data_dir, reduction
+            )
+    _finish(
+        catalog,
+        reduction_id,
+        status,
+        error if error else ("; ".join(problems) or None),
+        science_seconds if status == "done" else None,
+    )
+    return PreprocessOutcome(
+        observation_id=observation_id,
+        reduction_id=reduction_id,
+        status=status,
+        problems=problems,
+        error=error,
+        products={k: str(v) for k, v in paths.items()},
+        n_frames=n_frames,
+        n_rejected=n_rejected,
+    )
 
 
 def _cube_summary(result) -> dict:
     """What monitoring trends per observation (stored with the cube product)."""
-    return {"problems": list(result.problems), "n_frames": len(result.frames), "n_rejected": result.n_rejected,
-            "centres_detector_xy": [list(c) for c in (result.centres_detector_xy or ())],
-            "fwhm_px": list(result.fwhm_px or ()), "star_flux": list(result.star_flux or ()),
-            "wavelengths_um": list(result.wavelengths_um), "pixel_scale_arcsec": result.pixel_scale_arcsec}
+    return {
+        "problems": list(result.problems),
+        "n_frames": len(result.frames),
+        "n_rejected": result.n_rejected,
+        "centres_detector_xy": [list(c) for c in (result.centres_detector_xy or ())],
+        "fwhm_px": list(result.fwhm_px or ()),
+        "star_flux": list(result.star_flux or ()),
+        "wavelengths_um": list(result.wavelengths_um),
+        "pixel_scale_arcsec": result.pixel_scale_arcsec,
+    }
 
 
-def _record_calibrations(session, result, instrument: str, filter_: str, data_dir: Path,
-                         reduction: Reduction) -> float:
+def _record_calibrations(session, result, instrument: str, filter_: str, data_dir: Path, reduction: Reduction) -> float:
     """Write each reduced calibration once (keyed on its input files) and record it.
 
     Returns the seconds spent writing the FITS files (products, part of the science time).
@@ -229,8 +308,13 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
     folder = data_dir / "calibrations" / instrument
     folder.mkdir(parents=True, exist_ok=True)
     fingerprints = {name: _fingerprint(c.input_sha256) for name, c in result.reduced_calibrations.items()}
-    existing = set(session.execute(select(Calibration.kind, Calibration.inputs_sha256).where(
-        Calibration.instrument == instrument, Calibration.inputs_sha256.in_(set(fingerprints.values())))).all())
+    existing = set(
+        session.execute(
+            select(Calibration.kind, Calibration.inputs_sha256).where(
+                Calibration.instrument == instrument, Calibration.inputs_sha256.in_(set(fingerprints.values()))
+            )
+        ).all()
+    )
     for name, calibration in result.reduced_calibrations.items():
         fingerprint = fingerprints[name]
         if (calibration.kind, fingerprint) in existing:
@@ -255,18 +339,44 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
                 date_obs = None
         # calibrations are public at once (ESO): a reduced one is released when its frames were taken
         released = (date_obs or datetime.now(timezone.utc)).date()
-        product = Product(observation_id=None, kind=calibration.kind, path=str(path), sha256=sha256_file(path),
-                          size_bytes=path.stat().st_size, release_date=released,
-                          meta={"inputs_sha256": list(calibration.input_sha256)})
+        product = Product(
+            observation_id=None,
+            kind=calibration.kind,
+            path=str(path),
+            sha256=sha256_file(path),
+            size_bytes=path.stat().st_size,
+            release_date=released,
+            meta={"inputs_sha256": list(calibration.input_sha256)},
+        )
         reduction.products.append(product)
         session.flush()
-        session.add(Calibration(
-            instrument=instrument, kind=calibration.kind, dit_s=calibration.dit_s,
-            filter=filter_ if calibration.kind in ("master_flat", "master_background", "master_sky", "ifs_spectra_positions",
-                                                  "ifs_wavelength_solution") else None,
-            night=None if date_obs is None else by_name(instrument).night_of(date_obs), date_obs=date_obs,
-            product_id=product.id, inputs_sha256=fingerprint,
-            quality={**{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                        for k, v in calibration.quality.items()}, "inputs_sha256": fingerprint}))
+        session.add(
+            Calibration(
+                instrument=instrument,
+                kind=calibration.kind,
+                dit_s=calibration.dit_s,
+                filter=filter_
+                if calibration.kind
+                in (
+                    "master_flat",
+                    "master_background",
+                    "master_sky",
+                    "ifs_spectra_positions",
+                    "ifs_wavelength_solution",
+                )
+                else None,
+                night=None if date_obs is None else by_name(instrument).night_of(date_obs),
+                date_obs=date_obs,
+                product_id=product.id,
+                inputs_sha256=fingerprint,
+                quality={
+                    **{
+                        k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                        for k, v in calibration.quality.items()
+                    },
+                    "inputs_sha256": fingerprint,
+                },
+            )
+        )
         existing.add((calibration.kind, fingerprint))
     return writing

@@ -37,12 +37,17 @@ def _fit_shape(cube: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     cy, cx, oy, ox = ny // 2, nx // 2, ty // 2, tx // 2
     hy, hx = min(cy, oy), min(cx, ox)
     hy2, hx2 = min(ny - cy, ty - oy), min(nx - cx, tx - ox)
-    out[..., oy - hy:oy + hy2, ox - hx:ox + hx2] = cube[..., cy - hy:cy + hy2, cx - hx:cx + hx2]
+    out[..., oy - hy : oy + hy2, ox - hx : ox + hx2] = cube[..., cy - hy : cy + hy2, cx - hx : cx + hx2]
     return out
 
 
-def reference_library(session, observation_id: int, frame_shape: tuple[int, int] | None = None,
-                      visible_ids: set[int] | None = None, max_observations: int = 20) -> ReferenceLibrary:
+def reference_library(
+    session,
+    observation_id: int,
+    frame_shape: tuple[int, int] | None = None,
+    visible_ids: set[int] | None = None,
+    max_observations: int = 20,
+) -> ReferenceLibrary:
     """The RDI library of ``observation_id`` (see the module docstring).
 
     Raises
@@ -53,17 +58,27 @@ def reference_library(session, observation_id: int, frame_shape: tuple[int, int]
     science = session.get(Observation, observation_id)
     if science is None:
         raise LookupError(f"no observation {observation_id}")
-    candidates = session.scalars(select(Observation).where(
-        Observation.id != observation_id, Observation.instrument == science.instrument,
-        Observation.filter == science.filter, Observation.coronagraph == science.coronagraph,
-        Observation.target_id != science.target_id).order_by(Observation.night.desc())).all()
+    candidates = session.scalars(
+        select(Observation)
+        .where(
+            Observation.id != observation_id,
+            Observation.instrument == science.instrument,
+            Observation.filter == science.filter,
+            Observation.coronagraph == science.coronagraph,
+            Observation.target_id != science.target_id,
+        )
+        .order_by(Observation.night.desc())
+    ).all()
     frames, observations, reductions = [], [], []
     for candidate in candidates:
         if visible_ids is not None and candidate.id not in visible_ids:
             continue
-        reduction = session.scalar(select(Reduction).where(
-            Reduction.observation_id == candidate.id, Reduction.step == "preprocess",
-            Reduction.status == "done").order_by(Reduction.id.desc()).limit(1))
+        reduction = session.scalar(
+            select(Reduction)
+            .where(Reduction.observation_id == candidate.id, Reduction.step == "preprocess", Reduction.status == "done")
+            .order_by(Reduction.id.desc())
+            .limit(1)
+        )
         cube_product = next((p for p in reduction.products if p.kind == "cube"), None) if reduction else None
         if cube_product is None:
             continue
@@ -77,9 +92,12 @@ def reference_library(session, observation_id: int, frame_shape: tuple[int, int]
         if len(observations) >= max_observations:
             break
     if not frames:
-        raise LookupError(f"no reference observation with {science.instrument} {science.filter} "
-                          f"{science.coronagraph or 'no coronagraph'} and a calibrated cube")
+        raise LookupError(
+            f"no reference observation with {science.instrument} {science.filter} "
+            f"{science.coronagraph or 'no coronagraph'} and a calibrated cube"
+        )
     shape = frames[0].shape[-2:]
     frames = [f if f.shape[-2:] == shape else _fit_shape(f, shape) for f in frames]
-    return ReferenceLibrary(frames=np.concatenate(frames, axis=1), observation_ids=tuple(observations),
-                            reduction_ids=tuple(reductions))
+    return ReferenceLibrary(
+        frames=np.concatenate(frames, axis=1), observation_ids=tuple(observations), reduction_ids=tuple(reductions)
+    )

@@ -57,8 +57,10 @@ def open_reduction_file(data_dir: str | Path, reduction: Any, kind: str) -> tupl
     # the pipeline records the path under the data dir as it was configured (which may go through a link)
     where_written = {expected, reduction_file(os.path.abspath(data_dir), reduction, kind)}
     if Path(os.path.abspath(recorded)) not in where_written:
-        raise ReportUnavailable(f"the {kind} recorded for {label} is not where the pipeline writes it; "
-                                f"it is not served (tell the data-center staff)")
+        raise ReportUnavailable(
+            f"the {kind} recorded for {label} is not where the pipeline writes it; "
+            f"it is not served (tell the data-center staff)"
+        )
     # no symbolic link from the data directory down, and the file opened without following one
     current = root
     for part in expected.relative_to(root).parts:
@@ -66,11 +68,14 @@ def open_reduction_file(data_dir: str | Path, reduction: Any, kind: str) -> tupl
         try:
             mode = os.lstat(current).st_mode
         except FileNotFoundError:
-            raise ReportUnavailable(f"the {kind} of {label} is recorded but its file is missing "
-                                    f"(moved or cleaned up?)") from None
+            raise ReportUnavailable(
+                f"the {kind} of {label} is recorded but its file is missing (moved or cleaned up?)"
+            ) from None
         if stat.S_ISLNK(mode):
-            raise ReportUnavailable(f"the {kind} of {label} is not a plain file in the reports folder; "
-                                    f"it is not served (tell the data-center staff)")
+            raise ReportUnavailable(
+                f"the {kind} of {label} is not a plain file in the reports folder; "
+                f"it is not served (tell the data-center staff)"
+            )
     try:
         fd = os.open(expected, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
     except OSError:

@@ -51,9 +51,9 @@ from hcdc.catalog.db import Catalog
 from hcdc.catalog.models import (
     Detection,
     DetectionLimit,
+    DetectionLimitPoint,
     Observation,
     Product,
-    DetectionLimitPoint,
     Programme,
     ProgrammeMember,
     RawFile,
@@ -131,8 +131,7 @@ class CatalogAccess:
 
     def _reader_role_exists(self) -> bool:
         with self.catalog.engine.connect() as connection:
-            return bool(connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"),
-                                          {"r": access.READER_ROLE}))
+            return bool(connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": access.READER_ROLE}))
 
     @contextmanager
     def session_for(self, principal: Principal) -> Iterator[Session]:
@@ -141,8 +140,9 @@ class CatalogAccess:
             if self.use_rls:
                 session.execute(text("SET TRANSACTION READ ONLY"))
                 session.execute(text(f"SET LOCAL ROLE {access.READER_ROLE}"))
-                session.execute(text("SELECT set_config(:k, :v, true)"),
-                                {"k": access.USER_SETTING, "v": principal.username})
+                session.execute(
+                    text("SELECT set_config(:k, :v, true)"), {"k": access.USER_SETTING, "v": principal.username}
+                )
             yield session
             session.rollback()  # read-only: never commit anything done on a user's behalf
 
@@ -162,8 +162,10 @@ class CatalogAccess:
         if row is not None:
             return row
         if self._exists(model, row_id):
-            raise Forbidden(f"{noun} {row_id} is proprietary: it is not released yet and {principal.username or 'you'} "
-                            f"is neither PI/co-I of its programme nor staff")
+            raise Forbidden(
+                f"{noun} {row_id} is proprietary: it is not released yet and {principal.username or 'you'} "
+                f"is neither PI/co-I of its programme nor staff"
+            )
         raise NotFound(f"{noun} {row_id} does not exist in the catalog")
 
     # -- answers
@@ -173,7 +175,9 @@ class CatalogAccess:
                 select(Programme.prog_id, Programme.title, ProgrammeMember.role)
                 .join(ProgrammeMember, ProgrammeMember.programme_id == Programme.id)
                 .join(User, User.id == ProgrammeMember.user_id)
-                .where(User.username == principal.username).order_by(Programme.prog_id)).all()
+                .where(User.username == principal.username)
+                .order_by(Programme.prog_id)
+            ).all()
         answer: dict[str, Any] = {
             "user": principal.username,
             "staff": principal.is_staff,
@@ -184,15 +188,17 @@ class CatalogAccess:
             answer["message"] = f"{principal.username} is staff: every observation is visible"
         elif not rows:
             who = principal.username if principal.known else f"{principal.username} (unknown to the catalog)"
-            answer["message"] = (f"{who} is not PI or co-I of any programme: "
-                                 f"only public (released) data are visible")
+            answer["message"] = f"{who} is not PI or co-I of any programme: only public (released) data are visible"
         return answer
 
-    def observations(self, principal: Principal, mine: bool = False, limit: int = 1000,
-                     offset: int = 0) -> list[dict[str, Any]]:
+    def observations(
+        self, principal: Principal, mine: bool = False, limit: int = 1000, offset: int = 0
+    ) -> list[dict[str, Any]]:
         if mine and not principal.programme_ids and not principal.is_staff:
-            raise NotFound(f"{principal.username} is not PI or co-I of any programme, so has no observations "
-                           f"of their own; all observations lists the public ones")
+            raise NotFound(
+                f"{principal.username} is not PI or co-I of any programme, so has no observations "
+                f"of their own; all observations lists the public ones"
+            )
         with self.session_for(principal) as session:
             query = access.visible_query(Observation, principal)
             if mine and not principal.is_staff:
@@ -214,8 +220,9 @@ class CatalogAccess:
         }[kind]
         with self.session_for(principal) as session:
             self._get_visible(session, principal, Observation, observation_id, "observation")
-            query = (access.visible_query(model, principal).where(model.observation_id == observation_id)
-                     .order_by(model.id))
+            query = (
+                access.visible_query(model, principal).where(model.observation_id == observation_id).order_by(model.id)
+            )
             return [serialise(row) for row in session.scalars(query)]
 
     def product(self, principal: Principal, product_id: int) -> dict[str, Any]:
@@ -226,8 +233,10 @@ class CatalogAccess:
         meta = self.product(principal, product_id)
         path = Path(meta["path"])
         if not path.is_file():
-            raise NotFound(f"product {product_id} is in the catalog but its file {path.name} is missing on disk; "
-                           f"tell the data-center staff")
+            raise NotFound(
+                f"product {product_id} is in the catalog but its file {path.name} is missing on disk; "
+                f"tell the data-center staff"
+            )
         return path, meta
 
     def calibrated(self, principal: Principal, observation_id: int) -> dict[str, Any]:
@@ -239,22 +248,38 @@ class CatalogAccess:
             observation = session.get(Observation, observation_id)
             sources = session.scalars(
                 access.visible_query(Reduction, principal)
-                .where(Reduction.observation_id == observation_id, Reduction.step.in_(SOURCE_STEPS),
-                       Reduction.status == "done")
-                .order_by(Reduction.finished_at.desc(), Reduction.id.desc()))
+                .where(
+                    Reduction.observation_id == observation_id,
+                    Reduction.step.in_(SOURCE_STEPS),
+                    Reduction.status == "done",
+                )
+                .order_by(Reduction.finished_at.desc(), Reduction.id.desc())
+            )
             for source in sources:
-                products = {p.kind: p for p in session.scalars(
-                    access.visible_query(Product, principal).where(Product.reduction_id == source.id,
-                                                                  Product.kind.in_(("cube", "angles", "psf"))))}
+                products = {
+                    p.kind: p
+                    for p in session.scalars(
+                        access.visible_query(Product, principal).where(
+                            Product.reduction_id == source.id, Product.kind.in_(("cube", "angles", "psf"))
+                        )
+                    )
+                }
                 if set(products) == {"cube", "angles", "psf"}:
                     meta = products["cube"].meta or {}
-                    return {"observation_id": observation_id, "reduction_id": source.id, "step": source.step,
-                            "pixel_scale_arcsec": meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec,
-                            "star_flux": meta.get("star_flux") or [], "wavelengths_um": meta.get("wavelengths_um") or [],
-                            "fwhm_px": meta.get("fwhm_px") or [],
-                            "products": {kind: self._product(p) for kind, p in sorted(products.items())}}
-        raise NotFound(f"observation {observation_id} has no calibrated cube yet (its pre-processing has not run "
-                       f"or failed); ask the data-center staff")
+                    return {
+                        "observation_id": observation_id,
+                        "reduction_id": source.id,
+                        "step": source.step,
+                        "pixel_scale_arcsec": meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec,
+                        "star_flux": meta.get("star_flux") or [],
+                        "wavelengths_um": meta.get("wavelengths_um") or [],
+                        "fwhm_px": meta.get("fwhm_px") or [],
+                        "products": {kind: self._product(p) for kind, p in sorted(products.items())},
+                    }
+        raise NotFound(
+            f"observation {observation_id} has no calibrated cube yet (its pre-processing has not run "
+            f"or failed); ask the data-center staff"
+        )
 
     def save_reduction(self, principal: Principal, observation_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         """Record an interactive post-processing as ``principal``'s own reduction (see module docstring).
@@ -263,10 +288,8 @@ class CatalogAccess:
         of its programme (or staff); the inputs must be this observation's calibrated products with the
         catalog's sha256; every row gets the latest release date of the observation and the inputs.
         """
-        from reduction.postproc.pipeline import PostprocessParameters
-
-        from reduction.postproc.pipeline import PostprocessStep
         from hcdc.processing import code_version, environment_sha256, git_commit
+        from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
 
         if not isinstance(payload, dict):
             raise ServiceError("the body must be a JSON object")
@@ -276,13 +299,17 @@ class CatalogAccess:
             observation = session.get(Observation, observation_id)
             user = session.scalar(select(User).where(User.username == principal.username))
             if user is None:
-                raise Forbidden(f"{principal.username} is unknown to the catalog: only PI/co-Is of a programme "
-                                f"(or staff) can save reductions")
+                raise Forbidden(
+                    f"{principal.username} is unknown to the catalog: only PI/co-Is of a programme "
+                    f"(or staff) can save reductions"
+                )
             if not principal.is_staff and observation.programme_id not in principal.programme_ids:
                 programme = session.get(Programme, observation.programme_id) if observation.programme_id else None
-                raise Forbidden(f"{principal.username} is not PI or co-I of programme "
-                                f"{programme.prog_id if programme else '(none)'}: only its members (or staff) "
-                                f"can save reductions of observation {observation_id}; you may still run it")
+                raise Forbidden(
+                    f"{principal.username} is not PI or co-I of programme "
+                    f"{programme.prog_id if programme else '(none)'}: only its members (or staff) "
+                    f"can save reductions of observation {observation_id}; you may still run it"
+                )
             try:
                 params = PostprocessParameters.from_dict(payload.get("parameters") or {})
             except (TypeError, ValueError) as exc:
@@ -298,17 +325,26 @@ class CatalogAccess:
                 except (KeyError, TypeError, ValueError):
                     raise ServiceError("each input needs an integer product_id and its sha256") from None
                 if product is None or product.observation_id != observation_id:
-                    raise ServiceError(f"input product {item.get('product_id')} is not a product of observation "
-                                       f"{observation_id}")
+                    raise ServiceError(
+                        f"input product {item.get('product_id')} is not a product of observation {observation_id}"
+                    )
                 if not access.row_visible(session, principal, product):
                     raise Forbidden(f"input product {product.id} is proprietary")
                 if product.sha256 != sha256:
-                    raise ServiceError(f"input product {product.id} does not match the catalog (sha256 differs): "
-                                       f"reload the observation")
+                    raise ServiceError(
+                        f"input product {product.id} does not match the catalog (sha256 differs): "
+                        f"reload the observation"
+                    )
                 kinds.add(product.kind)
                 dates.append(product.release_date)
-                recorded.append({"product_id": product.id, "reduction_id": product.reduction_id,
-                                 "kind": product.kind, "sha256": product.sha256})
+                recorded.append(
+                    {
+                        "product_id": product.id,
+                        "reduction_id": product.reduction_id,
+                        "kind": product.kind,
+                        "sha256": product.sha256,
+                    }
+                )
             missing = {"cube", "angles", "psf"} - kinds
             if missing:
                 raise ServiceError(f"the inputs lack the {', '.join(sorted(missing))} product(s)")
@@ -317,53 +353,92 @@ class CatalogAccess:
             # names a file (a reduction saved from a kernel has no executed notebook of the pipeline's)
             now = datetime.now(timezone.utc)
             reduction = Reduction(
-                observation_id=observation_id, owner_id=user.id, step=INTERACTIVE_STEP, step_version=PostprocessStep.version,
-                parameters=params.to_dict(), parameters_sha256=params.fingerprint(), inputs=recorded,
-                code_version=code_version(), git_commit=git_commit(), environment_sha256=environment_sha256(),
-                host=platform.node(), notebook_path=None, report_path=None, log_path=None, status="done",
-                attempts=1, started_at=now, finished_at=now, release_date=release)
+                observation_id=observation_id,
+                owner_id=user.id,
+                step=INTERACTIVE_STEP,
+                step_version=PostprocessStep.version,
+                parameters=params.to_dict(),
+                parameters_sha256=params.fingerprint(),
+                inputs=recorded,
+                code_version=code_version(),
+                git_commit=git_commit(),
+                environment_sha256=environment_sha256(),
+                host=platform.node(),
+                notebook_path=None,
+                report_path=None,
+                log_path=None,
+                status="done",
+                attempts=1,
+                started_at=now,
+                finished_at=now,
+                release_date=release,
+            )
             session.add(reduction)
             session.flush()
-            detections = [self._new_detection(d, reduction, observation, release) for d in payload.get("detections") or []]
+            detections = [
+                self._new_detection(d, reduction, observation, release) for d in payload.get("detections") or []
+            ]
             limits = [self._new_limit(x, reduction, observation_id, release) for x in payload.get("limits") or []]
             session.add_all(detections + limits)
             products = self._save_images(payload.get("images") or {}, reduction, observation_id, release)
             session.flush()
-            return {"reduction_id": reduction.id, "step": reduction.step, "owner": principal.username,
-                    "release_date": _iso(release), "n_detections": len(detections), "n_limits": len(limits),
-                    "products": [self._product(p) for p in products]}
+            return {
+                "reduction_id": reduction.id,
+                "step": reduction.step,
+                "owner": principal.username,
+                "release_date": _iso(release),
+                "n_detections": len(detections),
+                "n_limits": len(limits),
+                "products": [self._product(p) for p in products],
+            }
 
     @staticmethod
     def _new_detection(d: dict[str, Any], reduction: Reduction, observation: Observation, release) -> Detection:
         try:
             return Detection(
-                reduction_id=reduction.id, observation_id=observation.id, target_id=observation.target_id,
-                wavelength_um=_number(d.get("wavelength_um")), x_px=float(d["x_px"]), y_px=float(d["y_px"]),
-                sep_arcsec=float(d["sep_arcsec"]), sep_err_arcsec=_number(d.get("sep_err_arcsec")),
-                pa_deg=float(d["pa_deg"]), pa_err_deg=_number(d.get("pa_err_deg")), snr=float(d["snr"]),
-                fpf=_number(d.get("fpf")), flux=_number(d.get("flux")), flux_err=_number(d.get("flux_err")),
-                contrast=_number(d.get("contrast")), contrast_err=_number(d.get("contrast_err")),
-                release_date=release)
+                reduction_id=reduction.id,
+                observation_id=observation.id,
+                target_id=observation.target_id,
+                wavelength_um=_number(d.get("wavelength_um")),
+                x_px=float(d["x_px"]),
+                y_px=float(d["y_px"]),
+                sep_arcsec=float(d["sep_arcsec"]),
+                sep_err_arcsec=_number(d.get("sep_err_arcsec")),
+                pa_deg=float(d["pa_deg"]),
+                pa_err_deg=_number(d.get("pa_err_deg")),
+                snr=float(d["snr"]),
+                fpf=_number(d.get("fpf")),
+                flux=_number(d.get("flux")),
+                flux_err=_number(d.get("flux_err")),
+                contrast=_number(d.get("contrast")),
+                contrast_err=_number(d.get("contrast_err")),
+                release_date=release,
+            )
         except (KeyError, TypeError, ValueError):
             raise ServiceError("each detection needs numbers x_px, y_px, sep_arcsec, pa_deg, snr") from None
 
     @staticmethod
     def _new_limit(x: dict[str, Any], reduction: Reduction, observation_id: int, release) -> DetectionLimit:
         try:
-            limit = DetectionLimit(reduction_id=reduction.id, observation_id=observation_id,
-                                   sigma=float(x.get("sigma", 5.0)), algorithm=_text(x.get("algorithm"), 32),
-                                   wavelength_um=_number(x.get("wavelength_um")), release_date=release)
+            limit = DetectionLimit(
+                reduction_id=reduction.id,
+                observation_id=observation_id,
+                sigma=float(x.get("sigma", 5.0)),
+                algorithm=_text(x.get("algorithm"), 32),
+                wavelength_um=_number(x.get("wavelength_um")),
+                release_date=release,
+            )
             for point in x.get("points") or []:
                 sep, value = _number(point.get("sep_arcsec")), _number(point.get("contrast"))
                 if sep is not None and value is not None:
-                    limit.points.append(DetectionLimitPoint(sep_arcsec=sep, contrast=value,
-                                                            throughput=_number(point.get("throughput"))))
+                    limit.points.append(
+                        DetectionLimitPoint(sep_arcsec=sep, contrast=value, throughput=_number(point.get("throughput")))
+                    )
         except (AttributeError, TypeError, ValueError):
             raise ServiceError("each limit needs sigma and points [{sep_arcsec, contrast, throughput}]") from None
         return limit
 
-    def _save_images(self, images: dict[str, Any], reduction: Reduction, observation_id: int,
-                     release) -> list[Product]:
+    def _save_images(self, images: dict[str, Any], reduction: Reduction, observation_id: int, release) -> list[Product]:
         if not images or self.data_dir is None:
             return []
         import hashlib
@@ -391,9 +466,15 @@ class CatalogAccess:
             header["HIERARCH HCDC STEP"] = INTERACTIVE_STEP
             fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
             content = path.read_bytes()
-            product = Product(reduction_id=reduction.id, observation_id=observation_id, kind=kind, path=str(path),
-                              sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content),
-                              release_date=release)
+            product = Product(
+                reduction_id=reduction.id,
+                observation_id=observation_id,
+                kind=kind,
+                path=str(path),
+                sha256=hashlib.sha256(content).hexdigest(),
+                size_bytes=len(content),
+                release_date=release,
+            )
             reduction.products.append(product)
             products.append(product)
         return products
@@ -404,40 +485,95 @@ class CatalogAccess:
         target = session.get(Target, o.target_id) if o.target_id else None
         programme = session.get(Programme, o.programme_id) if o.programme_id else None
         return {
-            "id": o.id, "key": o.key, "instrument": o.instrument, "origin": o.origin,
-            "target": target.name if target else None, "programme": programme.prog_id if programme else None,
-            "night": _iso(o.night), "ob_id": o.ob_id, "ob_name": o.ob_name, "mode": o.mode, "filter": o.filter,
-            "coronagraph": o.coronagraph, "dit_s": o.dit_s, "n_science_files": o.n_science_files,
-            "n_science_frames": o.n_science_frames, "exposure_time_s": o.exposure_time_s,
-            "field_rotation_deg": o.field_rotation_deg, "seeing_arcsec": o.seeing_arcsec, "tau0_ms": o.tau0_ms,
-            "airmass": o.airmass, "release_date": _iso(o.release_date),
-            "proprietary": not access.is_released(o.release_date), "status": o.status,
+            "id": o.id,
+            "key": o.key,
+            "instrument": o.instrument,
+            "origin": o.origin,
+            "target": target.name if target else None,
+            "programme": programme.prog_id if programme else None,
+            "night": _iso(o.night),
+            "ob_id": o.ob_id,
+            "ob_name": o.ob_name,
+            "mode": o.mode,
+            "filter": o.filter,
+            "coronagraph": o.coronagraph,
+            "dit_s": o.dit_s,
+            "n_science_files": o.n_science_files,
+            "n_science_frames": o.n_science_frames,
+            "exposure_time_s": o.exposure_time_s,
+            "field_rotation_deg": o.field_rotation_deg,
+            "seeing_arcsec": o.seeing_arcsec,
+            "tau0_ms": o.tau0_ms,
+            "airmass": o.airmass,
+            "release_date": _iso(o.release_date),
+            "proprietary": not access.is_released(o.release_date),
+            "status": o.status,
             "status_reason": o.status_reason,
         }
 
     @staticmethod
     def _raw_file(r: RawFile) -> dict[str, Any]:
-        return {"id": r.id, "path": r.path, "kind": r.kind, "dpr_type": r.dpr_type, "date_obs": _iso(r.date_obs),
-                "dit_s": r.dit_s, "n_frames": r.n_frames, "sha256": r.sha256, "release_date": _iso(r.release_date)}
+        return {
+            "id": r.id,
+            "path": r.path,
+            "kind": r.kind,
+            "dpr_type": r.dpr_type,
+            "date_obs": _iso(r.date_obs),
+            "dit_s": r.dit_s,
+            "n_frames": r.n_frames,
+            "sha256": r.sha256,
+            "release_date": _iso(r.release_date),
+        }
 
     @staticmethod
     def _product(p: Product) -> dict[str, Any]:
-        return {"id": p.id, "reduction_id": p.reduction_id, "observation_id": p.observation_id, "kind": p.kind,
-                "path": p.path, "name": Path(p.path).name, "sha256": p.sha256, "size_bytes": p.size_bytes,
-                "meta": p.meta, "release_date": _iso(p.release_date)}
+        return {
+            "id": p.id,
+            "reduction_id": p.reduction_id,
+            "observation_id": p.observation_id,
+            "kind": p.kind,
+            "path": p.path,
+            "name": Path(p.path).name,
+            "sha256": p.sha256,
+            "size_bytes": p.size_bytes,
+            "meta": p.meta,
+            "release_date": _iso(p.release_date),
+        }
 
     @staticmethod
     def _detection(d: Detection) -> dict[str, Any]:
-        return {k: _iso(getattr(d, k)) for k in (
-            "id", "reduction_id", "observation_id", "sep_arcsec", "sep_err_arcsec", "pa_deg", "pa_err_deg", "snr",
-            "fpf", "contrast", "contrast_err", "status", "release_date")}
+        return {
+            k: _iso(getattr(d, k))
+            for k in (
+                "id",
+                "reduction_id",
+                "observation_id",
+                "sep_arcsec",
+                "sep_err_arcsec",
+                "pa_deg",
+                "pa_err_deg",
+                "snr",
+                "fpf",
+                "contrast",
+                "contrast_err",
+                "status",
+                "release_date",
+            )
+        }
 
     @staticmethod
     def _limit(limit: DetectionLimit) -> dict[str, Any]:
-        return {"id": limit.id, "reduction_id": limit.reduction_id, "observation_id": limit.observation_id,
-                "sigma": limit.sigma, "algorithm": limit.algorithm, "release_date": _iso(limit.release_date),
-                "points": [{"sep_arcsec": p.sep_arcsec, "contrast": p.contrast, "throughput": p.throughput}
-                           for p in limit.points]}
+        return {
+            "id": limit.id,
+            "reduction_id": limit.reduction_id,
+            "observation_id": limit.observation_id,
+            "sigma": limit.sigma,
+            "algorithm": limit.algorithm,
+            "release_date": _iso(limit.release_date),
+            "points": [
+                {"sep_arcsec": p.sep_arcsec, "contrast": p.contrast, "throughput": p.throughput} for p in limit.points
+            ],
+        }
 
 
 def _text(value: Any, size: int) -> str | None:
@@ -482,8 +618,11 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
                 status, kind = 500, "internal_error"
                 message = "internal error of the HC-DC catalog service; it is logged, tell the data-center staff"
                 if exc is not None:
-                    log.error("internal error on %s:\n%s", self.request.path,
-                              "".join(traceback.format_exception(*kwargs["exc_info"])))
+                    log.error(
+                        "internal error on %s:\n%s",
+                        self.request.path,
+                        "".join(traceback.format_exception(*kwargs["exc_info"])),
+                    )
             self.set_status(status)
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"status": status, "error": kind, "message": message}))
@@ -496,16 +635,21 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
             if not token:
                 raise _Unauthenticated(
                     "no hub token in the request: call the service with 'Authorization: token <token>' "
-                    "(hcdc.client.CatalogClient does this with the kernel's $JUPYTERHUB_API_TOKEN)")
+                    "(hcdc.client.CatalogClient does this with the kernel's $JUPYTERHUB_API_TOKEN)"
+                )
             user = await self.hub_auth.get_user(self, sync=False)
             if not user:
-                raise _Unauthenticated("the hub token is invalid or has expired: log in to the hub again "
-                                       "(or restart your server from the hub's home page)")
+                raise _Unauthenticated(
+                    "the hub token is invalid or has expired: log in to the hub again "
+                    "(or restart your server from the hub's home page)"
+                )
             try:
                 self.check_hub_user(user)
             except UserNotAllowed:
-                raise Forbidden(f"this token of {user.get('name')!r} lacks the scope "
-                                f"access:services!service={service_name}: ask the hub administrators") from None
+                raise Forbidden(
+                    f"this token of {user.get('name')!r} lacks the scope "
+                    f"access:services!service={service_name}: ask the hub administrators"
+                ) from None
             if user.get("kind", "user") != "user":
                 raise Forbidden(f"{user.get('kind')} {user.get('name')!r} is not a user; the catalog answers users")
             return await asyncio.to_thread(self.catalog_access.principal, user["name"])
@@ -569,8 +713,9 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
             if principal is None:
                 return
             path, meta = value
-            self.set_header("Content-Type", "application/fits" if path.suffix in (".fits", ".fit") else
-                            "application/octet-stream")
+            self.set_header(
+                "Content-Type", "application/fits" if path.suffix in (".fits", ".fit") else "application/octet-stream"
+            )
             self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
             self.set_header("X-HCDC-SHA256", meta["sha256"])
             self.set_header("Cache-Control", "no-store")
@@ -599,23 +744,26 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
 
     class Missing(Base):
         def get(self, *args: Any) -> None:
-            self._fail(NotFound(f"no such endpoint {self.request.path}; see api/health, api/whoami, "
-                                f"api/observations"))
+            self._fail(NotFound(f"no such endpoint {self.request.path}; see api/health, api/whoami, api/observations"))
 
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     children = "raw_files|products|detections|detection_limits"
-    return web.Application([
-        (prefix + r"api/health", Health),
-        (prefix + r"api/whoami", WhoAmI),
-        (prefix + r"api/observations", Observations),
-        (prefix + r"api/observations/(\d+)", OneObservation),
-        (prefix + rf"api/observations/(\d+)/({children})", OneObservation),
-        (prefix + r"api/observations/(\d+)/calibrated", Calibrated),
-        (prefix + r"api/observations/(\d+)/reductions", Reductions),
-        (prefix + r"api/products/(\d+)", OneProduct),
-        (prefix + r"api/products/(\d+)/file", ProductFile),
-        (prefix + r"(.*)", Missing),
-    ], serve_traceback=False, log_function=_log_request)
+    return web.Application(
+        [
+            (prefix + r"api/health", Health),
+            (prefix + r"api/whoami", WhoAmI),
+            (prefix + r"api/observations", Observations),
+            (prefix + r"api/observations/(\d+)", OneObservation),
+            (prefix + rf"api/observations/(\d+)/({children})", OneObservation),
+            (prefix + r"api/observations/(\d+)/calibrated", Calibrated),
+            (prefix + r"api/observations/(\d+)/reductions", Reductions),
+            (prefix + r"api/products/(\d+)", OneProduct),
+            (prefix + r"api/products/(\d+)/file", ProductFile),
+            (prefix + r"(.*)", Missing),
+        ],
+        serve_traceback=False,
+        log_function=_log_request,
+    )
 
 
 class _Unauthenticated(ServiceError):
@@ -626,8 +774,9 @@ class _Unauthenticated(ServiceError):
 def _log_request(handler) -> None:
     status = handler.get_status()
     method = log.warning if status >= 400 else log.info
-    method("%d %s %s %.1f ms", status, handler.request.method, handler.request.path,
-           1000 * handler.request.request_time())
+    method(
+        "%d %s %s %.1f ms", status, handler.request.method, handler.request.path, 1000 * handler.request.request_time()
+    )
 
 
 def main() -> None:
@@ -639,20 +788,30 @@ def main() -> None:
 
     from hcdc.settings import get_settings
 
-    logging.basicConfig(level=os.environ.get("HCDC_SERVICE_LOG_LEVEL", "INFO"),
-                        format="[%(levelname)1.1s %(asctime)s hcdc-catalog] %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("HCDC_SERVICE_LOG_LEVEL", "INFO"),
+        format="[%(levelname)1.1s %(asctime)s hcdc-catalog] %(message)s",
+    )
     settings = get_settings()
     catalog = Catalog(settings.resolved_catalog_url, migrate=False)
     catalog_access = CatalogAccess(catalog, data_dir=settings.data_dir)
     if catalog.engine.dialect.name == "postgresql" and not catalog_access.use_rls:
-        log.warning("PostgreSQL catalog without the role %s: row-level security is OFF, only the service's own "
-                    "filter protects proprietary rows; run 'hcdc db upgrade'", access.READER_ROLE)
+        log.warning(
+            "PostgreSQL catalog without the role %s: row-level security is OFF, only the service's own "
+            "filter protects proprietary rows; run 'hcdc db upgrade'",
+            access.READER_ROLE,
+        )
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/hcdc-catalog/")
     app = make_app(catalog_access, prefix)
     app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
-    log.info("HC-DC catalog service on %s%s (catalog %s, row-level security %s)", url.geturl().rstrip("/"), prefix,
-             catalog.engine.url.render_as_string(hide_password=True), "on" if catalog_access.use_rls else "off")
+    log.info(
+        "HC-DC catalog service on %s%s (catalog %s, row-level security %s)",
+        url.geturl().rstrip("/"),
+        prefix,
+        catalog.engine.url.render_as_string(hide_password=True),
+        "on" if catalog_access.use_rls else "off",
+    )
     loop = IOLoop.current()
 
     def _stop(signum, _frame) -> None:  # the hub sends SIGINT then SIGTERM; either stops at once

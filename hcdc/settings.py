@@ -54,51 +54,61 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default_factory=_default_data_dir,
-        description="Root for products, reports, logs and the default SQLite catalog "
-                    "(HCDC_DATA_DIR).",
+        description="Root for products, reports, logs and the default SQLite catalog (HCDC_DATA_DIR).",
     )
     catalog_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the catalog (HCDC_CATALOG_URL), e.g. "
-                    "postgresql+psycopg://hcdc@127.0.0.1:5432/hcdc. Default: SQLite file "
-                    "<data_dir>/catalog.sqlite.",
+        "postgresql+psycopg://hcdc@127.0.0.1:5432/hcdc. Default: SQLite file "
+        "<data_dir>/catalog.sqlite.",
     )
     reference_data: Path | None = Field(
         default=None,
         description="Folder of real reference data (HCDC_REFERENCE_DATA); default: "
-                    "../shared/data beside the repository when it exists.",
+        "../shared/data beside the repository when it exists.",
     )
     service_user: str = Field(
-        default="hcdc-service", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        default="hcdc-service",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
         description="Unprivileged OS account HC-DC's services and pipeline run as (HCDC_SERVICE_USER); it owns "
-                    "the data directory (0700/0600). Run as root on a data directory it owns, the hcdc commands "
-                    "switch to it; the hub starts the catalog and dashboards services as it.",
+        "the data directory (0700/0600). Run as root on a data directory it owns, the hcdc commands "
+        "switch to it; the hub starts the catalog and dashboards services as it.",
     )
     proprietary_months: int = Field(
-        default=12, ge=0, le=120,
+        default=12,
+        ge=0,
+        le=120,
         description="Default proprietary period of science data in months (ESO: 12). "
-                    "A programme's own period in the programme table wins.",
+        "A programme's own period in the programme table wins.",
     )
     ingest_batch_size: int = Field(
-        default=500, ge=1, le=100_000,
+        default=500,
+        ge=1,
+        le=100_000,
         description="Raw files recorded per database transaction during ingest.",
     )
     ingest_workers: int = Field(
-        default=1, ge=1, le=64,
-        description="Processes reading FITS headers in parallel during ingest "
-                    "(1 = in the calling process).",
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes reading FITS headers in parallel during ingest (1 = in the calling process).",
     )
 
     pipeline_retries: int = Field(
-        default=1, ge=0, le=10,
+        default=1,
+        ge=0,
+        le=10,
         description="How many times a failing pipeline step is retried before it is recorded as failed.",
     )
     local_workers: int = Field(
-        default=2, ge=1, le=256,
+        default=2,
+        ge=1,
+        le=256,
         description="Worker processes of the local dask cluster (executor 'local').",
     )
     slurm_queue: str | None = Field(
-        default=None, description="SLURM partition for executor 'slurm' (None: the cluster's default).")
+        default=None, description="SLURM partition for executor 'slurm' (None: the cluster's default)."
+    )
     slurm_cores: int = Field(default=1, ge=1, le=256, description="Cores per SLURM job (one dask worker per job).")
     slurm_memory: str = Field(default="4GB", description="Memory per SLURM job, dask-jobqueue syntax (e.g. 4GB).")
     slurm_walltime: str = Field(default="01:00:00", description="Wall time per SLURM job (HH:MM:SS).")

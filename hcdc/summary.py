@@ -29,8 +29,10 @@ def render_summary(session: Session, url: str, today: date | None = None, width:
 
     kinds: dict[str, Counter] = defaultdict(Counter)
     for instrument, kind, count in session.execute(
-            select(RawFile.instrument, RawFile.kind, func.count()).where(RawFile.status == "accepted")
-            .group_by(RawFile.instrument, RawFile.kind)):
+        select(RawFile.instrument, RawFile.kind, func.count())
+        .where(RawFile.status == "accepted")
+        .group_by(RawFile.instrument, RawFile.kind)
+    ):
         kinds[instrument][kind] = count
     if kinds:
         all_kinds = sorted({k for c in kinds.values() for k in c})
@@ -42,35 +44,60 @@ def render_summary(session: Session, url: str, today: date | None = None, width:
             table.add_row(instrument, *[str(kinds[instrument].get(k, 0) or "") for k in all_kinds])
         console.print(table)
 
-    observations = list(session.execute(
-        select(Observation, Target.name, Programme.prog_id)
-        .outerjoin(Target, Observation.target_id == Target.id)
-        .outerjoin(Programme, Observation.programme_id == Programme.id)
-        .order_by(Observation.night, Observation.key)))
-    linked = dict(session.execute(select(ObservationCalibration.observation_id,
-                                         func.count(func.distinct(ObservationCalibration.raw_file_id)))
-                                  .group_by(ObservationCalibration.observation_id)).all())
+    observations = list(
+        session.execute(
+            select(Observation, Target.name, Programme.prog_id)
+            .outerjoin(Target, Observation.target_id == Target.id)
+            .outerjoin(Programme, Observation.programme_id == Programme.id)
+            .order_by(Observation.night, Observation.key)
+        )
+    )
+    linked = dict(
+        session.execute(
+            select(
+                ObservationCalibration.observation_id, func.count(func.distinct(ObservationCalibration.raw_file_id))
+            ).group_by(ObservationCalibration.observation_id)
+        ).all()
+    )
     if observations:
         nights = [o.night for o, _t, _p in observations]
         public = sum(1 for o, _t, _p in observations if o.release_date <= today)
-        console.print(f"observations: {len(observations)} ({public} public, {len(observations) - public} "
-                      f"proprietary on {today.isoformat()}), nights {min(nights)} .. {max(nights)}, "
-                      f"{len({t for _o, t, _p in observations if t})} target(s)")
+        console.print(
+            f"observations: {len(observations)} ({public} public, {len(observations) - public} "
+            f"proprietary on {today.isoformat()}), nights {min(nights)} .. {max(nights)}, "
+            f"{len({t for _o, t, _p in observations if t})} target(s)"
+        )
         table = RichTable(title="Observations", title_justify="left", box=box.SIMPLE_HEAD)
-        for column, justify in (("night", "left"), ("instr.", "left"), ("target", "left"),
-                                ("programme", "left"), ("filter", "left"), ("DIT s", "right"),
-                                ("sci/ctr/flux", "right"), ("frames", "right"), ("rot °", "right"),
-                                ("seeing \"", "right"), ("τ0 ms", "right"), ("calib", "right"),
-                                ("status", "left"), ("public from", "left")):
+        for column, justify in (
+            ("night", "left"),
+            ("instr.", "left"),
+            ("target", "left"),
+            ("programme", "left"),
+            ("filter", "left"),
+            ("DIT s", "right"),
+            ("sci/ctr/flux", "right"),
+            ("frames", "right"),
+            ("rot °", "right"),
+            ('seeing "', "right"),
+            ("τ0 ms", "right"),
+            ("calib", "right"),
+            ("status", "left"),
+            ("public from", "left"),
+        ):
             table.add_column(column, justify=justify, no_wrap=True)
         for obs, target, prog in observations:
             table.add_row(
-                obs.night.isoformat(), obs.instrument.removeprefix("SPHERE-"), target or "?", prog or "-",
+                obs.night.isoformat(),
+                obs.instrument.removeprefix("SPHERE-"),
+                target or "?",
+                prog or "-",
                 obs.filter or "-",
                 _fmt(obs.dit_s, "{:.2f}"),
                 f"{obs.n_science_files}/{obs.n_center_files}/{obs.n_flux_files}",
-                str(obs.n_science_frames), _fmt(obs.field_rotation_deg, "{:.1f}"),
-                _fmt(obs.seeing_arcsec, "{:.2f}"), _fmt(obs.tau0_ms, "{:.1f}"),
+                str(obs.n_science_frames),
+                _fmt(obs.field_rotation_deg, "{:.1f}"),
+                _fmt(obs.seeing_arcsec, "{:.2f}"),
+                _fmt(obs.tau0_ms, "{:.1f}"),
                 str(linked.get(obs.id, 0)),
                 obs.status if obs.origin == "raw" else "external",
                 obs.release_date.isoformat() + ("" if obs.release_date <= today else " *"),
@@ -85,8 +112,13 @@ def render_summary(session: Session, url: str, today: date | None = None, width:
     else:
         console.print("observations: none yet (run `hcdc ingest DIR`)")
 
-    rejected = list(session.execute(select(RawFile.path, RawFile.reject_reason, RawFile.reject_keyword)
-                                    .where(RawFile.status == "rejected").order_by(RawFile.path)))
+    rejected = list(
+        session.execute(
+            select(RawFile.path, RawFile.reject_reason, RawFile.reject_keyword)
+            .where(RawFile.status == "rejected")
+            .order_by(RawFile.path)
+        )
+    )
     if rejected:
         console.print(f"rejected files ({len(rejected)}):")
         for path, reason, keyword in rejected[:20]:

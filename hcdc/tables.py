@@ -56,20 +56,29 @@ OBSERVATION_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
 )
 
 
-def observations_table(session: Session, *, instrument: str | None = None, target: str | None = None,
-                       night: date | None = None, visible_ids: set[int] | None = None) -> Table:
+def observations_table(
+    session: Session,
+    *,
+    instrument: str | None = None,
+    target: str | None = None,
+    night: date | None = None,
+    visible_ids: set[int] | None = None,
+) -> Table:
     """The observations (optionally filtered) as an astropy table."""
-    query = (select(Observation, Target, Programme)
-             .outerjoin(Target, Observation.target_id == Target.id)
-             .outerjoin(Programme, Observation.programme_id == Programme.id)
-             .order_by(Observation.night, Observation.instrument, Observation.key))
+    query = (
+        select(Observation, Target, Programme)
+        .outerjoin(Target, Observation.target_id == Target.id)
+        .outerjoin(Programme, Observation.programme_id == Programme.id)
+        .order_by(Observation.night, Observation.instrument, Observation.key)
+    )
     if instrument:
         query = query.where(Observation.instrument == instrument)
     if night:
         query = query.where(Observation.night == night)
     n_calib: dict[int, int] = {}
-    for obs_id, raw_id in session.execute(select(ObservationCalibration.observation_id,
-                                                 ObservationCalibration.raw_file_id)):
+    for obs_id, raw_id in session.execute(
+        select(ObservationCalibration.observation_id, ObservationCalibration.raw_file_id)
+    ):
         n_calib.setdefault(obs_id, set()).add(raw_id)  # type: ignore[union-attr]
     rows: list[dict[str, Any]] = []
     from .catalog.registry import normalize_name
@@ -79,24 +88,41 @@ def observations_table(session: Session, *, instrument: str | None = None, targe
             continue
         if target and (tgt is None or not any(a.normalized == normalize_name(target) for a in tgt.aliases)):
             continue
-        rows.append({
-            "observation": obs.key, "id": obs.id, "instrument": obs.instrument,
-            "target": tgt.name if tgt else None, "ra_deg": tgt.ra_deg if tgt else None,
-            "dec_deg": tgt.dec_deg if tgt else None, "night": obs.night.isoformat(),
-            "programme": prog.prog_id if prog else None, "pi": prog.pi_name if prog else None,
-            "ob_id": obs.ob_id, "origin": obs.origin, "mode": obs.mode, "filter": obs.filter,
-            "coronagraph": obs.coronagraph, "dit_s": obs.dit_s,
-            "n_science_files": obs.n_science_files, "n_center_files": obs.n_center_files,
-            "n_flux_files": obs.n_flux_files, "n_science_frames": obs.n_science_frames,
-            "exposure_time_s": obs.exposure_time_s,
-            "date_start": obs.date_start.isoformat() if obs.date_start else None,
-            "date_end": obs.date_end.isoformat() if obs.date_end else None,
-            "field_rotation_deg": obs.field_rotation_deg, "seeing_arcsec": obs.seeing_arcsec,
-            "tau0_ms": obs.tau0_ms, "airmass": obs.airmass, "wind_speed_ms": obs.wind_speed_ms,
-            "n_calibration_files": len(n_calib.get(obs.id, ())),  # type: ignore[arg-type]
-            "status": obs.status, "status_reason": obs.status_reason,
-            "release_date": obs.release_date.isoformat(),
-        })
+        rows.append(
+            {
+                "observation": obs.key,
+                "id": obs.id,
+                "instrument": obs.instrument,
+                "target": tgt.name if tgt else None,
+                "ra_deg": tgt.ra_deg if tgt else None,
+                "dec_deg": tgt.dec_deg if tgt else None,
+                "night": obs.night.isoformat(),
+                "programme": prog.prog_id if prog else None,
+                "pi": prog.pi_name if prog else None,
+                "ob_id": obs.ob_id,
+                "origin": obs.origin,
+                "mode": obs.mode,
+                "filter": obs.filter,
+                "coronagraph": obs.coronagraph,
+                "dit_s": obs.dit_s,
+                "n_science_files": obs.n_science_files,
+                "n_center_files": obs.n_center_files,
+                "n_flux_files": obs.n_flux_files,
+                "n_science_frames": obs.n_science_frames,
+                "exposure_time_s": obs.exposure_time_s,
+                "date_start": obs.date_start.isoformat() if obs.date_start else None,
+                "date_end": obs.date_end.isoformat() if obs.date_end else None,
+                "field_rotation_deg": obs.field_rotation_deg,
+                "seeing_arcsec": obs.seeing_arcsec,
+                "tau0_ms": obs.tau0_ms,
+                "airmass": obs.airmass,
+                "wind_speed_ms": obs.wind_speed_ms,
+                "n_calibration_files": len(n_calib.get(obs.id, ())),  # type: ignore[arg-type]
+                "status": obs.status,
+                "status_reason": obs.status_reason,
+                "release_date": obs.release_date.isoformat(),
+            }
+        )
     return build_table(rows, OBSERVATION_COLUMNS, meta={"table": "observations"})
 
 
@@ -109,13 +135,16 @@ REJECTED_COLUMNS = (
 
 
 def rejected_table(session: Session) -> Table:
-    rows = [{"path": r.path, "reason": r.reject_reason, "keyword": r.reject_keyword, "size_bytes": r.size_bytes}
-            for r in session.scalars(select(RawFile).where(RawFile.status == "rejected").order_by(RawFile.path))]
+    rows = [
+        {"path": r.path, "reason": r.reject_reason, "keyword": r.reject_keyword, "size_bytes": r.size_bytes}
+        for r in session.scalars(select(RawFile).where(RawFile.status == "rejected").order_by(RawFile.path))
+    ]
     return build_table(rows, REJECTED_COLUMNS, meta={"table": "rejected_files"})
 
 
-def build_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | None, str]],
-                meta: dict[str, Any] | None = None) -> Table:
+def build_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | None, str]], meta: dict[str, Any] | None = None
+) -> Table:
     """A typed astropy table; ``None`` becomes a masked value (never a fake number)."""
     table = Table(meta=meta or {})
     for name, unit, description in columns:
@@ -203,14 +232,20 @@ def latest_campaign(session, name: str | None = None):
 def _campaign_postprocess(session, campaign):
     from .catalog.models import CampaignReduction, Reduction
 
-    return list(session.execute(
-        select(Reduction, Observation, Target)
-        .join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
-        .join(Observation, Observation.id == Reduction.observation_id)
-        .outerjoin(Target, Target.id == Observation.target_id)
-        .where(CampaignReduction.campaign_id == campaign.id, Reduction.step == "postprocess",
-               Reduction.status == "done")
-        .order_by(Observation.night, Observation.id)))
+    return list(
+        session.execute(
+            select(Reduction, Observation, Target)
+            .join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
+            .join(Observation, Observation.id == Reduction.observation_id)
+            .outerjoin(Target, Target.id == Observation.target_id)
+            .where(
+                CampaignReduction.campaign_id == campaign.id,
+                Reduction.step == "postprocess",
+                Reduction.status == "done",
+            )
+            .order_by(Observation.night, Observation.id)
+        )
+    )
 
 
 def detections_table(session, campaign=None, visible_ids: set[int] | None = None) -> Table:
@@ -223,17 +258,35 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
         for reduction, obs, tgt in _campaign_postprocess(session, campaign):
             if visible_ids is not None and obs.id not in visible_ids:
                 continue
-            for d in session.scalars(select(Detection).where(Detection.reduction_id == reduction.id)
-                                     .order_by(Detection.wavelength_um, Detection.snr.desc())):
-                rows.append({"observation": obs.id, "observation_key": obs.key, "target": tgt.name if tgt else None,
-                             "instrument": obs.instrument, "night": obs.night.isoformat(),
-                             "wavelength_um": d.wavelength_um, "sep_arcsec": d.sep_arcsec,
-                             "sep_err_arcsec": d.sep_err_arcsec, "pa_deg": d.pa_deg, "pa_err_deg": d.pa_err_deg,
-                             "contrast": d.contrast, "contrast_err": d.contrast_err, "snr": d.snr, "fpf": d.fpf,
-                             "status": d.status, "campaign": f"{campaign.name} v{campaign.version}",
-                             "reduction": reduction.id})
-    return build_table(rows, DETECTION_COLUMNS, meta={"table": "detections",
-                                                      "campaign": None if campaign is None else campaign.name})
+            for d in session.scalars(
+                select(Detection)
+                .where(Detection.reduction_id == reduction.id)
+                .order_by(Detection.wavelength_um, Detection.snr.desc())
+            ):
+                rows.append(
+                    {
+                        "observation": obs.id,
+                        "observation_key": obs.key,
+                        "target": tgt.name if tgt else None,
+                        "instrument": obs.instrument,
+                        "night": obs.night.isoformat(),
+                        "wavelength_um": d.wavelength_um,
+                        "sep_arcsec": d.sep_arcsec,
+                        "sep_err_arcsec": d.sep_err_arcsec,
+                        "pa_deg": d.pa_deg,
+                        "pa_err_deg": d.pa_err_deg,
+                        "contrast": d.contrast,
+                        "contrast_err": d.contrast_err,
+                        "snr": d.snr,
+                        "fpf": d.fpf,
+                        "status": d.status,
+                        "campaign": f"{campaign.name} v{campaign.version}",
+                        "reduction": reduction.id,
+                    }
+                )
+    return build_table(
+        rows, DETECTION_COLUMNS, meta={"table": "detections", "campaign": None if campaign is None else campaign.name}
+    )
 
 
 def limits_table(session, campaign=None, visible_ids: set[int] | None = None) -> Table:
@@ -246,14 +299,28 @@ def limits_table(session, campaign=None, visible_ids: set[int] | None = None) ->
         for reduction, obs, tgt in _campaign_postprocess(session, campaign):
             if visible_ids is not None and obs.id not in visible_ids:
                 continue
-            for limit in session.scalars(select(DetectionLimit).where(DetectionLimit.reduction_id == reduction.id)
-                                         .order_by(DetectionLimit.wavelength_um)):
+            for limit in session.scalars(
+                select(DetectionLimit)
+                .where(DetectionLimit.reduction_id == reduction.id)
+                .order_by(DetectionLimit.wavelength_um)
+            ):
                 for point in limit.points:
-                    rows.append({"observation": obs.id, "observation_key": obs.key,
-                                 "target": tgt.name if tgt else None, "instrument": obs.instrument,
-                                 "night": obs.night.isoformat(), "wavelength_um": limit.wavelength_um,
-                                 "sigma": limit.sigma, "sep_arcsec": point.sep_arcsec, "contrast": point.contrast,
-                                 "throughput": point.throughput, "campaign": f"{campaign.name} v{campaign.version}",
-                                 "reduction": reduction.id})
-    return build_table(rows, LIMIT_COLUMNS, meta={"table": "detection_limits",
-                                                  "campaign": None if campaign is None else campaign.name})
+                    rows.append(
+                        {
+                            "observation": obs.id,
+                            "observation_key": obs.key,
+                            "target": tgt.name if tgt else None,
+                            "instrument": obs.instrument,
+                            "night": obs.night.isoformat(),
+                            "wavelength_um": limit.wavelength_um,
+                            "sigma": limit.sigma,
+                            "sep_arcsec": point.sep_arcsec,
+                            "contrast": point.contrast,
+                            "throughput": point.throughput,
+                            "campaign": f"{campaign.name} v{campaign.version}",
+                            "reduction": reduction.id,
+                        }
+                    )
+    return build_table(
+        rows, LIMIT_COLUMNS, meta={"table": "detection_limits", "campaign": None if campaign is None else campaign.name}
+    )

@@ -20,8 +20,14 @@ from sqlalchemy.orm import Session
 from .catalog.models import Observation, ObservationCalibration, RawFile
 
 #: truth.json's expected_calibrations key -> catalog calibration role
-ROLES = {"darks": "dark", "backgrounds": "background", "skies": "sky", "flats": "flat", "waves": "wave",
-         "specpos": "specpos"}
+ROLES = {
+    "darks": "dark",
+    "backgrounds": "background",
+    "skies": "sky",
+    "flats": "flat",
+    "waves": "wave",
+    "specpos": "specpos",
+}
 
 
 @dataclass
@@ -37,10 +43,12 @@ class TruthComparison:
         return not self.problems and self.matched == self.expected_observations == self.catalog_observations
 
     def render(self) -> str:
-        lines = [f"truth check: {self.matched}/{self.expected_observations} simulated observations found, "
-                 f"{self.catalog_observations} raw observations in the catalog, "
-                 f"{self.links_checked} calibration associations compared: "
-                 + ("ALL MATCH" if self.ok else f"{len(self.problems)} PROBLEM(S)")]
+        lines = [
+            f"truth check: {self.matched}/{self.expected_observations} simulated observations found, "
+            f"{self.catalog_observations} raw observations in the catalog, "
+            f"{self.links_checked} calibration associations compared: "
+            + ("ALL MATCH" if self.ok else f"{len(self.problems)} PROBLEM(S)")
+        ]
         lines += [f"  - {p}" for p in self.problems[:50]]
         if len(self.problems) > 50:
             lines.append(f"  ... and {len(self.problems) - 50} more")
@@ -73,14 +81,19 @@ def compare_with_truth(session: Session, truth_path: Path) -> TruthComparison:
     for obs in observations:
         by_key[(obs.instrument, obs.night.isoformat(), obs.ob_id)].append(obs)
     files_by_obs: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for obs_id, kind, path in session.execute(select(RawFile.observation_id, RawFile.kind, RawFile.path)
-                                              .where(RawFile.observation_id.isnot(None))):
+    for obs_id, kind, path in session.execute(
+        select(RawFile.observation_id, RawFile.kind, RawFile.path).where(RawFile.observation_id.isnot(None))
+    ):
         files_by_obs[obs_id][kind].add(Path(path).name)
     links: dict[int, dict[tuple[str, float | None], set[str]]] = defaultdict(lambda: defaultdict(set))
     for obs_id, role, dit, path in session.execute(
-            select(ObservationCalibration.observation_id, ObservationCalibration.role,
-                   ObservationCalibration.for_dit_s, RawFile.path)
-            .join(RawFile, RawFile.id == ObservationCalibration.raw_file_id)):
+        select(
+            ObservationCalibration.observation_id,
+            ObservationCalibration.role,
+            ObservationCalibration.for_dit_s,
+            RawFile.path,
+        ).join(RawFile, RawFile.id == ObservationCalibration.raw_file_id)
+    ):
         links[obs_id][(role, None if dit is None else round(dit, 2))].add(Path(path).name)
 
     for entry in expected:
@@ -97,8 +110,9 @@ def compare_with_truth(session: Session, truth_path: Path) -> TruthComparison:
             want = {Path(f).name for f in entry["files"].get(kind, [])}
             have = files_by_obs[obs.id].get(kind, set())
             if want != have:
-                result.problems.append(f"{label}: {kind} files differ (missing {sorted(want - have)[:3]}, "
-                                       f"extra {sorted(have - want)[:3]})")
+                result.problems.append(
+                    f"{label}: {kind} files differ (missing {sorted(want - have)[:3]}, extra {sorted(have - want)[:3]})"
+                )
         want_links = _expected_links(entry)
         have_links = links.get(obs.id, {})
         for need in sorted(set(want_links) | set(have_links), key=str):
@@ -106,7 +120,9 @@ def compare_with_truth(session: Session, truth_path: Path) -> TruthComparison:
             want = want_links.get(need, set())
             have = have_links.get(need, set())
             if want != have:
-                result.problems.append(f"{label}: {need[0]} for DIT {need[1]}: expected {sorted(want)[:3]}"
-                                       f"{'...' if len(want) > 3 else ''}, catalog has {sorted(have)[:3]}"
-                                       f"{'...' if len(have) > 3 else ''}")
+                result.problems.append(
+                    f"{label}: {need[0]} for DIT {need[1]}: expected {sorted(want)[:3]}"
+                    f"{'...' if len(want) > 3 else ''}, catalog has {sorted(have)[:3]}"
+                    f"{'...' if len(have) > 3 else ''}"
+                )
     return result

@@ -76,8 +76,9 @@ class _OptionalField(widgets.Text):
         try:
             return self.inner(text)
         except ValueError:
-            raise ValueError(f"{self.description.rstrip(':')} must be a {self.inner.__name__} or empty, "
-                             f"got {text!r}") from None
+            raise ValueError(
+                f"{self.description.rstrip(':')} must be a {self.inner.__name__} or empty, got {text!r}"
+            ) from None
 
     def set(self, value: Any) -> None:
         self.value = "" if value is None else str(value)
@@ -96,8 +97,13 @@ class ParameterForm(widgets.VBox):
         Field names not to show (they keep their value).
     """
 
-    def __init__(self, params_class: type[StepParameters], value: StepParameters | None = None,
-                 exclude: typing.Iterable[str] = (), title: str | None = None):
+    def __init__(
+        self,
+        params_class: type[StepParameters],
+        value: StepParameters | None = None,
+        exclude: typing.Iterable[str] = (),
+        title: str | None = None,
+    ):
         if not (dataclasses.is_dataclass(params_class) and issubclass(params_class, StepParameters)):
             raise TypeError(f"{params_class!r} is not a StepParameters dataclass")
         self.params_class = params_class
@@ -129,8 +135,11 @@ class ParameterForm(widgets.VBox):
             children.append(accordion)
             self.accordion = accordion
         if simple:
-            children.append(widgets.VBox(simple) if not self.subforms else
-                            widgets.VBox([widgets.HTML("<i>other parameters</i>"), *simple]))
+            children.append(
+                widgets.VBox(simple)
+                if not self.subforms
+                else widgets.VBox([widgets.HTML("<i>other parameters</i>"), *simple])
+            )
         super().__init__(children=children)
 
     @staticmethod

@@ -38,10 +38,19 @@ from . import plots
 from .forms import ParameterForm
 from .session import InteractiveReduction, describe_error
 
-CONDITIONS = (("id", "id"), ("target", "target"), ("night", "night"), ("instrument", "instrument"),
-              ("filter", "filter"), ("n_science_frames", "frames"), ("field_rotation_deg", "rotation (°)"),
-              ("seeing_arcsec", "seeing (\")"), ("tau0_ms", "τ0 (ms)"), ("airmass", "airmass"),
-              ("release_date", "release"))
+CONDITIONS = (
+    ("id", "id"),
+    ("target", "target"),
+    ("night", "night"),
+    ("instrument", "instrument"),
+    ("filter", "filter"),
+    ("n_science_frames", "frames"),
+    ("field_rotation_deg", "rotation (°)"),
+    ("seeing_arcsec", 'seeing (")'),
+    ("tau0_ms", "τ0 (ms)"),
+    ("airmass", "airmass"),
+    ("release_date", "release"),
+)
 
 
 def _cell(value: Any) -> str:
@@ -52,10 +61,13 @@ def _cell(value: Any) -> str:
 
 def observations_table(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(label)}</th>" for _k, label in CONDITIONS)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _l in CONDITIONS) + "</tr>"
-                   for row in rows)
-    return (f'<table class="hcdc-observations" style="border-collapse:collapse;font-size:12px">'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _l in CONDITIONS) + "</tr>" for row in rows
+    )
+    return (
+        f'<table class="hcdc-observations" style="border-collapse:collapse;font-size:12px">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 class ReductionPanel(widgets.VBox):
@@ -71,8 +83,13 @@ class ReductionPanel(widgets.VBox):
         Initial parameters.
     """
 
-    def __init__(self, client=None, export_dir: str | Path | None = None,
-                 params: PostprocessParameters | None = None, load_table: bool = True):
+    def __init__(
+        self,
+        client=None,
+        export_dir: str | Path | None = None,
+        params: PostprocessParameters | None = None,
+        load_table: bool = True,
+    ):
         self.export_dir = Path(export_dir or Path.home() / "hcdc-jobs")
         self.status = widgets.HTML(layout=widgets.Layout(min_height="24px"))
         self.session: InteractiveReduction | None = None
@@ -82,8 +99,12 @@ class ReductionPanel(widgets.VBox):
             self._error(exc)
 
         # 1. observation
-        self.observation = widgets.Dropdown(description="observation", options=[], style={"description_width": "90px"},
-                                            layout=widgets.Layout(width="480px"))
+        self.observation = widgets.Dropdown(
+            description="observation",
+            options=[],
+            style={"description_width": "90px"},
+            layout=widgets.Layout(width="480px"),
+        )
         self.observation_id = widgets.IntText(description="or id", layout=widgets.Layout(width="180px"))
         self.load_button = widgets.Button(description="Load", icon="download", button_style="primary")
         self.table = widgets.HTML()
@@ -104,10 +125,12 @@ class ReductionPanel(widgets.VBox):
         self.negfc_button = widgets.Button(description="NEGFC", icon="crosshairs")
         self.candidate_info = widgets.HTML()
         # 5. save / export
-        self.save_button = widgets.Button(description="Save as my reduction", icon="save",
-                                          layout=widgets.Layout(width="200px"))
-        self.export_button = widgets.Button(description="Export batch job", icon="file-export",
-                                            layout=widgets.Layout(width="200px"))
+        self.save_button = widgets.Button(
+            description="Save as my reduction", icon="save", layout=widgets.Layout(width="200px")
+        )
+        self.export_button = widgets.Button(
+            description="Export batch job", icon="file-export", layout=widgets.Layout(width="200px")
+        )
         self.export_info = widgets.HTML()
 
         self.load_button.on_click(lambda _b: self.load())
@@ -120,17 +143,29 @@ class ReductionPanel(widgets.VBox):
         self.observation.observe(self._picked, names="value")
 
         section = lambda title: widgets.HTML(f"<h4 style='margin:8px 0 2px'>{title}</h4>")  # noqa: E731
-        super().__init__(children=[
-            self.status,
-            section("1. Observation"), self.table,
-            widgets.HBox([self.observation, self.observation_id, self.load_button]),
-            widgets.HBox([self.band, self.frame]), self.inputs_info, self.inputs_view,
-            section("2. Parameters"), self.form,
-            section("3. Run"), widgets.HBox([self.run_button, self.progress, self.progress_label]),
-            self.summary, self.results_view,
-            section("4. Candidate"), widgets.HBox([self.candidate, self.negfc_button]), self.candidate_info,
-            section("5. Save and export"), widgets.HBox([self.save_button, self.export_button]), self.export_info,
-        ])
+        super().__init__(
+            children=[
+                self.status,
+                section("1. Observation"),
+                self.table,
+                widgets.HBox([self.observation, self.observation_id, self.load_button]),
+                widgets.HBox([self.band, self.frame]),
+                self.inputs_info,
+                self.inputs_view,
+                section("2. Parameters"),
+                self.form,
+                section("3. Run"),
+                widgets.HBox([self.run_button, self.progress, self.progress_label]),
+                self.summary,
+                self.results_view,
+                section("4. Candidate"),
+                widgets.HBox([self.candidate, self.negfc_button]),
+                self.candidate_info,
+                section("5. Save and export"),
+                widgets.HBox([self.save_button, self.export_button]),
+                self.export_info,
+            ]
+        )
         self.add_class("hcdc-reduction-panel")
         if load_table and self.session is not None:
             self.refresh()
@@ -138,8 +173,7 @@ class ReductionPanel(widgets.VBox):
     # -- status
     def _error(self, exc: BaseException) -> str:
         message = describe_error(exc)
-        self.status.value = (f'<div class="hcdc-status hcdc-error" style="color:#b00020">'
-                             f"⚠ {html.escape(message)}</div>")
+        self.status.value = f'<div class="hcdc-status hcdc-error" style="color:#b00020">⚠ {html.escape(message)}</div>'
         return message
 
     def _info(self, message: str) -> None:
@@ -165,17 +199,30 @@ class ReductionPanel(widgets.VBox):
     def refresh(self) -> None:
         def go():
             rows, note = self.session.observations()
-            self.table.value = observations_table(rows) if rows else \
-                f'<div class="hcdc-observations-empty"><i>No observations of yours. {html.escape(note or "")}</i></div>'
-            self.observation.options = [(f"{r['id']}: {r.get('target') or '?'} {r.get('night')} "
-                                         f"{r.get('instrument') or ''} {r.get('filter') or ''}", r["id"]) for r in rows]
+            self.table.value = (
+                observations_table(rows)
+                if rows
+                else '<div class="hcdc-observations-empty"><i>No observations of yours. '
+                f"{html.escape(note or '')}</i></div>"
+            )
+            self.observation.options = [
+                (
+                    f"{r['id']}: {r.get('target') or '?'} {r.get('night')} "
+                    f"{r.get('instrument') or ''} {r.get('filter') or ''}",
+                    r["id"],
+                )
+                for r in rows
+            ]
             if rows:
                 self.observation.value = rows[0]["id"]
                 self.observation_id.value = rows[0]["id"]
                 self._info(f"{len(rows)} observation(s) of yours; pick one and press Load")
             else:  # no programme (the service's reason) or no observation yet
-                self.status.value = (f'<div class="hcdc-status hcdc-error" style="color:#b00020">'
-                                     f"⚠ {html.escape(note or 'no observations of yours')}</div>")
+                self.status.value = (
+                    f'<div class="hcdc-status hcdc-error" style="color:#b00020">'
+                    f"⚠ {html.escape(note or 'no observations of yours')}</div>"
+                )
+
         self._guard(go)
 
     def _picked(self, change) -> None:
@@ -189,17 +236,22 @@ class ReductionPanel(widgets.VBox):
         def go():
             self._info(f"loading observation {self.observation_id.value} ...")
             inputs = self.session.load(self.observation_id.value)
-            self.band.options = [(f"{i + 1}" + (f" ({w:.3f} µm)" if w else ""), i) for i, w in
-                                 enumerate((inputs.wavelengths_um + [None] * inputs.n_bands)[:inputs.n_bands])]
+            self.band.options = [
+                (f"{i + 1}" + (f" ({w:.3f} µm)" if w else ""), i)
+                for i, w in enumerate((inputs.wavelengths_um + [None] * inputs.n_bands)[: inputs.n_bands])
+            ]
             self.band.value = 0
             cube = inputs.band(0)[0]
             self.frame.max = cube.shape[0] - 1
             self.frame.value = 0
             self.results_view.children, self.summary.value, self.candidate.options = (), "", []
             self._show_inputs()
-            self._info(f"observation {inputs.observation_id} loaded: {cube.shape[0]} centred frames of "
-                       f"{cube.shape[1]}×{cube.shape[2]} px, {inputs.n_bands} band(s), "
-                       f"pixel scale {inputs.pixel_scale} arcsec")
+            self._info(
+                f"observation {inputs.observation_id} loaded: {cube.shape[0]} centred frames of "
+                f"{cube.shape[1]}×{cube.shape[2]} px, {inputs.n_bands} band(s), "
+                f"pixel scale {inputs.pixel_scale} arcsec"
+            )
+
         self._guard(go)
 
     def _show_inputs(self) -> None:
@@ -208,11 +260,14 @@ class ReductionPanel(widgets.VBox):
             return
         cube = inputs.band(self.band.value or 0)[0]
         index = min(self.frame.value, cube.shape[0] - 1)
-        self.inputs_info.value = (f"frame {index}: derotation angle {inputs.angles[index]:.2f}°; "
-                                  f"angles {inputs.angles.min():.1f}° … {inputs.angles.max():.1f}°")
+        self.inputs_info.value = (
+            f"frame {index}: derotation angle {inputs.angles[index]:.2f}°; "
+            f"angles {inputs.angles.min():.1f}° … {inputs.angles.max():.1f}°"
+        )
         self.inputs_view.children = [
             plots.plot_widget(plots.image_figure(cube[index], f"centred frame {index}", "frame"), "frame"),
-            plots.plot_widget(plots.angles_figure(inputs.angles), "angles")]
+            plots.plot_widget(plots.angles_figure(inputs.angles), "angles"),
+        ]
 
     # -- 3. run
     def run(self) -> None:
@@ -246,8 +301,9 @@ class ReductionPanel(widgets.VBox):
             self._show_results()
             self.progress.value, self.progress.bar_style = 100, "success"
             self.progress_label.value = f"done in {outcome.seconds:.1f} s"
-            self._info(f"run finished in {outcome.seconds:.1f} s: "
-                       f"{len(outcome.result.detection.candidates)} candidate(s)")
+            self._info(
+                f"run finished in {outcome.seconds:.1f} s: {len(outcome.result.detection.candidates)} candidate(s)"
+            )
             return outcome
 
         if self._guard(go) is None:
@@ -259,16 +315,24 @@ class ReductionPanel(widgets.VBox):
         result = outcome.result
         cands = result.detection.candidates
         self.results_view.children = [
-            plots.plot_widget(plots.image_figure(result.subtraction.residuals, "residuals", "residuals",
-                                                 symmetric=True, palette="Viridis256"), "residuals"),
-            plots.plot_widget(plots.image_figure(result.detection.snr_map, "S/N map", "snrmap", cands,
-                                                 palette="Viridis256"), "snrmap"),
+            plots.plot_widget(
+                plots.image_figure(
+                    result.subtraction.residuals, "residuals", "residuals", symmetric=True, palette="Viridis256"
+                ),
+                "residuals",
+            ),
+            plots.plot_widget(
+                plots.image_figure(result.detection.snr_map, "S/N map", "snrmap", cands, palette="Viridis256"), "snrmap"
+            ),
             plots.plot_widget(plots.contrast_figure(result.contrast), "contrast"),
         ]
-        self.summary.value = (f"FWHM {result.psf.fwhm:.2f} px; {len(cands)} candidate(s) above "
-                              f"{result.detection.threshold:g} ({result.detection.threshold_on})")
-        self.candidate.options = [(f"#{i + 1}: S/N {c.snr:.1f} at ({c.x:.1f}, {c.y:.1f})", i)
-                                  for i, c in enumerate(cands)]
+        self.summary.value = (
+            f"FWHM {result.psf.fwhm:.2f} px; {len(cands)} candidate(s) above "
+            f"{result.detection.threshold:g} ({result.detection.threshold_on})"
+        )
+        self.candidate.options = [
+            (f"#{i + 1}: S/N {c.snr:.1f} at ({c.x:.1f}, {c.y:.1f})", i) for i, c in enumerate(cands)
+        ]
         if cands:
             self.candidate.value = 0
         self._show_candidate()
@@ -283,22 +347,31 @@ class ReductionPanel(widgets.VBox):
         except Exception as exc:
             self._error(exc)
             return
-        rows = [("position (x, y) px", f"{c['x']:.2f}, {c['y']:.2f}"),
-                ("separation", f"{c['sep_arcsec']:.4f}\" ({c['sep_px']:.2f} px)"),
-                ("position angle", f"{c['pa_deg']:.2f}°"), ("S/N", f"{c['snr']:.2f}"),
-                ("significance", f"{c['significance']:.2f} σ")]
+        rows = [
+            ("position (x, y) px", f"{c['x']:.2f}, {c['y']:.2f}"),
+            ("separation", f'{c["sep_arcsec"]:.4f}" ({c["sep_px"]:.2f} px)'),
+            ("position angle", f"{c['pa_deg']:.2f}°"),
+            ("S/N", f"{c['snr']:.2f}"),
+            ("significance", f"{c['significance']:.2f} σ"),
+        ]
         fit = c["negfc"]
         if fit:
-            rows += [("NEGFC separation", f"{fit['sep_arcsec']:.4f}\""), ("NEGFC PA", f"{fit['pa_deg']:.2f}°"),
-                     ("NEGFC flux (1×FWHM)", f"{fit['flux']:.4g}"),
-                     ("contrast", f"{fit['contrast']:.3e}" if fit["contrast"] else "— (no star flux)")]
+            rows += [
+                ("NEGFC separation", f'{fit["sep_arcsec"]:.4f}"'),
+                ("NEGFC PA", f"{fit['pa_deg']:.2f}°"),
+                ("NEGFC flux (1×FWHM)", f"{fit['flux']:.4g}"),
+                ("contrast", f"{fit['contrast']:.3e}" if fit["contrast"] else "— (no star flux)"),
+            ]
             if fit["uncertainty"]:
                 u = fit["uncertainty"]
                 rows.append(("1σ (sep px, PA °, flux)", f"{u[0]:.3g}, {u[1]:.3g}, {u[2]:.3g}"))
         else:
             rows.append(("NEGFC", html.escape(c["note"] or "not fitted: press NEGFC")))
-        self.candidate_info.value = ('<table class="hcdc-candidate">' + "".join(
-            f"<tr><td>{k}</td><td><b>{v}</b></td></tr>" for k, v in rows) + "</table>")
+        self.candidate_info.value = (
+            '<table class="hcdc-candidate">'
+            + "".join(f"<tr><td>{k}</td><td><b>{v}</b></td></tr>" for k, v in rows)
+            + "</table>"
+        )
 
     def characterise(self) -> None:
         def go():
@@ -309,15 +382,19 @@ class ReductionPanel(widgets.VBox):
             self.session.characterise(self.candidate.value, params)
             self._show_candidate()
             self._info(f"NEGFC of candidate #{self.candidate.value + 1} done")
+
         self._guard(go)
 
     # -- 5. save / export
     def save(self) -> dict[str, Any] | None:
         def go():
             saved = self.session.save()
-            self._info(f"saved as your reduction {saved['reduction_id']} ({saved['n_detections']} detection(s), "
-                       f"{saved['n_limits']} detection limit(s); release date {saved['release_date']})")
+            self._info(
+                f"saved as your reduction {saved['reduction_id']} ({saved['n_detections']} detection(s), "
+                f"{saved['n_limits']} detection limit(s); release date {saved['release_date']})"
+            )
             return saved
+
         return self._guard(go)
 
     def export(self) -> dict[str, Any] | None:
@@ -326,11 +403,14 @@ class ReductionPanel(widgets.VBox):
             obs = self.session.inputs.observation_id if self.session.inputs else self.observation_id.value
             path = self.export_dir / f"postprocess_obs{obs}.yaml"
             job = self.session.export_job(path, params, obs)
-            self.export_info.value = (f"job written to <code>{html.escape(str(path))}</code>; run it with<br>"
-                                      f"<code>{html.escape(job['command'])}</code>")
+            self.export_info.value = (
+                f"job written to <code>{html.escape(str(path))}</code>; run it with<br>"
+                f"<code>{html.escape(job['command'])}</code>"
+            )
             self._info(f"batch job written to {path}")
             job["path"] = str(path)
             return job
+
         return self._guard(go)
 
     def _ipython_display_(self):  # BokehJS (inline) once, then the panel

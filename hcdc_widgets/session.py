@@ -69,7 +69,7 @@ class InteractiveReduction:
 
             client = CatalogClient()
         self.client = client
-        self.inputs = None     # CalibratedInputs
+        self.inputs = None  # CalibratedInputs
         self.outcome: RunOutcome | None = None
         self.negfc: dict[int, Any] = {}
         self.saved: dict[str, Any] | None = None
@@ -94,23 +94,28 @@ class InteractiveReduction:
         return self.inputs
 
     # -- science: the batch's function and parameters
-    def run(self, params: PostprocessParameters, band: int = 0,
-            progress: Callable[[str], None] | None = None) -> RunOutcome:
+    def run(
+        self, params: PostprocessParameters, band: int = 0, progress: Callable[[str], None] | None = None
+    ) -> RunOutcome:
         if self.inputs is None:
             raise ValueError("load an observation first")
         if not isinstance(params, PostprocessParameters):
             raise TypeError(f"expected PostprocessParameters, got {type(params).__name__}")
         cube, psf, star_flux, wavelength = self.inputs.band(band)
         if progress:
-            progress(f"post-processing band {band + 1}/{self.inputs.n_bands} ({cube.shape[0]} frames "
-                     f"{cube.shape[1]}×{cube.shape[2]} px, {params.subtraction.algorithm})")
+            progress(
+                f"post-processing band {band + 1}/{self.inputs.n_bands} ({cube.shape[0]} frames "
+                f"{cube.shape[1]}×{cube.shape[2]} px, {params.subtraction.algorithm})"
+            )
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        result = pipeline.postprocess(cube, self.inputs.angles, psf, self.inputs.pixel_scale,
-                                      star_flux=star_flux, params=params)
+        result = pipeline.postprocess(
+            cube, self.inputs.angles, psf, self.inputs.pixel_scale, star_flux=star_flux, params=params
+        )
         seconds = time.perf_counter() - t0
-        self.outcome = RunOutcome(self.inputs.observation_id, band, params, result, seconds, started,
-                                  datetime.now(timezone.utc), wavelength)
+        self.outcome = RunOutcome(
+            self.inputs.observation_id, band, params, result, seconds, started, datetime.now(timezone.utc), wavelength
+        )
         self.negfc, self.saved = {}, None
         return self.outcome
 
@@ -126,14 +131,29 @@ class InteractiveReduction:
         flux = fit.flux if fit is not None else None
         star = result.star_flux
         scale = result.pixel_scale
-        return {"id": index + 1, "x": cand.x, "y": cand.y, "sep_px": cand.separation_px,
-                "sep_arcsec": cand.separation_px * scale, "pa_deg": cand.pa_deg, "snr": cand.snr,
-                "fpf": cand.fpf, "significance": cand.significance,
-                "negfc": None if fit is None else {
-                    "x": fit.x, "y": fit.y, "sep_arcsec": fit.separation_px * scale, "pa_deg": fit.pa_deg,
-                    "flux": fit.flux, "contrast": (flux / star) if star else None,
-                    "uncertainty": None if fit.uncertainty is None else list(fit.uncertainty.total)},
-                "note": item.note}
+        return {
+            "id": index + 1,
+            "x": cand.x,
+            "y": cand.y,
+            "sep_px": cand.separation_px,
+            "sep_arcsec": cand.separation_px * scale,
+            "pa_deg": cand.pa_deg,
+            "snr": cand.snr,
+            "fpf": cand.fpf,
+            "significance": cand.significance,
+            "negfc": None
+            if fit is None
+            else {
+                "x": fit.x,
+                "y": fit.y,
+                "sep_arcsec": fit.separation_px * scale,
+                "pa_deg": fit.pa_deg,
+                "flux": fit.flux,
+                "contrast": (flux / star) if star else None,
+                "uncertainty": None if fit.uncertainty is None else list(fit.uncertainty.total),
+            },
+            "note": item.note,
+        }
 
     def characterise(self, index: int, params: CharacterisationParameters | None = None):
         """NEGFC of candidate ``index`` with the run's (or the given) characterisation parameters."""
@@ -150,8 +170,9 @@ class InteractiveReduction:
             params = dataclasses.replace(params, method="cadi")
         params = dataclasses.replace(params, ncomp=min(params.ncomp, cube.shape[0]))
         cand = items[index].candidate
-        fit = CharacterisationStep()(params, cube=cube, angles=self.inputs.angles, psf=result.psf.psf,
-                                         fwhm=result.psf.fwhm, xy=(cand.x, cand.y))
+        fit = CharacterisationStep()(
+            params, cube=cube, angles=self.inputs.angles, psf=result.psf.psf, fwhm=result.psf.fwhm, xy=(cand.x, cand.y)
+        )
         self.negfc[index] = fit
         return fit
 
@@ -167,30 +188,48 @@ class InteractiveReduction:
         outcome = self._outcome()
         result = outcome.result
         if self.negfc:  # NEGFC fits done on request replace the candidates' ones
-            items = tuple(dataclasses.replace(item, negfc=self.negfc.get(i, item.negfc), note=item.note)
-                          for i, item in enumerate(result.characterised))
+            items = tuple(
+                dataclasses.replace(item, negfc=self.negfc.get(i, item.negfc), note=item.note)
+                for i, item in enumerate(result.characterised)
+            )
             result = dataclasses.replace(result, characterised=items)
         table = _detections_table(result, result.pixel_scale, result.star_flux)
         curve = _contrast_table(result.contrast)
-        detections = [{"x_px": float(r["x"]), "y_px": float(r["y"]), "sep_arcsec": float(r["sep_arcsec"]),
-                        "sep_err_arcsec": _finite(r["sep_arcsec_err"]), "pa_deg": float(r["pa_deg"]),
-                        "pa_err_deg": _finite(r["pa_deg_err"]), "snr": float(r["snr"]), "fpf": _finite(r["fpf"]),
-                        "flux": _finite(r["flux_fwhm_aperture"]), "flux_err": _finite(r["flux_fwhm_aperture_err"]),
-                        "contrast": _finite(r["contrast"]), "contrast_err": _finite(r["contrast_err"]),
-                        "wavelength_um": outcome.wavelength_um} for r in table]
+        detections = [
+            {
+                "x_px": float(r["x"]),
+                "y_px": float(r["y"]),
+                "sep_arcsec": float(r["sep_arcsec"]),
+                "sep_err_arcsec": _finite(r["sep_arcsec_err"]),
+                "pa_deg": float(r["pa_deg"]),
+                "pa_err_deg": _finite(r["pa_deg_err"]),
+                "snr": float(r["snr"]),
+                "fpf": _finite(r["fpf"]),
+                "flux": _finite(r["flux_fwhm_aperture"]),
+                "flux_err": _finite(r["flux_fwhm_aperture_err"]),
+                "contrast": _finite(r["contrast"]),
+                "contrast_err": _finite(r["contrast_err"]),
+                "wavelength_um": outcome.wavelength_um,
+            }
+            for r in table
+        ]
         values = curve["contrast_5sigma"] if result.star_flux else curve["flux_5sigma"]
-        limit = {"sigma": float(result.contrast.sigma), "algorithm": outcome.params.subtraction.algorithm,
-                 "wavelength_um": outcome.wavelength_um,
-                 "points": [{"sep_arcsec": _finite(s), "contrast": _finite(v), "throughput": _finite(t)}
-                            for s, v, t in zip(curve["sep_arcsec"], values, curve["throughput"])
-                            if _finite(s) is not None and _finite(v) is not None]}
+        limit = {
+            "sigma": float(result.contrast.sigma),
+            "algorithm": outcome.params.subtraction.algorithm,
+            "wavelength_um": outcome.wavelength_um,
+            "points": [
+                {"sep_arcsec": _finite(s), "contrast": _finite(v), "throughput": _finite(t)}
+                for s, v, t in zip(curve["sep_arcsec"], values, curve["throughput"])
+                if _finite(s) is not None and _finite(v) is not None
+            ],
+        }
         return {
             "parameters": outcome.params.to_dict(),
             "inputs": self.inputs.inputs,
             "detections": detections,
             "limits": [limit],
-            "images": {"residuals": _image(result.subtraction.residuals),
-                       "snrmap": _image(result.detection.snr_map)},
+            "images": {"residuals": _image(result.subtraction.residuals), "snrmap": _image(result.detection.snr_map)},
         }
 
     def save(self) -> dict[str, Any]:
@@ -199,8 +238,9 @@ class InteractiveReduction:
         self.saved = self.client.save_reduction(outcome.observation_id, self.payload())
         return self.saved
 
-    def export_job(self, path: str | Path, params: PostprocessParameters | None = None,
-                   observation_id: int | None = None) -> dict[str, Any]:
+    def export_job(
+        self, path: str | Path, params: PostprocessParameters | None = None, observation_id: int | None = None
+    ) -> dict[str, Any]:
         """Write the batch job (YAML) that runs the same reduction with papermill; returns its content."""
         import yaml
 
@@ -213,10 +253,29 @@ class InteractiveReduction:
         text = json.dumps(params.to_dict(), sort_keys=True, separators=(",", ":"))
         path = Path(path).expanduser()
         output = f"postprocess_obs{int(observation_id)}.ipynb"
-        command = " ".join(["papermill", "-k", "hcdc", BATCH_NOTEBOOK, output,
-                            "-p", "observation_id", str(int(observation_id)), "-p", "parameters", shlex.quote(text)])
-        job = {"step": BATCH_STEP, "observation_id": int(observation_id), "parameters": text,
-               "parameters_sha256": params.fingerprint(), "notebook": BATCH_NOTEBOOK, "command": command}
+        command = " ".join(
+            [
+                "papermill",
+                "-k",
+                "hcdc",
+                BATCH_NOTEBOOK,
+                output,
+                "-p",
+                "observation_id",
+                str(int(observation_id)),
+                "-p",
+                "parameters",
+                shlex.quote(text),
+            ]
+        )
+        job = {
+            "step": BATCH_STEP,
+            "observation_id": int(observation_id),
+            "parameters": text,
+            "parameters_sha256": params.fingerprint(),
+            "notebook": BATCH_NOTEBOOK,
+            "command": command,
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(job, sort_keys=False, width=10_000))
         return job

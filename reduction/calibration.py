@@ -137,16 +137,21 @@ class MasterDark:
     image: np.ndarray
     dit_s: float
     n_frames: int
-    level_adu: float            #: median of the master
-    read_noise_adu: float       #: median temporal noise per pixel (single frame)
-    hot_pixels: np.ndarray      #: bool map
+    level_adu: float  #: median of the master
+    read_noise_adu: float  #: median temporal noise per pixel (single frame)
+    hot_pixels: np.ndarray  #: bool map
     unstable_pixels: np.ndarray  #: bool map (empty when fewer than 3 frames)
 
     @property
     def quality(self) -> dict[str, float]:
-        return {"dark_level_adu": self.level_adu, "read_noise_adu": self.read_noise_adu,
-                "n_hot_pixels": int(self.hot_pixels.sum()), "n_unstable_pixels": int(self.unstable_pixels.sum()),
-                "n_frames": self.n_frames, "dit_s": self.dit_s}
+        return {
+            "dark_level_adu": self.level_adu,
+            "read_noise_adu": self.read_noise_adu,
+            "n_hot_pixels": int(self.hot_pixels.sum()),
+            "n_unstable_pixels": int(self.unstable_pixels.sum()),
+            "n_frames": self.n_frames,
+            "dit_s": self.dit_s,
+        }
 
 
 def master_dark(frames: np.ndarray, dit_s: float, params: MasterDarkParameters = MasterDarkParameters()) -> MasterDark:
@@ -159,19 +164,26 @@ def master_dark(frames: np.ndarray, dit_s: float, params: MasterDarkParameters =
     if stack.shape[0] >= 2:
         # frame-to-frame differences remove the fixed pattern: std(diff)/sqrt(2) = temporal noise
         differences = np.diff(stack, axis=0)
-        temporal = np.sqrt(np.nanmean(differences ** 2, axis=0) / 2.0)
+        temporal = np.sqrt(np.nanmean(differences**2, axis=0) / 2.0)
         # pooled over independent pairs (0-1, 2-3, ...); a clipped standard deviation, not the MAD,
         # because integer ADU make the MAD of differences jump by quantisation steps
         pairs = stack.shape[0] // 2
         # every 7th pixel: ~300k samples per megapixel frame pair is plenty for a 0.2 % estimate
-        differences = (stack[1:2 * pairs:2] - stack[0:2 * pairs:2]).reshape(-1)[::7] / 2.0 ** 0.5
+        differences = (stack[1 : 2 * pairs : 2] - stack[0 : 2 * pairs : 2]).reshape(-1)[::7] / 2.0**0.5
         read_noise = clipped_std(differences, 5.0)
         unstable = (temporal > params.unstable_sigma * read_noise) if stack.shape[0] >= 3 else np.zeros_like(hot)
     else:
         read_noise = float("nan")
         unstable = np.zeros_like(hot)
-    return MasterDark(image=image, dit_s=float(dit_s), n_frames=int(stack.shape[0]), level_adu=level,
-                      read_noise_adu=read_noise, hot_pixels=hot, unstable_pixels=unstable & ~hot)
+    return MasterDark(
+        image=image,
+        dit_s=float(dit_s),
+        n_frames=int(stack.shape[0]),
+        level_adu=level,
+        read_noise_adu=read_noise,
+        hot_pixels=hot,
+        unstable_pixels=unstable & ~hot,
+    )
 
 
 class MasterDarkStep(Step):
@@ -202,24 +214,31 @@ class MasterFlatParameters(StepParameters):
 
 @dataclass(frozen=True)
 class MasterFlat:
-    flat: np.ndarray              #: normalised response, median 1 over good pixels
-    dead_pixels: np.ndarray       #: bool: response < dead_below
-    hot_pixels: np.ndarray        #: bool: response > hot_above
-    rms: float                    #: robust RMS of the good-pixel response
-    counts_adu: float             #: median counts in the longest-DIT frames (lamp level)
+    flat: np.ndarray  #: normalised response, median 1 over good pixels
+    dead_pixels: np.ndarray  #: bool: response < dead_below
+    hot_pixels: np.ndarray  #: bool: response > hot_above
+    rms: float  #: robust RMS of the good-pixel response
+    counts_adu: float  #: median counts in the longest-DIT frames (lamp level)
     dits_s: tuple[float, ...]
     n_frames: int
 
     @property
     def quality(self) -> dict[str, float]:
-        return {"flat_rms": self.rms, "flat_counts_adu": self.counts_adu,
-                "n_dead_pixels": int(self.dead_pixels.sum()), "n_flat_hot_pixels": int(self.hot_pixels.sum()),
-                "n_frames": self.n_frames}
+        return {
+            "flat_rms": self.rms,
+            "flat_counts_adu": self.counts_adu,
+            "n_dead_pixels": int(self.dead_pixels.sum()),
+            "n_flat_hot_pixels": int(self.hot_pixels.sum()),
+            "n_frames": self.n_frames,
+        }
 
 
-def master_flat(frames: np.ndarray, dits_s: np.ndarray | list[float],
-                params: MasterFlatParameters = MasterFlatParameters(),
-                dark: np.ndarray | None = None) -> MasterFlat:
+def master_flat(
+    frames: np.ndarray,
+    dits_s: np.ndarray | list[float],
+    params: MasterFlatParameters = MasterFlatParameters(),
+    dark: np.ndarray | None = None,
+) -> MasterFlat:
     """Flat field from lamp frames.
 
     With two or more distinct DITs the response is the per-pixel least-squares
@@ -233,10 +252,11 @@ def master_flat(frames: np.ndarray, dits_s: np.ndarray | list[float],
     distinct = np.unique(np.round(dits, 4))
     if distinct.size >= 2:
         # per-DIT clipped means, then a linear fit per pixel
-        means = np.array([sigma_clipped_mean(stack[np.isclose(dits, d, atol=1e-4)], params.clip_sigma)
-                          for d in distinct])
+        means = np.array(
+            [sigma_clipped_mean(stack[np.isclose(dits, d, atol=1e-4)], params.clip_sigma) for d in distinct]
+        )
         x = distinct - distinct.mean()
-        slope = np.tensordot(x, means - means.mean(axis=0), axes=(0, 0)) / np.sum(x ** 2)
+        slope = np.tensordot(x, means - means.mean(axis=0), axes=(0, 0)) / np.sum(x**2)
         response = slope
         counts = _level(means[-1])
     else:
@@ -253,8 +273,15 @@ def master_flat(frames: np.ndarray, dits_s: np.ndarray | list[float],
     hot = flat > params.hot_above
     good = ~(dead | hot)
     flat = flat / _level(flat[good])
-    return MasterFlat(flat=flat, dead_pixels=dead, hot_pixels=hot, rms=robust_std(flat[good]), counts_adu=counts,
-                      dits_s=tuple(float(d) for d in distinct), n_frames=int(stack.shape[0]))
+    return MasterFlat(
+        flat=flat,
+        dead_pixels=dead,
+        hot_pixels=hot,
+        rms=robust_std(flat[good]),
+        counts_adu=counts,
+        dits_s=tuple(float(d) for d in distinct),
+        n_frames=int(stack.shape[0]),
+    )
 
 
 class MasterFlatStep(Step):
@@ -274,15 +301,19 @@ class MasterFlatStep(Step):
 
 @dataclass(frozen=True)
 class BadPixelMap:
-    mask: np.ndarray          #: True = bad
+    mask: np.ndarray  #: True = bad
     n_hot: int
     n_dead: int
     n_unstable: int
 
     @property
     def quality(self) -> dict[str, int]:
-        return {"n_bad_pixels": int(self.mask.sum()), "n_hot_pixels": self.n_hot, "n_dead_pixels": self.n_dead,
-                "n_unstable_pixels": self.n_unstable}
+        return {
+            "n_bad_pixels": int(self.mask.sum()),
+            "n_hot_pixels": self.n_hot,
+            "n_dead_pixels": self.n_dead,
+            "n_unstable_pixels": self.n_unstable,
+        }
 
 
 def bad_pixel_map(darks: list[MasterDark], flat: MasterFlat | None) -> BadPixelMap:
@@ -300,8 +331,12 @@ def bad_pixel_map(darks: list[MasterDark], flat: MasterFlat | None) -> BadPixelM
         dead |= flat.dead_pixels
         hot |= flat.hot_pixels
     mask = hot | dead | unstable
-    return BadPixelMap(mask=mask, n_hot=int(hot.sum()), n_dead=int((dead & ~hot).sum()),
-                       n_unstable=int((unstable & ~hot & ~dead).sum()))
+    return BadPixelMap(
+        mask=mask,
+        n_hot=int(hot.sum()),
+        n_dead=int((dead & ~hot).sum()),
+        n_unstable=int((unstable & ~hot & ~dead).sum()),
+    )
 
 
 def correct_bad_pixels(image: np.ndarray, mask: np.ndarray, box: int = 5) -> np.ndarray:
@@ -315,8 +350,9 @@ def correct_bad_pixels(image: np.ndarray, mask: np.ndarray, box: int = 5) -> np.
     half = box // 2
     ys, xs = np.nonzero(mask)
     ny, nx = mask.shape
-    offsets = np.array([(dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)
-                        if (dy, dx) != (0, 0)])
+    offsets = np.array(
+        [(dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1) if (dy, dx) != (0, 0)]
+    )
     yy = np.clip(ys[:, None] + offsets[None, :, 0], 0, ny - 1)
     xx = np.clip(xs[:, None] + offsets[None, :, 1], 0, nx - 1)
     neighbour_bad = mask[yy, xx]
@@ -345,5 +381,4 @@ def master_sky(frames: np.ndarray, dit_s: float, clip_sigma: float = 5.0) -> Mas
     """Sky background (instrument + sky) of one DIT: a clipped mean of the sky frames."""
     stack = _stack(frames, "master sky")
     image = sigma_clipped_mean(stack, clip_sigma)
-    return MasterSky(image=image, dit_s=float(dit_s), n_frames=int(stack.shape[0]),
-                     level_adu=_level(image))
+    return MasterSky(image=image, dit_s=float(dit_s), n_frames=int(stack.shape[0]), level_adu=_level(image))

@@ -99,9 +99,12 @@ class WaffleCentringResult:
     n_masked_pixels: int
 
 
-def waffle_spot_separation_px(wavelength_um: float, pixel_scale_arcsec: float,
-                              separation_lambda_over_d: float = 10 * np.sqrt(2) * 0.97,
-                              telescope_diameter_m: float = 8.0) -> float:
+def waffle_spot_separation_px(
+    wavelength_um: float,
+    pixel_scale_arcsec: float,
+    separation_lambda_over_d: float = 10 * np.sqrt(2) * 0.97,
+    telescope_diameter_m: float = 8.0,
+) -> float:
     """Expected star-spot distance in pixels (SPHERE waffle: 10√2 x 0.97 λ/D, vlt-sphere)."""
     lambda_over_d_arcsec = wavelength_um * 1e-6 / telescope_diameter_m * 180 / np.pi * 3600
     return separation_lambda_over_d * lambda_over_d_arcsec / pixel_scale_arcsec
@@ -109,7 +112,7 @@ def waffle_spot_separation_px(wavelength_um: float, pixel_scale_arcsec: float,
 
 def _gaussian(params, yy, xx):
     amplitude, x0, y0, sigma, offset = params
-    return offset + amplitude * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
+    return offset + amplitude * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))
 
 
 def _fit_spot(image: np.ndarray, x_guess: float, y_guess: float, box: int, bad: np.ndarray) -> tuple[float, float, int]:
@@ -128,8 +131,12 @@ def _fit_spot(image: np.ndarray, x_guess: float, y_guess: float, box: int, bad: 
         return (_gaussian(p, yy, xx) - sub)[good]
 
     start = np.array([amplitude, x_guess, y_guess, 1.5, background])
-    fit = optimize.least_squares(residuals, start, x_scale=[amplitude, 1, 1, 1, amplitude],
-                                 bounds=([0, x0, y0, 0.5, -np.inf], [np.inf, x1 - 1, y1 - 1, box, np.inf]))
+    fit = optimize.least_squares(
+        residuals,
+        start,
+        x_scale=[amplitude, 1, 1, 1, amplitude],
+        bounds=([0, x0, y0, 0.5, -np.inf], [np.inf, x1 - 1, y1 - 1, box, np.inf]),
+    )
     return float(fit.x[1]), float(fit.x[2]), int((~good).sum())
 
 
@@ -144,8 +151,9 @@ def _line_intersection(p1, p2, p3, p4) -> tuple[float, float]:
     return float(point[0]), float(point[1])
 
 
-def find_waffle_centre(image: np.ndarray, guess_xy: tuple[float, float],
-                       params: WaffleCentringParameters) -> WaffleCentringResult:
+def find_waffle_centre(
+    image: np.ndarray, guess_xy: tuple[float, float], params: WaffleCentringParameters
+) -> WaffleCentringResult:
     """Find the star centre from the four waffle spots of one frame.
 
     Parameters
@@ -179,7 +187,7 @@ def find_waffle_centre(image: np.ndarray, guess_xy: tuple[float, float],
     for k, angle in enumerate(angles):
         px = guess_xy[0] + params.spot_separation_px * np.cos(angle)
         py = guess_xy[1] + params.spot_separation_px * np.sin(angle)
-        window = (xx - px) ** 2 + (yy - py) ** 2 <= params.search_radius_px ** 2
+        window = (xx - px) ** 2 + (yy - py) ** 2 <= params.search_radius_px**2
         if not window.any():
             raise CentringError(f"spot {k} predicted at ({px:.1f}, {py:.1f}) is outside the frame")
         candidate = np.where(window, smooth, -np.inf)
@@ -192,8 +200,9 @@ def find_waffle_centre(image: np.ndarray, guess_xy: tuple[float, float],
     if asymmetry > params.max_asymmetry_px:
         raise CentringError(f"the four spots do not form a square (diagonal midpoints {asymmetry:.2f} px apart)")
     separation = float(np.mean(np.hypot(spots[:, 0] - centre[0], spots[:, 1] - centre[1])))
-    return WaffleCentringResult(centre_xy=centre, spots_xy=spots, asymmetry_px=asymmetry,
-                                spot_separation_px=separation, n_masked_pixels=masked)
+    return WaffleCentringResult(
+        centre_xy=centre, spots_xy=spots, asymmetry_px=asymmetry, spot_separation_px=separation, n_masked_pixels=masked
+    )
 
 
 def bad_pixel_mask(image: np.ndarray, sigma: float) -> np.ndarray:

@@ -42,8 +42,12 @@ Units
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # astropy is imported where the times are made, not for this annotation
+    from astropy.time import Time
 
 #: Names of the axes of a full HC-DC cube, outermost first.
 AXIS_ORDER: tuple[str, ...] = ("wavelength", "time", "y", "x")
@@ -141,28 +145,24 @@ def sky_to_frame_xy(
     return x, y
 
 
-def derotated_xy_to_sky(
-    x: float | np.ndarray, y: float | np.ndarray, centre_yx: tuple[float, float]
-) -> PolarPosition:
+def derotated_xy_to_sky(x: float | np.ndarray, y: float | np.ndarray, centre_yx: tuple[float, float]) -> PolarPosition:
     """Separation and sky PA of a pixel of a derotated (north-up, east-left) image."""
     dx = np.asarray(x) - centre_yx[1]
     dy = np.asarray(y) - centre_yx[0]
     sep = np.hypot(dx, dy)
     pa = wrap_angle(np.rad2deg(np.arctan2(dy, dx)) - 90.0)
-    return PolarPosition(separation_px=float(sep) if np.ndim(sep) == 0 else sep, pa_deg=float(pa) if np.ndim(pa) == 0 else pa)
+    return PolarPosition(
+        separation_px=float(sep) if np.ndim(sep) == 0 else sep, pa_deg=float(pa) if np.ndim(pa) == 0 else pa
+    )
 
 
-def sky_to_derotated_xy(
-    separation_px: float, pa_deg: float, centre_yx: tuple[float, float]
-) -> tuple[float, float]:
+def sky_to_derotated_xy(separation_px: float, pa_deg: float, centre_yx: tuple[float, float]) -> tuple[float, float]:
     """Pixel ``(x, y)`` of a source at ``(separation, PA)`` in a derotated image."""
     x, y = sky_to_frame_xy(separation_px, pa_deg, 0.0, centre_yx)
     return float(x), float(y)
 
 
-def derotation_angles(
-    parallactic_deg: np.ndarray, pupil_offset_deg: float, true_north_deg: float
-) -> np.ndarray:
+def derotation_angles(parallactic_deg: np.ndarray, pupil_offset_deg: float, true_north_deg: float) -> np.ndarray:
     """Derotation angles (vip-hci convention) of a pupil-tracking sequence.
 
     ``α = PARANG + pupil_offset + true_north`` (SPHERE Data Center convention).
@@ -170,9 +170,7 @@ def derotation_angles(
     return np.asarray(parallactic_deg, dtype=float) + pupil_offset_deg + true_north_deg
 
 
-def parallactic_angle(
-    hour_angle_deg: np.ndarray | float, dec_deg: float, latitude_deg: float
-) -> np.ndarray:
+def parallactic_angle(hour_angle_deg: np.ndarray | float, dec_deg: float, latitude_deg: float) -> np.ndarray:
     """Parallactic angle in degrees, the classical spherical-astronomy formula.
 
     ``q = atan2(sin H, tan φ cos δ - sin δ cos H)``, negative east of the
@@ -186,7 +184,11 @@ def parallactic_angle(
 
 
 def parallactic_angle_at(
-    times_utc: "Time", ra_deg: float, dec_deg: float, latitude_deg: float, longitude_deg: float,
+    times_utc: "Time",
+    ra_deg: float,
+    dec_deg: float,
+    latitude_deg: float,
+    longitude_deg: float,
     elevation_m: float = 0.0,
 ) -> np.ndarray:
     """Parallactic angle (deg) of an ICRS target at UTC times, astropy-based.
@@ -202,7 +204,8 @@ def parallactic_angle_at(
 
     site = EarthLocation(lat=latitude_deg * u.deg, lon=longitude_deg * u.deg, height=elevation_m * u.m)
     apparent = SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs").transform_to(
-        TETE(obstime=times_utc, location=site))
+        TETE(obstime=times_utc, location=site)
+    )
     lst = times_utc.sidereal_time("apparent", longitude=site.lon)
     hour_angle = (lst - apparent.ra).wrap_at(180 * u.deg).deg
     return parallactic_angle(hour_angle, apparent.dec.deg, latitude_deg)

@@ -82,20 +82,31 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def provenance_record(step: str, version: str, parameters: dict[str, Any],
-                      inputs: dict[str, str | Path] | None = None) -> dict[str, Any]:
+def provenance_record(
+    step: str, version: str, parameters: dict[str, Any], inputs: dict[str, str | Path] | None = None
+) -> dict[str, Any]:
     """A JSON-serialisable provenance record."""
     files = {}
     for name, path in (inputs or {}).items():
         path = Path(path)
         files[name] = {"path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
-    return {"step": step, "version": version, "parameters": parameters, "inputs": files,
-            "software": software_versions(), "host": platform.node(),
-            "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "step": step,
+        "version": version,
+        "parameters": parameters,
+        "inputs": files,
+        "software": software_versions(),
+        "host": platform.node(),
+        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
-def write_image(path: str | Path, data: np.ndarray, provenance: dict[str, Any] | None = None,
-                cards: dict[str, tuple[Any, str]] | None = None) -> Path:
+def write_image(
+    path: str | Path,
+    data: np.ndarray,
+    provenance: dict[str, Any] | None = None,
+    cards: dict[str, tuple[Any, str]] | None = None,
+) -> Path:
     """Write a FITS image with keyword ``cards`` and the provenance as JSON in COMMENT-free HISTORY cards."""
     path = Path(path)
     header = fits.Header()
@@ -108,7 +119,7 @@ def write_image(path: str | Path, data: np.ndarray, provenance: dict[str, Any] |
         header["HCDCSTEP"] = (str(provenance.get("step", "")), "HC-DC step that made this product")
         header["HCDCVERS"] = (str(provenance.get("version", "")), "version of that step")
         for start in range(0, len(text), 68):
-            header.add_history(text[start:start + 68])
+            header.add_history(text[start : start + 68])
     fits.PrimaryHDU(data=np.asarray(data, dtype=np.float64), header=header).writeto(path, overwrite=True)
     return path
 

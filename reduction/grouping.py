@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Iterable, Protocol, Sequence
 
 from reduction.instruments.base import FrameKind
@@ -150,15 +150,31 @@ class CalibrationMatch:
     role: FrameKind
     for_dit_s: float | None
     sequence: CalibrationSequence | None
-    reason: str | None = None   #: why nothing matched, when ``sequence`` is None
+    reason: str | None = None  #: why nothing matched, when ``sequence`` is None
 
 
-def observation_key(instrument: str, night: date, ob: str, target: str | None, mode: str | None,
-                    filter_: str | None, coronagraph: str | None, dit_s: float | None) -> str:
+def observation_key(
+    instrument: str,
+    night: date,
+    ob: str,
+    target: str | None,
+    mode: str | None,
+    filter_: str | None,
+    coronagraph: str | None,
+    dit_s: float | None,
+) -> str:
     """A readable, stable identifier of an observation."""
     dit = "none" if dit_s is None else f"{dit_s:.2f}"
-    parts = [instrument, night.isoformat(), ob, target or "unknown-target", mode or "-",
-             filter_ or "-", coronagraph or "no-coronagraph", f"DIT{dit}"]
+    parts = [
+        instrument,
+        night.isoformat(),
+        ob,
+        target or "unknown-target",
+        mode or "-",
+        filter_ or "-",
+        coronagraph or "no-coronagraph",
+        f"DIT{dit}",
+    ]
     return "/".join(p.replace("/", "_") for p in parts)
 
 
@@ -197,12 +213,23 @@ def group_observations(frames: Iterable[FrameRecord]) -> list[ObservationGroup]:
         ob_id = members[0].ob_id
         ob_name = members[0].ob_name
         for (coronagraph, dit), sci in sorted(setups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or -1)):
-            groups.append(ObservationGroup(
-                key=observation_key(instrument, night, ob, target, mode, filter_, coronagraph, dit),
-                instrument=instrument, night=night, ob_id=ob_id, ob_name=ob_name, target=target,
-                mode=mode, filter=filter_, coronagraph=coronagraph, dit_s=dit,
-                science=sorted(sci, key=lambda f: f.date_obs), center=list(center), flux=list(flux),
-            ))
+            groups.append(
+                ObservationGroup(
+                    key=observation_key(instrument, night, ob, target, mode, filter_, coronagraph, dit),
+                    instrument=instrument,
+                    night=night,
+                    ob_id=ob_id,
+                    ob_name=ob_name,
+                    target=target,
+                    mode=mode,
+                    filter=filter_,
+                    coronagraph=coronagraph,
+                    dit_s=dit,
+                    science=sorted(sci, key=lambda f: f.date_obs),
+                    center=list(center),
+                    flux=list(flux),
+                )
+            )
     return groups
 
 
@@ -224,8 +251,17 @@ def calibration_sequences(frames: Iterable[FrameRecord]) -> list[CalibrationSequ
     sequences = []
     for (instrument, kind, _template, dit, filter_, mode), files in buckets.items():
         files = sorted(files, key=lambda f: (f.date_obs, f.path))
-        sequences.append(CalibrationSequence(instrument=instrument, kind=kind, dit_s=dit, filter=filter_,
-                                             mode=mode, start=files[0].date_obs, files=tuple(files)))
+        sequences.append(
+            CalibrationSequence(
+                instrument=instrument,
+                kind=kind,
+                dit_s=dit,
+                filter=filter_,
+                mode=mode,
+                start=files[0].date_obs,
+                files=tuple(files),
+            )
+        )
     sequences.sort(key=lambda s: (s.instrument, s.kind.value, s.start, s.dit_s or -1, s.filter or ""))
     return sequences
 
@@ -259,8 +295,7 @@ def _nearest(candidates: Sequence[CalibrationSequence], when: datetime) -> Calib
     return min(candidates, key=lambda s: (abs((s.mid_time - when).total_seconds()), s.start))
 
 
-def match_calibrations(group: ObservationGroup,
-                       sequences: Sequence[CalibrationSequence]) -> list[CalibrationMatch]:
+def match_calibrations(group: ObservationGroup, sequences: Sequence[CalibrationSequence]) -> list[CalibrationMatch]:
     """The calibration sequences an observation should use (nearest in time).
 
     Returns one :class:`CalibrationMatch` per need; a need with no candidate

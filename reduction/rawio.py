@@ -39,7 +39,8 @@ class RawFileError(ValueError):
 
 
 _CARD_VALUE = re.compile(
-    r"""\s*(?:'(?P<str>(?:[^']|'')*)'|(?P<bool>[TF])(?=\s|/|$)|(?P<num>[-+]?[0-9.]+(?:[EeDd][-+]?[0-9]+)?)(?=\s|/|$))""")
+    r"""\s*(?:'(?P<str>(?:[^']|'')*)'|(?P<bool>[TF])(?=\s|/|$)|(?P<num>[-+]?[0-9.]+(?:[EeDd][-+]?[0-9]+)?)(?=\s|/|$))"""
+)
 
 
 class FastHeader(Mapping[str, Any]):
@@ -96,7 +97,7 @@ class _Unparsable(Exception):
 def _parse_cards(text: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for start in range(0, len(text), CARD):
-        card = text[start:start + CARD]
+        card = text[start : start + CARD]
         keyword = card[:8].rstrip()
         if keyword in ("", "COMMENT", "HISTORY"):
             continue
@@ -109,7 +110,7 @@ def _parse_cards(text: str) -> dict[str, Any]:
             if equals < 0:
                 continue
             keyword = "HIERARCH " + " ".join(card[9:equals].split())
-            rest = card[equals + 1:]
+            rest = card[equals + 1 :]
         elif card[8:10] == "= ":
             rest = card[10:]
         else:
@@ -146,8 +147,8 @@ class RawHeader:
     """The result of :func:`read_raw_header`."""
 
     path: str
-    header: Mapping[str, Any]       #: primary header (merged with the first extension's when the primary is empty)
-    shape: tuple[int, ...]          #: shape of the image data (numpy order)
+    header: Mapping[str, Any]  #: primary header (merged with the first extension's when the primary is empty)
+    shape: tuple[int, ...]  #: shape of the image data (numpy order)
     size_bytes: int
     sha256: str
 
@@ -186,7 +187,7 @@ def _shape(header: Mapping[str, Any]) -> tuple[int, ...]:
 def _find_end(buffer: bytes, start: int) -> int | None:
     """Offset just past the header block containing END, scanning cards from ``start``."""
     for offset in range(start, len(buffer) - CARD + 1, CARD):
-        if buffer[offset:offset + 8] == b"END     ":
+        if buffer[offset : offset + 8] == b"END     ":
             return _padded(offset + CARD)
     return None
 
@@ -243,8 +244,9 @@ def read_raw_header_only(path: str | Path) -> RawHeader:
                 end = _find_end(bytes(head), 0)
                 # the first extension's header too when the primary holds no data (GPI); a
                 # free-format NAXIS = 0 card is not recognised here, which only reads more blocks
-                if end is not None and (b"NAXIS   =                    0" not in head[:end]
-                                        or _find_end(bytes(head), end) is not None):
+                if end is not None and (
+                    b"NAXIS   =                    0" not in head[:end] or _find_end(bytes(head), end) is not None
+                ):
                     break
     except OSError as exc:
         raise RawFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
@@ -306,7 +308,7 @@ class RawImage:
     """The result of :func:`read_raw_image`: the validated header, its hash and the pixels."""
 
     header: RawHeader
-    data: np.ndarray                #: float32, numpy order (NAXISn, ..., NAXIS1), BSCALE/BZERO applied
+    data: np.ndarray  #: float32, numpy order (NAXISn, ..., NAXIS1), BSCALE/BZERO applied
 
 
 def read_raw_image(path: str | Path) -> RawImage:
@@ -339,8 +341,8 @@ def read_raw_image(path: str | Path) -> RawImage:
     view = memoryview(buffer)[:got]
     hasher = hashlib.sha256()
     for start in range(0, got, 16 * _CHUNK):  # hashlib releases the GIL on large chunks
-        hasher.update(view[start:start + 16 * _CHUNK])
-    raw, offset, layout = _validate(path, bytes(view[:min(got, _HEAD_LIMIT)]), got, hasher.hexdigest())
+        hasher.update(view[start : start + 16 * _CHUNK])
+    raw, offset, layout = _validate(path, bytes(view[: min(got, _HEAD_LIMIT)]), got, hasher.hexdigest())
     if not raw.shape or 0 in raw.shape:
         raise RawFileError(path, "no image data in the primary HDU or the first extension", "NAXIS")
     bitpix = layout.get("BITPIX")

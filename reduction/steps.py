@@ -36,8 +36,9 @@ class StepParameters:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise TypeError(f"{cls.__name__}: unknown parameter(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(names))}")
+            raise TypeError(
+                f"{cls.__name__}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
         converted = {}
         for f in dataclasses.fields(cls):
             if f.name in values:
@@ -96,21 +97,27 @@ class Step(abc.ABC, Generic[P, R]):
 
     def __call__(self, params: P, **inputs: Any) -> R:
         if not isinstance(params, self.Parameters):
-            raise StepContractError(f"step {self.name}: parameters must be {self.Parameters.__name__}, "
-                                    f"not {type(params).__name__}")
+            raise StepContractError(
+                f"step {self.name}: parameters must be {self.Parameters.__name__}, not {type(params).__name__}"
+            )
         missing = [n for n in self.inputs if n not in inputs]
         unknown = sorted(set(inputs) - set(self.inputs) - set(self.optional_inputs))
         if missing or unknown:
             raise StepContractError(
-                f"step {self.name}: " + "; ".join(
+                f"step {self.name}: "
+                + "; ".join(
                     ([f"missing input(s) {', '.join(missing)}"] if missing else [])
-                    + ([f"undeclared input(s) {', '.join(unknown)}"] if unknown else []))
-                + f" (declared: {', '.join(self.inputs)}; optional: {', '.join(self.optional_inputs) or 'none'})")
+                    + ([f"undeclared input(s) {', '.join(unknown)}"] if unknown else [])
+                )
+                + f" (declared: {', '.join(self.inputs)}; optional: {', '.join(self.optional_inputs) or 'none'})"
+            )
         result = self.run(params, **inputs)
         absent = [n for n in self.outputs if not hasattr(result, n)]
         if absent:
-            raise StepContractError(f"step {self.name}: its result ({type(result).__name__}) lacks the declared "
-                                    f"output(s) {', '.join(absent)}")
+            raise StepContractError(
+                f"step {self.name}: its result ({type(result).__name__}) lacks the declared "
+                f"output(s) {', '.join(absent)}"
+            )
         return result
 
     def describe(self) -> dict[str, Any]:
@@ -121,6 +128,8 @@ class Step(abc.ABC, Generic[P, R]):
             "inputs": list(self.inputs),
             "optional_inputs": list(self.optional_inputs),
             "outputs": list(self.outputs),
-            "parameters": {f.name: (None if f.default is dataclasses.MISSING else f.default)
-                           for f in dataclasses.fields(self.Parameters)},
+            "parameters": {
+                f.name: (None if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(self.Parameters)
+            },
         }

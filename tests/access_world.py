@@ -46,8 +46,8 @@ PROGRAMMES = {
 
 @dataclass
 class World:
-    observation: dict[str, int] = field(default_factory=dict)        # programme letter -> observation id
-    product: dict[str, int] = field(default_factory=dict)            # letter -> product id
+    observation: dict[str, int] = field(default_factory=dict)  # programme letter -> observation id
+    product: dict[str, int] = field(default_factory=dict)  # letter -> product id
     product_path: dict[str, Path] = field(default_factory=dict)
     product_sha256: dict[str, str] = field(default_factory=dict)
     target: dict[str, str] = field(default_factory=dict)
@@ -59,8 +59,9 @@ def _ob(folder: Path, start: datetime, ob_id: int, target: str, prog_id: str) ->
     extra = {"HIERARCH ESO OBS PROG ID": prog_id}
     sequence(folder, "OBJECT,FLUX", start, 1, dit=0.84, ob_id=ob_id, target=target, **extra)
     sequence(folder, "OBJECT,CENTER", start + timedelta(minutes=3), 1, dit=16.0, ob_id=ob_id, target=target, **extra)
-    sequence(folder, "OBJECT", start + timedelta(minutes=6), 2, step_s=600, dit=16.0, ob_id=ob_id, target=target,
-             **extra)
+    sequence(
+        folder, "OBJECT", start + timedelta(minutes=6), 2, step_s=600, dit=16.0, ob_id=ob_id, target=target, **extra
+    )
     morning = datetime.combine(start.date() + timedelta(days=1), time(10, 0))
     sequence(folder, "DARK,BACKGROUND", morning, 1, dit=16.0)
     sequence(folder, "FLAT,LAMP", morning + timedelta(minutes=20), 1, dit=1.0)
@@ -76,9 +77,13 @@ def build_world(catalog, root: Path, data_dir: Path, today: date | None = None) 
         start = old if letter == "C" else recent
         _ob(archive / letter, start, ob_id, target, prog_id)
     # 'pi' is the PI's user name ('pi_username' too, for older readers of the table; 'pi_name' the full name)
-    table = Table(rows=[(prog_id, pi, pi, pi.title(), coi, 12, f"programme {letter}")
-                        for letter, (prog_id, pi, coi, _t, _o) in PROGRAMMES.items()],
-                  names=("prog_id", "pi", "pi_username", "pi_name", "co_is", "proprietary_months", "title"))
+    table = Table(
+        rows=[
+            (prog_id, pi, pi, pi.title(), coi, 12, f"programme {letter}")
+            for letter, (prog_id, pi, coi, _t, _o) in PROGRAMMES.items()
+        ],
+        names=("prog_id", "pi", "pi_username", "pi_name", "co_is", "proprietary_months", "title"),
+    )
     programmes = root / "programmes.ecsv"
     table.write(programmes, format="ascii.ecsv", overwrite=True)
     report = ingest(archive, catalog, programmes=programmes)
@@ -93,22 +98,50 @@ def build_world(catalog, root: Path, data_dir: Path, today: date | None = None) 
             observation = session.scalar(select(Observation).where(Observation.programme_id == programme.id))
             raw_ids = list(session.scalars(select(RawFile.id).where(RawFile.observation_id == observation.id)))
             release = release_date_of_inputs(session, observation_ids=[observation.id], raw_file_ids=raw_ids)
-            reduction = Reduction(observation_id=observation.id, step="adi_median", step_version="1",
-                                  inputs=[{"raw_file_id": i} for i in raw_ids], status="done", release_date=release)
+            reduction = Reduction(
+                observation_id=observation.id,
+                step="adi_median",
+                step_version="1",
+                inputs=[{"raw_file_id": i} for i in raw_ids],
+                status="done",
+                release_date=release,
+            )
             session.add(reduction)
             session.flush()
             path = products / f"obs{observation.id}" / f"{target.replace(' ', '_')}_adi_median.fits"
             path.parent.mkdir(parents=True, exist_ok=True)
             fits.PrimaryHDU(np.full((8, 8), observation.id, dtype=np.float32)).writeto(path, overwrite=True)
             data = path.read_bytes()
-            product = Product(reduction_id=reduction.id, observation_id=observation.id, kind="adi_residual",
-                              path=str(path), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-                              release_date=release)
+            product = Product(
+                reduction_id=reduction.id,
+                observation_id=observation.id,
+                kind="adi_residual",
+                path=str(path),
+                sha256=hashlib.sha256(data).hexdigest(),
+                size_bytes=len(data),
+                release_date=release,
+            )
             session.add(product)
-            session.add(Detection(reduction_id=reduction.id, observation_id=observation.id, x_px=3.0, y_px=4.0,
-                                  sep_arcsec=0.5, pa_deg=45.0, snr=7.5, contrast=1e-5, release_date=release))
-            limit = DetectionLimit(reduction_id=reduction.id, observation_id=observation.id, sigma=5.0,
-                                   algorithm="adi_median", release_date=release)
+            session.add(
+                Detection(
+                    reduction_id=reduction.id,
+                    observation_id=observation.id,
+                    x_px=3.0,
+                    y_px=4.0,
+                    sep_arcsec=0.5,
+                    pa_deg=45.0,
+                    snr=7.5,
+                    contrast=1e-5,
+                    release_date=release,
+                )
+            )
+            limit = DetectionLimit(
+                reduction_id=reduction.id,
+                observation_id=observation.id,
+                sigma=5.0,
+                algorithm="adi_median",
+                release_date=release,
+            )
             limit.points = [DetectionLimitPoint(sep_arcsec=s, contrast=c) for s, c in ((0.2, 1e-4), (0.5, 1e-5))]
             session.add(limit)
             session.flush()

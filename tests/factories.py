@@ -81,14 +81,24 @@ CALIBRATION_TYPES = {
 }
 
 
-def sphere_header(dpr_type: str = "OBJECT", when: datetime | str | None = None, dit: float | None = None,
-                  ob_id: int | None = None, target: str | None = None, filt: str | None = None,
-                  template_start: str | None = None, **extra: Any) -> fits.Header:
+def sphere_header(
+    dpr_type: str = "OBJECT",
+    when: datetime | str | None = None,
+    dit: float | None = None,
+    ob_id: int | None = None,
+    target: str | None = None,
+    filt: str | None = None,
+    template_start: str | None = None,
+    **extra: Any,
+) -> fits.Header:
     """A SPHERE IRDIS header of the given DPR TYPE and time (others as the real one)."""
     values = dict(REAL_IRDIS_DBI_HEADER)
     catg, type_, tech = CALIBRATION_TYPES[dpr_type]
-    values["HIERARCH ESO DPR CATG"], values["HIERARCH ESO DPR TYPE"], values["HIERARCH ESO DPR TECH"] = \
-        catg, type_, tech
+    values["HIERARCH ESO DPR CATG"], values["HIERARCH ESO DPR TYPE"], values["HIERARCH ESO DPR TECH"] = (
+        catg,
+        type_,
+        tech,
+    )
     if when is not None:
         stamp = when if isinstance(when, str) else when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-2]
         values["DATE-OBS"] = stamp
@@ -107,7 +117,7 @@ def sphere_header(dpr_type: str = "OBJECT", when: datetime | str | None = None, 
     if catg == "CALIB":
         values["OBJECT"] = type_
         values["HIERARCH ESO OBS TARG NAME"] = ""
-        values["HIERARCH ESO OBS PROG ID"] = "60.A-9800(S)"   # ESO calibration plan
+        values["HIERARCH ESO OBS PROG ID"] = "60.A-9800(S)"  # ESO calibration plan
         values["HIERARCH ESO OBS ID"] = 200000000 + (ob_id or 0)
     values.update(extra)
     header = fits.Header()

@@ -26,7 +26,8 @@ TEST_ADMIN_SERVICE = (
     "import os\n"
     "c.JupyterHub.services.append({'name': 'test-admin', 'api_token': os.environ['HCDC_TEST_ADMIN_TOKEN']})\n"
     "c.JupyterHub.load_roles.append({'name': 'test-admin', 'services': ['test-admin'], 'scopes': "
-    "['admin:users', 'admin:servers', 'list:services', 'read:services']})\n")
+    "['admin:users', 'admin:servers', 'list:services', 'read:services']})\n"
+)
 
 
 def free_ports(n: int) -> list[int]:
@@ -41,8 +42,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def write_hub_config(root: Path, *, catalog: dict, spawner: dict, dashboards: bool = False,
-                     test_admin: bool = False, state_dir: Path | None = None) -> tuple[Path, dict[str, int]]:
+def write_hub_config(
+    root: Path,
+    *,
+    catalog: dict,
+    spawner: dict,
+    dashboards: bool = False,
+    test_admin: bool = False,
+    state_dir: Path | None = None,
+) -> tuple[Path, dict[str, int]]:
     """The hub YAML under ``root`` (profile ``local``, 127.0.0.1, free ports); (path, ports)."""
     names = ["port", "proxy_api_port", "hub_port", "service_port"] + (["dashboards_port"] if dashboards else [])
     ports = dict(zip(names, free_ports(len(names))))
@@ -54,9 +62,16 @@ def write_hub_config(root: Path, *, catalog: dict, spawner: dict, dashboards: bo
         config_d.append(str(extra))
     data = {
         "profile": "local",
-        "hub": {"ip": "127.0.0.1", "port": ports["port"], "proxy_api_port": ports["proxy_api_port"],
-                "hub_port": ports["hub_port"], "state_dir": str(state_dir or root / "state"),
-                "admin_users": ["hcdc-admin"], "log_level": "INFO", "config_d": config_d},
+        "hub": {
+            "ip": "127.0.0.1",
+            "port": ports["port"],
+            "proxy_api_port": ports["proxy_api_port"],
+            "hub_port": ports["hub_port"],
+            "state_dir": str(state_dir or root / "state"),
+            "admin_users": ["hcdc-admin"],
+            "log_level": "INFO",
+            "config_d": config_d,
+        },
         "catalog": {"service_port": ports["service_port"], **catalog},
         "local": {"spawner": spawner},
     }
@@ -69,8 +84,15 @@ def write_hub_config(root: Path, *, catalog: dict, spawner: dict, dashboards: bo
     return path, ports
 
 
-def launch_hub(root: Path, config_file: Path, ready: list[str], *, cwd: Path | None = None,
-               env: dict[str, str] | None = None, timeout: float = 90) -> tuple[subprocess.Popen, Path]:
+def launch_hub(
+    root: Path,
+    config_file: Path,
+    ready: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+) -> tuple[subprocess.Popen, Path]:
     """Start ``jupyterhub`` on ``config_file``; return once every URL in ``ready`` answers 2xx.
 
     Fails the test with the end of the hub's log if the hub exits or is not ready in time.
@@ -79,9 +101,14 @@ def launch_hub(root: Path, config_file: Path, ready: list[str], *, cwd: Path | N
     environment = {**os.environ, "HCDC_HUB_CONFIG": str(config_file), "HCDC_HUB_PROFILE": "local", **(env or {})}
     environment.pop("HCDC_CATALOG_URL", None)  # the YAML names the catalog
     with log.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
-                                   cwd=cwd or root, env=environment, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [str(BIN / "jupyterhub"), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
+            cwd=cwd or root,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     waiting = list(ready)
     while waiting:

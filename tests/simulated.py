@@ -19,9 +19,15 @@ def observation_files(root: Path, truth: dict, entry: dict) -> ObservationFiles:
         return tuple(paths[n] for n in (expected.get(key) or {}).get("files", []))
 
     return ObservationFiles(
-        instrument=entry["instrument"], filter=entry["filter"],
+        instrument=entry["instrument"],
+        filter=entry["filter"],
         science=tuple(paths[n] for n in entry["files"]["science"]),
         center=tuple(paths[n] for n in entry["files"]["center"]),
         flux=tuple(paths[n] for n in entry["files"]["flux"]),
-        skies=per_dit("skies"), backgrounds=per_dit("backgrounds"), darks=per_dit("darks"),
-        flats=files("flats"), specpos=files("specpos"), wave=files("waves"))
+        skies=per_dit("skies"),
+        backgrounds=per_dit("backgrounds"),
+        darks=per_dit("darks"),
+        flats=files("flats"),
+        specpos=files("specpos"),
+        wave=files("waves"),
+    )

@@ -84,13 +84,33 @@ class SlurmCluster:
         (self.state / "ctld").mkdir()
         (self.state / "d").mkdir()
         memory = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
-        self.conf.write_text(CONF.format(host=self.host, state=self.state, ctld_port=_free_port(),
-                                         d_port=_free_port(), cpus=os.cpu_count() or 1, memory=memory))
-        self.processes.append(subprocess.Popen(["slurmctld", "-D", "-f", str(self.conf)], env=self.env,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.conf.write_text(
+            CONF.format(
+                host=self.host,
+                state=self.state,
+                ctld_port=_free_port(),
+                d_port=_free_port(),
+                cpus=os.cpu_count() or 1,
+                memory=memory,
+            )
+        )
+        self.processes.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-f", str(self.conf)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         time.sleep(1.0)
-        self.processes.append(subprocess.Popen(["slurmd", "-D", "-f", str(self.conf)], env=self.env,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.processes.append(
+            subprocess.Popen(
+                ["slurmd", "-D", "-f", str(self.conf)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True)

@@ -19,17 +19,20 @@ TODAY = date.today()
 PAST, FUTURE = TODAY - timedelta(days=1), TODAY + timedelta(days=1)
 
 
-@pytest.mark.parametrize("principal, release, programme, expected", [
-    (Principal("x"), PAST, 1, True),                                  # released: everybody
-    (Principal("x"), TODAY, 1, True),                                 # released today
-    (Principal("x"), FUTURE, 1, False),                               # proprietary, not a member
-    (Principal("x", programme_ids=frozenset({1})), FUTURE, 1, True),  # PI/co-I of the programme
-    (Principal("x", programme_ids=frozenset({2})), FUTURE, 1, False),  # member of another programme
-    (Principal("x", is_staff=True), FUTURE, 1, True),                 # staff see everything
-    (Principal("x"), None, 1, False),                                 # no release date: never public
-    (Principal("x", programme_ids=frozenset({1})), None, None, False),  # no programme: members irrelevant
-    (Principal("", known=False), FUTURE, None, False),                # anonymous
-])
+@pytest.mark.parametrize(
+    "principal, release, programme, expected",
+    [
+        (Principal("x"), PAST, 1, True),  # released: everybody
+        (Principal("x"), TODAY, 1, True),  # released today
+        (Principal("x"), FUTURE, 1, False),  # proprietary, not a member
+        (Principal("x", programme_ids=frozenset({1})), FUTURE, 1, True),  # PI/co-I of the programme
+        (Principal("x", programme_ids=frozenset({2})), FUTURE, 1, False),  # member of another programme
+        (Principal("x", is_staff=True), FUTURE, 1, True),  # staff see everything
+        (Principal("x"), None, 1, False),  # no release date: never public
+        (Principal("x", programme_ids=frozenset({1})), None, None, False),  # no programme: members irrelevant
+        (Principal("", known=False), FUTURE, None, False),  # anonymous
+    ],
+)
 def test_the_rule(principal, release, programme, expected):
     assert visible(principal, release, programme, TODAY) is expected
 
@@ -37,7 +40,7 @@ def test_the_rule(principal, release, programme, expected):
 def test_derived_rows_inherit_the_latest_release_date():
     assert derived_release_date([PAST, FUTURE, TODAY]) == FUTURE
     assert derived_release_date([PAST]) == PAST
-    assert derived_release_date([PAST, None]) is None   # an input never public keeps the product private
+    assert derived_release_date([PAST, None]) is None  # an input never public keeps the product private
     with pytest.raises(ValueError, match="at least one input"):
         derived_release_date([])
 
@@ -63,8 +66,9 @@ def test_sql_filter_equals_the_rule_row_by_row(catalog, world):
             assert "".join(sorted(seen)) == EXPECTED_OBSERVATIONS[name], name
             for model in MODELS:
                 by_sql = set(session.scalars(select(model.id).where(access.visibility_filter(model, principal))))
-                by_rule = {row.id for row in session.scalars(select(model))
-                           if access.row_visible(session, principal, row)}
+                by_rule = {
+                    row.id for row in session.scalars(select(model)) if access.row_visible(session, principal, row)
+                }
                 assert by_sql == by_rule, (name, model.__name__)
         # calibrations are public at once, science frames of A/B are not
         nobody_files = set(session.scalars(access.visible_query(RawFile, principals["nobody"])))
@@ -76,8 +80,9 @@ def test_products_inherit_the_release_date_of_their_inputs(catalog, world):
     with catalog.session() as session:
         for letter, product_id in world.product.items():
             product = session.get(Product, product_id)
-            inputs = list(session.scalars(select(RawFile.release_date)
-                                          .where(RawFile.observation_id == product.observation_id)))
+            inputs = list(
+                session.scalars(select(RawFile.release_date).where(RawFile.observation_id == product.observation_id))
+            )
             assert product.release_date == max(inputs + [world.release[letter]])
 
 
@@ -123,11 +128,16 @@ def test_row_level_security_enforces_the_same_rule(pg_catalog, tmp_path):
     for name in PEOPLE:
         principal = service.principal(name)
         with catalog.session() as session:
-            expected = {model: set(session.scalars(select(model.id).where(access.visibility_filter(model, principal))))
-                        if model is not DetectionLimitPoint else None for model in models}
+            expected = {
+                model: set(session.scalars(select(model.id).where(access.visibility_filter(model, principal))))
+                if model is not DetectionLimitPoint
+                else None
+                for model in models
+            }
             limits = expected[DetectionLimit]
-            expected[DetectionLimitPoint] = set(session.scalars(
-                select(DetectionLimitPoint.id).where(DetectionLimitPoint.limit_id.in_(limits))))
+            expected[DetectionLimitPoint] = set(
+                session.scalars(select(DetectionLimitPoint.id).where(DetectionLimitPoint.limit_id.in_(limits)))
+            )
         # the database alone, with no filter in the query, returns exactly what the rule allows
         with service.session_for(principal) as session:
             for model in models:

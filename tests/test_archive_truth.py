@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from hcdc.catalog.models import Observation, Programme, ProgrammeMember, RawFile, User
+from hcdc.catalog.models import Observation, Programme, RawFile
 from hcdc.demo import write_target_table
 from hcdc.ingest import ingest
 from hcdc.truthcheck import compare_with_truth
@@ -26,8 +26,12 @@ def archive(tmp_path_factory) -> Path:
 
 def test_catalog_matches_truth_exactly(archive, catalog):
     truth = json.loads((archive / "truth.json").read_text())
-    report = ingest(archive / "raw", catalog, programmes=archive / "programmes.ecsv",
-                    targets=write_target_table(archive / "truth.json", archive / "targets.ecsv"))
+    report = ingest(
+        archive / "raw",
+        catalog,
+        programmes=archive / "programmes.ecsv",
+        targets=write_target_table(archive / "truth.json", archive / "targets.ecsv"),
+    )
     assert not report.rejected
     expected = truth["expected_counts"]
     assert report.new == expected["files"]
@@ -35,7 +39,9 @@ def test_catalog_matches_truth_exactly(archive, catalog):
         comparison = compare_with_truth(session, archive / "truth.json")
         assert comparison.ok, comparison.render()
         assert comparison.matched == expected["observations"] == comparison.catalog_observations
-        by_type = Counter(dict(session.execute(select(RawFile.dpr_type, func.count()).group_by(RawFile.dpr_type)).all()))
+        by_type = Counter(
+            dict(session.execute(select(RawFile.dpr_type, func.count()).group_by(RawFile.dpr_type)).all())
+        )
         assert by_type == Counter(expected["files_by_dpr_type"])
         # people and rights come from the programme table
         for programme in truth["programmes"]:
@@ -46,8 +52,11 @@ def test_catalog_matches_truth_exactly(archive, catalog):
         # conditions: the catalog keeps the median over the OBJECT files, the truth the mean over all
         # frames; both must lie in the written range and agree to the DIMM's ~10 % accuracy
         for entry in truth["observations"]:
-            obs = session.scalar(select(Observation).where(Observation.instrument == entry["instrument"],
-                                                           Observation.ob_id == entry["ob_id"]))
+            obs = session.scalar(
+                select(Observation).where(
+                    Observation.instrument == entry["instrument"], Observation.ob_id == entry["ob_id"]
+                )
+            )
             written = entry["conditions"]
             low, high = written["seeing_range_arcsec"]
             assert low <= obs.seeing_arcsec <= high

@@ -40,8 +40,9 @@ def test_frame_position_matches_vip_injection(pa, derot):
     psf[4, 4] = 1.0
     cube = np.zeros((1, size, size))
     # vip's theta is counter-clockwise from +x in the derotated image: PA + 90
-    injected = cube_inject_companions(cube, psf, np.array([derot]), flevel=1.0, rad_dists=[sep],
-                                      theta=pa + 90.0, imlib="vip-fft")
+    injected = cube_inject_companions(
+        cube, psf, np.array([derot]), flevel=1.0, rad_dists=[sep], theta=pa + 90.0, imlib="vip-fft"
+    )
     x, y = conv.sky_to_frame_xy(sep, pa, derot, conv.star_centre(cube.shape))
     px, py = _peak_xy(injected[0])
     assert abs(px - float(x)) <= 1.0 and abs(py - float(y)) <= 1.0
@@ -59,7 +60,7 @@ def test_derotation_puts_source_at_its_sky_pa(pa):
     cube = np.zeros((len(angles), size, size))
     for i, alpha in enumerate(angles):
         x, y = conv.sky_to_frame_xy(sep, pa, alpha, centre)
-        cube[i] = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
+        cube[i] = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
     derotated = cube_derotate(cube, angles, imlib="vip-fft").mean(axis=0)
     px, py = _peak_xy(derotated)
     found = conv.derotated_xy_to_sky(px, py, centre)
@@ -74,12 +75,21 @@ def test_parallactic_angle_matches_astropy_altaz():
     """Our computation agrees with the direction of the zenith seen from the star, from astropy AltAz."""
     from astropy.coordinates import TETE
 
-    site = EarthLocation(lat=conv.PARANAL_LATITUDE_DEG * u.deg, lon=conv.PARANAL_LONGITUDE_DEG * u.deg,
-                         height=conv.PARANAL_ELEVATION_M * u.m)
+    site = EarthLocation(
+        lat=conv.PARANAL_LATITUDE_DEG * u.deg,
+        lon=conv.PARANAL_LONGITUDE_DEG * u.deg,
+        height=conv.PARANAL_ELEVATION_M * u.m,
+    )
     star = SkyCoord(ra=86.82 * u.deg, dec=-51.07 * u.deg)  # beta Pic
     times = Time("2026-01-10T00:00:00") + np.linspace(0, 8, 17) * u.hour
-    ours = conv.parallactic_angle_at(times, star.ra.deg, star.dec.deg, conv.PARANAL_LATITUDE_DEG,
-                                     conv.PARANAL_LONGITUDE_DEG, conv.PARANAL_ELEVATION_M)
+    ours = conv.parallactic_angle_at(
+        times,
+        star.ra.deg,
+        star.dec.deg,
+        conv.PARANAL_LATITUDE_DEG,
+        conv.PARANAL_LONGITUDE_DEG,
+        conv.PARANAL_ELEVATION_M,
+    )
     # independent: position angle (in the frame of date) of a point 1" towards the zenith
     altaz = star.transform_to(AltAz(obstime=times, location=site))
     towards_zenith = altaz.directional_offset_by(0 * u.deg, 1 * u.arcsec)
@@ -91,7 +101,9 @@ def test_parallactic_angle_matches_astropy_altaz():
     assert np.max(np.abs(ours[up] - reference[up])) < 0.01
     # the sign convention: negative before transit (east), positive after
     hour_angle = (times.sidereal_time("apparent", longitude=site.lon) - star.ra).wrap_at(180 * u.deg).deg
-    assert np.all(np.sign(ours[up & (np.abs(hour_angle) > 0.5)]) == np.sign(hour_angle[up & (np.abs(hour_angle) > 0.5)]))
+    assert np.all(
+        np.sign(ours[up & (np.abs(hour_angle) > 0.5)]) == np.sign(hour_angle[up & (np.abs(hour_angle) > 0.5)])
+    )
 
 
 def test_derotation_angles_add_offsets():

@@ -55,14 +55,24 @@ def simulated(tmp_path_factory):
 
 
 def _series(values, start=date(2024, 1, 1)):
-    return pd.DataFrame({"night": [start + timedelta(days=i) for i in range(len(values))],
-                         "instrument": "SPHERE-IRDIS", "seeing_arcsec": values})
+    return pd.DataFrame(
+        {
+            "night": [start + timedelta(days=i) for i in range(len(values))],
+            "instrument": "SPHERE-IRDIS",
+            "seeing_arcsec": values,
+        }
+    )
 
 
 def test_rolling_baseline_flags_only_the_outlier_night():
     values = [0.70, 0.75, 0.68, 0.72, 1.60, 0.74, 0.69, 0.71]
-    verdicts = evaluate_nights(_series(values), "seeing_arcsec", METRICS["seeing_arcsec"], Rule(n_sigma=3,
-                               min_relative=0.3, min_absolute=0.2), Baseline(nights=5, min_nights=2))
+    verdicts = evaluate_nights(
+        _series(values),
+        "seeing_arcsec",
+        METRICS["seeing_arcsec"],
+        Rule(n_sigma=3, min_relative=0.3, min_absolute=0.2),
+        Baseline(nights=5, min_nights=2),
+    )
     flagged = verdicts[verdicts["flagged"]]
     assert list(flagged["night"]) == [date(2024, 1, 5)]
     # the first nights have no baseline: no verdict at all, not a false alarm
@@ -71,17 +81,21 @@ def test_rolling_baseline_flags_only_the_outlier_night():
     after = verdicts[verdicts["night"] == date(2024, 1, 6)].iloc[0]
     assert after["baseline"] == pytest.approx(0.715, abs=0.02) and not after["flagged"]
     # low is bad for the coherence time: a long tau0 is never flagged
-    tau0 = pd.DataFrame({"night": _series(values)["night"], "instrument": "X",
-                         "tau0_ms": [5.0, 5.2, 4.9, 5.1, 15.0, 1.0, 5.0, 5.0]})
-    verdicts = evaluate_nights(tau0, "tau0_ms", METRICS["tau0_ms"], Rule(n_sigma=3, min_relative=0.3),
-                               Baseline(nights=3, min_nights=2))
+    tau0 = pd.DataFrame(
+        {"night": _series(values)["night"], "instrument": "X", "tau0_ms": [5.0, 5.2, 4.9, 5.1, 15.0, 1.0, 5.0, 5.0]}
+    )
+    verdicts = evaluate_nights(
+        tau0, "tau0_ms", METRICS["tau0_ms"], Rule(n_sigma=3, min_relative=0.3), Baseline(nights=3, min_nights=2)
+    )
     assert list(verdicts[verdicts["flagged"]]["night"]) == [date(2024, 1, 6)]
 
 
 def test_thresholds_come_from_validated_configuration(tmp_path, monkeypatch):
     config = tmp_path / "dashboards.yaml"
-    config.write_text("baseline: {nights: 15, min_nights: 4}\nrules:\n  seeing_arcsec: {n_sigma: 9}\n"
-                      "contrast_separations_arcsec: [0.2, 0.4, 0.8]\n")
+    config.write_text(
+        "baseline: {nights: 15, min_nights: 4}\nrules:\n  seeing_arcsec: {n_sigma: 9}\n"
+        "contrast_separations_arcsec: [0.2, 0.4, 0.8]\n"
+    )
     monkeypatch.setenv("HCDC_DASHBOARDS_CONFIG", str(config))
     monkeypatch.setenv("HCDC_DASHBOARDS_RULES__N_HOT_PIXELS__MIN_ABSOLUTE", "25")
     settings = reload_dashboard_settings()
@@ -109,7 +123,7 @@ def test_thresholds_come_from_validated_configuration(tmp_path, monkeypatch):
 def test_contrast_interpolation_is_log_linear_and_never_extrapolates():
     seps, contrasts = [0.1, 0.2, 0.4], [1e-3, 1e-4, 1e-5]
     assert contrast_at(seps, contrasts, 0.2) == pytest.approx(1e-4)
-    assert contrast_at(seps, contrasts, 0.3) == pytest.approx(10 ** -4.5)
+    assert contrast_at(seps, contrasts, 0.3) == pytest.approx(10**-4.5)
     assert np.isnan(contrast_at(seps, contrasts, 0.5)) and np.isnan(contrast_at(seps, contrasts, 0.05))
     assert np.isnan(contrast_at([], [], 0.25))
 
@@ -129,8 +143,11 @@ def test_monitoring_flags_exactly_the_nights_the_simulator_degraded(simulated):
     bad_seeing = {date.fromisoformat(n) for n in truth["bad_seeing_nights"]}
     burst_sequences = truth["hot_pixel_burst"]
     assert bad_seeing and burst_sequences, "the simulator was expected to degrade a night and a dark"
-    burst = {s["seq_id"]: s for s in truth["calibration_sequences"]} if isinstance(
-        truth["calibration_sequences"], list) else truth["calibration_sequences"]
+    burst = (
+        {s["seq_id"]: s for s in truth["calibration_sequences"]}
+        if isinstance(truth["calibration_sequences"], list)
+        else truth["calibration_sequences"]
+    )
     burst_nights = {date.fromisoformat(burst[s]["night"]) for s in burst_sequences}
     burst_dits = {float(d) for s in burst_sequences for d in burst[s]["dits"]}
 
@@ -170,8 +187,11 @@ def test_monitoring_contrast_is_the_catalog_curve_at_the_separations(simulated):
             limits = session.scalars(select(DetectionLimit)).all()
             expected = {}
             for limit in limits:
-                points = session.scalars(select(DetectionLimitPoint).where(DetectionLimitPoint.limit_id == limit.id)
-                                         .order_by(DetectionLimitPoint.sep_arcsec)).all()
+                points = session.scalars(
+                    select(DetectionLimitPoint)
+                    .where(DetectionLimitPoint.limit_id == limit.id)
+                    .order_by(DetectionLimitPoint.sep_arcsec)
+                ).all()
                 seps = np.array([p.sep_arcsec for p in points])
                 logc = np.log10([p.contrast for p in points])
                 expected[limit.observation_id] = (10 ** np.interp(0.25, seps, logc), 10 ** np.interp(0.5, seps, logc))
@@ -213,8 +233,10 @@ def test_browser_queries_show_only_what_the_user_may_see(catalog, world):
 
     targets = {letter: world.target[letter] for letter in "ABC"}
     with catalog.session() as session:  # the owner's view: ids of every target
-        target_ids = {letter: session.scalar(select(Observation.target_id).where(
-            Observation.id == world.observation[letter])) for letter in "ABC"}
+        target_ids = {
+            letter: session.scalar(select(Observation.target_id).where(Observation.id == world.observation[letter]))
+            for letter in "ABC"
+        }
     expectations = {"alice": "AC", "dave": "AC", "bob": "BC", "carol": "C", "stranger": "C", "sam": "ABC"}
     for user, letters in expectations.items():
         with catalog.session() as session:
@@ -250,13 +272,17 @@ def test_exports_round_trip_with_units(catalog, world):
         detections = target_detections(session, principal, target_id)
         limits = target_limits(session, principal, target_id)
         observations = exports.selection_observations_table(session, [world.observation["A"]], {"target": "x"})
-    tables = {"detections": exports.detections_table(detections, {}), "limits": exports.limits_table(*limits, {}),
-              "observations": observations}
+    tables = {
+        "detections": exports.detections_table(detections, {}),
+        "limits": exports.limits_table(*limits, {}),
+        "observations": observations,
+    }
     for name, table in tables.items():
         for fmt in ("csv", "ecsv", "votable"):
             data = exports.serialise(table, fmt)
-            back = Table.read(io.BytesIO(data), format={"csv": "ascii.csv", "ecsv": "ascii.ecsv",
-                                                        "votable": "votable"}[fmt])
+            back = Table.read(
+                io.BytesIO(data), format={"csv": "ascii.csv", "ecsv": "ascii.ecsv", "votable": "votable"}[fmt]
+            )
             assert len(back) == len(table) > 0, (name, fmt)
             if fmt != "csv":
                 column = {"detections": "sep_arcsec", "limits": "sep_arcsec", "observations": "seeing_arcsec"}[name]
@@ -281,8 +307,10 @@ def test_pages_explain_an_empty_catalog(tmp_path):
     catalog = Catalog(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     try:
         viewer = Viewer(mode="standalone", username="staff (standalone)", all_rows=True)
-        texts = {name: _texts(page(name, viewer=viewer, catalog=catalog).widget())
-                 for name in ("monitoring", "pipeline", "browser")}
+        texts = {
+            name: _texts(page(name, viewer=viewer, catalog=catalog).widget())
+            for name in ("monitoring", "pipeline", "browser")
+        }
     finally:
         catalog.dispose()
     assert all("hcdc-error" not in text for text in texts.values()), texts

@@ -63,22 +63,29 @@ def facts(simulated):
             observations = session.scalars(select(Observation).order_by(Observation.id)).all()
             curves = {}
             for limit in session.scalars(select(DetectionLimit)):
-                points = session.execute(select(DetectionLimitPoint.sep_arcsec, DetectionLimitPoint.contrast)
-                                         .where(DetectionLimitPoint.limit_id == limit.id)
-                                         .order_by(DetectionLimitPoint.sep_arcsec)).all()
+                points = session.execute(
+                    select(DetectionLimitPoint.sep_arcsec, DetectionLimitPoint.contrast)
+                    .where(DetectionLimitPoint.limit_id == limit.id)
+                    .order_by(DetectionLimitPoint.sep_arcsec)
+                ).all()
                 seps, contrasts = np.array(points).T
                 curves[limit.observation_id] = float(10 ** np.interp(0.25, seps, np.log10(contrasts)))
-            detections = session.execute(select(Detection, Target.name)
-                                         .join(Observation, Observation.id == Detection.observation_id)
-                                         .join(Target, Target.id == Observation.target_id)).all()
+            detections = session.execute(
+                select(Detection, Target.name)
+                .join(Observation, Observation.id == Detection.observation_id)
+                .join(Target, Target.id == Observation.target_id)
+            ).all()
             failed = session.scalars(select(Reduction).where(Reduction.status == "failed")).all()
-            return {"n_observations": len(observations), "keys": {o.id: o.key for o in observations},
-                    "seeing": {o.key: o.seeing_arcsec for o in observations},
-                    "filters": {o.id: o.filter for o in observations},
-                    "contrast_0p25": curves,
-                    "n_targets": session.scalar(select(func.count(func.distinct(Observation.target_id)))),
-                    "detections": [(d.snr, d.sep_arcsec, d.pa_deg, d.contrast, d.status, name) for d, name in detections],
-                    "failed": [(r.id, r.observation_id, r.error, r.notebook_path) for r in failed]}
+            return {
+                "n_observations": len(observations),
+                "keys": {o.id: o.key for o in observations},
+                "seeing": {o.key: o.seeing_arcsec for o in observations},
+                "filters": {o.id: o.filter for o in observations},
+                "contrast_0p25": curves,
+                "n_targets": session.scalar(select(func.count(func.distinct(Observation.target_id)))),
+                "detections": [(d.snr, d.sep_arcsec, d.pa_deg, d.contrast, d.status, name) for d, name in detections],
+                "failed": [(r.id, r.observation_id, r.error, r.notebook_path) for r in failed],
+            }
     finally:
         catalog.dispose()
 
@@ -93,8 +100,9 @@ def test_monitoring_dashboard(server, browser, simulated, facts):
     bad_night = simulated["truth"]["bad_seeing_nights"][0]
     row = page.locator(f'[data-hcdc="flagged-nights"] tr[data-night="{bad_night}"]')
     assert "atmosphere" in row.inner_text() and "Hot pixels" in row.inner_text()
-    states = page.evaluate("Array.from(document.querySelectorAll('div.hcdc-plot')).map(e => [e.dataset.plot, "
-                           "e.dataset.state])")
+    states = page.evaluate(
+        "Array.from(document.querySelectorAll('div.hcdc-plot')).map(e => [e.dataset.plot, e.dataset.state])"
+    )
     assert dict(states) == {"contrast": "ready", "conditions": "ready", "detector": "ready", "instrument": "ready"}
     assert page.locator("div.hcdc-plot canvas").count() >= 10  # bokeh drew into canvases (shadow DOM pierced)
     # what is plotted is the catalog: every observation, with its seeing
@@ -114,9 +122,12 @@ def test_monitoring_dashboard(server, browser, simulated, facts):
     screenshot(page, "monitoring")
     # a filter narrows everything shown
     page.locator(".hcdc-filter-filter select").select_option("DB_K12")
-    page.wait_for_function("document.querySelector('[data-hcdc=\"n_observations\"]') && "
-                           f"document.querySelector('[data-hcdc=\"n_observations\"]').textContent.trim() == "
-                           f"'{sum(1 for f in facts['filters'].values() if f == 'DB_K12')}'", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('[data-hcdc=\"n_observations\"]') && "
+        f"document.querySelector('[data-hcdc=\"n_observations\"]').textContent.trim() == "
+        f"'{sum(1 for f in facts['filters'].values() if f == 'DB_K12')}'",
+        timeout=60_000,
+    )
     wait_ready(page)
     assert set(plot_source(page, "conditions", "observations")["filter"]) == {"DB_K12"}
     watched.assert_clean()
@@ -162,12 +173,15 @@ def test_catalog_browser(server, browser, facts, reference_data):
     snr, sep, pa, contrast, status, name = sorted(facts["detections"], key=lambda d: d[5])[0]
     option = page.locator(".hcdc-target select option", has_text=name).first.get_attribute("value")
     page.locator(".hcdc-target select").select_option(option)
-    page.wait_for_function(f"document.querySelector('[data-hcdc=\"target-card\"]').dataset.target == {name!r}",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"document.querySelector('[data-hcdc=\"target-card\"]').dataset.target == {name!r}", timeout=60_000
+    )
     wait_ready(page)
     row = page.locator('[data-hcdc="detections"] tbody tr').first
-    cells = {c: row.locator(f'td[data-col="{c}"]').inner_text() for c in ("snr", "sep_arcsec", "pa_deg", "contrast",
-                                                                          "status")}
+    cells = {
+        c: row.locator(f'td[data-col="{c}"]').inner_text()
+        for c in ("snr", "sep_arcsec", "pa_deg", "contrast", "status")
+    }
     assert float(cells["snr"]) == pytest.approx(snr, abs=0.05)
     assert float(cells["sep_arcsec"]) == pytest.approx(sep, abs=5e-4)
     assert float(cells["pa_deg"]) == pytest.approx(pa, abs=0.05)
@@ -179,7 +193,8 @@ def test_catalog_browser(server, browser, facts, reference_data):
     page.wait_for_function("window.hcdcDash.source('curves', 'reference-0') !== null", timeout=60_000)
     reference = plot_source(page, "curves", "reference-0")
     assert min(reference["sep_arcsec"]) == pytest.approx(0.2) and reference["contrast"][0] == pytest.approx(
-        10 ** (-0.4 * 14.25))
+        10 ** (-0.4 * 14.25)
+    )
     # per observation: the report opens
     with page.context.expect_page() as opened:
         page.locator('[data-hcdc="observation-report"]').first.click()

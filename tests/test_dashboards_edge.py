@@ -15,8 +15,14 @@ from hcdc.catalog import Catalog
 from hcdc.catalog.models import Observation, Reduction, Target, TargetAlias
 from hcdc.ingest import ensure_instruments
 
-from .test_dashboards_support import card, chromium, dashboards_server, open_dashboard, screenshot, \
-    skip_without_chromium
+from .test_dashboards_support import (
+    card,
+    chromium,
+    dashboards_server,
+    open_dashboard,
+    screenshot,
+    skip_without_chromium,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -34,10 +40,21 @@ def _observations(catalog, n: int) -> list[int]:
         for k in range(n):
             night = date(2025, 3, 1 + k)
             observation = Observation(
-                key=f"SPHERE-IRDIS/{night}/OB{k}/HD 95086/DBI/DB_H23", instrument="SPHERE-IRDIS",
-                target_id=target.id, night=night, mode="DBI", filter="DB_H23", dit_s=16.0,
-                date_start=datetime(2025, 3, 2 + k, 3, 0, tzinfo=timezone.utc), seeing_arcsec=0.7 + 0.05 * k,
-                tau0_ms=5.0, airmass=1.1, wind_speed_ms=6.0, release_date=date(2026, 3, 1), status="complete")
+                key=f"SPHERE-IRDIS/{night}/OB{k}/HD 95086/DBI/DB_H23",
+                instrument="SPHERE-IRDIS",
+                target_id=target.id,
+                night=night,
+                mode="DBI",
+                filter="DB_H23",
+                dit_s=16.0,
+                date_start=datetime(2025, 3, 2 + k, 3, 0, tzinfo=timezone.utc),
+                seeing_arcsec=0.7 + 0.05 * k,
+                tau0_ms=5.0,
+                airmass=1.1,
+                wind_speed_ms=6.0,
+                release_date=date(2026, 3, 1),
+                status="complete",
+            )
             session.add(observation)
             session.flush()
             ids.append(observation.id)
@@ -50,10 +67,19 @@ def _failed(catalog, data_dir) -> None:
     ids = _observations(catalog, 3)
     with catalog.session() as session:  # pre-processing failed too, with its reason
         for observation_id in ids:
-            session.add(Reduction(observation_id=observation_id, step="preprocess", step_version="1",
-                                  status="failed", attempts=2, error="PreprocessingError: no science frame readable "
-                                  "(3 files truncated)", release_date=date(2026, 3, 1),
-                                  started_at=datetime.now(timezone.utc), finished_at=datetime.now(timezone.utc)))
+            session.add(
+                Reduction(
+                    observation_id=observation_id,
+                    step="preprocess",
+                    step_version="1",
+                    status="failed",
+                    attempts=2,
+                    error="PreprocessingError: no science frame readable (3 files truncated)",
+                    release_date=date(2026, 3, 1),
+                    started_at=datetime.now(timezone.utc),
+                    finished_at=datetime.now(timezone.utc),
+                )
+            )
     add_campaign_results(catalog, data_dir, fail=set(ids))
 
 
@@ -102,9 +128,11 @@ def test_empty_catalog(browser, servers):
 
 
 def test_catalog_with_one_observation(browser, servers):
-    expected = {"monitoring": ["note", "empty-contrast", "empty-instrument"], "pipeline": ["no-campaign",
-                                                                                        "no-reductions"],
-                "browser": ["no-detections", "no-limits"]}
+    expected = {
+        "monitoring": ["note", "empty-contrast", "empty-instrument"],
+        "pipeline": ["no-campaign", "no-reductions"],
+        "browser": ["no-detections", "no-limits"],
+    }
     for dashboard in DASHBOARDS:
         watched = _load(browser, servers["one"], "one", dashboard)
         page = watched.page

@@ -47,9 +47,12 @@ def hub():
     data_dir = root / "data"
     data_dir.mkdir()
     catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
-    config_file, ports = write_hub_config(root, catalog={"catalog_url": catalog_url, "data_dir": str(data_dir)},
-                                          spawner={"kind": "simple"},  # no user server is spawned here
-                                          dashboards=True)
+    config_file, ports = write_hub_config(
+        root,
+        catalog={"catalog_url": catalog_url, "data_dir": str(data_dir)},
+        spawner={"kind": "simple"},  # no user server is spawned here
+        dashboards=True,
+    )
     config = load_hub_config(config_file)
     problems = preflight(config)
     if problems:
@@ -76,8 +79,9 @@ def hub():
 
 
 def test_dashboards_need_the_hub_login(hub):
-    response = requests.get(hub["url"] + "services/hcdc-dashboards/voila/render/browser.ipynb", timeout=30,
-                            allow_redirects=False)
+    response = requests.get(
+        hub["url"] + "services/hcdc-dashboards/voila/render/browser.ipynb", timeout=30, allow_redirects=False
+    )
     assert response.status_code == 302 and "/hub/api/oauth2/authorize" in response.headers["Location"]
     health = requests.get(hub["url"] + "services/hcdc-dashboards/hcdc/health", timeout=30).json()
     assert health["mode"] == "hub"

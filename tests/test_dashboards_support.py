@@ -28,12 +28,22 @@ from .hubtest import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("HCDC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(os.environ.get("HCDC_TEST_ARTIFACTS") or REPO / "var" / "test-artifacts" / "dashboards")
-READY = ("() => document.querySelector('.hcdc-page') !== null && "
-         "Array.from(document.querySelectorAll('div.hcdc-plot')).every("
-         "e => ['ready', 'error'].includes(e.getAttribute('data-state')))")
+READY = (
+    "() => document.querySelector('.hcdc-page') !== null && "
+    "Array.from(document.querySelectorAll('div.hcdc-plot')).every("
+    "e => ['ready', 'error'].includes(e.getAttribute('data-state')))"
+)
 
 
 def simulated_catalog(tmp_path_factory) -> dict:
@@ -48,9 +58,18 @@ def simulated_catalog(tmp_path_factory) -> dict:
     if not done.exists():
         root.mkdir(parents=True, exist_ok=True)
         info = build_simulated_catalog(root, f"sqlite:///{root / 'catalog.sqlite'}", nights=4, seed=5)
-        done.write_text(json.dumps({"catalog_url": info["catalog_url"], "data_dir": str(info["data_dir"]),
-                                    "archive": str(info["archive"]), "campaign_id": info["campaign"].campaign_id,
-                                    "failed": info["campaign"].failed, "pending": info["campaign"].pending}))
+        done.write_text(
+            json.dumps(
+                {
+                    "catalog_url": info["catalog_url"],
+                    "data_dir": str(info["data_dir"]),
+                    "archive": str(info["archive"]),
+                    "campaign_id": info["campaign"].campaign_id,
+                    "failed": info["campaign"].failed,
+                    "pending": info["campaign"].pending,
+                }
+            )
+        )
     info = json.loads(done.read_text())
     info["data_dir"] = Path(info["data_dir"])
     info["truth"] = json.loads((Path(info["archive"]) / "truth.json").read_text())
@@ -87,8 +106,9 @@ def dashboards_server(catalog_url: str, data_dir: Path, viewer: str | None = Non
     if viewer:
         command += ["--viewer", viewer]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   cwd=REPO)
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+        )
     server = Server(f"http://127.0.0.1:{port}/", process, log)
     try:
         deadline = time.monotonic() + 60
@@ -122,8 +142,13 @@ def chromium():
     profile = tempfile.mkdtemp(prefix="hcdc-chromium-")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS[1:],
-            viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS[1:],
+            viewport={"width": 1280, "height": 900},
+            accept_downloads=True,
+        )
         try:
             yield context
         finally:
@@ -149,10 +174,14 @@ def watch(page) -> Watched:
     watched = Watched(page)
     page.on("pageerror", lambda error: watched.errors.append(str(error)))
     page.on("console", lambda message: message.type == "error" and watched.errors.append(message.text))
-    page.on("requestfailed", lambda request: request.url.startswith("http")
-            and watched.failed.append(f"{request.url}: {request.failure}"))
-    page.on("response", lambda response: response.status >= 400
-            and watched.failed.append(f"{response.status} {response.url}"))
+    page.on(
+        "requestfailed",
+        lambda request: request.url.startswith("http") and watched.failed.append(f"{request.url}: {request.failure}"),
+    )
+    page.on(
+        "response",
+        lambda response: response.status >= 400 and watched.failed.append(f"{response.status} {response.url}"),
+    )
     return watched
 
 

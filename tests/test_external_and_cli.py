@@ -40,10 +40,18 @@ def env(tmp_path, catalog_url):
 
 def naco_spec(reference_data: Path, **overrides) -> ExternalCube:
     folder = reference_data / "naco_betapic"
-    values = dict(cube=folder / "naco_betapic_cube.fits", angles=folder / "naco_betapic_pa.fits",
-                  psf=folder / "naco_betapic_psf.fits", pixel_scale_arcsec=0.02719, instrument="NACO",
-                  target="beta Pic", night=date(2013, 2, 1), filter="L_prime", release_date=date(2013, 2, 1),
-                  reference="Absil et al. 2013, A&A 559, L12 (VIP tutorial cube)")
+    values = dict(
+        cube=folder / "naco_betapic_cube.fits",
+        angles=folder / "naco_betapic_pa.fits",
+        psf=folder / "naco_betapic_psf.fits",
+        pixel_scale_arcsec=0.02719,
+        instrument="NACO",
+        target="beta Pic",
+        night=date(2013, 2, 1),
+        filter="L_prime",
+        release_date=date(2013, 2, 1),
+        reference="Absil et al. 2013, A&A 559, L12 (VIP tutorial cube)",
+    )
     values.update(overrides)
     return ExternalCube(**values)
 
@@ -62,8 +70,14 @@ def test_register_naco_betapic(reference_data, catalog, tmp_path):
         assert {p.kind for p in products} == {"cube", "angles", "psf"}
         for product in products:
             assert Path(product.path).is_file()
-            assert fits.getdata(product.path).shape == fits.getdata(
-                reference_data / "naco_betapic" / f"naco_betapic_{ {'angles': 'pa'}.get(product.kind, product.kind) }.fits").shape
+            assert (
+                fits.getdata(product.path).shape
+                == fits.getdata(
+                    reference_data
+                    / "naco_betapic"
+                    / f"naco_betapic_{ {'angles': 'pa'}.get(product.kind, product.kind) }.fits"
+                ).shape
+            )
 
 
 def test_external_cube_errors_name_the_file(reference_data, catalog, tmp_path):
@@ -99,11 +113,26 @@ def test_cli_ingest_summary_and_tables(tmp_path, env):
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, env, reference_data):
-    bad = run(["register-reduced", str(reference_data / "naco_betapic" / "naco_betapic_cube.fits"),
-               "--angles", str(reference_data / "naco_betapic" / "naco_betapic_psf.fits"),
-               "--psf", str(reference_data / "naco_betapic" / "naco_betapic_psf.fits"),
-               "--pixel-scale", "0.02719", "--instrument", "NACO", "--target", "beta Pic",
-               "--date", "2013-02-01"], env, check=False)
+    bad = run(
+        [
+            "register-reduced",
+            str(reference_data / "naco_betapic" / "naco_betapic_cube.fits"),
+            "--angles",
+            str(reference_data / "naco_betapic" / "naco_betapic_psf.fits"),
+            "--psf",
+            str(reference_data / "naco_betapic" / "naco_betapic_psf.fits"),
+            "--pixel-scale",
+            "0.02719",
+            "--instrument",
+            "NACO",
+            "--target",
+            "beta Pic",
+            "--date",
+            "2013-02-01",
+        ],
+        env,
+        check=False,
+    )
     assert bad.returncode != 0
     assert "Traceback" not in bad.stderr and "angles for 61 frames" in bad.stderr
     env = dict(env, HCDC_PROPRIETARY_MONTHS="many")

@@ -26,10 +26,12 @@ def frames(dpr_type, start, n, step_s=60, **kwargs):
 
 
 def an_ob(start=T0, ob_id=1, dit=16.0, flux_dit=0.84, target="HIP 65426", **kwargs):
-    return [*frames("OBJECT,FLUX", start - timedelta(minutes=10), 1, dit=flux_dit, ob_id=ob_id, target=target, **kwargs),
-            *frames("OBJECT,CENTER", start - timedelta(minutes=5), 1, dit=dit, ob_id=ob_id, target=target, **kwargs),
-            *frames("OBJECT", start, 10, step_s=600, dit=dit, ob_id=ob_id, target=target, **kwargs),
-            *frames("SKY", start + timedelta(hours=2), 2, dit=dit, ob_id=ob_id, target=target, **kwargs)]
+    return [
+        *frames("OBJECT,FLUX", start - timedelta(minutes=10), 1, dit=flux_dit, ob_id=ob_id, target=target, **kwargs),
+        *frames("OBJECT,CENTER", start - timedelta(minutes=5), 1, dit=dit, ob_id=ob_id, target=target, **kwargs),
+        *frames("OBJECT", start, 10, step_s=600, dit=dit, ob_id=ob_id, target=target, **kwargs),
+        *frames("SKY", start + timedelta(hours=2), 2, dit=dit, ob_id=ob_id, target=target, **kwargs),
+    ]
 
 
 def test_sequence_across_utc_midnight_is_one_observation():
@@ -69,9 +71,9 @@ def test_ob_without_object_frames_is_kept_as_incomplete():
 def test_darks_match_dit_rounded_and_nearest_in_time():
     ob = an_ob(dit=16.0, flux_dit=0.84)
     calibrations = [
-        *frames("DARK,BACKGROUND", T0 - timedelta(days=3), 3, dit=16.0),     # far
+        *frames("DARK,BACKGROUND", T0 - timedelta(days=3), 3, dit=16.0),  # far
         *frames("DARK,BACKGROUND", T0 + timedelta(hours=9), 3, dit=16.0001),  # nearest, DIT within rounding
-        *frames("DARK,BACKGROUND", T0 + timedelta(hours=1), 3, dit=16.5),    # nearer but other DIT
+        *frames("DARK,BACKGROUND", T0 + timedelta(hours=1), 3, dit=16.5),  # nearer but other DIT
         *frames("DARK,BACKGROUND", T0 + timedelta(hours=10), 2, dit=0.8374640),
         *frames("FLAT,LAMP", T0 + timedelta(hours=11), 2, dit=1.0),
         *frames("FLAT,LAMP", T0 + timedelta(hours=2), 2, dit=1.0, filt="DB_K12"),  # other filter

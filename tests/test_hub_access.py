@@ -41,8 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PASSWORDS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12),
-             "nobody": secrets.token_urlsafe(12)}
+PASSWORDS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12), "nobody": secrets.token_urlsafe(12)}
 ADMIN_TOKEN = secrets.token_hex(24)
 
 
@@ -60,15 +59,17 @@ def _skip_reason(config) -> str | None:
 
 
 class Hub:
-    def __init__(self, root: Path, url: str, process: subprocess.Popen, log: Path, world, data_dir: Path,
-                 prefix: str, config):
+    def __init__(
+        self, root: Path, url: str, process: subprocess.Popen, log: Path, world, data_dir: Path, prefix: str, config
+    ):
         self.root, self.url, self.process, self.log = root, url, process, log
         self.world, self.data_dir, self.prefix, self.config = world, data_dir, prefix, config
         self.service_url = f"{url}services/hcdc-catalog/"
 
     def admin(self, method: str, path: str, **kwargs) -> requests.Response:
-        return requests.request(method, f"{self.url}hub/api/{path}", timeout=30,
-                                headers={"Authorization": f"token {ADMIN_TOKEN}"}, **kwargs)
+        return requests.request(
+            method, f"{self.url}hub/api/{path}", timeout=30, headers={"Authorization": f"token {ADMIN_TOKEN}"}, **kwargs
+        )
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
@@ -86,9 +87,11 @@ def hub():
     catalog_url = f"sqlite:///{data_dir / 'catalog.sqlite'}"
     prefix = f"hct{uuid.uuid4().hex[:4]}-"
     config_file, ports = write_hub_config(
-        root, catalog={"catalog_url": catalog_url, "data_dir": str(data_dir), "token_cache_seconds": 0},
+        root,
+        catalog={"catalog_url": catalog_url, "data_dir": str(data_dir), "token_cache_seconds": 0},
         spawner={"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 90, "http_timeout": 90},
-        test_admin=True)
+        test_admin=True,
+    )
     config = load_hub_config(config_file)
     reason = _skip_reason(config)
     if reason:
@@ -101,8 +104,14 @@ def hub():
     write_seed_accounts(config, PASSWORDS)
 
     url = f"http://127.0.0.1:{ports['port']}/"
-    process, log = launch_hub(root, config_file, [f"{url}services/hcdc-catalog/api/health"],
-                              cwd=root / "state", env={"HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN}, timeout=60)
+    process, log = launch_hub(
+        root,
+        config_file,
+        [f"{url}services/hcdc-catalog/api/health"],
+        cwd=root / "state",
+        env={"HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN},
+        timeout=60,
+    )
     instance = Hub(root, url, process, log, world, data_dir, prefix, config)
     try:
         yield instance
@@ -135,15 +144,23 @@ class Login:
         self.hub, self.username = hub, username
         self.http = requests.Session()
         self.http.get(f"{hub.url}hub/login", timeout=30)
-        self.response = self.http.post(f"{hub.url}hub/login", timeout=30, allow_redirects=False,
-                                       data={"username": username, "password": password,
-                                             "_xsrf": self.http.cookies.get("_xsrf", "")})
+        self.response = self.http.post(
+            f"{hub.url}hub/login",
+            timeout=30,
+            allow_redirects=False,
+            data={"username": username, "password": password, "_xsrf": self.http.cookies.get("_xsrf", "")},
+        )
         self.ok = self.response.status_code == 302
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         xsrf = self.http.cookies.get("_xsrf", path="/hub/") or self.http.cookies.get("_xsrf")
-        return self.http.request(method, f"{self.hub.url}hub/api/{path}", timeout=30,
-                                 headers={"X-XSRFToken": xsrf, "Referer": f"{self.hub.url}hub/home"}, **kwargs)
+        return self.http.request(
+            method,
+            f"{self.hub.url}hub/api/{path}",
+            timeout=30,
+            headers={"X-XSRFToken": xsrf, "Referer": f"{self.hub.url}hub/home"},
+            **kwargs,
+        )
 
     def new_token(self, expires_in: int | None = None) -> str:
         body = {"note": "hcdc test", "expires_in": expires_in} if expires_in else {"note": "hcdc test"}
@@ -169,10 +186,25 @@ class Kernel:
 
     def _send(self, msg_type: str, content: dict) -> str:
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": msg_type,
-                       "version": "5.3", "date": datetime.now(timezone.utc).isoformat()},
-            "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "username": "test",
+                        "session": self.session,
+                        "msg_type": msg_type,
+                        "version": "5.3",
+                        "date": datetime.now(timezone.utc).isoformat(),
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
         return msg_id
 
     def wait_ready(self) -> None:
@@ -184,9 +216,17 @@ class Kernel:
 
     def execute(self, code: str) -> tuple[str, list[dict]]:
         """(stdout, errors) of ``code``; every iopub message of the cell is kept in ``self.seen``."""
-        msg_id = self._send("execute_request", {"code": code, "silent": False, "store_history": False,
-                                                "user_expressions": {}, "allow_stdin": False,
-                                                "stop_on_error": True})
+        msg_id = self._send(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
         out, errors, self.seen = [], [], []
         while True:
             msg = json.loads(self.ws.recv())
@@ -228,11 +268,14 @@ def login_spawn_kernel(hub: Hub, username: str) -> tuple[Login, Kernel, dict[str
     kernel = Kernel(hub, username, login.new_token())
     kernel.wait_ready()
     t_kernel = time.perf_counter()
-    return login, kernel, {"login": t_login - t0, "server": t_server - t_login, "kernel": t_kernel - t_server,
-                           "total": t_kernel - t0}
+    return (
+        login,
+        kernel,
+        {"login": t_login - t0, "server": t_server - t_login, "kernel": t_kernel - t_server, "total": t_kernel - t0},
+    )
 
 
-PROBE = r'''
+PROBE = r"""
 import hashlib, json, os, sqlite3
 from hcdc.client import CatalogClient
 c = CatalogClient()
@@ -268,7 +311,7 @@ r["direct"] = {"other_product": opening(P["other_path"]), "own_product": opening
                "sqlite": attempt(lambda: sqlite3.connect(f"file:{P['catalog']}?mode=ro", uri=True)
                                   .execute("select key from observations").fetchall())}
 print("RESULT" + json.dumps(r))
-'''
+"""
 
 
 def _raw_file_of(hub: Hub, letter: str) -> str:
@@ -279,8 +322,11 @@ def _raw_file_of(hub: Hub, letter: str) -> str:
 
     catalog = Catalog(f"sqlite:///{hub.data_dir / 'catalog.sqlite'}", migrate=False)
     with catalog.session() as session:
-        path = session.scalar(select(RawFile.path).where(RawFile.observation_id == hub.world.observation[letter],
-                                                         RawFile.kind == "science").limit(1))
+        path = session.scalar(
+            select(RawFile.path)
+            .where(RawFile.observation_id == hub.world.observation[letter], RawFile.kind == "science")
+            .limit(1)
+        )
     catalog.dispose()
     return path
 
@@ -294,17 +340,26 @@ def test_two_pis_see_their_own_and_public_data_only(hub):
     with ThreadPoolExecutor(2 if together else 1) as pool:
         sessions = dict(zip(("alice", "bob"), pool.map(lambda u: login_spawn_kernel(hub, u), ("alice", "bob"))))
     for user, (_login, _kernel, seconds) in sessions.items():
-        print(f"\n{user}: login -> ready kernel {seconds['total']:.1f} s (login {seconds['login']:.1f} s, server "
-              f"{seconds['server']:.1f} s, kernel {seconds['kernel']:.1f} s; "
-              f"{'both PIs at once' if together else 'one PI at a time'})")
+        print(
+            f"\n{user}: login -> ready kernel {seconds['total']:.1f} s (login {seconds['login']:.1f} s, server "
+            f"{seconds['server']:.1f} s, kernel {seconds['kernel']:.1f} s; "
+            f"{'both PIs at once' if together else 'one PI at a time'})"
+        )
     mine_other = {"alice": ("A", "B"), "bob": ("B", "A")}
     for user, (_login, kernel, _s) in sessions.items():
         own, other = mine_other[user]
-        parameters = dict(other=world.observation[other], other_product=world.product[other],
-                          own=world.observation[own], own_product=world.product[own],
-                          public=world.observation["C"], public_product=world.product["C"],
-                          other_path=str(world.product_path[other]), own_path=str(world.product_path[own]),
-                          catalog=str(hub.data_dir / "catalog.sqlite"), other_raw=_raw_file_of(hub, other))
+        parameters = dict(
+            other=world.observation[other],
+            other_product=world.product[other],
+            own=world.observation[own],
+            own_product=world.product[own],
+            public=world.observation["C"],
+            public_product=world.product["C"],
+            other_path=str(world.product_path[other]),
+            own_path=str(world.product_path[own]),
+            catalog=str(hub.data_dir / "catalog.sqlite"),
+            other_raw=_raw_file_of(hub, other),
+        )
         code = f"import json\nP = json.loads({json.dumps(parameters)!r})\n" + PROBE
         out, errors = kernel.execute(code)
         assert not errors, errors
@@ -313,7 +368,8 @@ def test_two_pis_see_their_own_and_public_data_only(hub):
         assert result["uid"] == pwd.getpwnam(hub.prefix + user).pw_uid != 0
         assert not result["catalog_url"]
         assert [p["prog_id"] for p in result["whoami"]["programmes"]] == [
-            {"A": "0111.C-0001(A)", "B": "0111.C-0002(B)"}[own]]
+            {"A": "0111.C-0001(A)", "B": "0111.C-0002(B)"}[own]
+        ]
         assert result["keys"] == sorted([world.key[own], world.key["C"]])
         assert result["mine"] == [world.key[own]]
         for name, outcome in result["other"].items():
@@ -330,8 +386,12 @@ def test_two_pis_see_their_own_and_public_data_only(hub):
         assert direct["sqlite"].startswith("OperationalError")
         # nothing of the other PI's proprietary data reached this kernel
         seen = json.dumps([m for m in kernel.seen if m["msg_type"] != "execute_input"])  # not our own code
-        for secret in (world.key[other], world.target[other], world.product_sha256[other],
-                       world.product_path[other].name):
+        for secret in (
+            world.key[other],
+            world.target[other],
+            world.product_sha256[other],
+            world.product_path[other].name,
+        ):
             assert secret not in seen, (user, secret)
 
         # a refusal prints as one clear line in the notebook, not as a traceback
@@ -358,9 +418,16 @@ def test_unapproved_signup_cannot_log_in(hub):
     http = requests.Session()
     http.get(f"{hub.url}hub/signup", timeout=30)
     password = secrets.token_urlsafe(12)
-    response = http.post(f"{hub.url}hub/signup", timeout=30,
-                         data={"username": "mallory", "signup_password": password,
-                               "signup_password_confirmation": password, "_xsrf": http.cookies.get("_xsrf", "")})
+    response = http.post(
+        f"{hub.url}hub/signup",
+        timeout=30,
+        data={
+            "username": "mallory",
+            "signup_password": password,
+            "signup_password_confirmation": password,
+            "_xsrf": http.cookies.get("_xsrf", ""),
+        },
+    )
     assert response.status_code == 200
     login = Login(hub, "mallory", password)
     assert not login.ok and "has not been authorized by an administrator yet" in login.response.text

@@ -42,6 +42,7 @@ def test_shipped_yaml_matches_the_schema_file():
     def described(node):  # every option carries help text
         for name, prop in node.get("properties", {}).items():
             assert prop.get("description"), name
+
     described(schema)
     for definition in schema["$defs"].values():
         described(definition)
@@ -53,7 +54,7 @@ def test_local_profile_traits():
     assert hub["ip"] == "127.0.0.1"
     assert hub["authenticator_class"] == "hcdc.hub_extensions.HCDCNativeAuthenticator"
     assert hub["spawner_class"] == "hcdc.hub_extensions.HCDCSystemUserSpawner"
-    assert traits["Authenticator"]["allow_all"] is True          # JupyterHub >= 5 needs an allow rule
+    assert traits["Authenticator"]["allow_all"] is True  # JupyterHub >= 5 needs an allow rule
     assert traits["HCDCNativeAuthenticator"]["open_signup"] is False  # an admin approves sign-ups
     service = hub["services"][0]
     assert service["name"] == "hcdc-catalog" and service["command"][-1] == "hcdc.service"
@@ -85,13 +86,16 @@ def test_cluster_profile_generates_slurm_and_oauth(monkeypatch):
     assert namespace["c"].SlurmSpawner.req_memory == "16G"
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"profile": "moon"}, "profile"),
-    ({"hub": {"port": 99999}}, "hub.port"),
-    ({"hub": {"prot": 8000}}, "hub.prot"),
-    ({"local": {"spawner": {"kind": "docker"}}}, "local.spawner"),
-    ({"cluster": {"spawner": {"kind": "slurm", "runtime": "soon"}}}, "cluster.spawner.slurm.runtime"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"profile": "moon"}, "profile"),
+        ({"hub": {"port": 99999}}, "hub.port"),
+        ({"hub": {"prot": 8000}}, "hub.prot"),
+        ({"local": {"spawner": {"kind": "docker"}}}, "local.spawner"),
+        ({"cluster": {"spawner": {"kind": "slurm", "runtime": "soon"}}}, "cluster.spawner.slurm.runtime"),
+    ],
+)
 def test_invalid_configuration_says_where(tmp_path, data, message):
     with pytest.raises(HubConfigError) as error:
         load_hub_config(_write(tmp_path, data))
@@ -123,7 +127,7 @@ def test_jupyterhub_config_applies_traits_and_escape_hatch(tmp_path, monkeypatch
     assert config.JupyterHub.template_vars == {"announcement": "local"}
     state = tmp_path / "state"
     assert state.is_dir() and state.stat().st_mode & 0o077 == 0
-    assert data_dir.stat().st_mode & 0o077 == 0   # hardened: PI accounts cannot enter it
+    assert data_dir.stat().st_mode & 0o077 == 0  # hardened: PI accounts cannot enter it
 
 
 def test_invalid_configuration_stops_jupyterhub_config_cleanly(tmp_path, monkeypatch):

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from reduction.preprocess.ifs import IfsCalibrationError, locate_spectra
 from reduction.instruments import SphereIfs
 from reduction.preprocess import PreprocessingError, preprocess_observation
-from reduction.simulator import simulate_archive
+from reduction.preprocess.ifs import IfsCalibrationError, locate_spectra
 from reduction.simulator import ifs as simulated_ifs
+from reduction.simulator import simulate_archive
 
 from .simulated import observation_files
 
@@ -32,7 +32,7 @@ def ifs_observation(tmp_path_factory):
 def test_cube_has_the_instrument_channels_and_pixel_scale(ifs_observation):
     _root, _truth, entry, _files_, result = ifs_observation
     assert result.cube.ndim == 4 and result.cube.shape[0] == SphereIfs.n_channels == 39
-    assert result.wavelengths_um == tuple(entry["wavelengths_um"])   # the same floats as the truth
+    assert result.wavelengths_um == tuple(entry["wavelengths_um"])  # the same floats as the truth
     assert result.pixel_scale_arcsec == pytest.approx(entry["pixel_scale_arcsec"])
     assert np.all(np.isfinite(result.cube))
     assert result.psf is not None and result.psf.shape[0] == 39 and len(result.star_flux) == 39
@@ -46,7 +46,7 @@ def test_cube_has_the_instrument_channels_and_pixel_scale(ifs_observation):
 def test_wavelength_solution_matches_the_simulated_dispersion(ifs_observation):
     _root, _truth, entry, _files_, result = ifs_observation
     solution = result.calibrations["ifs_wavelength_solution"]
-    step_nm = (entry["wavelengths_um"][1] - entry["wavelengths_um"][0]) * 1e3   # one channel per row
+    step_nm = (entry["wavelengths_um"][1] - entry["wavelengths_um"][0]) * 1e3  # one channel per row
     assert solution["dispersion_nm_per_px"] == pytest.approx(step_nm, rel=2e-3)
     assert solution["line_rms_nm"] < 0.1 * step_nm
     assert solution["n_lenslets_unsolved"] <= 0.01 * solution["n_lenslets_solved"]
@@ -61,8 +61,12 @@ def test_star_centre_matches_truth_to_0p1_cube_pixel(ifs_observation):
     found = np.array(result.centres_file_xy[0])
     true = np.array(entry["star_centre_file_xy"][0])
     # detector px -> lenslets -> cube pixels of 7.46 mas
-    error_cube_px = np.hypot(*(found - true)) / simulated_ifs.LENSLET_PITCH_PX \
-        * SphereIfs.lenslet_scale_mas.value / SphereIfs.pixel_scale_mas.value
+    error_cube_px = (
+        np.hypot(*(found - true))
+        / simulated_ifs.LENSLET_PITCH_PX
+        * SphereIfs.lenslet_scale_mas.value
+        / SphereIfs.pixel_scale_mas.value
+    )
     assert error_cube_px < 0.1
 
 
@@ -96,6 +100,6 @@ def test_a_frame_without_the_lenslet_lattice_is_refused():
     image = np.zeros((512, 512), dtype=np.float32)
     for j, y in enumerate(range(40, 480, 45)):
         for x in np.arange(10 + (j % 2) * 7.0, 500, 14.0):
-            image[y - 19:y + 20, int(x)] = 100.0
+            image[y - 19 : y + 20, int(x)] = 100.0
     with pytest.raises(IfsCalibrationError):
         locate_spectra(image)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -28,7 +27,9 @@ def make_night(folder, start, ob_id, target, dit=16.0, flux_dit=0.84):
     files = []
     files += sequence(folder, "OBJECT,FLUX", start, 1, dit=flux_dit, ob_id=ob_id, target=target)
     files += sequence(folder, "OBJECT,CENTER", start + timedelta(minutes=3), 1, dit=dit, ob_id=ob_id, target=target)
-    files += sequence(folder, "OBJECT", start + timedelta(minutes=6), 4, step_s=900, dit=dit, ob_id=ob_id, target=target)
+    files += sequence(
+        folder, "OBJECT", start + timedelta(minutes=6), 4, step_s=900, dit=dit, ob_id=ob_id, target=target
+    )
     files += sequence(folder, "SKY", start + timedelta(hours=1, minutes=10), 1, dit=dit, ob_id=ob_id, target=target)
     morning = start.replace(hour=10, minute=0) + timedelta(days=1 if start.hour > 12 else 0)
     files += sequence(folder, "DARK,BACKGROUND", morning, 2, dit=dit)
@@ -143,7 +144,9 @@ def test_changed_file_is_reread(archive, catalog):
     with fits.open(victim) as hdul:
         data = hdul[0].data
         kind_before = hdul[0].header["HIERARCH ESO DPR TYPE"]
-    fits.PrimaryHDU(data, header=sphere_header("DARK", when=header["DATE-OBS"], dit=16.0)).writeto(victim, overwrite=True)
+    fits.PrimaryHDU(data, header=sphere_header("DARK", when=header["DATE-OBS"], dit=16.0)).writeto(
+        victim, overwrite=True
+    )
     report = ingest(archive, catalog)
     assert report.updated == 1 and report.new == 0
     with catalog.session() as session:
@@ -153,9 +156,12 @@ def test_changed_file_is_reread(archive, catalog):
 
 
 def test_programme_table_sets_people_and_release(archive, catalog, tmp_path):
-    table = Table(rows=[("094.D-0869(A)", "pkervella", "Pierre Kervella", "alice,bob", "Alice A.;Bob B.", 6,
-                         "VY CMa and friends")],
-                  names=("prog_id", "pi", "pi_name", "co_is", "co_i_names", "proprietary_months", "title"))
+    table = Table(
+        rows=[
+            ("094.D-0869(A)", "pkervella", "Pierre Kervella", "alice,bob", "Alice A.;Bob B.", 6, "VY CMa and friends")
+        ],
+        names=("prog_id", "pi", "pi_name", "co_is", "co_i_names", "proprietary_months", "title"),
+    )
     path = tmp_path / "programmes.ecsv"
     table.write(path, format="ascii.ecsv")
     ingest(archive, catalog, programmes=path)
@@ -193,8 +199,10 @@ def test_observation_tables_in_every_format(archive, catalog):
 def test_ingest_batches_and_workers_agree(archive, catalog, tmp_path):
     """Parallel header reading and small batches give the same catalog."""
     for i in range(60):  # enough files for the process pool to be used
-        write_fits(archive / "extra" / f"dark{i:03d}.fits",
-                   sphere_header("DARK", when=f"2026-06-15T10:{i // 60:02d}:{i % 60:02d}", dit=2.0))
+        write_fits(
+            archive / "extra" / f"dark{i:03d}.fits",
+            sphere_header("DARK", when=f"2026-06-15T10:{i // 60:02d}:{i % 60:02d}", dit=2.0),
+        )
     report = ingest(archive, catalog, workers=2, batch_size=7)
     assert report.new == 86 and not report.rejected
     assert counts(catalog)["accepted"] == 86

@@ -50,8 +50,12 @@ def _vocabulary(instrument: type[Instrument]) -> dict[str, FrameKind]:
     import reduction.instruments.naco as naco
     import reduction.instruments.sphere as sphere
 
-    return {"SPHERE-IRDIS": sphere.SPHERE_DPR_TYPES, "SPHERE-IFS": sphere.SPHERE_DPR_TYPES,
-            "NACO": naco.NACO_DPR_TYPES, "GPI": gpi.GPI_OBSTYPES}[instrument.name]
+    return {
+        "SPHERE-IRDIS": sphere.SPHERE_DPR_TYPES,
+        "SPHERE-IFS": sphere.SPHERE_DPR_TYPES,
+        "NACO": naco.NACO_DPR_TYPES,
+        "GPI": gpi.GPI_OBSTYPES,
+    }[instrument.name]
 
 
 @pytest.mark.parametrize("instrument", INSTRUMENTS, ids=lambda i: i.name)
@@ -136,9 +140,17 @@ def test_real_irdis_dbi_header_is_classified():
     assert SphereIrdis.pixel_scale_arcsec("DB_J23") == pytest.approx(0.01226, abs=5e-5)
 
 
-@pytest.mark.parametrize("kind, dpr", [(FrameKind.CENTER, "OBJECT,CENTER"), (FrameKind.FLUX, "OBJECT,FLUX"),
-                                       (FrameKind.SKY, "SKY"), (FrameKind.DARK, "DARK"),
-                                       (FrameKind.BACKGROUND, "DARK,BACKGROUND"), (FrameKind.FLAT, "FLAT,LAMP")])
+@pytest.mark.parametrize(
+    "kind, dpr",
+    [
+        (FrameKind.CENTER, "OBJECT,CENTER"),
+        (FrameKind.FLUX, "OBJECT,FLUX"),
+        (FrameKind.SKY, "SKY"),
+        (FrameKind.DARK, "DARK"),
+        (FrameKind.BACKGROUND, "DARK,BACKGROUND"),
+        (FrameKind.FLAT, "FLAT,LAMP"),
+    ],
+)
 def test_sphere_frame_types(kind, dpr):
     info = classify_header(sphere_header(dpr), "f.fits")
     assert info.kind is kind
@@ -161,8 +173,10 @@ def test_derotator_keyword_rename_2021():
 
 
 def test_ifs_arm_is_told_apart():
-    header = sphere_header("OBJECT", **{"HIERARCH ESO SEQ ARM": "IFS", "HIERARCH ESO INS2 COMB IFS": "OBS_YJ",
-                                        "HIERARCH ESO DPR TECH": "IFU"})
+    header = sphere_header(
+        "OBJECT",
+        **{"HIERARCH ESO SEQ ARM": "IFS", "HIERARCH ESO INS2 COMB IFS": "OBS_YJ", "HIERARCH ESO DPR TECH": "IFU"},
+    )
     info = classify_header(header, "ifs.fits")
     assert info.instrument == SphereIfs.name and info.mode == "OBS_YJ"
     assert SphereIfs.derotation_offset_deg() == pytest.approx(135.99 - 100.48 - 1.75)
@@ -194,8 +208,14 @@ def test_bad_values_name_the_keyword():
 
 def test_dimm_not_running_is_missing_not_negative():
     """ESO writes -1 in TEL AMBI FWHM/TAU0 when the site monitor is not running (daytime calibrations)."""
-    header = sphere_header("DARK", **{"HIERARCH ESO TEL AMBI FWHM START": -1.0, "HIERARCH ESO TEL AMBI FWHM END": -1.0,
-                                      "HIERARCH ESO TEL AMBI TAU0": -1.0})
+    header = sphere_header(
+        "DARK",
+        **{
+            "HIERARCH ESO TEL AMBI FWHM START": -1.0,
+            "HIERARCH ESO TEL AMBI FWHM END": -1.0,
+            "HIERARCH ESO TEL AMBI TAU0": -1.0,
+        },
+    )
     info = classify_header(header, "dark.fits")
     assert info.conditions.seeing_arcsec is None and info.conditions.tau0_ms is None
     half = sphere_header("OBJECT", **{"HIERARCH ESO TEL AMBI FWHM START": -1.0, "HIERARCH ESO TEL AMBI FWHM END": 0.9})

@@ -35,12 +35,13 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module
-                       for alias in node.names]
+            targets = [
+                f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -92,10 +93,15 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_imports_only_point_down():
-    upward = [(name, target) for name, targets in _graph().items() for target in targets
-              if LAYERS[target.split(".")[0]] > LAYERS[name.split(".")[0]]]
-    assert not upward, "upward imports (science must not import the platform, nor the platform the UI): " + \
-        ", ".join(f"{a} -> {b}" for a, b in upward)
+    upward = [
+        (name, target)
+        for name, targets in _graph().items()
+        for target in targets
+        if LAYERS[target.split(".")[0]] > LAYERS[name.split(".")[0]]
+    ]
+    assert not upward, "upward imports (science must not import the platform, nor the platform the UI): " + ", ".join(
+        f"{a} -> {b}" for a, b in upward
+    )
 
 
 def test_no_module_circle():

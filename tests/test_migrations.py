@@ -43,14 +43,26 @@ def test_0005_moves_calibration_fingerprints_into_their_column(catalog_url):
     engine = make_engine(catalog_url)
     with engine.begin() as connection:
         if not connection.execute(sa.text("SELECT count(*) FROM instruments WHERE name = 'SPHERE-IRDIS'")).scalar():
-            connection.execute(sa.text("INSERT INTO instruments (name, telescope, pixel_scale_mas, "
-                                       "site_latitude_deg, site_longitude_deg) "
-                                       "VALUES ('SPHERE-IRDIS', 'VLT-UT3', 12.25, -24.6, -70.4)"))
-        connection.execute(sa.text("INSERT INTO calibrations (instrument, kind, quality, created_at) VALUES "
-                                   "('SPHERE-IRDIS', 'master_dark', :q, CURRENT_TIMESTAMP)"),
-                           {"q": '{"dark_level_adu": 1000.0, "inputs_sha256": "' + "ab" * 32 + '"}'})
-        connection.execute(sa.text("INSERT INTO calibrations (instrument, kind, quality, created_at) VALUES "
-                                   "('SPHERE-IRDIS', 'master_flat', NULL, CURRENT_TIMESTAMP)"))
+            connection.execute(
+                sa.text(
+                    "INSERT INTO instruments (name, telescope, pixel_scale_mas, "
+                    "site_latitude_deg, site_longitude_deg) "
+                    "VALUES ('SPHERE-IRDIS', 'VLT-UT3', 12.25, -24.6, -70.4)"
+                )
+            )
+        connection.execute(
+            sa.text(
+                "INSERT INTO calibrations (instrument, kind, quality, created_at) VALUES "
+                "('SPHERE-IRDIS', 'master_dark', :q, CURRENT_TIMESTAMP)"
+            ),
+            {"q": '{"dark_level_adu": 1000.0, "inputs_sha256": "' + "ab" * 32 + '"}'},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO calibrations (instrument, kind, quality, created_at) VALUES "
+                "('SPHERE-IRDIS', 'master_flat', NULL, CURRENT_TIMESTAMP)"
+            )
+        )
     engine.dispose()
     upgrade(catalog_url, "0005")
     engine = make_engine(catalog_url)
@@ -70,32 +82,52 @@ def test_0006_makes_reduced_calibrations_public(catalog_url):
     engine = make_engine(catalog_url)
     with engine.begin() as connection:
         if not connection.execute(sa.text("SELECT count(*) FROM instruments WHERE name = 'SPHERE-IRDIS'")).scalar():
-            connection.execute(sa.text("INSERT INTO instruments (name, telescope, pixel_scale_mas, "
-                                       "site_latitude_deg, site_longitude_deg) "
-                                       "VALUES ('SPHERE-IRDIS', 'VLT-UT3', 12.25, -24.6, -70.4)"))
-        reduction = connection.execute(sa.text(
-            "INSERT INTO reductions (step, step_version, parameters, inputs, status, attempts) VALUES "
-            "('preprocess', '1', '{}', '[]', 'done', 1) RETURNING id")).scalar()
+            connection.execute(
+                sa.text(
+                    "INSERT INTO instruments (name, telescope, pixel_scale_mas, "
+                    "site_latitude_deg, site_longitude_deg) "
+                    "VALUES ('SPHERE-IRDIS', 'VLT-UT3', 12.25, -24.6, -70.4)"
+                )
+            )
+        reduction = connection.execute(
+            sa.text(
+                "INSERT INTO reductions (step, step_version, parameters, inputs, status, attempts) VALUES "
+                "('preprocess', '1', '{}', '[]', 'done', 1) RETURNING id"
+            )
+        ).scalar()
         for kind, date_obs in (("master_dark", "2019-03-04 09:10:00"), ("master_flat", None)):
-            product = connection.execute(sa.text(
+            product = connection.execute(
+                sa.text(
+                    "INSERT INTO products (reduction_id, kind, path, sha256, size_bytes, created_at) VALUES "
+                    "(:r, :k, :p, :s, 1, CURRENT_TIMESTAMP) RETURNING id"
+                ),
+                {"r": reduction, "k": kind, "p": f"/x/{kind}.fits", "s": "0" * 64},
+            ).scalar()
+            connection.execute(
+                sa.text(
+                    "INSERT INTO calibrations (instrument, kind, date_obs, product_id, created_at) "
+                    "VALUES ('SPHERE-IRDIS', :k, :d, :p, '2020-05-06 12:00:00')"
+                ),
+                {"k": kind, "d": date_obs, "p": product},
+            )
+        other = connection.execute(
+            sa.text(  # a science product: untouched
                 "INSERT INTO products (reduction_id, kind, path, sha256, size_bytes, created_at) VALUES "
-                "(:r, :k, :p, :s, 1, CURRENT_TIMESTAMP) RETURNING id"), {"r": reduction, "k": kind,
-                                                                          "p": f"/x/{kind}.fits", "s": "0" * 64}).scalar()
-            connection.execute(sa.text("INSERT INTO calibrations (instrument, kind, date_obs, product_id, created_at) "
-                                       "VALUES ('SPHERE-IRDIS', :k, :d, :p, '2020-05-06 12:00:00')"),
-                               {"k": kind, "d": date_obs, "p": product})
-        other = connection.execute(sa.text(  # a science product: untouched
-            "INSERT INTO products (reduction_id, kind, path, sha256, size_bytes, created_at) VALUES "
-            "(:r, 'cube', '/x/cube.fits', :s, 1, CURRENT_TIMESTAMP) RETURNING id"),
-            {"r": reduction, "s": "1" * 64}).scalar()
+                "(:r, 'cube', '/x/cube.fits', :s, 1, CURRENT_TIMESTAMP) RETURNING id"
+            ),
+            {"r": reduction, "s": "1" * 64},
+        ).scalar()
     engine.dispose()
     upgrade(catalog_url, "0006")
     engine = make_engine(catalog_url)
     with engine.connect() as connection:
-        rows = {kind: value for kind, value in connection.execute(sa.text(
-            "SELECT kind, release_date FROM products ORDER BY id")).all()}
-        untouched = connection.execute(sa.text("SELECT release_date FROM products WHERE id = :i"),
-                                       {"i": other}).scalar()
+        rows = {
+            kind: value
+            for kind, value in connection.execute(sa.text("SELECT kind, release_date FROM products ORDER BY id")).all()
+        }
+        untouched = connection.execute(
+            sa.text("SELECT release_date FROM products WHERE id = :i"), {"i": other}
+        ).scalar()
     engine.dispose()
     released = {k: (v if isinstance(v, date) else date.fromisoformat(str(v))) for k, v in rows.items() if v}
     assert released == {"master_dark": date(2019, 3, 4), "master_flat": date(2020, 5, 6)}

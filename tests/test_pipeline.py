@@ -23,9 +23,13 @@ from hcdc.pipeline.campaign import load_parameters, reprocess
 from hcdc.settings import Settings
 from reduction.simulator import simulate_archive
 
-
-FAST = {"postprocess": {"subtraction": {"ncomp": 4}, "characterisation": {"ncomp": 4, "n_injections": 2},
-                        "max_characterised": 3}}
+FAST = {
+    "postprocess": {
+        "subtraction": {"ncomp": 4},
+        "characterisation": {"ncomp": 4, "n_injections": 2},
+        "max_characterised": 3,
+    }
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +62,27 @@ def _science_rows(catalog: Catalog, campaign_name: str) -> list[tuple]:
         campaign = latest_campaign(session, campaign_name)
         detections = detections_table(session, campaign)
         limits = limits_table(session, campaign)
-    rows = [("d", r["observation_key"], r["wavelength_um"], round(float(r["sep_arcsec"]), 6),
-             round(float(r["pa_deg"]), 4), round(float(r["snr"]), 4)) for r in detections]
-    rows += [("l", r["observation_key"], r["wavelength_um"], round(float(r["sep_arcsec"]), 6),
-              float(f"{float(r['contrast']):.6g}")) for r in limits]
+    rows = [
+        (
+            "d",
+            r["observation_key"],
+            r["wavelength_um"],
+            round(float(r["sep_arcsec"]), 6),
+            round(float(r["pa_deg"]), 4),
+            round(float(r["snr"]), 4),
+        )
+        for r in detections
+    ]
+    rows += [
+        (
+            "l",
+            r["observation_key"],
+            r["wavelength_um"],
+            round(float(r["sep_arcsec"]), 6),
+            float(f"{float(r['contrast']):.6g}"),
+        )
+        for r in limits
+    ]
     return sorted(rows)
 
 
@@ -71,36 +92,52 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
     report = reprocess(catalog, settings, campaign="truth", executor="local", parameters=_parameters(tmp_path))
     assert not report.failures, report.failures
     truth = json.loads((archive / "truth.json").read_text())
-    from hcdc.pipeline.campaign import contrast_at
 
     found = expected = false = 0
     with catalog.session() as session:
         for entry in truth["observations"]:
-            observation = session.scalar(select(Observation).where(Observation.ob_id == entry["ob_id"],
-                                                                   Observation.instrument == entry["instrument"]))
+            observation = session.scalar(
+                select(Observation).where(
+                    Observation.ob_id == entry["ob_id"], Observation.instrument == entry["instrument"]
+                )
+            )
             reduction = session.scalar(
-                select(Reduction).join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
-                .where(CampaignReduction.campaign_id == report.campaign_id, Reduction.step == "postprocess",
-                       Reduction.observation_id == observation.id))
+                select(Reduction)
+                .join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
+                .where(
+                    CampaignReduction.campaign_id == report.campaign_id,
+                    Reduction.step == "postprocess",
+                    Reduction.observation_id == observation.id,
+                )
+            )
             assert reduction is not None and reduction.status == "done"
             assert Path(reduction.notebook_path).is_file() and Path(reduction.report_path).is_file()
             # the figures a person checks are in the executed notebook (an image, not a figure's repr)
             executed = nbformat.read(reduction.notebook_path, as_version=4)
-            assert any("image/png" in output.get("data", {}) for cell in executed.cells
-                       if cell.cell_type == "code" for output in cell.get("outputs", []))
+            assert any(
+                "image/png" in output.get("data", {})
+                for cell in executed.cells
+                if cell.cell_type == "code"
+                for output in cell.get("outputs", [])
+            )
             # the science time is measured apart and is part of the step's recorded time
             elapsed = (reduction.finished_at - reduction.started_at).total_seconds()
             assert 0 < reduction.science_seconds <= elapsed
             # candidates above 5 sigma; those flagged low-rotation (arc < 1 FWHM) are not detections
-            detections = session.scalars(select(Detection).where(Detection.reduction_id == reduction.id,
-                                                                 Detection.snr >= 5,
-                                                                 Detection.status == "candidate")).all()
+            detections = session.scalars(
+                select(Detection).where(
+                    Detection.reduction_id == reduction.id, Detection.snr >= 5, Detection.status == "candidate"
+                )
+            ).all()
             scale = entry["pixel_scale_arcsec"]
             matched: set[int] = set()
             for companion in entry["companions"]:
                 for band, wavelength in enumerate(entry["wavelengths_um"]):
-                    limit = session.scalar(select(DetectionLimit).where(
-                        DetectionLimit.reduction_id == reduction.id, DetectionLimit.wavelength_um == wavelength))
+                    limit = session.scalar(
+                        select(DetectionLimit).where(
+                            DetectionLimit.reduction_id == reduction.id, DetectionLimit.wavelength_um == wavelength
+                        )
+                    )
                     curve = [(p.sep_arcsec, p.contrast) for p in limit.points]
                     seps, values = np.array(curve).T
                     if not seps.min() <= companion["separation_arcsec"] <= seps.max():
@@ -112,9 +149,16 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
                     expected += 1
                     tx = companion["separation_arcsec"] * np.sin(np.deg2rad(companion["pa_deg"])) / scale
                     ty = companion["separation_arcsec"] * np.cos(np.deg2rad(companion["pa_deg"])) / scale
-                    near = [d for d in detections if d.wavelength_um == wavelength and np.hypot(
-                        d.sep_arcsec * np.sin(np.deg2rad(d.pa_deg)) / scale - tx,
-                        d.sep_arcsec * np.cos(np.deg2rad(d.pa_deg)) / scale - ty) <= 1.0]
+                    near = [
+                        d
+                        for d in detections
+                        if d.wavelength_um == wavelength
+                        and np.hypot(
+                            d.sep_arcsec * np.sin(np.deg2rad(d.pa_deg)) / scale - tx,
+                            d.sep_arcsec * np.cos(np.deg2rad(d.pa_deg)) / scale - ty,
+                        )
+                        <= 1.0
+                    ]
                     assert near, f"{entry['obs_id']}: {companion['name']} band {band + 1} not found"
                     best = max(near, key=lambda d: d.snr)
                     assert best.contrast == pytest.approx(true_contrast, rel=0.3), (companion["name"], band)
@@ -126,9 +170,14 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
                     continue
                 dx = d.sep_arcsec * np.sin(np.deg2rad(d.pa_deg)) / scale
                 dy = d.sep_arcsec * np.cos(np.deg2rad(d.pa_deg)) / scale
-                if all(np.hypot(dx - c["separation_arcsec"] * np.sin(np.deg2rad(c["pa_deg"])) / scale,
-                                dy - c["separation_arcsec"] * np.cos(np.deg2rad(c["pa_deg"])) / scale) > 4.0
-                       for c in entry["companions"]):
+                if all(
+                    np.hypot(
+                        dx - c["separation_arcsec"] * np.sin(np.deg2rad(c["pa_deg"])) / scale,
+                        dy - c["separation_arcsec"] * np.cos(np.deg2rad(c["pa_deg"])) / scale,
+                    )
+                    > 4.0
+                    for c in entry["companions"]
+                ):
                     false += 1
     assert expected >= 2 and found == expected
     assert false <= max(1, len(truth["observations"]) // 10), f"{false} false candidates"
@@ -144,8 +193,10 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
     again = reprocess(catalog, settings, campaign="c", executor="serial", parameters=params)
     assert again.steps_run == 0 and again.counts["up-to-date"] == 2 * n
     touched = dict(params)
-    touched["postprocess"] = {**params["postprocess"], "subtraction": {**params["postprocess"]["subtraction"],
-                                                                        "ncomp": 3}}
+    touched["postprocess"] = {
+        **params["postprocess"],
+        "subtraction": {**params["postprocess"]["subtraction"], "ncomp": 3},
+    }
     third = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched)
     steps = {(s.step, s.status) for r in third.results for s in r.steps}
     assert steps == {("preprocess", "up-to-date"), ("postprocess", "done")}
@@ -155,15 +206,24 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
 
     monkeypatch.setattr(PostprocessStep, "version", PostprocessStep.version + ".1")
     bumped = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched)
-    assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {("preprocess", "up-to-date"),
-                                                                            ("postprocess", "done")}
+    assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {
+        ("preprocess", "up-to-date"),
+        ("postprocess", "done"),
+    }
     with catalog.session() as session:
-        versions = {session.get(Reduction, s.reduction_id).step_version
-                    for r in bumped.results for s in r.steps if s.step == "postprocess"}
+        versions = {
+            session.get(Reduction, s.reduction_id).step_version
+            for r in bumped.results
+            for s in r.steps
+            if s.step == "postprocess"
+        }
     assert versions == {PostprocessStep.version}
     with catalog.session() as session:
-        members = session.scalar(select(func.count()).select_from(CampaignReduction)
-                                 .where(CampaignReduction.campaign_id == first.campaign_id))
+        members = session.scalar(
+            select(func.count())
+            .select_from(CampaignReduction)
+            .where(CampaignReduction.campaign_id == first.campaign_id)
+        )
         assert members >= 4 * n  # the campaign keeps its history of reductions
     # a broken observation (its science files damaged on disk after ingest) fails alone, with its reason
     truth = json.loads((archive / "truth.json").read_text())
@@ -203,9 +263,24 @@ def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):
     url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
     catalog, _settings = _setup(archive, url, tmp_path / "killed")
     env = dict(os.environ, HCDC_CATALOG_URL=url, HCDC_DATA_DIR=str(tmp_path / "killed"))
-    process = subprocess.Popen([sys.executable, "-m", "hcdc.cli", "reprocess", "--campaign", "k", "--executor",
-                                "serial", "--params", str(params_file)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hcdc.cli",
+            "reprocess",
+            "--campaign",
+            "k",
+            "--executor",
+            "serial",
+            "--params",
+            str(params_file),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     with catalog.session() as session:
         while time.monotonic() < deadline:
@@ -229,10 +304,18 @@ def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):
 def test_campaign_on_slurm(archive, tmp_path, slurm_cluster):
     url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     catalog, _ = _setup(archive, url, tmp_path / "data")
-    settings = Settings(data_dir=tmp_path / "data", catalog_url=url, slurm_jobs=1, slurm_cores=2,
-                        slurm_memory="6GB", slurm_walltime="00:30:00", slurm_queue="hcdc")
-    report = reprocess(catalog, settings, campaign="slurm", executor="slurm", parameters=_parameters(tmp_path),
-                       query="id=1")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        catalog_url=url,
+        slurm_jobs=1,
+        slurm_cores=2,
+        slurm_memory="6GB",
+        slurm_walltime="00:30:00",
+        slurm_queue="hcdc",
+    )
+    report = reprocess(
+        catalog, settings, campaign="slurm", executor="slurm", parameters=_parameters(tmp_path), query="id=1"
+    )
     assert not report.failures and report.counts["done"] == 2
     with catalog.session() as session:
         hosts = set(session.scalars(select(Reduction.host)))
@@ -256,18 +339,57 @@ def test_identical_inputs_of_two_observations_get_a_reduction_each(tmp_path):
     env = {**os.environ, "HCDC_DATA_DIR": str(data_dir), "HCDC_CATALOG_URL": f"sqlite:///{data_dir / 'c.sqlite'}"}
     hcdc = [str(Path(sys.executable).parent / "hcdc")]
     for target, night in (("beta Pic", "2013-02-01"), ("beta Pic copy", "2013-02-02")):
-        done = subprocess.run(hcdc + ["register-reduced", str(files["cube"]), "--angles", str(files["angles"]),
-                                      "--psf", str(files["psf"]), "--pixel-scale", "0.02719", "--instrument", "NACO",
-                                      "--target", target, "--date", night, "--filter", "L'"],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            hcdc
+            + [
+                "register-reduced",
+                str(files["cube"]),
+                "--angles",
+                str(files["angles"]),
+                "--psf",
+                str(files["psf"]),
+                "--pixel-scale",
+                "0.02719",
+                "--instrument",
+                "NACO",
+                "--target",
+                target,
+                "--date",
+                night,
+                "--filter",
+                "L'",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
     params = tmp_path / "params.yaml"
     import yaml
 
-    params.write_text(yaml.safe_dump({"postprocess": {"subtraction": {"ncomp": 4}, "max_characterised": 0,
-                                                      "characterisation": {"n_injections": 2}}}))
-    command = hcdc + ["reprocess", "--campaign", "twins", "--executor", "serial", "--params", str(params),
-                      "--steps", "postprocess"]
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "postprocess": {
+                    "subtraction": {"ncomp": 4},
+                    "max_characterised": 0,
+                    "characterisation": {"n_injections": 2},
+                }
+            }
+        )
+    )
+    command = hcdc + [
+        "reprocess",
+        "--campaign",
+        "twins",
+        "--executor",
+        "serial",
+        "--params",
+        str(params),
+        "--steps",
+        "postprocess",
+    ]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     # no terminal: one line per finished observation, with its steps, the count and the time to go
@@ -277,15 +399,20 @@ def test_identical_inputs_of_two_observations_get_a_reduction_each(tmp_path):
     catalog = Catalog(env["HCDC_CATALOG_URL"], migrate=False)
     with catalog.session() as session:
         observations = session.scalars(select(Observation.id).order_by(Observation.id)).all()
-        reductions = {o: session.scalars(select(Reduction).where(Reduction.observation_id == o,
-                                                                 Reduction.step == "postprocess",
-                                                                 Reduction.status == "done")).all()
-                      for o in observations}
+        reductions = {
+            o: session.scalars(
+                select(Reduction).where(
+                    Reduction.observation_id == o, Reduction.step == "postprocess", Reduction.status == "done"
+                )
+            ).all()
+            for o in observations
+        }
         assert len(observations) == 2
         for observation_id, rows in reductions.items():
             assert len(rows) == 1, (observation_id, rows)
-            limits = session.scalar(select(func.count()).select_from(DetectionLimit)
-                                    .where(DetectionLimit.reduction_id == rows[0].id))
+            limits = session.scalar(
+                select(func.count()).select_from(DetectionLimit).where(DetectionLimit.reduction_id == rows[0].id)
+            )
             assert limits >= 1, observation_id  # each observation has its own detection limits
         linked = session.scalars(select(CampaignReduction.reduction_id)).all()
         assert sorted(linked) == sorted(rows[0].id for rows in reductions.values())

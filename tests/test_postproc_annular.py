@@ -54,10 +54,10 @@ def test_geometry_and_library_follow_vip():
     assert pa_threshold(18.0, 4.6, 0.5) == pytest.approx(np.rad2deg(2 * np.arctan(0.5 * 4.6 / 36)))
     annuli = annuli_geometry((101, 101), 0, 4)
     assert len(annuli) == 12 and annuli[0] == (0.0, 4.0) and annuli[-1] == (43.0, 47.0)
-    angles = np.linspace(0, 60, 31)                       # 2 deg steps
+    angles = np.linspace(0, 60, 31)  # 2 deg steps
     lib = library_indices(angles, 15, 10.0, 200)
     assert set(lib) == set(range(0, 11)) | set(range(20, 31))
-    assert library_indices(angles, 15, 10.0, 4).size == 4   # truncated to the closest in angle
+    assert library_indices(angles, 15, 10.0, 4).size == 4  # truncated to the closest in angle
     assert library_indices(angles, 3, 0.0, 200).size == 31
 
 
@@ -71,7 +71,8 @@ def test_annular_equals_vip_on_a_synthetic_cube():
     cube = pattern[None] + rng.normal(size=(24, 41, 41))
     angles = np.linspace(-20, 60, 24)
     ours = pca_annular(cube, angles, 4.0, ncomp=4, asize=5, delta_rot=0.5, radius_int=4)
-    theirs = vip_psfsub.pca_annular(cube, angles, fwhm=4, ncomp=4, asize=5, delta_rot=0.5, radius_int=4,
-                                    verbose=False, full_output=True)
+    theirs = vip_psfsub.pca_annular(
+        cube, angles, fwhm=4, ncomp=4, asize=5, delta_rot=0.5, radius_int=4, verbose=False, full_output=True
+    )
     np.testing.assert_allclose(ours.residual_cube, theirs[1], atol=0.03 * np.abs(theirs[1]).max())
     np.testing.assert_allclose(ours.residuals, theirs[2], atol=0.03 * np.abs(theirs[1]).max())

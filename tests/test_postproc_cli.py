@@ -16,24 +16,60 @@ from .test_postproc_data import B_FLUX, PIXEL_SCALE, STARPHOT, require_naco
 
 
 def naco_args(folder, out, *extra):
-    return [str(folder / "naco_betapic_cube.fits"), "--angles", str(folder / "naco_betapic_pa.fits"),
-            "--psf", str(folder / "naco_betapic_psf.fits"), "--pixel-scale", str(PIXEL_SCALE),
-            "--out", str(out), *extra]
+    return [
+        str(folder / "naco_betapic_cube.fits"),
+        "--angles",
+        str(folder / "naco_betapic_pa.fits"),
+        "--psf",
+        str(folder / "naco_betapic_psf.fits"),
+        "--pixel-scale",
+        str(PIXEL_SCALE),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_postprocess_naco(tmp_path):
     folder = require_naco()
     out = tmp_path / "out"
-    result = CliRunner().invoke(postprocess, naco_args(folder, out, "--recenter", "--star-flux", str(STARPHOT),
-                                                       "--ncomp", "20", "--n-injections", "3",
-                                                       "--max-characterised", "1"))
+    result = CliRunner().invoke(
+        postprocess,
+        naco_args(
+            folder,
+            out,
+            "--recenter",
+            "--star-flux",
+            str(STARPHOT),
+            "--ncomp",
+            "20",
+            "--n-injections",
+            "3",
+            "--max-characterised",
+            "1",
+        ),
+    )
     assert result.exit_code == 0, result.output
     for name in ("detections.ecsv", "contrast_curve.ecsv", "residuals.fits", "snrmap.fits"):
         assert (out / name).is_file()
     det = Table.read(out / "detections.ecsv", format="ascii.ecsv")
-    for column in ("x", "y", "sep_arcsec", "pa_deg", "snr", "fpf", "flux", "contrast",
-                   "x_err", "y_err", "sep_arcsec_err", "pa_deg_err", "flux_err", "contrast_err"):
+    for column in (
+        "x",
+        "y",
+        "sep_arcsec",
+        "pa_deg",
+        "snr",
+        "fpf",
+        "flux",
+        "contrast",
+        "x_err",
+        "y_err",
+        "sep_arcsec_err",
+        "pa_deg_err",
+        "flux_err",
+        "contrast_err",
+    ):
         assert column in det.colnames
     b = det[0]
     assert b["characterised"]
@@ -72,8 +108,17 @@ def test_postprocess_errors(tmp_path):
     psf = tmp_path / "psf.fits"
     fits.writeto(psf, np.exp(-((xx - 4) ** 2 + (yy - 4) ** 2) / 5.0))
     runner = CliRunner()
-    args = [str(cube), "--angles", str(angles), "--psf", str(psf), "--pixel-scale", "0.01", "--out",
-            str(tmp_path / "out")]
+    args = [
+        str(cube),
+        "--angles",
+        str(angles),
+        "--psf",
+        str(psf),
+        "--pixel-scale",
+        "0.01",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = runner.invoke(postprocess, args)
     assert result.exit_code != 0
     assert "9 values but the cube has 10 frames" in result.output
@@ -83,8 +128,10 @@ def test_postprocess_errors(tmp_path):
     args[4] = str(big)
     result = runner.invoke(postprocess, args)
     assert result.exit_code != 0 and "larger than the frames" in result.output
-    result = runner.invoke(postprocess, [str(psf), "--angles", str(angles), "--psf", str(psf),
-                                         "--pixel-scale", "0.01", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        postprocess,
+        [str(psf), "--angles", str(angles), "--psf", str(psf), "--pixel-scale", "0.01", "--out", str(tmp_path / "o")],
+    )
     assert result.exit_code != 0 and "3-D (t, y, x)" in result.output
     assert not (tmp_path / "out").exists()
 
@@ -98,15 +145,33 @@ def test_postprocess_synthetic_no_companion(tmp_path):
     fits.writeto(angles, np.linspace(-30, 60, 16))
     yy, xx = np.mgrid[:11, :11]
     psf = tmp_path / "psf.fits"
-    fits.writeto(psf, 50 * np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / (2 * 1.7 ** 2)))
+    fits.writeto(psf, 50 * np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / (2 * 1.7**2)))
     out = tmp_path / "out"
-    result = CliRunner().invoke(postprocess, [str(cube), "--angles", str(angles), "--psf", str(psf),
-                                              "--pixel-scale", "0.0125", "--ncomp", "3", "--algorithm", "cadi",
-                                              "--threshold", "5", "--threshold-on", "significance",
-                                              "--out", str(out)])
+    result = CliRunner().invoke(
+        postprocess,
+        [
+            str(cube),
+            "--angles",
+            str(angles),
+            "--psf",
+            str(psf),
+            "--pixel-scale",
+            "0.0125",
+            "--ncomp",
+            "3",
+            "--algorithm",
+            "cadi",
+            "--threshold",
+            "5",
+            "--threshold-on",
+            "significance",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     det = Table.read(out / "detections.ecsv", format="ascii.ecsv")
     assert len(det) == 0
     cc = Table.read(out / "contrast_curve.ecsv", format="ascii.ecsv")
-    assert len(cc) > 5 and np.all(np.isnan(cc["contrast_5sigma"]))      # no --star-flux
+    assert len(cc) > 5 and np.all(np.isnan(cc["contrast_5sigma"]))  # no --star-flux
     assert np.all(cc["flux_5sigma"][np.isfinite(cc["flux_5sigma"])] > 0)

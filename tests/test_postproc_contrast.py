@@ -22,8 +22,12 @@ def naco_curve():
     require_naco()
     _, angles, npsf = naco_prepared()
     free = naco_planet_free()
-    return free, angles, npsf, contrast_curve(free, angles, npsf.psf, npsf.fwhm, algorithm, star_flux=STARPHOT,
-                                              pixel_scale=PIXEL_SCALE)
+    return (
+        free,
+        angles,
+        npsf,
+        contrast_curve(free, angles, npsf.psf, npsf.fwhm, algorithm, star_flux=STARPHOT, pixel_scale=PIXEL_SCALE),
+    )
 
 
 def test_noise_per_annulus_equals_vip():
@@ -40,8 +44,19 @@ def test_contrast_curve_agrees_with_vip(naco_curve):
     """Same algorithm (PCA, 19 PCs) and parameters: within 20 % from 2 to 15 FWHM (the frame ends at ~10)."""
     vip = pytest.importorskip("vip_hci")
     free, angles, npsf, ours = naco_curve
-    table = vip.metrics.contrast_curve(free, angles, npsf.psf, npsf.fwhm, PIXEL_SCALE, STARPHOT, vip.psfsub.pca,
-                                       ncomp=NCOMP, plot=False, verbose=False, nproc=1)
+    table = vip.metrics.contrast_curve(
+        free,
+        angles,
+        npsf.psf,
+        npsf.fwhm,
+        PIXEL_SCALE,
+        STARPHOT,
+        vip.psfsub.pca,
+        ncomp=NCOMP,
+        plot=False,
+        verbose=False,
+        nproc=1,
+    )
     np.testing.assert_allclose(ours.separation_px, table["distance"].to_numpy())
     sel = (ours.separation_px >= 2 * npsf.fwhm) & (ours.separation_px <= 15 * npsf.fwhm)
     assert sel.sum() > 30
@@ -64,7 +79,7 @@ def test_contrast_curve_is_monotone_beyond_two_fwhm(naco_curve):
     allowed = 1.0 / np.sqrt(2 * (n[1:] - 1))
     rises = c[1:] / c[:-1] - 1
     assert np.all(rises <= allowed), rises
-    assert c[-1] < 0.1 * c[0]                                   # and it really decreases
+    assert c[-1] < 0.1 * c[0]  # and it really decreases
     assert np.all(curve.throughput[sel] > 0) and np.all(curve.throughput[sel] < 1.2)
 
 
@@ -89,7 +104,7 @@ def test_contrast_curve_without_star_flux_gives_flux_limits():
     cube = rng.normal(size=(20, 41, 41))
     angles = np.linspace(0, 90, 20)
     yy, xx = np.mgrid[:11, :11]
-    psf = np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / (2 * 1.7 ** 2))
+    psf = np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / (2 * 1.7**2))
     curve = contrast_curve(cube, angles, psf, 4.0, lambda c, a: pca_adi(c, a, 3).residuals)
     assert curve.contrast is None and curve.separation_arcsec is None
     good = np.isfinite(curve.flux_limit)

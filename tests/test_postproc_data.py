@@ -17,8 +17,8 @@ import pytest
 from astropy.io import fits
 
 REPO = Path(__file__).resolve().parents[1]
-PIXEL_SCALE = 0.02719          # arcsec/px, SOURCES.md (vip conf VLT_NACO)
-STARPHOT = 764939.6            # tutorial contrast curve
+PIXEL_SCALE = 0.02719  # arcsec/px, SOURCES.md (vip conf VLT_NACO)
+STARPHOT = 764939.6  # tutorial contrast curve
 # Published values used as tolerances (SOURCES.md)
 PUBLISHED_SNR_PCA20 = 11.06
 PUBLISHED_SNR_ANNULAR15 = 8.817
@@ -39,8 +39,10 @@ def data_dir() -> Path | None:
 def require_naco() -> Path:
     folder = data_dir()
     if folder is None:
-        pytest.skip("NACO β Pic reference data not found: set HCDC_REFERENCE_DATA or put shared/data/naco_betapic "
-                    "beside the repository")
+        pytest.skip(
+            "NACO β Pic reference data not found: set HCDC_REFERENCE_DATA or put shared/data/naco_betapic "
+            "beside the repository"
+        )
     return folder
 
 
@@ -64,7 +66,7 @@ def _prepared():
     from reduction.postproc import normalize_psf, recenter_cube
 
     cube, angles, psf = _load()
-    npsf = normalize_psf(psf)                        # tutorial: fwhm by Gaussian fit, 19 px, 1xFWHM flux = 1
+    npsf = normalize_psf(psf)  # tutorial: fwhm by Gaussian fit, 19 px, 1xFWHM flux = 1
     centred = recenter_cube(cube, npsf.fwhm, xy=(51, 51), negative=True, subi_size=5)
     return centred.cube, angles, npsf
 
@@ -107,13 +109,22 @@ def test_recentring_is_vips_recipe():
     vip_preproc = pytest.importorskip("vip_hci.preproc")
     raw, _, _ = naco_raw()
     cube, _, npsf = naco_prepared()
-    expected, shy, shx = vip_preproc.cube_recenter_2dfit(raw, xy=(51, 51), fwhm=npsf.fwhm, subi_size=5,
-                                                         model="gauss", negative=True, nproc=1,
-                                                         full_output=True, verbose=False, plot=False)
+    expected, shy, shx = vip_preproc.cube_recenter_2dfit(
+        raw,
+        xy=(51, 51),
+        fwhm=npsf.fwhm,
+        subi_size=5,
+        model="gauss",
+        negative=True,
+        nproc=1,
+        full_output=True,
+        verbose=False,
+        plot=False,
+    )
     np.testing.assert_allclose(cube, expected, atol=1e-8 * np.abs(expected).max())
     from reduction.postproc import recenter_cube
 
-    auto = recenter_cube(raw, npsf.fwhm)             # automatic start finds the dark hole
+    auto = recenter_cube(raw, npsf.fwhm)  # automatic start finds the dark hole
     assert auto.guess_xy == (51.0, 51.0)
     np.testing.assert_allclose(auto.shifts_y, shy, atol=1e-8)
     np.testing.assert_allclose(auto.shifts_x, shx, atol=1e-8)

@@ -35,7 +35,7 @@ def noise_cube(seed: int, nt: int = 24, size: int = 61, fwhm: float = 4.0) -> np
     rng = np.random.default_rng(seed)
     sigma = fwhm / 2.3548
     cy, cx = star_centre((size, size))
-    rho = np.hypot(*np.mgrid[-cy:size - cy, -cx:size - cx])
+    rho = np.hypot(*np.mgrid[-cy : size - cy, -cx : size - cx])
     static = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma) * 30 * np.exp(-rho / 15)
     frames = ndimage.gaussian_filter(rng.normal(size=(nt, size, size)), (0, sigma, sigma)) * 3
     return static[None] + frames
@@ -53,8 +53,7 @@ def test_no_false_positive_above_5_sigma_in_noise():
         det = detect_candidates(frame, fwhm, threshold=5.0, threshold_on="snr")
         snr_candidates += len(det.candidates)
         above_5sigma += sum(c.significance >= 5.0 for c in det.candidates)
-        again = detect_candidates(frame, fwhm, snr_map_array=det.snr_map, threshold=5.0,
-                                  threshold_on="significance")
+        again = detect_candidates(frame, fwhm, snr_map_array=det.snr_map, threshold=5.0, threshold_on="significance")
         above_5sigma += len(again.candidates)
         if seed == 0:
             seps = np.arange(fwhm, 61 / 2 - fwhm / 2, fwhm)
@@ -87,9 +86,10 @@ def test_candidates_are_sorted_and_separated():
     for a in det.candidates:
         for b in det.candidates:
             if a is not b:
-                assert np.hypot(a.x - b.x, a.y - b.y) >= 4.0 - 1.5    # one FWHM apart (sub-pixel refits)
-    assert detect_candidates(pca_adi(cube, angles, 4).residuals, 4.0, max_candidates=1).candidates[0] == \
-        det.candidates[0]
+                assert np.hypot(a.x - b.x, a.y - b.y) >= 4.0 - 1.5  # one FWHM apart (sub-pixel refits)
+    assert (
+        detect_candidates(pca_adi(cube, angles, 4).residuals, 4.0, max_candidates=1).candidates[0] == det.candidates[0]
+    )
 
 
 def gaussian_psf(fwhm: float = 4.0) -> np.ndarray:
@@ -148,10 +148,10 @@ def test_no_candidate_on_the_star_residual():
     fwhm = 4.0
     frame = noise_cube(7)[0] * 0.2
     cy, cx = star_centre(frame.shape)
-    yy, xx = np.mgrid[:frame.shape[0], :frame.shape[1]]
+    yy, xx = np.mgrid[: frame.shape[0], : frame.shape[1]]
     sigma = fwhm / 2.3548
-    frame = frame + 400 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))  # residual core
-    frame = frame + 40 * np.exp(-((xx - cx - 14) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))  # a companion
+    frame = frame + 400 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))  # residual core
+    frame = frame + 40 * np.exp(-((xx - cx - 14) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))  # a companion
     det = detect_candidates(frame, fwhm, threshold=3.0, threshold_on="snr")
     assert all(c.separation_px >= fwhm for c in det.candidates), [(c.x, c.y) for c in det.candidates]
     assert any(abs(c.x - cx - 14) <= 1 and abs(c.y - cy) <= 1 for c in det.candidates)

@@ -13,8 +13,8 @@ from reduction.postproc.photometry import aperture_sum_grid
 
 
 def gaussian_image(shape, x, y, sigma=2.0):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2))
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
 
 
 @pytest.mark.parametrize("shape", [(61, 61), (60, 60)])
@@ -26,7 +26,7 @@ def test_derotation_equals_vip_cube_derotate(shape):
     cube = np.array([gaussian_image(shape, cx + 14.0, cy + 5.0, 1.8) for _ in angles])
     ours = derotate(cube, angles)
     theirs = vip_preproc.cube_derotate(cube, angles)
-    np.testing.assert_allclose(ours, theirs, atol=2e-3)        # peak 1: 0.2 % of the peak
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)  # peak 1: 0.2 % of the peak
     spline = derotate(cube, angles, method="spline")
     np.testing.assert_allclose(spline, theirs, atol=2e-2)
 
@@ -40,6 +40,7 @@ def test_derotation_puts_north_up():
     cube = np.zeros((3,) + shape)
     for i, a in enumerate(angles):
         from reduction.conventions import sky_to_frame_xy
+
         x, y = sky_to_frame_xy(sep, pa, a, centre)
         cube[i] = gaussian_image(shape, float(x), float(y))
     out = derotate(cube, angles)
@@ -80,10 +81,9 @@ def test_exact_aperture_sums_equal_photutils():
     image = rng.normal(size=(50, 60))
     for radius in (0.6, 1.0, 2.3017, 3.5):
         xs, ys = rng.uniform(-2, 62, 400), rng.uniform(-2, 52, 400)
-        table = photutils.aperture_photometry(image, photutils.CircularAperture(np.c_[xs, ys], radius),
-                                              method="exact")
+        table = photutils.aperture_photometry(image, photutils.CircularAperture(np.c_[xs, ys], radius), method="exact")
         expected = np.asarray(table["aperture_sum"], dtype=float)
-        ok = np.isfinite(expected)          # photutils: NaN for apertures entirely off the image
+        ok = np.isfinite(expected)  # photutils: NaN for apertures entirely off the image
         np.testing.assert_allclose(aperture_sums(image, xs, ys, radius)[ok], expected[ok], atol=1e-9)
 
 

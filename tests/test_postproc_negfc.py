@@ -14,8 +14,7 @@ import pytest
 from reduction.conventions import star_centre
 from reduction.postproc import characterise, inject_companions, negfc_fit, remove_companion, snr
 
-from .test_postproc_data import (B_FLUX, B_SEPARATION_PX, B_THETA_DEG, FAKE, FAKE_MCMC, naco_prepared,
-                                 require_naco)
+from .test_postproc_data import B_FLUX, B_SEPARATION_PX, B_THETA_DEG, FAKE, FAKE_MCMC, naco_prepared, require_naco
 
 
 def fake_companion_cube():
@@ -33,9 +32,14 @@ def test_fake_companion_recovered_within_published_errors():
     require_naco()
     cube, angles, npsf = fake_companion_cube()
     cy, cx = star_centre(cube.shape[-2:])
-    start = (34.75, 23.59)                      # SOURCES.md: where the fake lands (xy)
-    assert np.hypot(start[0] - cx - FAKE["r"] * np.cos(np.deg2rad(FAKE["theta"])),
-                    start[1] - cy - FAKE["r"] * np.sin(np.deg2rad(FAKE["theta"]))) < 0.01
+    start = (34.75, 23.59)  # SOURCES.md: where the fake lands (xy)
+    assert (
+        np.hypot(
+            start[0] - cx - FAKE["r"] * np.cos(np.deg2rad(FAKE["theta"])),
+            start[1] - cy - FAKE["r"] * np.sin(np.deg2rad(FAKE["theta"])),
+        )
+        < 0.01
+    )
     result = characterise(cube, angles, npsf.psf, npsf.fwhm, start, ncomp=15, n_injections=5)
     assert within(result.separation_px, FAKE_MCMC["r"])
     assert within(result.theta_deg, FAKE_MCMC["theta"])
@@ -56,7 +60,7 @@ def test_beta_pic_b_negfc_and_planet_free_cube():
     require_naco()
     cube, angles, npsf = naco_prepared()
     result = negfc_fit(cube, angles, npsf.psf, npsf.fwhm, (61.8, 61.6), ncomp=20)
-    assert result.separation_px == pytest.approx(B_SEPARATION_PX, abs=0.3)     # the 16.6 ± 0.3 px
+    assert result.separation_px == pytest.approx(B_SEPARATION_PX, abs=0.3)  # the 16.6 ± 0.3 px
     assert result.theta_deg == pytest.approx(B_THETA_DEG, abs=np.rad2deg(0.3 / B_SEPARATION_PX))
     assert result.flux == pytest.approx(B_FLUX, rel=0.1)
     free = remove_companion(cube, angles, npsf.psf, result)
@@ -94,7 +98,7 @@ def halo_cube(seed: int, nt: int = 24, size: int = 61) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     cy, cx = star_centre((size, size))
-    rho = np.hypot(*np.mgrid[-cy:size - cy, -cx:size - cx])
+    rho = np.hypot(*np.mgrid[-cy : size - cy, -cx : size - cx])
     static = ndimage.gaussian_filter(rng.normal(size=(size, size)), 1.7) * 30 * np.exp(-rho / 15)
     frames = ndimage.gaussian_filter(rng.normal(size=(nt, size, size)), (0, 1.7, 1.7)) * 3
     return 200 * np.exp(-rho / 8)[None] + static[None] + frames
@@ -117,7 +121,7 @@ def test_negfc_flux_not_trapped_far_above_the_companion(seed):
     psf /= aperture_sums(psf, [7], [7], 2.0)[0]
     cube = inject_companions(halo_cube(seed), psf, angles, 30.0, 16.0, 130.0)
     cy, cx = star_centre(cube.shape[-2:])
-    start = (cx + 16.3 * np.cos(np.deg2rad(130.5)), cy + 16.3 * np.sin(np.deg2rad(130.5)))   # a detection's offset
+    start = (cx + 16.3 * np.cos(np.deg2rad(130.5)), cy + 16.3 * np.sin(np.deg2rad(130.5)))  # a detection's offset
     result = negfc_fit(cube, angles, psf, 4.0, start, ncomp=5)
     assert result.flux == pytest.approx(30.0, rel=0.25)
     assert result.separation_px == pytest.approx(16.0, abs=0.5)
@@ -147,14 +151,26 @@ def test_dual_band_contrast_of_a_simulated_companion(tmp_path):
     (companion,) = entry["companions"]
     observation = preprocess_observation(observation_files(root, truth, entry))
     assert observation.cube.shape[0] == 2
-    params = pp.PostprocessParameters(subtraction=pp.PsfSubtractionParameters(ncomp=5),
-                                      characterisation=pp.CharacterisationParameters(ncomp=5, n_injections=0))
+    params = pp.PostprocessParameters(
+        subtraction=pp.PsfSubtractionParameters(ncomp=5),
+        characterisation=pp.CharacterisationParameters(ncomp=5, n_injections=0),
+    )
     for band in range(2):
-        result = pp.postprocess(observation.cube[band], observation.derotation_deg, observation.psf[band],
-                                observation.pixel_scale_arcsec, star_flux=observation.star_flux[band], params=params)
-        found = [c for c in result.characterised if c.negfc is not None
-                 and abs(c.negfc.separation_px - companion["separation_px"]) < result.psf.fwhm
-                 and abs((c.negfc.pa_deg - companion["pa_deg"] + 180) % 360 - 180) < 5]
+        result = pp.postprocess(
+            observation.cube[band],
+            observation.derotation_deg,
+            observation.psf[band],
+            observation.pixel_scale_arcsec,
+            star_flux=observation.star_flux[band],
+            params=params,
+        )
+        found = [
+            c
+            for c in result.characterised
+            if c.negfc is not None
+            and abs(c.negfc.separation_px - companion["separation_px"]) < result.psf.fwhm
+            and abs((c.negfc.pa_deg - companion["pa_deg"] + 180) % 360 - 180) < 5
+        ]
         assert len(found) == 1, band
         contrast = found[0].negfc.flux / observation.star_flux[band]
         assert contrast == pytest.approx(companion["contrast"][band], rel=0.3), band

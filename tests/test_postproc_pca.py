@@ -53,7 +53,7 @@ def test_naco_pca20_snr_matches_published_and_vip():
     # the same model: identical non-derotated residuals
     np.testing.assert_allclose(pca_residuals(cube, 20), theirs[3], atol=1e-8 * np.abs(theirs[3]).max())
     s_vip = vip.metrics.snr(theirs[0], (62, 62), npsf.fwhm)
-    assert s == pytest.approx(s_vip, rel=0.05)                  # the speed criterion's "equal S/N"
+    assert s == pytest.approx(s_vip, rel=0.05)  # the speed criterion's "equal S/N"
     np.testing.assert_allclose(ours.residuals, theirs[0], atol=0.02 * np.abs(theirs[0]).max())
 
 
@@ -86,7 +86,7 @@ def test_rdi_uses_the_reference_library():
     """Speckles shared with other stars' frames: RDI removes them without any rotation."""
     science = synthetic_cube(seed=1)
     reference = synthetic_cube(seed=1, nt=30)[::-1] + np.random.default_rng(9).normal(size=(30, 61, 61))
-    angles = np.zeros(science.shape[0])                       # no field rotation: ADI alone cannot work
+    angles = np.zeros(science.shape[0])  # no field rotation: ADI alone cannot work
     psf = gaussian_psf()
     with_fc = inject_companions(science, psf, angles, 30.0, 14.0, 200.0)
     cy, cx = star_centre(science.shape[-2:])
@@ -95,7 +95,7 @@ def test_rdi_uses_the_reference_library():
     assert snr(rdi.residuals, xy, 4.0).snr > 5
     assert rdi.parameters["n_reference"] == 30
     adi = pca_adi(with_fc, angles, ncomp=3)
-    assert snr(adi.residuals, xy, 4.0).snr < 3                # self-subtracted without rotation
+    assert snr(adi.residuals, xy, 4.0).snr < 3  # self-subtracted without rotation
 
 
 def test_rdi_equals_vip():
@@ -123,7 +123,7 @@ def test_asdi_separates_speckles_from_a_companion():
     pattern = ndimage.gaussian_filter(rng.normal(size=(size, size)), 1.3) * 8 * np.exp(-rho / 20)
     cube = np.empty((nl, nt, size, size))
     for k in range(nl):
-        frame = rescale_frames(pattern[None], [lam[k] / lam[0]])[0]    # speckles move out with λ
+        frame = rescale_frames(pattern[None], [lam[k] / lam[0]])[0]  # speckles move out with λ
         cube[k] = frame[None] + rng.normal(size=(nt, size, size)) * 0.5
     angles = np.zeros(nt)
     psf = gaussian_psf()
@@ -134,5 +134,5 @@ def test_asdi_separates_speckles_from_a_companion():
     double = pca_asdi(cube, angles, lam, ncomp=1, mode="double")
     assert snr(single.residuals, xy, 4.0).snr > 5
     assert snr(double.residuals, xy, 4.0).snr > 5
-    plain = np.median(cube.mean(axis=0), axis=0)               # no speckle subtraction
+    plain = np.median(cube.mean(axis=0), axis=0)  # no speckle subtraction
     assert snr(plain, xy, 4.0).snr < 3

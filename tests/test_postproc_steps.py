@@ -8,12 +8,25 @@ import numpy as np
 import pytest
 
 from reduction.postproc import inject_companions
-from reduction.postproc.pipeline import (CharacterisationParameters, CharacterisationStep, ContrastCurveParameters,
-                                         ContrastCurveStep, DetectionParameters, DetectionStep,
-                                         PostprocessParameters, PostprocessStep, PsfSubtractionParameters,
-                                         PsfSubtractionStep)
-from reduction.postproc.results import (ContrastCurve, DetectionResult, NegfcResult, PostprocessResult,
-                                        PsfSubtractionResult)
+from reduction.postproc.pipeline import (
+    CharacterisationParameters,
+    CharacterisationStep,
+    ContrastCurveParameters,
+    ContrastCurveStep,
+    DetectionParameters,
+    DetectionStep,
+    PostprocessParameters,
+    PostprocessStep,
+    PsfSubtractionParameters,
+    PsfSubtractionStep,
+)
+from reduction.postproc.results import (
+    ContrastCurve,
+    DetectionResult,
+    NegfcResult,
+    PostprocessResult,
+    PsfSubtractionResult,
+)
 from reduction.steps import Step
 
 
@@ -25,7 +38,7 @@ def small_case(seed=0):
     cube += ndimage.gaussian_filter(rng.normal(size=(41, 41)), 1.5)[None] * 10
     angles = np.linspace(-30, 60, 20)
     yy, xx = np.mgrid[:11, :11]
-    psf = 3.0 * np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / (2 * 1.7 ** 2))
+    psf = 3.0 * np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / (2 * 1.7**2))
     return cube, angles, psf
 
 
@@ -59,20 +72,34 @@ def test_steps_run_and_return_one_result_object():
     with_fc = inject_companions(cube, npsf.psf, angles, 60.0, 12.0, 45.0)
     sub = PsfSubtractionStep()(PsfSubtractionParameters(ncomp=3), cube=with_fc, angles=angles, fwhm=npsf.fwhm)
     assert isinstance(sub, PsfSubtractionResult)
-    ann = PsfSubtractionStep()(PsfSubtractionParameters(algorithm="annular-pca", ncomp=3), cube=with_fc,
-                                   angles=angles, fwhm=npsf.fwhm)
+    ann = PsfSubtractionStep()(
+        PsfSubtractionParameters(algorithm="annular-pca", ncomp=3), cube=with_fc, angles=angles, fwhm=npsf.fwhm
+    )
     assert ann.algorithm == "annular-pca"
     det = DetectionStep()(DetectionParameters(), residuals=sub.residuals, fwhm=npsf.fwhm)
     assert isinstance(det, DetectionResult) and det.brightest is not None
     found = [c for c in det.candidates if abs(c.separation_px - 12.0) < 1.0]
     assert found
-    fit = CharacterisationStep()(CharacterisationParameters(ncomp=3, n_injections=0), cube=with_fc,
-                                     angles=angles, psf=npsf.psf, fwhm=npsf.fwhm, xy=(found[0].x, found[0].y))
+    fit = CharacterisationStep()(
+        CharacterisationParameters(ncomp=3, n_injections=0),
+        cube=with_fc,
+        angles=angles,
+        psf=npsf.psf,
+        fwhm=npsf.fwhm,
+        xy=(found[0].x, found[0].y),
+    )
     assert isinstance(fit, NegfcResult) and fit.uncertainty is not None
     assert fit.separation_px == pytest.approx(12.0, abs=0.5) and fit.flux == pytest.approx(60.0, rel=0.25)
-    curve = ContrastCurveStep()(ContrastCurveParameters(), cube=cube, angles=angles, psf=npsf.psf,
-                                    fwhm=npsf.fwhm, subtraction=PsfSubtractionParameters(ncomp=3),
-                                    star_flux=1e4, pixel_scale=0.0125)
+    curve = ContrastCurveStep()(
+        ContrastCurveParameters(),
+        cube=cube,
+        angles=angles,
+        psf=npsf.psf,
+        fwhm=npsf.fwhm,
+        subtraction=PsfSubtractionParameters(ncomp=3),
+        star_flux=1e4,
+        pixel_scale=0.0125,
+    )
     assert isinstance(curve, ContrastCurve) and curve.contrast is not None
 
 
@@ -82,8 +109,10 @@ def test_postprocess_step_on_a_small_cube():
 
     npsf = normalize_psf(psf, size=11)
     with_fc = inject_companions(cube, npsf.psf, angles, 60.0, 11.0, 200.0)
-    params = PostprocessParameters(subtraction=PsfSubtractionParameters(ncomp=3),
-                                   characterisation=CharacterisationParameters(ncomp=3, n_injections=2))
+    params = PostprocessParameters(
+        subtraction=PsfSubtractionParameters(ncomp=3),
+        characterisation=CharacterisationParameters(ncomp=3, n_injections=2),
+    )
     out = PostprocessStep()(params, cube=with_fc, angles=angles, psf=psf, pixel_scale=0.0125, star_flux=1e4)
     assert isinstance(out, PostprocessResult)
     found = [c for c in out.characterised if abs(c.candidate.separation_px - 11.0) < 1.0]
@@ -126,5 +155,6 @@ def test_a_step_call_checks_its_declared_contract():
     for step in STEPS + [MasterDarkStep, MasterFlatStep, WaffleCentring, Preprocess]:
         result = typing.get_type_hints(step.run)["return"]
         names = {f.name for f in dataclasses.fields(result)} | {
-            n for n in dir(result) if isinstance(getattr(result, n, None), property)}
+            n for n in dir(result) if isinstance(getattr(result, n, None), property)
+        }
         assert set(step.outputs) <= names, (step.__name__, set(step.outputs) - names)

@@ -5,16 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reduction.postproc import (cadi, characterise, contrast_curve, detect_candidates, inject_companions,
-                                negfc_fit, normalize_psf, pca_adi, pca_annular, pca_asdi, pca_rdi, snr, snr_map)
-from reduction.postproc.pipeline import (DetectionParameters, PostprocessParameters, PsfSubtractionParameters,
-                                         postprocess)
+from reduction.postproc import (
+    cadi,
+    characterise,
+    contrast_curve,
+    detect_candidates,
+    inject_companions,
+    negfc_fit,
+    normalize_psf,
+    pca_adi,
+    pca_annular,
+    pca_asdi,
+    pca_rdi,
+    snr,
+    snr_map,
+)
+from reduction.postproc.pipeline import (
+    DetectionParameters,
+    PostprocessParameters,
+    PsfSubtractionParameters,
+    postprocess,
+)
 
 RNG = np.random.default_rng(0)
 CUBE = RNG.normal(size=(10, 31, 31))
 ANGLES = np.linspace(0, 45, 10)
 YY, XX = np.mgrid[:9, :9]
-PSF = np.exp(-((XX - 4) ** 2 + (YY - 4) ** 2) / (2 * 1.6 ** 2))
+PSF = np.exp(-((XX - 4) ** 2 + (YY - 4) ** 2) / (2 * 1.6**2))
 
 
 def algo(c, a):
@@ -63,7 +80,7 @@ def test_wrong_dimensionality(name, shape):
 
 
 def test_2d_angles_are_accepted_like_vip():
-    res = pca_adi(CUBE, ANGLES[:, None], 2)              # naco_betapic_pa.fits is (61, 1)
+    res = pca_adi(CUBE, ANGLES[:, None], 2)  # naco_betapic_pa.fits is (61, 1)
     assert res.residuals.shape == (31, 31)
     with pytest.raises(TypeError, match="1-D vector"):
         pca_adi(CUBE, np.zeros((5, 2)), 2)
@@ -71,10 +88,12 @@ def test_2d_angles_are_accepted_like_vip():
 
 def test_psf_larger_than_frame():
     big = np.ones((41, 41))
-    for call in (lambda: inject_companions(CUBE, big, ANGLES, 1.0, 8.0, 0.0),
-                 lambda: contrast_curve(CUBE, ANGLES, big, 4.0, algo),
-                 lambda: negfc_fit(CUBE, ANGLES, big, 4.0, (25.0, 15.0)),
-                 lambda: postprocess(CUBE, ANGLES, big, 0.01)):
+    for call in (
+        lambda: inject_companions(CUBE, big, ANGLES, 1.0, 8.0, 0.0),
+        lambda: contrast_curve(CUBE, ANGLES, big, 4.0, algo),
+        lambda: negfc_fit(CUBE, ANGLES, big, 4.0, (25.0, 15.0)),
+        lambda: postprocess(CUBE, ANGLES, big, 0.01),
+    ):
         with pytest.raises(ValueError, match=r"psf \(41x41 px\) is larger than the frames \(31x31 px\)"):
             call()
 

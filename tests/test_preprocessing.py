@@ -22,8 +22,11 @@ def realistic(tmp_path_factory):
     root = tmp_path_factory.mktemp("pre") / "archive"
     simulate_archive(root, nights=2, seed=21, window=128, ifs=False)
     truth = json.loads((root / "truth.json").read_text())
-    results = {e["obs_id"]: preprocess_observation(observation_files(root, truth, e))
-               for e in truth["observations"] if e["instrument"] == "SPHERE-IRDIS"}
+    results = {
+        e["obs_id"]: preprocess_observation(observation_files(root, truth, e))
+        for e in truth["observations"]
+        if e["instrument"] == "SPHERE-IRDIS"
+    }
     return root, truth, results
 
 
@@ -78,14 +81,14 @@ def test_master_calibrations_match_the_simulated_detector(realistic):
                 expected_level = detector["bias_adu"] + detector["dark_current_e_s"] * dit / gain
                 assert quality["dark_level_adu"] == pytest.approx(expected_level, abs=1.0), name
                 # read noise (+ the dark current's shot noise) per frame, from thousands of pixel pairs
-                expected_noise = np.sqrt(read_noise_adu ** 2 + detector["dark_current_e_s"] * dit / gain ** 2)
+                expected_noise = np.sqrt(read_noise_adu**2 + detector["dark_current_e_s"] * dit / gain**2)
                 assert quality["read_noise_adu"] == pytest.approx(expected_noise, rel=0.05), name
                 seen_dark = True
             if name == "master_flat":
                 # pixel by pixel against the simulated response map (good pixels of both)
                 true_map = fits.getdata(root / detector["maps_file"], extname="FLAT")
                 windows = detector["readout_windows"]
-                true_flat = np.concatenate([true_map[y0:y0 + ny, x0:x0 + nx] for x0, y0, nx, ny in windows], axis=1)
+                true_flat = np.concatenate([true_map[y0 : y0 + ny, x0 : x0 + nx] for x0, y0, nx, ny in windows], axis=1)
                 ours = result.reduced_calibrations["master_flat"].image
                 good = (np.abs(true_flat - 1) < 0.3) & (np.abs(ours - 1) < 0.3)
                 ratio = ours[good] / true_flat[good]
@@ -111,8 +114,9 @@ def test_nothing_missing_in_a_complete_observation(realistic):
 def clean(tmp_path_factory):
     """Noise-free, perfect-optics archive: what is left is the calibration itself."""
     root = tmp_path_factory.mktemp("clean") / "archive"
-    simulate_archive(root, nights=1, seed=4, window=128, ifs=False, noise=False, aberrations=False,
-                     degraded_frames=False)
+    simulate_archive(
+        root, nights=1, seed=4, window=128, ifs=False, noise=False, aberrations=False, degraded_frames=False
+    )
     return root, json.loads((root / "truth.json").read_text())
 
 

@@ -28,8 +28,11 @@ def test_products_provenance_and_calibrations(archive, catalog, tmp_path):
     with catalog.session() as session:
         ids = list(session.scalars(select(Observation.id).order_by(Observation.id)))
         # one observation loses its flat links: processed without flat-fielding, and it says so
-        session.execute(delete(ObservationCalibration).where(ObservationCalibration.observation_id == ids[0],
-                                                             ObservationCalibration.role == "flat"))
+        session.execute(
+            delete(ObservationCalibration).where(
+                ObservationCalibration.observation_id == ids[0], ObservationCalibration.role == "flat"
+            )
+        )
     outcomes = [preprocess_catalog_observation(catalog, i, tmp_path) for i in ids]
     assert [o.status for o in outcomes] == ["done"] * len(ids)
     assert any("no usable FLAT,LAMP files" in p for p in outcomes[0].problems)
@@ -103,17 +106,22 @@ def test_rdi_library_from_the_catalog(archive, catalog, tmp_path):
         assert preprocess_catalog_observation(catalog, observation_id, tmp_path).status == "done"
     with catalog.session() as session:
         science = session.get(Observation, shared[0])
-        cube_path = session.scalar(select(Product.path).where(Product.observation_id == shared[0],
-                                                              Product.kind == "cube"))
-        angles_path = session.scalar(select(Product.path).where(Product.observation_id == shared[0],
-                                                                Product.kind == "angles"))
+        cube_path = session.scalar(
+            select(Product.path).where(Product.observation_id == shared[0], Product.kind == "cube")
+        )
+        angles_path = session.scalar(
+            select(Product.path).where(Product.observation_id == shared[0], Product.kind == "angles")
+        )
         cube = fits.getdata(cube_path)
         library = reference_library(session, shared[0], frame_shape=cube.shape[-2:])
         assert shared[0] not in library.observation_ids and set(library.observation_ids) <= set(shared[1:])
         for other in library.observation_ids:
             row = session.get(Observation, other)
-            assert (row.filter, row.coronagraph, row.instrument) == (science.filter, science.coronagraph,
-                                                                      science.instrument)
+            assert (row.filter, row.coronagraph, row.instrument) == (
+                science.filter,
+                science.coronagraph,
+                science.instrument,
+            )
             assert row.target_id != science.target_id
         assert library.frames.shape[0] == cube.shape[0] and library.frames.shape[-2:] == cube.shape[-2:]
         with pytest.raises(LookupError):

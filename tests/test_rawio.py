@@ -106,8 +106,9 @@ def test_fast_header_parser_agrees_with_astropy(tmp_path):
 # --- read_raw_image: one read for hash, header and pixels -----------------------------------
 
 
-@pytest.mark.parametrize("dtype, bzero", [(np.int16, 32768), (np.int16, 0), (np.int32, 0), (np.float32, 0),
-                                          (np.float64, 0), (np.uint8, 0)])
+@pytest.mark.parametrize(
+    "dtype, bzero", [(np.int16, 32768), (np.int16, 0), (np.int32, 0), (np.float32, 0), (np.float64, 0), (np.uint8, 0)]
+)
 def test_read_raw_image_decodes_like_astropy(tmp_path, dtype, bzero):
     """Pixels equal astropy's (BSCALE/BZERO applied, as float32), hash equals the file's sha256."""
     from reduction.rawio import read_raw_image

@@ -19,8 +19,14 @@ from astropy.io import fits
 
 from reduction.conventions import sky_to_frame_xy
 from reduction.instruments import SphereIrdis, classify_header
-from reduction.simulator import (Readout, SimulationParameters, SimulationTruth, load_truth, programme_id,
-                                 simulate_archive)
+from reduction.simulator import (
+    Readout,
+    SimulationParameters,
+    SimulationTruth,
+    load_truth,
+    programme_id,
+    simulate_archive,
+)
 from reduction.simulator.detector import Window
 
 IRDIS = "SPHERE-IRDIS"
@@ -30,17 +36,39 @@ IRDIS = "SPHERE-IRDIS"
 def archive(tmp_path_factory) -> SimulationTruth:
     """Three nights (archival 2016 + two 2026 nights), small windows, few frames."""
     out = tmp_path_factory.mktemp("archive")
-    return simulate_archive(out, nights=3, seed=3, window=128, frames_per_cube=2, science_files_per_ob=3,
-                            aux_ndit=1, calib_ndit=2, calib_files_per_sequence=1, ao_realisations=2)
+    return simulate_archive(
+        out,
+        nights=3,
+        seed=3,
+        window=128,
+        frames_per_cube=2,
+        science_files_per_ob=3,
+        aux_ndit=1,
+        calib_ndit=2,
+        calib_files_per_sequence=1,
+        ao_realisations=2,
+    )
 
 
 @pytest.fixture(scope="module")
 def noiseless(tmp_path_factory) -> SimulationTruth:
     """Perfect optics, no noise: the only light in coronagraphic frames is the companions'."""
     out = tmp_path_factory.mktemp("noiseless")
-    return simulate_archive(out, nights=1, seed=5, window=224, frames_per_cube=2, science_files_per_ob=2,
-                            aux_ndit=1, calib_ndit=1, noise=False, aberrations=False, degraded_frames=False,
-                            ifs=False, obs_per_night=1)
+    return simulate_archive(
+        out,
+        nights=1,
+        seed=5,
+        window=224,
+        frames_per_cube=2,
+        science_files_per_ob=2,
+        aux_ndit=1,
+        calib_ndit=1,
+        noise=False,
+        aberrations=False,
+        degraded_frames=False,
+        ifs=False,
+        obs_per_night=1,
+    )
 
 
 def _headers(truth: SimulationTruth):
@@ -58,20 +86,58 @@ def _irdis_observations(truth: SimulationTruth):
 
 # -- headers -----------------------------------------------------------------------------------------
 SCIENCE_KEYWORDS = [
-    "INSTRUME", "TELESCOP", "DATE-OBS", "MJD-OBS", "RA", "DEC", "EXPTIME", "OBJECT",
-    "HIERARCH ESO DPR CATG", "HIERARCH ESO DPR TYPE", "HIERARCH ESO DPR TECH", "HIERARCH ESO SEQ ARM",
-    "HIERARCH ESO INS1 MODE", "HIERARCH ESO INS COMB IFLT", "HIERARCH ESO INS COMB ICOR",
-    "HIERARCH ESO INS1 FILT NAME", "HIERARCH ESO INS1 OPTI2 NAME", "HIERARCH ESO INS4 COMB ROT",
-    "HIERARCH ESO INS4 COMB IND", "HIERARCH ESO DET SEQ1 DIT", "HIERARCH ESO DET NDIT",
-    "HIERARCH ESO DET SEQ1 EXPTIME", "HIERARCH ESO TEL PARANG START", "HIERARCH ESO TEL PARANG END",
-    "HIERARCH ESO TEL AIRM START", "HIERARCH ESO TEL AIRM END", "HIERARCH ESO TEL AMBI FWHM START",
-    "HIERARCH ESO TEL AMBI FWHM END", "HIERARCH ESO TEL AMBI TAU0", "HIERARCH ESO TEL AMBI WINDSP",
-    "HIERARCH ESO TEL GEOLAT", "HIERARCH ESO TEL GEOLON", "HIERARCH ESO TEL GEOELEV", "HIERARCH ESO TEL ALT",
-    "HIERARCH ESO SEQ CORO XC", "HIERARCH ESO SEQ CORO YC", "HIERARCH ESO OCS WAFFLE AMPL",
-    "HIERARCH ESO OCS WAFFLE ORIENT", "HIERARCH ESO TPL ID", "HIERARCH ESO TPL START", "HIERARCH ESO TPL EXPNO",
-    "HIERARCH ESO TPL NEXP", "HIERARCH ESO OBS ID", "HIERARCH ESO OBS NAME", "HIERARCH ESO OBS PROG ID",
-    "HIERARCH ESO OBS PI-COI NAME", "HIERARCH ESO OBS TARG NAME", "HIERARCH ESO INS4 DROT2 MODE",
-    "HIERARCH ESO DET WIN1 NX", "HIERARCH ESO DET WIN1 NY", "HIERARCH ESO DET WIN1 STRX", "HIERARCH ESO DET WIN1 STRY",
+    "INSTRUME",
+    "TELESCOP",
+    "DATE-OBS",
+    "MJD-OBS",
+    "RA",
+    "DEC",
+    "EXPTIME",
+    "OBJECT",
+    "HIERARCH ESO DPR CATG",
+    "HIERARCH ESO DPR TYPE",
+    "HIERARCH ESO DPR TECH",
+    "HIERARCH ESO SEQ ARM",
+    "HIERARCH ESO INS1 MODE",
+    "HIERARCH ESO INS COMB IFLT",
+    "HIERARCH ESO INS COMB ICOR",
+    "HIERARCH ESO INS1 FILT NAME",
+    "HIERARCH ESO INS1 OPTI2 NAME",
+    "HIERARCH ESO INS4 COMB ROT",
+    "HIERARCH ESO INS4 COMB IND",
+    "HIERARCH ESO DET SEQ1 DIT",
+    "HIERARCH ESO DET NDIT",
+    "HIERARCH ESO DET SEQ1 EXPTIME",
+    "HIERARCH ESO TEL PARANG START",
+    "HIERARCH ESO TEL PARANG END",
+    "HIERARCH ESO TEL AIRM START",
+    "HIERARCH ESO TEL AIRM END",
+    "HIERARCH ESO TEL AMBI FWHM START",
+    "HIERARCH ESO TEL AMBI FWHM END",
+    "HIERARCH ESO TEL AMBI TAU0",
+    "HIERARCH ESO TEL AMBI WINDSP",
+    "HIERARCH ESO TEL GEOLAT",
+    "HIERARCH ESO TEL GEOLON",
+    "HIERARCH ESO TEL GEOELEV",
+    "HIERARCH ESO TEL ALT",
+    "HIERARCH ESO SEQ CORO XC",
+    "HIERARCH ESO SEQ CORO YC",
+    "HIERARCH ESO OCS WAFFLE AMPL",
+    "HIERARCH ESO OCS WAFFLE ORIENT",
+    "HIERARCH ESO TPL ID",
+    "HIERARCH ESO TPL START",
+    "HIERARCH ESO TPL EXPNO",
+    "HIERARCH ESO TPL NEXP",
+    "HIERARCH ESO OBS ID",
+    "HIERARCH ESO OBS NAME",
+    "HIERARCH ESO OBS PROG ID",
+    "HIERARCH ESO OBS PI-COI NAME",
+    "HIERARCH ESO OBS TARG NAME",
+    "HIERARCH ESO INS4 DROT2 MODE",
+    "HIERARCH ESO DET WIN1 NX",
+    "HIERARCH ESO DET WIN1 NY",
+    "HIERARCH ESO DET WIN1 STRX",
+    "HIERARCH ESO DET WIN1 STRY",
 ]
 
 
@@ -87,7 +153,7 @@ def test_headers_carry_the_eso_keywords(archive):
             assert not missing, (name, missing)
             assert h["HIERARCH ESO SEQ ARM"] == "IRDIS" and h["HIERARCH ESO INS1 MODE"] == "DBI"
             assert h["HIERARCH ESO INS4 DROT2 MODE"] == "ELEV"
-            assert h["HIERARCH ESO TEL AMBI TAU0"] < 0.05          # seconds, as ESO writes it
+            assert h["HIERARCH ESO TEL AMBI TAU0"] < 0.05  # seconds, as ESO writes it
             assert 0.3 < h["HIERARCH ESO TEL AMBI FWHM START"] < 3.0
             assert h["NAXIS1"] == 2 * 128 and h["NAXIS2"] == 128
             assert h["HIERARCH ESO DET WIN2 NX"] == 128
@@ -106,7 +172,7 @@ def test_every_file_classifies_as_the_truth_says(archive):
         info = classify_header(h, name)
         assert info.instrument == ft.instrument
         assert info.kind.value == ft.kind, name
-        assert info.night.isoformat() == ft.night, name        # noon-to-noon nights
+        assert info.night.isoformat() == ft.night, name  # noon-to-noon nights
         assert info.dit_key == round(ft.dit_s, 2)
         if ft.observation:
             obs = archive.observation(ft.observation)
@@ -140,8 +206,8 @@ def test_archive_structure_programmes_and_nights(archive):
     observed = {o.programme for o in archive.observations}
     assert observed <= set(science["prog_id"])
     releases = {o.programme: o.release_date for o in archive.observations}
-    assert any(r < "2020-01-01" for r in releases.values())          # public long ago
-    assert sum(r > "2027-01-01" for r in releases.values()) >= 2     # recent, proprietary
+    assert any(r < "2020-01-01" for r in releases.values())  # public long ago
+    assert sum(r > "2027-01-01" for r in releases.values()) >= 2  # recent, proprietary
     nights = {n.night: n for n in archive.nights}
     assert sum(n.bad_seeing for n in nights.values()) == 1
     assert archive.bad_seeing_nights and archive.hot_pixel_burst
@@ -167,8 +233,9 @@ def test_archive_structure_programmes_and_nights(archive):
 def test_expected_calibrations_exist_and_follow_the_rules(archive):
     for obs in archive.observations:
         ec = obs.expected_calibrations
-        dits = {f"{round(archive.files[n].dit_s, 2):.2f}" for role in ("science", "center", "flux")
-                for n in obs.files[role]}
+        dits = {
+            f"{round(archive.files[n].dit_s, 2):.2f}" for role in ("science", "center", "flux") for n in obs.files[role]
+        }
         assert set(ec.darks) == dits == set(ec.backgrounds) == set(ec.skies)
         for key, match in ec.darks.items():
             seq = archive.sequence(match.sequence)
@@ -199,8 +266,10 @@ def test_truth_never_leaks_into_headers(archive):
             assert cname not in text
         if "HIERARCH ESO SEQ CORO XC" in h and ft.observation in exact_centres:
             x, y = exact_centres[ft.observation]
-            coro_errors.append(math.hypot(h["HIERARCH ESO SEQ CORO XC"] - (x + 1), h["HIERARCH ESO SEQ CORO YC"] - (y + 1)))
-    assert coro_errors and max(coro_errors) > 0.05        # ESO's guess is not the truth
+            coro_errors.append(
+                math.hypot(h["HIERARCH ESO SEQ CORO XC"] - (x + 1), h["HIERARCH ESO SEQ CORO YC"] - (y + 1))
+            )
+    assert coro_errors and max(coro_errors) > 0.05  # ESO's guess is not the truth
 
 
 # -- astrometry ------------------------------------------------------------------------------------
@@ -217,17 +286,30 @@ def test_parallactic_angles_agree_with_an_independent_altaz_computation(archive)
         names = obs.files["science"] + obs.files["flux"]
         headers = [fits.getheader(archive.path(n)) for n in names]
         h0 = headers[0]
-        loc = EarthLocation.from_geodetic(lon=h0["HIERARCH ESO TEL GEOLON"] * u.deg,
-                                          lat=h0["HIERARCH ESO TEL GEOLAT"] * u.deg,
-                                          height=h0["HIERARCH ESO TEL GEOELEV"] * u.m)
+        loc = EarthLocation.from_geodetic(
+            lon=h0["HIERARCH ESO TEL GEOLON"] * u.deg,
+            lat=h0["HIERARCH ESO TEL GEOLAT"] * u.deg,
+            height=h0["HIERARCH ESO TEL GEOELEV"] * u.m,
+        )
         start = Time([h["DATE-OBS"] for h in headers], scale="utc")
-        times = Time(np.concatenate([start.jd, start.jd + np.array([h["EXPTIME"] for h in headers]) / 86400.0]),
-                     format="jd", scale="utc")
-        written = np.array([h["HIERARCH ESO TEL PARANG START"] for h in headers]
-                           + [h["HIERARCH ESO TEL PARANG END"] for h in headers])
-        star = SkyCoord(ra=tgt.ra_deg * u.deg, dec=tgt.dec_deg * u.deg, pm_ra_cosdec=tgt.pm_ra_mas_yr * u.mas / u.yr,
-                        pm_dec=tgt.pm_dec_mas_yr * u.mas / u.yr, distance=(1000.0 / tgt.parallax_mas) * u.pc,
-                        radial_velocity=0 * u.km / u.s, obstime=Time("J2000"), frame="icrs")
+        times = Time(
+            np.concatenate([start.jd, start.jd + np.array([h["EXPTIME"] for h in headers]) / 86400.0]),
+            format="jd",
+            scale="utc",
+        )
+        written = np.array(
+            [h["HIERARCH ESO TEL PARANG START"] for h in headers] + [h["HIERARCH ESO TEL PARANG END"] for h in headers]
+        )
+        star = SkyCoord(
+            ra=tgt.ra_deg * u.deg,
+            dec=tgt.dec_deg * u.deg,
+            pm_ra_cosdec=tgt.pm_ra_mas_yr * u.mas / u.yr,
+            pm_dec=tgt.pm_dec_mas_yr * u.mas / u.yr,
+            distance=(1000.0 / tgt.parallax_mas) * u.pc,
+            radial_velocity=0 * u.km / u.s,
+            obstime=Time("J2000"),
+            frame="icrs",
+        )
         with iers.conf.set_temp("auto_download", False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             star_t = star.apply_space_motion(new_obstime=times)
@@ -250,11 +332,11 @@ def _refine_peak(img: np.ndarray, x: float, y: float, search: int = 4, half: int
     from photutils.centroids import centroid_2dg
 
     ix, iy = int(round(x)), int(round(y))
-    sub = img[iy - search:iy + search + 1, ix - search:ix + search + 1]
+    sub = img[iy - search : iy + search + 1, ix - search : ix + search + 1]
     py, px = np.unravel_index(np.argmax(sub), sub.shape)
     px, py = ix - search + px, iy - search + py
-    stamp = img[py - half:py + half + 1, px - half:px + half + 1]
-    stamp = stamp - np.median(img[py - 3 * half:py + 3 * half + 1, px - 3 * half:px + 3 * half + 1])
+    stamp = img[py - half : py + half + 1, px - half : px + half + 1]
+    stamp = stamp - np.median(img[py - 3 * half : py + 3 * half + 1, px - 3 * half : px + 3 * half + 1])
     cx, cy = centroid_2dg(stamp)
     return px - half + float(cx), py - half + float(cy)
 
@@ -266,8 +348,10 @@ def test_center_frames_show_four_waffle_spots_at_the_expected_radius(archive):
         cen = _data(archive, obs.files["center"][0])[0] - sky
         radii = []
         for band, ((xc, yc), r_exp) in enumerate(zip(obs.star_centre_file_xy, obs.waffle["spot_radius_px"])):
-            spots = [_refine_peak(cen, xc + r_exp * math.cos(math.radians(a)), yc + r_exp * math.sin(math.radians(a)))
-                     for a in obs.waffle["spot_angles_deg"]]
+            spots = [
+                _refine_peak(cen, xc + r_exp * math.cos(math.radians(a)), yc + r_exp * math.sin(math.radians(a)))
+                for a in obs.waffle["spot_angles_deg"]
+            ]
             sx = np.array([s[0] for s in spots])
             sy = np.array([s[1] for s in spots])
             # the star is where the diagonals of the spot square cross
@@ -323,7 +407,9 @@ def test_companions_are_where_sky_to_frame_xy_puts_them(noiseless):
                 for comp in obs.companions:
                     x, y = sky_to_frame_xy(comp.separation_px, comp.pa_deg, alpha, (ys, xs))
                     xf, yf = readout.detector_to_file(float(x), float(y), band)
-                    if not (6 < xf - band * readout.windows[0].nx < readout.windows[0].nx - 6 and 6 < yf < img.shape[0] - 6):
+                    if not (
+                        6 < xf - band * readout.windows[0].nx < readout.windows[0].nx - 6 and 6 < yf < img.shape[0] - 6
+                    ):
                         continue
                     mx, my = _refine_peak(img, xf, yf, search=2)
                     assert math.hypot(mx - xf, my - yf) < 0.12, (comp.name, band, mx - xf, my - yf)
@@ -412,11 +498,16 @@ def test_dark_level_is_proportional_to_dit(archive):
     assert np.max(np.abs(means - (slope * dits + intercept))) < 0.2
     # the hot-pixel burst sequence has many more hot pixels than a normal dark of the same DIT
     burst = archive.sequence(archive.hot_pixel_burst[0])
-    normal = [s for s in archive.calibration_sequences
-              if s.kind == "dark" and s.dits == burst.dits and not s.flags and s.arm == "IRDIS"][0]
+    normal = [
+        s
+        for s in archive.calibration_sequences
+        if s.kind == "dark" and s.dits == burst.dits and not s.flags and s.arm == "IRDIS"
+    ][0]
+
     def n_hot(seq):
         img = _data(archive, seq.files[0]).mean(axis=0)
         return int(((img - maps["BIAS"]) > 50)[good].sum())
+
     assert n_hot(burst) > n_hot(normal) + 20
 
 
@@ -428,21 +519,23 @@ def test_flat_frames_show_the_saved_flat_map(archive):
     flat_seq = [s for s in archive.calibration_sequences if s.kind == "flat" and s.arm == "IRDIS"][0]
     name = [n for n in flat_seq.files if archive.files[n].dit_s == max(flat_seq.dits)][0]
     dit = archive.files[name].dit_s
-    dark_seq = [s for s in archive.calibration_sequences
-                if s.kind == "dark" and s.arm == "IRDIS" and s.dits == (dit,) and s.night == flat_seq.night
-                and not s.flags][0]
+    dark_seq = [
+        s
+        for s in archive.calibration_sequences
+        if s.kind == "dark" and s.arm == "IRDIS" and s.dits == (dit,) and s.night == flat_seq.night and not s.flags
+    ][0]
     flat = _data(archive, name).mean(axis=0) - _data(archive, dark_seq.files[0]).mean(axis=0)
     for band in range(2):
-        sl = np.s_[:, band * 128:(band + 1) * 128]
+        sl = np.s_[:, band * 128 : (band + 1) * 128]
         ratio = flat[sl] / np.median(flat[sl][good[sl]])
         truth = maps["FLAT"][sl] / np.median(maps["FLAT"][sl][good[sl]])
         residual = (ratio - truth)[good[sl]]
         level_e = np.median(flat[sl]) * det.gain_e_per_adu
-        noise = math.sqrt(level_e + 2 * det.read_noise_e ** 2) / level_e / math.sqrt(2)   # 2 frames averaged
+        noise = math.sqrt(level_e + 2 * det.read_noise_e**2) / level_e / math.sqrt(2)  # 2 frames averaged
         assert abs(np.median(residual)) < 0.002
         assert residual.std() < 1.5 * noise + 0.001
         assert np.corrcoef(ratio[good[sl]], truth[good[sl]])[0, 1] > 0.9
-        assert truth[good[sl]].std() > 0.01                                      # 1-2 % rms flat
+        assert truth[good[sl]].std() > 0.01  # 1-2 % rms flat
     # dead pixels do not respond
     dead = maps["DEAD"] == 1
     if dead.any():
@@ -451,8 +544,18 @@ def test_flat_frames_show_the_saved_flat_map(archive):
 
 # -- determinism and speed options ---------------------------------------------------------------------
 def test_same_seed_same_archive_and_headers_only_mode(tmp_path):
-    kwargs = dict(nights=1, seed=11, window=32, frames_per_cube=1, science_files_per_ob=1, aux_ndit=1,
-                  calib_ndit=1, calib_files_per_sequence=1, ao_realisations=1, ifs_window=64)
+    kwargs = dict(
+        nights=1,
+        seed=11,
+        window=32,
+        frames_per_cube=1,
+        science_files_per_ob=1,
+        aux_ndit=1,
+        calib_ndit=1,
+        calib_files_per_sequence=1,
+        ao_realisations=1,
+        ifs_window=64,
+    )
     a = simulate_archive(tmp_path / "a", **kwargs)
     b = simulate_archive(tmp_path / "b", **kwargs)
     c = simulate_archive(tmp_path / "c", **{**kwargs, "seed": 12, "ifs": False})

@@ -50,17 +50,18 @@ def test_kernel_is_reused_reset_and_replaced(tmp_path, fresh_kernel, monkeypatch
 
     def run(i, fail=False, key=("a",)):
         out = tmp_path / f"out{i}.json"
-        error = runner.execute_notebook(source, tmp_path / f"executed{i}.ipynb", "hcdc",
-                                        {"fail": fail, "out": str(out)}, key=key)
+        error = runner.execute_notebook(
+            source, tmp_path / f"executed{i}.ipynb", "hcdc", {"fail": fail, "out": str(out)}, key=key
+        )
         return error, json.loads(out.read_text())
 
     error, first = run(1)
     assert error is None and first["leftover"] == [] and not first["numpy_already_imported"]
     error, second = run(2)
     assert error is None
-    assert second["pid"] == first["pid"]              # the same kernel ...
-    assert second["leftover"] == []                   # ... with the previous notebook's names gone
-    assert second["numpy_already_imported"]           # ... and its imports kept (the point)
+    assert second["pid"] == first["pid"]  # the same kernel ...
+    assert second["leftover"] == []  # ... with the previous notebook's names gone
+    assert second["numpy_already_imported"]  # ... and its imports kept (the point)
     error, third = run(3, fail=True)
     assert error is not None and "deliberate failure" in error
     assert third["pid"] == first["pid"]

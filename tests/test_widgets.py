@@ -27,8 +27,7 @@ from sqlalchemy import select
 
 from hcdc.client import BadRequest, CatalogClient, PermissionDenied
 from reduction.postproc import pipeline
-from reduction.postproc.pipeline import (CharacterisationParameters, PostprocessParameters,
-                                         PsfSubtractionParameters)
+from reduction.postproc.pipeline import PostprocessParameters, PsfSubtractionParameters
 from reduction.steps import StepParameters
 
 from .access_world import build_world
@@ -69,19 +68,35 @@ def _add_calibrated(catalog, observation_id: int, folder: Path, cube, angles, ps
     ids = {}
     with catalog.session() as session:
         observation = session.get(Observation, observation_id)
-        reduction = Reduction(observation_id=observation_id, step="preprocess", step_version="1", inputs=[],
-                              status="done", release_date=observation.release_date)
+        reduction = Reduction(
+            observation_id=observation_id,
+            step="preprocess",
+            step_version="1",
+            inputs=[],
+            status="done",
+            release_date=observation.release_date,
+        )
         session.add(reduction)
         session.flush()
         for kind, data in (("cube", cube), ("angles", angles), ("psf", psf)):
             path = folder / f"{kind}.fits"
             fits.PrimaryHDU(np.asarray(data, dtype=np.float32)).writeto(path, overwrite=True)
             content = path.read_bytes()
-            meta = {"pixel_scale_arcsec": PIXEL_SCALE, "star_flux": [STAR_FLUX], "wavelengths_um": [3.8]} \
-                if kind == "cube" else None
-            product = Product(reduction_id=reduction.id, observation_id=observation_id, kind=kind, path=str(path),
-                              sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content), meta=meta,
-                              release_date=observation.release_date)
+            meta = (
+                {"pixel_scale_arcsec": PIXEL_SCALE, "star_flux": [STAR_FLUX], "wavelengths_um": [3.8]}
+                if kind == "cube"
+                else None
+            )
+            product = Product(
+                reduction_id=reduction.id,
+                observation_id=observation_id,
+                kind=kind,
+                path=str(path),
+                sha256=hashlib.sha256(content).hexdigest(),
+                size_bytes=len(content),
+                meta=meta,
+                release_date=observation.release_date,
+            )
             session.add(product)
             session.flush()
             ids[kind] = product.id
@@ -120,8 +135,9 @@ def service(tmp_path_factory):
                 self.set_status(403)
                 self.finish({"status": 403, "message": "token invalid or expired"})
                 return
-            self.finish({"kind": "user", "name": TOKENS[token], "admin": False, "groups": [],
-                         "scopes": [SCOPE, "self"]})
+            self.finish(
+                {"kind": "user", "name": TOKENS[token], "admin": False, "groups": [], "scopes": [SCOPE, "self"]}
+            )
 
     hub_port, port = _port(), _port()
     ready, holder = threading.Event(), {}
@@ -130,11 +146,16 @@ def service(tmp_path_factory):
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         holder["loop"] = loop
-        hub_auth = HubAuth(api_url=f"http://127.0.0.1:{hub_port}/hub/api", api_token="service-token",
-                           access_scopes={SCOPE}, cache_max_age=0)
+        hub_auth = HubAuth(
+            api_url=f"http://127.0.0.1:{hub_port}/hub/api",
+            api_token="service-token",
+            access_scopes={SCOPE},
+            cache_max_age=0,
+        )
         web.Application([(r"/hub/api/user", HubUser)]).listen(hub_port, "127.0.0.1")
         make_app(CatalogAccess(catalog, data_dir=data_dir), "/services/hcdc-catalog/", hub_auth=hub_auth).listen(
-            port, "127.0.0.1")
+            port, "127.0.0.1"
+        )
         ready.set()
         loop.run_forever()
 
@@ -165,12 +186,20 @@ def test_form_builds_the_parameter_object_from_the_dataclass():
     assert form.value == PostprocessParameters()
     assert set(form.subforms) == {"subtraction", "detection", "characterisation", "contrast"}
     assert form.widget("subtraction.algorithm").options == ("pca", "annular-pca", "cadi")
-    form.set(subtraction__algorithm="annular-pca", subtraction__ncomp=7, subtraction__mask_center_px=3.5,
-             detection__threshold=4.0, contrast__student=False, recenter=True)
+    form.set(
+        subtraction__algorithm="annular-pca",
+        subtraction__ncomp=7,
+        subtraction__mask_center_px=3.5,
+        detection__threshold=4.0,
+        contrast__student=False,
+        recenter=True,
+    )
     expected = PostprocessParameters(
         subtraction=PsfSubtractionParameters(algorithm="annular-pca", ncomp=7, mask_center_px=3.5),
         detection=pipeline.DetectionParameters(threshold=4.0),
-        contrast=pipeline.ContrastCurveParameters(student=False), recenter=True)
+        contrast=pipeline.ContrastCurveParameters(student=False),
+        recenter=True,
+    )
     assert form.value == expected
     assert PostprocessParameters.from_dict(form.value.to_dict()) == expected
     form.set(subtraction__mask_center_px="")  # empty optional -> None
@@ -217,8 +246,9 @@ def test_pi_runs_saves_and_exports_her_reduction(service, tmp_path, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "postprocess", spy)
-    panel.form.set(subtraction__ncomp=10, characterisation__ncomp=10, characterisation__n_injections=0,
-                   max_characterised=1)
+    panel.form.set(
+        subtraction__ncomp=10, characterisation__ncomp=10, characterisation__n_injections=0, max_characterised=1
+    )
     params = panel.form.value
     t0 = time.perf_counter()
     panel.run()
@@ -247,8 +277,9 @@ def test_pi_runs_saves_and_exports_her_reduction(service, tmp_path, monkeypatch)
         assert reduction.status == "done" and reduction.parameters == params.to_dict()
         assert reduction.parameters_sha256 == params.fingerprint()
         assert {i["product_id"] for i in reduction.inputs} == set(service.calibrated.values())
-        with_sha = {p.id: p.sha256 for p in session.scalars(select(Product).where(
-            Product.id.in_(service.calibrated.values())))}
+        with_sha = {
+            p.id: p.sha256 for p in session.scalars(select(Product).where(Product.id.in_(service.calibrated.values())))
+        }
         assert all(i["sha256"] == with_sha[i["product_id"]] for i in reduction.inputs)
         assert reduction.code_version and reduction.started_at and reduction.finished_at
         release = world.release["A"]
@@ -263,8 +294,9 @@ def test_pi_runs_saves_and_exports_her_reduction(service, tmp_path, monkeypatch)
         assert {p.kind for p in products} == {"residuals", "snrmap"}
         assert all(p.release_date == release and Path(p.path).is_file() for p in products)
     # alice sees her saved detections through the service; bob does not
-    assert any(d["reduction_id"] == saved["reduction_id"] for d in service.client("alice").detections(
-        world.observation["A"]))
+    assert any(
+        d["reduction_id"] == saved["reduction_id"] for d in service.client("alice").detections(world.observation["A"])
+    )
     with pytest.raises(PermissionDenied):
         service.client("bob").detections(world.observation["A"])
 
@@ -335,9 +367,12 @@ def test_saving_is_enforced_by_the_service(service):
     world = service.world
     alice = service.client("alice")
     info = alice.calibrated(world.observation["A"])
-    payload = {"parameters": PostprocessParameters().to_dict(),
-               "inputs": [{"product_id": p["id"], "sha256": p["sha256"]} for p in info["products"].values()],
-               "detections": [], "limits": []}
+    payload = {
+        "parameters": PostprocessParameters().to_dict(),
+        "inputs": [{"product_id": p["id"], "sha256": p["sha256"]} for p in info["products"].values()],
+        "detections": [],
+        "limits": [],
+    }
     with pytest.raises(PermissionDenied, match="proprietary"):
         service.client("bob").save_reduction(world.observation["A"], payload)
     # public observation of carol's programme: visible to alice, but not hers to save into
@@ -364,15 +399,18 @@ def test_starter_notebooks_are_installed_once_and_not_through_symlinks(tmp_path)
 
     import nbformat
 
-    from hcdc.hub_extensions import HCDCSystemUserSpawner, TUTORIALS
+    from hcdc.hub_extensions import TUTORIALS, HCDCSystemUserSpawner
 
     me = pwd.getpwuid(os.getuid())
     home = tmp_path / "home"
     home.mkdir()
     account = pwd.struct_passwd((me.pw_name, "x", me.pw_uid, me.pw_gid, "", str(home), "/bin/sh"))
-    spawner = SimpleNamespace(starter_files=[str(TUTORIALS / "reduction_panel.py"), str(TUTORIALS / "PI_GUIDE.md")],
-                              starter_folder="hcdc-tutorials", log=logging.getLogger("test"),
-                              user=SimpleNamespace(name="alice"))
+    spawner = SimpleNamespace(
+        starter_files=[str(TUTORIALS / "reduction_panel.py"), str(TUTORIALS / "PI_GUIDE.md")],
+        starter_folder="hcdc-tutorials",
+        log=logging.getLogger("test"),
+        user=SimpleNamespace(name="alice"),
+    )
     written = HCDCSystemUserSpawner._install_starters(spawner, account)
     assert sorted(p.name for p in written) == ["PI_GUIDE.md", "reduction_panel.ipynb"]
     notebook = nbformat.read(home / "hcdc-tutorials" / "reduction_panel.ipynb", as_version=4)

@@ -9,7 +9,6 @@ downloaded browser).
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
 import tempfile
@@ -24,8 +23,16 @@ from .test_widgets import _add_calibrated, naco_small
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _browser_skip_reason() -> str | None:
@@ -113,8 +120,7 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
             _goto_after_redirects(page, f"{hub.url}user/alice/lab/tree/hcdc-tutorials/reduction_panel.ipynb")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
             # the kernel must be connected and idle before cells run (else the key presses are lost)
-            page.wait_for_function("document.body.innerText.includes('HC-DC (Python 3.11) | Idle')",
-                                   timeout=90_000)
+            page.wait_for_function("document.body.innerText.includes('HC-DC (Python 3.11) | Idle')", timeout=90_000)
             cells = page.locator(".jp-Notebook .jp-Cell")
             panel = page.locator(".hcdc-reduction-panel")
             for _attempt in range(3):
@@ -128,17 +134,23 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
                 except Exception:
                     continue
             panel.wait_for(timeout=1_000)
-            page.wait_for_function("document.querySelector('.hcdc-reduction-panel .hcdc-status') && "
-                                   "document.querySelector('.hcdc-reduction-panel .hcdc-status').textContent"
-                                   ".includes('observation(s) of yours')", timeout=60_000)
+            page.wait_for_function(
+                "document.querySelector('.hcdc-reduction-panel .hcdc-status') && "
+                "document.querySelector('.hcdc-reduction-panel .hcdc-status').textContent"
+                ".includes('observation(s) of yours')",
+                timeout=60_000,
+            )
             panel.locator("button", has_text="Load").click()
-            page.wait_for_function("document.querySelector('.hcdc-reduction-panel .hcdc-status')"
-                                   ".textContent.includes('loaded')", timeout=60_000)
+            page.wait_for_function(
+                "document.querySelector('.hcdc-reduction-panel .hcdc-status').textContent.includes('loaded')",
+                timeout=60_000,
+            )
             page.wait_for_selector(".hcdc-plot[data-plot='frame'][data-state='ready']", timeout=60_000)
             # parameters typed as a PI would (lighter than the defaults, to keep the test short)
             for label, value in (("ncomp", "10"), ("max characterised", "0")):
-                box = page.locator(f".hcdc-reduction-panel .widget-inline-hbox:has(label:text-is('{label}')) "
-                                   f"input >> visible=true").first
+                box = page.locator(
+                    f".hcdc-reduction-panel .widget-inline-hbox:has(label:text-is('{label}')) input >> visible=true"
+                ).first
                 box.fill(value)
                 box.press("Tab")
             t0 = time.perf_counter()
@@ -149,8 +161,12 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
             status = panel.locator(".hcdc-status").inner_text()
             print(f"\nbrowser: Run clicked -> contrast curve rendered in {seconds:.1f} s ({status.strip()})")
             assert "run finished" in status
-            assert page.locator(".hcdc-plot[data-plot='contrast'] .bk-Canvas, "
-                                ".hcdc-plot[data-plot='contrast'] canvas").count() >= 1
+            assert (
+                page.locator(
+                    ".hcdc-plot[data-plot='contrast'] .bk-Canvas, .hcdc-plot[data-plot='contrast'] canvas"
+                ).count()
+                >= 1
+            )
             for name in ("residuals", "snrmap"):
                 assert page.locator(f".hcdc-plot[data-plot='{name}'][data-state='ready']").count() == 1
             page.locator(".hcdc-plot[data-plot='contrast']").scroll_into_view_if_needed()

@@ -89,8 +89,7 @@ class Programme(Base):
     proprietary_months: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
 
-    members: Mapped[list["ProgrammeMember"]] = relationship(back_populates="programme",
-                                                            cascade="all, delete-orphan")
+    members: Mapped[list["ProgrammeMember"]] = relationship(back_populates="programme", cascade="all, delete-orphan")
 
 
 class ProgrammeMember(Base):
@@ -123,8 +122,7 @@ class Target(Base):
     created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
 
     aliases: Mapped[list["TargetAlias"]] = relationship(back_populates="target", cascade="all, delete-orphan")
-    magnitudes: Mapped[list["TargetMagnitude"]] = relationship(back_populates="target",
-                                                               cascade="all, delete-orphan")
+    magnitudes: Mapped[list["TargetMagnitude"]] = relationship(back_populates="target", cascade="all, delete-orphan")
 
 
 class TargetAlias(Base):
@@ -201,16 +199,15 @@ class Observation(Base):
     programme: Mapped[Programme | None] = relationship()
     files: Mapped[list["RawFile"]] = relationship(back_populates="observation")
     calibration_links: Mapped[list["ObservationCalibration"]] = relationship(
-        back_populates="observation", cascade="all, delete-orphan")
+        back_populates="observation", cascade="all, delete-orphan"
+    )
 
 
 class RawFile(Base):
     """A file met by ingest, accepted (classified) or rejected (with the reason)."""
 
     __tablename__ = "raw_files"
-    __table_args__ = (
-        Index("ix_raw_files_match", "instrument", "kind", "dit_s"),
-    )
+    __table_args__ = (Index("ix_raw_files_match", "instrument", "kind", "dit_s"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String(1024), unique=True)
@@ -241,8 +238,7 @@ class RawFile(Base):
     coronagraph: Mapped[str | None] = mapped_column(String(32))
     header: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     release_date: Mapped[date | None] = mapped_column(Date)
-    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="SET NULL"),
-                                                       index=True)
+    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="SET NULL"), index=True)
     ingested_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow, onupdate=utcnow)
 
@@ -264,8 +260,7 @@ class ObservationCalibration(Base):
 
     __tablename__ = "observation_calibrations"
     __table_args__ = (
-        UniqueConstraint("observation_id", "raw_file_id", "role", "for_dit_s",
-                         name="uq_observation_calibrations_link"),
+        UniqueConstraint("observation_id", "raw_file_id", "role", "for_dit_s", name="uq_observation_calibrations_link"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -317,8 +312,9 @@ class CampaignReduction(Base):
     __tablename__ = "campaign_reductions"
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
-    reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id", ondelete="CASCADE"), primary_key=True,
-                                              index=True)
+    reduction_id: Mapped[int] = mapped_column(
+        ForeignKey("reductions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class Reduction(Base):
@@ -327,8 +323,7 @@ class Reduction(Base):
     __tablename__ = "reductions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"),
-                                                       index=True)
+    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"), index=True)
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     step: Mapped[str] = mapped_column(String(64))
@@ -366,8 +361,7 @@ class Product(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id", ondelete="CASCADE"), index=True)
-    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"),
-                                                       index=True)
+    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(64))
@@ -405,8 +399,7 @@ class Detection(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id", ondelete="CASCADE"), index=True)
-    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"),
-                                                       index=True)
+    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"), index=True)
     target_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"), index=True)
     wavelength_um: Mapped[float | None] = mapped_column(Float)
     x_px: Mapped[float] = mapped_column(Float)
@@ -433,17 +426,16 @@ class DetectionLimit(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id", ondelete="CASCADE"), index=True)
-    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"),
-                                                       index=True)
+    observation_id: Mapped[int | None] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"), index=True)
     sigma: Mapped[float] = mapped_column(Float, default=5.0)
     algorithm: Mapped[str | None] = mapped_column(String(32))
     wavelength_um: Mapped[float | None] = mapped_column(Float)
     release_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
 
-    points: Mapped[list["DetectionLimitPoint"]] = relationship(back_populates="limit",
-                                                               cascade="all, delete-orphan",
-                                                               order_by="DetectionLimitPoint.sep_arcsec")
+    points: Mapped[list["DetectionLimitPoint"]] = relationship(
+        back_populates="limit", cascade="all, delete-orphan", order_by="DetectionLimitPoint.sep_arcsec"
+    )
 
 
 class DetectionLimitPoint(Base):

@@ -144,8 +144,17 @@ def load_programme_table(session: Session, path: Path) -> int:
     return len(table)
 
 
-_TARGET_COLUMNS = ("ra_deg", "dec_deg", "pm_ra_mas_yr", "pm_dec_mas_yr", "parallax_mas", "parallax_err_mas",
-                   "spectral_type", "age_myr", "age_err_myr")
+_TARGET_COLUMNS = (
+    "ra_deg",
+    "dec_deg",
+    "pm_ra_mas_yr",
+    "pm_dec_mas_yr",
+    "parallax_mas",
+    "parallax_err_mas",
+    "spectral_type",
+    "age_myr",
+    "age_err_myr",
+)
 
 
 def load_target_table(session: Session, path: Path) -> int:

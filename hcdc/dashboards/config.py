@@ -54,29 +54,77 @@ class Metric:
 
 
 #: Every metric the monitoring trends, keyed by name (the names of :class:`Rules`' fields).
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("seeing_arcsec", "Seeing (DIMM)", "arcsec", "atmosphere", "high", "observation", ("instrument",)),
-    Metric("tau0_ms", "Coherence time τ0", "ms", "atmosphere", "low", "observation", ("instrument",)),
-    Metric("airmass", "Airmass", "", "atmosphere", "high", "observation", ("instrument",)),
-    Metric("wind_speed_ms", "Wind speed", "m/s", "atmosphere", "high", "observation", ("instrument",)),
-    Metric("dark_level_adu", "Dark / background level", "ADU", "detector", "both", "calibration",
-           ("instrument", "kind", "dit_s", "filter")),
-    Metric("read_noise_adu", "Read noise", "ADU", "detector", "high", "calibration",
-           ("instrument", "kind", "dit_s", "filter")),
-    Metric("n_hot_pixels", "Hot pixels", "pixels", "detector", "high", "calibration",
-           ("instrument", "kind", "dit_s", "filter")),
-    Metric("n_dead_pixels", "Dead pixels", "pixels", "detector", "high", "calibration",
-           ("instrument", "kind", "filter")),
-    Metric("flat_rms", "Flat-field RMS", "", "detector", "high", "calibration", ("instrument", "kind", "filter")),
-    Metric("centre_x_px", "Star centre x (detector)", "px", "instrument", "both", "observation",
-           ("instrument", "mode")),
-    Metric("centre_y_px", "Star centre y (detector)", "px", "instrument", "both", "observation",
-           ("instrument", "mode")),
-    Metric("rejected_fraction", "Frames rejected", "fraction", "instrument", "high", "observation",
-           ("instrument", "mode")),
-    Metric("contrast", "Achieved 5σ contrast", "flux ratio", "performance", "high", "observation",
-           ("instrument", "mode", "filter"), scale="log"),
-)}
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("seeing_arcsec", "Seeing (DIMM)", "arcsec", "atmosphere", "high", "observation", ("instrument",)),
+        Metric("tau0_ms", "Coherence time τ0", "ms", "atmosphere", "low", "observation", ("instrument",)),
+        Metric("airmass", "Airmass", "", "atmosphere", "high", "observation", ("instrument",)),
+        Metric("wind_speed_ms", "Wind speed", "m/s", "atmosphere", "high", "observation", ("instrument",)),
+        Metric(
+            "dark_level_adu",
+            "Dark / background level",
+            "ADU",
+            "detector",
+            "both",
+            "calibration",
+            ("instrument", "kind", "dit_s", "filter"),
+        ),
+        Metric(
+            "read_noise_adu",
+            "Read noise",
+            "ADU",
+            "detector",
+            "high",
+            "calibration",
+            ("instrument", "kind", "dit_s", "filter"),
+        ),
+        Metric(
+            "n_hot_pixels",
+            "Hot pixels",
+            "pixels",
+            "detector",
+            "high",
+            "calibration",
+            ("instrument", "kind", "dit_s", "filter"),
+        ),
+        Metric(
+            "n_dead_pixels",
+            "Dead pixels",
+            "pixels",
+            "detector",
+            "high",
+            "calibration",
+            ("instrument", "kind", "filter"),
+        ),
+        Metric("flat_rms", "Flat-field RMS", "", "detector", "high", "calibration", ("instrument", "kind", "filter")),
+        Metric(
+            "centre_x_px", "Star centre x (detector)", "px", "instrument", "both", "observation", ("instrument", "mode")
+        ),
+        Metric(
+            "centre_y_px", "Star centre y (detector)", "px", "instrument", "both", "observation", ("instrument", "mode")
+        ),
+        Metric(
+            "rejected_fraction",
+            "Frames rejected",
+            "fraction",
+            "instrument",
+            "high",
+            "observation",
+            ("instrument", "mode"),
+        ),
+        Metric(
+            "contrast",
+            "Achieved 5σ contrast",
+            "flux ratio",
+            "performance",
+            "high",
+            "observation",
+            ("instrument", "mode", "filter"),
+            scale="log",
+        ),
+    )
+}
 
 #: Poisson floor on the scatter for metrics that are counts.
 COUNT_METRICS = frozenset({"n_hot_pixels", "n_dead_pixels"})
@@ -98,17 +146,29 @@ class Rule(_Model):
     """
 
     enabled: bool = Field(True, description="Flag outliers of this metric (it is plotted either way).")
-    n_sigma: float = Field(3.0, gt=0, le=100, description="Deviation, in robust standard deviations "
-                                                          "(1.4826 × MAD) of the baseline nights, to flag.")
-    min_relative: float = Field(0.0, ge=0, le=100, description="Smallest deviation to flag, as a fraction of the "
-                                                               "baseline (0.3 = 30 %); ignored for log metrics.")
-    min_absolute: float = Field(0.0, ge=0, description="Smallest deviation to flag, in the metric's unit "
-                                                       "(dex for the contrast).")
+    n_sigma: float = Field(
+        3.0,
+        gt=0,
+        le=100,
+        description="Deviation, in robust standard deviations (1.4826 × MAD) of the baseline nights, to flag.",
+    )
+    min_relative: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Smallest deviation to flag, as a fraction of the baseline (0.3 = 30 %); ignored for log metrics.",
+    )
+    min_absolute: float = Field(
+        0.0, ge=0, description="Smallest deviation to flag, in the metric's unit (dex for the contrast)."
+    )
 
 
 def _rule(description: str, **defaults: Any):
-    return Field(default_factory=lambda: Rule(**defaults), description=description,
-                 json_schema_extra={"metric_defaults": defaults})
+    return Field(
+        default_factory=lambda: Rule(**defaults),
+        description=description,
+        json_schema_extra={"metric_defaults": defaults},
+    )
 
 
 class Rules(_Model):
@@ -116,25 +176,47 @@ class Rules(_Model):
 
     seeing_arcsec: Rule = _rule("Seeing (arcsec): high is bad.", n_sigma=3.0, min_relative=0.5, min_absolute=0.3)
     tau0_ms: Rule = _rule("Coherence time (ms): low is bad.", n_sigma=3.0, min_relative=0.4, min_absolute=1.0)
-    airmass: Rule = _rule("Airmass: the observer's choice, plotted but not flagged by default.", enabled=False,
-                          n_sigma=3.0, min_relative=0.3)
+    airmass: Rule = _rule(
+        "Airmass: the observer's choice, plotted but not flagged by default.",
+        enabled=False,
+        n_sigma=3.0,
+        min_relative=0.3,
+    )
     wind_speed_ms: Rule = _rule("Wind speed (m/s): high is bad.", n_sigma=3.0, min_relative=0.5, min_absolute=5.0)
-    dark_level_adu: Rule = _rule("Master dark/background level (ADU), per kind, DIT and filter: both sides are bad.",
-                                 n_sigma=5.0, min_relative=0.02, min_absolute=5.0)
+    dark_level_adu: Rule = _rule(
+        "Master dark/background level (ADU), per kind, DIT and filter: both sides are bad.",
+        n_sigma=5.0,
+        min_relative=0.02,
+        min_absolute=5.0,
+    )
     read_noise_adu: Rule = _rule("Read noise (ADU): high is bad.", n_sigma=5.0, min_relative=0.2)
-    n_hot_pixels: Rule = _rule("Hot pixels in a master dark/background: high is bad (Poisson floor on the scatter).",
-                               n_sigma=5.0, min_relative=1.0, min_absolute=10.0)
-    n_dead_pixels: Rule = _rule("Dead pixels in a master flat: high is bad (Poisson floor on the scatter).",
-                                n_sigma=5.0, min_relative=1.0, min_absolute=10.0)
+    n_hot_pixels: Rule = _rule(
+        "Hot pixels in a master dark/background: high is bad (Poisson floor on the scatter).",
+        n_sigma=5.0,
+        min_relative=1.0,
+        min_absolute=10.0,
+    )
+    n_dead_pixels: Rule = _rule(
+        "Dead pixels in a master flat: high is bad (Poisson floor on the scatter).",
+        n_sigma=5.0,
+        min_relative=1.0,
+        min_absolute=10.0,
+    )
     flat_rms: Rule = _rule("Flat-field RMS: high is bad.", n_sigma=5.0, min_relative=0.3)
-    centre_x_px: Rule = _rule("Star centre on the detector, x (px): a jump either way is bad.", n_sigma=5.0,
-                              min_absolute=3.0)
-    centre_y_px: Rule = _rule("Star centre on the detector, y (px): a jump either way is bad.", n_sigma=5.0,
-                              min_absolute=3.0)
-    rejected_fraction: Rule = _rule("Fraction of science frames rejected by pre-processing: high is bad.",
-                                    n_sigma=3.0, min_absolute=0.2)
-    contrast: Rule = _rule("Achieved 5σ contrast at each monitored separation (compared in log10): high (shallower) "
-                           "is bad.", n_sigma=3.0, min_absolute=0.3)
+    centre_x_px: Rule = _rule(
+        "Star centre on the detector, x (px): a jump either way is bad.", n_sigma=5.0, min_absolute=3.0
+    )
+    centre_y_px: Rule = _rule(
+        "Star centre on the detector, y (px): a jump either way is bad.", n_sigma=5.0, min_absolute=3.0
+    )
+    rejected_fraction: Rule = _rule(
+        "Fraction of science frames rejected by pre-processing: high is bad.", n_sigma=3.0, min_absolute=0.2
+    )
+    contrast: Rule = _rule(
+        "Achieved 5σ contrast at each monitored separation (compared in log10): high (shallower) is bad.",
+        n_sigma=3.0,
+        min_absolute=0.3,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -158,15 +240,28 @@ class Rules(_Model):
 class Baseline(_Model):
     """The rolling baseline a night is compared with."""
 
-    nights: int = Field(10, ge=1, le=1000, description="Nights with data before the night that form its baseline "
-                                                       "(median, and 1.4826 × MAD as scatter).")
-    min_nights: int = Field(2, ge=1, le=1000, description="A night needs at least this many earlier nights with data "
-                                                          "in its series to be judged (none before: the start of a "
-                                                          "series gets no verdict). Raise it on a long archive.")
-    max_age_days: int | None = Field(None, ge=1, le=100_000,
-                                     description="Baseline nights further than this from the night are ignored "
-                                                 "(null: no limit, the last 'nights' nights with data count however "
-                                                 "old).")
+    nights: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Nights with data before the night that form its baseline (median, and 1.4826 × MAD as scatter).",
+    )
+    min_nights: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="A night needs at least this many earlier nights with data "
+        "in its series to be judged (none before: the start of a "
+        "series gets no verdict). Raise it on a long archive.",
+    )
+    max_age_days: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Baseline nights further than this from the night are ignored "
+        "(null: no limit, the last 'nights' nights with data count however "
+        "old).",
+    )
 
 
 class ReferenceCurve(_Model):
@@ -176,8 +271,9 @@ class ReferenceCurve(_Model):
     label: str = Field(..., description="Legend label.")
     separation_column: int = Field(0, ge=0, description="Column of the separation (arcsec).")
     value_column: int = Field(1, ge=0, description="Column of the contrast or Δmag.")
-    kind: Literal["contrast", "delta_mag"] = Field("contrast", description="contrast: flux ratio; delta_mag: "
-                                                                           "magnitude difference (converted).")
+    kind: Literal["contrast", "delta_mag"] = Field(
+        "contrast", description="contrast: flux ratio; delta_mag: magnitude difference (converted)."
+    )
 
 
 def _default_references() -> list[ReferenceCurve]:
@@ -215,29 +311,44 @@ class _YamlSource(PydanticBaseSettingsSource):
 class DashboardSettings(BaseSettings):
     """Settings of the HC-DC dashboards (monitoring thresholds, contrast, reference curves, tables)."""
 
-    model_config = SettingsConfigDict(env_prefix="HCDC_DASHBOARDS_", env_nested_delimiter="__", extra="forbid",
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HCDC_DASHBOARDS_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
 
     baseline: Baseline = Field(default_factory=Baseline, description="Rolling baseline of the outlier flags.")
     rules: Rules = Field(default_factory=Rules, description="Outlier thresholds per metric.")
     contrast_separations_arcsec: list[float] = Field(
-        [0.25, 0.5], min_length=1, max_length=6,
+        [0.25, 0.5],
+        min_length=1,
+        max_length=6,
         description="Separations (arcsec) at which the achieved contrast is monitored (curves are interpolated "
-                    "log-linearly; outside a curve's range: no value).")
-    contrast_sigma: float = Field(5.0, gt=0, description="Detection limits at another σ are scaled to this one "
-                                                         "(contrast ∝ σ).")
-    table_rows: int = Field(50, ge=1, le=10_000, description="Rows shown in the dashboards' tables (the latest "
-                                                             "first); exports always hold the whole selection.")
-    max_plot_points: int = Field(50_000, ge=100, le=2_000_000,
-                                 description="Above this many observations in a selection, trend plots show nightly "
-                                             "medians instead of every observation.")
-    reference_curves: list[ReferenceCurve] = Field(default_factory=_default_references,
-                                                   description="Published curves offered for comparison in the "
-                                                               "catalog browser.")
+        "log-linearly; outside a curve's range: no value).",
+    )
+    contrast_sigma: float = Field(
+        5.0, gt=0, description="Detection limits at another σ are scaled to this one (contrast ∝ σ)."
+    )
+    table_rows: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Rows shown in the dashboards' tables (the latest first); exports always hold the whole selection.",
+    )
+    max_plot_points: int = Field(
+        50_000,
+        ge=100,
+        le=2_000_000,
+        description="Above this many observations in a selection, trend plots show nightly "
+        "medians instead of every observation.",
+    )
+    reference_curves: list[ReferenceCurve] = Field(
+        default_factory=_default_references,
+        description="Published curves offered for comparison in the catalog browser.",
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlSource(settings_cls))
 
     def contrast_column(self, separation_arcsec: float) -> str:

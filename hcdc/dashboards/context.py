@@ -42,8 +42,8 @@ class NoViewer(RuntimeError):
 class Viewer:
     """The person the dashboards answer: how they were identified and their user name."""
 
-    mode: str            #: "hub" or "standalone"
-    username: str        #: hub user name, or the standalone display name
+    mode: str  #: "hub" or "standalone"
+    username: str  #: hub user name, or the standalone display name
     all_rows: bool = False  #: standalone staff mode: no access filter at all
 
     def principal(self, session: Session) -> Principal:
@@ -55,16 +55,21 @@ class Viewer:
     def describe(self, principal: Principal) -> str:
         """One sentence for the page header: who, and what they see."""
         if self.all_rows:
-            return ("Standalone staff mode: every row of the catalog is shown, proprietary ones included "
-                    "(serve through the hub to show each user only what they may see).")
+            return (
+                "Standalone staff mode: every row of the catalog is shown, proprietary ones included "
+                "(serve through the hub to show each user only what they may see)."
+            )
         who = f"Logged in as {self.username}" if self.mode == "hub" else f"Previewing as {self.username}"
         if principal.is_staff:
             return f"{who} (staff): every row of the catalog is shown."
         if not principal.known:
             return f"{who}: not a catalog user, so only released (public) data are shown."
         n = len(principal.programme_ids)
-        return (f"{who}: released data and the proprietary data of your {n} programme{'s' if n != 1 else ''} "
-                f"are shown." if n else f"{who}: only released (public) data are shown.")
+        return (
+            f"{who}: released data and the proprietary data of your {n} programme{'s' if n != 1 else ''} are shown."
+            if n
+            else f"{who}: only released (public) data are shown."
+        )
 
 
 _current: Viewer | None = None
@@ -89,16 +94,20 @@ def current_viewer() -> Viewer:
         return Viewer(mode="standalone", username=STAFF_NAME, all_rows=True)
     if standalone.startswith("user:") and standalone[5:]:
         return Viewer(mode="standalone", username=standalone[5:])
-    raise NoViewer("this dashboard does not know who is looking: open it through the HC-DC hub "
-                   "(services → hcdc-dashboards), or serve it for staff with "
-                   "'python -m hcdc.dashboards serve'")
+    raise NoViewer(
+        "this dashboard does not know who is looking: open it through the HC-DC hub "
+        "(services → hcdc-dashboards), or serve it for staff with "
+        "'python -m hcdc.dashboards serve'"
+    )
 
 
 def viewer_cell(username: str) -> str:
     """Source of the cell injected first into a notebook served for hub user ``username``."""
-    return ("from hcdc.dashboards.context import set_viewer as _hcdc_set_viewer\n"
-            f"_hcdc_set_viewer('hub', {json.dumps(username)})\n"
-            "del _hcdc_set_viewer")
+    return (
+        "from hcdc.dashboards.context import set_viewer as _hcdc_set_viewer\n"
+        f"_hcdc_set_viewer('hub', {json.dumps(username)})\n"
+        "del _hcdc_set_viewer"
+    )
 
 
 @contextmanager

@@ -103,14 +103,16 @@ _EMBEDDER = r"""
 
 def setup_html() -> str:
     """BokehJS (inline) and the plot embedder: displayed once, first, by every dashboard."""
-    return RESOURCES.render_js() + f"<script type=\"text/javascript\">{_EMBEDDER}</script>"
+    return RESOURCES.render_js() + f'<script type="text/javascript">{_EMBEDDER}</script>'
 
 
 def plot_html(model: Model, name: str) -> str:
     """A plot container for an ipywidgets.HTML value; ``name`` identifies it (``data-plot``) in the page."""
     payload = json.dumps(json_item(model)).replace("</", "<\\/")
-    return (f'<div class="hcdc-plot" data-kind="item" data-plot="{html.escape(name)}">'
-            f'<div class="hcdc-plot-target"></div><script type="application/json">{payload}</script></div>')
+    return (
+        f'<div class="hcdc-plot" data-kind="item" data-plot="{html.escape(name)}">'
+        f'<div class="hcdc-plot-target"></div><script type="application/json">{payload}</script></div>'
+    )
 
 
 def document_html(roots: dict[str, Model]) -> tuple[dict[str, str], str]:
@@ -128,8 +130,11 @@ def document_html(roots: dict[str, Model]) -> tuple[dict[str, str], str]:
     item = render_items[0]
     places = {}
     for (name, _model), root in zip(roots.items(), item.roots):
-        places[name] = (f'<div class="hcdc-plot" data-kind="root" data-plot="{html.escape(name)}" '
-                        f'id="{root.elementid}"></div>')
+        places[name] = (
+            f'<div class="hcdc-plot" data-kind="root" data-plot="{html.escape(name)}" id="{root.elementid}"></div>'
+        )
     payload = json.dumps({"docs_json": docs_json, "render_item": item.to_json()}).replace("</", "<\\/")
-    return places, f'<div class="hcdc-doc" style="display:none"><script type="application/json">{payload}</script></div>'
-
+    return (
+        places,
+        f'<div class="hcdc-doc" style="display:none"><script type="application/json">{payload}</script></div>',
+    )

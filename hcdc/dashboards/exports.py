@@ -105,8 +105,11 @@ def detections_table(frame: pd.DataFrame, meta: dict[str, Any]) -> Table:
 
 
 def limits_table(limits: pd.DataFrame, points: pd.DataFrame, meta: dict[str, Any]) -> Table:
-    merged = points.merge(limits, on="limit_id", how="inner") if len(points) else pd.DataFrame(
-        columns=[c for c, _u, _d in LIMIT_POINT_COLUMNS])
+    merged = (
+        points.merge(limits, on="limit_id", how="inner")
+        if len(points)
+        else pd.DataFrame(columns=[c for c, _u, _d in LIMIT_POINT_COLUMNS])
+    )
     return frame_table(merged, LIMIT_POINT_COLUMNS, {"table": "detection_limits", **meta})
 
 

@@ -48,8 +48,13 @@ def flagged_mask(frame: pd.DataFrame, verdicts: pd.DataFrame, column: str, group
     keys = {tuple([row["night"]] + [_key_of(row[c]) for c in group_by]) for _, row in flagged.iterrows()}
     if not keys:
         return np.zeros(len(frame), dtype=bool)
-    return np.array([tuple([n] + [_key_of(v) for v in values]) in keys
-                     for n, *values in zip(frame["night"], *(frame[c] for c in group_by))], dtype=bool)
+    return np.array(
+        [
+            tuple([n] + [_key_of(v) for v in values]) in keys
+            for n, *values in zip(frame["night"], *(frame[c] for c in group_by))
+        ],
+        dtype=bool,
+    )
 
 
 def _baselines(fig, verdicts: pd.DataFrame, column: str, log: bool = False) -> None:
@@ -59,9 +64,14 @@ def _baselines(fig, verdicts: pd.DataFrame, column: str, log: bool = False) -> N
     rows = verdicts[(verdicts["metric"] == column) & verdicts["baseline"].notna()]
     for _series, group in rows.groupby("series", sort=True):
         group = group.sort_values("night")
-        source = ColumnDataSource({"x": [_night_x(n) for n in group["night"]], "y": group["baseline"].astype(float),
-                                   "series": group["series"].astype(str),
-                                   "night": [n.isoformat() for n in group["night"]]})
+        source = ColumnDataSource(
+            {
+                "x": [_night_x(n) for n in group["night"]],
+                "y": group["baseline"].astype(float),
+                "series": group["series"].astype(str),
+                "night": [n.isoformat() for n in group["night"]],
+            }
+        )
         fig.line("x", "y", source=source, color=BASELINE, line_dash="dashed", line_width=1.5, alpha=0.8)
 
 
@@ -87,18 +97,41 @@ def _empty_figure(title: str, message: str, **kwargs):
     return fig
 
 
-def trend_figure(source: ColumnDataSource, column: str, title: str, unit: str, verdicts: pd.DataFrame,
-                 tooltips: list[tuple[str, str]], x_range=None, log: bool = False, name: str | None = None):
+def trend_figure(
+    source: ColumnDataSource,
+    column: str,
+    title: str,
+    unit: str,
+    verdicts: pd.DataFrame,
+    tooltips: list[tuple[str, str]],
+    x_range=None,
+    log: bool = False,
+    name: str | None = None,
+):
     """Value of ``column`` against time, red where ``<column>_flag`` is 1, with the series baselines."""
     y_label = f"{title} [{unit}]" if unit else title
     shared = {"x_range": x_range} if x_range is not None else {}
-    fig = figure(title=title, width=WIDTH, height=HEIGHT, x_axis_type="datetime", y_axis_type="log" if log else "linear",
-                 tools=TOOLS, name=name, **shared)
+    fig = figure(
+        title=title,
+        width=WIDTH,
+        height=HEIGHT,
+        x_axis_type="datetime",
+        y_axis_type="log" if log else "linear",
+        tools=TOOLS,
+        name=name,
+        **shared,
+    )
     _baselines(fig, verdicts, column, log)
-    renderer = fig.scatter("time", column, source=source, size=7, color=flag_colour(column), alpha=0.85,
-                           line_color="white", line_width=0.5)
-    fig.add_tools(HoverTool(renderers=[renderer], formatters=TIME_FORMAT, tooltips=tooltips + [(title, f"@{{{column}}}{{0.00e+0}}" if log
-                                                                        else f"@{{{column}}}{{0.[000]}}")]))
+    renderer = fig.scatter(
+        "time", column, source=source, size=7, color=flag_colour(column), alpha=0.85, line_color="white", line_width=0.5
+    )
+    fig.add_tools(
+        HoverTool(
+            renderers=[renderer],
+            formatters=TIME_FORMAT,
+            tooltips=tooltips + [(title, f"@{{{column}}}{{0.00e+0}}" if log else f"@{{{column}}}{{0.[000]}}")],
+        )
+    )
     fig.yaxis.axis_label = y_label
     fig.xaxis.axis_label = "time (UTC)"
     if log:
@@ -106,8 +139,12 @@ def trend_figure(source: ColumnDataSource, column: str, title: str, unit: str, v
     return fig
 
 
-OBSERVATION_TOOLTIPS = [("observation", "@key"), ("target", "@target"), ("time", "@time{%F %H:%M}"),
-                        ("filter", "@filter")]
+OBSERVATION_TOOLTIPS = [
+    ("observation", "@key"),
+    ("target", "@target"),
+    ("time", "@time{%F %H:%M}"),
+    ("filter", "@filter"),
+]
 TIME_FORMAT = {"@time": "datetime"}
 DIAGNOSES = ("normal", "atmosphere", "instrument", "atmosphere and instrument")
 
@@ -122,14 +159,20 @@ def flag_colour(column: str):
     return linear_cmap(f"{column}_flag", palette=[NORMAL, FLAGGED], low=0, high=1)
 
 
-def observation_source(frame: pd.DataFrame, columns: list[str], verdicts: pd.DataFrame,
-                       name: str = "observations") -> ColumnDataSource:
+def observation_source(
+    frame: pd.DataFrame, columns: list[str], verdicts: pd.DataFrame, name: str = "observations"
+) -> ColumnDataSource:
     """One ColumnDataSource of the observations for every plot of a page (numbers travel as binary arrays).
 
     Per metric: the values and an int8 ``<column>_flag`` (1: the night is flagged for that series).
     """
-    data = {"id": frame["id"].astype(np.int64).to_numpy(), "key": _strings(frame["key"]),
-            "target": _strings(frame["target"]), "filter": _strings(frame["filter"]), "time": frame["time"].to_numpy()}
+    data = {
+        "id": frame["id"].astype(np.int64).to_numpy(),
+        "key": _strings(frame["key"]),
+        "target": _strings(frame["target"]),
+        "filter": _strings(frame["filter"]),
+        "time": frame["time"].to_numpy(),
+    }
     for column in columns:
         base = "contrast" if column.startswith("contrast_") else column
         data[column] = frame[column].astype(float).to_numpy()
@@ -142,11 +185,13 @@ CONDITION_COLUMNS = ["seeing_arcsec", "tau0_ms", "airmass", "wind_speed_ms"]
 INSTRUMENT_COLUMNS = ["centre_x_px", "centre_y_px", "rejected_fraction", "n_frames", "n_rejected"]
 
 
-def monitoring_source(frame: pd.DataFrame, verdicts: pd.DataFrame, separations: tuple[float, ...],
-                      diagnosis: pd.Series) -> ColumnDataSource:
+def monitoring_source(
+    frame: pd.DataFrame, verdicts: pd.DataFrame, separations: tuple[float, ...], diagnosis: pd.Series
+) -> ColumnDataSource:
     """The observations' source shared by the conditions, instrument and contrast plots."""
-    source = observation_source(frame, CONDITION_COLUMNS + INSTRUMENT_COLUMNS +
-                                [contrast_column(s) for s in separations], verdicts)
+    source = observation_source(
+        frame, CONDITION_COLUMNS + INSTRUMENT_COLUMNS + [contrast_column(s) for s in separations], verdicts
+    )
     from .monitoring import diagnosis_kind
 
     kinds = ["", "atmosphere", "instrument", "both"]
@@ -160,8 +205,9 @@ def conditions_layout(frame: pd.DataFrame, verdicts: pd.DataFrame, source: Colum
     figures, x_range = [], time_range(frame["time"])
     for column in CONDITION_COLUMNS:
         metric = METRICS[column]
-        fig = trend_figure(source, column, metric.label, metric.unit, verdicts, OBSERVATION_TOOLTIPS, x_range,
-                           name=f"trend-{column}")
+        fig = trend_figure(
+            source, column, metric.label, metric.unit, verdicts, OBSERVATION_TOOLTIPS, x_range, name=f"trend-{column}"
+        )
         x_range = x_range or fig.x_range
         figures.append(fig)
     return gridplot(figures, ncols=2, toolbar_location="right")
@@ -173,52 +219,117 @@ def instrument_layout(frame: pd.DataFrame, verdicts: pd.DataFrame, source: Colum
     figures, x_range = [], time_range(frame["time"])
     for column in INSTRUMENT_COLUMNS[:3]:
         metric = METRICS[column]
-        fig = trend_figure(source, column, metric.label, metric.unit if metric.unit != "fraction" else "", verdicts,
-                           OBSERVATION_TOOLTIPS + [("frames", "@n_frames (@n_rejected rejected)")], x_range,
-                           name=f"trend-{column}")
+        fig = trend_figure(
+            source,
+            column,
+            metric.label,
+            metric.unit if metric.unit != "fraction" else "",
+            verdicts,
+            OBSERVATION_TOOLTIPS + [("frames", "@n_frames (@n_rejected rejected)")],
+            x_range,
+            name=f"trend-{column}",
+        )
         x_range = x_range or fig.x_range
         figures.append(fig)
     return gridplot(figures, ncols=2, toolbar_location="right")
 
 
-def contrast_layout(frame: pd.DataFrame, verdicts: pd.DataFrame, separations: tuple[float, ...],
-                    diagnosis: pd.Series, source: ColumnDataSource | None = None):
+def contrast_layout(
+    frame: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    separations: tuple[float, ...],
+    diagnosis: pd.Series,
+    source: ColumnDataSource | None = None,
+):
     """Achieved contrast against time, and against seeing and coherence time (is it the atmosphere?)."""
     columns = [contrast_column(s) for s in separations]
     source = source or monitoring_source(frame, verdicts, separations, diagnosis)
-    diagnosis_colour = linear_cmap("diagnosis_code", palette=[DIAGNOSIS_COLOURS[k] for k in
-                                                             ("", "atmosphere", "instrument", "both")], low=0, high=3)
+    diagnosis_colour = linear_cmap(
+        "diagnosis_code",
+        palette=[DIAGNOSIS_COLOURS[k] for k in ("", "atmosphere", "instrument", "both")],
+        low=0,
+        high=3,
+    )
     palette = {column: Category10_10[i % 10] for i, column in enumerate(columns)}
     figures = []
     padded = time_range(frame["time"])
-    time_fig = figure(title="Achieved 5σ contrast", width=WIDTH, height=HEIGHT + 40, x_axis_type="datetime",
-                      y_axis_type="log", tools=TOOLS, name="contrast-time", **({"x_range": padded} if padded else {}))
+    time_fig = figure(
+        title="Achieved 5σ contrast",
+        width=WIDTH,
+        height=HEIGHT + 40,
+        x_axis_type="datetime",
+        y_axis_type="log",
+        tools=TOOLS,
+        name="contrast-time",
+        **({"x_range": padded} if padded else {}),
+    )
     items = []
     for separation, column in zip(separations, columns):
         _baselines(time_fig, verdicts, column, log=True)
-        renderer = time_fig.scatter("time", column, source=source, size=7, color=flag_colour(column),
-                                    line_color=palette[column], line_width=2, alpha=0.85)
+        renderer = time_fig.scatter(
+            "time",
+            column,
+            source=source,
+            size=7,
+            color=flag_colour(column),
+            line_color=palette[column],
+            line_width=2,
+            alpha=0.85,
+        )
         items.append(LegendItem(label=f'{separation:g}"', renderers=[renderer]))
-        time_fig.add_tools(HoverTool(renderers=[renderer], formatters=_hover_formatters(), tooltips=OBSERVATION_TOOLTIPS + [
-            (f'contrast at {separation:g}"', f"@{{{column}}}{{0.00e+0}}"), ("seeing", "@seeing_arcsec{0.00}\""),
-            ("τ0", "@tau0_ms{0.0} ms"), ("night verdict", "@diagnosis_code{custom}")]))
+        time_fig.add_tools(
+            HoverTool(
+                renderers=[renderer],
+                formatters=_hover_formatters(),
+                tooltips=OBSERVATION_TOOLTIPS
+                + [
+                    (f'contrast at {separation:g}"', f"@{{{column}}}{{0.00e+0}}"),
+                    ("seeing", '@seeing_arcsec{0.00}"'),
+                    ("τ0", "@tau0_ms{0.0} ms"),
+                    ("night verdict", "@diagnosis_code{custom}"),
+                ],
+            )
+        )
     time_fig.add_layout(Legend(items=items, location="top_left", title="separation"))
     time_fig.yaxis.axis_label = "5σ contrast"
     time_fig.yaxis.formatter = PrintfTickFormatter(format="%.0e")
     time_fig.xaxis.axis_label = "time (UTC)"
     figures.append(time_fig)
     for condition, label, unit in (("seeing_arcsec", "seeing", "arcsec"), ("tau0_ms", "coherence time τ0", "ms")):
-        fig = figure(title=f"Contrast against {label}", width=WIDTH, height=HEIGHT + 40, y_axis_type="log",
-                     tools=TOOLS, name=f"contrast-{condition}")
+        fig = figure(
+            title=f"Contrast against {label}",
+            width=WIDTH,
+            height=HEIGHT + 40,
+            y_axis_type="log",
+            tools=TOOLS,
+            name=f"contrast-{condition}",
+        )
         items = []
         for separation, column in zip(separations, columns):
-            renderer = fig.scatter(condition, column, source=source, size=7, color=diagnosis_colour,
-                                   line_color=palette[column], line_width=2, alpha=0.85,
-                                   marker="circle" if column == columns[0] else "square")
+            renderer = fig.scatter(
+                condition,
+                column,
+                source=source,
+                size=7,
+                color=diagnosis_colour,
+                line_color=palette[column],
+                line_width=2,
+                alpha=0.85,
+                marker="circle" if column == columns[0] else "square",
+            )
             items.append(LegendItem(label=f'{separation:g}"', renderers=[renderer]))
-            fig.add_tools(HoverTool(renderers=[renderer], formatters=_hover_formatters(), tooltips=OBSERVATION_TOOLTIPS + [
-                (f'contrast at {separation:g}"', f"@{{{column}}}{{0.00e+0}}"), (label, f"@{condition}{{0.00}} {unit}"),
-                ("night verdict", "@diagnosis_code{custom}")]))
+            fig.add_tools(
+                HoverTool(
+                    renderers=[renderer],
+                    formatters=_hover_formatters(),
+                    tooltips=OBSERVATION_TOOLTIPS
+                    + [
+                        (f'contrast at {separation:g}"', f"@{{{column}}}{{0.00e+0}}"),
+                        (label, f"@{condition}{{0.00}} {unit}"),
+                        ("night verdict", "@diagnosis_code{custom}"),
+                    ],
+                )
+            )
         fig.add_layout(Legend(items=items, location="top_left", title="separation"))
         fig.xaxis.axis_label = f"{label} [{unit}]"
         fig.yaxis.axis_label = "5σ contrast"
@@ -227,19 +338,34 @@ def contrast_layout(frame: pd.DataFrame, verdicts: pd.DataFrame, separations: tu
     return gridplot(figures, ncols=2, toolbar_location="right")
 
 
-CALIBRATION_TOOLTIPS = [("calibration", "@kind"), ("time", "@time{%F %H:%M}"), ("DIT", "@dit_s{0.[00]} s"),
-                        ("filter", "@filter"), ("instrument", "@instrument")]
-KIND_MARKERS = {"master_dark": "circle", "master_background": "square", "master_flat": "triangle",
-                "master_sky": "diamond", "bad_pixel_map": "x"}
+CALIBRATION_TOOLTIPS = [
+    ("calibration", "@kind"),
+    ("time", "@time{%F %H:%M}"),
+    ("DIT", "@dit_s{0.[00]} s"),
+    ("filter", "@filter"),
+    ("instrument", "@instrument"),
+]
+KIND_MARKERS = {
+    "master_dark": "circle",
+    "master_background": "square",
+    "master_flat": "triangle",
+    "master_sky": "diamond",
+    "bad_pixel_map": "x",
+}
 
 
 def detector_layout(frame: pd.DataFrame, verdicts: pd.DataFrame):
     """Detector health from the reduced calibrations: dark level, read noise, hot/dead pixels, flat RMS."""
     columns = ["dark_level_adu", "read_noise_adu", "n_hot_pixels", "n_dead_pixels", "flat_rms"]
-    data = {"id": frame["id"].astype(np.int64).to_numpy(), "kind": _strings(frame["kind"]),
-            "dit_s": frame["dit_s"].astype(float).to_numpy(), "filter": _strings(frame["filter"]),
-            "instrument": _strings(frame["instrument"]), "time": frame["time"].to_numpy(),
-            "marker": [KIND_MARKERS.get(k, "circle") for k in frame["kind"]]}
+    data = {
+        "id": frame["id"].astype(np.int64).to_numpy(),
+        "kind": _strings(frame["kind"]),
+        "dit_s": frame["dit_s"].astype(float).to_numpy(),
+        "filter": _strings(frame["filter"]),
+        "instrument": _strings(frame["instrument"]),
+        "time": frame["time"].to_numpy(),
+        "marker": [KIND_MARKERS.get(k, "circle") for k in frame["kind"]],
+    }
     for column in columns:
         data[column] = frame[column].astype(float).to_numpy()
         data[f"{column}_flag"] = flagged_mask(frame, verdicts, column, METRICS[column].group_by).astype(np.int8)
@@ -248,13 +374,34 @@ def detector_layout(frame: pd.DataFrame, verdicts: pd.DataFrame):
     for column in columns:
         metric = METRICS[column]
         shared = {"x_range": x_range} if x_range is not None else {}
-        fig = figure(title=metric.label, width=WIDTH, height=HEIGHT, x_axis_type="datetime", tools=TOOLS,
-                     name=f"trend-{column}", **shared)
+        fig = figure(
+            title=metric.label,
+            width=WIDTH,
+            height=HEIGHT,
+            x_axis_type="datetime",
+            tools=TOOLS,
+            name=f"trend-{column}",
+            **shared,
+        )
         _baselines(fig, verdicts, column)
-        renderer = fig.scatter("time", column, source=source, size=8, color=flag_colour(column), marker="marker",
-                               alpha=0.85, line_color="white", line_width=0.5)
-        fig.add_tools(HoverTool(renderers=[renderer], formatters=TIME_FORMAT, tooltips=CALIBRATION_TOOLTIPS + [
-            (metric.label, f"@{{{column}}}{{0.[000]}}")]))
+        renderer = fig.scatter(
+            "time",
+            column,
+            source=source,
+            size=8,
+            color=flag_colour(column),
+            marker="marker",
+            alpha=0.85,
+            line_color="white",
+            line_width=0.5,
+        )
+        fig.add_tools(
+            HoverTool(
+                renderers=[renderer],
+                formatters=TIME_FORMAT,
+                tooltips=CALIBRATION_TOOLTIPS + [(metric.label, f"@{{{column}}}{{0.[000]}}")],
+            )
+        )
         fig.yaxis.axis_label = f"{metric.label} [{metric.unit}]" if metric.unit else metric.label
         fig.xaxis.axis_label = "time (UTC)"
         x_range = x_range or fig.x_range
@@ -274,15 +421,36 @@ def steps_figure(reductions: pd.DataFrame):
     for state in states:
         data[state] = [int(((latest["step"] == s) & (latest["state"] == state)).sum()) for s in steps]
     source = ColumnDataSource(data, name="steps")
-    fig = figure(y_range=steps, title="Reductions per step (latest attempt)", width=WIDTH,
-                 height=max(190, 110 + 45 * len(steps)), tools="save", toolbar_location="right", name="steps")
-    renderers = fig.hbar_stack(states, y="step", height=0.6, source=source,
-                               color=[STATE_COLOURS[s] for s in states])
-    fig.add_layout(Legend(items=[LegendItem(label=s, renderers=[r]) for s, r in zip(states, renderers)],
-                          orientation="horizontal", location="center"), "below")
-    fig.add_tools(HoverTool(renderers=renderers, tooltips=[("step", "@step"), ("done", "@done"),
-                                                            ("failed", "@failed"), ("running", "@running"),
-                                                            ("pending", "@pending")]))
+    fig = figure(
+        y_range=steps,
+        title="Reductions per step (latest attempt)",
+        width=WIDTH,
+        height=max(190, 110 + 45 * len(steps)),
+        tools="save",
+        toolbar_location="right",
+        name="steps",
+    )
+    renderers = fig.hbar_stack(states, y="step", height=0.6, source=source, color=[STATE_COLOURS[s] for s in states])
+    fig.add_layout(
+        Legend(
+            items=[LegendItem(label=s, renderers=[r]) for s, r in zip(states, renderers)],
+            orientation="horizontal",
+            location="center",
+        ),
+        "below",
+    )
+    fig.add_tools(
+        HoverTool(
+            renderers=renderers,
+            tooltips=[
+                ("step", "@step"),
+                ("done", "@done"),
+                ("failed", "@failed"),
+                ("running", "@running"),
+                ("pending", "@pending"),
+            ],
+        )
+    )
     fig.x_range.start = 0
     fig.xaxis.axis_label = "reductions"
     return fig
@@ -296,19 +464,46 @@ def timeline_figure(reductions: pd.DataFrame, max_points: int = 5000):
     shown = len(data) > max_points
     data = data.sort_values("started_at").tail(max_points).copy()
     data["end"] = data["finished_at"].where(data["finished_at"].notna(), data["started_at"])
-    source = ColumnDataSource({
-        "end": data["end"], "duration_s": data["duration_s"].fillna(0.0).astype(float).clip(lower=0.01),
-        "colour": [STATE_COLOURS[s] for s in data["state"]], "key": _strings(data["key"]),
-        "target": _strings(data["target"]), "step": _strings(data["step"]), "status": _strings(data["status"]),
-        "error": [str(e).strip().splitlines()[0][:120] if isinstance(e, str) and e.strip() else "" for e in data["error"]],
-        "id": data["id"].astype(int).tolist()}, name="reductions")
+    source = ColumnDataSource(
+        {
+            "end": data["end"],
+            "duration_s": data["duration_s"].fillna(0.0).astype(float).clip(lower=0.01),
+            "colour": [STATE_COLOURS[s] for s in data["state"]],
+            "key": _strings(data["key"]),
+            "target": _strings(data["target"]),
+            "step": _strings(data["step"]),
+            "status": _strings(data["status"]),
+            "error": [
+                str(e).strip().splitlines()[0][:120] if isinstance(e, str) and e.strip() else "" for e in data["error"]
+            ],
+            "id": data["id"].astype(int).tolist(),
+        },
+        name="reductions",
+    )
     title = f"Reduction timeline (latest {max_points})" if shown else "Reduction timeline"
-    fig = figure(title=title, width=WIDTH, height=HEIGHT + 30, x_axis_type="datetime",
-                 y_axis_type="log", tools=TOOLS, name="timeline")
+    fig = figure(
+        title=title,
+        width=WIDTH,
+        height=HEIGHT + 30,
+        x_axis_type="datetime",
+        y_axis_type="log",
+        tools=TOOLS,
+        name="timeline",
+    )
     renderer = fig.scatter("end", "duration_s", source=source, color="colour", size=8, alpha=0.85)
-    fig.add_tools(HoverTool(renderers=[renderer], tooltips=[("observation", "@key"), ("target", "@target"),
-                                                             ("step", "@step"), ("status", "@status"),
-                                                             ("duration", "@duration_s{0.0} s"), ("error", "@error")]))
+    fig.add_tools(
+        HoverTool(
+            renderers=[renderer],
+            tooltips=[
+                ("observation", "@key"),
+                ("target", "@target"),
+                ("step", "@step"),
+                ("status", "@status"),
+                ("duration", "@duration_s{0.0} s"),
+                ("error", "@error"),
+            ],
+        )
+    )
     fig.xaxis.axis_label = "finished (UTC)"
     fig.yaxis.axis_label = "duration [s]"
     return fig
@@ -317,8 +512,13 @@ def timeline_figure(reductions: pd.DataFrame, max_points: int = 5000):
 # --- catalog browser -------------------------------------------------------------------------------
 
 
-def contrast_curves_figure(limits: pd.DataFrame, points: pd.DataFrame, detections: pd.DataFrame,
-                           references: list[tuple[str, np.ndarray, np.ndarray]], title: str):
+def contrast_curves_figure(
+    limits: pd.DataFrame,
+    points: pd.DataFrame,
+    detections: pd.DataFrame,
+    references: list[tuple[str, np.ndarray, np.ndarray]],
+    title: str,
+):
     """A target's detection limits (one curve per limit), its detections, and reference curves."""
     fig = figure(title=title, width=2 * WIDTH, height=420, y_axis_type="log", tools=TOOLS, name="contrast-curves")
     items = []
@@ -327,39 +527,89 @@ def contrast_curves_figure(limits: pd.DataFrame, points: pd.DataFrame, detection
         if curve.empty:
             continue
         n = len(curve)
-        source = ColumnDataSource({"sep_arcsec": curve["sep_arcsec"].astype(float),
-                                   "contrast": curve["contrast"].astype(float),
-                                   "key": [limit["observation"]] * n, "night_text": [str(limit["night"])] * n,
-                                   "algorithm": [limit["algorithm"] or ""] * n, "sigma": [limit["sigma"]] * n,
-                                   "limit_id": [int(limit["limit_id"])] * n}, name=f"limit-{int(limit['limit_id'])}")
+        source = ColumnDataSource(
+            {
+                "sep_arcsec": curve["sep_arcsec"].astype(float),
+                "contrast": curve["contrast"].astype(float),
+                "key": [limit["observation"]] * n,
+                "night_text": [str(limit["night"])] * n,
+                "algorithm": [limit["algorithm"] or ""] * n,
+                "sigma": [limit["sigma"]] * n,
+                "limit_id": [int(limit["limit_id"])] * n,
+            },
+            name=f"limit-{int(limit['limit_id'])}",
+        )
         colour = Category10_10[index % 10]
         line = fig.line("sep_arcsec", "contrast", source=source, color=colour, line_width=2)
         dots = fig.scatter("sep_arcsec", "contrast", source=source, color=colour, size=4)
-        fig.add_tools(HoverTool(renderers=[dots, line], tooltips=[
-            ("observation", "@key"), ("night", "@night_text"), ("algorithm", "@algorithm (@sigma σ)"),
-            ("separation", "@sep_arcsec{0.000}\""), ("contrast", "@contrast{0.00e+0}")]))
+        fig.add_tools(
+            HoverTool(
+                renderers=[dots, line],
+                tooltips=[
+                    ("observation", "@key"),
+                    ("night", "@night_text"),
+                    ("algorithm", "@algorithm (@sigma σ)"),
+                    ("separation", '@sep_arcsec{0.000}"'),
+                    ("contrast", "@contrast{0.00e+0}"),
+                ],
+            )
+        )
         items.append(LegendItem(label=f"{limit['night']} {limit['algorithm'] or ''}".strip(), renderers=[line, dots]))
     for index, (label, separations, contrasts) in enumerate(references):
-        source = ColumnDataSource({"sep_arcsec": separations, "contrast": contrasts, "label": [label] * len(separations)},
-                                  name=f"reference-{index}")
-        line = fig.line("sep_arcsec", "contrast", source=source, color="#555555", line_dash="dashed" if index % 2 == 0
-                        else "dotdash", line_width=1.5, alpha=0.8)
-        fig.add_tools(HoverTool(renderers=[line], tooltips=[("reference", "@label"),
-                                                            ("separation", "@sep_arcsec{0.000}\""),
-                                                            ("contrast", "@contrast{0.00e+0}")]))
+        source = ColumnDataSource(
+            {"sep_arcsec": separations, "contrast": contrasts, "label": [label] * len(separations)},
+            name=f"reference-{index}",
+        )
+        line = fig.line(
+            "sep_arcsec",
+            "contrast",
+            source=source,
+            color="#555555",
+            line_dash="dashed" if index % 2 == 0 else "dotdash",
+            line_width=1.5,
+            alpha=0.8,
+        )
+        fig.add_tools(
+            HoverTool(
+                renderers=[line],
+                tooltips=[
+                    ("reference", "@label"),
+                    ("separation", '@sep_arcsec{0.000}"'),
+                    ("contrast", "@contrast{0.00e+0}"),
+                ],
+            )
+        )
         items.append(LegendItem(label=label, renderers=[line]))
     if len(detections):
-        source = ColumnDataSource({
-            "sep_arcsec": detections["sep_arcsec"].astype(float),
-            "contrast": detections["contrast"].astype(float), "snr": detections["snr"].astype(float),
-            "pa_deg": detections["pa_deg"].astype(float), "status": _strings(detections["status"]),
-            "key": _strings(detections["observation"]), "night_text": _strings(detections["night"]),
-            "id": detections["id"].astype(int).tolist()}, name="detections")
-        stars = fig.scatter("sep_arcsec", "contrast", source=source, marker="star", size=14, color="#d62728",
-                            line_color="black")
-        fig.add_tools(HoverTool(renderers=[stars], tooltips=[
-            ("detection", "@id (@status)"), ("observation", "@key"), ("S/N", "@snr{0.0}"),
-            ("separation", "@sep_arcsec{0.000}\""), ("PA", "@pa_deg{0.0}°"), ("contrast", "@contrast{0.00e+0}")]))
+        source = ColumnDataSource(
+            {
+                "sep_arcsec": detections["sep_arcsec"].astype(float),
+                "contrast": detections["contrast"].astype(float),
+                "snr": detections["snr"].astype(float),
+                "pa_deg": detections["pa_deg"].astype(float),
+                "status": _strings(detections["status"]),
+                "key": _strings(detections["observation"]),
+                "night_text": _strings(detections["night"]),
+                "id": detections["id"].astype(int).tolist(),
+            },
+            name="detections",
+        )
+        stars = fig.scatter(
+            "sep_arcsec", "contrast", source=source, marker="star", size=14, color="#d62728", line_color="black"
+        )
+        fig.add_tools(
+            HoverTool(
+                renderers=[stars],
+                tooltips=[
+                    ("detection", "@id (@status)"),
+                    ("observation", "@key"),
+                    ("S/N", "@snr{0.0}"),
+                    ("separation", '@sep_arcsec{0.000}"'),
+                    ("PA", "@pa_deg{0.0}°"),
+                    ("contrast", "@contrast{0.00e+0}"),
+                ],
+            )
+        )
         items.append(LegendItem(label="detections", renderers=[stars]))
     if items:
         legend = Legend(items=items, location="top_right", click_policy="hide")

@@ -84,6 +84,7 @@ def _series_label(metric_name: str):
                 parts.append(str(key["filter"]))
             return " ".join(p for p in parts if p)
         return " ".join(str(key[c]) for c in metric.group_by if key.get(c))
+
     return label
 
 
@@ -92,19 +93,26 @@ def evaluate_all(observations: pd.DataFrame, calibrations: pd.DataFrame, setting
     frames = []
     for name in CONDITION_METRICS + INSTRUMENT_METRICS:
         metric = METRICS[name]
-        frames.append(evaluate_nights(observations, name, metric, settings.rules.for_metric(name), settings.baseline,
-                                      _series_label(name)))
+        frames.append(
+            evaluate_nights(
+                observations, name, metric, settings.rules.for_metric(name), settings.baseline, _series_label(name)
+            )
+        )
     for separation in settings.contrast_separations_arcsec:
         column = contrast_column(separation)
         metric = METRICS["contrast"]
-        verdicts = evaluate_nights(observations, column, metric, settings.rules.contrast, settings.baseline,
-                                   _series_label("contrast"))
+        verdicts = evaluate_nights(
+            observations, column, metric, settings.rules.contrast, settings.baseline, _series_label("contrast")
+        )
         verdicts["series"] = verdicts["series"].astype(str) + f' at {separation:g}"'
         frames.append(verdicts)
     for name in DETECTOR_METRICS:
         metric = METRICS[name]
-        frames.append(evaluate_nights(calibrations, name, metric, settings.rules.for_metric(name), settings.baseline,
-                                      _series_label(name)))
+        frames.append(
+            evaluate_nights(
+                calibrations, name, metric, settings.rules.for_metric(name), settings.baseline, _series_label(name)
+            )
+        )
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(VERDICT_COLUMNS) + ["category", "label", "unit"])
@@ -118,8 +126,10 @@ def evaluate_all(observations: pd.DataFrame, calibrations: pd.DataFrame, setting
 
 def _reason(row) -> str:
     unit = f" {row['unit']}" if row["unit"] and row["unit"] != "fraction" else ""
-    return (f"{row['label']} ({row['series']}): {row['value']:.3g}{unit} against a baseline of "
-            f"{row['baseline']:.3g}{unit} over {row['n_baseline']} night{'s' if row['n_baseline'] != 1 else ''}")
+    return (
+        f"{row['label']} ({row['series']}): {row['value']:.3g}{unit} against a baseline of "
+        f"{row['baseline']:.3g}{unit} over {row['n_baseline']} night{'s' if row['n_baseline'] != 1 else ''}"
+    )
 
 
 def diagnose(categories: set[str]) -> str:
@@ -156,14 +166,21 @@ def summarise_flags(verdicts: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for night, group in verdicts[verdicts["flagged"]].groupby("night", sort=True):
         categories = set(group["category"])
-        rows.append({"night": night, "categories": ", ".join(sorted(categories)), "diagnosis": diagnose(categories),
-                     "reasons": [_reason(r) for _, r in group.iterrows()],
-                     "metrics": sorted(set(group["metric"]))})
+        rows.append(
+            {
+                "night": night,
+                "categories": ", ".join(sorted(categories)),
+                "diagnosis": diagnose(categories),
+                "reasons": [_reason(r) for _, r in group.iterrows()],
+                "metrics": sorted(set(group["metric"])),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
-def build_monitoring(session: Session, principal: Principal, filters: Filters = Filters(),
-                     settings: DashboardSettings | None = None) -> MonitoringData:
+def build_monitoring(
+    session: Session, principal: Principal, filters: Filters = Filters(), settings: DashboardSettings | None = None
+) -> MonitoringData:
     """Query, evaluate and summarise (see the module docstring)."""
     settings = settings or get_dashboard_settings()
     observations = observations_frame(session, principal, filters, settings)
@@ -172,20 +189,30 @@ def build_monitoring(session: Session, principal: Principal, filters: Filters = 
     notes = []
     n_nights = observations["night"].nunique() if len(observations) else 0
     if 0 < n_nights < settings.baseline.min_nights + 1:
-        notes.append(f"Only {n_nights} night{'s' if n_nights != 1 else ''} of observations in this selection: "
-                     f"outliers need at least {settings.baseline.min_nights + 1} nights (one night and its "
-                     f"{settings.baseline.min_nights}-night baseline), so none can be flagged yet.")
-    if len(observations) and all(observations[c].isna().all() for c in
-                                 (contrast_column(s) for s in settings.contrast_separations_arcsec)):
-        notes.append("No detection limit (contrast curve) yet for these observations: the achieved contrast "
-                     "appears once post-processing has run.")
+        notes.append(
+            f"Only {n_nights} night{'s' if n_nights != 1 else ''} of observations in this selection: "
+            f"outliers need at least {settings.baseline.min_nights + 1} nights (one night and its "
+            f"{settings.baseline.min_nights}-night baseline), so none can be flagged yet."
+        )
+    if len(observations) and all(
+        observations[c].isna().all() for c in (contrast_column(s) for s in settings.contrast_separations_arcsec)
+    ):
+        notes.append(
+            "No detection limit (contrast curve) yet for these observations: the achieved contrast "
+            "appears once post-processing has run."
+        )
     if len(observations) and observations["n_frames"].isna().all():
-        notes.append("No pre-processed cube yet: star centring and rejected frames appear once pre-processing "
-                     "has run.")
-    return MonitoringData(filters=filters, observations=observations, calibrations=calibrations, verdicts=verdicts,
-                          flagged=summarise_flags(verdicts),
-                          separations=tuple(settings.contrast_separations_arcsec),
-                          calibrations_without_night=count_calibrations_without_night(session, filters), notes=notes)
+        notes.append("No pre-processed cube yet: star centring and rejected frames appear once pre-processing has run.")
+    return MonitoringData(
+        filters=filters,
+        observations=observations,
+        calibrations=calibrations,
+        verdicts=verdicts,
+        flagged=summarise_flags(verdicts),
+        separations=tuple(settings.contrast_separations_arcsec),
+        calibrations_without_night=count_calibrations_without_night(session, filters),
+        notes=notes,
+    )
 
 
 def observation_flags(data: MonitoringData) -> pd.DataFrame:

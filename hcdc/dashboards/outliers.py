@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from statistics import median
 from datetime import date, timedelta
+from statistics import median
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,20 @@ from .config import COUNT_METRICS, Baseline, Metric, Rule
 MAD_TO_SIGMA = 1.4826
 
 #: Columns of :func:`evaluate_nights`' result besides the group columns.
-VERDICT_COLUMNS = ("metric", "series", "night", "value", "n_points", "baseline", "scatter", "threshold", "deviation",
-                   "n_baseline", "basis", "flagged")
+VERDICT_COLUMNS = (
+    "metric",
+    "series",
+    "night",
+    "value",
+    "n_points",
+    "baseline",
+    "scatter",
+    "threshold",
+    "deviation",
+    "n_baseline",
+    "basis",
+    "flagged",
+)
 
 
 def nightly_values(frame: pd.DataFrame, value: str, group_by: tuple[str, ...]) -> pd.DataFrame:
@@ -70,14 +82,15 @@ def baseline_for(nights: list[date], values: np.ndarray, index: int, settings: B
     night = nights[index]
     horizon = timedelta(days=settings.max_age_days) if settings.max_age_days else timedelta.max
     previous = [k for k in range(index) if night - nights[k] <= horizon and np.isfinite(values[k])]
-    previous = previous[-settings.nights:]
+    previous = previous[-settings.nights :]
     if len(previous) >= settings.min_nights:
         return values[previous], "previous"
     return values[[]], "none"
 
 
-def evaluate_series(nights: list[date], raw_values: np.ndarray, metric: Metric, rule: Rule,
-                    settings: Baseline) -> list[dict]:
+def evaluate_series(
+    nights: list[date], raw_values: np.ndarray, metric: Metric, rule: Rule, settings: Baseline
+) -> list[dict]:
     """Verdicts for one series (nights sorted, one value each), in one pass over a sliding window."""
     log = metric.scale == "log"
     raw = np.asarray(raw_values, dtype=float)
@@ -92,20 +105,34 @@ def evaluate_series(nights: list[date], raw_values: np.ndarray, metric: Metric, 
                 window.popleft()
         value = values[index]
         finite = math.isfinite(value)
-        row = {"night": night, "value": raw[index], "n_baseline": len(window), "basis": "none",
-               "baseline": np.nan, "scatter": np.nan, "threshold": np.nan, "deviation": np.nan, "flagged": False}
+        row = {
+            "night": night,
+            "value": raw[index],
+            "n_baseline": len(window),
+            "basis": "none",
+            "baseline": np.nan,
+            "scatter": np.nan,
+            "threshold": np.nan,
+            "deviation": np.nan,
+            "flagged": False,
+        }
         if len(window) >= settings.min_nights and finite:
             reference = [v for _n, v in window]  # a few values: plain Python beats numpy's per-call overhead
             centre = float(median(reference))
             scatter = MAD_TO_SIGMA * float(median([abs(v - centre) for v in reference]))
             if metric.name in COUNT_METRICS:
                 scatter = max(scatter, math.sqrt(max(abs(centre), 1.0)))
-            threshold = max(rule.n_sigma * scatter, rule.min_absolute,
-                            0.0 if log else rule.min_relative * abs(centre))
+            threshold = max(rule.n_sigma * scatter, rule.min_absolute, 0.0 if log else rule.min_relative * abs(centre))
             signed = value - centre
             deviation = signed if metric.bad == "high" else (-signed if metric.bad == "low" else abs(signed))
-            row.update(basis="previous", baseline=10 ** centre if log else centre, scatter=scatter,
-                       threshold=threshold, deviation=deviation, flagged=bool(rule.enabled and deviation > threshold))
+            row.update(
+                basis="previous",
+                baseline=10**centre if log else centre,
+                scatter=scatter,
+                threshold=threshold,
+                deviation=deviation,
+                flagged=bool(rule.enabled and deviation > threshold),
+            )
         rows.append(row)
         if finite:
             window.append((night, float(value)))
@@ -114,8 +141,9 @@ def evaluate_series(nights: list[date], raw_values: np.ndarray, metric: Metric, 
     return rows
 
 
-def evaluate_nights(frame: pd.DataFrame, value: str, metric: Metric, rule: Rule, settings: Baseline,
-                    series_label=None) -> pd.DataFrame:
+def evaluate_nights(
+    frame: pd.DataFrame, value: str, metric: Metric, rule: Rule, settings: Baseline, series_label=None
+) -> pd.DataFrame:
     """Nightly verdicts of ``value`` in ``frame`` for every series of ``metric``.
 
     Returns one row per series and night with the group columns and
@@ -133,6 +161,13 @@ def evaluate_nights(frame: pd.DataFrame, value: str, metric: Metric, rule: Rule,
         verdicts = evaluate_series(list(series["night"]), series["value"].to_numpy(), metric, rule, settings)
         label = series_label(dict(zip(metric.group_by, key))) if series_label else " ".join(str(k) for k in key if k)
         for verdict, n_points in zip(verdicts, series["n_points"]):
-            out.append({**dict(zip(metric.group_by, key)), **verdict, "n_points": int(n_points), "metric": value,
-                        "series": label})
+            out.append(
+                {
+                    **dict(zip(metric.group_by, key)),
+                    **verdict,
+                    "n_points": int(n_points),
+                    "metric": value,
+                    "series": label,
+                }
+            )
     return pd.DataFrame(out, columns=columns)

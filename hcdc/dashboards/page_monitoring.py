@@ -27,10 +27,13 @@ class MonitoringPage(Page):
                 from hcdc.catalog.models import Observation
 
                 total = session.scalar(select(func.count(Observation.id))) or 0
-            text = ("The catalog has no observation yet: ingest raw data (<code>hcdc ingest DIR</code>) and the "
-                    "trends appear here." if total == 0 else
-                    f"None of the catalog's {total} observations is visible to you yet (proprietary data of other "
-                    f"programmes).")
+            text = (
+                "The catalog has no observation yet: ingest raw data (<code>hcdc ingest DIR</code>) and the "
+                "trends appear here."
+                if total == 0
+                else f"None of the catalog's {total} observations is visible to you yet (proprietary data of other "
+                f"programmes)."
+            )
             return w.HTML(message(text, "empty", key="empty"))
         self.summary = w.HTML()
         self.flags = w.HTML()
@@ -42,22 +45,43 @@ class MonitoringPage(Page):
         self.plots = w.HTML(layout=w.Layout(display="none"))  # the shared bokeh document (set last)
         self.filter_bar = FilterBar(choices, self.refresh)
         separations = ", ".join(f'{s:g}"' for s in self.settings.contrast_separations_arcsec)
-        page = w.VBox([
-            self.filter_bar.widget, self.summary,
-            section("Flagged nights", self.flags, key="flags",
+        page = w.VBox(
+            [
+                self.filter_bar.widget,
+                self.summary,
+                section(
+                    "Flagged nights",
+                    self.flags,
+                    key="flags",
                     note="Each night is compared with a rolling baseline of the preceding nights "
-                         f"({self.settings.baseline.nights} nights; thresholds in the dashboards configuration)."),
-            section("Achieved contrast against the conditions", self.contrast, key="contrast",
+                    f"({self.settings.baseline.nights} nights; thresholds in the dashboards configuration).",
+                ),
+                section(
+                    "Achieved contrast against the conditions",
+                    self.contrast,
+                    key="contrast",
                     note=f"5σ contrast at {separations} from the latest detection limit of each observation. "
-                         "Against time (red: night flagged), and against seeing and coherence time "
-                         "(colour: the night's verdict — orange atmosphere, red instrument)."),
-            section("Observing conditions", self.conditions, key="conditions",
-                    note="Red: night flagged against the rolling baseline (grey dashed line)."),
-            section("Detector health (reduced calibrations)", self.detector, key="detector",
-                    note="Master darks ●, backgrounds ■, flats ▲; red: night flagged for that series."),
-            section("Star centring and rejected frames", self.instrument, key="instrument"),
-            section("Latest observations", self.recent, key="recent"), self.plots,
-        ], layout=w.Layout(width="100%"))
+                    "Against time (red: night flagged), and against seeing and coherence time "
+                    "(colour: the night's verdict — orange atmosphere, red instrument).",
+                ),
+                section(
+                    "Observing conditions",
+                    self.conditions,
+                    key="conditions",
+                    note="Red: night flagged against the rolling baseline (grey dashed line).",
+                ),
+                section(
+                    "Detector health (reduced calibrations)",
+                    self.detector,
+                    key="detector",
+                    note="Master darks ●, backgrounds ■, flats ▲; red: night flagged for that series.",
+                ),
+                section("Star centring and rejected frames", self.instrument, key="instrument"),
+                section("Latest observations", self.recent, key="recent"),
+                self.plots,
+            ],
+            layout=w.Layout(width="100%"),
+        )
         self.refresh(Filters())
         return page
 
@@ -68,6 +92,7 @@ class MonitoringPage(Page):
             with reader_session(self.catalog, self.principal) as session:
                 data = build_monitoring(session, self.principal, filters, self.settings)
             self.render(data)
+
         self.guard("load the monitoring data", run, target=self.summary)
 
     # -- rendering ------------------------------------------------------------------------------
@@ -77,25 +102,37 @@ class MonitoringPage(Page):
         n_nights = obs["night"].nunique() if len(obs) else 0
         columns = data.contrast_columns()
         with_contrast = int(obs[columns].notna().any(axis=1).sum()) if len(obs) else 0
-        items = [(len(obs), "observations", "n_observations"), (n_nights, "nights", "n_nights"),
-                 (len(data.calibrations), "reduced calibrations", "n_calibrations"),
-                 (with_contrast, "with a contrast curve", "n_with_contrast"),
-                 (len(data.flagged), "flagged nights", "n_flagged")]
+        items = [
+            (len(obs), "observations", "n_observations"),
+            (n_nights, "nights", "n_nights"),
+            (len(data.calibrations), "reduced calibrations", "n_calibrations"),
+            (with_contrast, "with a contrast curve", "n_with_contrast"),
+            (len(data.flagged), "flagged nights", "n_flagged"),
+        ]
         notes = "".join(message(esc(n), "info", key="note") for n in data.notes)
         if not len(obs):
-            notes += message(f"No observation matches the filters ({esc(data.filters.describe())}).", "empty",
-                             key="no-match")
+            notes += message(
+                f"No observation matches the filters ({esc(data.filters.describe())}).", "empty", key="no-match"
+            )
         self.flags.value = self._flags_html(data)
         # one bokeh document for the four sections: the observations travel once
-        diagnosis = obs["night"].map(dict(zip(data.flagged["night"], data.flagged["diagnosis"]))
-                                     if len(data.flagged) else {}).fillna("")
-        has = {"contrast": len(obs) > 0 and any(obs[c].notna().any() for c in columns),
-               "conditions": len(obs) > 0, "detector": len(data.calibrations) > 0,
-               "instrument": len(obs) > 0 and obs["n_frames"].notna().any()}
-        empty = {"contrast": "No detection limit yet for these observations.",
-                 "conditions": "No observation in this selection.",
-                 "detector": "No reduced calibration yet for this selection (they are written by pre-processing).",
-                 "instrument": "No pre-processed cube yet for these observations."}
+        diagnosis = (
+            obs["night"]
+            .map(dict(zip(data.flagged["night"], data.flagged["diagnosis"])) if len(data.flagged) else {})
+            .fillna("")
+        )
+        has = {
+            "contrast": len(obs) > 0 and any(obs[c].notna().any() for c in columns),
+            "conditions": len(obs) > 0,
+            "detector": len(data.calibrations) > 0,
+            "instrument": len(obs) > 0 and obs["n_frames"].notna().any(),
+        }
+        empty = {
+            "contrast": "No detection limit yet for these observations.",
+            "conditions": "No observation in this selection.",
+            "detector": "No reduced calibration yet for this selection (they are written by pre-processing).",
+            "instrument": "No pre-processed cube yet for these observations.",
+        }
         roots = {}
         if len(obs):
             source = figures.monitoring_source(obs, data.verdicts, data.separations, diagnosis)
@@ -107,12 +144,19 @@ class MonitoringPage(Page):
         if has["detector"]:
             roots["detector"] = figures.detector_layout(data.calibrations, data.verdicts)
         places, payload = document_html(roots) if roots else ({}, "")
-        for name, widget in (("contrast", self.contrast), ("conditions", self.conditions),
-                             ("detector", self.detector), ("instrument", self.instrument)):
+        for name, widget in (
+            ("contrast", self.contrast),
+            ("conditions", self.conditions),
+            ("detector", self.detector),
+            ("instrument", self.instrument),
+        ):
             widget.value = places.get(name) or message(esc(empty[name]), "empty", key=f"empty-{name}")
         if data.calibrations_without_night:
-            self.detector.value += message(f"{plural(data.calibrations_without_night, 'reduced calibration')} without "
-                                           f"a night (bad-pixel maps) are not trended.", "info")
+            self.detector.value += message(
+                f"{plural(data.calibrations_without_night, 'reduced calibration')} without "
+                f"a night (bad-pixel maps) are not trended.",
+                "info",
+            )
         self.recent.value = self._recent_html(data)
         self.plots.value = payload  # after every placeholder: the plots are drawn now
         self.summary.value = cards(items) + notes  # last: when the numbers show, everything else is there
@@ -121,19 +165,24 @@ class MonitoringPage(Page):
         if data.flagged.empty:
             evaluated = int((data.verdicts["basis"] != "none").sum()) if len(data.verdicts) else 0
             if evaluated == 0:
-                return message("No night could be compared with a baseline yet (too few nights).", "info",
-                               key="no-flags")
+                return message(
+                    "No night could be compared with a baseline yet (too few nights).", "info", key="no-flags"
+                )
             return message("No night stands out against its rolling baseline.", "ok", key="no-flags")
         rows = []
         for _, row in data.flagged.sort_values("night", ascending=False).iterrows():
             reasons = "".join(f"<li>{esc(r)}</li>" for r in row["reasons"])
-            rows.append(f'<tr data-night="{row["night"].isoformat()}"><td data-col="night">{row["night"].isoformat()}'
-                        f'</td><td data-col="diagnosis"><b>{esc(row["diagnosis"])}</b></td>'
-                        f'<td data-col="categories">{esc(row["categories"])}</td>'
-                        f'<td data-col="reasons"><ul>{reasons}</ul></td></tr>')
-        return (f'<div class="hcdc-table-wrap"><table class="hcdc-table" data-hcdc="flagged-nights" '
-                f'data-rows="{len(rows)}"><thead><tr><th>night</th><th>verdict</th><th>what</th><th>why</th></tr>'
-                f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
+            rows.append(
+                f'<tr data-night="{row["night"].isoformat()}"><td data-col="night">{row["night"].isoformat()}'
+                f'</td><td data-col="diagnosis"><b>{esc(row["diagnosis"])}</b></td>'
+                f'<td data-col="categories">{esc(row["categories"])}</td>'
+                f'<td data-col="reasons"><ul>{reasons}</ul></td></tr>'
+            )
+        return (
+            f'<div class="hcdc-table-wrap"><table class="hcdc-table" data-hcdc="flagged-nights" '
+            f'data-rows="{len(rows)}"><thead><tr><th>night</th><th>verdict</th><th>what</th><th>why</th></tr>'
+            f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+        )
 
     def _recent_html(self, data: MonitoringData) -> str:
         obs = data.observations
@@ -142,12 +191,19 @@ class MonitoringPage(Page):
         latest = obs.sort_values(["time", "id"], ascending=False)
         flags = data.flag_of_observations().reindex(latest.index)
         latest = latest.assign(flagged=flags.values)
-        columns = [Column("night", "night"), Column("key", "observation"), Column("target", "target"),
-                   Column("instrument", "instrument"), Column("mode", "mode"), Column("filter", "filter"),
-                   Column("seeing_arcsec", "seeing [\"]", ".2f"), Column("tau0_ms", "τ0 [ms]", ".1f"),
-                   Column("airmass", "airmass", ".2f"), Column("wind_speed_ms", "wind [m/s]", ".1f")]
+        columns = [
+            Column("night", "night"),
+            Column("key", "observation"),
+            Column("target", "target"),
+            Column("instrument", "instrument"),
+            Column("mode", "mode"),
+            Column("filter", "filter"),
+            Column("seeing_arcsec", 'seeing ["]', ".2f"),
+            Column("tau0_ms", "τ0 [ms]", ".1f"),
+            Column("airmass", "airmass", ".2f"),
+            Column("wind_speed_ms", "wind [m/s]", ".1f"),
+        ]
         for separation in data.separations:
             columns.append(Column(contrast_column(separation), f'contrast {separation:g}"', ".2e"))
         columns += [Column("rejected_fraction", "rejected", ".0%"), Column("flagged", "night flagged for")]
         return table(latest, columns, key="observations", max_rows=self.settings.table_rows)
-

@@ -46,11 +46,13 @@ class PipelinePage(Page):
             choices = filter_choices(session, self.principal)
             any_reduction = not campaign_reductions(session, self.principal, ALL_REDUCTIONS).empty
         self.campaigns = campaigns
-        options = [(f"{row['name']} v{row['version']} ({row['status']})", int(row["id"]))
-                   for _, row in campaigns.iterrows()]
+        options = [
+            (f"{row['name']} v{row['version']} ({row['status']})", int(row["id"])) for _, row in campaigns.iterrows()
+        ]
         options += [("reductions outside campaigns", NO_CAMPAIGN), ("all reductions", -2)]
-        self.campaign = w.Dropdown(options=options, value=options[0][1], description="Campaign",
-                                   layout=w.Layout(width="420px"))
+        self.campaign = w.Dropdown(
+            options=options, value=options[0][1], description="Campaign", layout=w.Layout(width="420px")
+        )
         self.campaign.style.description_width = "70px"
         self.campaign.add_class("hcdc-campaign")
         self.campaign.observe(lambda _c: self.refresh(), names="value")
@@ -62,25 +64,47 @@ class PipelinePage(Page):
         self.observations = w.HTML()
         intro = []
         if campaigns.empty:
-            intro.append(w.HTML(message("No campaign has been run on this catalog yet: the pipeline's systematic "
-                                        "reductions appear here per campaign. Reductions run by hand are listed "
-                                        "under 'reductions outside campaigns'.", "empty", key="no-campaign")))
+            intro.append(
+                w.HTML(
+                    message(
+                        "No campaign has been run on this catalog yet: the pipeline's systematic "
+                        "reductions appear here per campaign. Reductions run by hand are listed "
+                        "under 'reductions outside campaigns'.",
+                        "empty",
+                        key="no-campaign",
+                    )
+                )
+            )
         if not any_reduction:
             if choices.n_observations == 0:
                 text = "The catalog has no observation you may see, hence nothing to reduce yet."
                 key = "empty"
             else:
-                text = (f"No reduction has run yet: {plural(choices.n_observations, 'observation')} "
-                        f"{'waits' if choices.n_observations == 1 else 'wait'} for the pipeline.")
+                text = (
+                    f"No reduction has run yet: {plural(choices.n_observations, 'observation')} "
+                    f"{'waits' if choices.n_observations == 1 else 'wait'} for the pipeline."
+                )
                 key = "no-reductions"
             return w.VBox([*intro, w.HTML(message(esc(text), "empty", key=key))])
-        page = w.VBox([*intro, w.HBox([self.campaign]), self.filter_bar.widget, self.header, self.summary,
-                       section("Failures", self.failures, key="failures",
-                               note="The latest attempt of each failed step, with its reason; the executed notebook "
-                                    "and the report open in a new tab."),
-                       section("Progress", self.plots, key="progress"),
-                       section("Observations", self.observations, key="observations")],
-                      layout=w.Layout(width="100%"))
+        page = w.VBox(
+            [
+                *intro,
+                w.HBox([self.campaign]),
+                self.filter_bar.widget,
+                self.header,
+                self.summary,
+                section(
+                    "Failures",
+                    self.failures,
+                    key="failures",
+                    note="The latest attempt of each failed step, with its reason; the executed notebook "
+                    "and the report open in a new tab.",
+                ),
+                section("Progress", self.plots, key="progress"),
+                section("Observations", self.observations, key="observations"),
+            ],
+            layout=w.Layout(width="100%"),
+        )
         self.refresh()
         return page
 
@@ -98,6 +122,7 @@ class PipelinePage(Page):
                 reductions = campaign_reductions(session, self.principal, self.campaign_id, filters)
                 unplanned = count_unplanned(session, self.principal, self.campaign_id, filters)
             self.render(reductions, unplanned, filters)
+
         self.guard("load the pipeline status", run, target=self.summary)
 
     def render(self, reductions: pd.DataFrame, unplanned: int, filters: Filters) -> None:
@@ -106,22 +131,31 @@ class PipelinePage(Page):
         campaign_id = self.campaign_id
         if campaign_id not in (None, NO_CAMPAIGN) and len(self.campaigns):
             row = self.campaigns[self.campaigns["id"] == campaign_id].iloc[0]
-            self.header.value = (f'<div class="hcdc-campaign-info" data-hcdc="campaign">'
-                                 f'<b>{esc(row["name"])}</b> version {esc(row["version"])} — {esc(row["status"])}; '
-                                 f'created {esc(fmt(row["created_at"]))}'
-                                 f'{", finished " + esc(fmt(row["finished_at"])) if row["finished_at"] else ""}'
-                                 f'{"<br>" + esc(row["description"]) if row["description"] else ""}</div>')
+            self.header.value = (
+                f'<div class="hcdc-campaign-info" data-hcdc="campaign">'
+                f"<b>{esc(row['name'])}</b> version {esc(row['version'])} — {esc(row['status'])}; "
+                f"created {esc(fmt(row['created_at']))}"
+                f"{', finished ' + esc(fmt(row['finished_at'])) if row['finished_at'] else ''}"
+                f"{'<br>' + esc(row['description']) if row['description'] else ''}</div>"
+            )
         else:
             self.header.value = ""
-        summary = cards([
-            (len(states), "observations in the campaign", "n_campaign_observations"),
-            (counts["done"], "done", "n_done"), (counts["failed"], "failed", "n_failed"),
-            (counts["pending"] + counts["running"], "pending or running", "n_pending"),
-            (unplanned, "not reduced in it yet", "n_unplanned"),
-            (len(reductions), "reductions", "n_reductions")])
+        summary = cards(
+            [
+                (len(states), "observations in the campaign", "n_campaign_observations"),
+                (counts["done"], "done", "n_done"),
+                (counts["failed"], "failed", "n_failed"),
+                (counts["pending"] + counts["running"], "pending or running", "n_pending"),
+                (unplanned, "not reduced in it yet", "n_unplanned"),
+                (len(reductions), "reductions", "n_reductions"),
+            ]
+        )
         if reductions.empty:
-            text = ("No reduction in this selection yet." if not self.campaigns.empty or campaign_id is not None
-                    else "No reduction yet.")
+            text = (
+                "No reduction in this selection yet."
+                if not self.campaigns.empty or campaign_id is not None
+                else "No reduction yet."
+            )
             self.failures.value = message(text, "empty", key="no-reductions")
             self.plots.value = message("Nothing to chart.", "empty")
             self.observations.value = message("No observation in this selection.", "empty")
@@ -130,15 +164,27 @@ class PipelinePage(Page):
         self.failures.value = self._failures_html(reductions)
         from bokeh.layouts import row as bokeh_row
 
-        self.plots.value = plot_html(bokeh_row(figures.steps_figure(reductions), figures.timeline_figure(reductions)),
-                                     "progress")
+        self.plots.value = plot_html(
+            bokeh_row(figures.steps_figure(reductions), figures.timeline_figure(reductions)), "progress"
+        )
         self.observations.value = table(
             states.sort_values(["state", "night"], ascending=[True, False]),
-            [Column("night", "night"), Column("key", "observation"), Column("target", "target"),
-             Column("state", "state", render=lambda r: f'<span class="hcdc-state hcdc-state-{esc(r["state"])}">'
-                                                       f'{esc(r["state"])}</span>'),
-             Column("steps", "steps"), Column("failed_steps", "failed steps")],
-            key="campaign-observations", max_rows=self.settings.table_rows, row_key="observation_id")
+            [
+                Column("night", "night"),
+                Column("key", "observation"),
+                Column("target", "target"),
+                Column(
+                    "state",
+                    "state",
+                    render=lambda r: f'<span class="hcdc-state hcdc-state-{esc(r["state"])}">{esc(r["state"])}</span>',
+                ),
+                Column("steps", "steps"),
+                Column("failed_steps", "failed steps"),
+            ],
+            key="campaign-observations",
+            max_rows=self.settings.table_rows,
+            row_key="observation_id",
+        )
         self.summary.value = summary  # last: when the numbers show, everything else is there
 
     def _failures_html(self, reductions: pd.DataFrame) -> str:
@@ -165,9 +211,21 @@ class PipelinePage(Page):
                 return f"<details><summary>{head}</summary><pre>{esc(rest)}</pre></details>"
             return head
 
-        return table(failed, [Column("night", "night"), Column("key", "observation"), Column("target", "target"),
-                              Column("step", "step"), Column("attempts", "attempts"),
-                              Column("finished_at", "finished (UTC)"),
-                              Column("error", "reason", render=reason), Column("links", "notebook", render=links)],
-                     key="failures", max_rows=self.settings.table_rows) + \
-            f'<div class="hcdc-note">{plural(len(failed), "failed step")}.</div>'
+        return (
+            table(
+                failed,
+                [
+                    Column("night", "night"),
+                    Column("key", "observation"),
+                    Column("target", "target"),
+                    Column("step", "step"),
+                    Column("attempts", "attempts"),
+                    Column("finished_at", "finished (UTC)"),
+                    Column("error", "reason", render=reason),
+                    Column("links", "notebook", render=links),
+                ],
+                key="failures",
+                max_rows=self.settings.table_rows,
+            )
+            + f'<div class="hcdc-note">{plural(len(failed), "failed step")}.</div>'
+        )

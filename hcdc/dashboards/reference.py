@@ -61,8 +61,10 @@ def load_curves(reference_data: Path | None, specs: list[ReferenceCurve]) -> tup
     """The configured curves that could be read, and a message per one that could not."""
     folder = reference_folder(reference_data)
     if folder is None:
-        return [], [f"published contrast curves not found ({reference_data or 'no reference data folder'}/"
-                    f"{FOLDER}); set HCDC_REFERENCE_DATA"]
+        return [], [
+            f"published contrast curves not found ({reference_data or 'no reference data folder'}/"
+            f"{FOLDER}); set HCDC_REFERENCE_DATA"
+        ]
     curves, problems = [], []
     for spec in specs:
         path = folder / spec.file

@@ -56,30 +56,45 @@ from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 from hcdc import access
 from hcdc.catalog.models import Reduction
 
-from .context import STANDALONE_ENV, STAFF_NAME, Viewer, viewer_cell
+from .context import STAFF_NAME, STANDALONE_ENV, Viewer, viewer_cell
 
 log = logging.getLogger("hcdc.dashboards.server")
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks" / "dashboards"
-TEMPLATES = REPO / "templates"          #: a Jupyter data dir: voila/templates/hcdc
+TEMPLATES = REPO / "templates"  #: a Jupyter data dir: voila/templates/hcdc
 TEMPLATE = "hcdc"
 KERNEL_NAME = "hcdc"
 
 #: (notebook stem, title, one line) of every dashboard, in menu order
 DASHBOARDS = (
-    ("monitoring", "Instrument monitoring", "conditions, detector health, centring, rejected frames and the "
-                                            "achieved contrast over time, with outlier nights flagged"),
-    ("pipeline", "Pipeline status", "campaigns; observations done, failed or pending; failures with their "
-                                    "reason and executed notebook"),
-    ("browser", "Catalog browser", "targets, their observations, detections and contrast curves against "
-                                   "published ones; reports; CSV/ECSV/VOTable exports"),
+    (
+        "monitoring",
+        "Instrument monitoring",
+        "conditions, detector health, centring, rejected frames and the "
+        "achieved contrast over time, with outlier nights flagged",
+    ),
+    (
+        "pipeline",
+        "Pipeline status",
+        "campaigns; observations done, failed or pending; failures with their reason and executed notebook",
+    ),
+    (
+        "browser",
+        "Catalog browser",
+        "targets, their observations, detections and contrast curves against "
+        "published ones; reports; CSV/ECSV/VOTable exports",
+    ),
 )
 
 #: JupyterLab extensions the dashboards page loads (others installed in the environment are left out:
 #: they expect JupyterLab and fail in Voilà)
-EXTENSIONS = ["@jupyter-widgets/jupyterlab-manager", "@voila-dashboards/widgets-manager8",
-              "@voila-dashboards/widgets-manager7", "jupyterlab_pygments"]
+EXTENSIONS = [
+    "@jupyter-widgets/jupyterlab-manager",
+    "@voila-dashboards/widgets-manager8",
+    "@voila-dashboards/widgets-manager7",
+    "jupyterlab_pygments",
+]
 
 
 class DashboardKernelSpecManager(KernelSpecManager):
@@ -90,10 +105,22 @@ class DashboardKernelSpecManager(KernelSpecManager):
     """
 
     def _spec(self) -> KernelSpec:
-        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                                "--IPKernelApp.exec_lines=import hcdc.dashboards.preload"],
-                          display_name="HC-DC dashboards", language="python", env={}, name=KERNEL_NAME,
-                          resource_dir=str(NOTEBOOKS), metadata={})
+        return KernelSpec(
+            argv=[
+                sys.executable,
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                "{connection_file}",
+                "--IPKernelApp.exec_lines=import hcdc.dashboards.preload",
+            ],
+            display_name="HC-DC dashboards",
+            language="python",
+            env={},
+            name=KERNEL_NAME,
+            resource_dir=str(NOTEBOOKS),
+            metadata={},
+        )
 
     def find_kernel_specs(self) -> dict[str, str]:
         return {KERNEL_NAME: str(NOTEBOOKS)}
@@ -126,9 +153,14 @@ class DashboardKernelManager(AsyncMappingKernelManager):
     """
 
     pool_size = Integer(1, config=True, help="Kernels kept started in advance (0: none).")
-    max_kernels_per_user = Integer(3, config=True, help=(
-        "Dashboard pages (one kernel each) a user may have open at once; one more is refused with 429 "
-        "until a page is closed or its kernel culled."))
+    max_kernels_per_user = Integer(
+        3,
+        config=True,
+        help=(
+            "Dashboard pages (one kernel each) a user may have open at once; one more is refused with 429 "
+            "until a page is closed or its kernel culled."
+        ),
+    )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -146,11 +178,15 @@ class DashboardKernelManager(AsyncMappingKernelManager):
     def check_room_for(self, username: str) -> None:
         """Refuse (429) a page that would give ``username`` more kernels than allowed."""
         if len(self.kernels_of(username)) >= self.max_kernels_per_user:
-            raise web.HTTPError(429, reason="Too many dashboards open", log_message=(
-                f"{username} has {self.max_kernels_per_user} dashboard pages open"))
+            raise web.HTTPError(
+                429,
+                reason="Too many dashboards open",
+                log_message=(f"{username} has {self.max_kernels_per_user} dashboard pages open"),
+            )
 
-    async def start_kernel(self, *, kernel_name: str | None = None, path: str | None = None,
-                           env: dict | None = None, **kwargs):
+    async def start_kernel(
+        self, *, kernel_name: str | None = None, path: str | None = None, env: dict | None = None, **kwargs
+    ):
         viewer = _PAGE_VIEWER.get()
         if viewer is not None:
             self.check_room_for(viewer)
@@ -293,10 +329,14 @@ class IndexHandler(JupyterHandler):
         items = "".join(
             f'<li><a href="{html.escape(url_path_join(self.base_url, "voila/render", stem + ".ipynb"))}" '
             f'data-dashboard="{stem}">{html.escape(title)}</a><br><span class="note">{html.escape(text)}</span></li>'
-            for stem, title, text in DASHBOARDS)
-        who = ("Standalone staff mode: every row of the catalog is shown." if viewer.all_rows else
-               f"{'Logged in' if viewer.mode == 'hub' else 'Previewing'} as <b>{html.escape(viewer.username)}</b>: "
-               f"the dashboards show what you may see.")
+            for stem, title, text in DASHBOARDS
+        )
+        who = (
+            "Standalone staff mode: every row of the catalog is shown."
+            if viewer.all_rows
+            else f"{'Logged in' if viewer.mode == 'hub' else 'Previewing'} as <b>{html.escape(viewer.username)}</b>: "
+            f"the dashboards show what you may see."
+        )
         self.finish(page("Dashboards", f"<p>{who}</p><ul>{items}</ul>"))
 
 
@@ -328,8 +368,11 @@ class ReductionFileHandler(JupyterHandler):
             if reduction is None:
                 return self._fail(404, f"Reduction {number} does not exist in the catalog.")
             if not access.row_visible(session, principal, reduction):
-                return self._fail(403, f"Reduction {number} is proprietary: it is not released yet and "
-                                       f"{html.escape(viewer.username)} is neither PI/co-I of its programme nor staff.")
+                return self._fail(
+                    403,
+                    f"Reduction {number} is proprietary: it is not released yet and "
+                    f"{html.escape(viewer.username)} is neither PI/co-I of its programme nor staff.",
+                )
             label = f"{reduction.step} (reduction {reduction.id}, observation {reduction.observation_id})"
             try:
                 path, content = open_reduction_file(self.settings["hcdc_data_dir"], reduction, what)
@@ -345,8 +388,9 @@ class ReductionFileHandler(JupyterHandler):
         # scripts of a served document run in an opaque origin: they cannot read the dashboards' cookies
         self.set_header("Content-Security-Policy", "sandbox allow-scripts allow-popups allow-downloads")
         if path.suffix == ".ipynb":
-            self.finish(render_notebook(content, path.name, f"Executed notebook: {label}",
-                                        self.request.path + "?download=1"))
+            self.finish(
+                render_notebook(content, path.name, f"Executed notebook: {label}", self.request.path + "?download=1")
+            )
             return
         kind = mimetypes.guess_type(path.name)[0] or "text/plain"
         if kind.startswith("text/") and kind != "text/html":
@@ -369,13 +413,15 @@ def render_notebook(content: bytes, name: str, title: str, download_url: str) ->
         body, _resources = HTMLExporter(template_name="basic").from_notebook_node(notebook)
     except Exception as exc:  # a damaged notebook is shown as such, not as a server error
         body = f'<div class="message">This notebook cannot be rendered: {html.escape(str(exc))}</div>'
-    css = HtmlFormatter().get_style_defs(".highlight") + """
+    css = (
+        HtmlFormatter().get_style_defs(".highlight")
+        + """
 .jp-InputArea, .input_area { background: #f7f7f7; border: 1px solid #e0e0e0; margin: 6px 0; }
 .jp-OutputArea-output pre, .output_area pre { background: #fff; }
 .jp-RenderedHTMLCommon table { border-collapse: collapse; } .jp-RenderedHTMLCommon td { border: 1px solid #ddd; }
 img { max-width: 100%; } .jp-InputPrompt, .jp-OutputPrompt { color: #888; font-size: 0.8em; }"""
-    header = (f'<p class="note">{html.escape(name)} — <a href="{html.escape(download_url)}">download the '
-              f'.ipynb</a></p>')
+    )
+    header = f'<p class="note">{html.escape(name)} — <a href="{html.escape(download_url)}">download the .ipynb</a></p>'
     return page(title, header + body, css)
 
 
@@ -386,8 +432,7 @@ MAX_ROW_ID = 2**31 - 1
 class HealthHandler(web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": "ok", "service": "hcdc-dashboards",
-                                "mode": self.settings.get("hcdc_mode")}))
+        self.finish(json.dumps({"status": "ok", "service": "hcdc-dashboards", "mode": self.settings.get("hcdc_mode")}))
 
 
 # --- the application ---------------------------------------------------------------------------------
@@ -421,10 +466,15 @@ class DashboardsVoila(Voila):
         return super().listen()
 
     def init_handlers(self) -> list:
-        own = {KernelHandler: OwnKernelHandler, VoilaKernelWebsocketHandler: OwnKernelWebsocketHandler,
-               VoilaShutdownKernelHandler: OwnKernelShutdownHandler}
-        handlers = [(spec[0], own.get(spec[1], spec[1]), *spec[2:]) if isinstance(spec, tuple) and len(spec) > 1
-                    else spec for spec in super().init_handlers()]
+        own = {
+            KernelHandler: OwnKernelHandler,
+            VoilaKernelWebsocketHandler: OwnKernelWebsocketHandler,
+            VoilaShutdownKernelHandler: OwnKernelShutdownHandler,
+        }
+        handlers = [
+            (spec[0], own.get(spec[1], spec[1]), *spec[2:]) if isinstance(spec, tuple) and len(spec) > 1 else spec
+            for spec in super().init_handlers()
+        ]
         missing = set(own.values()) - {spec[1] for spec in handlers if isinstance(spec, tuple) and len(spec) > 1}
         if missing:  # a Voilà upgrade renamed a handler: refuse to serve kernels to anyone rather than to all
             raise RuntimeError(f"Voilà's kernel handlers not found, cannot restrict them: {sorted(map(str, missing))}")
@@ -437,9 +487,14 @@ class DashboardsVoila(Voila):
         if self.hcdc_mode == "hub":
             from jupyterhub.singleuser.extension import JupyterHubLogoutHandler, JupyterHubOAuthCallbackHandler
 
-            ours += [(url_path_join(base, r"/oauth_callback"), JupyterHubOAuthCallbackHandler,
-                      {"hub_auth": self.identity_provider.hub_auth}),
-                     (url_path_join(base, r"/logout"), JupyterHubLogoutHandler)]
+            ours += [
+                (
+                    url_path_join(base, r"/oauth_callback"),
+                    JupyterHubOAuthCallbackHandler,
+                    {"hub_auth": self.identity_provider.hub_auth},
+                ),
+                (url_path_join(base, r"/logout"), JupyterHubLogoutHandler),
+            ]
         return ours + handlers
 
 
@@ -452,15 +507,26 @@ def _catalog_factory():
 
             cache["catalog"] = open_catalog()
         return cache["catalog"]
+
     return get
 
 
-def build_app(*, hub: bool = False, port: int = 8866, ip: str = "127.0.0.1", base_url: str = "/",
-              viewer: str | None = None, kernel_pool: int = 1, max_kernels_per_user: int = 3,
-              kernel_idle_minutes: float = 10, extra_args: list[str] | None = None) -> DashboardsVoila:
+def build_app(
+    *,
+    hub: bool = False,
+    port: int = 8866,
+    ip: str = "127.0.0.1",
+    base_url: str = "/",
+    viewer: str | None = None,
+    kernel_pool: int = 1,
+    max_kernels_per_user: int = 3,
+    kernel_idle_minutes: float = 10,
+    extra_args: list[str] | None = None,
+) -> DashboardsVoila:
     """A configured (not started) dashboards server; see the module docstring for the modes."""
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
-        [str(TEMPLATES)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+        [str(TEMPLATES)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    )
     if hub:
         os.environ.pop(STANDALONE_ENV, None)  # never staff mode behind the hub
     else:
@@ -469,22 +535,31 @@ def build_app(*, hub: bool = False, port: int = 8866, ip: str = "127.0.0.1", bas
     os.environ["HCDC_DASHBOARDS_BASE_URL"] = base_url  # pooled kernels do not get Voilà's VOILA_BASE_URL
     DashboardsVoila.hcdc_mode = "hub" if hub else "standalone"
     app = DashboardsVoila()
-    argv = [str(NOTEBOOKS), f"--port={port}", f"--Voila.ip={ip}", "--no-browser", f"--Voila.base_url={base_url}",
-            f"--template={TEMPLATE}", "--Voila.port_retries=0",
-            "--VoilaConfiguration.kernel_spec_manager_class=hcdc.dashboards.server.DashboardKernelSpecManager",
-            "--VoilaConfiguration.multi_kernel_manager_class=hcdc.dashboards.server.DashboardKernelManager",
-            f"--DashboardKernelManager.pool_size={int(kernel_pool)}",
-            f"--DashboardKernelManager.max_kernels_per_user={int(max_kernels_per_user)}",
-            # a closed tab stops its kernel (voila/api/shutdown); a crashed one leaves it behind: stop it
-            # once idle that long without a connection
-            f"--DashboardKernelManager.cull_idle_timeout={int(kernel_idle_minutes * 60)}",
-            f"--DashboardKernelManager.cull_interval={max(5, min(120, int(kernel_idle_minutes * 60) // 4))}",
-            f"--VoilaConfiguration.extension_allowlist={json.dumps(EXTENSIONS)}",
-            "--VoilaConfiguration.show_tracebacks=False",
-            "--VoilaConfiguration.file_allowlist=[]"]
+    argv = [
+        str(NOTEBOOKS),
+        f"--port={port}",
+        f"--Voila.ip={ip}",
+        "--no-browser",
+        f"--Voila.base_url={base_url}",
+        f"--template={TEMPLATE}",
+        "--Voila.port_retries=0",
+        "--VoilaConfiguration.kernel_spec_manager_class=hcdc.dashboards.server.DashboardKernelSpecManager",
+        "--VoilaConfiguration.multi_kernel_manager_class=hcdc.dashboards.server.DashboardKernelManager",
+        f"--DashboardKernelManager.pool_size={int(kernel_pool)}",
+        f"--DashboardKernelManager.max_kernels_per_user={int(max_kernels_per_user)}",
+        # a closed tab stops its kernel (voila/api/shutdown); a crashed one leaves it behind: stop it
+        # once idle that long without a connection
+        f"--DashboardKernelManager.cull_idle_timeout={int(kernel_idle_minutes * 60)}",
+        f"--DashboardKernelManager.cull_interval={max(5, min(120, int(kernel_idle_minutes * 60) // 4))}",
+        f"--VoilaConfiguration.extension_allowlist={json.dumps(EXTENSIONS)}",
+        "--VoilaConfiguration.show_tracebacks=False",
+        "--VoilaConfiguration.file_allowlist=[]",
+    ]
     if hub:
-        argv += ["--Voila.identity_provider_class=jupyterhub.singleuser.extension.JupyterHubIdentityProvider",
-                 "--Voila.auto_token=True"]
+        argv += [
+            "--Voila.identity_provider_class=jupyterhub.singleuser.extension.JupyterHubIdentityProvider",
+            "--Voila.auto_token=True",
+        ]
     app.initialize(argv + list(extra_args or []))
     app.voila_configuration.prelaunch_hook = prelaunch_hook
     return app
@@ -494,8 +569,10 @@ def hub_address() -> tuple[str, int, str]:
     """(ip, port, prefix) of this service as JupyterHub announced it in the environment."""
     url = os.environ.get("JUPYTERHUB_SERVICE_URL")
     if not url:
-        raise SystemExit("--hub: JUPYTERHUB_SERVICE_URL is not set (JupyterHub starts this service; to serve the "
-                         "dashboards yourself, leave out --hub)")
+        raise SystemExit(
+            "--hub: JUPYTERHUB_SERVICE_URL is not set (JupyterHub starts this service; to serve the "
+            "dashboards yourself, leave out --hub)"
+        )
     parsed = urlparse(url)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/hcdc-dashboards/")
     return parsed.hostname or "127.0.0.1", parsed.port or 80, prefix

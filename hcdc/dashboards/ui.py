@@ -63,8 +63,11 @@ def message(text: str, kind: str = "info", key: str | None = None) -> str:
 
 def cards(items: Sequence[tuple[Any, str, str]]) -> str:
     """Big numbers: (value, label, data-hcdc key)."""
-    body = "".join(f'<div class="hcdc-card"><div class="hcdc-card-value" data-hcdc="{esc(key)}">{esc(fmt(value))}</div>'
-                   f'<div class="hcdc-card-label">{esc(label)}</div></div>' for value, label, key in items)
+    body = "".join(
+        f'<div class="hcdc-card"><div class="hcdc-card-value" data-hcdc="{esc(key)}">{esc(fmt(value))}</div>'
+        f'<div class="hcdc-card-label">{esc(label)}</div></div>'
+        for value, label, key in items
+    )
     return f'<div class="hcdc-cards">{body}</div>'
 
 
@@ -77,8 +80,14 @@ class Column:
     render: Callable[[dict], str] | None = None
 
 
-def table(frame: pd.DataFrame, columns: Sequence[Column], key: str, max_rows: int | None = None,
-          row_key: str = "id", caption: str | None = None) -> str:
+def table(
+    frame: pd.DataFrame,
+    columns: Sequence[Column],
+    key: str,
+    max_rows: int | None = None,
+    row_key: str = "id",
+    caption: str | None = None,
+) -> str:
     """An HTML table of ``frame`` (``data-hcdc=key``; rows ``data-id``; cells ``data-col``)."""
     head = "".join(f"<th>{esc(c.header)}</th>" for c in columns)
     records = frame.to_dict("records")
@@ -92,12 +101,13 @@ def table(frame: pd.DataFrame, columns: Sequence[Column], key: str, max_rows: in
         rows.append(f'<tr data-id="{esc(fmt(record.get(row_key)))}">{"".join(cells)}</tr>')
     note = ""
     if max_rows is not None and len(records) > max_rows:
-        note = (f'<div class="hcdc-note">{max_rows} of {len(records)} rows shown; the export holds them all.'
-                f'</div>')
+        note = f'<div class="hcdc-note">{max_rows} of {len(records)} rows shown; the export holds them all.</div>'
     caption_html = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return (f'<div class="hcdc-table-wrap"><table class="hcdc-table" data-hcdc="{esc(key)}" '
-            f'data-rows="{len(records)}">{caption_html}<thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>{note}')
+    return (
+        f'<div class="hcdc-table-wrap"><table class="hcdc-table" data-hcdc="{esc(key)}" '
+        f'data-rows="{len(records)}">{caption_html}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{note}"
+    )
 
 
 def link(url: str, text: str, key: str | None = None) -> str:
@@ -107,8 +117,10 @@ def link(url: str, text: str, key: str | None = None) -> str:
 
 def download_link(data: bytes, filename: str, mime: str, text: str, key: str) -> str:
     encoded = base64.b64encode(data).decode()
-    return (f'<a class="hcdc-download" download="{esc(filename)}" data-hcdc="{esc(key)}" '
-            f'href="data:{esc(mime)};base64,{encoded}">{esc(text)}</a>')
+    return (
+        f'<a class="hcdc-download" download="{esc(filename)}" data-hcdc="{esc(key)}" '
+        f'href="data:{esc(mime)};base64,{encoded}">{esc(text)}</a>'
+    )
 
 
 def server_url(path: str) -> str:
@@ -168,8 +180,10 @@ class Page:
         else:
             who = self.viewer.describe(self.principal)
         kind = "hcdc-staff" if self.viewer is not None and self.viewer.all_rows else "hcdc-user"
-        return (f'<div class="hcdc-banner {kind}"><h1 class="hcdc-title">{esc(self.title)}</h1>'
-                f'<div class="hcdc-viewer" data-hcdc="viewer">{esc(who)}</div></div>')
+        return (
+            f'<div class="hcdc-banner {kind}"><h1 class="hcdc-title">{esc(self.title)}</h1>'
+            f'<div class="hcdc-viewer" data-hcdc="viewer">{esc(who)}</div></div>'
+        )
 
     def guard(self, action: str, function: Callable[[], Any], target: w.HTML | None = None) -> Any:
         """Run ``function``; on failure show what could not be done (and log the traceback)."""
@@ -220,11 +234,15 @@ def open_catalog():
     try:
         revision = current_revision(catalog.engine)
     except Exception as exc:
-        raise CatalogUnavailable(f"The catalog at {esc(catalog.engine.url.render_as_string(hide_password=True))} "
-                                 f"cannot be opened: {esc(exc)}") from None
+        raise CatalogUnavailable(
+            f"The catalog at {esc(catalog.engine.url.render_as_string(hide_password=True))} "
+            f"cannot be opened: {esc(exc)}"
+        ) from None
     if revision is None:
-        raise CatalogUnavailable("The catalog is empty and not initialised yet: run <code>hcdc db upgrade</code> "
-                                 "then <code>hcdc ingest</code>.")
+        raise CatalogUnavailable(
+            "The catalog is empty and not initialised yet: run <code>hcdc db upgrade</code> "
+            "then <code>hcdc ingest</code>."
+        )
     return catalog
 
 
@@ -236,31 +254,50 @@ class FilterBar:
 
     def __init__(self, choices: Choices, on_change: Callable[[Filters], None]):
         self._on_change = on_change
-        self.instrument = w.Dropdown(options=[ALL, *choices.instruments], value=ALL, description="Instrument",
-                                     layout=w.Layout(width="240px"))
-        self.mode = w.Dropdown(options=[ALL, *choices.modes], value=ALL, description="Mode",
-                               layout=w.Layout(width="200px"))
-        self.filter = w.Dropdown(options=[ALL, *choices.filters], value=ALL, description="Filter",
-                                 layout=w.Layout(width="200px"))
+        self.instrument = w.Dropdown(
+            options=[ALL, *choices.instruments], value=ALL, description="Instrument", layout=w.Layout(width="240px")
+        )
+        self.mode = w.Dropdown(
+            options=[ALL, *choices.modes], value=ALL, description="Mode", layout=w.Layout(width="200px")
+        )
+        self.filter = w.Dropdown(
+            options=[ALL, *choices.filters], value=ALL, description="Filter", layout=w.Layout(width="200px")
+        )
         self.night_from = w.DatePicker(value=None, description="From", layout=w.Layout(width="230px"))
         self.night_to = w.DatePicker(value=None, description="To", layout=w.Layout(width="230px"))
-        for control, name in ((self.instrument, "instrument"), (self.mode, "mode"), (self.filter, "filter"),
-                              (self.night_from, "night-from"), (self.night_to, "night-to")):
+        for control, name in (
+            (self.instrument, "instrument"),
+            (self.mode, "mode"),
+            (self.filter, "filter"),
+            (self.night_from, "night-from"),
+            (self.night_to, "night-to"),
+        ):
             control.add_class(f"hcdc-filter-{name}")
             control.style.description_width = "70px"
             control.observe(self._changed, names="value")
-        hint = w.HTML(f'<span class="hcdc-note">nights {fmt(choices.first_night)} to {fmt(choices.last_night)}</span>'
-                      if choices.first_night else "")
-        self.widget = w.HBox([self.instrument, self.mode, self.filter, self.night_from, self.night_to, hint],
-                             layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        hint = w.HTML(
+            f'<span class="hcdc-note">nights {fmt(choices.first_night)} to {fmt(choices.last_night)}</span>'
+            if choices.first_night
+            else ""
+        )
+        self.widget = w.HBox(
+            [self.instrument, self.mode, self.filter, self.night_from, self.night_to, hint],
+            layout=w.Layout(flex_flow="row wrap", align_items="center"),
+        )
         self.widget.add_class("hcdc-filters")
 
     @property
     def filters(self) -> Filters:
         def pick(control):
             return None if control.value in (ALL, None, "") else control.value
-        return Filters(instrument=pick(self.instrument), mode=pick(self.mode), filter=pick(self.filter),
-                       night_from=self.night_from.value, night_to=self.night_to.value)
+
+        return Filters(
+            instrument=pick(self.instrument),
+            mode=pick(self.mode),
+            filter=pick(self.filter),
+            night_from=self.night_from.value,
+            night_to=self.night_to.value,
+        )
 
     def _changed(self, _change) -> None:
         self._on_change(self.filters)
@@ -284,7 +321,7 @@ def first_line(text: Any, limit: int = 160) -> str:
     if not text:
         return ""
     line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def unique(values: Iterable[Any]) -> list[Any]:

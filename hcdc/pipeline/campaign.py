@@ -79,8 +79,8 @@ def select_observations(session, query: str | None) -> list[int]:
     (name or alias), night, filter, programme, origin. Without a query: every
     observation.
     """
-    from ..catalog.registry import normalize_name
     from ..catalog.models import Programme, TargetAlias
+    from ..catalog.registry import normalize_name
 
     statement = select(Observation.id).order_by(Observation.id)
     for term in re.split(r";|\band\b", query or ""):
@@ -88,8 +88,10 @@ def select_observations(session, query: str | None) -> list[int]:
             continue
         match = _TERM.match(term)
         if match is None:
-            raise QueryError(f"cannot read {term.strip()!r}: use field=value with fields id, instrument, target, "
-                             "night, filter, programme, origin (e.g. 'instrument=SPHERE-IRDIS; night>=2026-06-01')")
+            raise QueryError(
+                f"cannot read {term.strip()!r}: use field=value with fields id, instrument, target, "
+                "night, filter, programme, origin (e.g. 'instrument=SPHERE-IRDIS; night>=2026-06-01')"
+            )
         name, op, value = match.groups()
         value = value.strip("'\"")
         if name == "id":
@@ -101,8 +103,9 @@ def select_observations(session, query: str | None) -> list[int]:
             statement = statement.where(Observation.target_id.in_(aliases))
             continue
         if name == "programme":
-            statement = statement.where(Observation.programme_id.in_(
-                select(Programme.id).where(Programme.prog_id == value)))
+            statement = statement.where(
+                Observation.programme_id.in_(select(Programme.id).where(Programme.prog_id == value))
+            )
             continue
         column = getattr(Observation, name)
         if name == "night":
@@ -110,8 +113,14 @@ def select_observations(session, query: str | None) -> list[int]:
                 value = date.fromisoformat(value)
             except ValueError as exc:
                 raise QueryError(f"night {value!r} is not a date (YYYY-MM-DD)") from exc
-        comparison = {"=": column == value, "!=": column != value, ">=": column >= value, "<=": column <= value,
-                      ">": column > value, "<": column < value}[op]
+        comparison = {
+            "=": column == value,
+            "!=": column != value,
+            ">=": column >= value,
+            "<=": column <= value,
+            ">": column > value,
+            "<": column < value,
+        }[op]
         statement = statement.where(comparison)
     return list(session.scalars(statement))
 
@@ -119,8 +128,9 @@ def select_observations(session, query: str | None) -> list[int]:
 def open_campaign(catalog: Catalog, name: str, new_version: bool = False) -> Campaign:
     """The latest version of campaign ``name`` (created if needed; a new version on request)."""
     with catalog.session() as session:
-        latest = session.scalar(select(Campaign).where(Campaign.name == name)
-                                .order_by(Campaign.version.desc()).limit(1))
+        latest = session.scalar(
+            select(Campaign).where(Campaign.name == name).order_by(Campaign.version.desc()).limit(1)
+        )
         if latest is None or new_version:
             latest = Campaign(name=name, version=1 if latest is None else latest.version + 1, status="planned")
             session.add(latest)
@@ -149,8 +159,9 @@ class CampaignReport:
 
     @property
     def failures(self) -> list[tuple[int, str, str]]:
-        return [(r.observation_id, s.step, s.error or "") for r in self.results for s in r.steps
-                if s.status == "failed"]
+        return [
+            (r.observation_id, s.step, s.error or "") for r in self.results for s in r.steps if s.status == "failed"
+        ]
 
 
 def _progress(total: int, enabled: bool):
@@ -159,10 +170,21 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="campaign", unit="obs", disable=not enabled or None, dynamic_ncols=True)
 
 
-def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systematic", query: str | None = None,
-              executor: str = "serial", parameters: dict[str, dict] | None = None, retries: int | None = None,
-              new_version: bool = False, steps: Iterable[str] = STEP_ORDER, progress: bool = False,
-              cluster: Any = None, announce: Callable[[str], None] | None = None) -> CampaignReport:
+def reprocess(
+    catalog: Catalog,
+    settings: Settings,
+    *,
+    campaign: str = "systematic",
+    query: str | None = None,
+    executor: str = "serial",
+    parameters: dict[str, dict] | None = None,
+    retries: int | None = None,
+    new_version: bool = False,
+    steps: Iterable[str] = STEP_ORDER,
+    progress: bool = False,
+    cluster: Any = None,
+    announce: Callable[[str], None] | None = None,
+) -> CampaignReport:
     """Plan and run a campaign (see the module docstring).
 
     ``progress`` shows a bar (a terminal); ``announce`` receives one line per finished observation
@@ -179,12 +201,22 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
         ids = select_observations(session, query)
         session.get(Campaign, row.id).status = "running"
         plans = {i: observation_steps(session.get(Observation, i), steps) for i in ids}
-    tasks = [ChainTask(observation_id=i, campaign_id=row.id, steps=plans[i][0], parameters=parameters,
-                       catalog_url=catalog.url, data_dir=str(settings.data_dir),
-                       retries=settings.pipeline_retries if retries is None else retries)
-             for i in ids if plans[i][0]]
-    report = CampaignReport(campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids),
-                            executor=executor)
+    tasks = [
+        ChainTask(
+            observation_id=i,
+            campaign_id=row.id,
+            steps=plans[i][0],
+            parameters=parameters,
+            catalog_url=catalog.url,
+            data_dir=str(settings.data_dir),
+            retries=settings.pipeline_retries if retries is None else retries,
+        )
+        for i in ids
+        if plans[i][0]
+    ]
+    report = CampaignReport(
+        campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
+    )
     from .runner import StepResult
 
     for i in ids:  # what cannot be processed is said, not silently dropped
@@ -192,8 +224,9 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
             result = ChainResult(i)
             result.steps.append(StepResult(i, ",".join(steps), "skipped", None, plans[i][1]))
             report.results.append(result)
-    partly = {i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1])
-              for i in ids if plans[i][0] and plans[i][1]}
+    partly = {
+        i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1]) for i in ids if plans[i][0] and plans[i][1]
+    }
     with catalog.session() as session:
         labels = {t.observation_id: _label(session, t.observation_id) for t in tasks}
     started = time.perf_counter()
@@ -206,13 +239,19 @@ def reprocess(catalog: Catalog, settings: Settings, *, campaign: str = "systemat
                 result.steps.append(StepResult(result.observation_id, ",".join(left), "skipped", None, reason))
             report.results.append(result)
             counts = report.counts
-            bar.set_postfix(done=counts["done"], uptodate=counts["up-to-date"], failed=counts["failed"],
-                            last=f"obs {result.observation_id}", refresh=False)
+            bar.set_postfix(
+                done=counts["done"],
+                uptodate=counts["up-to-date"],
+                failed=counts["failed"],
+                last=f"obs {result.observation_id}",
+                refresh=False,
+            )
             bar.update()
             if announce is not None:
                 finished = sum(1 for r in report.results if r.observation_id in labels)
-                line = finished_line(result, labels.get(result.observation_id, ""), finished, len(tasks),
-                                     time.perf_counter() - started)
+                line = finished_line(
+                    result, labels.get(result.observation_id, ""), finished, len(tasks), time.perf_counter() - started
+                )
                 (bar.write if progress else announce)(line)
     finally:
         bar.close()
@@ -234,9 +273,12 @@ def _label(session, observation_id: int) -> str:
 def finished_line(result, label: str, finished: int, total: int, elapsed: float) -> str:
     """``obs 12 (HD 95086 2026-06-01 SPHERE-IRDIS): preprocess done 41 s, postprocess done 63 s
     [5/12, 3m10s elapsed, ~4m26s to go]``: one observation's chain, as it finishes."""
-    steps = ", ".join(f"{s.step} {s.status}" + (f" {s.seconds:.0f} s" if s.status in ("done", "failed") else "")
-                      + (f" ({(s.error or '?').splitlines()[0][:100]})" if s.status == "failed" else "")
-                      for s in result.steps)
+    steps = ", ".join(
+        f"{s.step} {s.status}"
+        + (f" {s.seconds:.0f} s" if s.status in ("done", "failed") else "")
+        + (f" ({(s.error or '?').splitlines()[0][:100]})" if s.status == "failed" else "")
+        for s in result.steps
+    )
     left = total - finished
     eta = f", ~{_duration(elapsed / finished * left)} to go" if finished and left else ""
     return f"obs {result.observation_id} ({label}): {steps} [{finished}/{total}, {_duration(elapsed)} elapsed{eta}]"
@@ -260,8 +302,10 @@ def observation_steps(observation: Observation, steps: tuple[str, ...]) -> tuple
         # 39 channels through the per-band chain (PCA, NEGFC, limits) would cost ~39 IRDIS bands and
         # vet nothing across neighbouring channels; an ASDI chain is the right tool and is not wired yet
         kept = tuple(s for s in steps if s != "postprocess")
-        return kept, ("post-processing of IFS spectral cubes is not implemented (the calibrated cube is made; "
-                      "ASDI post-processing is future work)")
+        return kept, (
+            "post-processing of IFS spectral cubes is not implemented (the calibrated cube is made; "
+            "ASDI post-processing is future work)"
+        )
     return steps, None
 
 
@@ -277,8 +321,12 @@ def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster:
         cluster = make_cluster(executor, settings)
     try:
         with Client(cluster) as client:
-            futures = [client.submit(run_chain, task, key=f"obs{task.observation_id}-{task.campaign_id}-{time.time_ns()}",
-                                     pure=False) for task in tasks]
+            futures = [
+                client.submit(
+                    run_chain, task, key=f"obs{task.observation_id}-{task.campaign_id}-{time.time_ns()}", pure=False
+                )
+                for task in tasks
+            ]
             for future in as_completed(futures):
                 try:
                     yield future.result()
@@ -287,8 +335,11 @@ def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster:
                     result = ChainResult(task.observation_id)
                     from .runner import StepResult
 
-                    result.steps.append(StepResult(task.observation_id, "?", "failed", None,
-                                                   f"worker lost: {type(exc).__name__}: {exc}"))
+                    result.steps.append(
+                        StepResult(
+                            task.observation_id, "?", "failed", None, f"worker lost: {type(exc).__name__}: {exc}"
+                        )
+                    )
                     yield result
     finally:
         if own:
@@ -306,8 +357,9 @@ def make_cluster(executor: str, settings: Settings):
     the HTTP pages dask serves without it (scheduler JSON, workers' logs, its proxy
     to the workers): their HTTP servers have no routes (:data:`NO_HTTP_ROUTES`).
     """
-    import dask
     import logging
+
+    import dask
 
     for name in ("distributed", "dask_jobqueue"):  # their INFO chatter would drown the progress bar
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -317,9 +369,16 @@ def make_cluster(executor: str, settings: Settings):
         from distributed import LocalCluster
 
         with dask.config.set(NO_HTTP_ROUTES):  # nannies hand this configuration to their workers
-            return LocalCluster(n_workers=settings.local_workers, threads_per_worker=1, processes=True,
-                                host="127.0.0.1", protocol="tls://", security=security,
-                                dashboard_address=None, local_directory=str(work))
+            return LocalCluster(
+                n_workers=settings.local_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                protocol="tls://",
+                security=security,
+                dashboard_address=None,
+                local_directory=str(work),
+            )
     if executor == "slurm":
         import sys
 
@@ -331,13 +390,23 @@ def make_cluster(executor: str, settings: Settings):
         credentials = private_folder(settings.data_dir / "work" / "dask-credentials")
         prologue = [f"export DASK_{key.upper().replace('.', '__').replace('-', '_')}='[]'" for key in NO_HTTP_ROUTES]
         with dask.config.set(NO_HTTP_ROUTES):
-            cluster = SLURMCluster(queue=settings.slurm_queue, cores=settings.slurm_cores, processes=1,
-                                   memory=settings.slurm_memory, walltime=settings.slurm_walltime,
-                                   job_extra_directives=list(settings.slurm_job_extra_directives),
-                                   python=sys.executable, log_directory=str(logs), local_directory=str(work),
-                                   protocol="tls://", security=security, shared_temp_directory=str(credentials),
-                                   scheduler_options={"dashboard_address": None},
-                                   job_script_prologue=prologue, worker_extra_args=["--no-dashboard"])
+            cluster = SLURMCluster(
+                queue=settings.slurm_queue,
+                cores=settings.slurm_cores,
+                processes=1,
+                memory=settings.slurm_memory,
+                walltime=settings.slurm_walltime,
+                job_extra_directives=list(settings.slurm_job_extra_directives),
+                python=sys.executable,
+                log_directory=str(logs),
+                local_directory=str(work),
+                protocol="tls://",
+                security=security,
+                shared_temp_directory=str(credentials),
+                scheduler_options={"dashboard_address": None},
+                job_script_prologue=prologue,
+                worker_extra_args=["--no-dashboard"],
+            )
         cluster.scale(jobs=settings.slurm_jobs)
         return cluster
     raise ValueError(f"no cluster for executor {executor!r}")
@@ -378,9 +447,11 @@ def private_folder(path: Path) -> Path:
 
 def campaign_reductions(session, campaign_id: int, step: str) -> dict[int, Reduction]:
     """observation id -> the campaign's done reduction of ``step``."""
-    rows = session.scalars(select(Reduction).join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
-                           .where(CampaignReduction.campaign_id == campaign_id, Reduction.step == step,
-                                  Reduction.status == "done"))
+    rows = session.scalars(
+        select(Reduction)
+        .join(CampaignReduction, CampaignReduction.reduction_id == Reduction.id)
+        .where(CampaignReduction.campaign_id == campaign_id, Reduction.step == step, Reduction.status == "done")
+    )
     return {r.observation_id: r for r in rows}
 
 
@@ -411,10 +482,14 @@ class CampaignComparison:
         changed = [r for r in self.rows if r["changed"]]
         lines = [f"{self.current} vs {self.previous}: {len(changed)} of {len(self.rows)} observation(s) changed"]
         for row in changed:
-            gain = ", ".join(f"{sep}\": {row[f'contrast_{sep}_prev'] or '-'} -> {row[f'contrast_{sep}'] or '-'}"
-                             for sep in ("0.25", "0.5"))
-            lines.append(f"  obs {row['observation']} ({row['target']}): detections +{row['appeared']} "
-                         f"-{row['disappeared']}; 5-sigma contrast {gain}")
+            gain = ", ".join(
+                f'{sep}": {row[f"contrast_{sep}_prev"] or "-"} -> {row[f"contrast_{sep}"] or "-"}'
+                for sep in ("0.25", "0.5")
+            )
+            lines.append(
+                f"  obs {row['observation']} ({row['target']}): detections +{row['appeared']} "
+                f"-{row['disappeared']}; 5-sigma contrast {gain}"
+            )
         return "\n".join(lines)
 
 
@@ -437,15 +512,20 @@ def compare_campaigns(session, campaign_id: int, previous_id: int | None) -> Cam
         old = _detections(session, b.id) if b else []
         appeared = sum(1 for d in new if not any(_same_source(d, o) for o in old))
         disappeared = sum(1 for o in old if not any(_same_source(o, d) for d in new))
-        row = {"observation": observation_id, "target": target.name if target else "?",
-               "changed": (a.id if a else None) != (b.id if b else None), "appeared": appeared,
-               "disappeared": disappeared}
+        row = {
+            "observation": observation_id,
+            "target": target.name if target else "?",
+            "changed": (a.id if a else None) != (b.id if b else None),
+            "appeared": appeared,
+            "disappeared": disappeared,
+        }
         for sep in (0.25, 0.5):
             row[f"contrast_{sep}"] = _fmt(contrast_at(session, a.id, sep)) if a else None
             row[f"contrast_{sep}_prev"] = _fmt(contrast_at(session, b.id, sep)) if b else None
         rows.append(row)
-    return CampaignComparison(f"{current.name} v{current.version}",
-                              f"{previous.name} v{previous.version}" if previous else None, rows)
+    return CampaignComparison(
+        f"{current.name} v{current.version}", f"{previous.name} v{previous.version}" if previous else None, rows
+    )
 
 
 def _detections(session, reduction_id: int) -> list[Detection]:
@@ -461,10 +541,17 @@ def _same_source(a: Detection, b: Detection, tolerance_arcsec: float = 0.02) -> 
 def previous_campaign_id(session, campaign_id: int) -> int | None:
     """The previous version of the same campaign, else the most recent other finished campaign."""
     current = session.get(Campaign, campaign_id)
-    same = session.scalar(select(Campaign.id).where(Campaign.name == current.name,
-                                                    Campaign.version < current.version)
-                          .order_by(Campaign.version.desc()).limit(1))
+    same = session.scalar(
+        select(Campaign.id)
+        .where(Campaign.name == current.name, Campaign.version < current.version)
+        .order_by(Campaign.version.desc())
+        .limit(1)
+    )
     if same is not None:
         return same
-    return session.scalar(select(Campaign.id).where(Campaign.id != campaign_id, Campaign.finished_at.isnot(None))
-                          .order_by(Campaign.finished_at.desc()).limit(1))
+    return session.scalar(
+        select(Campaign.id)
+        .where(Campaign.id != campaign_id, Campaign.finished_at.isnot(None))
+        .order_by(Campaign.finished_at.desc())
+        .limit(1)
+    )

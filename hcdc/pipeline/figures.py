@@ -12,7 +12,6 @@ from astropy.table import Table
 from reduction import conventions
 from reduction.calibration import stack_median
 
-
 #: Screen resolution for the notebook and HTML reports: the PNG encoding of a report figure
 #: is a noticeable part of a short step's time, and the images are shown pixel for pixel
 #: (``interpolation="nearest"``), which is also what one wants to judge a centring.
@@ -110,16 +109,24 @@ def preprocess_image(products: dict[str, str]) -> bytes:
                 rgb[y, cx + d] = rgb[y + d, cx] = (0, 255, 255)
         wave = header.get(f"HIERARCH HCDC WAVE{band + 1}")
         label = f"band {band + 1}" if n_bands <= 3 else f"channel {band + 1}"
-        panels.append((f"{label}" + (f", {wave:.3f} um" if wave else "") + "\nmedian centred frame",
-                       np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else rgb))
+        panels.append(
+            (
+                f"{label}" + (f", {wave:.3f} um" if wave else "") + "\nmedian centred frame",
+                np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else rgb,
+            )
+        )
     if "psf" in products:
         psf = fits.getdata(products["psf"])[0]
         zoom = max(1, side // psf.shape[0])
-        panels.append(("off-axis PSF\n(band 1, normalised)", np.kron(_colour(psf), np.ones((zoom, zoom, 1), dtype=np.uint8))))
+        panels.append(
+            ("off-axis PSF\n(band 1, normalised)", np.kron(_colour(psf), np.ones((zoom, zoom, 1), dtype=np.uint8)))
+        )
     else:
         panels.append(("no PSF\n(no FLUX frames)", np.full((side, side, 3), 255, dtype=np.uint8)))
     ok = np.asarray(frames["accepted"], dtype=bool)
-    panels.append((f"{ok.sum()} frames kept, {(~ok).sum()} rejected\nderotation angles", _angles_panel(frames, max(side, 240))))
+    panels.append(
+        (f"{ok.sum()} frames kept, {(~ok).sum()} rejected\nderotation angles", _angles_panel(frames, max(side, 240)))
+    )
 
     title_h, gap = 36, 12
     height = title_h + max(p.shape[0] for _t, p in panels)
@@ -144,22 +151,28 @@ def postprocess_figure(products: dict[str, str]):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    bands = sorted(k[len("residuals"):] for k in products if k.startswith("residuals"))
+    bands = sorted(k[len("residuals") :] for k in products if k.startswith("residuals"))
     fig, axes = plt.subplots(len(bands), 3, figsize=(11, 3.4 * len(bands)), squeeze=False, dpi=DPI)
     for row, suffix in enumerate(bands):
         residuals = fits.getdata(products[f"residuals{suffix}"])
         snr = fits.getdata(products[f"snrmap{suffix}"])
         detections = Table.read(products[f"detections{suffix}"], format="ascii.ecsv")
         curve = Table.read(products[f"contrast_curve{suffix}"], format="ascii.ecsv")
-        axes[row, 0].imshow(residuals, origin="lower", cmap="RdBu_r", interpolation="nearest",
-                            vmin=-np.nanpercentile(np.abs(residuals), 99.5),
-                            vmax=np.nanpercentile(np.abs(residuals), 99.5))
+        axes[row, 0].imshow(
+            residuals,
+            origin="lower",
+            cmap="RdBu_r",
+            interpolation="nearest",
+            vmin=-np.nanpercentile(np.abs(residuals), 99.5),
+            vmax=np.nanpercentile(np.abs(residuals), 99.5),
+        )
         axes[row, 0].set_title(f"residuals {suffix.strip('_') or ''}")
         image = axes[row, 1].imshow(snr, origin="lower", cmap="viridis", vmin=-3, vmax=8, interpolation="nearest")
         for candidate in detections:
             axes[row, 1].add_patch(plt.Circle((candidate["x"], candidate["y"]), 4, fill=False, color="r"))
-            axes[row, 1].annotate(f"S/N {candidate['snr']:.1f}", (candidate["x"] + 5, candidate["y"] + 5),
-                                  color="w", fontsize=8)
+            axes[row, 1].annotate(
+                f"S/N {candidate['snr']:.1f}", (candidate["x"] + 5, candidate["y"] + 5), color="w", fontsize=8
+            )
         fig.colorbar(image, ax=axes[row, 1], label="S/N")
         axes[row, 1].set_title(f"S/N map, {len(detections)} candidate(s)")
         column = "contrast_5sigma" if np.isfinite(curve["contrast_5sigma"]).any() else "flux_5sigma"

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from hcdc.reports import reduction_file, reports_folder
 
@@ -56,8 +56,10 @@ ENGINE = "hcdc-warm-kernel"
 #: Run in the kernel after each notebook: forget the notebook's names, then move what survives
 #: (modules, caches) out of the garbage collector's view, so that the collections triggered
 #: during the next step no longer walk the whole imported stack (tens of ms each).
-_RESET = ("get_ipython().reset(new_session=True)\nimport gc as _gc\nimport matplotlib.pyplot as _plt\n"
-          "_plt.close('all')\n_gc.collect()\n_gc.freeze()\ndel _gc, _plt")
+_RESET = (
+    "get_ipython().reset(new_session=True)\nimport gc as _gc\nimport matplotlib.pyplot as _plt\n"
+    "_plt.close('all')\n_gc.collect()\n_gc.freeze()\ndel _gc, _plt"
+)
 
 
 class WarmKernel:
@@ -65,7 +67,7 @@ class WarmKernel:
 
     def __init__(self) -> None:
         self.km = None
-        self.kc = None          #: the connected client, kept too: connecting one costs ~0.2 s
+        self.kc = None  #: the connected client, kept too: connecting one costs ~0.2 s
         self._reset_id: str | None = None
         self.key: tuple | None = None
         self.runs = 0
@@ -160,14 +162,31 @@ def _register_engine() -> None:
 
     class WarmKernelEngine(NBClientEngine):
         @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
-                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+        def execute_managed_notebook(
+            cls,
+            nb_man,
+            kernel_name,
+            log_output=False,
+            stdout_file=None,
+            stderr_file=None,
+            start_timeout=60,
+            execution_timeout=None,
+            **kwargs,
+        ):
             warm: WarmKernel = kwargs.pop("warm_kernel")
             kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
-            client = PapermillNotebookClient(nb_man, km=warm.km, kernel_name=kernel_name,
-                                             timeout=execution_timeout, startup_timeout=start_timeout,
-                                             log=papermill_logger(), log_output=log_output,
-                                             stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+            client = PapermillNotebookClient(
+                nb_man,
+                km=warm.km,
+                kernel_name=kernel_name,
+                timeout=execution_timeout,
+                startup_timeout=start_timeout,
+                log=papermill_logger(),
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+                **kwargs,
+            )
             client.kc = warm.kc  # None the first time: nbclient starts the kernel and connects
             try:
                 notebook = client.execute()
@@ -190,26 +209,26 @@ class ChainTask:
     """Everything a worker needs (plain data: it crosses process boundaries)."""
 
     observation_id: int
-    campaign_id: int | None      #: None: a manual (re-)run outside any campaign
+    campaign_id: int | None  #: None: a manual (re-)run outside any campaign
     steps: tuple[str, ...]
     parameters: dict[str, dict]
     catalog_url: str
     data_dir: str
     retries: int = 1
     kernel: str = "hcdc"
-    force: bool = False          #: run even when an identical done reduction exists (hcdc rerun)
+    force: bool = False  #: run even when an identical done reduction exists (hcdc rerun)
 
 
 @dataclass
 class StepResult:
     observation_id: int
     step: str
-    status: str               #: done / failed / up-to-date / skipped
+    status: str  #: done / failed / up-to-date / skipped
     reduction_id: int | None
     error: str | None = None
     seconds: float = 0.0
-    compute_seconds: float | None = None     #: the reduction row's start to finish (inside the notebook)
-    science_seconds: float | None = None     #: the science alone: compute + write products (step's own measure)
+    compute_seconds: float | None = None  #: the reduction row's start to finish (inside the notebook)
+    science_seconds: float | None = None  #: the science alone: compute + write products (step's own measure)
     attempts: int = 0
 
 
@@ -236,15 +255,18 @@ def _sha(payload: Any) -> str:
 
 def step_signature(session, step: str, version: str, params_sha256: str, observation_id: int) -> str | None:
     """The signature of a step on an observation, or None when its inputs do not exist yet."""
-    from hcdc.catalog.models import ObservationCalibration, Observation, RawFile
+    from hcdc.catalog.models import Observation, ObservationCalibration, RawFile
     from hcdc.postprocessing import NoInputError, input_products, source_reduction
 
     if step == "preprocess":
-        frames = session.scalars(select(RawFile.sha256).where(RawFile.observation_id == observation_id,
-                                                              RawFile.status == "accepted")).all()
+        frames = session.scalars(
+            select(RawFile.sha256).where(RawFile.observation_id == observation_id, RawFile.status == "accepted")
+        ).all()
         calibrations = session.scalars(
-            select(RawFile.sha256).join(ObservationCalibration, ObservationCalibration.raw_file_id == RawFile.id)
-            .where(ObservationCalibration.observation_id == observation_id, RawFile.status == "accepted")).all()
+            select(RawFile.sha256)
+            .join(ObservationCalibration, ObservationCalibration.raw_file_id == RawFile.id)
+            .where(ObservationCalibration.observation_id == observation_id, RawFile.status == "accepted")
+        ).all()
         inputs = sorted(set(frames)) + ["|"] + sorted(set(calibrations))
     else:
         observation = session.get(Observation, observation_id)
@@ -292,8 +314,15 @@ def render_html(notebook: Path) -> Path | None:
     return html
 
 
-def execute_notebook(notebook: Path, executed: Path, kernel_name: str, parameters: dict[str, Any], *,
-                     key: tuple = (), env: dict[str, str] | None = None) -> str | None:
+def execute_notebook(
+    notebook: Path,
+    executed: Path,
+    kernel_name: str,
+    parameters: dict[str, Any],
+    *,
+    key: tuple = (),
+    env: dict[str, str] | None = None,
+) -> str | None:
     """Execute ``notebook`` with papermill in this thread's warm kernel; the error text, or None.
 
     ``key`` names what the kernel's environment depends on (catalog, data
@@ -307,9 +336,17 @@ def execute_notebook(notebook: Path, executed: Path, kernel_name: str, parameter
     _register_engine()
     kernel = warm_kernel()
     try:
-        papermill.execute_notebook(str(notebook), str(executed), kernel_name=kernel_name, parameters=parameters,
-                                   progress_bar=False, log_output=False, report_mode=False, engine_name=ENGINE,
-                                   warm_kernel=kernel.prepare(kernel_name, (kernel_name, *key), env))
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            kernel_name=kernel_name,
+            parameters=parameters,
+            progress_bar=False,
+            log_output=False,
+            report_mode=False,
+            engine_name=ENGINE,
+            warm_kernel=kernel.prepare(kernel_name, (kernel_name, *key), env),
+        )
         return None
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
@@ -324,9 +361,14 @@ def _delete_stale(catalog, observation_id: int, step: str, campaign_id: int, dat
     from hcdc.catalog.models import Reduction
 
     with catalog.session() as session:
-        stale = session.scalars(select(Reduction).where(
-            Reduction.observation_id == observation_id, Reduction.step == step,
-            Reduction.campaign_id == campaign_id, Reduction.status != "done")).all()
+        stale = session.scalars(
+            select(Reduction).where(
+                Reduction.observation_id == observation_id,
+                Reduction.step == step,
+                Reduction.campaign_id == campaign_id,
+                Reduction.status != "done",
+            )
+        ).all()
         for reduction in stale:
             folder = data_dir / "products" / f"obs{observation_id:06d}" / f"{step}-r{reduction.id}"
             shutil.rmtree(folder, ignore_errors=True)
@@ -356,13 +398,21 @@ def run_chain(task: ChainTask) -> ChainResult:
             outcome = _run_step(catalog, task, step)
             result.steps.append(outcome)
             if outcome.status == "failed":
-                for later in task.steps[task.steps.index(step) + 1:]:
-                    result.steps.append(StepResult(task.observation_id, later, "skipped", None,
-                                                   f"not run: {step} failed"))
+                for later in task.steps[task.steps.index(step) + 1 :]:
+                    result.steps.append(
+                        StepResult(task.observation_id, later, "skipped", None, f"not run: {step} failed")
+                    )
                 break
     except Exception as exc:  # infrastructure failure: still a result, never a crash of the campaign
-        result.steps.append(StepResult(task.observation_id, "?", "failed", None,
-                                       f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+        result.steps.append(
+            StepResult(
+                task.observation_id,
+                "?",
+                "failed",
+                None,
+                f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
+            )
+        )
     finally:
         catalog.dispose()
     return result
@@ -380,14 +430,21 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
     with catalog.session() as session:
         signature = step_signature(session, step, spec.version, params.fingerprint(), task.observation_id)
         if signature is None:
-            return StepResult(task.observation_id, step, "failed", None,
-                              f"no input for {step}: the previous step has no done result")
+            return StepResult(
+                task.observation_id, step, "failed", None, f"no input for {step}: the previous step has no done result"
+            )
         # up to date = the same signature for this observation: two observations may have byte-identical
         # inputs (one cube registered twice) and each needs its own reduction, detections and limits
-        done = session.scalar(select(Reduction.id).where(Reduction.signature == signature,
-                                                         Reduction.observation_id == task.observation_id,
-                                                         Reduction.status == "done")
-                              .order_by(Reduction.id.desc()).limit(1))
+        done = session.scalar(
+            select(Reduction.id)
+            .where(
+                Reduction.signature == signature,
+                Reduction.observation_id == task.observation_id,
+                Reduction.status == "done",
+            )
+            .order_by(Reduction.id.desc())
+            .limit(1)
+        )
     if done is not None and not task.force:
         _join_campaign(catalog, task.campaign_id, done)
         return StepResult(task.observation_id, step, "up-to-date", done)
@@ -400,19 +457,34 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         if task.campaign_id is not None:
             _delete_stale(catalog, task.observation_id, step, task.campaign_id, data_dir)
         run_id = uuid.uuid4().hex
-        reduction_id = start_reduction(catalog, task.observation_id, step, spec.version, params.to_dict(),
-                                       params.fingerprint(), campaign_id=task.campaign_id, signature=signature,
-                                       papermill_run_id=run_id)
+        reduction_id = start_reduction(
+            catalog,
+            task.observation_id,
+            step,
+            spec.version,
+            params.to_dict(),
+            params.fingerprint(),
+            campaign_id=task.campaign_id,
+            signature=signature,
+            papermill_run_id=run_id,
+        )
         with catalog.session() as session:
             row = session.get(Reduction, reduction_id)
             executed, log_path = reduction_file(data_dir, row, "notebook"), reduction_file(data_dir, row, "log")
             row.notebook_path, row.log_path, row.attempts = str(executed), str(log_path), attempt
         t0 = time.perf_counter()
-        error = execute_notebook(notebook_source(step, work), executed, task.kernel,
-                                 {"observation_id": task.observation_id,
-                                  "parameters": json.dumps(params.to_dict()), "reduction_id": reduction_id},
-                                 key=(task.catalog_url, task.data_dir),
-                                 env={"HCDC_CATALOG_URL": task.catalog_url, "HCDC_DATA_DIR": task.data_dir})
+        error = execute_notebook(
+            notebook_source(step, work),
+            executed,
+            task.kernel,
+            {
+                "observation_id": task.observation_id,
+                "parameters": json.dumps(params.to_dict()),
+                "reduction_id": reduction_id,
+            },
+            key=(task.catalog_url, task.data_dir),
+            env={"HCDC_CATALOG_URL": task.catalog_url, "HCDC_DATA_DIR": task.data_dir},
+        )
         elapsed = time.perf_counter() - t0
         html = render_html(executed) if executed.exists() else None
         with catalog.session() as session:
@@ -422,18 +494,46 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
                 row.status, row.error = "failed", error
                 row.science_seconds = None
                 row.finished_at = datetime.now(timezone.utc)
-            status, compute = row.status, (
-                (row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None)
+            status, compute = (
+                row.status,
+                ((row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None),
+            )
             row_error = row.error
             science = row.science_seconds
-        log_path.write_text(json.dumps({"step": step, "observation_id": task.observation_id, "attempt": attempt,
-                                        "papermill_run_id": run_id, "status": status, "seconds": elapsed,
-                                        "error": error or (row_error if status == "failed" else None)}, indent=1))
+        log_path.write_text(
+            json.dumps(
+                {
+                    "step": step,
+                    "observation_id": task.observation_id,
+                    "attempt": attempt,
+                    "papermill_run_id": run_id,
+                    "status": status,
+                    "seconds": elapsed,
+                    "error": error or (row_error if status == "failed" else None),
+                },
+                indent=1,
+            )
+        )
         if status == "done":
             _join_campaign(catalog, task.campaign_id, reduction_id)
-            return StepResult(task.observation_id, step, "done", reduction_id, None,
-                              time.perf_counter() - started, compute_seconds=compute, science_seconds=science,
-                              attempts=attempt)
+            return StepResult(
+                task.observation_id,
+                step,
+                "done",
+                reduction_id,
+                None,
+                time.perf_counter() - started,
+                compute_seconds=compute,
+                science_seconds=science,
+                attempts=attempt,
+            )
         error = row_error or error
-    return StepResult(task.observation_id, step, "failed", reduction_id, error, time.perf_counter() - started,
-                      attempts=task.retries + 1)
+    return StepResult(
+        task.observation_id,
+        step,
+        "failed",
+        reduction_id,
+        error,
+        time.perf_counter() - started,
+        attempts=task.retries + 1,
+    )

@@ -50,15 +50,17 @@ class StepSpec:
 def _preprocess_runner(catalog, observation_id, data_dir, params, reduction_id, campaign_id):
     from hcdc.processing import preprocess_catalog_observation
 
-    return preprocess_catalog_observation(catalog, observation_id, data_dir, params, campaign_id=campaign_id,
-                                          reduction_id=reduction_id)
+    return preprocess_catalog_observation(
+        catalog, observation_id, data_dir, params, campaign_id=campaign_id, reduction_id=reduction_id
+    )
 
 
 def _postprocess_runner(catalog, observation_id, data_dir, params, reduction_id, campaign_id):
     from hcdc.postprocessing import postprocess_catalog_observation
 
-    return postprocess_catalog_observation(catalog, observation_id, data_dir, params, campaign_id=campaign_id,
-                                           reduction_id=reduction_id)
+    return postprocess_catalog_observation(
+        catalog, observation_id, data_dir, params, campaign_id=campaign_id, reduction_id=reduction_id
+    )
 
 
 def step_specs() -> dict[str, StepSpec]:
@@ -66,8 +68,10 @@ def step_specs() -> dict[str, StepSpec]:
     from reduction.postproc.pipeline import PostprocessStep
     from reduction.preprocess import Preprocess
 
-    specs = (StepSpec(Preprocess, "preprocess.py", _preprocess_runner),
-             StepSpec(PostprocessStep, "postprocess.py", _postprocess_runner))
+    specs = (
+        StepSpec(Preprocess, "preprocess.py", _preprocess_runner),
+        StepSpec(PostprocessStep, "postprocess.py", _postprocess_runner),
+    )
     return {spec.name: spec for spec in specs}
 
 
@@ -97,8 +101,9 @@ class StepOutcome:
     details: Any = None
 
     def _repr_markdown_(self) -> str:
-        lines = [f"**{self.step}** of observation {self.observation_id}: **{self.status}** "
-                 f"(reduction {self.reduction_id})"]
+        lines = [
+            f"**{self.step}** of observation {self.observation_id}: **{self.status}** (reduction {self.reduction_id})"
+        ]
         if self.error:
             lines.append(f"\n```\n{self.error}\n```")
         for kind, path in sorted(self.products.items()):
@@ -130,9 +135,16 @@ class StepOutcome:
         return Image(data=buffer.getvalue(), format="png")
 
 
-def run_step(step: str, observation_id: int, parameters: str | dict | StepParameters | None = None, *,
-             reduction_id: int | None = None, campaign_id: int | None = None,
-             catalog=None, data_dir: Path | None = None) -> StepOutcome:
+def run_step(
+    step: str,
+    observation_id: int,
+    parameters: str | dict | StepParameters | None = None,
+    *,
+    reduction_id: int | None = None,
+    campaign_id: int | None = None,
+    catalog=None,
+    data_dir: Path | None = None,
+) -> StepOutcome:
     """Run pipeline step ``step`` on catalog observation ``observation_id`` (see module docstring)."""
     from hcdc.catalog.db import Catalog
     from hcdc.settings import get_settings
@@ -146,8 +158,15 @@ def run_step(step: str, observation_id: int, parameters: str | dict | StepParame
     catalog = catalog or Catalog(settings.resolved_catalog_url)
     data_dir = Path(data_dir or settings.data_dir)
     result = spec.runner(catalog, int(observation_id), data_dir, params, reduction_id, campaign_id)
-    outcome = StepOutcome(step=step, observation_id=int(observation_id), reduction_id=result.reduction_id,
-                          status=result.status, error=result.error, products=dict(result.products), details=result)
+    outcome = StepOutcome(
+        step=step,
+        observation_id=int(observation_id),
+        reduction_id=result.reduction_id,
+        status=result.status,
+        error=result.error,
+        products=dict(result.products),
+        details=result,
+    )
     if result.status != "done":
         raise StepFailed(f"{step} of observation {observation_id} failed: {result.error}")
     return outcome

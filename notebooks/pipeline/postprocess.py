@@ -18,7 +18,7 @@
 
 # %% tags=["parameters"]
 observation_id = 0
-parameters = "{}"         # JSON of reduction.postproc.pipeline.PostprocessParameters
+parameters = "{}"  # JSON of reduction.postproc.pipeline.PostprocessParameters
 reduction_id = None
 
 # %%

@@ -19,8 +19,8 @@
 
 # %% tags=["parameters"]
 observation_id = 0
-parameters = "{}"         # JSON of reduction.preprocess.PreprocessParameters (defaults when empty)
-reduction_id = None       # set by the pipeline runner (the catalog row it created); None: a new one
+parameters = "{}"  # JSON of reduction.preprocess.PreprocessParameters (defaults when empty)
+reduction_id = None  # set by the pipeline runner (the catalog row it created); None: a new one
 
 # %%
 from hcdc.pipeline.steps import run_step

@@ -51,8 +51,11 @@ def identify(header: Header, path: str) -> type[Instrument]:
         raise ClassificationError(path, "INSTRUME", "missing header keyword: cannot tell the instrument")
     value = str(header.get("INSTRUME")).strip()
     if value.upper() == "SPHERE":
-        raise ClassificationError(path, "HIERARCH ESO SEQ ARM",
-                                  f"SPHERE file with arm {header.get('HIERARCH ESO SEQ ARM')!r}: expected IRDIS or IFS")
+        raise ClassificationError(
+            path,
+            "HIERARCH ESO SEQ ARM",
+            f"SPHERE file with arm {header.get('HIERARCH ESO SEQ ARM')!r}: expected IRDIS or IFS",
+        )
     raise ClassificationError(path, "INSTRUME", f"unknown instrument {value!r}")
 
 
@@ -62,7 +65,20 @@ def classify_header(header: Header, path: str, shape: tuple[int, ...] | None = N
 
 
 __all__ = [
-    "INSTRUMENTS", "ClassificationError", "Constant", "Filter", "FrameInfo", "FrameKind", "Gpi",
-    "Instrument", "KeywordMap", "Naco", "ObservingConditions", "SphereIfs", "SphereIrdis",
-    "by_name", "classify_header", "identify",
+    "INSTRUMENTS",
+    "ClassificationError",
+    "Constant",
+    "Filter",
+    "FrameInfo",
+    "FrameKind",
+    "Gpi",
+    "Instrument",
+    "KeywordMap",
+    "Naco",
+    "ObservingConditions",
+    "SphereIfs",
+    "SphereIrdis",
+    "by_name",
+    "classify_header",
+    "identify",
 ]

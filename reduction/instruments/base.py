@@ -22,19 +22,19 @@ from astropy.io.fits import Header
 class FrameKind(StrEnum):
     """What a raw frame is, independent of the instrument's vocabulary."""
 
-    SCIENCE = "science"          #: coronagraphic/saturated science sequence (OBJECT)
-    CENTER = "center"            #: star-centre frames with waffle/satellite spots (OBJECT,CENTER)
-    FLUX = "flux"                #: off-axis, unsaturated PSF through a neutral density (OBJECT,FLUX)
-    SKY = "sky"                  #: sky background with the science set-up (SKY)
-    DARK = "dark"                #: closed-shutter dark (DARK)
-    BACKGROUND = "background"    #: instrument background, coronagraph in (DARK,BACKGROUND)
-    FLAT = "flat"                #: lamp or sky flat (FLAT,LAMP / FLAT,SKY)
-    WAVE = "wave"                #: wavelength calibration (LAMP,WAVE, GPI arc)
-    SPECPOS = "specpos"          #: IFS spectra positions (SPECPOS,LAMP)
-    DISTORTION = "distortion"    #: distortion grid (LAMP,DISTORT)
-    AO = "ao"                    #: AO telemetry (OBJECT,AO)
+    SCIENCE = "science"  #: coronagraphic/saturated science sequence (OBJECT)
+    CENTER = "center"  #: star-centre frames with waffle/satellite spots (OBJECT,CENTER)
+    FLUX = "flux"  #: off-axis, unsaturated PSF through a neutral density (OBJECT,FLUX)
+    SKY = "sky"  #: sky background with the science set-up (SKY)
+    DARK = "dark"  #: closed-shutter dark (DARK)
+    BACKGROUND = "background"  #: instrument background, coronagraph in (DARK,BACKGROUND)
+    FLAT = "flat"  #: lamp or sky flat (FLAT,LAMP / FLAT,SKY)
+    WAVE = "wave"  #: wavelength calibration (LAMP,WAVE, GPI arc)
+    SPECPOS = "specpos"  #: IFS spectra positions (SPECPOS,LAMP)
+    DISTORTION = "distortion"  #: distortion grid (LAMP,DISTORT)
+    AO = "ao"  #: AO telemetry (OBJECT,AO)
     ACQUISITION = "acquisition"  #: acquisition / technical frames
-    OTHER = "other"              #: recognised instrument, kind not used by HC-DC
+    OTHER = "other"  #: recognised instrument, kind not used by HC-DC
 
     @property
     def is_science_sequence(self) -> bool:
@@ -45,8 +45,13 @@ class FrameKind(StrEnum):
     def is_calibration(self) -> bool:
         """Frames matched to observations as calibrations."""
         return self in (
-            FrameKind.SKY, FrameKind.DARK, FrameKind.BACKGROUND, FrameKind.FLAT,
-            FrameKind.WAVE, FrameKind.SPECPOS, FrameKind.DISTORTION,
+            FrameKind.SKY,
+            FrameKind.DARK,
+            FrameKind.BACKGROUND,
+            FrameKind.FLAT,
+            FrameKind.WAVE,
+            FrameKind.SPECPOS,
+            FrameKind.DISTORTION,
         )
 
 
@@ -327,8 +332,9 @@ class Instrument(abc.ABC):
         try:
             parsed = datetime.fromisoformat(str(raw).replace("Z", ""))
         except ValueError as exc:
-            raise ClassificationError(path, cls.keywords.lookup(header, "date_obs")[0],
-                                      f"unreadable date {raw!r}") from exc
+            raise ClassificationError(
+                path, cls.keywords.lookup(header, "date_obs")[0], f"unreadable date {raw!r}"
+            ) from exc
         return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
 
     @classmethod
@@ -366,11 +372,11 @@ class Instrument(abc.ABC):
         n_frames = shape[0] if len(shape) == 3 else (1 if len(shape) >= 2 else 0)
         ob_id = cls._float(header, "ob_id", path)
         conditions = ObservingConditions(
-            seeing_arcsec=_mean_defined(cls._float(header, "seeing_start", path),
-                                        cls._float(header, "seeing_end", path)),
+            seeing_arcsec=_mean_defined(
+                cls._float(header, "seeing_start", path), cls._float(header, "seeing_end", path)
+            ),
             tau0_ms=_mean_defined(cls._tau0_ms(header, path)),
-            airmass=_mean_defined(cls._float(header, "airmass_start", path),
-                                  cls._float(header, "airmass_end", path)),
+            airmass=_mean_defined(cls._float(header, "airmass_start", path), cls._float(header, "airmass_end", path)),
             wind_speed_ms=cls._float(header, "wind_speed", path),
         )
         target = cls._value(header, "target", path)
@@ -448,5 +454,4 @@ class Instrument(abc.ABC):
     @classmethod
     def constants(cls) -> dict[str, Constant]:
         """All :class:`Constant` class attributes, for documentation and tests."""
-        return {name: getattr(cls, name) for name in dir(cls)
-                if isinstance(getattr(cls, name, None), Constant)}
+        return {name: getattr(cls, name) for name in dir(cls) if isinstance(getattr(cls, name, None), Constant)}

@@ -20,7 +20,7 @@ from reduction.conventions import (
     CERRO_PACHON_LONGITUDE_DEG,
 )
 
-from .base import Constant, FrameKind, Filter, Instrument, KeywordMap
+from .base import Constant, Filter, FrameKind, Instrument, KeywordMap
 
 _DEROSA2020 = "De Rosa et al. 2020, JATIS 6, 015006"
 _GPI_DRP = "GPI Data Reduction Pipeline documentation, filter table"
@@ -80,13 +80,15 @@ class Gpi(Instrument):
     true_north_deg = Constant(0.45, 0.11, "deg", _DEROSA2020 + " (north angle offset)")
     pupil_offset_deg = Constant(0.0, 0.0, "deg", "GPI derotation uses AVPARANG directly (GPI DRP)")
     detector_shape: ClassVar[tuple[int, int]] = (2048, 2048)
-    filters = MappingProxyType({
-        "IFSFILT_Y_G1211": Filter("Y", (0.95, 1.14), (0.19,), _GPI_DRP),
-        "IFSFILT_J_G1212": Filter("J", (1.12, 1.35), (0.23,), _GPI_DRP),
-        "IFSFILT_H_G1213": Filter("H", (1.50, 1.80), (0.30,), _GPI_DRP),
-        "IFSFILT_K1_G1214": Filter("K1", (1.90, 2.19), (0.29,), _GPI_DRP),
-        "IFSFILT_K2_G1215": Filter("K2", (2.13, 2.40), (0.27,), _GPI_DRP),
-    })
+    filters = MappingProxyType(
+        {
+            "IFSFILT_Y_G1211": Filter("Y", (0.95, 1.14), (0.19,), _GPI_DRP),
+            "IFSFILT_J_G1212": Filter("J", (1.12, 1.35), (0.23,), _GPI_DRP),
+            "IFSFILT_H_G1213": Filter("H", (1.50, 1.80), (0.30,), _GPI_DRP),
+            "IFSFILT_K1_G1214": Filter("K1", (1.90, 2.19), (0.29,), _GPI_DRP),
+            "IFSFILT_K2_G1215": Filter("K2", (2.13, 2.40), (0.27,), _GPI_DRP),
+        }
+    )
 
     @classmethod
     def matches(cls, header: Header) -> bool:

@@ -13,7 +13,7 @@ from astropy.io.fits import Header
 
 from reduction.conventions import PARANAL_ELEVATION_M, PARANAL_LATITUDE_DEG, PARANAL_LONGITUDE_DEG
 
-from .base import Constant, FrameKind, Filter, Instrument, KeywordMap
+from .base import Constant, Filter, FrameKind, Instrument, KeywordMap
 
 _NACO_MANUAL = "ESO NACO User Manual (VLT-MAN-ESO-14200-2761)"
 
@@ -49,20 +49,23 @@ class Naco(Instrument):
         parang_start=("HIERARCH ESO TEL PARANG START",),
         parang_end=("HIERARCH ESO TEL PARANG END",),
     )
-    pixel_scale_mas = Constant(27.19, 0.05, "mas/px",
-                               "L27 camera; Absil et al. 2013, A&A 559, L12 (the value of vip_hci.config.VLT_NACO)")
+    pixel_scale_mas = Constant(
+        27.19, 0.05, "mas/px", "L27 camera; Absil et al. 2013, A&A 559, L12 (the value of vip_hci.config.VLT_NACO)"
+    )
     #: True north of the L27 camera (Chauvin et al. 2012, A&A 542, A41: -0.45 +- 0.09 deg).
     true_north_deg = Constant(-0.45, 0.09, "deg", "Chauvin et al. 2012, A&A 542, A41")
     #: NACO pupil tracking: the derotation angle is the parallactic angle plus
     #: the ADA offset, taken as 0 (ADI papers use PARANG directly, e.g. Absil et al. 2013).
     pupil_offset_deg = Constant(0.0, 0.0, "deg", "Absil et al. 2013, A&A 559, L12 (angles = PARANG)")
     detector_shape: ClassVar[tuple[int, int]] = (1024, 1024)
-    filters = MappingProxyType({
-        "L_prime": Filter("L_prime", (3.80,), (0.62,), _NACO_MANUAL),
-        "NB_4.05": Filter("NB_4.05", (4.05,), (0.02,), _NACO_MANUAL),
-        "Ks": Filter("Ks", (2.18,), (0.35,), _NACO_MANUAL),
-        "H": Filter("H", (1.66,), (0.33,), _NACO_MANUAL),
-    })
+    filters = MappingProxyType(
+        {
+            "L_prime": Filter("L_prime", (3.80,), (0.62,), _NACO_MANUAL),
+            "NB_4.05": Filter("NB_4.05", (4.05,), (0.02,), _NACO_MANUAL),
+            "Ks": Filter("Ks", (2.18,), (0.35,), _NACO_MANUAL),
+            "H": Filter("H", (1.66,), (0.33,), _NACO_MANUAL),
+        }
+    )
 
     @classmethod
     def matches(cls, header: Header) -> bool:

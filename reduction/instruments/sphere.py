@@ -16,7 +16,7 @@ from astropy.io.fits import Header
 
 from reduction.conventions import PARANAL_ELEVATION_M, PARANAL_LATITUDE_DEG, PARANAL_LONGITUDE_DEG
 
-from .base import Constant, FrameKind, Filter, Instrument, KeywordMap
+from .base import Constant, Filter, FrameKind, Instrument, KeywordMap
 
 _MAIRE2016 = "Maire et al. 2016, SPIE 9908, 990834"
 _SPHERE_MANUAL = "ESO SPHERE User Manual (VLT-MAN-SPH-14690-0430), filter tables"
@@ -57,8 +57,10 @@ class _Sphere(Instrument):
 
     @classmethod
     def matches(cls, header: Header) -> bool:
-        return (str(header.get("INSTRUME", "")).strip().upper() == "SPHERE"
-                and str(header.get("HIERARCH ESO SEQ ARM", "")).strip().upper() == cls.arm)
+        return (
+            str(header.get("INSTRUME", "")).strip().upper() == "SPHERE"
+            and str(header.get("HIERARCH ESO SEQ ARM", "")).strip().upper() == cls.arm
+        )
 
     @classmethod
     def frame_kind(cls, category: str, type_: str, technique: str, header: Header) -> FrameKind:
@@ -80,8 +82,13 @@ NEUTRAL_DENSITY_OD: dict[str, float] = {"OPEN": 0.0, "ND_0.0": 0.0, "ND_1.0": 1.
 #: Chromatic slope of the transmission (per µm, relative, around 1.6 µm). An approximation of the
 #: tabulated CPI ND curves (SPHERE User Manual; vlt-sphere data/SPHERE_CPI_ND.txt), which are not in
 #: this repository: replace by the tabulated curve when available.
-NEUTRAL_DENSITY_SLOPE_PER_UM: dict[str, float] = {"OPEN": 0.0, "ND_0.0": 0.0, "ND_1.0": 0.06, "ND_2.0": 0.11,
-                                                  "ND_3.5": 0.18}
+NEUTRAL_DENSITY_SLOPE_PER_UM: dict[str, float] = {
+    "OPEN": 0.0,
+    "ND_0.0": 0.0,
+    "ND_1.0": 0.06,
+    "ND_2.0": 0.11,
+    "ND_3.5": 0.18,
+}
 
 
 def neutral_density_transmission(name: str | None, wavelength_um: float) -> float:
@@ -124,14 +131,16 @@ class SphereIrdis(_Sphere):
     }
     #: Full detector, both halves side by side (2 x 1024 x 1024).
     detector_shape: ClassVar[tuple[int, int]] = (1024, 2048)
-    filters = MappingProxyType({
-        "DB_Y23": Filter("DB_Y23", (1.022, 1.076), (0.049, 0.050), _SPHERE_MANUAL),
-        "DB_J23": Filter("DB_J23", (1.190, 1.273), (0.042, 0.046), _SPHERE_MANUAL),
-        "DB_H23": Filter("DB_H23", (1.593, 1.667), (0.052, 0.054), _SPHERE_MANUAL),
-        "DB_NDH23": Filter("DB_NDH23", (1.593, 1.667), (0.052, 0.054), _SPHERE_MANUAL),
-        "DB_H34": Filter("DB_H34", (1.667, 1.733), (0.054, 0.057), _SPHERE_MANUAL),
-        "DB_K12": Filter("DB_K12", (2.110, 2.251), (0.102, 0.109), _SPHERE_MANUAL),
-    })
+    filters = MappingProxyType(
+        {
+            "DB_Y23": Filter("DB_Y23", (1.022, 1.076), (0.049, 0.050), _SPHERE_MANUAL),
+            "DB_J23": Filter("DB_J23", (1.190, 1.273), (0.042, 0.046), _SPHERE_MANUAL),
+            "DB_H23": Filter("DB_H23", (1.593, 1.667), (0.052, 0.054), _SPHERE_MANUAL),
+            "DB_NDH23": Filter("DB_NDH23", (1.593, 1.667), (0.052, 0.054), _SPHERE_MANUAL),
+            "DB_H34": Filter("DB_H34", (1.667, 1.733), (0.054, 0.057), _SPHERE_MANUAL),
+            "DB_K12": Filter("DB_K12", (2.110, 2.251), (0.102, 0.109), _SPHERE_MANUAL),
+        }
+    )
 
     #: Position of the star in the second DBI half relative to the first (x, y) in pixels:
     #: the halves are 1024 px apart; the residual offset (< ~20 px) is measured on the data.
@@ -155,10 +164,14 @@ class SphereIrdis(_Sphere):
         windows = []
         for k in range(1, int(count) + 1):
             try:
-                windows.append((int(header[f"HIERARCH ESO DET WIN{k} STRX"]) - 1,
-                                int(header[f"HIERARCH ESO DET WIN{k} STRY"]) - 1,
-                                int(header[f"HIERARCH ESO DET WIN{k} NX"]),
-                                int(header[f"HIERARCH ESO DET WIN{k} NY"])))
+                windows.append(
+                    (
+                        int(header[f"HIERARCH ESO DET WIN{k} STRX"]) - 1,
+                        int(header[f"HIERARCH ESO DET WIN{k} STRY"]) - 1,
+                        int(header[f"HIERARCH ESO DET WIN{k} NX"]),
+                        int(header[f"HIERARCH ESO DET WIN{k} NY"]),
+                    )
+                )
             except KeyError as exc:
                 raise KeyError(f"HIERARCH ESO DET WIN{k}: incomplete window description ({exc})") from exc
         return windows
@@ -181,10 +194,12 @@ class SphereIfs(_Sphere):
     #: IFS field is rotated with respect to IRDIS; added to the pupil offset.
     ifs_offset_deg: ClassVar[Constant] = Constant(-100.48, 0.10, "deg", _MAIRE2016)
     detector_shape: ClassVar[tuple[int, int]] = (2048, 2048)
-    filters = MappingProxyType({
-        "OBS_YJ": Filter("OBS_YJ", (0.957, 1.329), (0.0095,), _SPHERE_MANUAL + " (39 channels)"),
-        "OBS_H": Filter("OBS_H", (0.957, 1.636), (0.018,), _SPHERE_MANUAL + " (39 channels, YJH)"),
-    })
+    filters = MappingProxyType(
+        {
+            "OBS_YJ": Filter("OBS_YJ", (0.957, 1.329), (0.0095,), _SPHERE_MANUAL + " (39 channels)"),
+            "OBS_H": Filter("OBS_H", (0.957, 1.636), (0.018,), _SPHERE_MANUAL + " (39 channels, YJH)"),
+        }
+    )
 
     #: Spectral channels of a reduced cube, evenly spaced over the mode's range (the DRH's 39).
     n_channels: ClassVar[int] = 39
@@ -210,8 +225,9 @@ class SphereIfs(_Sphere):
     def channel_wavelengths_um(cls, mode: str) -> tuple[float, ...]:
         """Central wavelengths of the reduced cube's channels in ``mode`` (OBS_YJ, OBS_H)."""
         if mode not in cls.filters:
-            raise ValueError(f"unknown IFS mode {mode!r}; modes: {', '.join(cls.filters)} "
-                             "(keyword HIERARCH ESO INS2 COMB IFS)")
+            raise ValueError(
+                f"unknown IFS mode {mode!r}; modes: {', '.join(cls.filters)} (keyword HIERARCH ESO INS2 COMB IFS)"
+            )
         import numpy as np
 
         lo, hi = cls.filters[mode].wavelengths_um

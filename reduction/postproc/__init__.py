@@ -33,16 +33,54 @@ from .photometry import aperture_sums
 from .psf import fit_gaussian, normalize_psf
 from .rdi import pca_rdi
 from .recenter import recenter_cube
-from .results import (AnnulusInfo, Candidate, CharacterisedCandidate, ContrastCurve, DetectionResult, NegfcResult,
-                      NormalizedPsf, PostprocessResult, PsfSubtractionResult, RecenterResult, SnrMeasurement,
-                      Uncertainty)
+from .results import (
+    AnnulusInfo,
+    Candidate,
+    CharacterisedCandidate,
+    ContrastCurve,
+    DetectionResult,
+    NegfcResult,
+    NormalizedPsf,
+    PostprocessResult,
+    PsfSubtractionResult,
+    RecenterResult,
+    SnrMeasurement,
+    Uncertainty,
+)
 from .sdi import pca_asdi
 from .snr import snr, snr_map
 
 __all__ = [
-    "AnnulusInfo", "Candidate", "CharacterisedCandidate", "ContrastCurve", "DetectionResult", "NegfcResult",
-    "NormalizedPsf", "PostprocessResult", "PsfSubtractionResult", "RecenterResult", "SnrMeasurement", "Uncertainty",
-    "aperture_sums", "cadi", "characterise", "contrast_curve", "derotate", "detect_candidates", "fit_gaussian",
-    "inject_companions", "negfc_fit", "noise_per_annulus", "normalize_psf", "pca_adi", "pca_annular", "pca_asdi",
-    "pca_rdi", "recenter_cube", "remove_companion", "snr", "snr_map", "throughput",
+    "AnnulusInfo",
+    "Candidate",
+    "CharacterisedCandidate",
+    "ContrastCurve",
+    "DetectionResult",
+    "NegfcResult",
+    "NormalizedPsf",
+    "PostprocessResult",
+    "PsfSubtractionResult",
+    "RecenterResult",
+    "SnrMeasurement",
+    "Uncertainty",
+    "aperture_sums",
+    "cadi",
+    "characterise",
+    "contrast_curve",
+    "derotate",
+    "detect_candidates",
+    "fit_gaussian",
+    "inject_companions",
+    "negfc_fit",
+    "noise_per_annulus",
+    "normalize_psf",
+    "pca_adi",
+    "pca_annular",
+    "pca_asdi",
+    "pca_rdi",
+    "recenter_cube",
+    "remove_companion",
+    "snr",
+    "snr_map",
+    "throughput",
 ]

@@ -33,7 +33,8 @@ def check_finite(array: np.ndarray, name: str) -> None:
         raise ValueError(
             f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), "
             f"the first at index {tuple(int(i) for i in where)}; clean or mask them before "
-            f"post-processing")
+            f"post-processing"
+        )
 
 
 def check_cube(cube, name: str = "cube", ndim: Iterable[int] = (3,)) -> np.ndarray:
@@ -50,8 +51,7 @@ def check_cube(cube, name: str = "cube", ndim: Iterable[int] = (3,)) -> np.ndarr
         expected = " or ".join(f"{n}-D" for n in ndim)
         axes = {2: "(y, x)", 3: "(t, y, x)", 4: "(λ, t, y, x)"}
         layout = " or ".join(axes[n] for n in ndim)
-        raise TypeError(f"{name} must be a {expected} array {layout}, got {array.ndim}-D with shape "
-                        f"{array.shape}")
+        raise TypeError(f"{name} must be a {expected} array {layout}, got {array.ndim}-D with shape {array.shape}")
     if min(array.shape[-2:]) < 5:
         raise ValueError(f"{name} frames are too small: {array.shape[-2:]}")
     if array.ndim >= 3 and array.shape[-3] < 2:
@@ -68,8 +68,10 @@ def check_angles(angles, nframes: int, name: str = "angles") -> np.ndarray:
     if array.ndim != 1:
         raise TypeError(f"{name} must be a 1-D vector of derotation angles, got shape {array.shape}")
     if array.shape[0] != nframes:
-        raise ValueError(f"{name} has {array.shape[0]} values but the cube has {nframes} frames; "
-                         f"there must be one derotation angle per frame")
+        raise ValueError(
+            f"{name} has {array.shape[0]} values but the cube has {nframes} frames; "
+            f"there must be one derotation angle per frame"
+        )
     check_finite(array, name)
     return array
 
@@ -83,8 +85,10 @@ def check_psf(psf, frame_shape: tuple[int, int], name: str = "psf", ndim: Iterab
         raise TypeError(f"{name} must be a {expected} array, got {array.ndim}-D with shape {array.shape}")
     ny, nx = frame_shape
     if array.shape[-2] > ny or array.shape[-1] > nx:
-        raise ValueError(f"{name} ({array.shape[-2]}x{array.shape[-1]} px) is larger than the frames "
-                         f"({ny}x{nx} px); crop the PSF to at most the frame size")
+        raise ValueError(
+            f"{name} ({array.shape[-2]}x{array.shape[-1]} px) is larger than the frames "
+            f"({ny}x{nx} px); crop the PSF to at most the frame size"
+        )
     if min(array.shape[-2:]) < 3:
         raise ValueError(f"{name} is too small ({array.shape[-2:]}); it must contain the PSF core")
     check_finite(array, name)

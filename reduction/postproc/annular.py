@@ -64,10 +64,22 @@ def annuli_geometry(shape: tuple[int, int], radius_int: float, asize: float) -> 
 
 
 @blas_single_thread
-def pca_annular(cube, angles, fwhm: float, ncomp: int = 1, *, asize: float = 4, radius_int: float = 0,
-                delta_rot: float = 1.0, min_frames_lib: int = 2, max_frames_lib: int = 200,
-                scaling: str | None = None, collapse_mode: str = "median", derotation: str = "fft",
-                workers: int = 1) -> PsfSubtractionResult:
+def pca_annular(
+    cube,
+    angles,
+    fwhm: float,
+    ncomp: int = 1,
+    *,
+    asize: float = 4,
+    radius_int: float = 0,
+    delta_rot: float = 1.0,
+    min_frames_lib: int = 2,
+    max_frames_lib: int = 200,
+    scaling: str | None = None,
+    collapse_mode: str = "median",
+    derotation: str = "fft",
+    workers: int = 1,
+) -> PsfSubtractionResult:
     """Annular PCA-ADI (``vip_hci.psfsub.pca_annular`` with ``n_segments=1``).
 
     Parameters
@@ -129,11 +141,13 @@ def pca_annular(cube, angles, fwhm: float, ncomp: int = 1, *, asize: float = 4, 
         smallest = int(sizes.min())
         if smallest < max(min_frames_lib, ncomp):
             worst = int(np.argmin(sizes))
-            reason = (f"annulus {index} ({inner:.1f}-{outer:.1f} px): rotation threshold "
-                      f"{threshold:.1f} deg ({delta_rot:g} FWHM at {centre:.1f} px) leaves frame {worst} "
-                      f"with {smallest} library frame(s), fewer than "
-                      + (f"ncomp={ncomp}" if smallest >= min_frames_lib else f"min_frames_lib={min_frames_lib}")
-                      + "; annulus skipped (NaN)")
+            reason = (
+                f"annulus {index} ({inner:.1f}-{outer:.1f} px): rotation threshold "
+                f"{threshold:.1f} deg ({delta_rot:g} FWHM at {centre:.1f} px) leaves frame {worst} "
+                f"with {smallest} library frame(s), fewer than "
+                + (f"ncomp={ncomp}" if smallest >= min_frames_lib else f"min_frames_lib={min_frames_lib}")
+                + "; annulus skipped (NaN)"
+            )
             log.warning(reason)
             notes.append(reason)
             nan_mask |= pixels
@@ -147,7 +161,7 @@ def pca_annular(cube, angles, fwhm: float, ncomp: int = 1, *, asize: float = 4, 
             if comps is None:
                 comps = principal_components(matrix[lib], ncomp)
                 cache[key] = comps
-            out[i] = project_out(matrix[i:i + 1], comps)[0]
+            out[i] = project_out(matrix[i : i + 1], comps)[0]
         residuals[:, pixels] = out
         processed |= pixels
         infos.append(AnnulusInfo(index, inner, outer, threshold, smallest, ncomp))
@@ -157,8 +171,23 @@ def pca_annular(cube, angles, fwhm: float, ncomp: int = 1, *, asize: float = 4, 
     frame[~processed] = 0.0
     if nan_mask.any():
         frame[nan_mask] = np.nan
-    params = {"ncomp": ncomp, "asize": asize, "radius_int": radius_int, "delta_rot": delta_rot,
-              "fwhm": fwhm, "min_frames_lib": min_frames_lib, "max_frames_lib": max_frames_lib,
-              "scaling": scaling, "collapse": collapse_mode, "derotation": derotation}
-    return PsfSubtractionResult(residuals=frame, residual_cube=derotated, algorithm="annular-pca",
-                                parameters=params, annuli=tuple(infos), notes=tuple(notes))
+    params = {
+        "ncomp": ncomp,
+        "asize": asize,
+        "radius_int": radius_int,
+        "delta_rot": delta_rot,
+        "fwhm": fwhm,
+        "min_frames_lib": min_frames_lib,
+        "max_frames_lib": max_frames_lib,
+        "scaling": scaling,
+        "collapse": collapse_mode,
+        "derotation": derotation,
+    }
+    return PsfSubtractionResult(
+        residuals=frame,
+        residual_cube=derotated,
+        algorithm="annular-pca",
+        parameters=params,
+        annuli=tuple(infos),
+        notes=tuple(notes),
+    )

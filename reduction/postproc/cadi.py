@@ -15,8 +15,9 @@ from .results import PsfSubtractionResult
 
 
 @blas_single_thread
-def cadi(cube, angles, *, collapse_mode: str = "median", derotation: str = "fft",
-         workers: int = 1) -> PsfSubtractionResult:
+def cadi(
+    cube, angles, *, collapse_mode: str = "median", derotation: str = "fft", workers: int = 1
+) -> PsfSubtractionResult:
     """Classical ADI: ``frame_i - median_t(cube)``, derotated and median-combined.
 
     Parameters

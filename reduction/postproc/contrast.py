@@ -44,8 +44,13 @@ from .results import ContrastCurve
 Algorithm = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def noise_per_annulus(frame: np.ndarray, separation: float, fwhm: float, init_rad: float | None = None,
-                      wedge: tuple[float, float] = (0, 360)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def noise_per_annulus(
+    frame: np.ndarray,
+    separation: float,
+    fwhm: float,
+    init_rad: float | None = None,
+    wedge: tuple[float, float] = (0, 360),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise (std, ddof 0) and mean of 1xFWHM-aperture fluxes on circles (vip's ``noise_per_annulus``).
 
     Returns
@@ -84,9 +89,21 @@ def noise_per_annulus(frame: np.ndarray, separation: float, fwhm: float, init_ra
 
 
 @blas_single_thread
-def throughput(cube: np.ndarray, angles: np.ndarray, psf: np.ndarray, fwhm: float, algorithm: Algorithm, *,
-               nbranch: int = 1, theta: float = 0.0, inner_rad: int = 1, fc_rad_sep: int = 3,
-               noise_sep: float = 1.0, fc_snr: float = 100.0, frame_nofc: np.ndarray | None = None) -> dict:
+def throughput(
+    cube: np.ndarray,
+    angles: np.ndarray,
+    psf: np.ndarray,
+    fwhm: float,
+    algorithm: Algorithm,
+    *,
+    nbranch: int = 1,
+    theta: float = 0.0,
+    inner_rad: int = 1,
+    fc_rad_sep: int = 3,
+    noise_sep: float = 1.0,
+    fc_snr: float = 100.0,
+    frame_nofc: np.ndarray | None = None,
+) -> dict:
     """Algorithm throughput with injected fake companions (vip's ``throughput``).
 
     Returns
@@ -101,7 +118,7 @@ def throughput(cube: np.ndarray, angles: np.ndarray, psf: np.ndarray, fwhm: floa
     if frame_nofc is None:
         frame_nofc = algorithm(cube, angles)
     noise, _, radii = noise_per_annulus(frame_nofc, separation=noise_sep, fwhm=fwhm)
-    noise, radii = noise[inner_rad - 1:], radii[inner_rad - 1:]
+    noise, radii = noise[inner_rad - 1 :], radii[inner_rad - 1 :]
     finite = np.isfinite(noise) & (noise > 0)
     if not finite.all():  # separations without residuals (skipped annuli): no throughput there
         noise, radii = noise[finite], radii[finite]
@@ -127,8 +144,9 @@ def throughput(cube: np.ndarray, angles: np.ndarray, psf: np.ndarray, fwhm: floa
                 fcx.append(x)
             frame_fc = algorithm(cube_fc, angles)
             injected = aperture_sums(fc_map, np.array(fcx), np.array(fcy), fwhm / 2)
-            recovered = aperture_sums(np.nan_to_num(frame_fc - frame_nofc, nan=0.0), np.array(fcx), np.array(fcy),
-                                      fwhm / 2)
+            recovered = aperture_sums(
+                np.nan_to_num(frame_fc - frame_nofc, nan=0.0), np.array(fcx), np.array(fcy), fwhm / 2
+            )
             ratio = recovered / injected
             ratio[ratio < 0] = 0
             thru[br, irad::fc_rad_sep] = ratio
@@ -136,11 +154,27 @@ def throughput(cube: np.ndarray, angles: np.ndarray, psf: np.ndarray, fwhm: floa
 
 
 @blas_single_thread
-def contrast_curve(cube, angles, psf, fwhm: float, algorithm: Algorithm, *, star_flux: float | None = None,
-                   pixel_scale: float | None = None, sigma: float = 5.0, nbranch: int = 1, theta: float = 0.0,
-                   inner_rad: int = 1, fc_rad_sep: int = 3, noise_sep: float = 1.0, fc_snr: float = 100.0,
-                   student: bool = True, smooth: bool = True, interp_order: int = 2,
-                   frame_nofc: np.ndarray | None = None) -> ContrastCurve:
+def contrast_curve(
+    cube,
+    angles,
+    psf,
+    fwhm: float,
+    algorithm: Algorithm,
+    *,
+    star_flux: float | None = None,
+    pixel_scale: float | None = None,
+    sigma: float = 5.0,
+    nbranch: int = 1,
+    theta: float = 0.0,
+    inner_rad: int = 1,
+    fc_rad_sep: int = 3,
+    noise_sep: float = 1.0,
+    fc_snr: float = 100.0,
+    student: bool = True,
+    smooth: bool = True,
+    interp_order: int = 2,
+    frame_nofc: np.ndarray | None = None,
+) -> ContrastCurve:
     """5-sigma (``sigma``) contrast curve with throughput and small-sample correction.
 
     Parameters
@@ -190,8 +224,20 @@ def contrast_curve(cube, angles, psf, fwhm: float, algorithm: Algorithm, *, star
     flux1 = float(aperture_sums(psf_small, np.array([cxp]), np.array([cyp]), fwhm / 2)[0])
     if flux1 > 1.1 or flux1 < 0.9:
         psf_small = psf_small / flux1
-    res = throughput(cube, angles, psf_small, fwhm, algorithm, nbranch=nbranch, theta=theta, inner_rad=inner_rad,
-                     fc_rad_sep=fc_rad_sep, noise_sep=noise_sep, fc_snr=fc_snr, frame_nofc=frame_nofc)
+    res = throughput(
+        cube,
+        angles,
+        psf_small,
+        fwhm,
+        algorithm,
+        nbranch=nbranch,
+        theta=theta,
+        inner_rad=inner_rad,
+        fc_rad_sep=fc_rad_sep,
+        noise_sep=noise_sep,
+        fc_snr=fc_snr,
+        frame_nofc=frame_nofc,
+    )
     vector_radd = res["radii"]
     thru_mean = np.nanmean(res["throughput"], axis=0) if res["throughput"].shape[0] > 1 else res["throughput"][0]
     frame_nofc = res["frame_nofc"]
@@ -204,7 +250,7 @@ def contrast_curve(cube, angles, psf, fwhm: float, algorithm: Algorithm, *, star
     while not np.any(rad_samp.astype(int) == radtmp):
         radtmp -= 1
     cut2 = np.nonzero(rad_samp.astype(int) == radtmp)[0][0]
-    noise_samp, rad_samp = noise_samp[:cut2 + 1], rad_samp[:cut2 + 1]
+    noise_samp, rad_samp = noise_samp[: cut2 + 1], rad_samp[: cut2 + 1]
     if interp_order is not None:
         thru_interp = InterpolatedUnivariateSpline(vector_radd, thru_mean, k=interp_order)(rad_samp)
     else:
@@ -235,11 +281,31 @@ def contrast_curve(cube, angles, psf, fwhm: float, algorithm: Algorithm, *, star
         out[(out < 0) | (out > 1) | ~np.isfinite(out)] = 1.0  # as vip
         return out
 
-    params = {"sigma": sigma, "nbranch": nbranch, "theta": theta, "inner_rad": inner_rad,
-              "fc_rad_sep": fc_rad_sep, "noise_sep": noise_sep, "fc_snr": fc_snr, "student": student,
-              "smooth": smooth, "interp_order": interp_order}
+    params = {
+        "sigma": sigma,
+        "nbranch": nbranch,
+        "theta": theta,
+        "inner_rad": inner_rad,
+        "fc_rad_sep": fc_rad_sep,
+        "noise_sep": noise_sep,
+        "fc_snr": fc_snr,
+        "student": student,
+        "smooth": smooth,
+        "interp_order": interp_order,
+    }
     return ContrastCurve(
-        separation_px=rad_samp, separation_arcsec=None if pixel_scale is None else rad_samp * pixel_scale,
-        flux_limit=flux_limit, contrast=to_contrast(flux_limit.copy()), contrast_gaussian=to_contrast(flux_gauss.copy()),
-        throughput=thru_interp, noise=noise_sm, sigma_corrected=sigma_corr, throughput_separation_px=vector_radd,
-        throughput_measured=thru_mean, sigma=float(sigma), star_flux=star_flux, fwhm=float(fwhm), parameters=params)
+        separation_px=rad_samp,
+        separation_arcsec=None if pixel_scale is None else rad_samp * pixel_scale,
+        flux_limit=flux_limit,
+        contrast=to_contrast(flux_limit.copy()),
+        contrast_gaussian=to_contrast(flux_gauss.copy()),
+        throughput=thru_interp,
+        noise=noise_sm,
+        sigma_corrected=sigma_corr,
+        throughput_separation_px=vector_radd,
+        throughput_measured=thru_mean,
+        sigma=float(sigma),
+        star_flux=star_flux,
+        fwhm=float(fwhm),
+        parameters=params,
+    )

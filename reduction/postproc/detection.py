@@ -36,7 +36,7 @@ THRESHOLD_KINDS = ("snr", "significance")
 def significance_map(smap: np.ndarray, fwhm: float) -> np.ndarray:
     """Gaussian-equivalent significance of every pixel of an S/N map."""
     cy, cx = star_centre(smap.shape)
-    yy, xx = np.mgrid[:smap.shape[0], :smap.shape[1]]
+    yy, xx = np.mgrid[: smap.shape[0], : smap.shape[1]]
     sep = np.hypot(yy - cy, xx - cx)
     n_noise = np.maximum(n_apertures(np.maximum(sep, fwhm), fwhm) - 1, 2)
     return significance_from_fpf(fpf_from_snr(np.nan_to_num(smap, nan=-np.inf), n_noise))
@@ -71,16 +71,28 @@ def _subpixel(frame: np.ndarray, peak_yx: tuple[int, int], fwhm: float) -> tuple
         fit = fit_gaussian(np.nan_to_num(frame, nan=0.0), (py, px), cropsize=cropsize, fwhm_guess=fwhm)
     except Exception:  # noqa: BLE001 - any fitting failure falls back to the peak pixel
         return float(py), float(px)
-    ok = (np.isfinite(fit["x"]) and np.isfinite(fit["y"]) and fit["amplitude"] > 0
-          and np.hypot(fit["x"] - px, fit["y"] - py) <= 1.5
-          and 0.3 * fwhm <= fit["fwhm"] <= 3.0 * fwhm)
+    ok = (
+        np.isfinite(fit["x"])
+        and np.isfinite(fit["y"])
+        and fit["amplitude"] > 0
+        and np.hypot(fit["x"] - px, fit["y"] - py) <= 1.5
+        and 0.3 * fwhm <= fit["fwhm"] <= 3.0 * fwhm
+    )
     return (fit["y"], fit["x"]) if ok else (float(py), float(px))
 
 
 @blas_single_thread
-def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = None, threshold: float = 5.0,
-                      threshold_on: str = "snr", min_separation: float | None = None,
-                      max_candidates: int | None = None, tolerance: float = 2e-4) -> DetectionResult:
+def detect_candidates(
+    frame,
+    fwhm: float,
+    *,
+    snr_map_array: np.ndarray | None = None,
+    threshold: float = 5.0,
+    threshold_on: str = "snr",
+    min_separation: float | None = None,
+    max_candidates: int | None = None,
+    tolerance: float = 2e-4,
+) -> DetectionResult:
     """Find point-source candidates in a post-processed image.
 
     Parameters
@@ -137,8 +149,10 @@ def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = 
             continue  # refined onto the star's residual, where no S/N is defined (vip's snrmap domain)
         # the peaks of one source converge on it once refined (so compare refined positions, not peaks)
         region = int(regions[y_pk, x_pk])
-        if any(np.hypot(ys - c.y, xs - c.x) < (2 * min_sep if r == region else min_sep)
-               for c, r in zip(candidates, kept_regions)):
+        if any(
+            np.hypot(ys - c.y, xs - c.x) < (2 * min_sep if r == region else min_sep)
+            for c, r in zip(candidates, kept_regions)
+        ):
             continue
         try:
             measurement = snr(np.nan_to_num(frame, nan=0.0), (xs, ys), fwhm)
@@ -148,10 +162,25 @@ def detect_candidates(frame, fwhm: float, *, snr_map_array: np.ndarray | None = 
             fpf = float(fpf_from_snr(value, n))
             sig = float(significance_from_fpf(fpf))
         theta = float(np.mod(np.rad2deg(np.arctan2(ys - cy, xs - cx)), 360.0))
-        candidates.append(Candidate(x=float(xs), y=float(ys), separation_px=float(np.hypot(ys - cy, xs - cx)),
-                                    theta_deg=theta, pa_deg=theta_to_pa(theta), snr=float(value),
-                                    peak_snr=float(smap[y_pk, x_pk]), fpf=float(fpf), significance=float(sig),
-                                    n_apertures=int(n)))
+        candidates.append(
+            Candidate(
+                x=float(xs),
+                y=float(ys),
+                separation_px=float(np.hypot(ys - cy, xs - cx)),
+                theta_deg=theta,
+                pa_deg=theta_to_pa(theta),
+                snr=float(value),
+                peak_snr=float(smap[y_pk, x_pk]),
+                fpf=float(fpf),
+                significance=float(sig),
+                n_apertures=int(n),
+            )
+        )
         kept_regions.append(region)
-    return DetectionResult(candidates=tuple(candidates), snr_map=smap, threshold=float(threshold),
-                           threshold_on=threshold_on, fwhm=float(fwhm))
+    return DetectionResult(
+        candidates=tuple(candidates),
+        snr_map=smap,
+        threshold=float(threshold),
+        threshold_on=threshold_on,
+        fwhm=float(fwhm),
+    )

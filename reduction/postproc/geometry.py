@@ -42,12 +42,12 @@ def derotate_frame(frame: np.ndarray, angle_deg: float, order: int = 3) -> np.nd
 def _shear_phase(shifts: np.ndarray, length: int) -> np.ndarray:
     """Phase ramps ``exp(-2πi k shift / length)`` for the rfft frequencies ``k``, shape ``shifts.shape + (F,)``."""
     nfreq = length // 2 + 1
-    step = np.exp(-2j * np.pi * shifts / length)          # phase of the first frequency
+    step = np.exp(-2j * np.pi * shifts / length)  # phase of the first frequency
     phase = np.empty(shifts.shape + (nfreq,), dtype=complex)
     phase[..., 0] = 1.0
     if nfreq > 1:
         phase[..., 1:] = step[..., None]
-        np.cumprod(phase[..., 1:], axis=-1, out=phase[..., 1:])   # step ** k without complex exponentials
+        np.cumprod(phase[..., 1:], axis=-1, out=phase[..., 1:])  # step ** k without complex exponentials
     return phase
 
 
@@ -63,18 +63,18 @@ def _derotate_fft_batch(cube: np.ndarray, angles: np.ndarray, pad: float) -> np.
     cy, cx = star_centre((ny, nx))
     angles = np.asarray(angles, dtype=float)
     quarter = np.rint(angles / 90.0).astype(int)
-    rest = angles - 90.0 * quarter                         # in [-45, 45]
+    rest = angles - 90.0 * quarter  # in [-45, 45]
     size = sfft.next_fast_len(int(np.ceil(pad * max(ny, nx))) + 2, real=True)
     c = size // 2
     big = np.zeros((nt, size, size))
-    big[:, c - cy:c - cy + ny, c - cx:c - cx + nx] = cube
+    big[:, c - cy : c - cy + ny, c - cx : c - cx + nx] = cube
     half = min(c, size - 1 - c)
     for k in np.unique(quarter % 4):
         if k == 0:
             continue
         sel = np.nonzero(quarter % 4 == k)[0]
-        block = big[sel, c - half:c + half + 1, c - half:c + half + 1]
-        big[sel, c - half:c + half + 1, c - half:c + half + 1] = np.rot90(block, -int(k), axes=(1, 2))
+        block = big[sel, c - half : c + half + 1, c - half : c + half + 1]
+        big[sel, c - half : c + half + 1, c - half : c + half + 1] = np.rot90(block, -int(k), axes=(1, 2))
     # content rotation by `rest` = Sx(a) Sy(b) Sx(a), a = -tan(rest/2), b = sin(rest)
     a = -np.tan(np.deg2rad(rest) / 2.0)
     b = np.sin(np.deg2rad(rest))
@@ -88,14 +88,21 @@ def _derotate_fft_batch(cube: np.ndarray, angles: np.ndarray, pad: float) -> np.
         big = _shear_rows(big, _shear_phase(a[:, None] * d[None, :], size))
     big = np.swapaxes(_shear_rows(np.swapaxes(big, 1, 2), _shear_phase(b[:, None] * d[None, :], size)), 1, 2)
     rows = _shear_rows(big[:, r0:r1], phase_rows)
-    return rows[:, :, c - cx:c - cx + nx]
+    return rows[:, :, c - cx : c - cx + nx]
 
 
 DEROTATION_METHODS = ("fft", "spline")
 
 
-def derotate(cube: np.ndarray, angles: np.ndarray, method: str = "fft", order: int = 3, workers: int = 1,
-             pad: float = 1.5, batch: int = 32) -> np.ndarray:
+def derotate(
+    cube: np.ndarray,
+    angles: np.ndarray,
+    method: str = "fft",
+    order: int = 3,
+    workers: int = 1,
+    pad: float = 1.5,
+    batch: int = 32,
+) -> np.ndarray:
     """Derotate every frame of ``cube`` by its angle (vip-hci convention).
 
     Parameters
@@ -144,8 +151,9 @@ def derotate(cube: np.ndarray, angles: np.ndarray, method: str = "fft", order: i
     return out
 
 
-def derotated_source_coordinates(ys: np.ndarray, xs: np.ndarray, angles: np.ndarray,
-                                 shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def derotated_source_coordinates(
+    ys: np.ndarray, xs: np.ndarray, angles: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Where the final-image pixels ``(ys, xs)`` come from in each raw frame.
 
     Returns arrays of shape ``(t, npoints)`` (y, x) such that the derotated
@@ -162,12 +170,14 @@ def derotated_source_coordinates(ys: np.ndarray, xs: np.ndarray, angles: np.ndar
 def _keys_weights(t: np.ndarray) -> np.ndarray:
     """Keys (a = -0.5, Catmull-Rom) cubic convolution weights for offsets -1, 0, 1, 2."""
     t2, t3 = t * t, t * t * t
-    return np.stack([
-        -0.5 * t3 + t2 - 0.5 * t,
-        1.5 * t3 - 2.5 * t2 + 1.0,
-        -1.5 * t3 + 2.0 * t2 + 0.5 * t,
-        0.5 * t3 - 0.5 * t2,
-    ])
+    return np.stack(
+        [
+            -0.5 * t3 + t2 - 0.5 * t,
+            1.5 * t3 - 2.5 * t2 + 1.0,
+            -1.5 * t3 + 2.0 * t2 + 0.5 * t,
+            0.5 * t3 - 0.5 * t2,
+        ]
+    )
 
 
 def _vip_fft_layout(ny: int, nx: int, npad: int, positive_y: bool, positive_x: bool):
@@ -226,12 +236,14 @@ def vip_fft_shift(images: np.ndarray, dy, dx) -> np.ndarray:
         sel = np.nonzero((keys == key).all(axis=1))[0]
         npix, iy, ix, p_y0, p_x0 = _vip_fft_layout(ny, nx, int(key[0]), bool(key[1]), bool(key[2]))
         big = np.zeros((sel.size, npix, npix))
-        big[:, iy:iy + ny, ix:ix + nx] = images[sel]
+        big[:, iy : iy + ny, ix : ix + nx] = images[sel]
         ramp = np.arange(npix) - npix / 2
-        tilt = (-2 * np.pi / npix) * (dx[sel, None, None] * ramp[None, None, :] + dy[sel, None, None] * ramp[None, :, None])
+        tilt = (-2 * np.pi / npix) * (
+            dx[sel, None, None] * ramp[None, None, :] + dy[sel, None, None] * ramp[None, :, None]
+        )
         fact = np.fft.fftshift(np.exp(1j * tilt), axes=(-2, -1))
         shifted = np.fft.ifft2(np.fft.fft2(big) * fact).real
-        out[sel] = shifted[:, p_y0:p_y0 + ny, p_x0:p_x0 + nx]
+        out[sel] = shifted[:, p_y0 : p_y0 + ny, p_x0 : p_x0 + nx]
     return out
 
 
@@ -246,7 +258,7 @@ def add_stamps(cube: np.ndarray, stamps: np.ndarray, y0: np.ndarray, x0: np.ndar
         cy1, cx1 = sy - max(0, yb - ny), sx - max(0, xb - nx)
         if cy1 <= cy0 or cx1 <= cx0:
             continue
-        cube[i, ya + cy0:ya + cy1, xa + cx0:xa + cx1] += stamps[i, cy0:cy1, cx0:cx1]
+        cube[i, ya + cy0 : ya + cy1, xa + cx0 : xa + cx1] += stamps[i, cy0:cy1, cx0:cx1]
 
 
 def rescale_frames(frames: np.ndarray, factors: np.ndarray, order: int = 3) -> np.ndarray:
@@ -264,13 +276,12 @@ def rescale_frames(frames: np.ndarray, factors: np.ndarray, order: int = 3) -> n
         scale = float(factors[k])
         matrix = np.eye(2) / scale
         offset = centre - matrix @ centre
-        out[k] = ndimage.affine_transform(frames[k], matrix, offset=offset, order=order, mode="constant",
-                                          cval=0.0)
+        out[k] = ndimage.affine_transform(frames[k], matrix, offset=offset, order=order, mode="constant", cval=0.0)
     return out
 
 
 def polar_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Distance to the star and polar angle (deg, counter-clockwise from +x) of every pixel."""
     cy, cx = star_centre(shape)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     return np.hypot(yy - cy, xx - cx), np.rad2deg(np.arctan2(yy - cy, xx - cx))

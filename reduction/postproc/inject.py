@@ -18,16 +18,18 @@ from ._checks import check_angles, check_cube, check_psf
 from .geometry import add_stamps, vip_fft_shift
 
 
-def companion_positions(separation: float, theta_deg: float, angles: np.ndarray,
-                        shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def companion_positions(
+    separation: float, theta_deg: float, angles: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """``(y, x)`` of a companion in each raw frame."""
     cy, cx = star_centre(shape)
     ang = np.deg2rad(theta_deg - np.asarray(angles, dtype=float))
     return cy + separation * np.sin(ang), cx + separation * np.cos(ang)
 
 
-def _stamps_at(psf: np.ndarray, ys: np.ndarray, xs: np.ndarray, flux,
-               shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stamps_at(
+    psf: np.ndarray, ys: np.ndarray, xs: np.ndarray, flux, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shifted PSF stamps (times ``flux``) and their integer corners, as vip's ``_frame_shift_fcp``.
 
     The offset from the star is split into its integer part (truncated towards
@@ -45,8 +47,7 @@ def _stamps_at(psf: np.ndarray, ys: np.ndarray, xs: np.ndarray, flux,
     return stamps, cy - w + iy, cx - w + ix
 
 
-def inject_companions(cube, psf, angles, flux, separation: float, theta_deg: float,
-                      copy: bool = True) -> np.ndarray:
+def inject_companions(cube, psf, angles, flux, separation: float, theta_deg: float, copy: bool = True) -> np.ndarray:
     """Add a fake companion to every frame of an ADI cube.
 
     Parameters
@@ -94,5 +95,5 @@ def inject_in_frame(frame: np.ndarray, psf: np.ndarray, y: float, x: float, flux
     half = size // 2
     odd = size % 2
     canvas = np.zeros(frame.shape)
-    canvas[cy - half:cy + half + odd, cx - half:cx + half + odd] = psf
+    canvas[cy - half : cy + half + odd, cx - half : cx + half + odd] = psf
     return frame + vip_fft_shift(canvas, [y - cy], [x - cx])[0] * flux

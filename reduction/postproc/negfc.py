@@ -46,7 +46,7 @@ from reduction.conventions import star_centre
 from ._checks import check_angles, check_cube, check_ncomp, check_positive, check_psf
 from ._threads import blas_single_thread
 from .geometry import _keys_weights, derotate, derotated_source_coordinates, polar_grid
-from .inject import companion_positions, inject_companions, _stamps_at
+from .inject import _stamps_at, companion_positions, inject_companions
 from .pca import principal_components, project_out
 from .results import NegfcResult, Uncertainty, theta_to_pa
 
@@ -145,7 +145,7 @@ class _Model:
         median over the frames.
         """
         comp = self.companion_matrix(r, theta)
-        norm = (comp ** 2).sum(axis=1)
+        norm = (comp**2).sum(axis=1)
         ok = norm > 0
         if not ok.any():
             return float("nan")
@@ -181,7 +181,7 @@ class _Model:
             residuals = project_out(matrix, comps)
         else:
             residuals = matrix - np.median(matrix, axis=0, keepdims=True)
-        values = (residuals[self.frame_index, self.taps_idx] * self.taps_w).sum(axis=2)   # (t, n_ap)
+        values = (residuals[self.frame_index, self.taps_idx] * self.taps_w).sum(axis=2)  # (t, n_ap)
         if self.collapse == "median":
             return np.median(values, axis=0)
         return values.mean(axis=0)
@@ -212,11 +212,20 @@ def _merit(values: np.ndarray, fmerit: str, mu_sigma: tuple[float, float] | None
     if fmerit == "stddev":
         return float(values.std() * values.size / ddf)
     mu, sigma = mu_sigma
-    return float(((values - mu) ** 2).sum() / sigma ** 2 / ddf)
+    return float(((values - mu) ** 2).sum() / sigma**2 / ddf)
 
 
-def _fit(model: _Model, r0: float, theta0: float, f0: float, fmerit: str, mu_sigma, xatol: float,
-         maxfev: int, f_max: float = np.inf) -> tuple[tuple[float, float, float], float, int, bool]:
+def _fit(
+    model: _Model,
+    r0: float,
+    theta0: float,
+    f0: float,
+    fmerit: str,
+    mu_sigma,
+    xatol: float,
+    maxfev: int,
+    f_max: float = np.inf,
+) -> tuple[tuple[float, float, float], float, int, bool]:
     """Nelder-Mead on (dr [px], r·dθ [px], df / (0.1 f0)), with the flux kept within ``[0, f_max]``."""
     fscale = max(abs(f0) * 0.1, 1e-12)
     deg_per_px = np.rad2deg(1.0 / max(r0, 1e-6))
@@ -232,13 +241,18 @@ def _fit(model: _Model, r0: float, theta0: float, f0: float, fmerit: str, mu_sig
 
     simplex = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 1.0]], dtype=float)
     start = model.evaluations
-    res = minimize(objective, np.zeros(3), method="Nelder-Mead",
-                   options={"initial_simplex": simplex, "xatol": xatol, "fatol": 1e-9, "maxfev": maxfev})
+    res = minimize(
+        objective,
+        np.zeros(3),
+        method="Nelder-Mead",
+        options={"initial_simplex": simplex, "xatol": xatol, "fatol": 1e-9, "maxfev": maxfev},
+    )
     return params(res.x), float(res.fun), model.evaluations - start, bool(res.success)
 
 
-def _first_flux(model: _Model, r: float, theta: float, fmerit: str, mu_sigma, f_guess: float,
-                f_max: float = np.inf) -> float:
+def _first_flux(
+    model: _Model, r: float, theta: float, fmerit: str, mu_sigma, f_guess: float, f_max: float = np.inf
+) -> float:
     """Grid search of the flux at fixed position (vip's ``firstguess_from_coord``, whole grid).
 
     vip stops at the fourth increase of the figure of merit; the whole grid is
@@ -261,10 +275,23 @@ def _first_flux(model: _Model, r: float, theta: float, fmerit: str, mu_sigma, f_
 
 
 @blas_single_thread
-def negfc_fit(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, ncomp: int = 1,
-              annulus_width: float = 3.0, aperture_radius: float = 1.5, fmerit: str = "sum", method: str = "pca",
-              collapse_mode: str = "median", flux_guess: float | None = None, xatol: float = 1e-3,
-              maxfev: int = 600) -> NegfcResult:
+def negfc_fit(
+    cube,
+    angles,
+    psf,
+    fwhm: float,
+    xy: tuple[float, float],
+    *,
+    ncomp: int = 1,
+    annulus_width: float = 3.0,
+    aperture_radius: float = 1.5,
+    fmerit: str = "sum",
+    method: str = "pca",
+    collapse_mode: str = "median",
+    flux_guess: float | None = None,
+    xatol: float = 1e-3,
+    maxfev: int = 600,
+) -> NegfcResult:
     """Fit the position and flux of a companion by NEGFC (simplex).
 
     Parameters
@@ -315,8 +342,7 @@ def negfc_fit(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, ncomp:
     r0, theta0 = _polar(float(xy[0]), float(xy[1]), cube.shape[-2:])
     if r0 <= fwhm:
         raise ValueError(f"the candidate is {r0:.1f} px from the star, within 1 FWHM: NEGFC is not reliable there")
-    model = _Model(cube, angles, psf, fwhm, ncomp, r0, theta0, annulus_width, aperture_radius, method,
-                   collapse_mode)
+    model = _Model(cube, angles, psf, fwhm, ncomp, r0, theta0, annulus_width, aperture_radius, method, collapse_mode)
     mu_sigma = None
     if fmerit == "chi2":
         mu_sigma = model.background(r0, theta0, 0.0)
@@ -326,12 +352,22 @@ def negfc_fit(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, ncomp:
         f_guess = max(float(np.abs(values).max()) * np.pi * (fwhm / 2) ** 2 / 2, 1e-6)
         flux_guess = _first_flux(model, r0, theta0, fmerit, mu_sigma, f_guess, f_max)
     # a given start above the ceiling is kept reachable
-    (r, theta, flux), value, nev, ok = _fit(model, r0, theta0, float(flux_guess), fmerit, mu_sigma, xatol, maxfev,
-                                            max(f_max, float(flux_guess)))
+    (r, theta, flux), value, nev, ok = _fit(
+        model, r0, theta0, float(flux_guess), fmerit, mu_sigma, xatol, maxfev, max(f_max, float(flux_guess))
+    )
     theta = float(np.mod(theta, 360.0))
     x, y = _cartesian(r, theta, cube.shape[-2:])
-    return NegfcResult(x=float(x), y=float(y), separation_px=float(r), theta_deg=theta, pa_deg=theta_to_pa(theta),
-                       flux=float(flux), figure_of_merit=value, n_evaluations=model.evaluations, success=ok)
+    return NegfcResult(
+        x=float(x),
+        y=float(y),
+        separation_px=float(r),
+        theta_deg=theta,
+        pa_deg=theta_to_pa(theta),
+        flux=float(flux),
+        figure_of_merit=value,
+        n_evaluations=model.evaluations,
+        success=ok,
+    )
 
 
 def remove_companion(cube, angles, psf, result: NegfcResult) -> np.ndarray:
@@ -340,13 +376,34 @@ def remove_companion(cube, angles, psf, result: NegfcResult) -> np.ndarray:
 
 
 @blas_single_thread
-def fit_uncertainty(cube, angles, psf, fwhm: float, result: NegfcResult, *, ncomp: int = 1,
-                    annulus_width: float = 3.0, aperture_radius: float = 1.5, method: str = "pca",
-                    collapse_mode: str = "median") -> tuple[float, float, float]:
+def fit_uncertainty(
+    cube,
+    angles,
+    psf,
+    fwhm: float,
+    result: NegfcResult,
+    *,
+    ncomp: int = 1,
+    annulus_width: float = 3.0,
+    aperture_radius: float = 1.5,
+    method: str = "pca",
+    collapse_mode: str = "median",
+) -> tuple[float, float, float]:
     """Fit term: curvature of the Gaussian chi² at the optimum, corrected for pixel correlation."""
     cube = check_cube(cube)
-    model = _Model(cube, angles, psf, fwhm, ncomp, result.separation_px, result.theta_deg, annulus_width,
-                   aperture_radius, method, collapse_mode)
+    model = _Model(
+        cube,
+        angles,
+        psf,
+        fwhm,
+        ncomp,
+        result.separation_px,
+        result.theta_deg,
+        annulus_width,
+        aperture_radius,
+        method,
+        collapse_mode,
+    )
     mu, sigma = model.background(result.separation_px, result.theta_deg, result.flux)
     if not sigma > 0:
         return (float("nan"),) * 3
@@ -355,7 +412,7 @@ def fit_uncertainty(cube, angles, psf, fwhm: float, result: NegfcResult, *, ncom
 
     def chi2(p):
         values = model.residual_values(p[0], p[1], p[2])
-        return float(((values - mu) ** 2).sum() / sigma ** 2)
+        return float(((values - mu) ** 2).sum() / sigma**2)
 
     f0 = chi2(p0)
     hess = np.zeros((3, 3))
@@ -365,7 +422,8 @@ def fit_uncertainty(cube, angles, psf, fwhm: float, result: NegfcResult, *, ncom
         for b in range(a + 1, 3):
             eb = np.eye(3)[b] * steps[b]
             value = (chi2(p0 + ea + eb) - chi2(p0 + ea - eb) - chi2(p0 - ea + eb) + chi2(p0 - ea - eb)) / (
-                4 * steps[a] * steps[b])
+                4 * steps[a] * steps[b]
+            )
             hess[a, b] = hess[b, a] = value
     try:
         cov = 2.0 * np.linalg.inv(hess)
@@ -377,10 +435,22 @@ def fit_uncertainty(cube, angles, psf, fwhm: float, result: NegfcResult, *, ncom
 
 
 @blas_single_thread
-def speckle_uncertainty(cube_free, angles, psf, fwhm: float, result: NegfcResult, *, n_injections: int = 12,
-                        ncomp: int = 1, annulus_width: float = 3.0, aperture_radius: float = 1.5,
-                        fmerit: str = "sum", method: str = "pca", collapse_mode: str = "median",
-                        xatol: float = 1e-3) -> tuple[tuple[float, float, float], tuple[float, float, float], int]:
+def speckle_uncertainty(
+    cube_free,
+    angles,
+    psf,
+    fwhm: float,
+    result: NegfcResult,
+    *,
+    n_injections: int = 12,
+    ncomp: int = 1,
+    annulus_width: float = 3.0,
+    aperture_radius: float = 1.5,
+    fmerit: str = "sum",
+    method: str = "pca",
+    collapse_mode: str = "median",
+    xatol: float = 1e-3,
+) -> tuple[tuple[float, float, float], tuple[float, float, float], int]:
     """Speckle-noise term by injection and recovery at the same separation (Wertz et al. 2017).
 
     Returns ``(std, mean offset, number of injections used)``, each over
@@ -392,9 +462,21 @@ def speckle_uncertainty(cube_free, angles, psf, fwhm: float, result: NegfcResult
         th = float(np.mod(theta + 360.0 * k / (n_injections + 1), 360.0))
         injected = inject_companions(cube_free, psf, angles, flux, r, th)
         x, y = _cartesian(r, th, injected.shape[-2:])
-        fit = negfc_fit(injected, angles, psf, fwhm, (x, y), ncomp=ncomp, annulus_width=annulus_width,
-                        aperture_radius=aperture_radius, fmerit=fmerit, method=method, collapse_mode=collapse_mode,
-                        flux_guess=flux, xatol=xatol)
+        fit = negfc_fit(
+            injected,
+            angles,
+            psf,
+            fwhm,
+            (x, y),
+            ncomp=ncomp,
+            annulus_width=annulus_width,
+            aperture_radius=aperture_radius,
+            fmerit=fmerit,
+            method=method,
+            collapse_mode=collapse_mode,
+            flux_guess=flux,
+            xatol=xatol,
+        )
         dth = (fit.theta_deg - th + 180.0) % 360.0 - 180.0
         offsets.append((fit.separation_px - r, dth, fit.flux - flux))
     offsets = np.array(offsets)
@@ -404,10 +486,22 @@ def speckle_uncertainty(cube_free, angles, psf, fwhm: float, result: NegfcResult
 
 
 @blas_single_thread
-def characterise(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, ncomp: int = 1,
-                 annulus_width: float = 3.0, aperture_radius: float = 1.5, fmerit: str = "sum",
-                 method: str = "pca", collapse_mode: str = "median", n_injections: int = 12,
-                 xatol: float = 1e-3) -> NegfcResult:
+def characterise(
+    cube,
+    angles,
+    psf,
+    fwhm: float,
+    xy: tuple[float, float],
+    *,
+    ncomp: int = 1,
+    annulus_width: float = 3.0,
+    aperture_radius: float = 1.5,
+    fmerit: str = "sum",
+    method: str = "pca",
+    collapse_mode: str = "median",
+    n_injections: int = 12,
+    xatol: float = 1e-3,
+) -> NegfcResult:
     """NEGFC fit with its speckle-noise and fit uncertainties.
 
     See :func:`negfc_fit` for the parameters; ``n_injections`` fake companions
@@ -418,16 +512,23 @@ def characterise(cube, angles, psf, fwhm: float, xy: tuple[float, float], *, nco
     NegfcResult
         With ``uncertainty`` set.
     """
-    kwargs = dict(ncomp=ncomp, annulus_width=annulus_width, aperture_radius=aperture_radius, method=method,
-                  collapse_mode=collapse_mode)
+    kwargs = dict(
+        ncomp=ncomp,
+        annulus_width=annulus_width,
+        aperture_radius=aperture_radius,
+        method=method,
+        collapse_mode=collapse_mode,
+    )
     result = negfc_fit(cube, angles, psf, fwhm, xy, fmerit=fmerit, xatol=xatol, **kwargs)
     fit_term = fit_uncertainty(cube, angles, psf, fwhm, result, **kwargs)
     if n_injections > 1:
         free = remove_companion(cube, angles, psf, result)
-        speckle, bias, n = speckle_uncertainty(free, angles, psf, fwhm, result, n_injections=n_injections,
-                                               fmerit=fmerit, xatol=xatol, **kwargs)
+        speckle, bias, n = speckle_uncertainty(
+            free, angles, psf, fwhm, result, n_injections=n_injections, fmerit=fmerit, xatol=xatol, **kwargs
+        )
     else:
         speckle, bias, n = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 0
-    total = tuple(float(np.sqrt(np.nansum([s ** 2, f ** 2]))) for s, f in zip(speckle, fit_term))
-    return result.with_uncertainty(Uncertainty(speckle=speckle, fit=fit_term, total=total, speckle_bias=bias,
-                                               n_injections=n))
+    total = tuple(float(np.sqrt(np.nansum([s**2, f**2]))) for s, f in zip(speckle, fit_term))
+    return result.with_uncertainty(
+        Uncertainty(speckle=speckle, fit=fit_term, total=total, speckle_bias=bias, n_injections=n)
+    )

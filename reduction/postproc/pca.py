@@ -86,8 +86,13 @@ def centre_mask(shape: tuple[int, int], radius: float | None) -> np.ndarray | No
     return rho < radius
 
 
-def pca_residuals(cube: np.ndarray, ncomp: int, reference: np.ndarray | None = None,
-                  scaling: str | None = None, mask_center_px: float | None = None) -> np.ndarray:
+def pca_residuals(
+    cube: np.ndarray,
+    ncomp: int,
+    reference: np.ndarray | None = None,
+    scaling: str | None = None,
+    mask_center_px: float | None = None,
+) -> np.ndarray:
     """Non-derotated PCA residuals ``(t, y, x)`` (library: ``reference`` or the cube itself)."""
     nt, ny, nx = cube.shape
     mask = centre_mask((ny, nx), mask_center_px)
@@ -106,9 +111,14 @@ def pca_residuals(cube: np.ndarray, ncomp: int, reference: np.ndarray | None = N
     return project_out(matrix, components).reshape(nt, ny, nx)
 
 
-def combine(residuals: np.ndarray, angles: np.ndarray, collapse_mode: str = "median",
-            mask_center_px: float | None = None, derotation: str = "fft",
-            workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def combine(
+    residuals: np.ndarray,
+    angles: np.ndarray,
+    collapse_mode: str = "median",
+    mask_center_px: float | None = None,
+    derotation: str = "fft",
+    workers: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Derotate and collapse residual frames; returns ``(final image, derotated cube)``."""
     derotated = derotate(residuals, angles, method=derotation, workers=workers)
     frame = collapse(derotated, collapse_mode)
@@ -120,8 +130,17 @@ def combine(residuals: np.ndarray, angles: np.ndarray, collapse_mode: str = "med
 
 
 @blas_single_thread
-def pca_adi(cube, angles, ncomp: int = 1, *, scaling: str | None = None, mask_center_px: float | None = None,
-            collapse_mode: str = "median", derotation: str = "fft", workers: int = 1) -> PsfSubtractionResult:
+def pca_adi(
+    cube,
+    angles,
+    ncomp: int = 1,
+    *,
+    scaling: str | None = None,
+    mask_center_px: float | None = None,
+    collapse_mode: str = "median",
+    derotation: str = "fft",
+    workers: int = 1,
+) -> PsfSubtractionResult:
     """Full-frame PCA-ADI, the model of ``vip_hci.psfsub.pca(cube, angles, ncomp=ncomp)``.
 
     Parameters
@@ -154,6 +173,11 @@ def pca_adi(cube, angles, ncomp: int = 1, *, scaling: str | None = None, mask_ce
         raise ValueError(f"collapse_mode must be one of {COLLAPSES}, got {collapse_mode!r}")
     residuals = pca_residuals(cube, ncomp, scaling=scaling, mask_center_px=mask_center_px)
     frame, derotated = combine(residuals, angles, collapse_mode, mask_center_px, derotation, workers)
-    params = {"ncomp": ncomp, "scaling": scaling, "mask_center_px": mask_center_px,
-              "collapse": collapse_mode, "derotation": derotation}
+    params = {
+        "ncomp": ncomp,
+        "scaling": scaling,
+        "mask_center_px": mask_center_px,
+        "collapse": collapse_mode,
+        "derotation": derotation,
+    }
     return PsfSubtractionResult(residuals=frame, residual_cube=derotated, algorithm="pca", parameters=params)

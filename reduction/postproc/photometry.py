@@ -36,12 +36,12 @@ def _aperture_weights(xs: np.ndarray, ys: np.ndarray, r: float, n: int):
     j0 = np.floor(xs - r + 0.5).astype(np.intp)
     i0 = np.floor(ys - r + 0.5).astype(np.intp)
     k = np.arange(n + 1)[:, None]
-    X = np.clip((j0 + k - 0.5) - xs, -r, r)   # corner x offsets, (n+1, M)
-    Y = np.clip((i0 + k - 0.5) - ys, -r, r)   # corner y offsets, (n+1, M)
+    X = np.clip((j0 + k - 0.5) - xs, -r, r)  # corner x offsets, (n+1, M)
+    Y = np.clip((i0 + k - 0.5) - ys, -r, r)  # corner y offsets, (n+1, M)
     rr = r * r
-    gX = _g(X, r)[None]                        # (1, n+1, M) along x
+    gX = _g(X, r)[None]  # (1, n+1, M) along x
     w = np.sqrt(np.maximum(rr - Y * Y, 0.0))  # half-chord at each corner row
-    gw = _g(w, r)[:, None]                     # (n+1, 1, M)
+    gw = _g(w, r)[:, None]  # (n+1, 1, M)
     w = w[:, None]
     Yc = Y[:, None]
     x2 = np.minimum(np.maximum(X[None], -w), w)
@@ -87,9 +87,9 @@ def aperture_sums(image: np.ndarray, xs, ys, radius: float) -> np.ndarray:
     index = np.nonzero(inside)[0]
     offsets = np.arange(n)[:, None]
     for start in range(0, index.size, _CHUNK):
-        sel = index[start:start + _CHUNK]
+        sel = index[start : start + _CHUNK]
         weights, i0, j0 = _aperture_weights(xs[sel], ys[sel], r, n)
-        rows = (i0 + offsets) + pad               # (n, M)
+        rows = (i0 + offsets) + pad  # (n, M)
         cols = (j0 + offsets) + pad
         values = padded[rows[:, None, :], cols[None, :, :]]
         out[sel] = np.einsum("abm,abm->m", weights, values)
@@ -105,7 +105,7 @@ def aperture_weight_kernel(fy: float, fx: float, radius: float, lo: int, hi: int
     if iy < 0 or ix < 0 or iy + n > size or ix + n > size:
         raise ValueError("aperture does not fit in the kernel support")  # pragma: no cover
     kernel = np.zeros((size, size))
-    kernel[iy:iy + n, ix:ix + n] = weights[:, :, 0]
+    kernel[iy : iy + n, ix : ix + n] = weights[:, :, 0]
     return kernel
 
 
@@ -118,9 +118,9 @@ def aperture_weight_kernels(oversampling: int, radius: float, lo: int, hi: int) 
     size = hi - lo + 1
     n = int(np.ceil(2 * radius)) + 1
     fy, fx = np.meshgrid(np.arange(K) / K, np.arange(K) / K, indexing="ij")
-    weights, i0, j0 = _aperture_weights(fx.ravel(), fy.ravel(), radius, n)      # (n, n, K*K)
+    weights, i0, j0 = _aperture_weights(fx.ravel(), fy.ravel(), radius, n)  # (n, n, K*K)
     out = np.zeros((K * K, size, size))
-    rows = (i0 - lo)[:, None] + np.arange(n)[None, :]                              # (K*K, n)
+    rows = (i0 - lo)[:, None] + np.arange(n)[None, :]  # (K*K, n)
     cols = (j0 - lo)[:, None] + np.arange(n)[None, :]
     if rows.min() < 0 or cols.min() < 0 or rows.max() >= size or cols.max() >= size:
         raise ValueError("aperture does not fit in the kernel support")  # pragma: no cover
@@ -144,8 +144,8 @@ def aperture_sum_grid(image: np.ndarray, radius: float, oversampling: int) -> np
     size = hi - lo + 1
     kernels = aperture_weight_kernels(K, r, lo, hi).reshape(K * K, size * size)
     padded = np.zeros((ny + size - 1, nx + size - 1))
-    padded[-lo:-lo + ny, -lo:-lo + nx] = image
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))   # (ny, nx, size, size)
+    padded[-lo : -lo + ny, -lo : -lo + nx] = image
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))  # (ny, nx, size, size)
     patches = windows.reshape(ny * nx, size * size)
-    values = patches @ kernels.T                                               # (ny*nx, K*K)
+    values = patches @ kernels.T  # (ny*nx, K*K)
     return values.reshape(ny, nx, K, K).transpose(0, 2, 1, 3).reshape(ny * K, nx * K)

@@ -33,8 +33,15 @@ from .pca import pca_adi
 from .psf import normalize_psf
 from .rdi import pca_rdi
 from .recenter import recenter_cube
-from .results import (CharacterisedCandidate, ContrastCurve, DetectionResult, NegfcResult, NormalizedPsf,
-                      PostprocessResult, PsfSubtractionResult)
+from .results import (
+    CharacterisedCandidate,
+    ContrastCurve,
+    DetectionResult,
+    NegfcResult,
+    NormalizedPsf,
+    PostprocessResult,
+    PsfSubtractionResult,
+)
 from .sdi import pca_asdi
 
 log = logging.getLogger(__name__)
@@ -83,8 +90,9 @@ class PsfSubtractionParameters(StepParameters):
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
 
 
-def subtract_psf(cube, angles, params: PsfSubtractionParameters, fwhm: float | None = None,
-                 reference_cube=None, wavelengths=None) -> PsfSubtractionResult:
+def subtract_psf(
+    cube, angles, params: PsfSubtractionParameters, fwhm: float | None = None, reference_cube=None, wavelengths=None
+) -> PsfSubtractionResult:
     """Run the PSF subtraction described by ``params``.
 
     A ``reference_cube`` turns full-frame PCA into RDI; a 4-D cube with
@@ -103,14 +111,31 @@ def subtract_psf(cube, angles, params: PsfSubtractionParameters, fwhm: float | N
     if params.algorithm == "annular-pca":
         if fwhm is None:
             raise ValueError("annular PCA needs the FWHM")
-        return pca_annular(cube_arr, angles, fwhm, params.ncomp, asize=params.asize, radius_int=params.radius_int,
-                           delta_rot=params.delta_rot, min_frames_lib=params.min_frames_lib,
-                           scaling=params.scaling, **common)
+        return pca_annular(
+            cube_arr,
+            angles,
+            fwhm,
+            params.ncomp,
+            asize=params.asize,
+            radius_int=params.radius_int,
+            delta_rot=params.delta_rot,
+            min_frames_lib=params.min_frames_lib,
+            scaling=params.scaling,
+            **common,
+        )
     if reference_cube is not None:
-        return pca_rdi(cube_arr, angles, reference_cube, params.ncomp, scaling=params.scaling,
-                       mask_center_px=params.mask_center_px, **common)
-    return pca_adi(cube_arr, angles, params.ncomp, scaling=params.scaling, mask_center_px=params.mask_center_px,
-                   **common)
+        return pca_rdi(
+            cube_arr,
+            angles,
+            reference_cube,
+            params.ncomp,
+            scaling=params.scaling,
+            mask_center_px=params.mask_center_px,
+            **common,
+        )
+    return pca_adi(
+        cube_arr, angles, params.ncomp, scaling=params.scaling, mask_center_px=params.mask_center_px, **common
+    )
 
 
 class PsfSubtractionStep(Step[PsfSubtractionParameters, PsfSubtractionResult]):
@@ -124,8 +149,14 @@ class PsfSubtractionStep(Step[PsfSubtractionParameters, PsfSubtractionResult]):
     outputs: ClassVar[tuple[str, ...]] = ("residuals",)
 
     def run(self, params: PsfSubtractionParameters, **inputs: Any) -> PsfSubtractionResult:
-        return subtract_psf(inputs["cube"], inputs["angles"], params, fwhm=inputs.get("fwhm"),
-                            reference_cube=inputs.get("reference_cube"), wavelengths=inputs.get("wavelengths"))
+        return subtract_psf(
+            inputs["cube"],
+            inputs["angles"],
+            params,
+            fwhm=inputs.get("fwhm"),
+            reference_cube=inputs.get("reference_cube"),
+            wavelengths=inputs.get("wavelengths"),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,9 +193,14 @@ class DetectionStep(Step[DetectionParameters, DetectionResult]):
     outputs: ClassVar[tuple[str, ...]] = ("snr_map", "candidates", "threshold")
 
     def run(self, params: DetectionParameters, **inputs: Any) -> DetectionResult:
-        return detect_candidates(inputs["residuals"], inputs["fwhm"], threshold=params.threshold,
-                                 threshold_on=params.threshold_on, max_candidates=params.max_candidates,
-                                 tolerance=params.snr_tolerance)
+        return detect_candidates(
+            inputs["residuals"],
+            inputs["fwhm"],
+            threshold=params.threshold,
+            threshold_on=params.threshold_on,
+            max_candidates=params.max_candidates,
+            tolerance=params.snr_tolerance,
+        )
 
 
 @dataclass(frozen=True)
@@ -203,10 +239,19 @@ class CharacterisationStep(Step[CharacterisationParameters, NegfcResult]):
     outputs: ClassVar[tuple[str, ...]] = ("separation_px", "pa_deg", "flux", "uncertainty")
 
     def run(self, params: CharacterisationParameters, **inputs: Any) -> NegfcResult:
-        return characterise(inputs["cube"], inputs["angles"], inputs["psf"], inputs["fwhm"], inputs["xy"],
-                            ncomp=params.ncomp, method=params.method, annulus_width=params.annulus_width,
-                            aperture_radius=params.aperture_radius, fmerit=params.fmerit,
-                            n_injections=params.n_injections)
+        return characterise(
+            inputs["cube"],
+            inputs["angles"],
+            inputs["psf"],
+            inputs["fwhm"],
+            inputs["xy"],
+            ncomp=params.ncomp,
+            method=params.method,
+            annulus_width=params.annulus_width,
+            aperture_radius=params.aperture_radius,
+            fmerit=params.fmerit,
+            n_injections=params.n_injections,
+        )
 
 
 @dataclass(frozen=True)
@@ -253,9 +298,16 @@ class ContrastCurveStep(Step[ContrastCurveParameters, ContrastCurve]):
         def algorithm(c, a):
             return subtract_psf(c, a, sub, fwhm=fwhm).residuals
 
-        return contrast_curve(inputs["cube"], inputs["angles"], inputs["psf"], fwhm, algorithm,
-                              star_flux=inputs.get("star_flux"), pixel_scale=inputs.get("pixel_scale"),
-                              **dataclasses.asdict(params))
+        return contrast_curve(
+            inputs["cube"],
+            inputs["angles"],
+            inputs["psf"],
+            fwhm,
+            algorithm,
+            star_flux=inputs.get("star_flux"),
+            pixel_scale=inputs.get("pixel_scale"),
+            **dataclasses.asdict(params),
+        )
 
 
 @dataclass(frozen=True)
@@ -294,8 +346,12 @@ class PostprocessParameters(StepParameters):
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PostprocessParameters":
         """Build from a nested dict (as :meth:`to_dict` writes it)."""
-        nested = {"subtraction": PsfSubtractionParameters, "detection": DetectionParameters,
-                  "characterisation": CharacterisationParameters, "contrast": ContrastCurveParameters}
+        nested = {
+            "subtraction": PsfSubtractionParameters,
+            "detection": DetectionParameters,
+            "characterisation": CharacterisationParameters,
+            "contrast": ContrastCurveParameters,
+        }
         converted = dict(values)
         for key, klass in nested.items():
             if isinstance(converted.get(key), dict):
@@ -309,8 +365,15 @@ def _fits_in_frame(candidate_sep: float, fwhm: float, params: CharacterisationPa
 
 
 @blas_single_thread
-def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | None = None,
-                params: PostprocessParameters = PostprocessParameters()) -> PostprocessResult:
+def postprocess(
+    cube,
+    angles,
+    psf,
+    pixel_scale: float,
+    *,
+    star_flux: float | None = None,
+    params: PostprocessParameters = PostprocessParameters(),
+) -> PostprocessResult:
     """PSF subtraction, detection, NEGFC characterisation and detection limits of one ADI cube.
 
     Parameters
@@ -341,8 +404,7 @@ def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | Non
     fwhm = npsf.fwhm
     recentering = None
     if params.recenter:
-        recentering = recenter_cube(cube, fwhm, negative=params.recenter_negative,
-                                    subi_size=params.recenter_subi_size)
+        recentering = recenter_cube(cube, fwhm, negative=params.recenter_negative, subi_size=params.recenter_subi_size)
         cube = recentering.cube
     subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
     for note in subtraction.notes:
@@ -359,14 +421,20 @@ def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | Non
             characterised.append(CharacterisedCandidate(candidate, None, "not characterised (max_characterised)"))
             continue
         if not _fits_in_frame(candidate.separation_px, fwhm, char_params, half):
-            characterised.append(CharacterisedCandidate(
-                candidate, None, "too close to the star or to the edge for NEGFC"))
+            characterised.append(
+                CharacterisedCandidate(candidate, None, "too close to the star or to the edge for NEGFC")
+            )
             continue
         try:
             ncomp = min(char_params.ncomp, cube.shape[0])
-            result = CharacterisationStep()(dataclasses.replace(char_params, ncomp=ncomp), cube=cube,
-                                                angles=angles, psf=npsf.psf, fwhm=fwhm,
-                                                xy=(candidate.x, candidate.y))
+            result = CharacterisationStep()(
+                dataclasses.replace(char_params, ncomp=ncomp),
+                cube=cube,
+                angles=angles,
+                psf=npsf.psf,
+                fwhm=fwhm,
+                xy=(candidate.x, candidate.y),
+            )
         except ValueError as exc:
             log.warning("NEGFC failed for the candidate at (%.1f, %.1f): %s", candidate.x, candidate.y, exc)
             characterised.append(CharacterisedCandidate(candidate, None, f"NEGFC failed: {exc}"))
@@ -374,12 +442,27 @@ def postprocess(cube, angles, psf, pixel_scale: float, *, star_flux: float | Non
         characterised.append(CharacterisedCandidate(candidate, result))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
-    contrast = ContrastCurveStep()(params.contrast, cube=free_cube, angles=angles, psf=npsf.psf, fwhm=fwhm,
-                                       subtraction=params.subtraction, star_flux=star_flux,
-                                       pixel_scale=pixel_scale)
-    return PostprocessResult(subtraction=subtraction, detection=detection, characterised=tuple(characterised),
-                             contrast=contrast, psf=npsf, recentering=recentering, pixel_scale=pixel_scale,
-                             star_flux=star_flux, parameters=params.to_dict())
+    contrast = ContrastCurveStep()(
+        params.contrast,
+        cube=free_cube,
+        angles=angles,
+        psf=npsf.psf,
+        fwhm=fwhm,
+        subtraction=params.subtraction,
+        star_flux=star_flux,
+        pixel_scale=pixel_scale,
+    )
+    return PostprocessResult(
+        subtraction=subtraction,
+        detection=detection,
+        characterised=tuple(characterised),
+        contrast=contrast,
+        psf=npsf,
+        recentering=recentering,
+        pixel_scale=pixel_scale,
+        star_flux=star_flux,
+        parameters=params.to_dict(),
+    )
 
 
 class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
@@ -393,5 +476,11 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
     outputs: ClassVar[tuple[str, ...]] = ("subtraction", "detection", "characterised", "contrast")
 
     def run(self, params: PostprocessParameters, **inputs: Any) -> PostprocessResult:
-        return postprocess(inputs["cube"], inputs["angles"], inputs["psf"], inputs["pixel_scale"],
-                           star_flux=inputs.get("star_flux"), params=params)
+        return postprocess(
+            inputs["cube"],
+            inputs["angles"],
+            inputs["psf"],
+            inputs["pixel_scale"],
+            star_flux=inputs.get("star_flux"),
+            params=params,
+        )

@@ -33,8 +33,13 @@ def _fitter():
         return fitting.LMLSQFitter()  # pragma: no cover
 
 
-def fit_gaussian(image: np.ndarray, centre_yx: tuple[float, float] | None = None, cropsize: int = 9,
-                 negative: bool = False, fwhm_guess: float = 4.0) -> dict[str, float]:
+def fit_gaussian(
+    image: np.ndarray,
+    centre_yx: tuple[float, float] | None = None,
+    cropsize: int = 9,
+    negative: bool = False,
+    fwhm_guess: float = 4.0,
+) -> dict[str, float]:
     """Fit a rotated 2-D Gaussian to a small box of ``image`` (``vip_hci.var.fit_2dgaussian``).
 
     Parameters
@@ -60,7 +65,7 @@ def fit_gaussian(image: np.ndarray, centre_yx: tuple[float, float] | None = None
         centre_yx = star_centre(image.shape)
     wing = (cropsize - 1) / 2
     y0, x0 = max(int(centre_yx[0] - wing), 0), max(int(centre_yx[1] - wing), 0)
-    sub = image[y0:int(centre_yx[0] + wing + 1), x0:int(centre_yx[1] + wing + 1)]
+    sub = image[y0 : int(centre_yx[0] + wing + 1), x0 : int(centre_yx[1] + wing + 1)]
     if negative:
         sub = -sub + np.abs(np.min(-sub))
     yy, xx = np.indices(sub.shape)
@@ -69,17 +74,25 @@ def fit_gaussian(image: np.ndarray, centre_yx: tuple[float, float] | None = None
         ycom, xcom = (sub * yy).sum() / total, (sub * xx).sum() / total
     else:
         ycom, xcom = (sub.shape[0] - 1) / 2, (sub.shape[1] - 1) / 2
-    model = models.Gaussian2D(amplitude=float(np.ptp(sub)), x_mean=xcom, y_mean=ycom,
-                              x_stddev=fwhm_guess * gaussian_fwhm_to_sigma,
-                              y_stddev=fwhm_guess * gaussian_fwhm_to_sigma, theta=0.0)
+    model = models.Gaussian2D(
+        amplitude=float(np.ptp(sub)),
+        x_mean=xcom,
+        y_mean=ycom,
+        x_stddev=fwhm_guess * gaussian_fwhm_to_sigma,
+        y_stddev=fwhm_guess * gaussian_fwhm_to_sigma,
+        theta=0.0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = _fitter()(model, xx, yy, sub)
     fwhm_y = abs(float(fit.y_stddev.value)) * gaussian_sigma_to_fwhm
     fwhm_x = abs(float(fit.x_stddev.value)) * gaussian_sigma_to_fwhm
     return {
-        "y": float(fit.y_mean.value) + y0, "x": float(fit.x_mean.value) + x0,
-        "fwhm_y": fwhm_y, "fwhm_x": fwhm_x, "fwhm": 0.5 * (fwhm_x + fwhm_y),
+        "y": float(fit.y_mean.value) + y0,
+        "x": float(fit.x_mean.value) + x0,
+        "fwhm_y": fwhm_y,
+        "fwhm_x": fwhm_x,
+        "fwhm": 0.5 * (fwhm_x + fwhm_y),
         "amplitude": float(fit.amplitude.value),
         "theta_deg": float(np.rad2deg(fit.theta.value)),
     }
@@ -89,10 +102,9 @@ def crop_centre(image: np.ndarray, size: int) -> np.ndarray:
     """The ``size`` x ``size`` box centred on the central pixel (vip's ``frame_crop``)."""
     cy, cx = star_centre(image.shape)
     half = size // 2
-    if cy - half < 0 or cx - half < 0 or cy + half + size % 2 > image.shape[0] \
-            or cx + half + size % 2 > image.shape[1]:
+    if cy - half < 0 or cx - half < 0 or cy + half + size % 2 > image.shape[0] or cx + half + size % 2 > image.shape[1]:
         raise ValueError(f"cannot crop {size}x{size} px from an image of {image.shape}")
-    return image[..., cy - half:cy + half + size % 2, cx - half:cx + half + size % 2].copy()
+    return image[..., cy - half : cy + half + size % 2, cx - half : cx + half + size % 2].copy()
 
 
 def normalize_psf(psf, fwhm: float | None = None, size: int | None = 19, cropsize: int = 9) -> NormalizedPsf:
@@ -149,5 +161,11 @@ def normalize_psf(psf, fwhm: float | None = None, size: int | None = 19, cropsiz
     if not np.isfinite(flux) or flux <= 0:
         raise ValueError(f"the PSF has no positive flux in a 1xFWHM aperture (flux {flux})")
     scale = flux if (flux > 1.1 or flux < 0.9) else 1.0
-    return NormalizedPsf(psf=array / scale, fwhm=float(fwhm), fwhm_x=float(fwhm_x), fwhm_y=float(fwhm_y),
-                         aperture_flux=flux, scale=float(scale))
+    return NormalizedPsf(
+        psf=array / scale,
+        fwhm=float(fwhm),
+        fwhm_x=float(fwhm_x),
+        fwhm_y=float(fwhm_y),
+        aperture_flux=flux,
+        scale=float(scale),
+    )

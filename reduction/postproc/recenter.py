@@ -29,8 +29,7 @@ from .results import RecenterResult
 log = logging.getLogger(__name__)
 
 
-def guess_star_xy(cube: np.ndarray, fwhm: float, negative: bool = True,
-                  search_radius: float = 5.0) -> tuple[int, int]:
+def guess_star_xy(cube: np.ndarray, fwhm: float, negative: bool = True, search_radius: float = 5.0) -> tuple[int, int]:
     """Integer ``(x, y)`` of the star in the median frame, near the frame centre.
 
     Positive: the brightest pixel of the lightly smoothed median frame within
@@ -41,7 +40,7 @@ def guess_star_xy(cube: np.ndarray, fwhm: float, negative: bool = True,
     """
     median = np.median(cube, axis=0)
     cy, cx = star_centre(median.shape)
-    yy, xx = np.mgrid[:median.shape[0], :median.shape[1]]
+    yy, xx = np.mgrid[: median.shape[0], : median.shape[1]]
     light = ndimage.gaussian_filter(median, 0.5)
     near = np.hypot(yy - cy, xx - cx) <= search_radius
     if not negative:
@@ -55,8 +54,15 @@ def guess_star_xy(cube: np.ndarray, fwhm: float, negative: bool = True,
 
 
 @blas_single_thread
-def recenter_cube(cube, fwhm: float, *, xy: tuple[float, float] | None = None, negative: bool = True,
-                  subi_size: int = 5, search_radius: float = 5.0) -> RecenterResult:
+def recenter_cube(
+    cube,
+    fwhm: float,
+    *,
+    xy: tuple[float, float] | None = None,
+    negative: bool = True,
+    subi_size: int = 5,
+    search_radius: float = 5.0,
+) -> RecenterResult:
     """Shift every frame so the star sits on the central pixel (2-D Gaussian fit per frame).
 
     Parameters
@@ -99,7 +105,17 @@ def recenter_cube(cube, fwhm: float, *, xy: tuple[float, float] | None = None, n
     if not (np.all(np.isfinite(shy)) and np.all(np.isfinite(shx))) or np.any(np.hypot(shy, shx) > 2 * size):
         raise ValueError("the 2-D Gaussian fit failed on some frames; give the star position with xy=(x, y)")
     shifted = vip_fft_shift(cube, shy, shx)
-    log.info("re-centred %d frames from (x, y) = %s: median shift (%.2f, %.2f) px", nt, xy,
-             float(np.median(shx)), float(np.median(shy)))
-    return RecenterResult(cube=shifted, shifts_y=shy, shifts_x=shx, guess_xy=(float(xy[0]), float(xy[1])),
-                          method=f"{'negative' if negative else 'positive'} 2-D Gaussian, {size}x{size} px")
+    log.info(
+        "re-centred %d frames from (x, y) = %s: median shift (%.2f, %.2f) px",
+        nt,
+        xy,
+        float(np.median(shx)),
+        float(np.median(shy)),
+    )
+    return RecenterResult(
+        cube=shifted,
+        shifts_y=shy,
+        shifts_x=shx,
+        guess_xy=(float(xy[0]), float(xy[1])),
+        method=f"{'negative' if negative else 'positive'} 2-D Gaussian, {size}x{size} px",
+    )

@@ -40,9 +40,19 @@ def scale_factors(wavelengths) -> np.ndarray:
 
 
 @blas_single_thread
-def pca_asdi(cube, angles, wavelengths, ncomp: int = 1, *, mode: str = "single", ncomp_adi: int | None = None,
-             scaling: str | None = None, collapse_mode: str = "median", derotation: str = "fft",
-             workers: int = 1) -> PsfSubtractionResult:
+def pca_asdi(
+    cube,
+    angles,
+    wavelengths,
+    ncomp: int = 1,
+    *,
+    mode: str = "single",
+    ncomp_adi: int | None = None,
+    scaling: str | None = None,
+    collapse_mode: str = "median",
+    derotation: str = "fft",
+    workers: int = 1,
+) -> PsfSubtractionResult:
     """ASDI/SDI PCA of a 4-D ``(λ, t, y, x)`` cube.
 
     Parameters
@@ -105,7 +115,13 @@ def pca_asdi(cube, angles, wavelengths, ncomp: int = 1, *, mode: str = "single",
             ncomp_adi = check_ncomp(ncomp_adi, nt, "ncomp_adi")
             per_frame = pca_residuals(per_frame, ncomp_adi, scaling=scaling)
     frame, derotated = combine(per_frame, angles, collapse_mode, None, derotation, workers)
-    params = {"ncomp": ncomp, "ncomp_adi": ncomp_adi, "mode": mode, "wavelengths": [float(w) for w in
-              np.ravel(wavelengths)], "scaling": scaling, "collapse": collapse_mode,
-              "derotation": derotation}
+    params = {
+        "ncomp": ncomp,
+        "ncomp_adi": ncomp_adi,
+        "mode": mode,
+        "wavelengths": [float(w) for w in np.ravel(wavelengths)],
+        "scaling": scaling,
+        "collapse": collapse_mode,
+        "derotation": derotation,
+    }
     return PsfSubtractionResult(residuals=frame, residual_cube=derotated, algorithm="asdi-pca", parameters=params)

@@ -70,15 +70,18 @@ def snr_threshold_for_significance(sigma: float, separation_px, fwhm: float):
     return stats.t.isf(stats.norm.sf(sigma), dof)
 
 
-def aperture_centres(frame_shape: tuple[int, int], x: float, y: float, fwhm: float,
-                     exclude_negative_lobes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def aperture_centres(
+    frame_shape: tuple[int, int], x: float, y: float, fwhm: float, exclude_negative_lobes: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Test aperture first, then the noise apertures, as ``vip_hci.metrics.indep_ap_centers``."""
     cy, cx = star_centre(frame_shape)
     dx, dy = float(x) - cx, float(y) - cy
     sep = np.hypot(dx, dy)
     if not sep > fwhm / 2.0:
-        raise ValueError(f"the test position ({x}, {y}) is too close to the star "
-                         f"(separation {sep:.2f} px <= FWHM/2 = {fwhm / 2:.2f} px)")
+        raise ValueError(
+            f"the test position ({x}, {y}) is too close to the star "
+            f"(separation {sep:.2f} px <= FWHM/2 = {fwhm / 2:.2f} px)"
+        )
     angle = np.arcsin(fwhm / 2.0 / sep) * 2
     number = int(np.floor(2 * np.pi / angle))
     k = np.arange(number)
@@ -123,9 +126,17 @@ def snr(frame, xy: tuple[float, float], fwhm: float, exclude_negative_lobes: boo
     std = noise_fluxes.std(ddof=1)
     value = (signal - noise_fluxes.mean()) / (std * np.sqrt(1 + 1 / n))
     fpf = float(fpf_from_snr(value, n))
-    return SnrMeasurement(x=x, y=y, snr=float(value), signal=float(signal), noise=float(std),
-                          background=float(noise_fluxes.mean()), n_apertures=n, fpf=fpf,
-                          significance=float(significance_from_fpf(fpf)))
+    return SnrMeasurement(
+        x=x,
+        y=y,
+        snr=float(value),
+        signal=float(signal),
+        noise=float(std),
+        background=float(noise_fluxes.mean()),
+        n_apertures=n,
+        fpf=fpf,
+        significance=float(significance_from_fpf(fpf)),
+    )
 
 
 def snr_map_mask(frame: np.ndarray, fwhm: float) -> np.ndarray:
@@ -151,7 +162,7 @@ def _nan_rings(frame: np.ndarray, fwhm: float) -> np.ndarray | None:
     bad = np.zeros(top + 1, bool)
     for r in np.unique(np.floor(radii)):
         lo, hi = int(max(np.floor(r - reach), 0)), int(min(np.ceil(r + 1 + reach), top))
-        bad[lo:hi + 1] = True
+        bad[lo : hi + 1] = True
     return bad
 
 
@@ -217,8 +228,10 @@ def snr_map(frame, fwhm: float, tolerance: float = 2e-4, oversampling: int = OVE
             F1 = ndimage.map_coordinates(grid, coords, order=1, prefilter=False, mode="constant").reshape(X.shape)
             err = np.abs(F - F1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                slope = 1.0 / (n2 * sd * corr)[:, None] + np.abs(value)[:, None] * np.abs(F - mu[:, None]) / (
-                    (n2 - 1) * sd ** 2)[:, None]
+                slope = (
+                    1.0 / (n2 * sd * corr)[:, None]
+                    + np.abs(value)[:, None] * np.abs(F - mu[:, None]) / ((n2 - 1) * sd**2)[:, None]
+                )
                 bound = _ERROR_SCALE * np.sqrt(((err * slope) ** 2).sum(axis=1))
             bad = ~(bound <= tolerance)
         else:
@@ -247,7 +260,7 @@ def snr_map(frame, fwhm: float, tolerance: float = 2e-4, oversampling: int = OVE
         out[py[idx], px[idx]] = value
     bad_rings = _nan_rings(frame, fwhm)
     if bad_rings is not None:
-        rho = np.hypot(*np.mgrid[-cy:ny - cy, -cx:nx - cx])
+        rho = np.hypot(*np.mgrid[-cy : ny - cy, -cx : nx - cx])
         touched = bad_rings[np.clip(np.floor(rho).astype(int), 0, bad_rings.size - 1)]
         out[touched & (out != 0)] = np.nan
         out[~np.isfinite(frame)] = np.nan

@@ -12,8 +12,8 @@ import numpy as np
 
 def detections_table(result, pixel_scale: float, star_flux: float | None):
     """One row per candidate, NEGFC values when characterised (else detection values, NaN errors)."""
-    from astropy.table import Table
     import astropy.units as u
+    from astropy.table import Table
 
     from reduction.conventions import star_centre
 
@@ -35,32 +35,95 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         y_err = float(np.hypot(np.sin(th) * tot[0], sep * np.cos(th) * np.deg2rad(tot[1])))
         contrast = flux_norm / star_flux if star_flux else np.nan
         contrast_err = tot[2] / star_flux if star_flux else np.nan
-        rows.append({
-            "id": index, "x": x, "y": y, "x_err": x_err, "y_err": y_err,
-            "sep_px": sep, "sep_px_err": tot[0],
-            "sep_arcsec": sep * pixel_scale, "sep_arcsec_err": tot[0] * pixel_scale,
-            "sep_arcsec_err_speckle": spk[0] * pixel_scale, "sep_arcsec_err_fit": fterm[0] * pixel_scale,
-            "pa_deg": float(np.mod(theta - 90.0, 360.0)), "pa_deg_err": tot[1],
-            "pa_deg_err_speckle": spk[1], "pa_deg_err_fit": fterm[1], "theta_deg": theta,
-            "snr": cand.snr, "peak_snr": cand.peak_snr, "fpf": cand.fpf, "significance": cand.significance,
-            "flux": flux_norm / scale, "flux_err": tot[2] / scale,
-            "flux_err_speckle": spk[2] / scale, "flux_err_fit": fterm[2] / scale,
-            "flux_fwhm_aperture": flux_norm, "flux_fwhm_aperture_err": tot[2],
-            "contrast": contrast, "contrast_err": contrast_err,
-            "characterised": fit is not None, "note": item.note,
-        })
-    names = ["id", "x", "y", "x_err", "y_err", "sep_px", "sep_px_err", "sep_arcsec", "sep_arcsec_err",
-             "sep_arcsec_err_speckle", "sep_arcsec_err_fit", "pa_deg", "pa_deg_err", "pa_deg_err_speckle",
-             "pa_deg_err_fit", "theta_deg", "snr", "peak_snr", "fpf", "significance", "flux", "flux_err",
-             "flux_err_speckle", "flux_err_fit", "flux_fwhm_aperture", "flux_fwhm_aperture_err", "contrast",
-             "contrast_err", "characterised", "note"]
+        rows.append(
+            {
+                "id": index,
+                "x": x,
+                "y": y,
+                "x_err": x_err,
+                "y_err": y_err,
+                "sep_px": sep,
+                "sep_px_err": tot[0],
+                "sep_arcsec": sep * pixel_scale,
+                "sep_arcsec_err": tot[0] * pixel_scale,
+                "sep_arcsec_err_speckle": spk[0] * pixel_scale,
+                "sep_arcsec_err_fit": fterm[0] * pixel_scale,
+                "pa_deg": float(np.mod(theta - 90.0, 360.0)),
+                "pa_deg_err": tot[1],
+                "pa_deg_err_speckle": spk[1],
+                "pa_deg_err_fit": fterm[1],
+                "theta_deg": theta,
+                "snr": cand.snr,
+                "peak_snr": cand.peak_snr,
+                "fpf": cand.fpf,
+                "significance": cand.significance,
+                "flux": flux_norm / scale,
+                "flux_err": tot[2] / scale,
+                "flux_err_speckle": spk[2] / scale,
+                "flux_err_fit": fterm[2] / scale,
+                "flux_fwhm_aperture": flux_norm,
+                "flux_fwhm_aperture_err": tot[2],
+                "contrast": contrast,
+                "contrast_err": contrast_err,
+                "characterised": fit is not None,
+                "note": item.note,
+            }
+        )
+    names = [
+        "id",
+        "x",
+        "y",
+        "x_err",
+        "y_err",
+        "sep_px",
+        "sep_px_err",
+        "sep_arcsec",
+        "sep_arcsec_err",
+        "sep_arcsec_err_speckle",
+        "sep_arcsec_err_fit",
+        "pa_deg",
+        "pa_deg_err",
+        "pa_deg_err_speckle",
+        "pa_deg_err_fit",
+        "theta_deg",
+        "snr",
+        "peak_snr",
+        "fpf",
+        "significance",
+        "flux",
+        "flux_err",
+        "flux_err_speckle",
+        "flux_err_fit",
+        "flux_fwhm_aperture",
+        "flux_fwhm_aperture_err",
+        "contrast",
+        "contrast_err",
+        "characterised",
+        "note",
+    ]
     dtypes = [int] + [float] * 27 + [bool, str]
-    table = Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes) if rows else \
-        Table(names=names, dtype=dtypes)
-    units = {"x": u.pix, "y": u.pix, "x_err": u.pix, "y_err": u.pix, "sep_px": u.pix, "sep_px_err": u.pix,
-             "sep_arcsec": u.arcsec, "sep_arcsec_err": u.arcsec, "sep_arcsec_err_speckle": u.arcsec,
-             "sep_arcsec_err_fit": u.arcsec, "pa_deg": u.deg, "pa_deg_err": u.deg, "pa_deg_err_speckle": u.deg,
-             "pa_deg_err_fit": u.deg, "theta_deg": u.deg}
+    table = (
+        Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
+        if rows
+        else Table(names=names, dtype=dtypes)
+    )
+    units = {
+        "x": u.pix,
+        "y": u.pix,
+        "x_err": u.pix,
+        "y_err": u.pix,
+        "sep_px": u.pix,
+        "sep_px_err": u.pix,
+        "sep_arcsec": u.arcsec,
+        "sep_arcsec_err": u.arcsec,
+        "sep_arcsec_err_speckle": u.arcsec,
+        "sep_arcsec_err_fit": u.arcsec,
+        "pa_deg": u.deg,
+        "pa_deg_err": u.deg,
+        "pa_deg_err_speckle": u.deg,
+        "pa_deg_err_fit": u.deg,
+        "theta_deg": u.deg,
+    }
     for name, unit in units.items():
         table[name].unit = unit
     descriptions = {
@@ -77,36 +140,52 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
     }
     for name, text in descriptions.items():
         table[name].description = text
-    table.meta.update({
-        "pixel_scale_arcsec": pixel_scale, "fwhm_px": result.psf.fwhm, "star_flux": star_flux,
-        "psf_aperture_flux": result.psf.aperture_flux, "psf_scale": result.psf.scale,
-        "star_xy": [int(cx), int(cy)], "uncertainties": "1 sigma; total = speckle (+) fit, see the *_speckle, *_fit columns",
-    })
+    table.meta.update(
+        {
+            "pixel_scale_arcsec": pixel_scale,
+            "fwhm_px": result.psf.fwhm,
+            "star_flux": star_flux,
+            "psf_aperture_flux": result.psf.aperture_flux,
+            "psf_scale": result.psf.scale,
+            "star_xy": [int(cx), int(cy)],
+            "uncertainties": "1 sigma; total = speckle (+) fit, see the *_speckle, *_fit columns",
+        }
+    )
     return table
 
 
 def contrast_table(curve):
-    from astropy.table import Table
     import astropy.units as u
+    from astropy.table import Table
 
     nan = np.full(curve.separation_px.shape, np.nan)
-    table = Table({
-        "sep_px": curve.separation_px,
-        "sep_arcsec": curve.separation_arcsec if curve.separation_arcsec is not None else nan,
-        "contrast_5sigma": curve.contrast if curve.contrast is not None else nan,
-        "contrast_5sigma_gaussian": curve.contrast_gaussian if curve.contrast_gaussian is not None else nan,
-        "flux_5sigma": curve.flux_limit,
-        "throughput": curve.throughput,
-        "noise": curve.noise,
-        "sigma_corrected": curve.sigma_corrected,
-    })
+    table = Table(
+        {
+            "sep_px": curve.separation_px,
+            "sep_arcsec": curve.separation_arcsec if curve.separation_arcsec is not None else nan,
+            "contrast_5sigma": curve.contrast if curve.contrast is not None else nan,
+            "contrast_5sigma_gaussian": curve.contrast_gaussian if curve.contrast_gaussian is not None else nan,
+            "flux_5sigma": curve.flux_limit,
+            "throughput": curve.throughput,
+            "noise": curve.noise,
+            "sigma_corrected": curve.sigma_corrected,
+        }
+    )
     table["sep_px"].unit = u.pix
     table["sep_arcsec"].unit = u.arcsec
-    table["contrast_5sigma"].description = (f"{curve.sigma:g}-sigma contrast with throughput and Student-t "
-                                            "small-sample correction (NaN without --star-flux)")
+    table["contrast_5sigma"].description = (
+        f"{curve.sigma:g}-sigma contrast with throughput and Student-t "
+        "small-sample correction (NaN without --star-flux)"
+    )
     table["flux_5sigma"].description = "flux limit in a 1xFWHM aperture, cube units"
-    table.meta.update({"sigma": curve.sigma, "star_flux": curve.star_flux, "fwhm_px": curve.fwhm,
-                       "throughput_separation_px": [float(v) for v in curve.throughput_separation_px],
-                       "throughput_measured": [float(v) for v in curve.throughput_measured],
-                       "parameters": curve.parameters})
+    table.meta.update(
+        {
+            "sigma": curve.sigma,
+            "star_flux": curve.star_flux,
+            "fwhm_px": curve.fwhm,
+            "throughput_separation_px": [float(v) for v in curve.throughput_separation_px],
+            "throughput_measured": [float(v) for v in curve.throughput_measured],
+            "parameters": curve.parameters,
+        }
+    )
     return table

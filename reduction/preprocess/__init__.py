@@ -55,5 +55,15 @@ from .photometry import aperture_flux
 from .products import write_products
 from .sequence import Preprocess, preprocess_observation
 
-__all__ = ["CalibratedObservation", "FrameQuality", "ObservationFiles", "Preprocess", "PreprocessParameters",
-           "PreprocessingError", "ReducedCalibration", "aperture_flux", "preprocess_observation", "write_products"]
+__all__ = [
+    "CalibratedObservation",
+    "FrameQuality",
+    "ObservationFiles",
+    "Preprocess",
+    "PreprocessParameters",
+    "PreprocessingError",
+    "ReducedCalibration",
+    "aperture_flux",
+    "preprocess_observation",
+    "write_products",
+]

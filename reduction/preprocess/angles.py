@@ -30,6 +30,7 @@ def parallactic_angles(raws: Sequence[RawFrames]) -> tuple[list[datetime], np.nd
     ra = SphereIrdis._float(header, "ra_deg", str(raws[0].path), required=True)
     dec = SphereIrdis._float(header, "dec_deg", str(raws[0].path), required=True)
     stamps = Time([t.replace(tzinfo=None) for t in times], scale="utc")
-    angles = conventions.parallactic_angle_at(stamps, ra, dec, SphereIrdis.site_latitude_deg,
-                                              SphereIrdis.site_longitude_deg, SphereIrdis.site_elevation_m)
+    angles = conventions.parallactic_angle_at(
+        stamps, ra, dec, SphereIrdis.site_latitude_deg, SphereIrdis.site_longitude_deg, SphereIrdis.site_elevation_m
+    )
     return times, np.asarray(angles, dtype=float)

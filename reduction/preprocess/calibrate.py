@@ -62,8 +62,13 @@ def clear_master_cache() -> None:
     _MASTERS.clear()
 
 
-def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problems: list[str],
-                        used: list[RawFrames], reader: Reader | None = None) -> Calibrations:
+def reduce_calibrations(
+    files: ObservationFiles,
+    shape: tuple[int, int],
+    problems: list[str],
+    used: list[RawFrames],
+    reader: Reader | None = None,
+) -> Calibrations:
     """Master backgrounds/darks per DIT, flat, bad pixels and skies for one observation."""
     read = read_all if reader is None else reader.read
     quality: dict[str, dict[str, Any]] = {}
@@ -79,9 +84,14 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
             master = _cached_master("dark", raws, lambda: master_dark(stack_frames(raws), dit))
             name = f"master_{source}_{dit:.2f}s"
             quality[name] = master.quality
-            products[name] = ReducedCalibration(f"master_{source}", master.image.astype(np.float32), dit,
-                                                master.quality, tuple(r.sha256 for r in raws),
-                                                date_of(raws[0]))
+            products[name] = ReducedCalibration(
+                f"master_{source}",
+                master.image.astype(np.float32),
+                dit,
+                master.quality,
+                tuple(r.sha256 for r in raws),
+                date_of(raws[0]),
+            )
             release(raws)
             darks.setdefault(dit, master)
             backgrounds.setdefault(dit, master.image)  # background preferred (read first)
@@ -91,12 +101,20 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
         used.extend(flat_raws)
         dits = np.concatenate([[dit_of(r)] * r.n_frames for r in flat_raws])
         try:
-            flat = _cached_master("flat", flat_raws, lambda: master_flat(
-                stack_frames(flat_raws), dits, dark=backgrounds.get(round(float(dits[0]), 2))))
+            flat = _cached_master(
+                "flat",
+                flat_raws,
+                lambda: master_flat(stack_frames(flat_raws), dits, dark=backgrounds.get(round(float(dits[0]), 2))),
+            )
             quality["master_flat"] = flat.quality
-            products["master_flat"] = ReducedCalibration("master_flat", flat.flat.astype(np.float32), None,
-                                                         flat.quality, tuple(r.sha256 for r in flat_raws),
-                                                         date_of(flat_raws[0]))
+            products["master_flat"] = ReducedCalibration(
+                "master_flat",
+                flat.flat.astype(np.float32),
+                None,
+                flat.quality,
+                tuple(r.sha256 for r in flat_raws),
+                date_of(flat_raws[0]),
+            )
         except ValueError as exc:
             problems.append(f"no master flat: {exc}")
         release(flat_raws)
@@ -107,8 +125,9 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
         bpm = bad_pixel_map(list(darks.values()), flat)
         quality["bad_pixel_map"] = bpm.quality
         sources = tuple(sorted({h for p in products.values() for h in p.input_sha256}))
-        products["bad_pixel_map"] = ReducedCalibration("bad_pixel_map", bpm.mask.astype(np.uint8), None,
-                                                       bpm.quality, sources, None)
+        products["bad_pixel_map"] = ReducedCalibration(
+            "bad_pixel_map", bpm.mask.astype(np.uint8), None, bpm.quality, sources, None
+        )
     skies: dict[float, np.ndarray] = {}
     for dit, paths in sorted(files.skies.items()):
         raws = matching_shape(read(paths, problems), shape, "SKY", problems)
@@ -119,17 +138,33 @@ def reduce_calibrations(files: ObservationFiles, shape: tuple[int, int], problem
             skies[dit] = sky.image
             name = f"master_sky_{dit:.2f}s"
             quality[name] = {"sky_level_adu": sky.level_adu, "n_frames": sky.n_frames, "dit_s": dit}
-            products[name] = ReducedCalibration("master_sky", sky.image.astype(np.float32), dit, quality[name],
-                                                tuple(r.sha256 for r in raws), date_of(raws[0]))
-    return Calibrations(backgrounds=backgrounds, skies=skies,
-                         flat=None if flat is None else np.where(flat.dead_pixels, 1.0, flat.flat),
-                         bad=np.zeros(shape, dtype=bool) if bpm is None else bpm.mask, quality=quality,
-                         products=products)
+            products[name] = ReducedCalibration(
+                "master_sky",
+                sky.image.astype(np.float32),
+                dit,
+                quality[name],
+                tuple(r.sha256 for r in raws),
+                date_of(raws[0]),
+            )
+    return Calibrations(
+        backgrounds=backgrounds,
+        skies=skies,
+        flat=None if flat is None else np.where(flat.dead_pixels, 1.0, flat.flat),
+        bad=np.zeros(shape, dtype=bool) if bpm is None else bpm.mask,
+        quality=quality,
+        products=products,
+    )
 
 
-def calibrate_frames(data: np.ndarray, dit: float, calibrations: Calibrations, box: int,
-                     what: str, problems: list[str],
-                     region: tuple[slice, slice] | None = None) -> np.ndarray:
+def calibrate_frames(
+    data: np.ndarray,
+    dit: float,
+    calibrations: Calibrations,
+    box: int,
+    what: str,
+    problems: list[str],
+    region: tuple[slice, slice] | None = None,
+) -> np.ndarray:
     """``(raw - sky|background) / flat`` with bad pixels replaced, for frames of one DIT.
 
     ``region`` (y, x slices of the full frames) calibrates only that part: the
@@ -146,8 +181,10 @@ def calibrate_frames(data: np.ndarray, dit: float, calibrations: Calibrations, b
             problems.append(f"no SKY with DIT {key:.2f} s: science frames background-subtracted only")
     else:
         frames = data - np.median(full, axis=(-2, -1), keepdims=True)  # the whole frame's level, as uncut
-        problems.append(f"no SKY, BACKGROUND or DARK with DIT {key:.2f} s for the {what} frames: "
-                        "only the median level was subtracted")
+        problems.append(
+            f"no SKY, BACKGROUND or DARK with DIT {key:.2f} s for the {what} frames: "
+            "only the median level was subtracted"
+        )
     if calibrations.flat is not None:
         frames = frames / calibrations.flat[cut]
     return correct_bad_pixels(frames, calibrations.bad[cut], box=box).astype(np.float32)

@@ -8,8 +8,9 @@ from scipy import ndimage
 from ..centring import CentringError
 
 
-def coarse_waffle_centre(image: np.ndarray, separation_px: float, guess_xy: tuple[float, float],
-                         radius_px: float) -> tuple[float, float]:
+def coarse_waffle_centre(
+    image: np.ndarray, separation_px: float, guess_xy: tuple[float, float], radius_px: float
+) -> tuple[float, float]:
     """Where the four-spot pattern correlates best with the image, within ``radius_px`` of the guess.
 
     Needs no accurate guess: the high-passed image is correlated (FFT) with four
@@ -26,7 +27,7 @@ def coarse_waffle_centre(image: np.ndarray, separation_px: float, guess_xy: tupl
     kernel = ndimage.gaussian_filter(kernel, 1.5, mode="wrap")
     correlation = np.fft.ifft2(np.fft.fft2(highpass) * np.conj(np.fft.fft2(kernel))).real
     yy, xx = np.mgrid[:ny, :nx]
-    allowed = (xx - guess_xy[0]) ** 2 + (yy - guess_xy[1]) ** 2 <= radius_px ** 2
+    allowed = (xx - guess_xy[0]) ** 2 + (yy - guess_xy[1]) ** 2 <= radius_px**2
     if not allowed.any():
         raise CentringError(f"the centre guess ({guess_xy[0]:.0f}, {guess_xy[1]:.0f}) is outside the frame")
     correlation[~allowed] = -np.inf

@@ -95,9 +95,12 @@ class SpectraPositions:
 
     def quality(self) -> dict[str, Any]:
         pitch = [float(np.hypot(*self.lattice[1])), float(np.hypot(*self.lattice[2]))]
-        return {"n_lenslets": self.n_lenslets, "lattice_rms_px": round(self.rms_px, 4),
-                "pitch_px": [round(p, 4) for p in pitch],
-                "rotation_deg": round(math.degrees(math.atan2(self.lattice[1][1], self.lattice[1][0])), 4)}
+        return {
+            "n_lenslets": self.n_lenslets,
+            "lattice_rms_px": round(self.rms_px, 4),
+            "pitch_px": [round(p, 4) for p in pitch],
+            "rotation_deg": round(math.degrees(math.atan2(self.lattice[1][1], self.lattice[1][0])), 4),
+        }
 
 
 def _peak_offset(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -110,9 +113,12 @@ def _peak_offset(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.
     return np.clip(offset, -0.5, 0.5)
 
 
-def locate_spectra(image: np.ndarray, pitch_px: float = SphereIfs.lenslet_pitch_px.value,
-                   rotation_deg: float = SphereIfs.lattice_rotation_deg.value,
-                   spectrum_rows: int = SphereIfs.n_channels) -> SpectraPositions:
+def locate_spectra(
+    image: np.ndarray,
+    pitch_px: float = SphereIfs.lenslet_pitch_px.value,
+    rotation_deg: float = SphereIfs.lattice_rotation_deg.value,
+    spectrum_rows: int = SphereIfs.n_channels,
+) -> SpectraPositions:
     """Find the spectra of a calibrated SPECPOS frame and index them on the lenslet lattice.
 
     Only spectra whose whole extraction window lies in the frame are kept.
@@ -128,10 +134,12 @@ def locate_spectra(image: np.ndarray, pitch_px: float = SphereIfs.lenslet_pitch_
     # matched filter along the spectra: their length lit, two dark rows at each end (the gap to the
     # next spectrum of the same column is ~6 rows); zero-sum, so it peaks sharply on a spectrum's
     # centre whatever the background. The next columns of spectra are ~pitch/3 px aside.
-    kernel = np.concatenate([np.full(2, -spectrum_rows / 4.0), np.ones(spectrum_rows), np.full(2, -spectrum_rows / 4.0)])
+    kernel = np.concatenate(
+        [np.full(2, -spectrum_rows / 4.0), np.ones(spectrum_rows), np.full(2, -spectrum_rows / 4.0)]
+    )
     along = ndimage.correlate1d(image, kernel, axis=0, mode="constant")
     across = ndimage.gaussian_filter1d(along, 1.0, axis=1, mode="constant")
-    peaks = (across == ndimage.maximum_filter(across, size=(spectrum_rows // 2, 3), mode="constant"))
+    peaks = across == ndimage.maximum_filter(across, size=(spectrum_rows // 2, 3), mode="constant")
     level = np.percentile(across, 99.5)
     peaks &= across > 0.5 * level
     ys, xs = np.nonzero(peaks)
@@ -156,15 +164,17 @@ def locate_spectra(image: np.ndarray, pitch_px: float = SphereIfs.lenslet_pitch_
         solution, *_ = np.linalg.lstsq(design, points, rcond=None)
         origin, vectors = solution[0], solution[1:]
     residual = np.hypot(*(points - design @ solution).T)
-    rms = float(np.sqrt(np.mean(residual ** 2)))
+    rms = float(np.sqrt(np.mean(residual**2)))
     unique = len({(a, b) for a, b in uv})
     if rms > 0.6 or unique < 0.98 * len(x) or np.percentile(residual, 99) > 1.5:
         raise IfsCalibrationError(
             f"the {len(x)} spectra centres do not fit a square lenslet lattice (rms {rms:.2f} px, "
             f"{len(x) - unique} shared indices): not the modelled IFS geometry (a real, hexagonal IFS "
-            "lattice is not supported; register its cubes with hcdc register-reduced)")
-    return SpectraPositions(x=x.astype(np.float64), y=y.astype(np.float64), u=uv[:, 0], v=uv[:, 1],
-                            lattice=solution, rms_px=rms)
+            "lattice is not supported; register its cubes with hcdc register-reduced)"
+        )
+    return SpectraPositions(
+        x=x.astype(np.float64), y=y.astype(np.float64), u=uv[:, 0], v=uv[:, 1], lattice=solution, rms_px=rms
+    )
 
 
 # --- extraction ---------------------------------------------------------------------------------
@@ -206,10 +216,13 @@ class WavelengthSolution:
         return np.isfinite(self.offset_um)
 
     def quality(self) -> dict[str, Any]:
-        return {"dispersion_nm_per_px": round(self.dispersion_um_per_px * 1e3, 5),
-                "line_rms_nm": round(self.rms_nm, 5), "lines_um": list(self.lines_um),
-                "n_lenslets_solved": int(self.valid.sum()),
-                "n_lenslets_unsolved": int((~self.valid).sum())}
+        return {
+            "dispersion_nm_per_px": round(self.dispersion_um_per_px * 1e3, 5),
+            "line_rms_nm": round(self.rms_nm, 5),
+            "lines_um": list(self.lines_um),
+            "n_lenslets_solved": int(self.valid.sum()),
+            "n_lenslets_unsolved": int((~self.valid).sum()),
+        }
 
 
 def wavelength_solution(wave_spectra: np.ndarray, lines_um: Sequence[float]) -> WavelengthSolution:
@@ -239,17 +252,19 @@ def wavelength_solution(wave_spectra: np.ndarray, lines_um: Sequence[float]) -> 
     ok = is_peak.sum(axis=1) == lines.size
     idx = np.nonzero(ok)[0]
     if idx.size:
-        peak_rows = np.array([np.nonzero(is_peak[i])[0] + 1 for i in idx])        # (k, n_lines)
+        peak_rows = np.array([np.nonzero(is_peak[i])[0] + 1 for i in idx])  # (k, n_lines)
         left = np.take_along_axis(s[idx], peak_rows - 1, 1)
         centre = np.take_along_axis(s[idx], peak_rows, 1)
         right = np.take_along_axis(s[idx], peak_rows + 1, 1)
         rows[idx] = peak_rows + _peak_offset(left, centre, right)
     if ok.sum() < max(8, 0.5 * n):
-        raise IfsCalibrationError(f"the {lines.size} laser lines were found in {int(ok.sum())} of {n} spectra "
-                                  "(LAMP,WAVE frame of another mode, or lamp off)")
+        raise IfsCalibrationError(
+            f"the {lines.size} laser lines were found in {int(ok.sum())} of {n} spectra "
+            "(LAMP,WAVE frame of another mode, or lamp off)"
+        )
     r = rows[ok]
     rc = r - r.mean(axis=1, keepdims=True)
-    slopes = (rc * (lines - lines.mean())).sum(axis=1) / (rc ** 2).sum(axis=1)
+    slopes = (rc * (lines - lines.mean())).sum(axis=1) / (rc**2).sum(axis=1)
     dispersion = float(np.median(slopes))
     if not dispersion > 0:
         raise IfsCalibrationError("the laser lines do not increase in wavelength along the spectra")
@@ -260,8 +275,8 @@ def wavelength_solution(wave_spectra: np.ndarray, lines_um: Sequence[float]) -> 
     if expected.min() < 3 or expected.max() > m - 4:
         raise IfsCalibrationError("the laser lines fall at the ends of the spectra: wrong mode for this LAMP,WAVE")
     offsets_around = np.arange(-2, 3)
-    candidates = expected[None, :, None] + offsets_around[None, None, :]          # (1, lines, 5)
-    values = s[:, candidates[0]]                                                    # (n, lines, 5)
+    candidates = expected[None, :, None] + offsets_around[None, None, :]  # (1, lines, 5)
+    values = s[:, candidates[0]]  # (n, lines, 5)
     best = np.argmax(values, axis=2)
     peak_rows = expected[None, :] + offsets_around[best]
     left = np.take_along_axis(s, peak_rows - 1, 1)
@@ -279,8 +294,9 @@ def wavelength_solution(wave_spectra: np.ndarray, lines_um: Sequence[float]) -> 
     solved = np.nonzero(ok)[0]
     offsets[solved[bad]] = np.nan
     rms = float(np.sqrt(np.mean(residual[~bad] ** 2))) * 1e3
-    return WavelengthSolution(offset_um=offsets, dispersion_um_per_px=dispersion, rms_nm=rms,
-                              lines_um=tuple(float(v) for v in lines))
+    return WavelengthSolution(
+        offset_um=offsets, dispersion_um_per_px=dispersion, rms_nm=rms, lines_um=tuple(float(v) for v in lines)
+    )
 
 
 @dataclass(frozen=True)
@@ -295,16 +311,21 @@ class SpectralExtractor:
     positions: SpectraPositions
     solution: WavelengthSolution
     wavelengths_um: tuple[float, ...]
-    lenslet_flat: np.ndarray          #: (n,) relative lenslet throughput (median 1)
-    _row0: np.ndarray                  #: (n_used, n_channels) interpolation rows (floor)
-    _frac: np.ndarray                  #: (n_used, n_channels) weights of the next row
-    _used: np.ndarray                  #: lenslets with a wavelength solution and a throughput
-    shape: tuple[int, int]             #: (nv, nu) of the lenslet images
-    origin_uv: tuple[int, int]         #: (u, v) of image pixel (0, 0)
+    lenslet_flat: np.ndarray  #: (n,) relative lenslet throughput (median 1)
+    _row0: np.ndarray  #: (n_used, n_channels) interpolation rows (floor)
+    _frac: np.ndarray  #: (n_used, n_channels) weights of the next row
+    _used: np.ndarray  #: lenslets with a wavelength solution and a throughput
+    shape: tuple[int, int]  #: (nv, nu) of the lenslet images
+    origin_uv: tuple[int, int]  #: (u, v) of image pixel (0, 0)
 
     @classmethod
-    def build(cls, positions: SpectraPositions, solution: WavelengthSolution,
-              wavelengths_um: Sequence[float], specpos_spectra: np.ndarray) -> "SpectralExtractor":
+    def build(
+        cls,
+        positions: SpectraPositions,
+        solution: WavelengthSolution,
+        wavelengths_um: Sequence[float],
+        specpos_spectra: np.ndarray,
+    ) -> "SpectralExtractor":
         wl = np.asarray(wavelengths_um, dtype=np.float64)
         rows = (wl[None, :] - solution.offset_um[:, None]) / solution.dispersion_um_per_px
         inside = np.all((rows >= 0) & (rows <= WINDOW_ROWS - 1), axis=1)
@@ -315,21 +336,30 @@ class SpectralExtractor:
             r0 = np.floor(np.nan_to_num(rows[good])).astype(int)
             r0 = np.clip(r0, 0, WINDOW_ROWS - 2)
             frac = rows[good] - r0
-            sampled = np.take_along_axis(continuum[good], r0, 1) * (1 - frac) + \
-                np.take_along_axis(continuum[good], r0 + 1, 1) * frac
+            sampled = (
+                np.take_along_axis(continuum[good], r0, 1) * (1 - frac)
+                + np.take_along_axis(continuum[good], r0 + 1, 1) * frac
+            )
             through[good] = sampled.sum(axis=1)
         median = np.nanmedian(through) if np.isfinite(through).any() else np.nan
         if not np.isfinite(median) or median <= 0:
             raise IfsCalibrationError("no lenslet has both a wavelength solution and SPECPOS flux")
         flat = through / median
-        used = good & (flat > 0.2)   # dead or vignetted lenslets are left out, not amplified
+        used = good & (flat > 0.2)  # dead or vignetted lenslets are left out, not amplified
         r0 = np.clip(np.floor(rows[used]).astype(int), 0, WINDOW_ROWS - 2)
         frac = (rows[used] - r0).astype(np.float32)
         u, v = positions.u[used], positions.v[used]
-        return cls(positions=positions, solution=solution, wavelengths_um=tuple(float(w) for w in wl),
-                   lenslet_flat=flat, _row0=r0, _frac=frac, _used=used,
-                   shape=(int(v.max() - v.min() + 1), int(u.max() - u.min() + 1)),
-                   origin_uv=(int(u.min()), int(v.min())))
+        return cls(
+            positions=positions,
+            solution=solution,
+            wavelengths_um=tuple(float(w) for w in wl),
+            lenslet_flat=flat,
+            _row0=r0,
+            _frac=frac,
+            _used=used,
+            shape=(int(v.max() - v.min() + 1), int(u.max() - u.min() + 1)),
+            origin_uv=(int(u.min()), int(v.min())),
+        )
 
     @property
     def n_used(self) -> int:
@@ -366,8 +396,7 @@ class SpectralExtractor:
 def _keys_weights(t: np.ndarray) -> np.ndarray:
     """Keys (1981) cubic-convolution kernel, a = -0.5: interpolating, 4 taps, weights summing to 1."""
     t = np.abs(t)
-    return np.where(t <= 1, 1.5 * t ** 3 - 2.5 * t ** 2 + 1,
-                    np.where(t < 2, -0.5 * t ** 3 + 2.5 * t ** 2 - 4 * t + 2, 0.0))
+    return np.where(t <= 1, 1.5 * t**3 - 2.5 * t**2 + 1, np.where(t < 2, -0.5 * t**3 + 2.5 * t**2 - 4 * t + 2, 0.0))
 
 
 def interpolation_matrix(n_out: int, n_in: int, start: float, step: float) -> np.ndarray:
@@ -387,7 +416,7 @@ def resample_centred(images: np.ndarray, centre_xy: tuple[float, float], step: f
     wy = interpolation_matrix(size, images.shape[-2], centre_xy[1] - c * step, step)
     wx = interpolation_matrix(size, images.shape[-1], centre_xy[0] - c * step, step)
     filled = np.nan_to_num(images, nan=0.0).astype(np.float32)
-    return (wy @ filled @ wx.T) * np.float32(step ** 2)
+    return (wy @ filled @ wx.T) * np.float32(step**2)
 
 
 def largest_crop(valid: np.ndarray, centre_xy: tuple[float, float], step: float, wanted: int) -> int:
@@ -399,7 +428,7 @@ def largest_crop(valid: np.ndarray, centre_xy: tuple[float, float], step: float,
         y0, y1 = math.floor(centre_xy[1] - reach), math.ceil(centre_xy[1] + reach)
         if x0 < 0 or y0 < 0 or x1 >= nx or y1 >= ny:
             continue
-        if valid[y0:y1 + 1, x0:x1 + 1].all():
+        if valid[y0 : y1 + 1, x0 : x1 + 1].all():
             return size
     return 0
 
@@ -407,8 +436,9 @@ def largest_crop(valid: np.ndarray, centre_xy: tuple[float, float], step: float,
 # --- one observation ----------------------------------------------------------------------------
 
 
-def _centre_from_spots(images: np.ndarray, valid: np.ndarray, wavelengths: Sequence[float],
-                       params, problems: list[str]) -> tuple[float, float] | None:
+def _centre_from_spots(
+    images: np.ndarray, valid: np.ndarray, wavelengths: Sequence[float], params, problems: list[str]
+) -> tuple[float, float] | None:
     """Star centre (x, y in lenslet-image pixels) from the waffle spots, median over the channels."""
     lenslet_arcsec = SphereIfs.lenslet_scale_mas.value / 1000
     ny, nx = valid.shape
@@ -423,16 +453,20 @@ def _centre_from_spots(images: np.ndarray, valid: np.ndarray, wavelengths: Seque
             continue
         try:
             coarse = coarse_waffle_centre(image, separation, guess, params.centre_search_px / 2)
-            result = find_waffle_centre(image, coarse, WaffleCentringParameters(
-                spot_separation_px=separation, search_radius_px=3.0, fit_box_px=5))
+            result = find_waffle_centre(
+                image,
+                coarse,
+                WaffleCentringParameters(spot_separation_px=separation, search_radius_px=3.0, fit_box_px=5),
+            )
         except CentringError as exc:
             reasons.append(f"{wavelengths[k]:.3f} um: {exc}")
             continue
         found.append(result.centre_xy)
     if len(found) < 3:
-        problems.append("star centre not found from the waffle spots in "
-                        f"{len(reasons)} of {len(range(0, len(wavelengths), 2))} channels ("
-                        + "; ".join(reasons[:3]) + ")")
+        problems.append(
+            "star centre not found from the waffle spots in "
+            f"{len(reasons)} of {len(range(0, len(wavelengths), 2))} channels (" + "; ".join(reasons[:3]) + ")"
+        )
         return None
     centres = np.array(found)
     spread = float(np.hypot(*(centres - np.median(centres, axis=0)).T).max())
@@ -448,7 +482,7 @@ def _centre_from_core(image: np.ndarray, valid: np.ndarray, sigma: float = 1.0) 
     py, px = np.unravel_index(np.argmax(np.where(valid, smooth, -np.inf)), smooth.shape)
     half = 6
     y0, x0 = max(py - half, 0), max(px - half, 0)
-    cut = smooth[y0:py + half + 1, x0:px + half + 1]
+    cut = smooth[y0 : py + half + 1, x0 : px + half + 1]
     _width, fx, fy = gaussian_fwhm(cut)
     return float(fx + x0), float(fy + y0)
 
@@ -462,8 +496,9 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
 
     mode = files.filter
     if mode not in SphereIfs.filters:
-        raise PreprocessingError(f"unknown IFS mode {mode!r} (keyword HIERARCH ESO INS2 COMB IFS); "
-                                 f"modes: {', '.join(SphereIfs.filters)}")
+        raise PreprocessingError(
+            f"unknown IFS mode {mode!r} (keyword HIERARCH ESO INS2 COMB IFS); modes: {', '.join(SphereIfs.filters)}"
+        )
     wavelengths = SphereIfs.channel_wavelengths_um(mode)
     used: list = []
     shape = tuple(heads[0].shape[-2:])
@@ -476,8 +511,10 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
         if not raws:
             return None, []
         used.extend(raws)
-        images = [calibrate_frames(r.data.mean(axis=0, keepdims=True), dit_of(r), calibrations, box, what, problems)[0]
-                  for r in raws]
+        images = [
+            calibrate_frames(r.data.mean(axis=0, keepdims=True), dit_of(r), calibrations, box, what, problems)[0]
+            for r in raws
+        ]
         release(raws)
         return np.mean(images, axis=0), raws
 
@@ -493,20 +530,34 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
         extractor = SpectralExtractor.build(positions, solution, wavelengths, window_spectra(specpos, positions)[0])
     except IfsCalibrationError as exc:
         raise PreprocessingError(f"IFS calibration failed: {exc}") from exc
-    table = np.column_stack([positions.x, positions.y, positions.u, positions.v, extractor.lenslet_flat,
-                             solution.offset_um]).astype(np.float64)
-    spectra_quality = {**positions.quality(), "n_lenslets_extracted": extractor.n_used,
-                       "lenslet_flat_rms": round(float(np.nanstd(extractor.lenslet_flat[extractor._used])), 5),
-                       "columns": "x, y (0-based), u, v, lenslet flat, wavelength at window row 0 (um)"}
+    table = np.column_stack(
+        [positions.x, positions.y, positions.u, positions.v, extractor.lenslet_flat, solution.offset_um]
+    ).astype(np.float64)
+    spectra_quality = {
+        **positions.quality(),
+        "n_lenslets_extracted": extractor.n_used,
+        "lenslet_flat_rms": round(float(np.nanstd(extractor.lenslet_flat[extractor._used])), 5),
+        "columns": "x, y (0-based), u, v, lenslet flat, wavelength at window row 0 (um)",
+    }
     calibrations.quality["ifs_spectra_positions"] = spectra_quality
     calibrations.products["ifs_spectra_positions"] = ReducedCalibration(
-        "ifs_spectra_positions", table, None, spectra_quality, tuple(r.sha256 for r in specpos_raws),
-        date_of(specpos_raws[0]))
+        "ifs_spectra_positions",
+        table,
+        None,
+        spectra_quality,
+        tuple(r.sha256 for r in specpos_raws),
+        date_of(specpos_raws[0]),
+    )
     wave_quality = solution.quality()
     calibrations.quality["ifs_wavelength_solution"] = wave_quality
     calibrations.products["ifs_wavelength_solution"] = ReducedCalibration(
-        "ifs_wavelength_solution", solution.offset_um.astype(np.float64), None, wave_quality,
-        tuple(r.sha256 for r in wave_raws + specpos_raws), date_of(wave_raws[0]))
+        "ifs_wavelength_solution",
+        solution.offset_um.astype(np.float64),
+        None,
+        wave_quality,
+        tuple(r.sha256 for r in wave_raws + specpos_raws),
+        date_of(wave_raws[0]),
+    )
     valid = extractor.valid_mask()
     step = SphereIfs.pixel_scale_mas.value / SphereIfs.lenslet_scale_mas.value
     # λ/D of the middle channel, in cube pixels: the frame-quality annulus
@@ -523,11 +574,14 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
         first = matching_shape(reader.read([Path(heads[0].path)], problems), shape, "OBJECT", problems)
         if not first:
             raise PreprocessingError("no star centre: no usable CENTER frames and no readable science frame")
-        image = calibrate_frames(first[0].data.mean(axis=0, keepdims=True), dit_of(first[0]), calibrations, box,
-                                 "science", problems)
+        image = calibrate_frames(
+            first[0].data.mean(axis=0, keepdims=True), dit_of(first[0]), calibrations, box, "science", problems
+        )
         centre = _centre_from_core(np.nan_to_num(extractor.lenslet_images(image)[0].mean(axis=0)), valid, sigma=2.0)
-        problems.append("star centre taken from the coronagraphic residual core of the first science file "
-                        "(uncertain by ~1 lenslet: the halo is not symmetric)")
+        problems.append(
+            "star centre taken from the coronagraphic residual core of the first science file "
+            "(uncertain by ~1 lenslet: the halo is not symmetric)"
+        )
 
     crop = largest_crop(valid, centre, step, params.crop_px)
     if crop < 21:
@@ -547,10 +601,11 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     if not science:
         raise PreprocessingError("no readable OBJECT (science) file")
     used.extend(science)
-    cube = np.ascontiguousarray(np.concatenate(parts, axis=0).transpose(1, 0, 2, 3))   # (λ, t, y, x)
+    cube = np.ascontiguousarray(np.concatenate(parts, axis=0).transpose(1, 0, 2, 3))  # (λ, t, y, x)
     times, parang = parallactic_angles(science)
     derotation = conventions.derotation_angles(
-        parang, SphereIfs.pupil_offset_deg.value + SphereIfs.ifs_offset_deg.value, SphereIfs.true_north_deg.value)
+        parang, SphereIfs.pupil_offset_deg.value + SphereIfs.ifs_offset_deg.value, SphereIfs.true_north_deg.value
+    )
     frames, keep = frame_quality(cube.mean(axis=0), names, times, parang, derotation, params, lod_px, problems)
 
     # off-axis PSF per channel, from the FLUX files' mean frames
@@ -563,8 +618,9 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
         size = params.psf_crop_px
         stacks, dits, nds = [], [], []
         for raw in flux_raws:
-            mean = calibrate_frames(raw.data.mean(axis=0, keepdims=True), dit_of(raw), calibrations, box, "FLUX",
-                                    problems)
+            mean = calibrate_frames(
+                raw.data.mean(axis=0, keepdims=True), dit_of(raw), calibrations, box, "FLUX", problems
+            )
             images = extractor.lenslet_images(mean)[0]
             where = _centre_from_core(np.nan_to_num(images.mean(axis=0)), valid)
             if largest_crop(valid, where, step, size) < size:
@@ -575,8 +631,10 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
             nds.append(SphereIfs._opt_str(raw.header, "neutral_density", ""))
         release(flux_raws)
         if stacks:
-            per_channel = [psf_photometry([s[k] for s in stacks], dits, nds, wl, science_dit, science_nd)
-                           for k, wl in enumerate(wavelengths)]
+            per_channel = [
+                psf_photometry([s[k] for s in stacks], dits, nds, wl, science_dit, science_nd)
+                for k, wl in enumerate(wavelengths)
+            ]
             psf = np.stack([p for p, _w, _f in per_channel]).astype(np.float32)
             fwhm = tuple(w for _p, w, _f in per_channel)
             star_flux = tuple(f for _p, _w, f in per_channel)
@@ -588,11 +646,18 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     star_xy = tuple(positions.lattice[0] + u_star * positions.lattice[1] + v_star * positions.lattice[2])
     unique_inputs = {str(r.path): r.sha256 for r in used}
     return CalibratedObservation(
-        cube=cube[:, keep], derotation_deg=derotation[keep], parallactic_deg=parang[keep],
-        wavelengths_um=tuple(wavelengths), psf=psf, fwhm_px=fwhm, star_flux=star_flux,
+        cube=cube[:, keep],
+        derotation_deg=derotation[keep],
+        parallactic_deg=parang[keep],
+        wavelengths_um=tuple(wavelengths),
+        psf=psf,
+        fwhm_px=fwhm,
+        star_flux=star_flux,
         centres_file_xy=tuple((float(star_xy[0]), float(star_xy[1])) for _ in wavelengths),
-        centres_detector_xy=None, frames=tuple(frames),
-        calibrations=calibrations.quality, reduced_calibrations=calibrations.products,
+        centres_detector_xy=None,
+        frames=tuple(frames),
+        calibrations=calibrations.quality,
+        reduced_calibrations=calibrations.products,
         pixel_scale_arcsec=SphereIfs.pixel_scale_arcsec(),
         problems=tuple(dict.fromkeys(problems)),
         inputs=tuple({"path": p, "sha256": h} for p, h in sorted(unique_inputs.items())),

@@ -20,8 +20,9 @@ from .reading import RawFrames, Reader, dit_of, matching_shape, release
 from .shifts import centred_crop
 
 
-def band_region(centre_xy: tuple[float, float], window_index: int, windows: list[tuple[int, int, int, int]],
-                 crop: int, margin: int) -> tuple[tuple[slice, slice], tuple[int, int]]:
+def band_region(
+    centre_xy: tuple[float, float], window_index: int, windows: list[tuple[int, int, int, int]], crop: int, margin: int
+) -> tuple[tuple[slice, slice], tuple[int, int]]:
     """Detector slices around a band's star that a crop of ``crop`` px needs, and the cut's origin in the band.
 
     ``margin`` covers the Fourier-shift padding and the bad-pixel box, so that the
@@ -40,13 +41,19 @@ def split_bands(frames: np.ndarray, windows: list[tuple[int, int, int, int]]) ->
     """The data's windows side by side along x -> one array per band."""
     out, x = [], 0
     for _x0, _y0, nx, ny in windows:
-        out.append(frames[..., :ny, x:x + nx])
+        out.append(frames[..., :ny, x : x + nx])
         x += nx
     return out
 
 
-def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, instrument, reader: Reader,
-                heads: list[RawHeader], problems: list[str]) -> CalibratedObservation:
+def preprocess_irdis(
+    files: ObservationFiles,
+    params: PreprocessParameters,
+    instrument,
+    reader: Reader,
+    heads: list[RawHeader],
+    problems: list[str],
+) -> CalibratedObservation:
     used: list[RawFrames] = []
     reference = heads[0]
     shape = tuple(reference.shape[-2:])
@@ -89,7 +96,7 @@ def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, inst
                 half = int(separation + params.centre_search_px + 20)
                 cx0 = int(np.clip(round(gx) - half, 0, max(image.shape[1] - 2 * half - 1, 0)))
                 cy0 = int(np.clip(round(gy) - half, 0, max(image.shape[0] - 2 * half - 1, 0)))
-                cut = image[cy0:cy0 + 2 * half + 1, cx0:cx0 + 2 * half + 1]
+                cut = image[cy0 : cy0 + 2 * half + 1, cx0 : cx0 + 2 * half + 1]
                 coarse = coarse_waffle_centre(cut, separation, (gx - cx0, gy - cy0), params.centre_search_px)
                 found = find_waffle_centre(cut, coarse, WaffleCentringParameters(spot_separation_px=separation))
             except CentringError as exc:
@@ -105,8 +112,12 @@ def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, inst
             raise PreprocessingError("no star centre: no usable CENTER frames and no SEQ CORO XC/YC in the header")
         centres_file = []
         for band, (x0, y0, _nx, _ny) in enumerate(windows):
-            centres_file.append((float(coro_x) - 1 + band * SphereIrdis.dbi_band_offset_px[0] - x0,
-                                 float(coro_y) - 1 + band * SphereIrdis.dbi_band_offset_px[1] - y0))
+            centres_file.append(
+                (
+                    float(coro_x) - 1 + band * SphereIrdis.dbi_band_offset_px[0] - x0,
+                    float(coro_y) - 1 + band * SphereIrdis.dbi_band_offset_px[1] - y0,
+                )
+            )
         problems.append("star centre taken from SEQ CORO XC/YC (uncertain by ~1 px)")
 
     # the crop stays inside the detector windows: zero padding would fake infinitely deep limits
@@ -141,8 +152,9 @@ def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, inst
     used.extend(science)
     cube = np.stack([np.concatenate(parts, axis=0) for parts in frames_per_band])  # (λ, t, y, x)
     times, parang = parallactic_angles(science)
-    derotation = conventions.derotation_angles(parang, instrument.pupil_offset_deg.value,
-                                               instrument.true_north_deg.value)
+    derotation = conventions.derotation_angles(
+        parang, instrument.pupil_offset_deg.value, instrument.true_north_deg.value
+    )
 
     frames, keep = frame_quality(cube[0], names, times, parang, derotation, params, lod_px[0], problems)
 
@@ -154,8 +166,15 @@ def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, inst
         psfs, fwhm_list, flux_list = [], [], []
         science_dit = dit_of(science[0])
         science_nd = SphereIrdis._opt_str(science[0].header, "neutral_density", "")
-        flux_means = [split_bands(calibrate_frames(raw.data.mean(axis=0, keepdims=True), dit_of(raw), calibrations,
-                                                   box, "FLUX", problems)[0], windows) for raw in flux_raws]
+        flux_means = [
+            split_bands(
+                calibrate_frames(
+                    raw.data.mean(axis=0, keepdims=True), dit_of(raw), calibrations, box, "FLUX", problems
+                )[0],
+                windows,
+            )
+            for raw in flux_raws
+        ]
         release(flux_raws)
         flux_dits = [dit_of(raw) for raw in flux_raws]
         flux_nds = [SphereIrdis._opt_str(raw.header, "neutral_density", "") for raw in flux_raws]
@@ -168,8 +187,9 @@ def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, inst
                 crop = centred_crop(mean[None], (float(px), float(py)), params.psf_crop_px + 8)[0]
                 _width, fx, fy = gaussian_fwhm(crop)
                 stacks.append(centred_crop(crop[None], (fx, fy), params.psf_crop_px)[0])
-            normalised, width, flux = psf_photometry(stacks, flux_dits, flux_nds, wavelengths[band], science_dit,
-                                                     science_nd)
+            normalised, width, flux = psf_photometry(
+                stacks, flux_dits, flux_nds, wavelengths[band], science_dit, science_nd
+            )
             psfs.append(normalised)
             fwhm_list.append(width)
             flux_list.append(flux)
@@ -182,10 +202,18 @@ def preprocess_irdis(files: ObservationFiles, params: PreprocessParameters, inst
     centres_detector = tuple((x + w[0], y + w[1]) for (x, y), w in zip(centres_file, windows))
     unique_inputs = {str(r.path): r.sha256 for r in used}
     return CalibratedObservation(
-        cube=cube[:, keep], derotation_deg=derotation[keep], parallactic_deg=parang[keep],
-        wavelengths_um=tuple(wavelengths), psf=psf, fwhm_px=fwhm, star_flux=star_flux,
-        centres_file_xy=tuple(centres_file), centres_detector_xy=centres_detector, frames=tuple(frames),
-        calibrations=calibrations.quality, reduced_calibrations=calibrations.products,
+        cube=cube[:, keep],
+        derotation_deg=derotation[keep],
+        parallactic_deg=parang[keep],
+        wavelengths_um=tuple(wavelengths),
+        psf=psf,
+        fwhm_px=fwhm,
+        star_flux=star_flux,
+        centres_file_xy=tuple(centres_file),
+        centres_detector_xy=centres_detector,
+        frames=tuple(frames),
+        calibrations=calibrations.quality,
+        reduced_calibrations=calibrations.products,
         pixel_scale_arcsec=pixel_scale,
         problems=tuple(dict.fromkeys(problems)),
         inputs=tuple({"path": p, "sha256": h} for p, h in sorted(unique_inputs.items())),

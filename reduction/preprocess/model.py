@@ -97,33 +97,33 @@ class FrameQuality:
 class ReducedCalibration:
     """A master calibration made for (and reusable by) observations that match it."""
 
-    kind: str                     #: master_background, master_dark, master_flat, bad_pixel_map, master_sky
+    kind: str  #: master_background, master_dark, master_flat, bad_pixel_map, master_sky
     image: np.ndarray
     dit_s: float | None
     quality: dict[str, Any]
     input_sha256: tuple[str, ...]
-    date_obs: str | None          #: first input's DATE-OBS
+    date_obs: str | None  #: first input's DATE-OBS
 
 
 @dataclass(frozen=True)
 class CalibratedObservation:
     """The result of pre-processing one observation (see the module docstring)."""
 
-    cube: np.ndarray                       #: (λ, t, y, x) float32, accepted frames only
-    derotation_deg: np.ndarray             #: (t,) vip-hci convention
-    parallactic_deg: np.ndarray            #: (t,)
+    cube: np.ndarray  #: (λ, t, y, x) float32, accepted frames only
+    derotation_deg: np.ndarray  #: (t,) vip-hci convention
+    parallactic_deg: np.ndarray  #: (t,)
     wavelengths_um: tuple[float, ...]
-    psf: np.ndarray | None                 #: (λ, y, x), flux in a 1-FWHM-diameter aperture = 1
+    psf: np.ndarray | None  #: (λ, y, x), flux in a 1-FWHM-diameter aperture = 1
     fwhm_px: tuple[float, ...] | None
-    star_flux: tuple[float, ...] | None    #: per λ: star flux (1-FWHM aperture) in science-frame ADU
-    centres_file_xy: tuple[tuple[float, float], ...] | None   #: per λ, in the files' data arrays
+    star_flux: tuple[float, ...] | None  #: per λ: star flux (1-FWHM aperture) in science-frame ADU
+    centres_file_xy: tuple[tuple[float, float], ...] | None  #: per λ, in the files' data arrays
     centres_detector_xy: tuple[tuple[float, float], ...] | None
     frames: tuple[FrameQuality, ...]
     calibrations: dict[str, dict[str, Any]]  #: name -> quality numbers
     reduced_calibrations: dict[str, ReducedCalibration]
     pixel_scale_arcsec: float
     problems: tuple[str, ...]
-    inputs: tuple[dict[str, str], ...]     #: path + sha256 of every raw file used
+    inputs: tuple[dict[str, str], ...]  #: path + sha256 of every raw file used
 
     @property
     def n_rejected(self) -> int:

@@ -23,8 +23,9 @@ def provenance_cards(header: fits.Header, provenance: Mapping[str, Any]) -> None
         header[card] = text
 
 
-def write_products(result: CalibratedObservation, out_dir: Path,
-                   provenance: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_products(
+    result: CalibratedObservation, out_dir: Path, provenance: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
     """Write the calibrated cube, angles, PSF and frame table; return their paths by kind.
 
     ``cube.fits`` is ``(λ, t, y, x)`` float32 with the star at ``star_centre``;
@@ -59,17 +60,21 @@ def write_products(result: CalibratedObservation, out_dir: Path,
     angles_header["BUNIT"] = ("deg", "derotation angles, vip-hci convention")
     provenance_cards(angles_header, provenance)
     paths["angles"] = out_dir / "angles.fits"
-    fits.PrimaryHDU(result.derotation_deg.astype(np.float64), header=angles_header).writeto(paths["angles"],
-                                                                                           overwrite=True)
+    fits.PrimaryHDU(result.derotation_deg.astype(np.float64), header=angles_header).writeto(
+        paths["angles"], overwrite=True
+    )
     if result.psf is not None:
         psf_header = header.copy()
         psf_header["BUNIT"] = ("", "flux in 1-FWHM-diameter aperture = 1")
         paths["psf"] = out_dir / "psf.fits"
         fits.PrimaryHDU(result.psf, header=psf_header).writeto(paths["psf"], overwrite=True)
-    table = Table(rows=[(f.file, f.index, f.time_utc, f.parang_deg, f.derotation_deg, f.halo_flux, f.accepted,
-                         f.reason or "") for f in result.frames],
-                  names=("file", "index", "time_utc", "parang_deg", "derotation_deg", "halo_flux", "accepted",
-                         "reason"))
+    table = Table(
+        rows=[
+            (f.file, f.index, f.time_utc, f.parang_deg, f.derotation_deg, f.halo_flux, f.accepted, f.reason or "")
+            for f in result.frames
+        ],
+        names=("file", "index", "time_utc", "parang_deg", "derotation_deg", "halo_flux", "accepted", "reason"),
+    )
     table.meta["problems"] = list(result.problems)
     paths["frames"] = out_dir / "frames.ecsv"
     table.write(paths["frames"], format="ascii.ecsv", overwrite=True)

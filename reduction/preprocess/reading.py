@@ -36,8 +36,9 @@ def read_raw(path: Path) -> RawFrames | str:
     data = image.data[None] if image.data.ndim == 2 else image.data
     if data.ndim != 3:
         return f"{Path(path).name}: unreadable, skipped (image of {data.ndim} axes, expected 2 or 3; keyword NAXIS)"
-    return RawFrames(path=Path(path), header=image.header.header, data=data, sha256=image.header.sha256,
-                n_frames=data.shape[0])
+    return RawFrames(
+        path=Path(path), header=image.header.header, data=data, sha256=image.header.sha256, n_frames=data.shape[0]
+    )
 
 
 #: Reader threads: reading, hashing and decoding release the GIL, so the files of an
@@ -99,10 +100,16 @@ def read_all(paths: Sequence[Path], problems: list[str]) -> list[RawFrames]:
         reader.close()
 
 
-def matching_shape(raws: Sequence[RawFrames], shape: tuple[int, ...], what: str, problems: list[str]) -> list[RawFrames]:
+def matching_shape(
+    raws: Sequence[RawFrames], shape: tuple[int, ...], what: str, problems: list[str]
+) -> list[RawFrames]:
     """The raws whose frames have the science frames' shape; the others are reported, never dropped silently."""
-    problems.extend(f"{r.path.name}: {what} frame shape {r.data.shape[1:]} differs from the science frames' "
-                    f"{tuple(shape)}, not used" for r in raws if r.data.shape[1:] != shape)
+    problems.extend(
+        f"{r.path.name}: {what} frame shape {r.data.shape[1:]} differs from the science frames' "
+        f"{tuple(shape)}, not used"
+        for r in raws
+        if r.data.shape[1:] != shape
+    )
     return [r for r in raws if r.data.shape[1:] == shape]
 
 
@@ -137,8 +144,10 @@ def science_headers(paths: Sequence[Path], problems: list[str]) -> list[RawHeade
             problems.append(f"{Path(path).name}: unreadable, skipped ({exc})")
             continue
         if len(head.shape) not in (2, 3):
-            problems.append(f"{Path(path).name}: unreadable, skipped (image of {len(head.shape)} axes, "
-                            "expected 2 or 3; keyword NAXIS)")
+            problems.append(
+                f"{Path(path).name}: unreadable, skipped (image of {len(head.shape)} axes, "
+                "expected 2 or 3; keyword NAXIS)"
+            )
             continue
         heads.append(head)
     if not heads:

@@ -12,8 +12,9 @@ from .model import CalibratedObservation, ObservationFiles, PreprocessingError, 
 from .reading import Reader, science_headers
 
 
-def preprocess_observation(files: ObservationFiles,
-                           params: PreprocessParameters = PreprocessParameters()) -> CalibratedObservation:
+def preprocess_observation(
+    files: ObservationFiles, params: PreprocessParameters = PreprocessParameters()
+) -> CalibratedObservation:
     """Pre-process one IRDIS DBI observation (see the module docstring).
 
     Raises
@@ -23,9 +24,11 @@ def preprocess_observation(files: ObservationFiles,
     """
     instrument = by_name(files.instrument)
     if instrument not in (SphereIrdis, SphereIfs):
-        raise PreprocessingError(f"pre-processing of {files.instrument} raw frames is not implemented "
-                                 "(SPHERE IRDIS DBI and IFS only; register calibrated cubes with "
-                                 "hcdc register-reduced)")
+        raise PreprocessingError(
+            f"pre-processing of {files.instrument} raw frames is not implemented "
+            "(SPHERE IRDIS DBI and IFS only; register calibrated cubes with "
+            "hcdc register-reduced)"
+        )
     # every input in the order it is used, read ahead (a few files at a time) while the calibrations
     # are computed; the science files are streamed through their crops, only their headers are
     # read up front (time order, shape, detector windows)

@@ -58,6 +58,6 @@ def centred_crop(stack: np.ndarray, centre_xy: tuple[float, float], size: int) -
     x0, x1 = ix - half, ix + half + 1
     sy0, sy1 = max(y0, 0), min(y1, ny)
     sx0, sx1 = max(x0, 0), min(x1, nx)
-    big[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = stack[:, sy0:sy1, sx0:sx1]
+    big[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = stack[:, sy0:sy1, sx0:sx1]
     shifted = fourier_shift_stack(big, ix - cx, iy - cy)
-    return shifted[:, pad:pad + size, pad:pad + size]
+    return shifted[:, pad : pad + size, pad : pad + size]

@@ -22,13 +22,40 @@ from . import ifs as ifs_model
 from .catalogue import Target
 from .detector import DetectorModel, DetectorView, Readout, ifs_readout, irdis_readout, make_detector
 from .headers import WAFFLE_AMPLITUDE_UM, WAFFLE_ORIENTATION, fits_bytes, header_cards
-from .optics import (PUPIL_DIAMETER_M, WAFFLE_CPP, Imager, ScreenGenerator, make_pupil, waffle_opd)
+from .optics import PUPIL_DIAMETER_M, WAFFLE_CPP, Imager, ScreenGenerator, make_pupil, waffle_opd
 from .parameters import SimulationParameters
-from .schedule import (IFS_THROUGHPUT, IRDIS_THROUGHPUT, ArchivePlan, CalSequencePlan, FilePlan, NightPlan,
-                       ObservationPlan, background_rates, build_plan, nd_transmission, rng_for, star_rate)
-from .truth import (ASSOCIATION_RULES, SCHEMA_VERSION, CalibrationMatch, CalibrationSequenceTruth, CompanionTruth,
-                    DegradedFrame, DetectorTruth, ExpectedCalibrations, ExpectedCounts, FileTruth, NightTruth,
-                    ObservationTruth, ProgrammeTruth, SimulationTruth, TargetTruth, load_truth)
+from .schedule import (
+    IFS_THROUGHPUT,
+    IRDIS_THROUGHPUT,
+    ArchivePlan,
+    CalSequencePlan,
+    FilePlan,
+    NightPlan,
+    ObservationPlan,
+    background_rates,
+    build_plan,
+    nd_transmission,
+    rng_for,
+    star_rate,
+)
+from .truth import (
+    ASSOCIATION_RULES,
+    SCHEMA_VERSION,
+    CalibrationMatch,
+    CalibrationSequenceTruth,
+    CompanionTruth,
+    DegradedFrame,
+    DetectorTruth,
+    ExpectedCalibrations,
+    ExpectedCounts,
+    FileTruth,
+    NightTruth,
+    ObservationTruth,
+    ProgrammeTruth,
+    SimulationTruth,
+    TargetTruth,
+    load_truth,
+)
 
 #: IRDIS detector (Hawaii-2RG): e-/ADU, read noise (e-), bias level (ADU), median dark current (e-/s).
 IRDIS_DETECTOR = dict(gain=1.75, read_noise=10.0, bias=1000.0, dark_current=0.05)
@@ -75,8 +102,10 @@ class _OpticalSetup:
             pupils[npup] = (pupil, ScreenGenerator(pupil))
         self.pupil, self.screens = pupils[npup]
         self.npup = npup
-        self.bands = [(wl, width, Imager(self.pupil, wl, self.scale), readout.column_offset(k), readout.windows[k].nx)
-                      for k, (wl, width) in enumerate(zip(flt.wavelengths_um, flt.widths_um))]
+        self.bands = [
+            (wl, width, Imager(self.pupil, wl, self.scale), readout.column_offset(k), readout.windows[k].nx)
+            for k, (wl, width) in enumerate(zip(flt.wavelengths_um, flt.widths_um))
+        ]
 
 
 class Renderer:
@@ -87,13 +116,15 @@ class Renderer:
         self.plan = plan
         self.irdis_readout = irdis_readout(params.window)
         self.ifs_readout = ifs_readout(params.effective_ifs_window)
-        self.irdis_detector = make_detector("IRDIS", (1024, 2048), rng_for(params.seed, "detector", "IRDIS"),
-                                            halves=2, **IRDIS_DETECTOR)
+        self.irdis_detector = make_detector(
+            "IRDIS", (1024, 2048), rng_for(params.seed, "detector", "IRDIS"), halves=2, **IRDIS_DETECTOR
+        )
         self.views = {"IRDIS": DetectorView(self.irdis_detector, self.irdis_readout)}
         self.ifs_detector: DetectorModel | None = None
         if any(o.arm == "IFS" for o in plan.observations):
-            self.ifs_detector = make_detector("IFS", (2048, 2048), rng_for(params.seed, "detector", "IFS"),
-                                              **IFS_DETECTOR)
+            self.ifs_detector = make_detector(
+                "IFS", (2048, 2048), rng_for(params.seed, "detector", "IFS"), **IFS_DETECTOR
+            )
             self.views["IFS"] = DetectorView(self.ifs_detector, self.ifs_readout)
         self._pupils: dict[int, Any] = {}
         self._optics: dict[str, _OpticalSetup] = {}
@@ -110,8 +141,9 @@ class Renderer:
 
     def optics(self, filter_name: str) -> _OpticalSetup:
         if filter_name not in self._optics:
-            self._optics[filter_name] = _OpticalSetup(filter_name, self.irdis_readout, self.params.psf_box,
-                                                      self._pupils)
+            self._optics[filter_name] = _OpticalSetup(
+                filter_name, self.irdis_readout, self.params.psf_box, self._pupils
+            )
         return self._optics[filter_name]
 
     def _static_screens(self, night: NightPlan, setup: _OpticalSetup) -> np.ndarray:
@@ -161,7 +193,7 @@ class Renderer:
             for k, wl in enumerate(wls):
                 thermal, sky = background_rates(wl)
                 rate = (thermal if include_thermal else 0.0) + (sky if include_sky else 0.0)
-                out[:, readout.column_offset(k):readout.column_offset(k) + readout.windows[k].nx] = rate
+                out[:, readout.column_offset(k) : readout.column_offset(k) + readout.windows[k].nx] = rate
         else:
             lo, hi = SphereIfs.filters[f.filter].wavelengths_um
             thermal, sky = background_rates((lo + hi) / 2)
@@ -212,8 +244,9 @@ class Renderer:
         rng = rng_for(self.params.seed, "optics", f.name)
         static = self._static_screens(night, setup) if self.params.aberrations else None
         waffle = waffle_opd(setup.pupil, 2 * WAFFLE_AMPLITUDE_UM * 1e-6) if f.role == FrameKind.CENTER else None
-        rates = [star_rate(target, wl, width, IRDIS_THROUGHPUT) * nd_transmission(f.nd, wl)
-                 for wl, width, *_ in setup.bands]
+        rates = [
+            star_rate(target, wl, width, IRDIS_THROUGHPUT) * nd_transmission(f.nd, wl) for wl, width, *_ in setup.bands
+        ]
         offset = SphereIrdis.derotation_offset_deg()
         for i, t_mid in enumerate(f.frame_mid_times()):
             degraded = f.degraded.get(i, {})
@@ -226,8 +259,14 @@ class Renderer:
                 if degraded.get("reason") == "ao_loop_open":
                     turb = setup.screens.open_loop(rng, night.seeing_at(t_mid), n_sub)
                 else:
-                    turb = setup.screens.ao_residuals(rng, night.seeing_at(t_mid), night.tau0_at(t_mid),
-                                                      night.wind_at(t_mid), obs.wind_angle_rad, n_sub)
+                    turb = setup.screens.ao_residuals(
+                        rng,
+                        night.seeing_at(t_mid),
+                        night.tau0_at(t_mid),
+                        night.wind_at(t_mid),
+                        obs.wind_angle_rad,
+                        n_sub,
+                    )
                 opd = turb + base[None]
             else:
                 opd = np.zeros((1, setup.npup, setup.npup), dtype=np.float32)
@@ -242,7 +281,7 @@ class Renderer:
                 star_field = imager.coronagraph(field) if coronagraph else field
                 img = imager.image(star_field, bny, bnx, (ys - by0, xs - bx0))
                 e_star = rates[k] * f.dit * transmission
-                frame[by0:by0 + bny, bx0:bx0 + bnx] += img * np.float32(e_star)
+                frame[by0 : by0 + bny, bx0 : bx0 + bnx] += img * np.float32(e_star)
                 for comp in target.companions:
                     contrast = self._contrast(comp, obs.filter, k, wl)
                     sep_px = comp.separation_arcsec / setup.scale
@@ -267,8 +306,9 @@ class Renderer:
         return bx0, by0, bnx, bny
 
     @staticmethod
-    def _add_stamp(frame: np.ndarray, imager: Imager, field: np.ndarray, x: float, y: float, col0: int, wpx: int,
-                   electrons: float) -> None:
+    def _add_stamp(
+        frame: np.ndarray, imager: Imager, field: np.ndarray, x: float, y: float, col0: int, wpx: int, electrons: float
+    ) -> None:
         half = COMPANION_STAMP // 2
         sx0, sy0 = int(round(x)) - half, int(round(y)) - half
         ny = frame.shape[0]
@@ -277,7 +317,7 @@ class Renderer:
         if x_lo >= x_hi or y_lo >= y_hi:
             return
         stamp = imager.image(field, COMPANION_STAMP, COMPANION_STAMP, (y - sy0, x - sx0))
-        frame[y_lo:y_hi, x_lo:x_hi] += np.float32(electrons) * stamp[y_lo - sy0:y_hi - sy0, x_lo - sx0:x_hi - sx0]
+        frame[y_lo:y_hi, x_lo:x_hi] += np.float32(electrons) * stamp[y_lo - sy0 : y_hi - sy0, x_lo - sx0 : x_hi - sx0]
 
     def _night(self, obs: ObservationPlan) -> NightPlan:
         for night in self.plan.nights:
@@ -315,7 +355,7 @@ class Renderer:
             if self.params.aberrations:
                 seeing, tau0_ms = night.seeing_at(t_mid), night.tau0_at(t_mid) * 1e3
                 sigma_nm = 50.0 + 40.0 * max(seeing - 0.5, 0.0) + 150.0 / tau0_ms
-                strehl = np.exp(-(2 * np.pi * sigma_nm * 1e-3 / wl) ** 2)
+                strehl = np.exp(-((2 * np.pi * sigma_nm * 1e-3 / wl) ** 2))
             else:
                 strehl = np.ones_like(wl)
             alpha = f.frame_parang[i] + offset
@@ -324,8 +364,9 @@ class Renderer:
                 sep = comp.separation_arcsec * 1000.0 / ifs_model.LENSLET_MAS
                 cu, cv = sky_to_frame_xy(sep, comp.pa_deg, alpha, (v0, u0))
                 comps.append((float(cu), float(cv), np.array([comp.contrast_at(w) for w in wl])))
-            spectra = ifs_model.scene_spectra(geom, wl, rates, f.dit, kind, (u0, v0), speckles, comps,
-                                              strehl[None, :] if np.ndim(strehl) else strehl)
+            spectra = ifs_model.scene_spectra(
+                geom, wl, rates, f.dit, kind, (u0, v0), speckles, comps, strehl[None, :] if np.ndim(strehl) else strehl
+            )
             out[i] = geom.paint(spectra) + bg
         return out
 
@@ -372,8 +413,9 @@ def expected_calibrations(obs: ObservationPlan, plan: ArchivePlan) -> ExpectedCa
                 continue
             sky = [f for f in other.files_of(FrameKind.SKY) if round(f.dit, 2) == dit]
             if sky:
-                sky_sets.append((float(np.mean([f.mid_mjd() for f in sky])), f"sky:{other.obs_id}",
-                                 [f.name for f in sky], ()))
+                sky_sets.append(
+                    (float(np.mean([f.mid_mjd() for f in sky])), f"sky:{other.obs_id}", [f.name for f in sky], ())
+                )
         m = _nearest(sky_sets, when)
         if m:
             skies[key] = CalibrationMatch(m.sequence, m.files, dit, m.flags, m.distance_h, m.runner_up_h)
@@ -422,60 +464,118 @@ def _observation_truth(obs: ObservationPlan, plan: ArchivePlan, renderer: Render
             contrast = tuple(float(c) for c in comp.contrast[obs.filter])
         else:
             contrast = tuple(round(comp.contrast_at(w), 12) for w in comp_wls)
-        companions.append(CompanionTruth(comp.name, comp.separation_arcsec, comp.pa_deg, comp.kind, contrast,
-                                         round(comp.separation_arcsec / scale, 4)))
-    files = {role: tuple(f.name for f in obs.files_of(kind))
-             for role, kind in (("science", FrameKind.SCIENCE), ("center", FrameKind.CENTER),
-                                ("flux", FrameKind.FLUX), ("sky", FrameKind.SKY))}
+        companions.append(
+            CompanionTruth(
+                comp.name,
+                comp.separation_arcsec,
+                comp.pa_deg,
+                comp.kind,
+                contrast,
+                round(comp.separation_arcsec / scale, 4),
+            )
+        )
+    files = {
+        role: tuple(f.name for f in obs.files_of(kind))
+        for role, kind in (
+            ("science", FrameKind.SCIENCE),
+            ("center", FrameKind.CENTER),
+            ("flux", FrameKind.FLUX),
+            ("sky", FrameKind.SKY),
+        )
+    }
     seq = obs.sequence_files
     seeing = [v for f in seq for v in (f.seeing_start, f.seeing_end)]
     airmasses = [v for f in seq for v in (f.airmass_start, f.airmass_end)]
     parangs = [v for f in seq for v in (f.parang_start, f.parang_end)]
     sci = obs.files_of(FrameKind.SCIENCE)
-    degraded = tuple(DegradedFrame(f.name, i, d["reason"], d.get("detail", ""))
-                     for f in obs.files for i, d in sorted(f.degraded.items()))
+    degraded = tuple(
+        DegradedFrame(f.name, i, d["reason"], d.get("detail", ""))
+        for f in obs.files
+        for i, d in sorted(f.degraded.items())
+    )
     release = _add_months(obs.ob.night, obs.ob.programme.proprietary_months)
-    waffle = {"amplitude_um": WAFFLE_AMPLITUDE_UM, "orientation": WAFFLE_ORIENTATION,
-              "spot_radius_lambda_over_d": round(WAFFLE_CPP * math.sqrt(2.0), 4),
-              "spot_radius_px": tuple(round(WAFFLE_CPP * math.sqrt(2.0) * l, 4) for l in lam_d_px),
-              "spot_angles_deg": (45.0, 135.0, 225.0, 315.0),
-              "note": "angles counter-clockwise from +x in the raw frame (pupil-fixed)"}
-    ndit = {role: (obs.files_of(kind)[0].ndit if obs.files_of(kind) else 0)
-            for role, kind in (("science", FrameKind.SCIENCE), ("center", FrameKind.CENTER),
-                               ("flux", FrameKind.FLUX), ("sky", FrameKind.SKY))}
-    n_frames = {role: sum(f.ndit for f in obs.files_of(kind))
-                for role, kind in (("science", FrameKind.SCIENCE), ("center", FrameKind.CENTER),
-                                   ("flux", FrameKind.FLUX), ("sky", FrameKind.SKY))}
+    waffle = {
+        "amplitude_um": WAFFLE_AMPLITUDE_UM,
+        "orientation": WAFFLE_ORIENTATION,
+        "spot_radius_lambda_over_d": round(WAFFLE_CPP * math.sqrt(2.0), 4),
+        "spot_radius_px": tuple(round(WAFFLE_CPP * math.sqrt(2.0) * lod, 4) for lod in lam_d_px),
+        "spot_angles_deg": (45.0, 135.0, 225.0, 315.0),
+        "note": "angles counter-clockwise from +x in the raw frame (pupil-fixed)",
+    }
+    ndit = {
+        role: (obs.files_of(kind)[0].ndit if obs.files_of(kind) else 0)
+        for role, kind in (
+            ("science", FrameKind.SCIENCE),
+            ("center", FrameKind.CENTER),
+            ("flux", FrameKind.FLUX),
+            ("sky", FrameKind.SKY),
+        )
+    }
+    n_frames = {
+        role: sum(f.ndit for f in obs.files_of(kind))
+        for role, kind in (
+            ("science", FrameKind.SCIENCE),
+            ("center", FrameKind.CENTER),
+            ("flux", FrameKind.FLUX),
+            ("sky", FrameKind.SKY),
+        )
+    }
     return ObservationTruth(
-        obs_id=obs.obs_id, instrument=obs.instrument, arm=obs.arm, programme=obs.ob.programme.prog_id,
-        target=target.name, night=obs.ob.night.isoformat(), ob_id=obs.ob.ob_id, ob_name=obs.ob.name,
-        template=obs.tpl_id, mode="DBI" if obs.arm == "IRDIS" else obs.filter, mode_combination=obs.mode_combination,
-        filter=obs.filter, wavelengths_um=tuple(wls), pixel_scale_arcsec=scale, coronagraph=obs.coronagraph,
-        science_dit_s=obs.science_dit, science_nd=obs.science_nd, center_dit_s=obs.science_dit,
-        flux_dit_s=obs.flux_dit, flux_nd=obs.flux_nd,
+        obs_id=obs.obs_id,
+        instrument=obs.instrument,
+        arm=obs.arm,
+        programme=obs.ob.programme.prog_id,
+        target=target.name,
+        night=obs.ob.night.isoformat(),
+        ob_id=obs.ob.ob_id,
+        ob_name=obs.ob.name,
+        template=obs.tpl_id,
+        mode="DBI" if obs.arm == "IRDIS" else obs.filter,
+        mode_combination=obs.mode_combination,
+        filter=obs.filter,
+        wavelengths_um=tuple(wls),
+        pixel_scale_arcsec=scale,
+        coronagraph=obs.coronagraph,
+        science_dit_s=obs.science_dit,
+        science_nd=obs.science_nd,
+        center_dit_s=obs.science_dit,
+        flux_dit_s=obs.flux_dit,
+        flux_nd=obs.flux_nd,
         nd_transmission=tuple(round(nd_transmission(obs.flux_nd, w), 8) for w in wls),
         science_nd_transmission=tuple(round(nd_transmission(obs.science_nd, w), 8) for w in wls),
-        ndit=ndit, files=files, n_frames=n_frames,
-        start_utc=min(f.start for f in obs.files).isoformat(), end_utc=max(f.end for f in obs.files).isoformat(),
-        mid_mjd=round(obs.mid_mjd(), 8), release_date=release.isoformat(),
+        ndit=ndit,
+        files=files,
+        n_frames=n_frames,
+        start_utc=min(f.start for f in obs.files).isoformat(),
+        end_utc=max(f.end for f in obs.files).isoformat(),
+        mid_mjd=round(obs.mid_mjd(), 8),
+        release_date=release.isoformat(),
         star_centre_xy=tuple((round(x, 4), round(y, 4)) for x, y in obs.star_centre),
         star_centre_file_xy=tuple((round(x, 4), round(y, 4)) for x, y in star_file),
         flux_centre_xy=tuple((round(x, 4), round(y, 4)) for x, y in obs.flux_centre),
         flux_centre_file_xy=tuple((round(x, 4), round(y, 4)) for x, y in flux_file),
-        seq_coro_xy=obs.seq_coro, waffle=waffle,
+        seq_coro_xy=obs.seq_coro,
+        waffle=waffle,
         star_flux_e_per_s=tuple(round(star_rate(target, w, d, throughput), 3) for w, d in zip(wls, widths)),
-        conditions={"seeing_arcsec": round(float(np.mean(seeing)), 4),
-                    "seeing_range_arcsec": [min(seeing), max(seeing)],
-                    "tau0_ms": round(float(np.mean([f.tau0_s for f in seq])) * 1e3, 4),
-                    "airmass": round(float(np.mean(airmasses)), 4),
-                    "airmass_range": [round(min(airmasses), 4), round(max(airmasses), 4)],
-                    "wind_ms": round(float(np.mean([f.wind_ms for f in seq])), 4),
-                    "source": "means of the TEL AMBI/AIRM values written in the OBJECT/CENTER/FLUX headers"},
-        parang_deg={"start": round(sci[0].parang_start, 4) if sci else None,
-                    "end": round(sci[-1].parang_end, 4) if sci else None,
-                    "min": round(min(parangs), 4), "max": round(max(parangs), 4),
-                    "field_rotation": round(abs(sci[-1].parang_end - sci[0].parang_start), 4) if sci else 0.0},
-        derotation_offset_deg=offset, companions=tuple(companions), degraded_frames=degraded,
+        conditions={
+            "seeing_arcsec": round(float(np.mean(seeing)), 4),
+            "seeing_range_arcsec": [min(seeing), max(seeing)],
+            "tau0_ms": round(float(np.mean([f.tau0_s for f in seq])) * 1e3, 4),
+            "airmass": round(float(np.mean(airmasses)), 4),
+            "airmass_range": [round(min(airmasses), 4), round(max(airmasses), 4)],
+            "wind_ms": round(float(np.mean([f.wind_ms for f in seq])), 4),
+            "source": "means of the TEL AMBI/AIRM values written in the OBJECT/CENTER/FLUX headers",
+        },
+        parang_deg={
+            "start": round(sci[0].parang_start, 4) if sci else None,
+            "end": round(sci[-1].parang_end, 4) if sci else None,
+            "min": round(min(parangs), 4),
+            "max": round(max(parangs), 4),
+            "field_rotation": round(abs(sci[-1].parang_end - sci[0].parang_start), 4) if sci else 0.0,
+        },
+        derotation_offset_deg=offset,
+        companions=tuple(companions),
+        degraded_frames=degraded,
         expected_calibrations=expected_calibrations(obs, plan),
         ifs_lenslet_centre=obs.ifs_lenslet_centre,
     )
@@ -487,13 +587,23 @@ def _file_truth(f: FilePlan, rel: str, sha: str | None) -> FileTruth:
         offset = SphereIrdis.derotation_offset_deg() if f.arm == "IRDIS" else SphereIfs.derotation_offset_deg()
         derot = tuple(round(q + offset, 6) for q in f.frame_parang)
     return FileTruth(
-        name=f.name, path=rel, night=f.night.isoformat(), instrument=f.instrument, kind=f.role.value,
-        dpr_type=f.dpr_type, dit_s=f.dit, ndit=f.ndit, date_obs=f.date_obs,
+        name=f.name,
+        path=rel,
+        night=f.night.isoformat(),
+        instrument=f.instrument,
+        kind=f.role.value,
+        dpr_type=f.dpr_type,
+        dit_s=f.dit,
+        ndit=f.ndit,
+        date_obs=f.date_obs,
         observation=f.observation.obs_id if f.observation is not None else None,
         calibration_sequence=f.calseq.seq_id if f.calseq is not None else None,
         frame_mid_mjd=tuple(round(m, 9) for m in f.frame_mid_mjd),
         frame_parang_deg=tuple(round(q, 6) for q in f.frame_parang),
-        frame_derotation_deg=derot, degraded_frames=tuple(sorted(f.degraded)), sha256=sha)
+        frame_derotation_deg=derot,
+        degraded_frames=tuple(sorted(f.degraded)),
+        sha256=sha,
+    )
 
 
 def _expected_counts(plan: ArchivePlan) -> ExpectedCounts:
@@ -523,12 +633,26 @@ def _programme_truths(plan: ArchivePlan) -> tuple[ProgrammeTruth, ...]:
         nights = sorted({ob.night.isoformat() for n in plan.nights for ob in n.obs if ob.programme.key == prog.key})
         if prog.kind == "science" and not nights:
             continue
-        policy = ("public at once (headers and calibrations)" if prog.kind == "calibration"
-                  else f"proprietary: release = night of observation + {prog.proprietary_months} months (ESO default)")
-        out.append(ProgrammeTruth(prog.prog_id, prog.kind, prog.title, prog.pi.username, prog.pi.full_name,
-                                  prog.pi.name, tuple(p.username for p in prog.co_is),
-                                  tuple(p.full_name for p in prog.co_is), prog.proprietary_months, policy,
-                                  tuple(nights)))
+        policy = (
+            "public at once (headers and calibrations)"
+            if prog.kind == "calibration"
+            else f"proprietary: release = night of observation + {prog.proprietary_months} months (ESO default)"
+        )
+        out.append(
+            ProgrammeTruth(
+                prog.prog_id,
+                prog.kind,
+                prog.title,
+                prog.pi.username,
+                prog.pi.full_name,
+                prog.pi.name,
+                tuple(p.username for p in prog.co_is),
+                tuple(p.full_name for p in prog.co_is),
+                prog.proprietary_months,
+                policy,
+                tuple(nights),
+            )
+        )
     return tuple(out)
 
 
@@ -537,22 +661,54 @@ def write_programmes_table(path: Path, programmes: tuple[ProgrammeTruth, ...]) -
     from astropy.table import Table
 
     table = Table(
-        rows=[(p.prog_id, p.pi, p.pi_name, p.pi_header_name, ",".join(p.co_is), ";".join(p.co_i_names), p.title,
-               p.proprietary_months, p.kind) for p in programmes],
-        names=("prog_id", "pi", "pi_name", "pi_header_name", "co_is", "co_i_names", "title",
-               "proprietary_months", "kind"),
+        rows=[
+            (
+                p.prog_id,
+                p.pi,
+                p.pi_name,
+                p.pi_header_name,
+                ",".join(p.co_is),
+                ";".join(p.co_i_names),
+                p.title,
+                p.proprietary_months,
+                p.kind,
+            )
+            for p in programmes
+        ],
+        names=(
+            "prog_id",
+            "pi",
+            "pi_name",
+            "pi_header_name",
+            "co_is",
+            "co_i_names",
+            "title",
+            "proprietary_months",
+            "kind",
+        ),
         dtype=(str, str, str, str, str, str, str, int, str),
     )
-    table.meta["description"] = ("HC-DC programme database export (simulated): pi and co_is are HC-DC "
-                                 "usernames; co_is is comma-separated; release = observation night + "
-                                 "proprietary_months.")
+    table.meta["description"] = (
+        "HC-DC programme database export (simulated): pi and co_is are HC-DC "
+        "usernames; co_is is comma-separated; release = observation night + "
+        "proprietary_months."
+    )
     table.write(path, format="ascii.ecsv", overwrite=True)
 
 
 # -- entry point -----------------------------------------------------------------------------------
-def simulate_archive(out_dir: Path | str, nights: int = 3, seed: int = 0, window: int | None = None,
-                     start_date: date = date(2026, 6, 1), progress: bool = False, frames_per_cube: int = 4,
-                     *, params: SimulationParameters | None = None, **overrides: Any) -> SimulationTruth:
+def simulate_archive(
+    out_dir: Path | str,
+    nights: int = 3,
+    seed: int = 0,
+    window: int | None = None,
+    start_date: date = date(2026, 6, 1),
+    progress: bool = False,
+    frames_per_cube: int = 4,
+    *,
+    params: SimulationParameters | None = None,
+    **overrides: Any,
+) -> SimulationTruth:
     """Write a simulated raw SPHERE archive under ``out_dir`` and return its truth.
 
     Parameters
@@ -573,8 +729,9 @@ def simulate_archive(out_dir: Path | str, nights: int = 3, seed: int = 0, window
     """
     t0 = _time.perf_counter()
     if params is None:
-        params = SimulationParameters(nights=nights, seed=seed, window=window, start_date=start_date,
-                                      frames_per_cube=frames_per_cube, **overrides)
+        params = SimulationParameters(
+            nights=nights, seed=seed, window=window, start_date=start_date, frames_per_cube=frames_per_cube, **overrides
+        )
     elif overrides:
         import dataclasses
 
@@ -615,43 +772,99 @@ def simulate_archive(out_dir: Path | str, nights: int = 3, seed: int = 0, window
 
 def _detector_truth(model: DetectorModel, readout: Readout, maps_file: str, filters: dict) -> DetectorTruth:
     s = model.summary()
-    return DetectorTruth(model.name, tuple(model.shape), model.gain_e_per_adu, model.read_noise_e, model.bias_adu,
-                         model.dark_current_e_s, model.flat_rms, s["n_hot"], s["n_dead"], maps_file,
-                         tuple((w.x0, w.y0, w.nx, w.ny) for w in readout.windows), filters)
+    return DetectorTruth(
+        model.name,
+        tuple(model.shape),
+        model.gain_e_per_adu,
+        model.read_noise_e,
+        model.bias_adu,
+        model.dark_current_e_s,
+        model.flat_rms,
+        s["n_hot"],
+        s["n_dead"],
+        maps_file,
+        tuple((w.x0, w.y0, w.nx, w.ny) for w in readout.windows),
+        filters,
+    )
 
 
-def _assemble_truth(out: Path, params: SimulationParameters, plan: ArchivePlan, renderer: Renderer,
-                    file_truths: dict[str, FileTruth], elapsed: float) -> SimulationTruth:
+def _assemble_truth(
+    out: Path,
+    params: SimulationParameters,
+    plan: ArchivePlan,
+    renderer: Renderer,
+    file_truths: dict[str, FileTruth],
+    elapsed: float,
+) -> SimulationTruth:
     observations = tuple(_observation_truth(o, plan, renderer) for o in plan.observations)
     calibs = []
     for seq in plan.calibrations:
-        calibs.append(CalibrationSequenceTruth(
-            seq.seq_id, seq.instrument, seq.arm, seq.role.value, seq.dpr_type, seq.night.isoformat(), seq.block,
-            tuple(seq.dits), seq.filter, seq.ob_id, tuple(f.name for f in seq.files), round(seq.mid_mjd(), 8),
-            seq.files[0].start.isoformat(), tuple(seq.flags),
-            tuple(tuple(p) for p in renderer.burst_pixels.get(seq.seq_id, []))))
+        calibs.append(
+            CalibrationSequenceTruth(
+                seq.seq_id,
+                seq.instrument,
+                seq.arm,
+                seq.role.value,
+                seq.dpr_type,
+                seq.night.isoformat(),
+                seq.block,
+                tuple(seq.dits),
+                seq.filter,
+                seq.ob_id,
+                tuple(f.name for f in seq.files),
+                round(seq.mid_mjd(), 8),
+                seq.files[0].start.isoformat(),
+                tuple(seq.flags),
+                tuple(tuple(p) for p in renderer.burst_pixels.get(seq.seq_id, [])),
+            )
+        )
     targets = {ob.target.name: ob.target for n in plan.nights for ob in n.obs}
-    target_truths = tuple(TargetTruth(**{k: v for k, v in t.to_dict().items() if k != "companions"},
-                                      companions=tuple(t.to_dict()["companions"])) for t in targets.values())
-    night_truths = tuple(NightTruth(n.night.isoformat(), n.archival, n.bad_seeing, n.calibrations_next_morning,
-                                    round(n.seeing_arcsec, 4), round(n.tau0_ms, 4), round(n.wind_ms, 4),
-                                    sum(len(ob.observations) for ob in n.obs),
-                                    sum(1 for f in plan.files if f.night == n.night)) for n in plan.nights)
+    target_truths = tuple(
+        TargetTruth(
+            **{k: v for k, v in t.to_dict().items() if k != "companions"}, companions=tuple(t.to_dict()["companions"])
+        )
+        for t in targets.values()
+    )
+    night_truths = tuple(
+        NightTruth(
+            n.night.isoformat(),
+            n.archival,
+            n.bad_seeing,
+            n.calibrations_next_morning,
+            round(n.seeing_arcsec, 4),
+            round(n.tau0_ms, 4),
+            round(n.wind_ms, 4),
+            sum(len(ob.observations) for ob in n.obs),
+            sum(1 for f in plan.files if f.night == n.night),
+        )
+        for n in plan.nights
+    )
     bg = {}
     for filt in sorted({o.filter for o in plan.observations if o.arm == "IRDIS"}):
-        bg[filt] = [{"wavelength_um": wl, "thermal_e_s": background_rates(wl)[0], "sky_e_s": background_rates(wl)[1]}
-                    for wl in SphereIrdis.filters[filt].wavelengths_um]
+        bg[filt] = [
+            {"wavelength_um": wl, "thermal_e_s": background_rates(wl)[0], "sky_e_s": background_rates(wl)[1]}
+            for wl in SphereIrdis.filters[filt].wavelengths_um
+        ]
     detectors = {
         "SPHERE-IRDIS": _detector_truth(renderer.irdis_detector, renderer.irdis_readout, "truth/flat_map.fits", bg),
     }
     if renderer.ifs_detector is not None:
-        detectors["SPHERE-IFS"] = _detector_truth(renderer.ifs_detector, renderer.ifs_readout,
-                                                  "truth/flat_map_ifs.fits", {})
+        detectors["SPHERE-IFS"] = _detector_truth(
+            renderer.ifs_detector, renderer.ifs_readout, "truth/flat_map_ifs.fits", {}
+        )
     return SimulationTruth(
-        root=str(out.resolve()), schema_version=SCHEMA_VERSION, generator="reduction.simulator",
-        parameters=params.to_dict(), association_rules=dict(ASSOCIATION_RULES),
-        programmes=_programme_truths(plan), targets=target_truths, nights=night_truths,
-        observations=observations, calibration_sequences=tuple(calibs), files=file_truths, detectors=detectors,
+        root=str(out.resolve()),
+        schema_version=SCHEMA_VERSION,
+        generator="reduction.simulator",
+        parameters=params.to_dict(),
+        association_rules=dict(ASSOCIATION_RULES),
+        programmes=_programme_truths(plan),
+        targets=target_truths,
+        nights=night_truths,
+        observations=observations,
+        calibration_sequences=tuple(calibs),
+        files=file_truths,
+        detectors=detectors,
         expected_counts=_expected_counts(plan),
         hot_pixel_burst=tuple(s.seq_id for s in plan.calibrations if "hot_pixel_burst" in s.flags),
         bad_seeing_nights=tuple(n.night.isoformat() for n in plan.nights if n.bad_seeing),

@@ -40,9 +40,10 @@ class Companion:
         """Contrast at an arbitrary wavelength (log-linear in λ between anchors)."""
         import math
 
-        anchors = sorted({(1.25, self.contrast_j)}
-                         | {(w, c) for name, pair in self.contrast.items()
-                            for w, c in zip(_FILTER_WAVELENGTHS[name], pair)})
+        anchors = sorted(
+            {(1.25, self.contrast_j)}
+            | {(w, c) for name, pair in self.contrast.items() for w, c in zip(_FILTER_WAVELENGTHS[name], pair)}
+        )
         xs = [a[0] for a in anchors]
         ys = [math.log(a[1]) for a in anchors]
         if wavelength_um <= xs[0]:
@@ -57,8 +58,11 @@ class Companion:
 
 
 _FILTER_WAVELENGTHS = {
-    "DB_Y23": (1.022, 1.076), "DB_J23": (1.190, 1.273), "DB_H23": (1.593, 1.667),
-    "DB_H34": (1.667, 1.733), "DB_K12": (2.110, 2.251),
+    "DB_Y23": (1.022, 1.076),
+    "DB_J23": (1.190, 1.273),
+    "DB_H23": (1.593, 1.667),
+    "DB_H34": (1.667, 1.733),
+    "DB_K12": (2.110, 2.251),
 }
 
 
@@ -67,10 +71,10 @@ class Target:
     """A star with the properties the catalog and the photometry need."""
 
     name: str
-    ob_label: str                 #: short name used in OB names (no blanks)
-    ra_deg: float                 #: ICRS, epoch J2000.0
+    ob_label: str  #: short name used in OB names (no blanks)
+    ra_deg: float  #: ICRS, epoch J2000.0
     dec_deg: float
-    pm_ra_mas_yr: float           #: µα cos δ
+    pm_ra_mas_yr: float  #: µα cos δ
     pm_dec_mas_yr: float
     parallax_mas: float
     spectral_type: str
@@ -91,15 +95,27 @@ class Target:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "ra_deg": self.ra_deg, "dec_deg": self.dec_deg,
-            "pm_ra_mas_yr": self.pm_ra_mas_yr, "pm_dec_mas_yr": self.pm_dec_mas_yr,
-            "parallax_mas": self.parallax_mas, "distance_pc": round(1000.0 / self.parallax_mas, 3),
-            "spectral_type": self.spectral_type, "age_myr": self.age_myr,
-            "j_mag": self.j_mag, "h_mag": self.h_mag, "k_mag": self.k_mag,
+            "name": self.name,
+            "ra_deg": self.ra_deg,
+            "dec_deg": self.dec_deg,
+            "pm_ra_mas_yr": self.pm_ra_mas_yr,
+            "pm_dec_mas_yr": self.pm_dec_mas_yr,
+            "parallax_mas": self.parallax_mas,
+            "distance_pc": round(1000.0 / self.parallax_mas, 3),
+            "spectral_type": self.spectral_type,
+            "age_myr": self.age_myr,
+            "j_mag": self.j_mag,
+            "h_mag": self.h_mag,
+            "k_mag": self.k_mag,
             "companions": [
-                {"name": c.name, "separation_arcsec": c.separation_arcsec, "pa_deg": c.pa_deg,
-                 "contrast": {k: list(v) for k, v in c.contrast.items()}, "contrast_j": c.contrast_j,
-                 "kind": c.kind}
+                {
+                    "name": c.name,
+                    "separation_arcsec": c.separation_arcsec,
+                    "pa_deg": c.pa_deg,
+                    "contrast": {k: list(v) for k, v in c.contrast.items()},
+                    "contrast_j": c.contrast_j,
+                    "kind": c.kind,
+                }
                 for c in self.companions
             ],
         }
@@ -110,49 +126,156 @@ def _c(dmag2: float, dmag3: float) -> tuple[float, float]:
 
 
 #: The targets (real stars). Contrasts: companion magnitude minus star magnitude.
-TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("beta Pic", "betaPic", 86.82119, -51.06651, 4.65, 83.10, 50.93, "A6V", 24.0, 3.67, 3.54, 3.53,
-           (Companion("beta Pic b", 0.215, 212.6,
-                      {"DB_H23": _c(13.32 - 3.54, 13.40 - 3.54), "DB_K12": _c(12.64 - 3.53, 12.55 - 3.53)},
-                      contrast_j=10 ** (-0.4 * (14.11 - 3.67))),)),
-    Target("51 Eri", "51Eri", 69.40055, -2.47355, 44.22, -63.98, 33.44, "F0IV", 24.0, 4.75, 4.77, 4.54,
-           (Companion("51 Eri b", 0.452, 166.8,
-                      {"DB_H23": _c(18.41 - 4.77, 19.90 - 4.77), "DB_K12": _c(17.55 - 4.54, 18.60 - 4.54)},
-                      contrast_j=10 ** (-0.4 * (19.04 - 4.75))),)),
-    Target("HIP 65426", "HIP65426", 201.15042, -51.50447, -33.92, -18.93, 9.30, "A2V", 14.0, 6.83, 6.85, 6.77,
-           (Companion("HIP 65426 b", 0.828, 150.1,
-                      {"DB_H23": _c(17.94 - 6.85, 17.58 - 6.85), "DB_K12": _c(17.01 - 6.77, 16.79 - 6.77)},
-                      contrast_j=10 ** (-0.4 * (18.9 - 6.83))),
-            # a fictitious background star, bright and flat-spectrum: easy to find
-            Companion("HIP 65426 cc1", 1.105, 301.7,
-                      {"DB_H23": _c(13.6 - 6.85, 13.6 - 6.85), "DB_K12": _c(13.5 - 6.77, 13.5 - 6.77)},
-                      contrast_j=10 ** (-0.4 * (13.8 - 6.83)), kind="background star"))),
-    Target("PDS 70", "PDS70", 212.04230, -41.39795, -29.66, -23.82, 8.90, "K7IVe", 5.4, 9.55, 8.82, 8.54,
-           (Companion("PDS 70 b", 0.178, 140.2,
-                      {"DB_H23": _c(18.12 - 8.82, 17.97 - 8.82), "DB_K12": _c(16.66 - 8.54, 16.37 - 8.54)},
-                      contrast_j=10 ** (-0.4 * (20.04 - 9.55))),
-            Companion("PDS 70 c", 0.219, 276.3,
-                      {"DB_H23": _c(18.6 - 8.82, 18.4 - 8.82), "DB_K12": _c(16.95 - 8.54, 16.7 - 8.54)},
-                      contrast_j=10 ** (-0.4 * (20.6 - 9.55))))),
-    Target("HD 206893", "HD206893", 326.34129, -12.78337, 93.78, 0.20, 24.53, "F5V", 155.0, 5.87, 5.69, 5.59,
-           (Companion("HD 206893 B", 0.268, 55.4,
-                      {"DB_H23": _c(16.79 - 5.69, 16.60 - 5.69), "DB_K12": _c(15.20 - 5.59, 14.88 - 5.59)},
-                      contrast_j=10 ** (-0.4 * (18.2 - 5.87))),)),
-)}
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target(
+            "beta Pic",
+            "betaPic",
+            86.82119,
+            -51.06651,
+            4.65,
+            83.10,
+            50.93,
+            "A6V",
+            24.0,
+            3.67,
+            3.54,
+            3.53,
+            (
+                Companion(
+                    "beta Pic b",
+                    0.215,
+                    212.6,
+                    {"DB_H23": _c(13.32 - 3.54, 13.40 - 3.54), "DB_K12": _c(12.64 - 3.53, 12.55 - 3.53)},
+                    contrast_j=10 ** (-0.4 * (14.11 - 3.67)),
+                ),
+            ),
+        ),
+        Target(
+            "51 Eri",
+            "51Eri",
+            69.40055,
+            -2.47355,
+            44.22,
+            -63.98,
+            33.44,
+            "F0IV",
+            24.0,
+            4.75,
+            4.77,
+            4.54,
+            (
+                Companion(
+                    "51 Eri b",
+                    0.452,
+                    166.8,
+                    {"DB_H23": _c(18.41 - 4.77, 19.90 - 4.77), "DB_K12": _c(17.55 - 4.54, 18.60 - 4.54)},
+                    contrast_j=10 ** (-0.4 * (19.04 - 4.75)),
+                ),
+            ),
+        ),
+        Target(
+            "HIP 65426",
+            "HIP65426",
+            201.15042,
+            -51.50447,
+            -33.92,
+            -18.93,
+            9.30,
+            "A2V",
+            14.0,
+            6.83,
+            6.85,
+            6.77,
+            (
+                Companion(
+                    "HIP 65426 b",
+                    0.828,
+                    150.1,
+                    {"DB_H23": _c(17.94 - 6.85, 17.58 - 6.85), "DB_K12": _c(17.01 - 6.77, 16.79 - 6.77)},
+                    contrast_j=10 ** (-0.4 * (18.9 - 6.83)),
+                ),
+                # a fictitious background star, bright and flat-spectrum: easy to find
+                Companion(
+                    "HIP 65426 cc1",
+                    1.105,
+                    301.7,
+                    {"DB_H23": _c(13.6 - 6.85, 13.6 - 6.85), "DB_K12": _c(13.5 - 6.77, 13.5 - 6.77)},
+                    contrast_j=10 ** (-0.4 * (13.8 - 6.83)),
+                    kind="background star",
+                ),
+            ),
+        ),
+        Target(
+            "PDS 70",
+            "PDS70",
+            212.04230,
+            -41.39795,
+            -29.66,
+            -23.82,
+            8.90,
+            "K7IVe",
+            5.4,
+            9.55,
+            8.82,
+            8.54,
+            (
+                Companion(
+                    "PDS 70 b",
+                    0.178,
+                    140.2,
+                    {"DB_H23": _c(18.12 - 8.82, 17.97 - 8.82), "DB_K12": _c(16.66 - 8.54, 16.37 - 8.54)},
+                    contrast_j=10 ** (-0.4 * (20.04 - 9.55)),
+                ),
+                Companion(
+                    "PDS 70 c",
+                    0.219,
+                    276.3,
+                    {"DB_H23": _c(18.6 - 8.82, 18.4 - 8.82), "DB_K12": _c(16.95 - 8.54, 16.7 - 8.54)},
+                    contrast_j=10 ** (-0.4 * (20.6 - 9.55)),
+                ),
+            ),
+        ),
+        Target(
+            "HD 206893",
+            "HD206893",
+            326.34129,
+            -12.78337,
+            93.78,
+            0.20,
+            24.53,
+            "F5V",
+            155.0,
+            5.87,
+            5.69,
+            5.59,
+            (
+                Companion(
+                    "HD 206893 B",
+                    0.268,
+                    55.4,
+                    {"DB_H23": _c(16.79 - 5.69, 16.60 - 5.69), "DB_K12": _c(15.20 - 5.59, 14.88 - 5.59)},
+                    contrast_j=10 ** (-0.4 * (18.2 - 5.87)),
+                ),
+            ),
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
 class Person:
-    name: str        #: as written in ``OBS PI-COI NAME`` (surname)
+    name: str  #: as written in ``OBS PI-COI NAME`` (surname)
     full_name: str
-    username: str    #: HC-DC / JupyterHub user name
+    username: str  #: HC-DC / JupyterHub user name
 
 
 @dataclass(frozen=True)
 class Programme:
     """An ESO programme: who owns it, how long it is proprietary, what it observes."""
 
-    key: str                      #: internal role: "archival", "monitoring", "spectra", "calibration"
+    key: str  #: internal role: "archival", "monitoring", "spectra", "calibration"
     title: str
     pi: Person
     co_is: tuple[Person, ...]
@@ -160,8 +283,8 @@ class Programme:
     targets: tuple[str, ...] = ()
     kind: str = "science"
     run: str = "A"
-    category: str = "C"           #: ESO category letter in old-style ids
-    number: int = 0               #: old-style programme number / new-style code seed
+    category: str = "C"  #: ESO category letter in old-style ids
+    number: int = 0  #: old-style programme number / new-style code seed
     prog_id: str = field(default="")
 
 
@@ -200,15 +323,45 @@ def build_programmes(archival_date: date | None, recent_date: date) -> dict[str,
 
     p = PEOPLE
     progs = [
-        Programme("archival", "Young nearby stars: a dual-band imaging survey for giant planets",
-                  p["emarchetti"], (p["jlarsen"], p["kokafor"]), 12, ("51 Eri", "beta Pic"), number=209),
-        Programme("monitoring", "Orbital monitoring of directly imaged giant planets",
-                  p["toyarzun"], (p["mweber"], p["skaur"]), 12, ("HIP 65426", "PDS 70"), number=4123),
-        Programme("spectra", "Near-infrared spectra of young substellar companions with IRDIFS",
-                  p["anakamura"], (p["rduval"], p["toyarzun"]), 12, ("HD 206893", "PDS 70", "HIP 65426"),
-                  number=8841),
-        Programme("calibration", "SPHERE calibration plan", p["eso"], (), 0, (), kind="calibration",
-                  run="J", category="A", number=9800),
+        Programme(
+            "archival",
+            "Young nearby stars: a dual-band imaging survey for giant planets",
+            p["emarchetti"],
+            (p["jlarsen"], p["kokafor"]),
+            12,
+            ("51 Eri", "beta Pic"),
+            number=209,
+        ),
+        Programme(
+            "monitoring",
+            "Orbital monitoring of directly imaged giant planets",
+            p["toyarzun"],
+            (p["mweber"], p["skaur"]),
+            12,
+            ("HIP 65426", "PDS 70"),
+            number=4123,
+        ),
+        Programme(
+            "spectra",
+            "Near-infrared spectra of young substellar companions with IRDIFS",
+            p["anakamura"],
+            (p["rduval"], p["toyarzun"]),
+            12,
+            ("HD 206893", "PDS 70", "HIP 65426"),
+            number=8841,
+        ),
+        Programme(
+            "calibration",
+            "SPHERE calibration plan",
+            p["eso"],
+            (),
+            0,
+            (),
+            kind="calibration",
+            run="J",
+            category="A",
+            number=9800,
+        ),
     ]
     out = {}
     for prog in progs:

@@ -53,7 +53,7 @@ class Readout:
 
     def extract(self, full: np.ndarray) -> np.ndarray:
         """The part of a full-detector map that the file contains, in file layout."""
-        parts = [full[w.y0:w.y0 + w.ny, w.x0:w.x0 + w.nx] for w in self.windows]
+        parts = [full[w.y0 : w.y0 + w.ny, w.x0 : w.x0 + w.nx] for w in self.windows]
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0].copy()
 
     def detector_to_file(self, x: float, y: float, index: int) -> tuple[float, float]:
@@ -85,10 +85,14 @@ class Readout:
         n = int(header.get("HIERARCH ESO DET WINDOWS", 1))
         wins = []
         for k in range(1, n + 1):
-            wins.append(Window(int(header[f"HIERARCH ESO DET WIN{k} STRX"]) - 1,
-                               int(header[f"HIERARCH ESO DET WIN{k} STRY"]) - 1,
-                               int(header[f"HIERARCH ESO DET WIN{k} NX"]),
-                               int(header[f"HIERARCH ESO DET WIN{k} NY"])))
+            wins.append(
+                Window(
+                    int(header[f"HIERARCH ESO DET WIN{k} STRX"]) - 1,
+                    int(header[f"HIERARCH ESO DET WIN{k} STRY"]) - 1,
+                    int(header[f"HIERARCH ESO DET WIN{k} NX"]),
+                    int(header[f"HIERARCH ESO DET WIN{k} NY"]),
+                )
+            )
         return cls(detector_shape, tuple(wins))
 
 
@@ -129,12 +133,12 @@ class DetectorModel:
     gain_e_per_adu: float
     read_noise_e: float
     bias_adu: float
-    dark_current_e_s: float          #: median of the normal pixels
-    flat: np.ndarray                 #: pixel response, median 1 (dead pixels excluded)
-    dark_map: np.ndarray             #: e-/s, hot pixels included
-    bias_map: np.ndarray             #: ADU
-    hot: np.ndarray                  #: bool
-    dead: np.ndarray                 #: bool
+    dark_current_e_s: float  #: median of the normal pixels
+    flat: np.ndarray  #: pixel response, median 1 (dead pixels excluded)
+    dark_map: np.ndarray  #: e-/s, hot pixels included
+    bias_map: np.ndarray  #: ADU
+    hot: np.ndarray  #: bool
+    dead: np.ndarray  #: bool
     flat_rms: float
 
     @property
@@ -145,10 +149,15 @@ class DetectorModel:
         hy, hx = np.nonzero(self.hot)
         dy, dx = np.nonzero(self.dead)
         return {
-            "name": self.name, "shape": list(self.shape), "gain_e_per_adu": self.gain_e_per_adu,
-            "read_noise_e": self.read_noise_e, "bias_adu": self.bias_adu,
-            "dark_current_e_s": self.dark_current_e_s, "flat_rms": self.flat_rms,
-            "n_hot": int(hx.size), "n_dead": int(dx.size),
+            "name": self.name,
+            "shape": list(self.shape),
+            "gain_e_per_adu": self.gain_e_per_adu,
+            "read_noise_e": self.read_noise_e,
+            "bias_adu": self.bias_adu,
+            "dark_current_e_s": self.dark_current_e_s,
+            "flat_rms": self.flat_rms,
+            "n_hot": int(hx.size),
+            "n_dead": int(dx.size),
             "hot_pixels_xy": [[int(a), int(b)] for a, b in zip(hx, hy)],
             "dead_pixels_xy": [[int(a), int(b)] for a, b in zip(dx, dy)],
         }
@@ -161,19 +170,31 @@ class DetectorModel:
         primary.header["RON"] = (self.read_noise_e, "read noise, e-")
         primary.header["DARKCUR"] = (self.dark_current_e_s, "median dark current, e-/s")
         primary.header["COMMENT"] = "HC-DC simulator truth: never part of the raw archive."
-        hdus = [primary,
-                fits.ImageHDU(self.flat.astype(np.float32), name="FLAT"),
-                fits.ImageHDU(self.dark_map.astype(np.float32), name="DARK"),
-                fits.ImageHDU(self.bias_map.astype(np.float32), name="BIAS"),
-                fits.ImageHDU(self.hot.astype(np.uint8), name="HOT"),
-                fits.ImageHDU(self.dead.astype(np.uint8), name="DEAD")]
+        hdus = [
+            primary,
+            fits.ImageHDU(self.flat.astype(np.float32), name="FLAT"),
+            fits.ImageHDU(self.dark_map.astype(np.float32), name="DARK"),
+            fits.ImageHDU(self.bias_map.astype(np.float32), name="BIAS"),
+            fits.ImageHDU(self.hot.astype(np.uint8), name="HOT"),
+            fits.ImageHDU(self.dead.astype(np.uint8), name="DEAD"),
+        ]
         fits.HDUList(hdus).writeto(path, overwrite=True)
 
 
-def make_detector(name: str, shape: tuple[int, int], rng: np.random.Generator, *, gain: float,
-                  read_noise: float, bias: float, dark_current: float, flat_rms: float = 0.015,
-                  hot_fraction: float = 1e-3, dead_fraction: float = 3e-4,
-                  halves: int = 1) -> DetectorModel:
+def make_detector(
+    name: str,
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    gain: float,
+    read_noise: float,
+    bias: float,
+    dark_current: float,
+    flat_rms: float = 0.015,
+    hot_fraction: float = 1e-3,
+    dead_fraction: float = 3e-4,
+    halves: int = 1,
+) -> DetectorModel:
     """Draw the fixed maps of a detector (deterministic for ``rng``)."""
     ny, nx = shape
     # low-order illumination/response (±~2 %), per half for IRDIS
@@ -183,7 +204,7 @@ def make_detector(name: str, shape: tuple[int, int], rng: np.random.Generator, *
     flat = (1.0 + smooth) * (1.0 + pix)
     w = nx // halves
     for h in range(halves):
-        part = flat[:, h * w:(h + 1) * w]
+        part = flat[:, h * w : (h + 1) * w]
         part /= np.median(part)
     flat = flat.astype(np.float32)
     dark = (dark_current * np.exp(rng.normal(0.0, 0.3, size=shape) - 0.0)).astype(np.float32)
@@ -192,8 +213,7 @@ def make_detector(name: str, shape: tuple[int, int], rng: np.random.Generator, *
     dead = (rng.random(shape) < dead_fraction) & ~hot
     columns = rng.normal(0.0, 3.0, size=nx)
     bias_map = (bias + columns[None, :] + rng.normal(0.0, 1.0, size=(ny, 1))).astype(np.float32)
-    return DetectorModel(name, shape, gain, read_noise, bias, dark_current, flat, dark, bias_map,
-                         hot, dead, flat_rms)
+    return DetectorModel(name, shape, gain, read_noise, bias, dark_current, flat, dark, bias_map, hot, dead, flat_rms)
 
 
 @dataclass
@@ -208,8 +228,9 @@ class DetectorView:
         self.dark = self.readout.extract(self.model.dark_map)
         self.bias = self.readout.extract(self.model.bias_map)
 
-    def expose(self, rng: np.random.Generator | None, photo_e, dit: float,
-               ndit: int, extra_dark: np.ndarray | None = None) -> np.ndarray:
+    def expose(
+        self, rng: np.random.Generator | None, photo_e, dit: float, ndit: int, extra_dark: np.ndarray | None = None
+    ) -> np.ndarray:
         """Raw ADU cube (ndit, ny, nx) uint16.
 
         ``photo_e`` is the expected number of photo-electrons per pixel *before*

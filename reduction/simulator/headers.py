@@ -23,8 +23,12 @@ from .schedule import DROT2_RENAME_DATE, FilePlan
 
 #: INS1 FILT NAME (broad-band) and INS1 OPTI2 NAME (dual-band) of each IRDIS DBI filter.
 IRDIS_FILTER_ELEMENTS = {
-    "DB_Y23": ("B_Y", "D_Y23"), "DB_J23": ("B_J", "D_J23"), "DB_H23": ("B_H", "D_H23"),
-    "DB_NDH23": ("B_ND-H", "D_ND-H23"), "DB_H34": ("B_H", "D_H34"), "DB_K12": ("B_Ks", "D_K12"),
+    "DB_Y23": ("B_Y", "D_Y23"),
+    "DB_J23": ("B_J", "D_J23"),
+    "DB_H23": ("B_H", "D_H23"),
+    "DB_NDH23": ("B_ND-H", "D_ND-H23"),
+    "DB_H34": ("B_H", "D_H34"),
+    "DB_K12": ("B_Ks", "D_K12"),
 }
 WAFFLE_AMPLITUDE_UM = 0.05
 WAFFLE_ORIENTATION = "x"
@@ -87,14 +91,17 @@ def header_cards(f: FilePlan, readout: Readout) -> list[tuple[str, object, str]]
     add(kwd("exptime"), round(f.exptime, 4), "Integration time")
     add(kwd("mjd_obs"), round(f.mid_mjd() - f.exptime / 2 / 86400.0, 8), "Obs start")
     add(kwd("date_obs"), f.date_obs, "Observing date")
-    add("UTC", round(f.start.hour * 3600 + f.start.minute * 60 + f.start.second + f.start.microsecond / 1e6, 3),
-        "[s] UTC at start")
+    add(
+        "UTC",
+        round(f.start.hour * 3600 + f.start.minute * 60 + f.start.second + f.start.microsecond / 1e6, 3),
+        "[s] UTC at start",
+    )
     if on_sky and f.lst_start_s is not None:
         add("LST", round(f.lst_start_s, 3), "[s] LST at start")
     add("PI-COI", "UNKNOWN", "PI-COI name")
     add("OBSERVER", "UNKNOWN", "Name of observer")
     add("ARCFILE", f.name, "Archive File Name")
-    origfile = (f"SPHERE_{f.arm}_{'OBS' if on_sky else 'CAL'}{f.start.timetuple().tm_yday:03d}_{f.expno:04d}.fits")
+    origfile = f"SPHERE_{f.arm}_{'OBS' if on_sky else 'CAL'}{f.start.timetuple().tm_yday:03d}_{f.expno:04d}.fits"
     add("ORIGFILE", origfile, "Original File Name")
 
     # -- observation block and template
@@ -164,8 +171,11 @@ def header_cards(f: FilePlan, readout: Readout) -> list[tuple[str, object, str]]
     # ESO renamed INS4 DROT2 BEGIN into INS4 DROT2 START in June 2021: the keyword map lists both.
     begin_key, start_key = kw.derotator_start[0], kw.derotator_start[1]
     drot_key = begin_key if f.night < DROT2_RENAME_DATE else start_key
-    add(drot_key, _drotator_position(f.altitude_start if on_sky and f.altitude_start is not None else 90.0),
-        "[deg] Derotator position at start")
+    add(
+        drot_key,
+        _drotator_position(f.altitude_start if on_sky and f.altitude_start is not None else 90.0),
+        "[deg] Derotator position at start",
+    )
     if on_sky:
         add("HIERARCH ESO INS4 DROT2 RA", _sexagesimal_ra(target.ra_deg), "~RA for derotator (hhmmss.s)")
         add("HIERARCH ESO INS4 DROT2 DEC", _sexagesimal_dec(target.dec_deg), "~DEC for derotator (ddmmss.s)")
@@ -175,8 +185,11 @@ def header_cards(f: FilePlan, readout: Readout) -> list[tuple[str, object, str]]
         if f.arm == "IRDIS" and obs.seq_coro is not None:
             add("HIERARCH ESO SEQ CORO XC", obs.seq_coro[0], "Coronagraph center X (pixel)")
             add("HIERARCH ESO SEQ CORO YC", obs.seq_coro[1], "Coronagraph center Y (pixel)")
-            add("HIERARCH ESO SEQ CORO DATE", (obs.ob.start + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S"),
-                "Coronagraph centring date")
+            add(
+                "HIERARCH ESO SEQ CORO DATE",
+                (obs.ob.start + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S"),
+                "Coronagraph centring date",
+            )
             add("HIERARCH ESO SEQ CORO CPI_ND", obs.flux_nd, "ND used for centring")
         add("HIERARCH ESO OCS WAFFLE AMPL", WAFFLE_AMPLITUDE_UM, "[um] Waffle amplitude")
         add("HIERARCH ESO OCS WAFFLE ORIENT", WAFFLE_ORIENTATION, "Waffle orientation")
@@ -256,9 +269,11 @@ def fits_bytes(cards: list[tuple[str, object, str]], data: np.ndarray) -> bytes:
     """A complete single-HDU FITS file: uint16 data stored as BITPIX 16 with BZERO 32768."""
     if data.dtype != np.uint16:
         raise TypeError("raw data must be uint16")
-    head = [format_card("SIMPLE", True, "conforms to FITS standard"),
-            format_card("BITPIX", 16, "array data type"),
-            format_card("NAXIS", data.ndim, "number of array dimensions")]
+    head = [
+        format_card("SIMPLE", True, "conforms to FITS standard"),
+        format_card("BITPIX", 16, "array data type"),
+        format_card("NAXIS", data.ndim, "number of array dimensions"),
+    ]
     for axis, size in enumerate(reversed(data.shape), start=1):
         head.append(format_card(f"NAXIS{axis}", int(size)))
     for key, value, comment in cards:

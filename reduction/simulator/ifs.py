@@ -104,15 +104,23 @@ def speckle_pattern(rng: np.random.Generator, size: int = 128) -> np.ndarray:
     """A static random speckle-like intensity pattern on a grid of λ/D units (mean 1)."""
     field = rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))
     fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
-    field = np.fft.ifft2(np.fft.fft2(field) * np.exp(-(fx ** 2 + fy ** 2) / (2 * 0.06 ** 2)))
+    field = np.fft.ifft2(np.fft.fft2(field) * np.exp(-(fx**2 + fy**2) / (2 * 0.06**2)))
     intensity = np.abs(field) ** 2
     return (intensity / intensity.mean()).astype(np.float32)
 
 
-def scene_spectra(geom: IfsGeometry, wavelengths_um: np.ndarray, star_rate: np.ndarray, dit: float,
-                  kind: str, centre_uv: tuple[float, float], speckles: np.ndarray | None,
-                  companions: list[tuple[float, float, np.ndarray]], strehl: float,
-                  transmission: float = 1.0) -> np.ndarray:
+def scene_spectra(
+    geom: IfsGeometry,
+    wavelengths_um: np.ndarray,
+    star_rate: np.ndarray,
+    dit: float,
+    kind: str,
+    centre_uv: tuple[float, float],
+    speckles: np.ndarray | None,
+    companions: list[tuple[float, float, np.ndarray]],
+    strehl: float,
+    transmission: float = 1.0,
+) -> np.ndarray:
     """Photo-electrons per lenslet and channel for an on-sky frame.
 
     ``kind`` is "science", "center" or "flux"; ``star_rate`` (e-/s per
@@ -122,10 +130,10 @@ def scene_spectra(geom: IfsGeometry, wavelengths_um: np.ndarray, star_rate: np.n
 
     du = geom.u[:, None] - centre_uv[0]
     dv = geom.v[:, None] - centre_uv[1]
-    lam_d = (wavelengths_um * 1e-6 / 8.0 * 206264806.0 / LENSLET_MAS)[None, :]   # λ/D in lenslets
-    r = np.hypot(du, dv) / lam_d                                                  # in λ/D
-    sigma = 0.45 * lam_d                                                          # Gaussian core, lenslets
-    core = np.exp(-0.5 * (du ** 2 + dv ** 2) / sigma ** 2) / (2 * math.pi * sigma ** 2)
+    lam_d = (wavelengths_um * 1e-6 / 8.0 * 206264806.0 / LENSLET_MAS)[None, :]  # λ/D in lenslets
+    r = np.hypot(du, dv) / lam_d  # in λ/D
+    sigma = 0.45 * lam_d  # Gaussian core, lenslets
+    core = np.exp(-0.5 * (du**2 + dv**2) / sigma**2) / (2 * math.pi * sigma**2)
     halo = (1.0 - strehl) * 0.6 / (math.pi * (3.0 * lam_d) ** 2) / (1.0 + (r / 3.0) ** 2) ** 1.6
     if speckles is not None:
         n = speckles.shape[0]
@@ -140,11 +148,13 @@ def scene_spectra(geom: IfsGeometry, wavelengths_um: np.ndarray, star_rate: np.n
             a = math.radians(angle)
             su = centre_uv[0] + WAFFLE_RADIUS_LD * lam_d * math.cos(a)
             sv = centre_uv[1] + WAFFLE_RADIUS_LD * lam_d * math.sin(a)
-            image = image + 4e-3 * strehl * np.exp(-0.5 * ((geom.u[:, None] - su) ** 2 + (geom.v[:, None] - sv) ** 2)
-                                                   / sigma ** 2) / (2 * math.pi * sigma ** 2)
+            image = image + 4e-3 * strehl * np.exp(
+                -0.5 * ((geom.u[:, None] - su) ** 2 + (geom.v[:, None] - sv) ** 2) / sigma**2
+            ) / (2 * math.pi * sigma**2)
     for cu, cv, contrast in companions:
         image = image + contrast[None, :] * strehl * np.exp(
-            -0.5 * ((geom.u[:, None] - cu) ** 2 + (geom.v[:, None] - cv) ** 2) / sigma ** 2) / (2 * math.pi * sigma ** 2)
+            -0.5 * ((geom.u[:, None] - cu) ** 2 + (geom.v[:, None] - cv) ** 2) / sigma**2
+        ) / (2 * math.pi * sigma**2)
     return (image * star_rate[None, :] * dit * transmission).astype(np.float32)
 
 

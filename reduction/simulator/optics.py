@@ -69,10 +69,10 @@ class Pupil:
     """A sampled pupil: grey-level amplitude on an ``npup x npup`` grid."""
 
     npup: int
-    dx: float                   #: grid step (m)
-    amplitude: np.ndarray       #: (npup, npup) float32, 0..1
-    x: np.ndarray               #: (npup,) coordinates of the columns (m), centred on 0
-    area_m2: float              #: Σ|P|² dx²
+    dx: float  #: grid step (m)
+    amplitude: np.ndarray  #: (npup, npup) float32, 0..1
+    x: np.ndarray  #: (npup,) coordinates of the columns (m), centred on 0
+    area_m2: float  #: Σ|P|² dx²
 
     @property
     def support(self) -> np.ndarray:
@@ -93,7 +93,7 @@ def make_pupil(npup: int, oversample: int = 4) -> Pupil:
         across = -xx * math.sin(a) + yy * math.cos(a)
         mask &= ~((along > 0) & (np.abs(across) < SPIDER_WIDTH_M / 2))
     amp = mask.reshape(npup, oversample, npup, oversample).mean(axis=(1, 3)).astype(np.float32)
-    x = ((np.arange(npup) - (npup - 1) / 2.0) * dx)
+    x = (np.arange(npup) - (npup - 1) / 2.0) * dx
     return Pupil(npup=npup, dx=dx, amplitude=amp, x=x, area_m2=float(np.sum(amp.astype(float) ** 2) * dx * dx))
 
 
@@ -123,11 +123,10 @@ class ScreenGenerator:
     # -- power spectra (OPD, m² m²) --------------------------------------------
     def von_karman_psd(self, r0_500: float) -> np.ndarray:
         """OPD PSD of the turbulence (m² per (1/m)²), independent of wavelength."""
-        phase = 0.023 * r0_500 ** (-5.0 / 3.0) * (self.f ** 2 + 1.0 / OUTER_SCALE_M ** 2) ** (-11.0 / 6.0)
+        phase = 0.023 * r0_500 ** (-5.0 / 3.0) * (self.f**2 + 1.0 / OUTER_SCALE_M**2) ** (-11.0 / 6.0)
         return phase * (0.5e-6 / (2 * math.pi)) ** 2
 
-    def ao_residual_psd(self, r0_500: float, wind_ms: float, wind_angle_rad: float,
-                        tau0_s: float) -> np.ndarray:
+    def ao_residual_psd(self, r0_500: float, wind_ms: float, wind_angle_rad: float, tau0_s: float) -> np.ndarray:
         """SAXO-like residual: fitting error outside fc, servo-lag + noise inside."""
         turb = self.von_karman_psd(r0_500)
         # effective wind from tau0 (Roddier: tau0 = 0.314 r0 / v), projected on the wind direction
@@ -136,14 +135,14 @@ class ScreenGenerator:
         lag = (2 * math.pi * SERVO_LAG_S * (self.fx * vx + self.fy * vy)) ** 2
         inside = (np.abs(self.fx) <= self.fc) & (np.abs(self.fy) <= self.fc)
         psd = np.where(inside, turb * np.minimum(lag + 0.002, 1.0), turb)
-        noise_density = WFS_NOISE_RMS_M ** 2 / (2 * self.fc) ** 2
+        noise_density = WFS_NOISE_RMS_M**2 / (2 * self.fc) ** 2
         psd = psd + np.where(inside, noise_density, 0.0)
         psd[0, 0] = 0.0
         return psd
 
     @staticmethod
     def static_psd_shape(f: np.ndarray, f0: float) -> np.ndarray:
-        out = 1.0 / (f ** 2 + f0 ** 2)
+        out = 1.0 / (f**2 + f0**2)
         out[0, 0] = 0.0
         return out
 
@@ -154,8 +153,9 @@ class ScreenGenerator:
         amp = np.sqrt(psd) * self.df
         out = np.empty((count, npup, npup), dtype=np.float32)
         n_fft = (count + 1) // 2
-        noise = (rng.standard_normal((n_fft, self.n, self.n), dtype=np.float32)
-                 + 1j * rng.standard_normal((n_fft, self.n, self.n), dtype=np.float32))
+        noise = rng.standard_normal((n_fft, self.n, self.n), dtype=np.float32) + 1j * rng.standard_normal(
+            (n_fft, self.n, self.n), dtype=np.float32
+        )
         noise *= amp.astype(np.float32)
         screens = sfft.ifft2(noise, axes=(-2, -1), workers=1) * (self.n * self.n)
         for k in range(count):
@@ -187,8 +187,15 @@ class ScreenGenerator:
         """OPD of a tilt moving the image by (tx, ty) radians on the sky (x, y)."""
         return (tx_rad * self._xx + ty_rad * self._yy).astype(np.float32)
 
-    def ao_residuals(self, rng: np.random.Generator, seeing_arcsec: float, tau0_s: float,
-                     wind_ms: float, wind_angle_rad: float, count: int) -> np.ndarray:
+    def ao_residuals(
+        self,
+        rng: np.random.Generator,
+        seeing_arcsec: float,
+        tau0_s: float,
+        wind_ms: float,
+        wind_angle_rad: float,
+        count: int,
+    ) -> np.ndarray:
         """``count`` AO residual screens, with tip-tilt jitter."""
         psd = self.ao_residual_psd(r0_from_seeing(seeing_arcsec), wind_ms, wind_angle_rad, tau0_s)
         screens = self.draw(rng, psd, count)
@@ -222,7 +229,7 @@ class Imager:
         self.pupil = pupil
         self.wavelength_m = wavelength_um * 1e-6
         self.pixel_rad = pixel_scale_arcsec * 1000 * MAS
-        self.norm = (pupil.dx ** 4 * self.pixel_rad ** 2 / (self.wavelength_m ** 2 * pupil.area_m2))
+        self.norm = pupil.dx**4 * self.pixel_rad**2 / (self.wavelength_m**2 * pupil.area_m2)
         self._amp = pupil.amplitude.astype(np.complex64)
 
     @property
@@ -256,5 +263,5 @@ class Imager:
         out = np.zeros((ny, nx), dtype=np.float32)
         for f in field:
             e = ay @ f @ ax.T
-            out += (e.real ** 2 + e.imag ** 2)
+            out += e.real**2 + e.imag**2
         return out * np.float32(self.norm / len(field))

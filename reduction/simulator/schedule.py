@@ -52,6 +52,7 @@ IFS_THROUGHPUT = 0.10
 #: Saturation level in electrons that exposure times must keep below (half of it).
 FULL_WELL_E = (65535 - 1000) * 1.75
 
+
 #: Background rates per band (e-/s/pixel): instrument thermal (in DARK,BACKGROUND too) and sky.
 def background_rates(wavelength_um: float) -> tuple[float, float]:
     """(instrument thermal, sky) photo-electrons per second per pixel at ``wavelength_um``."""
@@ -77,7 +78,7 @@ def vega_photons(wavelength_um: float) -> float:
     return f_lambda * wavelength_um * 1e-6 / (6.62607015e-34 * 2.99792458e8)
 
 
-TELESCOPE_AREA_M2 = math.pi * 4.0 ** 2 * (1 - 0.14 ** 2) * 0.985  # spiders
+TELESCOPE_AREA_M2 = math.pi * 4.0**2 * (1 - 0.14**2) * 0.985  # spiders
 
 
 def star_rate(target: Target, wavelength_um: float, width_um: float, throughput: float) -> float:
@@ -97,7 +98,7 @@ def peak_fraction(wavelength_um: float, pixel_scale_arcsec: float) -> float:
 class FilePlan:
     """One raw file as the generator intends to write it."""
 
-    arm: str                          #: "IRDIS" or "IFS"
+    arm: str  #: "IRDIS" or "IFS"
     role: FrameKind
     dpr_catg: str
     dpr_type: str
@@ -170,14 +171,14 @@ class ObservationPlan:
     ob: "OBPlan"
     filter: str
     coronagraph: str
-    mode_combination: str             #: INS4 MODE: IRDIS_DBI, IRDIFS, IRDIFS_EXT
+    mode_combination: str  #: INS4 MODE: IRDIS_DBI, IRDIFS, IRDIFS_EXT
     science_dit: float
     science_nd: str
     flux_dit: float
     flux_nd: str
     tpl_id: str
     files: list[FilePlan] = field(default_factory=list)
-    star_centre: list[tuple[float, float]] = field(default_factory=list)      # per band, full detector (x, y)
+    star_centre: list[tuple[float, float]] = field(default_factory=list)  # per band, full detector (x, y)
     flux_centre: list[tuple[float, float]] = field(default_factory=list)
     seq_coro: tuple[float, float] | None = None
     ifs_lenslet_centre: tuple[float, float] | None = None
@@ -226,7 +227,7 @@ class CalSequencePlan:
     dits: tuple[float, ...]
     filter: str
     ob_id: int
-    block: str                        #: "afternoon" or "morning"
+    block: str  #: "afternoon" or "morning"
     files: list[FilePlan] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     burst_pixels: list[tuple[int, int]] = field(default_factory=list)
@@ -256,15 +257,19 @@ class NightPlan:
     def seeing_at(self, t: datetime) -> float:
         h = (t - local_midnight(self.night)).total_seconds() / 3600.0
         p = self.phases
-        return self.seeing_arcsec * math.exp(0.12 * math.sin(2 * math.pi * h / 2.7 + p[0])
-                                             + 0.05 * math.sin(2 * math.pi * h / 0.8 + p[1]))
+        return self.seeing_arcsec * math.exp(
+            0.12 * math.sin(2 * math.pi * h / 2.7 + p[0]) + 0.05 * math.sin(2 * math.pi * h / 0.8 + p[1])
+        )
 
     def tau0_at(self, t: datetime) -> float:
         """Coherence time in seconds."""
         h = (t - local_midnight(self.night)).total_seconds() / 3600.0
         p = self.phases
-        return self.tau0_ms * 1e-3 * math.exp(0.15 * math.sin(2 * math.pi * h / 3.1 + p[2])
-                                              + 0.05 * math.sin(2 * math.pi * h / 0.7 + p[3]))
+        return (
+            self.tau0_ms
+            * 1e-3
+            * math.exp(0.15 * math.sin(2 * math.pi * h / 3.1 + p[2]) + 0.05 * math.sin(2 * math.pi * h / 0.7 + p[3]))
+        )
 
     def wind_at(self, t: datetime) -> float:
         h = (t - local_midnight(self.night)).total_seconds() / 3600.0
@@ -334,8 +339,11 @@ def apparent_hour_angle(target: Target, times: list[datetime]) -> tuple[np.ndarr
     dec0 = math.radians(target.dec_deg)
     ra = target.ra_deg + target.pm_ra_mas_yr * years / 3.6e6 / math.cos(dec0)
     dec = target.dec_deg + target.pm_dec_mas_yr * years / 3.6e6
-    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("iers_degraded_accuracy", "warn"), \
-            warnings.catch_warnings():
+    with (
+        iers.conf.set_temp("auto_download", False),
+        iers.conf.set_temp("iers_degraded_accuracy", "warn"),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         app = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs").transform_to(TETE(obstime=t))
         lst = t.sidereal_time("apparent", longitude=PARANAL_LONGITUDE_DEG * u.deg).hour
@@ -382,8 +390,10 @@ def choose_flux_exposure(target: Target, filter_name: str) -> tuple[float, str]:
     flt = SphereIrdis.filters[filter_name]
     scale = SphereIrdis.pixel_scale_arcsec(filter_name)
     for nd in ("ND_1.0", "ND_2.0", "ND_3.5"):
-        peak = max(star_rate(target, wl, w, IRDIS_THROUGHPUT) * nd_transmission(nd, wl) * peak_fraction(wl, scale)
-                   for wl, w in zip(flt.wavelengths_um, flt.widths_um))
+        peak = max(
+            star_rate(target, wl, w, IRDIS_THROUGHPUT) * nd_transmission(nd, wl) * peak_fraction(wl, scale)
+            for wl, w in zip(flt.wavelengths_um, flt.widths_um)
+        )
         for dit in FLUX_DITS:
             if 0.05 * FULL_WELL_E <= peak * dit <= 0.5 * FULL_WELL_E:
                 return dit, nd
@@ -412,15 +422,18 @@ def slots_for(night: NightPlan, params: SimulationParameters) -> list[Slot]:
         slots = [Slot(-0.85, "archival", ("IRDIS",), "DB_H23"), Slot(1.0, "archival", ("IRDIS",), "DB_K12")]
     else:
         even = night.index % 2 == 0
-        slots = [Slot(-4.5, "monitoring", ("IRDIS",), "DB_H23"),
-                 Slot(-0.85, "monitoring" if even else "spectra", ("IRDIS",), "DB_K12")]
+        slots = [
+            Slot(-4.5, "monitoring", ("IRDIS",), "DB_H23"),
+            Slot(-0.85, "monitoring" if even else "spectra", ("IRDIS",), "DB_K12"),
+        ]
         if params.ifs:
-            slots.append(Slot(2.9, "spectra", ("IRDIS", "IFS"), "DB_H23" if even else "DB_K12",
-                              "OBS_YJ" if even else "OBS_H"))
+            slots.append(
+                Slot(2.9, "spectra", ("IRDIS", "IFS"), "DB_H23" if even else "DB_K12", "OBS_YJ" if even else "OBS_H")
+            )
         else:
             slots.append(Slot(2.9, "spectra", ("IRDIS",), "DB_H23"))
     if params.obs_per_night is not None:
-        slots = slots[:max(params.obs_per_night, 0)]
+        slots = slots[: max(params.obs_per_night, 0)]
     return slots
 
 
@@ -476,8 +489,11 @@ def build_plan(params: SimulationParameters) -> ArchivePlan:
             bad = n_recent >= 2 and ridx == 1
             next_morning = ridx == 0
         seeing, tau0, wind, phases = _night_conditions(params, night_date, bad)
-        nights.append(NightPlan(night_date, ridx if not is_archival else -1, is_archival, bad, next_morning,
-                                seeing, tau0, wind, phases))
+        nights.append(
+            NightPlan(
+                night_date, ridx if not is_archival else -1, is_archival, bad, next_morning, seeing, tau0, wind, phases
+            )
+        )
     for night in nights:
         _plan_night_observations(params, programmes, night)
     for night in nights:
@@ -487,8 +503,7 @@ def build_plan(params: SimulationParameters) -> ArchivePlan:
     return ArchivePlan(params, programmes, nights)
 
 
-def _plan_night_observations(params: SimulationParameters, programmes: dict[str, Programme],
-                             night: NightPlan) -> None:
+def _plan_night_observations(params: SimulationParameters, programmes: dict[str, Programme], night: NightPlan) -> None:
     rng = rng_for(params.seed, "observations", night.night.isoformat())
     used: set[str] = set()
     midnight = local_midnight(night.night)
@@ -498,47 +513,79 @@ def _plan_night_observations(params: SimulationParameters, programmes: dict[str,
         duration_h = params.science_span_min / 60.0 + 0.35
         target = choose_target(programme.targets, start, duration_h, used)
         used.add(target.name)
-        ob_id = 1_500_000 + (night.night.toordinal() % 10_000) * 10 + slot_index + (
-            stable_seed(params.seed, night.night) % 97) * 100_000
+        ob_id = (
+            1_500_000
+            + (night.night.toordinal() % 10_000) * 10
+            + slot_index
+            + (stable_seed(params.seed, night.night) % 97) * 100_000
+        )
         band = slot.irdis_filter.split("_")[1]
         name = f"OB-{target.ob_label}-{band}" + (f"-IFS_{slot.ifs_mode.split('_')[1]}" if slot.ifs_mode else "")
         ob = OBPlan(ob_id, name, programme, target, night.night, slot_index, start)
         night.obs.append(ob)
-        combination = ("IRDIS_DBI" if slot.ifs_mode is None
-                       else ("IRDIFS" if slot.ifs_mode == "OBS_YJ" else "IRDIFS_EXT"))
+        combination = (
+            "IRDIS_DBI" if slot.ifs_mode is None else ("IRDIFS" if slot.ifs_mode == "OBS_YJ" else "IRDIFS_EXT")
+        )
         tpl_id = "SPHERE_irdis_dbi_obs" if slot.ifs_mode is None else "SPHERE_irdifs_obs"
         sci_dit, sci_nd = choose_science_exposure(target, slot.irdis_filter)
         flux_dit, flux_nd = choose_flux_exposure(target, slot.irdis_filter)
         coro = "N_ALC_Ks" if slot.irdis_filter == "DB_K12" else "N_ALC_YJH_S"
         wind_angle = float(rng.uniform(0, 2 * math.pi))
-        irdis = ObservationPlan("IRDIS", ob, slot.irdis_filter, coro, combination, sci_dit, sci_nd, flux_dit,
-                                flux_nd, tpl_id, wind_angle_rad=wind_angle)
+        irdis = ObservationPlan(
+            "IRDIS",
+            ob,
+            slot.irdis_filter,
+            coro,
+            combination,
+            sci_dit,
+            sci_nd,
+            flux_dit,
+            flux_nd,
+            tpl_id,
+            wind_angle_rad=wind_angle,
+        )
         # star behind the coronagraph: a few pixels around the nominal position, sub-pixel
         from .detector import IFS_NOMINAL_CENTRE, IRDIS_NOMINAL_CENTRES
 
         common = rng.uniform(-1.5, 1.5, size=2)
-        irdis.star_centre = [(float(xc + common[0] + rng.normal(0, 0.25)), float(yc + common[1] + rng.normal(0, 0.25)))
-                             for xc, yc in IRDIS_NOMINAL_CENTRES]
+        irdis.star_centre = [
+            (float(xc + common[0] + rng.normal(0, 0.25)), float(yc + common[1] + rng.normal(0, 0.25)))
+            for xc, yc in IRDIS_NOMINAL_CENTRES
+        ]
         flux_offset = rng.uniform(-6.0, 6.0, size=2)
         irdis.flux_centre = [(x + float(flux_offset[0]), y + float(flux_offset[1])) for x, y in irdis.star_centre]
         err = rng.normal(0.0, 0.6, size=2)
         # SEQ CORO XC/YC: ESO's guess of the coronagraph centre, 1-based, first band, *not* exact
-        irdis.seq_coro = (round(irdis.star_centre[0][0] + 1 + float(err[0]), 3),
-                          round(irdis.star_centre[0][1] + 1 + float(err[1]), 3))
+        irdis.seq_coro = (
+            round(irdis.star_centre[0][0] + 1 + float(err[0]), 3),
+            round(irdis.star_centre[0][1] + 1 + float(err[1]), 3),
+        )
         ob.observations.append(irdis)
         if slot.ifs_mode is not None:
             ifs_flux_dit, ifs_flux_nd = choose_ifs_flux_exposure(target, slot.ifs_mode)
-            ifs = ObservationPlan("IFS", ob, slot.ifs_mode, "N_ALC_YJ_S" if slot.ifs_mode == "OBS_YJ" else "N_ALC_YJH_S",
-                                  combination, sci_dit, "ND_0.0", ifs_flux_dit, ifs_flux_nd, tpl_id,
-                                  wind_angle_rad=wind_angle)
+            ifs = ObservationPlan(
+                "IFS",
+                ob,
+                slot.ifs_mode,
+                "N_ALC_YJ_S" if slot.ifs_mode == "OBS_YJ" else "N_ALC_YJH_S",
+                combination,
+                sci_dit,
+                "ND_0.0",
+                ifs_flux_dit,
+                ifs_flux_nd,
+                tpl_id,
+                wind_angle_rad=wind_angle,
+            )
             off = rng.uniform(-0.4, 0.4, size=2)
             ifs.ifs_lenslet_centre = (float(off[0]), float(off[1]))
             from .ifs import LATTICE_ROTATION_RAD, LENSLET_PITCH_PX
 
             c, s_ = math.cos(LATTICE_ROTATION_RAD), math.sin(LATTICE_ROTATION_RAD)
             # detector position of the middle of the star's spectrum (lenslet-space offset u0, v0)
-            star_xy = (IFS_NOMINAL_CENTRE[0] + LENSLET_PITCH_PX * (c * off[0] - s_ * off[1]),
-                       IFS_NOMINAL_CENTRE[1] + LENSLET_PITCH_PX * (s_ * off[0] + c * off[1]))
+            star_xy = (
+                IFS_NOMINAL_CENTRE[0] + LENSLET_PITCH_PX * (c * off[0] - s_ * off[1]),
+                IFS_NOMINAL_CENTRE[1] + LENSLET_PITCH_PX * (s_ * off[0] + c * off[1]),
+            )
             ifs.star_centre = [star_xy]
             ifs.flux_centre = [star_xy]
             ob.observations.append(ifs)
@@ -549,7 +596,7 @@ def _plan_ob_files(params: SimulationParameters, night: NightPlan, ob: OBPlan, s
     """FLUX, CENTER, OBJECT x n, CENTER, FLUX, SKY x 2 (science DIT), SKY (flux DIT)."""
     t = ob.start + timedelta(minutes=8)  # acquisition, not archived here
     tpl_start = _round_time(t)
-    steps: list[tuple[FrameKind, str, bool, int]] = []   # role, "sci"/"flux", sky, ndit
+    steps: list[tuple[FrameKind, str, bool, int]] = []  # role, "sci"/"flux", sky, ndit
     steps.append((FrameKind.FLUX, "flux", False, params.aux_ndit))
     steps.append((FrameKind.CENTER, "sci", False, params.aux_ndit))
     steps += [(FrameKind.SCIENCE, "sci", False, params.frames_per_cube)] * params.science_files_per_ob
@@ -560,8 +607,12 @@ def _plan_ob_files(params: SimulationParameters, night: NightPlan, ob: OBPlan, s
     n_sci = params.science_files_per_ob
     longest = max(o.science_dit for o in ob.observations) * params.frames_per_cube
     spacing = max(params.science_span_min * 60.0 / n_sci, longest + FILE_OVERHEAD_S + 5.0)
-    dpr = {FrameKind.SCIENCE: "OBJECT", FrameKind.CENTER: "OBJECT,CENTER", FrameKind.FLUX: "OBJECT,FLUX",
-           FrameKind.SKY: "SKY"}
+    dpr = {
+        FrameKind.SCIENCE: "OBJECT",
+        FrameKind.CENTER: "OBJECT,CENTER",
+        FrameKind.FLUX: "OBJECT,FLUX",
+        FrameKind.SKY: "SKY",
+    }
     sci_index = 0
     for expno, (role, which, sky, ndit) in enumerate(steps, start=1):
         if role == FrameKind.SKY and steps[expno - 2][0] != FrameKind.SKY:
@@ -570,14 +621,34 @@ def _plan_ob_files(params: SimulationParameters, night: NightPlan, ob: OBPlan, s
         for k, obs in enumerate(ob.observations):
             dit = obs.science_dit if which == "sci" else obs.flux_dit
             nd = obs.science_nd if which == "sci" else obs.flux_nd
-            tech = ("IMAGE,DUAL,CORONOGRAPHY" if obs.arm == "IRDIS" else "IFU") if role != FrameKind.FLUX else (
-                "IMAGE,DUAL" if obs.arm == "IRDIS" else "IFU")
+            tech = (
+                ("IMAGE,DUAL,CORONOGRAPHY" if obs.arm == "IRDIS" else "IFU")
+                if role != FrameKind.FLUX
+                else ("IMAGE,DUAL" if obs.arm == "IRDIS" else "IFU")
+            )
             if role == FrameKind.SKY:
                 tech = "IMAGE,DUAL" if obs.arm == "IRDIS" else "IFU"
             start = _round_time(t + timedelta(seconds=0.357 * k))
-            f = FilePlan(obs.arm, role, "SCIENCE" if role == FrameKind.SCIENCE else "CALIB", dpr[role], tech,
-                         start, dit, ndit, obs.filter, obs.coronagraph, nd, night.night, obs.tpl_id, tpl_start,
-                         expno, len(steps), observation=obs, sky_offset=sky)
+            f = FilePlan(
+                obs.arm,
+                role,
+                "SCIENCE" if role == FrameKind.SCIENCE else "CALIB",
+                dpr[role],
+                tech,
+                start,
+                dit,
+                ndit,
+                obs.filter,
+                obs.coronagraph,
+                nd,
+                night.night,
+                obs.tpl_id,
+                tpl_start,
+                expno,
+                len(steps),
+                observation=obs,
+                sky_offset=sky,
+            )
             if role == FrameKind.SCIENCE:
                 f.dpr_catg = "SCIENCE"
             obs.files.append(f)
@@ -607,29 +678,73 @@ IFS_LAMP_DITS = (2.0, 5.0)
 UNUSED_DARK_DIT = 100.0
 
 
-def _plan_night_calibrations(params: SimulationParameters, programmes: dict[str, Programme],
-                             night: NightPlan, nights: list[NightPlan]) -> None:
+def _plan_night_calibrations(
+    params: SimulationParameters, programmes: dict[str, Programme], night: NightPlan, nights: list[NightPlan]
+) -> None:
     obs = [o for ob in night.obs for o in ob.observations]
     irdis = [o for o in obs if o.arm == "IRDIS"]
     ifs = [o for o in obs if o.arm == "IFS"]
     counter = [0]
 
-    def new_seq(arm: str, role: FrameKind, dpr_type: str, dits: tuple[float, ...], filt: str, block: str,
-                tech: str, coro: str, nfiles: int, t: datetime) -> tuple[CalSequencePlan, datetime]:
+    def new_seq(
+        arm: str,
+        role: FrameKind,
+        dpr_type: str,
+        dits: tuple[float, ...],
+        filt: str,
+        block: str,
+        tech: str,
+        coro: str,
+        nfiles: int,
+        t: datetime,
+    ) -> tuple[CalSequencePlan, datetime]:
         counter[0] += 1
         ob_id = 900_000 + (night.night.toordinal() % 1000) * 100 + counter[0]
-        seq = CalSequencePlan(f"{night.night.isoformat()}/{arm}/{role.value}/{counter[0]:02d}", arm, role, dpr_type,
-                              night.night, dits, filt, ob_id, block)
+        seq = CalSequencePlan(
+            f"{night.night.isoformat()}/{arm}/{role.value}/{counter[0]:02d}",
+            arm,
+            role,
+            dpr_type,
+            night.night,
+            dits,
+            filt,
+            ob_id,
+            block,
+        )
         tpl_start = _round_time(t)
-        tpl = {FrameKind.DARK: "dark", FrameKind.BACKGROUND: "dark_bg", FrameKind.FLAT: "flat",
-               FrameKind.WAVE: "wave", FrameKind.SPECPOS: "specpos"}[role]
+        tpl = {
+            FrameKind.DARK: "dark",
+            FrameKind.BACKGROUND: "dark_bg",
+            FrameKind.FLAT: "flat",
+            FrameKind.WAVE: "wave",
+            FrameKind.SPECPOS: "specpos",
+        }[role]
         tpl_id = f"SPHERE_{arm.lower()}_cal_{tpl}"
         expno = 0
-        all_dits = [d for d in dits for _ in range(nfiles)] if role in (FrameKind.DARK, FrameKind.BACKGROUND) else list(dits)
+        all_dits = (
+            [d for d in dits for _ in range(nfiles)] if role in (FrameKind.DARK, FrameKind.BACKGROUND) else list(dits)
+        )
         for dit in all_dits:
             expno += 1
-            f = FilePlan(arm, role, "CALIB", dpr_type, tech, _round_time(t), dit, params.calib_ndit, filt, coro,
-                         "ND_0.0", night.night, tpl_id, tpl_start, expno, len(all_dits), calseq=seq)
+            f = FilePlan(
+                arm,
+                role,
+                "CALIB",
+                dpr_type,
+                tech,
+                _round_time(t),
+                dit,
+                params.calib_ndit,
+                filt,
+                coro,
+                "ND_0.0",
+                night.night,
+                tpl_id,
+                tpl_start,
+                expno,
+                len(all_dits),
+                calseq=seq,
+            )
             seq.files.append(f)
             t = t + timedelta(seconds=f.exptime + FILE_OVERHEAD_S)
         night.calibrations.append(seq)
@@ -646,31 +761,86 @@ def _plan_night_calibrations(params: SimulationParameters, programmes: dict[str,
     def full_block(t: datetime, block: str) -> None:
         dark_dits = sorted(set(irdis_dits) | (set(IRDIS_FLAT_DITS) if irdis_filters else set()))
         for d in dark_dits:
-            _, t = new_seq("IRDIS", FrameKind.DARK, "DARK", (d,), default_filter, block, "IMAGE", "N_NS_CLEAR",
-                           params.calib_files_per_sequence, t)
+            _, t = new_seq(
+                "IRDIS",
+                FrameKind.DARK,
+                "DARK",
+                (d,),
+                default_filter,
+                block,
+                "IMAGE",
+                "N_NS_CLEAR",
+                params.calib_files_per_sequence,
+                t,
+            )
         for d, filt, coro in irdis_bg:
-            _, t = new_seq("IRDIS", FrameKind.BACKGROUND, "DARK,BACKGROUND", (d,), filt, block, "IMAGE", coro,
-                           params.calib_files_per_sequence, t)
+            _, t = new_seq(
+                "IRDIS",
+                FrameKind.BACKGROUND,
+                "DARK,BACKGROUND",
+                (d,),
+                filt,
+                block,
+                "IMAGE",
+                coro,
+                params.calib_files_per_sequence,
+                t,
+            )
         for filt in irdis_filters:
-            _, t = new_seq("IRDIS", FrameKind.FLAT, "FLAT,LAMP", IRDIS_FLAT_DITS, filt, block, "IMAGE", "N_NS_CLEAR",
-                           1, t)
+            _, t = new_seq(
+                "IRDIS", FrameKind.FLAT, "FLAT,LAMP", IRDIS_FLAT_DITS, filt, block, "IMAGE", "N_NS_CLEAR", 1, t
+            )
         if ifs:
             for d in sorted(set(ifs_dits) | set(IFS_LAMP_DITS)):
-                _, t = new_seq("IFS", FrameKind.DARK, "DARK", (d,), ifs_modes[0], block, "IFU", "N_NS_CLEAR",
-                               params.calib_files_per_sequence, t)
+                _, t = new_seq(
+                    "IFS",
+                    FrameKind.DARK,
+                    "DARK",
+                    (d,),
+                    ifs_modes[0],
+                    block,
+                    "IFU",
+                    "N_NS_CLEAR",
+                    params.calib_files_per_sequence,
+                    t,
+                )
             for d, mode, coro in ifs_bg:
-                _, t = new_seq("IFS", FrameKind.BACKGROUND, "DARK,BACKGROUND", (d,), mode, block, "IFU", coro,
-                               params.calib_files_per_sequence, t)
+                _, t = new_seq(
+                    "IFS",
+                    FrameKind.BACKGROUND,
+                    "DARK,BACKGROUND",
+                    (d,),
+                    mode,
+                    block,
+                    "IFU",
+                    coro,
+                    params.calib_files_per_sequence,
+                    t,
+                )
             for mode in ifs_modes:
-                _, t = new_seq("IFS", FrameKind.FLAT, "FLAT,LAMP", IFS_LAMP_DITS, mode, block, "IFU", "N_NS_CLEAR", 1, t)
-                _, t = new_seq("IFS", FrameKind.SPECPOS, "SPECPOS,LAMP", (IFS_LAMP_DITS[0],), mode, block, "IFU",
-                               "N_NS_CLEAR", 1, t)
-                _, t = new_seq("IFS", FrameKind.WAVE, "LAMP,WAVE", (IFS_LAMP_DITS[1],), mode, block, "IFU",
-                               "N_NS_CLEAR", 1, t)
+                _, t = new_seq(
+                    "IFS", FrameKind.FLAT, "FLAT,LAMP", IFS_LAMP_DITS, mode, block, "IFU", "N_NS_CLEAR", 1, t
+                )
+                _, t = new_seq(
+                    "IFS",
+                    FrameKind.SPECPOS,
+                    "SPECPOS,LAMP",
+                    (IFS_LAMP_DITS[0],),
+                    mode,
+                    block,
+                    "IFU",
+                    "N_NS_CLEAR",
+                    1,
+                    t,
+                )
+                _, t = new_seq(
+                    "IFS", FrameKind.WAVE, "LAMP,WAVE", (IFS_LAMP_DITS[1],), mode, block, "IFU", "N_NS_CLEAR", 1, t
+                )
         if not night.archival:
             # a dark at a DIT that no observation uses: matching must not pick it
-            new_seq("IRDIS", FrameKind.DARK, "DARK", (UNUSED_DARK_DIT,), default_filter, block, "IMAGE", "N_NS_CLEAR",
-                    1, t)
+            new_seq(
+                "IRDIS", FrameKind.DARK, "DARK", (UNUSED_DARK_DIT,), default_filter, block, "IMAGE", "N_NS_CLEAR", 1, t
+            )
 
     afternoon = datetime.combine(night.night, time(19, 0), tzinfo=UTC)
     next_morning_start = datetime.combine(night.night + timedelta(days=1), time(13, 0), tzinfo=UTC)
@@ -682,8 +852,18 @@ def _plan_night_calibrations(params: SimulationParameters, programmes: dict[str,
             # morning backgrounds for the science DITs (after the night, 07:00 local)
             t = datetime.combine(night.night + timedelta(days=1), time(11, 0), tzinfo=UTC)
             for d, filt, coro in sorted({(o.science_dit, o.filter, o.coronagraph) for o in irdis}):
-                _, t = new_seq("IRDIS", FrameKind.BACKGROUND, "DARK,BACKGROUND", (d,), filt, "morning", "IMAGE", coro,
-                               params.calib_files_per_sequence, t)
+                _, t = new_seq(
+                    "IRDIS",
+                    FrameKind.BACKGROUND,
+                    "DARK,BACKGROUND",
+                    (d,),
+                    filt,
+                    "morning",
+                    "IMAGE",
+                    coro,
+                    params.calib_files_per_sequence,
+                    t,
+                )
     # the hot-pixel burst: one dark sequence (science DIT of the first observation) in one night
     recent = [n for n in nights if not n.archival]
     burst_night = recent[1] if len(recent) >= 2 else (recent[0] if recent else nights[0])
@@ -731,7 +911,7 @@ def _compute_astrometry(params: SimulationParameters, nights: list[NightPlan]) -
                 f.altitude_start = float(alt[k])
                 f.airmass_start, f.airmass_end = float(am[k]), float(am[k + 1])
                 f.lst_start_s = float(lst[k] * 3600.0)
-                f.frame_parang = [float(v) for v in q[k + 2:k + n]]
+                f.frame_parang = [float(v) for v in q[k + 2 : k + n]]
                 f.frame_mid_mjd = [mjd(t) for t in f.frame_mid_times()]
                 k += n
                 f.seeing_start = round(night.seeing_at(f.start) * float(np.exp(rng.normal(0, 0.04))), 2)

@@ -28,11 +28,11 @@ ASSOCIATION_RULES = {
     "darks": "DPR TYPE DARK, same instrument (arm), DIT rounded to 0.01 s, nearest sequence in time",
     "darks_excluding_flagged": "as darks, ignoring sequences flagged in the truth (hot-pixel burst)",
     "backgrounds": "DPR TYPE DARK,BACKGROUND, same arm, same DIT rounded to 0.01 s and same INS COMB IFLT "
-                   "(IRDIS) or INS2 COMB IFS (IFS), nearest sequence in time",
+    "(IRDIS) or INS2 COMB IFS (IFS), nearest sequence in time",
     "skies": "DPR TYPE SKY, same arm, same DIT rounded to 0.01 s and same filter, nearest set in time "
-             "(a set = the SKY files of one OB with that DIT; its id is 'sky:<obs_id>')",
+    "(a set = the SKY files of one OB with that DIT; its id is 'sky:<obs_id>')",
     "flats": "DPR TYPE FLAT,LAMP, same arm and filter (IRDIS INS COMB IFLT, IFS INS2 COMB IFS), nearest "
-             "sequence in time, all its DITs",
+    "sequence in time, all its DITs",
     "waves": "IFS only: LAMP,WAVE, same INS2 COMB IFS, nearest in time",
     "specpos": "IFS only: SPECPOS,LAMP, same INS2 COMB IFS, nearest in time",
 }
@@ -69,12 +69,12 @@ class TargetTruth:
 @dataclass(frozen=True)
 class ProgrammeTruth:
     prog_id: str
-    kind: str                          #: "science" or "calibration"
+    kind: str  #: "science" or "calibration"
     title: str
-    pi: str                            #: username
+    pi: str  #: username
     pi_name: str
-    pi_header_name: str                #: as written in OBS PI-COI NAME
-    co_is: tuple[str, ...]             #: usernames
+    pi_header_name: str  #: as written in OBS PI-COI NAME
+    co_is: tuple[str, ...]  #: usernames
     co_i_names: tuple[str, ...]
     proprietary_months: int
     release_policy: str
@@ -87,7 +87,7 @@ class NightTruth:
     archival: bool
     bad_seeing: bool
     calibrations_next_morning: bool
-    seeing_arcsec: float               #: the night's median seeing (model parameter)
+    seeing_arcsec: float  #: the night's median seeing (model parameter)
     tau0_ms: float
     wind_ms: float
     n_observations: int
@@ -98,7 +98,7 @@ class NightTruth:
 class DegradedFrame:
     file: str
     frame: int
-    reason: str                        #: "ao_loop_open" or "cloud"
+    reason: str  #: "ao_loop_open" or "cloud"
     detail: str = ""
 
 
@@ -108,13 +108,13 @@ class CalibrationMatch:
     files: tuple[str, ...]
     dit_key: float | None = None
     flags: tuple[str, ...] = ()
-    distance_h: float | None = None    #: time distance to the observation (hours)
-    runner_up_h: float | None = None   #: distance of the next candidate (None: the only one); margin = this - distance
+    distance_h: float | None = None  #: time distance to the observation (hours)
+    runner_up_h: float | None = None  #: distance of the next candidate (None: the only one); margin = this - distance
 
 
 @dataclass(frozen=True)
 class ExpectedCalibrations:
-    darks: dict[str, CalibrationMatch] = field(default_factory=dict)          #: key "%.2f" % DIT
+    darks: dict[str, CalibrationMatch] = field(default_factory=dict)  #: key "%.2f" % DIT
     darks_excluding_flagged: dict[str, CalibrationMatch] = field(default_factory=dict)
     backgrounds: dict[str, CalibrationMatch] = field(default_factory=dict)
     skies: dict[str, CalibrationMatch] = field(default_factory=dict)
@@ -125,8 +125,8 @@ class ExpectedCalibrations:
 
 @dataclass(frozen=True)
 class ObservationTruth:
-    obs_id: str                        #: "<night>/<arm>/<OB id>"
-    instrument: str                    #: "SPHERE-IRDIS" / "SPHERE-IFS"
+    obs_id: str  #: "<night>/<arm>/<OB id>"
+    instrument: str  #: "SPHERE-IRDIS" / "SPHERE-IFS"
     arm: str
     programme: str
     target: str
@@ -134,8 +134,8 @@ class ObservationTruth:
     ob_id: int
     ob_name: str
     template: str
-    mode: str                          #: INS1 MODE (DBI) or INS2 COMB IFS
-    mode_combination: str              #: INS4 MODE: IRDIS_DBI, IRDIFS, IRDIFS_EXT
+    mode: str  #: INS1 MODE (DBI) or INS2 COMB IFS
+    mode_combination: str  #: INS4 MODE: IRDIS_DBI, IRDIFS, IRDIFS_EXT
     filter: str
     wavelengths_um: tuple[float, ...]
     pixel_scale_arcsec: float
@@ -154,13 +154,13 @@ class ObservationTruth:
     end_utc: str
     mid_mjd: float
     release_date: str
-    star_centre_xy: tuple[tuple[float, float], ...]        #: per band, full detector, coronagraphic frames
-    star_centre_file_xy: tuple[tuple[float, float], ...]   #: per band, in the files' data arrays
-    flux_centre_xy: tuple[tuple[float, float], ...]        #: per band, full detector, FLUX frames
+    star_centre_xy: tuple[tuple[float, float], ...]  #: per band, full detector, coronagraphic frames
+    star_centre_file_xy: tuple[tuple[float, float], ...]  #: per band, in the files' data arrays
+    flux_centre_xy: tuple[tuple[float, float], ...]  #: per band, full detector, FLUX frames
     flux_centre_file_xy: tuple[tuple[float, float], ...]
-    seq_coro_xy: tuple[float, float] | None               #: SEQ CORO XC/YC as written (1-based, not exact)
+    seq_coro_xy: tuple[float, float] | None  #: SEQ CORO XC/YC as written (1-based, not exact)
     waffle: dict[str, Any]
-    star_flux_e_per_s: tuple[float, ...]                  #: per band, detected e-/s without ND
+    star_flux_e_per_s: tuple[float, ...]  #: per band, detected e-/s without ND
     conditions: dict[str, Any]
     parang_deg: dict[str, float]
     derotation_offset_deg: float
@@ -175,10 +175,10 @@ class CalibrationSequenceTruth:
     seq_id: str
     instrument: str
     arm: str
-    kind: str                          #: FrameKind value
+    kind: str  #: FrameKind value
     dpr_type: str
     night: str
-    block: str                         #: "afternoon" / "morning"
+    block: str  #: "afternoon" / "morning"
     dits: tuple[float, ...]
     filter: str
     ob_id: int
@@ -192,7 +192,7 @@ class CalibrationSequenceTruth:
 @dataclass(frozen=True)
 class FileTruth:
     name: str
-    path: str                          #: relative to the archive root
+    path: str  #: relative to the archive root
     night: str
     instrument: str
     kind: str
@@ -220,8 +220,8 @@ class DetectorTruth:
     flat_rms: float
     n_hot: int
     n_dead: int
-    maps_file: str                     #: FITS with FLAT, DARK (e-/s), BIAS, HOT, DEAD extensions
-    readout_windows: tuple[tuple[int, int, int, int], ...]   #: (x0, y0, nx, ny), 0-based
+    maps_file: str  #: FITS with FLAT, DARK (e-/s), BIAS, HOT, DEAD extensions
+    readout_windows: tuple[tuple[int, int, int, int], ...]  #: (x0, y0, nx, ny), 0-based
     background_e_s: dict[str, Any] = field(default_factory=dict)
 
 
@@ -230,9 +230,9 @@ class ExpectedCounts:
     """What the generator intended, counted on its plan (not on the headers)."""
 
     nights: int
-    programmes: int                    #: science programmes
-    targets: int                       #: distinct targets observed
-    observations: int                  #: (night, arm, OB id) groups
+    programmes: int  #: science programmes
+    targets: int  #: distinct targets observed
+    observations: int  #: (night, arm, OB id) groups
     observations_by_instrument: dict[str, int]
     observing_blocks: int
     files: int
@@ -262,7 +262,7 @@ class SimulationTruth:
     files: dict[str, FileTruth]
     detectors: dict[str, DetectorTruth]
     expected_counts: ExpectedCounts
-    hot_pixel_burst: tuple[str, ...]   #: calibration sequence ids
+    hot_pixel_burst: tuple[str, ...]  #: calibration sequence ids
     bad_seeing_nights: tuple[str, ...]
     elapsed_s: float = 0.0
 

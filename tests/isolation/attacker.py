@@ -35,8 +35,20 @@ class Attacker:
 
     def __init__(self, prefix: str = "hcdcatk"):
         self.name = f"{prefix}{uuid.uuid4().hex[:6]}"
-        subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/usr/sbin/nologin",
-                        "--comment", "HC-DC isolation test attacker", self.name], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--create-home",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "HC-DC isolation test attacker",
+                self.name,
+            ],
+            check=True,
+            capture_output=True,
+        )
         account = pwd.getpwnam(self.name)
         self.uid, self.gid, self.home = account.pw_uid, account.pw_gid, account.pw_dir
 
@@ -47,15 +59,27 @@ class Attacker:
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
+
         return become
 
     def run(self, code: str, parameters: dict | None = None, timeout: float = 120) -> dict:
         """Run ``code`` as the attacker; it reads ``P`` (the parameters) and sets ``R`` (a JSON-able dict)."""
-        script = ("import json, sys\nP = json.loads(sys.stdin.read())\nR = {}\n" + code +
-                  "\nprint('RESULT' + json.dumps(R, default=str))\n")
+        script = (
+            "import json, sys\nP = json.loads(sys.stdin.read())\nR = {}\n"
+            + code
+            + "\nprint('RESULT' + json.dumps(R, default=str))\n"
+        )
         env = {"HOME": self.home, "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-        result = subprocess.run([PYTHON, "-c", script], input=json.dumps(parameters or {}), capture_output=True,
-                                text=True, timeout=timeout, preexec_fn=self._preexec(), cwd=self.home, env=env)
+        result = subprocess.run(
+            [PYTHON, "-c", script],
+            input=json.dumps(parameters or {}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=self._preexec(),
+            cwd=self.home,
+            env=env,
+        )
         if "RESULT" not in result.stdout:
             raise AssertionError(f"the attack script failed to run ({result.returncode}):\n{result.stderr[-4000:]}")
         return json.loads(result.stdout.rsplit("RESULT", 1)[1])
@@ -111,7 +135,7 @@ def port_owners() -> dict[int, str]:
         if len(fields) < 4:
             continue
         port = int(fields[3].rsplit(":", 1)[1])
-        found = re.search(r'pid=(\d+)', line)
+        found = re.search(r"pid=(\d+)", line)
         if found:
             pid = found.group(1)
             try:

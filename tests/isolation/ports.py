@@ -19,7 +19,7 @@ answers the script saw:
 """
 
 #: one port: argv = port, token, other user's hub name, A's API token (may be empty)
-PORT_ATTACK = r'''
+PORT_ATTACK = r"""
 import asyncio, faulthandler, json, os, socket, sys, uuid
 faulthandler.dump_traceback_later(45, exit=True)  # a hang shows where it hangs, then the sweep goes on
 port, token, other, api_token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -131,10 +131,10 @@ if R["http"]:
         except Exception as exc:
             R[f"http_get{path}"] = f"refused: {type(exc).__name__}"
 print("PORT" + json.dumps(R, default=str))
-'''
+"""
 
 #: in a child of A's kernel: every port, in parallel, each bounded (P: ports, token, other, attack)
-PORT_SWEEP = r'''
+PORT_SWEEP = r"""
 import json, os, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -151,4 +151,4 @@ def attack(port):
 
 with ThreadPoolExecutor(6) as pool:
     R["ports"] = dict(zip([str(p) for p in P["ports"]], pool.map(attack, P["ports"])))
-'''
+"""

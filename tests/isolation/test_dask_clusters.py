@@ -26,7 +26,7 @@ from .attacker import Attacker, skip_reason
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: run as the attacker: every address, both schemes, as a Client and through the raw 'run' handler
-DASK_ATTACK = r'''
+DASK_ATTACK = r"""
 import asyncio, os, pickle
 from concurrent.futures import ThreadPoolExecutor
 from distributed import Client
@@ -68,12 +68,12 @@ with ThreadPoolExecutor(min(16, len(urls))) as pool:
     clients = dict(zip(urls, pool.map(client_attempt, urls)))
     rpcs = dict(zip(urls, pool.map(rpc_attempt, urls)))
 R["attempts"] = {url: {**clients[url], "rpc_run": rpcs[url]} for url in urls}
-'''
+"""
 
 
 #: run as the attacker: dask's HTTP pages on every HTTP port of the cluster (they would show the
 #: workers' logs and the tasks' names, and proxy requests to the workers)
-DASK_HTTP_ATTACK = r'''
+DASK_HTTP_ATTACK = r"""
 import urllib.request, urllib.error
 R["pages"] = {}
 for port in P["ports"]:
@@ -87,7 +87,7 @@ for port in P["ports"]:
             R["pages"][url] = f"refused: {exc.code}"
         except Exception as exc:
             R["pages"][url] = f"refused: {type(exc).__name__}"
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,8 @@ def _assert_refused(result: dict) -> None:
     for url, outcome in result["attempts"].items():
         for what, answer in outcome.items():
             assert isinstance(answer, str) and answer.startswith("refused"), (
-                f"the attacker got through {url} ({what}): {answer!r}")
+                f"the attacker got through {url} ({what}): {answer!r}"
+            )
 
 
 def _assert_private(attacker: Attacker, data_dir) -> None:
@@ -123,9 +124,12 @@ def _assert_private(attacker: Attacker, data_dir) -> None:
         for name in files:
             if name.startswith(".dask-jobqueue"):  # the campaign's TLS key and certificates
                 assert stat.S_IMODE(os.lstat(os.path.join(root, name)).st_mode) == 0o600
-    seen = attacker.run("import os\nR['walk'] = [[r, d, f] for r, d, f in os.walk(P['dir'])]\n"
-                        "try:\n    os.listdir(P['dir'])\n    R['listdir'] = 'LISTED'\n"
-                        "except OSError as exc:\n    R['listdir'] = type(exc).__name__\n", {"dir": str(data_dir)})
+    seen = attacker.run(
+        "import os\nR['walk'] = [[r, d, f] for r, d, f in os.walk(P['dir'])]\n"
+        "try:\n    os.listdir(P['dir'])\n    R['listdir'] = 'LISTED'\n"
+        "except OSError as exc:\n    R['listdir'] = type(exc).__name__\n",
+        {"dir": str(data_dir)},
+    )
     assert seen == {"walk": [], "listdir": "PermissionError"}
 
 
@@ -170,8 +174,14 @@ def test_local_campaign_cluster_runs_code_for_the_pipeline_only(attacker, tmp_pa
 def test_slurm_campaign_cluster_runs_code_for_the_pipeline_only(attacker, tmp_path, slurm_cluster):
     from distributed import Client
 
-    settings = Settings(data_dir=tmp_path / "data", slurm_jobs=1, slurm_cores=1, slurm_memory="2GB",
-                        slurm_walltime="00:10:00", slurm_queue="hcdc")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        slurm_jobs=1,
+        slurm_cores=1,
+        slurm_memory="2GB",
+        slurm_walltime="00:10:00",
+        slurm_queue="hcdc",
+    )
     cluster = make_cluster("slurm", settings)
     try:
         with Client(cluster) as client:

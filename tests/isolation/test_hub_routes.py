@@ -65,8 +65,9 @@ def deployment(request):
     from hcdc.hub import load_hub_config, preflight, write_seed_accounts
     from hcdc.reports import reduction_file
 
-    reason = skip_reason() or (None if shutil.which("configurable-http-proxy") else
-                               "configurable-http-proxy not on PATH")
+    reason = skip_reason() or (
+        None if shutil.which("configurable-http-proxy") else "configurable-http-proxy not on PATH"
+    )
     if reason:
         pytest.skip(reason)
     root = Path(tempfile.mkdtemp(prefix="hcdc-isolation-"))
@@ -90,10 +91,18 @@ def deployment(request):
         catalog_url, secret_file = f"sqlite:///{data_dir / 'catalog.sqlite'}", data_dir / "catalog.sqlite"
     prefix = f"hci{uuid.uuid4().hex[:4]}-"
     config_file, ports = write_hub_config(
-        root, catalog={"catalog_url": catalog_url, "data_dir": str(data_dir), "token_cache_seconds": 0,
-                       "service_user": SERVICE_USER},
+        root,
+        catalog={
+            "catalog_url": catalog_url,
+            "data_dir": str(data_dir),
+            "token_cache_seconds": 0,
+            "service_user": SERVICE_USER,
+        },
         spawner={"kind": "system-users", "system_user_prefix": prefix, "start_timeout": 120, "http_timeout": 120},
-        dashboards=True, test_admin=True, state_dir=data_dir / "hub")
+        dashboards=True,
+        test_admin=True,
+        state_dir=data_dir / "hub",
+    )
     config = load_hub_config(config_file)
     problems = preflight(config)
     if problems:
@@ -110,24 +119,47 @@ def deployment(request):
         for letter in ("A", "B"):
             reduction = session.scalar(select(Reduction).where(Reduction.observation_id == world.observation[letter]))
             # an executed notebook and a report where the pipeline writes them
-            for kind, text in (("notebook", json.dumps({"cells": [{"cell_type": "markdown", "metadata": {},
-                                                                   "source": f"run of {world.target[letter]}"}],
-                                                        "metadata": {}, "nbformat": 4, "nbformat_minor": 5})),
-                               ("report", f"<html><body>report of {world.target[letter]}</body></html>")):
+            for kind, text in (
+                (
+                    "notebook",
+                    json.dumps(
+                        {
+                            "cells": [
+                                {"cell_type": "markdown", "metadata": {}, "source": f"run of {world.target[letter]}"}
+                            ],
+                            "metadata": {},
+                            "nbformat": 4,
+                            "nbformat_minor": 5,
+                        }
+                    ),
+                ),
+                ("report", f"<html><body>report of {world.target[letter]}</body></html>"),
+            ):
                 path = reduction_file(data_dir, reduction, kind)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
                 setattr(reduction, f"{kind}_path", str(path))
             files[letter] = reduction.id
             # the calibrated products a PI's interactive reduction starts from
-            for kind, array in (("cube", np.zeros((4, 8, 8), np.float32)), ("angles", np.arange(4, dtype=np.float32)),
-                                ("psf", np.ones((5, 5), np.float32))):
+            for kind, array in (
+                ("cube", np.zeros((4, 8, 8), np.float32)),
+                ("angles", np.arange(4, dtype=np.float32)),
+                ("psf", np.ones((5, 5), np.float32)),
+            ):
                 path = data_dir / "products" / f"obs{world.observation[letter]}" / f"{kind}.fits"
                 fits.PrimaryHDU(array).writeto(path, overwrite=True)
                 data = path.read_bytes()
-                session.add(Product(reduction_id=reduction.id, observation_id=world.observation[letter], kind=kind,
-                                    path=str(path), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-                                    release_date=reduction.release_date))
+                session.add(
+                    Product(
+                        reduction_id=reduction.id,
+                        observation_id=world.observation[letter],
+                        kind=kind,
+                        path=str(path),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        size_bytes=len(data),
+                        release_date=reduction.release_date,
+                    )
+                )
         world.reduction = files
     catalog.dispose()
     write_seed_accounts(config, {**PASSWORDS, "sam": PASSWORDS["nobody"]})
@@ -137,9 +169,12 @@ def deployment(request):
     baseline = listening_ports()  # the machine's own services: the platform's ports are the new ones
     url = f"http://127.0.0.1:{ports['port']}/"
     try:
-        process, log = launch_hub(root, config_file, [f"{url}services/hcdc-catalog/api/health",
-                                                      f"{url}services/hcdc-dashboards/hcdc/health"],
-                                  env={"HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN})
+        process, log = launch_hub(
+            root,
+            config_file,
+            [f"{url}services/hcdc-catalog/api/health", f"{url}services/hcdc-dashboards/hcdc/health"],
+            env={"HCDC_TEST_ADMIN_TOKEN": ADMIN_TOKEN},
+        )
     except BaseException:
         if cluster is not None:
             cluster.stop()
@@ -171,7 +206,7 @@ def deployment(request):
         subprocess.run(["userdel", "--remove", prefix + "sam"], capture_output=True)
 
 
-CAMPAIGN = r'''
+CAMPAIGN = r"""
 import os, sys, time
 from distributed import Client
 from hcdc.pipeline.campaign import make_cluster
@@ -183,7 +218,7 @@ addresses = [client.scheduler.address] + list(info["workers"]) + [w["nanny"] for
 print("ADDRESSES " + " ".join(a.split("://", 1)[1] for a in addresses), flush=True)
 print("UID", client.submit(os.getuid, pure=False).result(), flush=True)
 time.sleep(3600)
-'''
+"""
 
 
 def _start_campaign_cluster(data_dir: Path) -> dict:
@@ -198,9 +233,16 @@ def _start_campaign_cluster(data_dir: Path) -> dict:
         os.setuid(owner.pw_uid)
         os.umask(PRIVATE_UMASK)
 
-    process = subprocess.Popen([sys.executable, "-c", CAMPAIGN, str(data_dir)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, preexec_fn=become, cwd=owner.pw_dir,
-                               env={**os.environ, "HOME": owner.pw_dir}, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CAMPAIGN, str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=become,
+        cwd=owner.pw_dir,
+        env={**os.environ, "HOME": owner.pw_dir},
+        start_new_session=True,
+    )
     addresses = process.stdout.readline().split()[1:]
     uid = process.stdout.readline().split()
     assert addresses and uid == ["UID", str(owner.pw_uid)], (addresses, uid)
@@ -209,10 +251,20 @@ def _start_campaign_cluster(data_dir: Path) -> dict:
 
 def _process_accounts(hub: Hub) -> list[str]:
     """``ps -o user,cmd`` of the hub's processes, the services, PI servers, kernels and the campaign."""
-    out = subprocess.run(["ps", "-ww", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True,
-                         text=True).stdout
-    keep = ("jupyterhub", "configurable-http-proxy", "hcdc.service", "hcdc.dashboards", "ipykernel",
-            "distributed", "multiprocessing", "from hcdc.pipeline.campaign", f"postgres -D {hub.data_dir}")
+    out = subprocess.run(
+        ["ps", "-ww", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True
+    ).stdout
+    keep = (
+        "jupyterhub",
+        "configurable-http-proxy",
+        "hcdc.service",
+        "hcdc.dashboards",
+        "ipykernel",
+        "distributed",
+        "multiprocessing",
+        "from hcdc.pipeline.campaign",
+        f"postgres -D {hub.data_dir}",
+    )
     return [line[:240] for line in out.splitlines() if any(k in line for k in keep) and "pytest" not in line]
 
 
@@ -222,19 +274,33 @@ def _kernel(hub: Hub, user: str):
 
 def _run_apart(kernel, code: str, parameters: dict, timeout: float = 150) -> dict:
     """Run an attack in a child process of ``kernel`` (the same account), bounded by ``timeout``."""
-    wrapper = (f"import subprocess, sys, json\n"
-               f"child = subprocess.run([sys.executable, '-c', {('import json, sys' + chr(10) + 'P = json.loads(sys.stdin.read())' + chr(10) + 'R = {}' + chr(10) + code + chr(10) + 'print(chr(82) + chr(61) + json.dumps(R, default=str))')!r}], "
-               f"input=json.dumps(P), capture_output=True, text=True, timeout={timeout})\n"
-               f"R = json.loads(child.stdout.rsplit('R=', 1)[1]) if 'R=' in child.stdout else "
-               f"{{'failed': child.stderr[-3000:]}}\n")
+    child_code = "\n".join(
+        [
+            "import json, sys",
+            "P = json.loads(sys.stdin.read())",
+            "R = {}",
+            code,
+            "print(chr(82) + chr(61) + json.dumps(R, default=str))",
+        ]
+    )
+    wrapper = (
+        f"import subprocess, sys, json\n"
+        f"child = subprocess.run([sys.executable, '-c', {child_code!r}], "
+        f"input=json.dumps(P), capture_output=True, text=True, timeout={timeout})\n"
+        f"R = json.loads(child.stdout.rsplit('R=', 1)[1]) if 'R=' in child.stdout else "
+        f"{{'failed': child.stderr[-3000:]}}\n"
+    )
     result = _run(kernel, wrapper, parameters)
     assert "failed" not in result, result["failed"]
     return result
 
 
 def _run(kernel, code: str, parameters: dict) -> dict:
-    out, errors = kernel.execute(f"import json\nP = json.loads({json.dumps(parameters)!r})\nR = {{}}\n" + code +
-                                 "\nprint('RESULT' + json.dumps(R, default=str))")
+    out, errors = kernel.execute(
+        f"import json\nP = json.loads({json.dumps(parameters)!r})\nR = {{}}\n"
+        + code
+        + "\nprint('RESULT' + json.dumps(R, default=str))"
+    )
     assert not errors, errors
     return json.loads(out.rsplit("RESULT", 1)[1])
 
@@ -267,21 +333,44 @@ def test_forged_provenance_paths_are_neither_stored_nor_served(deployment):
     client = CatalogClient(hub.service_url, token=alice.new_token())
     catalog = Catalog(hub.catalog_url, migrate=False)
     with catalog.session() as session:
-        inputs = [{"product_id": p.id, "sha256": p.sha256} for p in session.scalars(
-            select(Product).where(Product.observation_id == world.observation["A"],
-                                  Product.kind.in_(("cube", "angles", "psf"))))]
+        inputs = [
+            {"product_id": p.id, "sha256": p.sha256}
+            for p in session.scalars(
+                select(Product).where(
+                    Product.observation_id == world.observation["A"], Product.kind.in_(("cube", "angles", "psf"))
+                )
+            )
+        ]
     secret = hub.secret_file  # the catalog file, or the database's pass file
     secret_head = secret.read_bytes()[:15]
-    forged = {"code_version": "forged", "git_commit": "f" * 40, "host": "forged-host",
-              "notebook_path": str(secret), "report_path": str(secret), "log_path": "/etc/shadow",
-              "started_at": "1999-01-01T00:00:00", "finished_at": "1999-01-01T00:00:00", "owner": "bob"}
-    saved = client.save_reduction(world.observation["A"], {
-        "parameters": {}, "inputs": inputs, "detections": [], "limits": [], "provenance": forged,
-        "notebook_path": str(secret)})
+    forged = {
+        "code_version": "forged",
+        "git_commit": "f" * 40,
+        "host": "forged-host",
+        "notebook_path": str(secret),
+        "report_path": str(secret),
+        "log_path": "/etc/shadow",
+        "started_at": "1999-01-01T00:00:00",
+        "finished_at": "1999-01-01T00:00:00",
+        "owner": "bob",
+    }
+    saved = client.save_reduction(
+        world.observation["A"],
+        {
+            "parameters": {},
+            "inputs": inputs,
+            "detections": [],
+            "limits": [],
+            "provenance": forged,
+            "notebook_path": str(secret),
+        },
+    )
     with catalog.session() as session:
         row = session.get(Reduction, saved["reduction_id"])
-        stored = {k: getattr(row, k) for k in ("notebook_path", "report_path", "log_path", "host", "code_version",
-                                              "git_commit", "started_at")}
+        stored = {
+            k: getattr(row, k)
+            for k in ("notebook_path", "report_path", "log_path", "host", "code_version", "git_commit", "started_at")
+        }
         owner = row.owner_id
     catalog.dispose()
     _route("service: POST reductions with forged provenance paths", stored)
@@ -294,8 +383,9 @@ def test_forged_provenance_paths_are_neither_stored_nor_served(deployment):
     browser = _dashboards(hub, "alice", PASSWORDS["alice"])
     for what in ("notebook", "report", "log"):
         for query in ("", "?download=1"):
-            response = browser.get(f"{hub.url}services/hcdc-dashboards/hcdc/reductions/{saved['reduction_id']}/"
-                                   f"{what}{query}", timeout=30)
+            response = browser.get(
+                f"{hub.url}services/hcdc-dashboards/hcdc/reductions/{saved['reduction_id']}/{what}{query}", timeout=30
+            )
             assert response.status_code == 404 and secret_head not in response.content, (what, query)
     _route("dashboards: file handler on the forged reduction", "404, nothing served")
 
@@ -336,7 +426,9 @@ def test_homes_tmp_and_platform_files_are_closed_to_another_pi(deployment):
     """Route 2: what B's kernel writes (home, /tmp, history) and the platform's files stay closed to A."""
     hub, world = deployment, deployment.world
     bob, alice = _kernel(hub, "bob"), _kernel(hub, "alice")
-    written = _run(bob, r'''
+    written = _run(
+        bob,
+        r"""
 import os, tempfile, json
 from hcdc.client import CatalogClient
 c = CatalogClient()
@@ -351,17 +443,31 @@ get_ipython().history_manager.store_output(1)
 R = {"home": home, "files": [cube, saved, scratch], "mode": oct(os.stat(home).st_mode & 0o777),
      "modes": [oct(os.stat(f).st_mode & 0o777) for f in (cube, saved, scratch)], "umask": oct(os.umask(0o077)),
      "history": os.path.join(home, ".ipython", "profile_default", "history.sqlite")}
-''', {"b_product": world.product["B"], "b_obs": world.observation["B"]})
+""",
+        {"b_product": world.product["B"], "b_obs": world.observation["B"]},
+    )
     assert written["mode"] == "0o700" and set(written["modes"]) == {"0o600"} and written["umask"] == "0o77"
-    services = [line.split()[1] for line in subprocess.run(
-        ["ps", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True).stdout.splitlines()
-        if "hcdc.service" in line or "hcdc.dashboards" in line]
-    targets = written["files"] + [written["home"], written["history"], str(hub.data_dir),
-                                  str(hub.secret_file), str(hub.data_dir / "archive"),
-                                  str(hub.data_dir / "reports"), str(world.product_path["B"]),
-                                  str(hub.data_dir / "hub" / "jupyterhub.sqlite")]
+    services = [
+        line.split()[1]
+        for line in subprocess.run(
+            ["ps", "-eo", "user:20,pid,args", "--no-headers"], capture_output=True, text=True
+        ).stdout.splitlines()
+        if "hcdc.service" in line or "hcdc.dashboards" in line
+    ]
+    targets = written["files"] + [
+        written["home"],
+        written["history"],
+        str(hub.data_dir),
+        str(hub.secret_file),
+        str(hub.data_dir / "archive"),
+        str(hub.data_dir / "reports"),
+        str(world.product_path["B"]),
+        str(hub.data_dir / "hub" / "jupyterhub.sqlite"),
+    ]
     targets += [f"/proc/{pid}/environ" for pid in services] + [f"/proc/{pid}/cwd/" for pid in services]
-    tried = _run(alice, r'''
+    tried = _run(
+        alice,
+        r"""
 import os, glob
 def attempt(path):
     try:
@@ -373,7 +479,9 @@ def attempt(path):
         return type(exc).__name__
 R = {path: attempt(path) for path in P["targets"]}
 R["tmp"] = {p: attempt(p) for p in glob.glob("/tmp/b-scratch-*")}
-''', {"targets": targets})
+""",
+        {"targets": targets},
+    )
     _route("files: B's home, /tmp, data dir, catalog, archive, reports, hub db, /proc of services", tried)
     for path, answer in tried.items():
         if path == "tmp":
@@ -382,7 +490,12 @@ R["tmp"] = {p: attempt(p) for p in glob.glob("/tmp/b-scratch-*")}
         assert answer in ("PermissionError", "FileNotFoundError"), (path, answer)
     _no_marker(alice, "files")
     # and alice still reads her own proprietary rows through the service
-    own = _run(alice, "from hcdc.client import CatalogClient\nR = {'keys': [o['key'] for o in CatalogClient().observations(mine=True)]}", {})
+    own = _run(
+        alice,
+        "from hcdc.client import CatalogClient\n"
+        "R = {'keys': [o['key'] for o in CatalogClient().observations(mine=True)]}",
+        {},
+    )
     assert own["keys"] == [world.key["A"]]
 
 
@@ -390,7 +503,9 @@ def test_catalog_service_endpoints_with_the_other_pis_ids(deployment):
     """Every endpoint with B's ids answers the same refusal; huge ids are 404; alice still sees A."""
     hub, world = deployment, deployment.world
     alice = _kernel(hub, "alice")
-    result = _run(alice, r'''
+    result = _run(
+        alice,
+        r"""
 from hcdc.client import CatalogClient
 import requests, os
 c = CatalogClient()
@@ -411,7 +526,9 @@ base, headers = os.environ["HCDC_SERVICE_URL"], {"Authorization": "token " + os.
 R["huge"] = {path: requests.get(base + path, headers=headers, timeout=30).status_code for path in (
     f"api/observations/{2**70}", f"api/observations/{2**40}/products", f"api/products/{2**63}/file")}
 R["own"] = [o["key"] for o in c.observations(mine=True)]
-''', {"b_obs": world.observation["B"], "b_product": world.product["B"]})
+""",
+        {"b_obs": world.observation["B"], "b_product": world.product["B"]},
+    )
     _route("service: every endpoint with B's ids", result["other"])
     _route("service: huge ids", result["huge"])
     for name, answer in result["other"].items():
@@ -454,8 +571,9 @@ def _xsrf(browser: requests.Session) -> dict[str, str]:
 
 def _close_page(hub: Hub, browser: requests.Session, page_text: str) -> int:
     """What Voilà's page sends on ``beforeunload``: shut its kernel down."""
-    response = browser.post(f"{hub.url}{DASHBOARDS}voila/api/shutdown/{_kernel_id(page_text)}",
-                            headers=_xsrf(browser), timeout=30)
+    response = browser.post(
+        f"{hub.url}{DASHBOARDS}voila/api/shutdown/{_kernel_id(page_text)}", headers=_xsrf(browser), timeout=30
+    )
     return response.status_code
 
 
@@ -473,21 +591,29 @@ def test_dashboard_kernels_belong_to_their_page_owner_and_are_limited(deployment
     kernel = _kernel_id(page.text)
     api = f"{hub.url}{DASHBOARDS}api/kernels/{kernel}"
     xsrf = _xsrf(bob)
-    answers = {"GET api/kernels/<id>": bob.get(api, timeout=30).status_code,
-               "DELETE api/kernels/<id>": bob.delete(api, headers=xsrf, timeout=30).status_code,
-               "POST voila/api/shutdown/<id>": bob.post(f"{hub.url}{DASHBOARDS}voila/api/shutdown/{kernel}",
-                                                       headers=xsrf, timeout=30).status_code}
+    answers = {
+        "GET api/kernels/<id>": bob.get(api, timeout=30).status_code,
+        "DELETE api/kernels/<id>": bob.delete(api, headers=xsrf, timeout=30).status_code,
+        "POST voila/api/shutdown/<id>": bob.post(
+            f"{hub.url}{DASHBOARDS}voila/api/shutdown/{kernel}", headers=xsrf, timeout=30
+        ).status_code,
+    }
     cookies = "; ".join(f"{c.name}={c.value}" for c in bob.cookies)
     try:
-        socket = websocket.create_connection(api.replace("http://", "ws://") + "/channels",
-                                             header=[f"Cookie: {cookies}"], timeout=30)
+        socket = websocket.create_connection(
+            api.replace("http://", "ws://") + "/channels", header=[f"Cookie: {cookies}"], timeout=30
+        )
         socket.close()
         answers["websocket channels"] = "CONNECTED"
     except websocket.WebSocketBadStatusException as exc:
         answers["websocket channels"] = exc.status_code
     _route("dashboards: bob on alice's dashboard kernel", answers)
-    assert answers == {"GET api/kernels/<id>": 404, "DELETE api/kernels/<id>": 404,
-                       "POST voila/api/shutdown/<id>": 404, "websocket channels": 404}, answers
+    assert answers == {
+        "GET api/kernels/<id>": 404,
+        "DELETE api/kernels/<id>": 404,
+        "POST voila/api/shutdown/<id>": 404,
+        "websocket channels": 404,
+    }, answers
     own = alice.get(api, timeout=30)  # still alive, and still alice's
     assert own.status_code == 200 and own.json()["id"] == kernel, own.text[:300]
 
@@ -512,9 +638,15 @@ def test_hub_api_with_alice_token(deployment):
     alice = Login(hub, "alice", PASSWORDS["alice"])
     headers = {"Authorization": f"token {alice.new_token()}"}
     answers = {}
-    for method, path in (("GET", "hub/api/users/bob"), ("GET", "hub/api/users"), ("POST", "hub/api/users/bob/tokens"),
-                         ("DELETE", "hub/api/users/bob/server"), ("GET", "user/bob/api/contents"),
-                         ("GET", "user/bob/api/kernels"), ("GET", "user/bob/files/b_cube.fits")):
+    for method, path in (
+        ("GET", "hub/api/users/bob"),
+        ("GET", "hub/api/users"),
+        ("POST", "hub/api/users/bob/tokens"),
+        ("DELETE", "hub/api/users/bob/server"),
+        ("GET", "user/bob/api/contents"),
+        ("GET", "user/bob/api/kernels"),
+        ("GET", "user/bob/files/b_cube.fits"),
+    ):
         response = requests.request(method, hub.url + path, headers=headers, timeout=30, allow_redirects=False)
         answers[f"{method} {path}"] = response.status_code
         assert response.status_code in (302, 403, 404), (method, path, response.status_code)
@@ -529,15 +661,21 @@ def test_every_platform_process_runs_unprivileged(deployment):
     by_role = {}
     for line in lines:
         user = line.split()[0]
-        for role, key in (("catalog service", "hcdc.service"), ("dashboards service", "hcdc.dashboards"),
-                          ("campaign", "from hcdc.pipeline.campaign")):
+        for role, key in (
+            ("catalog service", "hcdc.service"),
+            ("dashboards service", "hcdc.dashboards"),
+            ("campaign", "from hcdc.pipeline.campaign"),
+        ):
             if key in line:
                 by_role.setdefault(role, set()).add(user)
     assert by_role.get("catalog service") == {SERVICE_USER}, lines
     assert by_role.get("dashboards service") == {SERVICE_USER}, lines
     for user in ("alice", "bob"):
-        servers = [line for line in lines if line.startswith(hub.prefix + user) or line.split()[0] == str(
-            pwd.getpwnam(hub.prefix + user).pw_uid)]
+        servers = [
+            line
+            for line in lines
+            if line.startswith(hub.prefix + user) or line.split()[0] == str(pwd.getpwnam(hub.prefix + user).pw_uid)
+        ]
         assert servers, f"no process of {user}'s server in:\n" + "\n".join(lines)
     if hub.backend == "postgresql":
         servers = [line for line in lines if f"postgres -D {hub.data_dir}" in line]
@@ -558,8 +696,9 @@ def test_no_platform_port_runs_alices_code(deployment):
     assert campaign_ports <= set(ports), (campaign_ports, ports)  # the sweep covers the campaign
     token = secrets.token_hex(6)
     alice = _kernel(hub, "alice")
-    result = _run_apart(alice, PORT_SWEEP, {"ports": ports, "token": token, "other": "bob", "attack": PORT_ATTACK},
-                        timeout=280)
+    result = _run_apart(
+        alice, PORT_SWEEP, {"ports": ports, "token": token, "other": "bob", "attack": PORT_ATTACK}, timeout=280
+    )
     pwned = {p.name: p.read_text() for p in Path("/tmp").glob(f"hcdc-pwned-{token}-*")}
     alice_uid = pwd.getpwnam(hub.prefix + "alice").pw_uid
     ran_elsewhere = {name: uid for name, uid in pwned.items() if uid.strip() != str(alice_uid)}
@@ -595,7 +734,9 @@ def test_postgresql_roles_need_passwords_alice_has_not(deployment):
         pytest.skip("the SQLite catalog is a file: its route is in test_homes_tmp_and_platform_files…")
     cluster = hub.pg_cluster
     alice = _kernel(hub, "alice")
-    result = _run_apart(alice, r'''
+    result = _run_apart(
+        alice,
+        r"""
 import os, psycopg
 R["roles"] = {}
 for role in ("postgres", "hcdc", "hcdc_reader", os.environ.get("USER") or "alice", "template1"):
@@ -613,8 +754,15 @@ for path in (P["passfile"], P["data"], P["data"] + "/pg_hba.conf", P["data"] + "
                                                                               else open(path, "rb").read(1)) else "?"
     except Exception as exc:
         R["files"][path] = type(exc).__name__
-''', {"port": cluster.port, "socket_dir": str(cluster.socket_dir), "passfile": str(cluster.passfile),
-      "data": str(cluster.data)}, timeout=60)
+""",
+        {
+            "port": cluster.port,
+            "socket_dir": str(cluster.socket_dir),
+            "passfile": str(cluster.passfile),
+            "data": str(cluster.data),
+        },
+        timeout=60,
+    )
     _route("PostgreSQL (project cluster): every role without a password, TCP and socket", result["roles"])
     _route("PostgreSQL (project cluster): pass file and cluster files", result["files"])
     assert result["roles"] and all(a.startswith("refused") for a in result["roles"].values()), result["roles"]

@@ -38,8 +38,9 @@ def _machine_pg_trusts() -> bool:
     import psycopg
 
     try:
-        psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3,
-                        passfile="/nonexistent").close()
+        psycopg.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, passfile="/nonexistent"
+        ).close()
         return True
     except Exception:
         return False
@@ -88,9 +89,14 @@ def _preflight(tmp_path: Path, catalog_url: str, data_dir: Path) -> tuple[list[s
     from hcdc.hub import load_hub_config, preflight
 
     path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump({"hub": {"state_dir": str(tmp_path / "state")},
-                                    "catalog": {"catalog_url": catalog_url, "data_dir": str(data_dir),
-                                                "service_user": SERVICE_USER}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"state_dir": str(tmp_path / "state")},
+                "catalog": {"catalog_url": catalog_url, "data_dir": str(data_dir), "service_user": SERVICE_USER},
+            }
+        )
+    )
     changes: list[str] = []
     return preflight(load_hub_config(path), changes=changes), changes
 
@@ -106,7 +112,8 @@ def test_cluster_files_and_roles_are_the_service_accounts_alone(cluster):
     assert methods == {"scram-sha-256"}, hba
     attacker = Attacker()
     try:
-        seen = attacker.run(r'''
+        seen = attacker.run(
+            r"""
 import psycopg
 R["roles"] = {}
 for role in ("postgres", "hcdc", "hcdc_reader", P["me"]):
@@ -122,8 +129,14 @@ try:
     R["passfile"] = "READ"
 except Exception as exc:
     R["passfile"] = type(exc).__name__
-''', {"port": project.port, "socket": str(project.socket_dir), "passfile": str(project.passfile),
-      "me": attacker.name})
+""",
+            {
+                "port": project.port,
+                "socket": str(project.socket_dir),
+                "passfile": str(project.passfile),
+                "me": attacker.name,
+            },
+        )
     finally:
         attacker.remove()
     assert all(answer.startswith("refused") for answer in seen["roles"].values()), seen["roles"]
@@ -142,8 +155,9 @@ def test_the_catalog_works_on_the_cluster_with_row_level_security(cluster):
     try:
         with catalog.engine.connect() as connection:
             assert connection.execute(text("SELECT current_user")).scalar() == "hcdc"
-            forced = connection.execute(text(
-                "SELECT count(*) FROM pg_class WHERE relname = 'observations' AND relrowsecurity")).scalar()
+            forced = connection.execute(
+                text("SELECT count(*) FROM pg_class WHERE relname = 'observations' AND relrowsecurity")
+            ).scalar()
             assert forced == 1
             assert connection.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = 'hcdc'")).scalar() is False
     finally:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -31,21 +31,30 @@ ROLE = "hcdc_reader"
 #: Sub-selects on other protected tables are themselves filtered for the reader,
 #: which never changes the outcome: a member sees the rows they look up.
 _OBS_PROGRAMME = "(SELECT o.programme_id FROM observations o WHERE o.id = {table}.observation_id)"
-_REDUCTION_PROGRAMME = ("(SELECT o.programme_id FROM reductions r JOIN observations o ON o.id = r.observation_id "
-                        "WHERE r.id = {table}.reduction_id)")
+_REDUCTION_PROGRAMME = (
+    "(SELECT o.programme_id FROM reductions r JOIN observations o ON o.id = r.observation_id "
+    "WHERE r.id = {table}.reduction_id)"
+)
 PROGRAMME_OF = {
     "observations": "observations.programme_id",
-    "raw_files": ("CASE WHEN raw_files.observation_id IS NOT NULL THEN " + _OBS_PROGRAMME.format(table="raw_files")
-                  + " ELSE (SELECT p.id FROM programmes p WHERE p.prog_id = raw_files.programme) END"),
+    "raw_files": (
+        "CASE WHEN raw_files.observation_id IS NOT NULL THEN "
+        + _OBS_PROGRAMME.format(table="raw_files")
+        + " ELSE (SELECT p.id FROM programmes p WHERE p.prog_id = raw_files.programme) END"
+    ),
     "reductions": _OBS_PROGRAMME.format(table="reductions"),
     "products": None,
     "detections": None,
     "detection_limits": None,
 }
 for _table in ("products", "detections", "detection_limits"):
-    PROGRAMME_OF[_table] = (f"CASE WHEN {_table}.observation_id IS NOT NULL THEN "
-                            + _OBS_PROGRAMME.format(table=_table) + " ELSE "
-                            + _REDUCTION_PROGRAMME.format(table=_table) + " END")
+    PROGRAMME_OF[_table] = (
+        f"CASE WHEN {_table}.observation_id IS NOT NULL THEN "
+        + _OBS_PROGRAMME.format(table=_table)
+        + " ELSE "
+        + _REDUCTION_PROGRAMME.format(table=_table)
+        + " END"
+    )
 
 #: Tables whose rows follow a parent row's visibility.
 CHILDREN = {
@@ -53,7 +62,7 @@ CHILDREN = {
     "observation_calibrations": "EXISTS (SELECT 1 FROM observations o WHERE o.id = observation_calibrations.observation_id)",
 }
 
-VISIBLE_FUNCTION = f"""
+VISIBLE_FUNCTION = """
 CREATE OR REPLACE FUNCTION hcdc_row_visible(integer, date) RETURNS boolean
 LANGUAGE sql STABLE AS $$
   SELECT ($2 IS NOT NULL AND $2 <= current_date)
@@ -93,8 +102,10 @@ END $$""")
     op.execute(VISIBLE_FUNCTION)
     for table, programme in PROGRAMME_OF.items():
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"CREATE POLICY hcdc_read ON {table} FOR SELECT TO {ROLE} "
-                   f"USING (hcdc_row_visible({programme}, {table}.release_date))")
+        op.execute(
+            f"CREATE POLICY hcdc_read ON {table} FOR SELECT TO {ROLE} "
+            f"USING (hcdc_row_visible({programme}, {table}.release_date))"
+        )
     for table, condition in CHILDREN.items():
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY hcdc_read ON {table} FOR SELECT TO {ROLE} USING ({condition})")

@@ -21,32 +21,35 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('reductions', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('science_seconds', sa.Float(), nullable=True))
-    with op.batch_alter_table('calibrations', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('inputs_sha256', sa.String(length=64), nullable=True))
-        batch_op.create_index(batch_op.f('ix_calibrations_inputs_sha256'), ['inputs_sha256'], unique=False)
+    with op.batch_alter_table("reductions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("science_seconds", sa.Float(), nullable=True))
+    with op.batch_alter_table("calibrations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("inputs_sha256", sa.String(length=64), nullable=True))
+        batch_op.create_index(batch_op.f("ix_calibrations_inputs_sha256"), ["inputs_sha256"], unique=False)
     # existing rows: the fingerprint was kept in the quality JSON
-    calibrations = sa.table('calibrations', sa.column('id', sa.Integer), sa.column('quality', sa.JSON),
-                            sa.column('inputs_sha256', sa.String))
+    calibrations = sa.table(
+        "calibrations",
+        sa.column("id", sa.Integer),
+        sa.column("quality", sa.JSON),
+        sa.column("inputs_sha256", sa.String),
+    )
     bind = op.get_bind()
     for row in bind.execute(sa.select(calibrations.c.id, calibrations.c.quality)).all():
-        fingerprint = (row.quality or {}).get('inputs_sha256')
+        fingerprint = (row.quality or {}).get("inputs_sha256")
         if fingerprint:
-            bind.execute(calibrations.update().where(calibrations.c.id == row.id)
-                         .values(inputs_sha256=fingerprint))
+            bind.execute(calibrations.update().where(calibrations.c.id == row.id).values(inputs_sha256=fingerprint))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('calibrations', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_calibrations_inputs_sha256'))
-        batch_op.drop_column('inputs_sha256')
-    with op.batch_alter_table('reductions', schema=None) as batch_op:
-        batch_op.drop_column('science_seconds')
+    with op.batch_alter_table("calibrations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_calibrations_inputs_sha256"))
+        batch_op.drop_column("inputs_sha256")
+    with op.batch_alter_table("reductions", schema=None) as batch_op:
+        batch_op.drop_column("science_seconds")

@@ -20,8 +20,8 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -37,13 +37,19 @@ def _day(value) -> date | None:
 
 
 def upgrade() -> None:
-    calibrations = sa.table('calibrations', sa.column('product_id', sa.Integer), sa.column('date_obs', sa.DateTime),
-                            sa.column('created_at', sa.DateTime))
-    products = sa.table('products', sa.column('id', sa.Integer), sa.column('release_date', sa.Date))
+    calibrations = sa.table(
+        "calibrations",
+        sa.column("product_id", sa.Integer),
+        sa.column("date_obs", sa.DateTime),
+        sa.column("created_at", sa.DateTime),
+    )
+    products = sa.table("products", sa.column("id", sa.Integer), sa.column("release_date", sa.Date))
     bind = op.get_bind()
-    rows = bind.execute(sa.select(calibrations.c.product_id, calibrations.c.date_obs, calibrations.c.created_at)
-                        .select_from(calibrations.join(products, products.c.id == calibrations.c.product_id))
-                        .where(products.c.release_date.is_(None))).all()
+    rows = bind.execute(
+        sa.select(calibrations.c.product_id, calibrations.c.date_obs, calibrations.c.created_at)
+        .select_from(calibrations.join(products, products.c.id == calibrations.c.product_id))
+        .where(products.c.release_date.is_(None))
+    ).all()
     for product_id, date_obs, created_at in rows:
         released = _day(date_obs) or _day(created_at) or date.today()
         bind.execute(products.update().where(products.c.id == product_id).values(release_date=released))
