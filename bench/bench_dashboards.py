@@ -14,7 +14,7 @@ Catalogs:
   ``--demo-dir``; ``--build-demo`` runs ``python -m hcdc.demo`` there first, ~10 min);
 * a generated catalog of ``--observations`` SPHERE-IRDIS observations with
   calibrations, pre-processing summaries, limits, detections and failures
-  (:func:`hcdc.dashboards.synthetic.generate_catalog`), whose degraded nights
+  (:func:`tests.synthetic_catalog.generate_catalog`), whose degraded nights
   the monitoring must flag (checked and reported).
 
 The demo catalog is copied first: the benchmark never writes to it. Results are
@@ -178,7 +178,7 @@ def main() -> None:
     from hcdc.catalog import Catalog
     from hcdc.catalog.models import Observation
     from hcdc.dashboards.monitoring import build_monitoring
-    from hcdc.dashboards.synthetic import generate_catalog
+    from tests.synthetic_catalog import generate_catalog
 
     work = Path(tempfile.mkdtemp(prefix="hcdc-bench-dashboards-"))
     results: dict = {

@@ -1,7 +1,7 @@
 """bokeh figures of a post-processing run, embedded in ipywidgets (BokehJS inline, no CDN).
 
 The figures are bokeh models; :func:`plot_widget` wraps one in an
-:class:`ipywidgets.HTML` through :mod:`hcdc.dashboards.embed` (the page loads
+:class:`ipywidgets.HTML` through :mod:`hcdc_widgets.dashboards.embed` (the page loads
 ``bokeh.resources.INLINE`` once — :func:`bokeh_setup` — and renders every plot
 container that appears), so they stay interactive (pan, zoom, hover) in
 JupyterLab, Notebook 7 and Voilà alike.
@@ -14,7 +14,7 @@ import numpy as np
 from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
 from bokeh.plotting import figure
 
-from hcdc.dashboards.embed import plot_html, setup_html
+from .dashboards.embed import plot_html, setup_html
 
 SIZE = 360
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from hcdc.access import Principal, principal_for
 from hcdc.catalog import Catalog
 from hcdc.catalog.models import Calibration, DetectionLimit, DetectionLimitPoint, Observation
-from hcdc.dashboards import exports, page
+from hcdc.dashboards import exports
 from hcdc.dashboards.config import METRICS, Baseline, DashboardSettings, Rule, reload_dashboard_settings
 from hcdc.dashboards.context import Viewer
 from hcdc.dashboards.monitoring import build_monitoring, diagnose
@@ -39,6 +39,7 @@ from hcdc.dashboards.queries import (
     targets_frame,
 )
 from hcdc.dashboards.reference import load_curves
+from hcdc_widgets.dashboards import page
 
 from .access_world import build_world
 from .test_dashboards_support import simulated_catalog

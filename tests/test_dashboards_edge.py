@@ -62,7 +62,7 @@ def _observations(catalog, n: int) -> list[int]:
 
 
 def _failed(catalog, data_dir) -> None:
-    from hcdc.dashboards.synthetic import add_campaign_results
+    from .synthetic_catalog import add_campaign_results
 
     ids = _observations(catalog, 3)
     with catalog.session() as session:  # pre-processing failed too, with its reason

@@ -51,7 +51,7 @@ def simulated_catalog(tmp_path_factory) -> dict:
 
     Built once per test session (the dashboards' test files share it) and never modified.
     """
-    from hcdc.dashboards.synthetic import build_simulated_catalog
+    from .synthetic_catalog import build_simulated_catalog
 
     root = tmp_path_factory.getbasetemp() / "dashboards-simulated"
     done = root / "built.json"

@@ -17,6 +17,7 @@ the dashboards then explain how to serve them and show no data.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from contextlib import contextmanager
@@ -127,3 +128,32 @@ def reader_session(catalog, principal: Principal) -> Iterator[Session]:
         return
     with CatalogAccess(catalog).session_for(principal) as session:
         yield session
+
+
+class CatalogUnavailable(RuntimeError):
+    """The catalog cannot be opened (the message, HTML-safe, says why and what to do)."""
+
+
+def open_catalog():
+    """The catalog of this server (HC-DC settings: HCDC_CATALOG_URL / HCDC_DATA_DIR), read-only use."""
+    from hcdc.catalog.db import Catalog, current_revision
+    from hcdc.settings import get_settings
+
+    try:
+        url = get_settings().resolved_catalog_url
+    except Exception as exc:
+        raise CatalogUnavailable(f"The HC-DC settings are invalid: {html.escape(str(exc))}") from None
+    catalog = Catalog(url, migrate=False)
+    try:
+        revision = current_revision(catalog.engine)
+    except Exception as exc:
+        raise CatalogUnavailable(
+            f"The catalog at {html.escape(catalog.engine.url.render_as_string(hide_password=True))} "
+            f"cannot be opened: {html.escape(str(exc))}"
+        ) from None
+    if revision is None:
+        raise CatalogUnavailable(
+            "The catalog is empty and not initialised yet: run <code>hcdc db upgrade</code> "
+            "then <code>hcdc ingest</code>."
+        )
+    return catalog

@@ -112,7 +112,7 @@ class DashboardKernelSpecManager(KernelSpecManager):
                 "ipykernel_launcher",
                 "-f",
                 "{connection_file}",
-                "--IPKernelApp.exec_lines=import hcdc.dashboards.preload",
+                "--IPKernelApp.exec_lines=import hcdc_widgets.dashboards.preload",
             ],
             display_name="HC-DC dashboards",
             language="python",
@@ -355,7 +355,7 @@ class ReductionFileHandler(JupyterHandler):
         viewer = request_viewer(self)
         if viewer is None:
             raise web.HTTPError(403)
-        from .ui import CatalogUnavailable
+        from .context import CatalogUnavailable
 
         try:
             catalog = self.settings["hcdc_catalog"]()
@@ -503,7 +503,7 @@ def _catalog_factory():
 
     def get():
         if "catalog" not in cache:
-            from .ui import open_catalog
+            from .context import open_catalog
 
             cache["catalog"] = open_catalog()
         return cache["catalog"]

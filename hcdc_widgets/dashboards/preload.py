@@ -5,6 +5,6 @@ start before any request, so a page served from the pool does not wait for
 pandas, bokeh, SQLAlchemy and ipywidgets to import.
 """
 
-import hcdc.dashboards.page_browser  # noqa: F401
-import hcdc.dashboards.page_monitoring  # noqa: F401
-import hcdc.dashboards.page_pipeline  # noqa: F401
+import hcdc_widgets.dashboards.page_browser  # noqa: F401
+import hcdc_widgets.dashboards.page_monitoring  # noqa: F401
+import hcdc_widgets.dashboards.page_pipeline  # noqa: F401

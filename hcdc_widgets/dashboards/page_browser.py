@@ -11,12 +11,8 @@ from datetime import date
 import ipywidgets as w
 import pandas as pd
 
-from hcdc.settings import get_settings
-
-from . import figures
-from .context import reader_session
-from .embed import plot_html
-from .queries import (
+from hcdc.dashboards.context import reader_session
+from hcdc.dashboards.queries import (
     filter_choices,
     observation_detail,
     target_detections,
@@ -24,7 +20,11 @@ from .queries import (
     target_observations,
     targets_frame,
 )
-from .reference import load_curves
+from hcdc.dashboards.reference import load_curves
+from hcdc.settings import get_settings
+
+from . import figures
+from .embed import plot_html
 from .ui import (
     Column,
     FilterBar,
@@ -316,7 +316,7 @@ class BrowserPage(Page):
             Column("seeing_arcsec", 'seeing ["]', ".2f"),
             Column("tau0_ms", "τ0 [ms]", ".1f"),
         ]
-        from .config import contrast_column
+        from hcdc.dashboards.config import contrast_column
 
         columns += [Column(contrast_column(s), f'contrast {s:g}"', ".2e") for s in separations]
         columns += [
@@ -428,7 +428,7 @@ class BrowserPage(Page):
     # -- exports --------------------------------------------------------------------------------
 
     def export(self, fmt_name: str) -> None:
-        from . import exports  # astropy: loaded on the first export only
+        from hcdc.dashboards import exports  # astropy: loaded on the first export only
 
         def run():
             scope = self.scope.value

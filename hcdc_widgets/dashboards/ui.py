@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from hcdc.access import Principal
+from hcdc.dashboards.config import DashboardSettings, get_dashboard_settings
+from hcdc.dashboards.context import CatalogUnavailable, NoViewer, Viewer, current_viewer, open_catalog
+from hcdc.dashboards.queries import Choices, Filters
 
-from .config import DashboardSettings, get_dashboard_settings
-from .context import NoViewer, Viewer, current_viewer
 from .embed import setup_html
-from .queries import Choices, Filters
 
 log = logging.getLogger("hcdc.dashboards")
 
@@ -215,35 +215,6 @@ class Page:
 
         display(HTML(setup_html()))
         display(self.widget())
-
-
-class CatalogUnavailable(RuntimeError):
-    pass
-
-
-def open_catalog():
-    """The catalog of this server (HC-DC settings: HCDC_CATALOG_URL / HCDC_DATA_DIR), read-only use."""
-    from hcdc.catalog.db import Catalog, current_revision
-    from hcdc.settings import get_settings
-
-    try:
-        url = get_settings().resolved_catalog_url
-    except Exception as exc:
-        raise CatalogUnavailable(f"The HC-DC settings are invalid: {esc(exc)}") from None
-    catalog = Catalog(url, migrate=False)
-    try:
-        revision = current_revision(catalog.engine)
-    except Exception as exc:
-        raise CatalogUnavailable(
-            f"The catalog at {esc(catalog.engine.url.render_as_string(hide_password=True))} "
-            f"cannot be opened: {esc(exc)}"
-        ) from None
-    if revision is None:
-        raise CatalogUnavailable(
-            "The catalog is empty and not initialised yet: run <code>hcdc db upgrade</code> "
-            "then <code>hcdc ingest</code>."
-        )
-    return catalog
 
 
 # --- filters ------------------------------------------------------------------------------------

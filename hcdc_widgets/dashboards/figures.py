@@ -17,7 +17,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.transform import linear_cmap
 
-from .config import METRICS, contrast_column
+from hcdc.dashboards.config import METRICS, contrast_column
 
 NORMAL = "#1f77b4"
 FLAGGED = "#d62728"
@@ -192,7 +192,7 @@ def monitoring_source(
     source = observation_source(
         frame, CONDITION_COLUMNS + INSTRUMENT_COLUMNS + [contrast_column(s) for s in separations], verdicts
     )
-    from .monitoring import diagnosis_kind
+    from hcdc.dashboards.monitoring import diagnosis_kind
 
     kinds = ["", "atmosphere", "instrument", "both"]
     source.data["diagnosis_code"] = np.array([kinds.index(diagnosis_kind(d)) for d in diagnosis], dtype=np.int8)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipywidgets as w
 
+from hcdc.dashboards.config import contrast_column
+from hcdc.dashboards.context import reader_session
+from hcdc.dashboards.monitoring import MonitoringData, build_monitoring
+from hcdc.dashboards.queries import Filters, filter_choices
+
 from . import figures
-from .config import contrast_column
-from .context import reader_session
 from .embed import document_html
-from .monitoring import MonitoringData, build_monitoring
-from .queries import Filters, filter_choices
 from .ui import Column, FilterBar, Page, cards, esc, message, plural, section, table
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import ipywidgets as w
 import pandas as pd
 
-from . import figures
-from .context import reader_session
-from .embed import plot_html
-from .queries import (
+from hcdc.dashboards.context import reader_session
+from hcdc.dashboards.queries import (
     NO_CAMPAIGN,
     Filters,
     campaign_reductions,
@@ -17,6 +15,9 @@ from .queries import (
     filter_choices,
     observation_states,
 )
+
+from . import figures
+from .embed import plot_html
 from .ui import (
     Column,
     FilterBar,
