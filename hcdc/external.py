@@ -26,6 +26,7 @@ from .catalog.db import Catalog
 from .catalog.models import Observation, Product, Reduction
 from .catalog.registry import add_months, ensure_programme, ensure_target
 from .ingest import ensure_instruments
+from .reports import external_folder
 
 STEP = "external-registration"
 STEP_VERSION = "1"
@@ -170,7 +171,7 @@ def register_external(
         )
         session.add(reduction)
         session.flush()
-        folder = data_dir / "products" / "external" / f"obs{observation.id:06d}"
+        folder = external_folder(data_dir, observation.id)
         folder.mkdir(parents=True, exist_ok=True)
         for kind, source in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf)):
             destination = folder / f"{kind}.fits"

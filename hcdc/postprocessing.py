@@ -19,6 +19,7 @@ import numpy as np
 from astropy.io import fits
 from sqlalchemy import select
 
+from reduction.fitsio_products import write_image
 from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
 from reduction.postproc.tables import contrast_table as _contrast_table
 from reduction.postproc.tables import detections_table as _detections_table
@@ -33,7 +34,8 @@ from .catalog.models import (
     Product,
     Reduction,
 )
-from .processing import _finish, start_reduction
+from .processing import _finish, code_version, git_commit, start_reduction
+from .reports import product_folder
 
 STEP = PostprocessStep.name
 #: A candidate whose arc swept by the field rotation is shorter than this many FWHM is kept but
@@ -110,7 +112,7 @@ def postprocess_catalog_observation(
             params.fingerprint(),
             campaign_id=campaign_id,
         )
-    out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"postprocess-r{reduction_id}"
+    out_dir = product_folder(data_dir, observation_id, STEP, reduction_id)
     paths: dict[str, Path] = {}
     n_detections = 0
     science_seconds = 0.0
@@ -127,6 +129,7 @@ def postprocess_catalog_observation(
                 {"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
                 for p in products.values()
             ]
+            source_inputs = {kind: {"path": p.path, "sha256": p.sha256} for kind, p in sorted(products.items())}
             star_fluxes = cube_meta.get("star_flux") or []
             wavelengths = cube_meta.get("wavelengths_um") or []
             paths_in = {kind: Path(p.path) for kind, p in products.items()}
@@ -151,19 +154,22 @@ def postprocess_catalog_observation(
                 params, cube=band_cube, angles=angles, psf=band_psf, pixel_scale=pixel_scale, star_flux=star_flux
             )
             suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
-            header = fits.Header()
-            header["HIERARCH HCDC REDUCTION_ID"] = reduction_id
-            header["HIERARCH HCDC STEP"] = STEP
-            if wavelength:
-                header["HIERARCH HCDC WAVE"] = (wavelength, "[um]")
-            paths[f"residuals{suffix}"] = out_dir / f"residuals{suffix}.fits"
-            fits.PrimaryHDU(result.subtraction.residuals.astype(np.float32), header=header).writeto(
-                paths[f"residuals{suffix}"], overwrite=True
-            )
-            paths[f"snrmap{suffix}"] = out_dir / f"snrmap{suffix}.fits"
-            fits.PrimaryHDU(result.detection.snr_map.astype(np.float32), header=header).writeto(
-                paths[f"snrmap{suffix}"], overwrite=True
-            )
+            provenance = {
+                "step": STEP,
+                "step_version": PostprocessStep.version,
+                "reduction_id": reduction_id,
+                "observation_id": observation_id,
+                "code_version": code_version(),
+                "git_commit": git_commit(),
+                "band": band + 1,
+                "wave_um": wavelength,
+                "parameters": params.to_dict(),
+                "inputs": source_inputs,
+            }
+            for kind, image in (("residuals", result.subtraction.residuals), ("snrmap", result.detection.snr_map)):
+                paths[f"{kind}{suffix}"] = write_image(
+                    out_dir / f"{kind}{suffix}.fits", image, provenance, dtype=np.float32
+                )
             table = _detections_table(result, pixel_scale, star_flux)
             paths[f"detections{suffix}"] = out_dir / f"detections{suffix}.ecsv"
             table.write(paths[f"detections{suffix}"], format="ascii.ecsv", overwrite=True)

@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from sqlalchemy import select
 
+from reduction.fitsio_products import write_image
 from reduction.instruments import by_name
 from reduction.preprocess import (
     ObservationFiles,
@@ -38,6 +38,7 @@ from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
 from .catalog.models import Calibration, Observation, ObservationCalibration, Product, RawFile, Reduction
+from .reports import product_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,7 +215,7 @@ def preprocess_catalog_observation(
         reduction = session.get(Reduction, reduction_id)
         reduction.inputs = [{"path": str(p)} for p in files.all_paths()]
         started = reduction.started_at
-    out_dir = data_dir / "products" / f"obs{observation_id:06d}" / f"preprocess-r{reduction_id}"
+    out_dir = product_folder(data_dir, observation_id, "preprocess", reduction_id)
     problems: tuple[str, ...] = ()
     error = None
     paths: dict[str, Path] = {}
@@ -233,6 +234,7 @@ def preprocess_catalog_observation(
             "code_version": code_version(),
             "git_commit": git_commit(),
             "params_sha256": params.fingerprint(),
+            "parameters": params.to_dict(),
             "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
             "date": started.isoformat(timespec="seconds") if started else None,
         }
@@ -320,16 +322,16 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
         if (calibration.kind, fingerprint) in existing:
             continue
         path = folder / f"{calibration.kind}_{fingerprint[:12]}.fits"
-        header = fits.Header()
-        header["HIERARCH HCDC KIND"] = calibration.kind
-        if calibration.dit_s is not None:
-            header["HIERARCH HCDC DIT"] = calibration.dit_s
-        for key, value in calibration.quality.items():
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                header[f"HIERARCH HCDC Q {key.upper()}"] = value
-        header["HIERARCH HCDC INPUTS"] = fingerprint
+        provenance = {
+            "step": "calibration",
+            "kind": calibration.kind,
+            "dit": calibration.dit_s,
+            "inputs": fingerprint,
+            "code_version": code_version(),
+            "parameters": {"quality": {k: v for k, v in calibration.quality.items() if isinstance(v, (int, float))}},
+        }
         t0 = time.perf_counter()
-        fits.PrimaryHDU(calibration.image, header=header).writeto(path, overwrite=True)
+        write_image(path, calibration.image, provenance, dtype=calibration.image.dtype)
         writing += time.perf_counter() - t0
         date_obs = None
         if calibration.date_obs:

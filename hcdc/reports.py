@@ -1,6 +1,8 @@
-"""Where a reduction's executed notebook, HTML report and log live — said once, for writers and readers.
+"""Where a reduction's files live — its products, executed notebook, HTML report and log — said once.
 
-The pipeline writes them under ``<data dir>/reports/<campaignNNNN|manual>/obsNNNNNN/``
+Products go to ``<data dir>/products/obsNNNNNN/<step>-r<reduction id>/`` (:func:`product_folder`;
+a registered external cube's copies to ``products/external/obsNNNNNN/``). The pipeline writes
+the notebook, report and log under ``<data dir>/reports/<campaignNNNN|manual>/obsNNNNNN/``
 as ``<step>-r<reduction id>.ipynb|.html|.log``. Every path is derived from the
 server's data directory and the reduction row (campaign, observation, step, id):
 nothing a client sends can name a file. :func:`open_reduction_file` is the only
@@ -23,6 +25,16 @@ REPORT_COLUMNS = {"notebook": "notebook_path", "report": "report_path", "log": "
 
 class ReportUnavailable(LookupError):
     """A reduction file that cannot be served, with a sentence for a person (no path in it)."""
+
+
+def product_folder(data_dir: str | Path, observation_id: int, step: str, reduction_id: int) -> Path:
+    """The folder of the products of one reduction (``step``: its step, or ``interactive`` for a PI's)."""
+    return Path(data_dir) / "products" / f"obs{observation_id:06d}" / f"{step}-r{reduction_id}"
+
+
+def external_folder(data_dir: str | Path, observation_id: int) -> Path:
+    """The folder of a registered external cube's copies (cube, angles, PSF)."""
+    return Path(data_dir) / "products" / "external" / f"obs{observation_id:06d}"
 
 
 def reports_folder(data_dir: str | Path, campaign_id: int | None, observation_id: int) -> Path:

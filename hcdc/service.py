@@ -444,9 +444,11 @@ class CatalogAccess:
         import hashlib
 
         import numpy as np
-        from astropy.io import fits
 
-        folder = self.data_dir / "products" / f"obs{observation_id:06d}" / f"interactive-r{reduction.id}"
+        from hcdc.reports import product_folder
+        from reduction.fitsio_products import write_image
+
+        folder = product_folder(self.data_dir, observation_id, "interactive", reduction.id)
         products = []
         for kind, image in sorted(images.items()):
             if kind not in SAVED_IMAGES:
@@ -460,11 +462,21 @@ class CatalogAccess:
             except (KeyError, TypeError, ValueError):
                 raise ServiceError(f"image {kind!r} must be {{shape, data: base64 little-endian float32}}") from None
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{kind}.fits"
-            header = fits.Header()
-            header["HIERARCH HCDC REDUCTION_ID"] = reduction.id
-            header["HIERARCH HCDC STEP"] = INTERACTIVE_STEP
-            fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+            path = write_image(
+                folder / f"{kind}.fits",
+                data,
+                {
+                    "step": INTERACTIVE_STEP,
+                    "step_version": reduction.step_version,
+                    "reduction_id": reduction.id,
+                    "observation_id": observation_id,
+                    "code_version": reduction.code_version,
+                    "git_commit": reduction.git_commit,
+                    "parameters": reduction.parameters,
+                    "inputs": {str(i.get("product_id")): {"sha256": i.get("sha256")} for i in reduction.inputs or []},
+                },
+                dtype=np.float32,
+            )
             content = path.read_bytes()
             product = Product(
                 reduction_id=reduction.id,

@@ -101,26 +101,91 @@ def provenance_record(
     }
 
 
+#: longest text value written as a card; longer ones (hashes, paths) are cut there, whole in HISTORY
+CARD_TEXT = 40
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _card_value(value: Any) -> Any:
+    if isinstance(value, (bool, int, np.integer)):
+        return value.item() if isinstance(value, np.integer) else value
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        value = json.dumps(list(value), default=str)
+    return str(value)[:CARD_TEXT]
+
+
+def _set_card(header: fits.Header, key: str, value: Any) -> None:
+    """Set a HIERARCH card, its text cut to fit the 80-column card (the whole value is in HISTORY)."""
+    if isinstance(value, str):
+        room = 80 - len(key) - len(" = ''")
+        value = value[: max(room, 0)]
+    try:
+        header[key] = value
+    except ValueError:  # a name too long for any value: the HISTORY JSON still has it
+        pass
+
+
+def provenance_header(provenance: dict[str, Any] | None, header: fits.Header | None = None) -> fits.Header:
+    """The one header convention of every HC-DC product.
+
+    * ``HIERARCH HCDC <KEY>``: each scalar of the provenance (``STEP``, ``STEP_VERSION``,
+      ``REDUCTION_ID``, ``OBSERVATION_ID``, ``CODE_VERSION``, ``GIT_COMMIT``, …; text cut at
+      :data:`CARD_TEXT` characters);
+    * ``HIERARCH HCDC PARAM <NAME>``: every parameter of the reduction (nested groups dotted:
+      ``SUBTRACTION.NCOMP``);
+    * ``HISTORY``: the whole provenance as JSON (inputs with their sha256, software versions),
+      which :func:`read_provenance` gives back.
+    """
+    header = fits.Header() if header is None else header
+    if not provenance:
+        return header
+    for key, value in provenance.items():
+        if value is None or isinstance(value, dict) or key == "parameters":
+            continue
+        _set_card(header, f"HIERARCH HCDC {key.upper()}", _card_value(value))
+    for name, value in _flat(provenance.get("parameters") or {}).items():
+        if value is not None:
+            _set_card(header, f"HIERARCH HCDC PARAM {name.upper()}", _card_value(value))
+    text = json.dumps(provenance, sort_keys=True, default=str)
+    for start in range(0, len(text), 68):
+        header.add_history(text[start : start + 68])
+    return header
+
+
+def read_provenance(header: fits.Header) -> dict[str, Any]:
+    """The provenance a product's HISTORY carries (see :func:`provenance_header`)."""
+    return json.loads("".join(str(card) for card in header.get("HISTORY", [])) or "{}")
+
+
 def write_image(
     path: str | Path,
     data: np.ndarray,
     provenance: dict[str, Any] | None = None,
     cards: dict[str, tuple[Any, str]] | None = None,
+    dtype: Any = np.float64,
 ) -> Path:
-    """Write a FITS image with keyword ``cards`` and the provenance as JSON in COMMENT-free HISTORY cards."""
+    """Write a FITS image: the provenance by :func:`provenance_header`, then the keyword ``cards``.
+
+    The one FITS writer of HC-DC's products (pipeline, command line, interactive saves).
+    """
     path = Path(path)
-    header = fits.Header()
+    header = provenance_header(provenance)
     for key, (value, comment) in (cards or {}).items():
         if value is None or (isinstance(value, float) and not np.isfinite(value)):
             continue
         header[key] = (value, comment)
-    if provenance is not None:
-        text = json.dumps(provenance, sort_keys=True, default=str)
-        header["HCDCSTEP"] = (str(provenance.get("step", "")), "HC-DC step that made this product")
-        header["HCDCVERS"] = (str(provenance.get("version", "")), "version of that step")
-        for start in range(0, len(text), 68):
-            header.add_history(text[start : start + 68])
-    fits.PrimaryHDU(data=np.asarray(data, dtype=np.float64), header=header).writeto(path, overwrite=True)
+    fits.PrimaryHDU(data=np.asarray(data, dtype=dtype), header=header).writeto(path, overwrite=True)
     return path
 
 

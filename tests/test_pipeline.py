@@ -414,6 +414,12 @@ def test_identical_inputs_of_two_observations_get_a_reduction_each(tmp_path):
                 select(func.count()).select_from(DetectionLimit).where(DetectionLimit.reduction_id == rows[0].id)
             )
             assert limits >= 1, observation_id  # each observation has its own detection limits
+        for rows in reductions.values():  # the maps carry the reduction's id and every parameter (NCOMP, ...)
+            residuals = next(p for p in rows[0].products if p.kind == "residuals")
+            header = fits.getheader(residuals.path)
+            assert header["HIERARCH HCDC REDUCTION_ID"] == rows[0].id
+            assert header["HIERARCH HCDC PARAM SUBTRACTION.NCOMP"] == 4
+            assert header["HIERARCH HCDC PARAM SUBTRACTION.ALGORITHM"] == rows[0].parameters["subtraction"]["algorithm"]
         linked = session.scalars(select(CampaignReduction.reduction_id)).all()
         assert sorted(linked) == sorted(rows[0].id for rows in reductions.values())
     catalog.dispose()

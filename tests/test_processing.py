@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from hcdc.catalog.models import Calibration, Observation, ObservationCalibration, Product, Reduction
 from hcdc.ingest import ingest
 from hcdc.processing import preprocess_catalog_observation
+from reduction.fitsio_products import read_provenance
 from reduction.simulator import simulate_archive
 
 
@@ -50,6 +51,10 @@ def test_products_provenance_and_calibrations(archive, catalog, tmp_path):
             header = fits.getheader(cube.path)
             assert header["HIERARCH HCDC REDUCTION_ID"] == reduction.id
             assert header["HIERARCH HCDC GIT_COMMIT"] == reduction.git_commit[:40]
+            # the one header convention: every parameter of the reduction, and the provenance in HISTORY
+            assert header["HIERARCH HCDC PARAM CROP_PX"] == reduction.parameters["crop_px"]
+            assert header["HIERARCH HCDC STEP_VERSION"] == reduction.step_version
+            assert read_provenance(header)["parameters"] == reduction.parameters
             assert cube.meta["n_frames"] == outcome.n_frames
         # reduced calibrations: written once each, with their quality numbers
         calibrations = session.scalars(select(Calibration)).all()

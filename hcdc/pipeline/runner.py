@@ -43,7 +43,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hcdc.reports import reduction_file, reports_folder
+from hcdc.reports import product_folder, reduction_file, reports_folder
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
 STEP_ORDER = ("preprocess", "postprocess")
@@ -370,7 +370,7 @@ def _delete_stale(catalog, observation_id: int, step: str, campaign_id: int, dat
             )
         ).all()
         for reduction in stale:
-            folder = data_dir / "products" / f"obs{observation_id:06d}" / f"{step}-r{reduction.id}"
+            folder = product_folder(data_dir, observation_id, step, reduction.id)
             shutil.rmtree(folder, ignore_errors=True)
             session.delete(reduction)
 

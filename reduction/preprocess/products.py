@@ -6,21 +6,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from astropy.io import fits
 
+from ..fitsio_products import write_image
 from .model import CalibratedObservation
-
-
-def provenance_cards(header: fits.Header, provenance: Mapping[str, Any]) -> None:
-    """Mirror the provenance compactly in a FITS header (HIERARCH HCDC ...)."""
-    for key, value in provenance.items():
-        if value is None:
-            continue
-        card = f"HIERARCH HCDC {key.upper()}"
-        text = value if isinstance(value, (int, float, bool)) else str(value)
-        if isinstance(text, str) and len(text) > 40:
-            text = text[:40]  # hashes: a 40-hex prefix; the full values are in the catalog
-        header[card] = text
 
 
 def write_products(
@@ -39,35 +27,31 @@ def write_products(
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = dict(provenance or {})
     paths: dict[str, Path] = {}
-    header = fits.Header()
-    header["BUNIT"] = ("ADU", "calibrated counts per DIT")
-    header["HIERARCH HCDC AXES"] = "(lambda, t, y, x)"
-    header["HIERARCH HCDC PIXSCALE"] = (result.pixel_scale_arcsec, "[arcsec/px]")
+    cards: dict[str, tuple[Any, str]] = {
+        "BUNIT": ("ADU", "calibrated counts per DIT"),
+        "HIERARCH HCDC AXES": ("(lambda, t, y, x)", ""),
+        "HIERARCH HCDC PIXSCALE": (result.pixel_scale_arcsec, "[arcsec/px]"),
+    }
     for k, wl in enumerate(result.wavelengths_um):
-        header[f"HIERARCH HCDC WAVE{k + 1}"] = (wl, "[um]")
+        cards[f"HIERARCH HCDC WAVE{k + 1}"] = (wl, "[um]")
         if result.star_flux is not None:
-            header[f"HIERARCH HCDC STARFLUX{k + 1}"] = (result.star_flux[k], "[ADU/frame] 1-FWHM ap.")
+            cards[f"HIERARCH HCDC STARFLUX{k + 1}"] = (result.star_flux[k], "[ADU/frame] 1-FWHM ap.")
         if result.fwhm_px is not None:
-            header[f"HIERARCH HCDC FWHM{k + 1}"] = (result.fwhm_px[k], "[px]")
+            cards[f"HIERARCH HCDC FWHM{k + 1}"] = (result.fwhm_px[k], "[px]")
         if result.centres_detector_xy is not None:
-            header[f"HIERARCH HCDC CENX{k + 1}"] = (result.centres_detector_xy[k][0], "det. x 0-based")
-            header[f"HIERARCH HCDC CENY{k + 1}"] = (result.centres_detector_xy[k][1], "det. y 0-based")
-    header["HIERARCH HCDC NREJECT"] = result.n_rejected
-    provenance_cards(header, provenance)
-    paths["cube"] = out_dir / "cube.fits"
-    fits.PrimaryHDU(result.cube.astype(np.float32), header=header).writeto(paths["cube"], overwrite=True)
-    angles_header = fits.Header()
-    angles_header["BUNIT"] = ("deg", "derotation angles, vip-hci convention")
-    provenance_cards(angles_header, provenance)
-    paths["angles"] = out_dir / "angles.fits"
-    fits.PrimaryHDU(result.derotation_deg.astype(np.float64), header=angles_header).writeto(
-        paths["angles"], overwrite=True
+            cards[f"HIERARCH HCDC CENX{k + 1}"] = (result.centres_detector_xy[k][0], "det. x 0-based")
+            cards[f"HIERARCH HCDC CENY{k + 1}"] = (result.centres_detector_xy[k][1], "det. y 0-based")
+    cards["HIERARCH HCDC NREJECT"] = (result.n_rejected, "frames rejected")
+    paths["cube"] = write_image(out_dir / "cube.fits", result.cube, provenance, cards, dtype=np.float32)
+    paths["angles"] = write_image(
+        out_dir / "angles.fits",
+        result.derotation_deg,
+        provenance,
+        {"BUNIT": ("deg", "derotation angles, vip-hci convention")},
     )
     if result.psf is not None:
-        psf_header = header.copy()
-        psf_header["BUNIT"] = ("", "flux in 1-FWHM-diameter aperture = 1")
-        paths["psf"] = out_dir / "psf.fits"
-        fits.PrimaryHDU(result.psf, header=psf_header).writeto(paths["psf"], overwrite=True)
+        cards["BUNIT"] = ("", "flux in 1-FWHM-diameter aperture = 1")
+        paths["psf"] = write_image(out_dir / "psf.fits", result.psf, provenance, cards, dtype=result.psf.dtype)
     table = Table(
         rows=[
             (f.file, f.index, f.time_utc, f.parang_deg, f.derotation_deg, f.halo_flux, f.accepted, f.reason or "")
