@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from reduction.fitsio_products import write_image
 from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
+from reduction.postproc.tables import catalog_detections, catalog_limit
 from reduction.postproc.tables import contrast_table as _contrast_table
 from reduction.postproc.tables import detections_table as _detections_table
 from reduction.rawio import sha256_file
@@ -178,7 +179,7 @@ def postprocess_catalog_observation(
             curve.write(paths[f"contrast_curve{suffix}"], format="ascii.ecsv", overwrite=True)
             science_seconds += time.perf_counter() - t0
             fwhm = float(result.psf.fwhm)
-            for row in table:
+            for row, fields in zip(table, catalog_detections(table, wavelength)):
                 arc_fwhm = float(row["sep_px"]) * rotation_rad / fwhm
                 status = "candidate" if arc_fwhm >= MIN_ARC_FWHM else "low-rotation"
                 detections.append(
@@ -187,38 +188,22 @@ def postprocess_catalog_observation(
                         reduction_id=reduction_id,
                         observation_id=observation_id,
                         target_id=target_id,
-                        wavelength_um=wavelength,
-                        x_px=float(row["x"]),
-                        y_px=float(row["y"]),
-                        sep_arcsec=float(row["sep_arcsec"]),
-                        sep_err_arcsec=_finite(row["sep_arcsec_err"]),
-                        pa_deg=float(row["pa_deg"]),
-                        pa_err_deg=_finite(row["pa_deg_err"]),
-                        snr=float(row["snr"]),
-                        fpf=_finite(row["fpf"]),
-                        flux=_finite(row["flux_fwhm_aperture"]),
-                        flux_err=_finite(row["flux_fwhm_aperture_err"]),
-                        contrast=_finite(row["contrast"]),
-                        contrast_err=_finite(row["contrast_err"]),
                         release_date=release,
+                        **fields,
                     )
                 )
+            limit_fields = catalog_limit(
+                curve, result.contrast.sigma, params.subtraction.algorithm, wavelength, star_flux
+            )
             limit = DetectionLimit(
                 reduction_id=reduction_id,
                 observation_id=observation_id,
-                sigma=float(result.contrast.sigma),
-                algorithm=params.subtraction.algorithm,
-                wavelength_um=wavelength,
+                sigma=limit_fields["sigma"],
+                algorithm=limit_fields["algorithm"],
+                wavelength_um=limit_fields["wavelength_um"],
                 release_date=release,
             )
-            contrasts = curve["contrast_5sigma"] if star_flux else curve["flux_5sigma"]
-            for sep, value, throughput in zip(curve["sep_arcsec"], contrasts, curve["throughput"]):
-                if np.isfinite(sep) and np.isfinite(value):
-                    limit.points.append(
-                        DetectionLimitPoint(
-                            sep_arcsec=float(sep), contrast=float(value), throughput=_finite(throughput)
-                        )
-                    )
+            limit.points.extend(DetectionLimitPoint(**point) for point in limit_fields["points"])
             limits.append(limit)
         if len(cubes) > 1:
             _vet_across_bands(detections, pixel_scale)
@@ -272,11 +257,3 @@ def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:
                 break
         if not confirmed:
             d.status = "single-band"
-
-
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None

@@ -394,28 +394,22 @@ class CatalogAccess:
 
     @staticmethod
     def _new_detection(d: dict[str, Any], reduction: Reduction, observation: Observation, release) -> Detection:
+        from reduction.postproc.tables import DETECTION_FIELDS
+
         try:
-            return Detection(
-                reduction_id=reduction.id,
-                observation_id=observation.id,
-                target_id=observation.target_id,
-                wavelength_um=_number(d.get("wavelength_um")),
-                x_px=float(d["x_px"]),
-                y_px=float(d["y_px"]),
-                sep_arcsec=float(d["sep_arcsec"]),
-                sep_err_arcsec=_number(d.get("sep_err_arcsec")),
-                pa_deg=float(d["pa_deg"]),
-                pa_err_deg=_number(d.get("pa_err_deg")),
-                snr=float(d["snr"]),
-                fpf=_number(d.get("fpf")),
-                flux=_number(d.get("flux")),
-                flux_err=_number(d.get("flux_err")),
-                contrast=_number(d.get("contrast")),
-                contrast_err=_number(d.get("contrast_err")),
-                release_date=release,
-            )
+            fields = {}
+            for name, _unit, _description, required in DETECTION_FIELDS:
+                fields[name] = float(d[name]) if required else _number(d.get(name))
         except (KeyError, TypeError, ValueError):
-            raise ServiceError("each detection needs numbers x_px, y_px, sep_arcsec, pa_deg, snr") from None
+            required = ", ".join(name for name, *_rest, needed in DETECTION_FIELDS if needed)
+            raise ServiceError(f"each detection needs numbers {required}") from None
+        return Detection(
+            reduction_id=reduction.id,
+            observation_id=observation.id,
+            target_id=observation.target_id,
+            release_date=release,
+            **fields,
+        )
 
     @staticmethod
     def _new_limit(x: dict[str, Any], reduction: Reduction, observation_id: int, release) -> DetectionLimit:

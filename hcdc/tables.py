@@ -183,21 +183,33 @@ def write_table(table: Table, fmt: str, stream: IO | None = None) -> None:
     stream.flush()
 
 
+def detection_columns(*names: str) -> tuple[tuple[str, str | None, str], ...]:
+    """(name, unit, description) of detection fields, from their one schema (``DETECTION_FIELDS``)."""
+    from reduction.postproc.tables import DETECTION_FIELDS
+
+    schema = {name: (unit, description) for name, unit, description, _required in DETECTION_FIELDS}
+    return tuple((name, *schema[name]) for name in names)
+
+
+#: the measured quantities of a detection, in the order the tables show them
+DETECTION_MEASUREMENTS = (
+    "sep_arcsec",
+    "sep_err_arcsec",
+    "pa_deg",
+    "pa_err_deg",
+    "contrast",
+    "contrast_err",
+    "snr",
+    "fpf",
+)
+
 DETECTION_COLUMNS = (
     ("observation", None, "Observation id"),
     ("observation_key", None, "Observation key"),
     ("target", None, "Target name"),
     ("instrument", None, "Instrument"),
     ("night", None, "Observing night"),
-    ("wavelength_um", "um", "Wavelength of the reduced image"),
-    ("sep_arcsec", "arcsec", "Separation"),
-    ("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, speckle + fit)"),
-    ("pa_deg", "deg", "Position angle east of north"),
-    ("pa_err_deg", "deg", "Position angle uncertainty (1 sigma)"),
-    ("contrast", None, "Flux ratio to the star (1-FWHM apertures)"),
-    ("contrast_err", None, "Contrast uncertainty (1 sigma)"),
-    ("snr", None, "S/N (Mawet et al. 2014)"),
-    ("fpf", None, "False-positive fraction"),
+    *detection_columns("wavelength_um", *DETECTION_MEASUREMENTS),
     ("status", None, "candidate / confirmed / background / rejected"),
     ("campaign", None, "Campaign (name vN)"),
     ("reduction", None, "Reduction id (provenance: hcdc provenance REDUCTION)"),

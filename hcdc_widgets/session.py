@@ -182,6 +182,7 @@ class InteractiveReduction:
 
         The provenance (owner, time, code version, host) is the catalog service's own record.
         """
+        from reduction.postproc.tables import catalog_detections, catalog_limit
         from reduction.postproc.tables import contrast_table as _contrast_table
         from reduction.postproc.tables import detections_table as _detections_table
 
@@ -195,35 +196,10 @@ class InteractiveReduction:
             result = dataclasses.replace(result, characterised=items)
         table = _detections_table(result, result.pixel_scale, result.star_flux)
         curve = _contrast_table(result.contrast)
-        detections = [
-            {
-                "x_px": float(r["x"]),
-                "y_px": float(r["y"]),
-                "sep_arcsec": float(r["sep_arcsec"]),
-                "sep_err_arcsec": _finite(r["sep_arcsec_err"]),
-                "pa_deg": float(r["pa_deg"]),
-                "pa_err_deg": _finite(r["pa_deg_err"]),
-                "snr": float(r["snr"]),
-                "fpf": _finite(r["fpf"]),
-                "flux": _finite(r["flux_fwhm_aperture"]),
-                "flux_err": _finite(r["flux_fwhm_aperture_err"]),
-                "contrast": _finite(r["contrast"]),
-                "contrast_err": _finite(r["contrast_err"]),
-                "wavelength_um": outcome.wavelength_um,
-            }
-            for r in table
-        ]
-        values = curve["contrast_5sigma"] if result.star_flux else curve["flux_5sigma"]
-        limit = {
-            "sigma": float(result.contrast.sigma),
-            "algorithm": outcome.params.subtraction.algorithm,
-            "wavelength_um": outcome.wavelength_um,
-            "points": [
-                {"sep_arcsec": _finite(s), "contrast": _finite(v), "throughput": _finite(t)}
-                for s, v, t in zip(curve["sep_arcsec"], values, curve["throughput"])
-                if _finite(s) is not None and _finite(v) is not None
-            ],
-        }
+        detections = catalog_detections(table, outcome.wavelength_um)
+        limit = catalog_limit(
+            curve, result.contrast.sigma, outcome.params.subtraction.algorithm, outcome.wavelength_um, result.star_flux
+        )
         return {
             "parameters": outcome.params.to_dict(),
             "inputs": self.inputs.inputs,
@@ -288,14 +264,6 @@ class InteractiveReduction:
 
     def _result(self):
         return self._outcome().result
-
-
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None
 
 
 def _image(array) -> dict[str, Any]:

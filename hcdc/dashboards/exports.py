@@ -17,7 +17,7 @@ import pandas as pd
 from astropy.table import Table
 from sqlalchemy.orm import Session
 
-from hcdc.tables import FORMATS, build_table, observations_table, write_table
+from hcdc.tables import DETECTION_MEASUREMENTS, FORMATS, build_table, detection_columns, observations_table, write_table
 
 MIME = {"csv": "text/csv", "ecsv": "text/plain", "votable": "application/x-votable+xml"}
 SUFFIX = {"csv": "csv", "ecsv": "ecsv", "votable": "vot.xml"}
@@ -47,14 +47,7 @@ DETECTION_COLUMNS = (
     ("instrument", None, "Instrument"),
     ("filter", None, "Filter"),
     ("step", None, "Post-processing step that found it"),
-    ("sep_arcsec", "arcsec", "Separation from the star"),
-    ("sep_err_arcsec", "arcsec", "Separation uncertainty"),
-    ("pa_deg", "deg", "Position angle, east of north"),
-    ("pa_err_deg", "deg", "Position angle uncertainty"),
-    ("snr", None, "Signal-to-noise ratio"),
-    ("fpf", None, "False-positive fraction"),
-    ("contrast", None, "Contrast (flux ratio to the star)"),
-    ("contrast_err", None, "Contrast uncertainty"),
+    *detection_columns(*DETECTION_MEASUREMENTS),
     ("status", None, "candidate / confirmed / background / rejected"),
     ("release_date", None, "End of the proprietary period"),
 )

@@ -189,3 +189,78 @@ def contrast_table(curve):
         }
     )
     return table
+
+
+# --- the catalog's detection and limit rows: one schema, one mapping -----------------------------
+
+#: A detection as the catalog holds it: (field, unit, description, required). The pipeline, the
+#: widgets' save, the catalog service, the command line's tables and the exports all use these.
+DETECTION_FIELDS = (
+    ("x_px", "pix", "0-based column in the final (derotated) image", True),
+    ("y_px", "pix", "0-based row in the final image", True),
+    ("sep_arcsec", "arcsec", "Separation from the star", True),
+    ("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, speckle + fit)", False),
+    ("pa_deg", "deg", "Position angle east of north", True),
+    ("pa_err_deg", "deg", "Position angle uncertainty (1 sigma, speckle + fit)", False),
+    ("snr", None, "S/N (Mawet et al. 2014 small-sample statistics)", True),
+    ("fpf", None, "False-positive fraction", False),
+    ("flux", None, "Companion flux in a 1-FWHM aperture (cube units)", False),
+    ("flux_err", None, "Flux uncertainty (1 sigma)", False),
+    ("contrast", None, "Flux ratio to the star (1-FWHM apertures)", False),
+    ("contrast_err", None, "Contrast uncertainty (1 sigma)", False),
+    ("wavelength_um", "um", "Wavelength of the reduced image", False),
+)
+
+#: which column of :func:`detections_table` each catalog field comes from
+_FROM_TABLE = {
+    "x_px": "x",
+    "y_px": "y",
+    "sep_arcsec": "sep_arcsec",
+    "sep_err_arcsec": "sep_arcsec_err",
+    "pa_deg": "pa_deg",
+    "pa_err_deg": "pa_deg_err",
+    "snr": "snr",
+    "fpf": "fpf",
+    "flux": "flux_fwhm_aperture",
+    "flux_err": "flux_fwhm_aperture_err",
+    "contrast": "contrast",
+    "contrast_err": "contrast_err",
+}
+
+
+def finite(value) -> float | None:
+    """``value`` as a float, None when it is missing or not finite (the catalog stores no NaN)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def catalog_detections(table, wavelength_um: float | None) -> list[dict]:
+    """The catalog fields (:data:`DETECTION_FIELDS`) of every row of :func:`detections_table`."""
+    rows = []
+    for row in table:
+        values = {field: finite(row[column]) for field, column in _FROM_TABLE.items()}
+        values["wavelength_um"] = finite(wavelength_um)
+        rows.append(values)
+    return rows
+
+
+def catalog_limit(curve, sigma: float, algorithm: str, wavelength_um: float | None, star_flux: float | None) -> dict:
+    """A detection limit as the catalog holds it, from :func:`contrast_table`'s ``curve``.
+
+    Contrasts when the star's flux is known, else fluxes (cube units); points without a finite
+    separation or value are left out.
+    """
+    values = curve["contrast_5sigma"] if star_flux else curve["flux_5sigma"]
+    return {
+        "sigma": float(sigma),
+        "algorithm": algorithm,
+        "wavelength_um": finite(wavelength_um),
+        "points": [
+            {"sep_arcsec": finite(s), "contrast": finite(v), "throughput": finite(t)}
+            for s, v, t in zip(curve["sep_arcsec"], values, curve["throughput"])
+            if finite(s) is not None and finite(v) is not None
+        ],
+    }
