@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from .catalog.models import (
     Product,
     Reduction,
 )
+from .outcome import StepOutcome
 from .processing import _finish, code_version, git_commit, start_reduction
 from .reports import product_folder
 
@@ -54,16 +54,6 @@ SOURCE_STEPS = ("preprocess", "external-registration")
 
 class NoInputError(LookupError):
     """The observation has no calibrated cube to post-process yet."""
-
-
-@dataclass(frozen=True)
-class PostprocessOutcome:
-    observation_id: int
-    reduction_id: int
-    status: str
-    error: str | None
-    n_detections: int
-    products: dict[str, str]
 
 
 def source_reduction(session, observation_id: int, source_reduction_id: int | None = None) -> Reduction:
@@ -101,7 +91,7 @@ def postprocess_catalog_observation(
     source_reduction_id: int | None = None,
     campaign_id: int | None = None,
     reduction_id: int | None = None,
-) -> PostprocessOutcome:
+) -> StepOutcome:
     """Post-process one observation (every wavelength) and record detections and limits."""
     if reduction_id is None:
         reduction_id = start_reduction(
@@ -228,8 +218,14 @@ def postprocess_catalog_observation(
     except Exception as exc:  # recorded, never raised
         status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
     _finish(catalog, reduction_id, status, error, science_seconds if status == "done" else None)
-    return PostprocessOutcome(
-        observation_id, reduction_id, status, error, n_detections, {k: str(v) for k, v in paths.items()}
+    return StepOutcome(
+        observation_id=observation_id,
+        step=STEP,
+        status=status,
+        reduction_id=reduction_id,
+        error=error,
+        products={k: str(v) for k, v in paths.items()},
+        n_detections=n_detections,
     )
 
 

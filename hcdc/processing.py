@@ -18,7 +18,6 @@ import subprocess
 import time
 import traceback
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
 from .catalog.models import Calibration, Observation, ObservationCalibration, Product, RawFile, Reduction
+from .outcome import StepOutcome
 from .reports import product_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,18 +114,6 @@ def observation_files(session, observation: Observation) -> ObservationFiles:
     )
 
 
-@dataclass(frozen=True)
-class PreprocessOutcome:
-    observation_id: int
-    reduction_id: int
-    status: str  #: done / failed
-    problems: tuple[str, ...]
-    error: str | None
-    products: dict[str, str]
-    n_frames: int
-    n_rejected: int
-
-
 def _fingerprint(hashes) -> str:
     return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
 
@@ -191,7 +179,7 @@ def preprocess_catalog_observation(
     params: PreprocessParameters = PreprocessParameters(),
     campaign_id: int | None = None,
     reduction_id: int | None = None,
-) -> PreprocessOutcome:
+) -> StepOutcome:
     """Pre-process one catalog observation and record everything (see module docstring).
 
     ``reduction_id`` names a row created beforehand (by the pipeline runner, with
@@ -275,8 +263,9 @@ def preprocess_catalog_observation(
         error if error else ("; ".join(problems) or None),
         science_seconds if status == "done" else None,
     )
-    return PreprocessOutcome(
+    return StepOutcome(
         observation_id=observation_id,
+        step="preprocess",
         reduction_id=reduction_id,
         status=status,
         problems=problems,

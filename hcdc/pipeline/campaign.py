@@ -217,12 +217,12 @@ def reprocess(
     report = CampaignReport(
         campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
     )
-    from .runner import StepResult
+    from .runner import StepOutcome
 
     for i in ids:  # what cannot be processed is said, not silently dropped
         if not plans[i][0]:
             result = ChainResult(i)
-            result.steps.append(StepResult(i, ",".join(steps), "skipped", None, plans[i][1]))
+            result.steps.append(StepOutcome(i, ",".join(steps), "skipped", None, plans[i][1]))
             report.results.append(result)
     partly = {
         i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1]) for i in ids if plans[i][0] and plans[i][1]
@@ -236,7 +236,7 @@ def reprocess(
         for result in _execute(tasks, executor, settings, cluster):
             if result.observation_id in partly:
                 left, reason = partly[result.observation_id]
-                result.steps.append(StepResult(result.observation_id, ",".join(left), "skipped", None, reason))
+                result.steps.append(StepOutcome(result.observation_id, ",".join(left), "skipped", None, reason))
             report.results.append(result)
             counts = report.counts
             bar.set_postfix(
@@ -333,10 +333,10 @@ def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster:
                 except Exception as exc:  # a worker died: the observation is failed, the campaign goes on
                     task = tasks[futures.index(future)]
                     result = ChainResult(task.observation_id)
-                    from .runner import StepResult
+                    from .runner import StepOutcome
 
                     result.steps.append(
-                        StepResult(
+                        StepOutcome(
                             task.observation_id, "?", "failed", None, f"worker lost: {type(exc).__name__}: {exc}"
                         )
                     )

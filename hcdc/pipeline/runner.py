@@ -43,6 +43,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hcdc.outcome import StepOutcome
 from hcdc.reports import product_folder, reduction_file, reports_folder
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
@@ -220,22 +221,9 @@ class ChainTask:
 
 
 @dataclass
-class StepResult:
-    observation_id: int
-    step: str
-    status: str  #: done / failed / up-to-date / skipped
-    reduction_id: int | None
-    error: str | None = None
-    seconds: float = 0.0
-    compute_seconds: float | None = None  #: the reduction row's start to finish (inside the notebook)
-    science_seconds: float | None = None  #: the science alone: compute + write products (step's own measure)
-    attempts: int = 0
-
-
-@dataclass
 class ChainResult:
     observation_id: int
-    steps: list[StepResult] = field(default_factory=list)
+    steps: list[StepOutcome] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -400,12 +388,12 @@ def run_chain(task: ChainTask) -> ChainResult:
             if outcome.status == "failed":
                 for later in task.steps[task.steps.index(step) + 1 :]:
                     result.steps.append(
-                        StepResult(task.observation_id, later, "skipped", None, f"not run: {step} failed")
+                        StepOutcome(task.observation_id, later, "skipped", None, f"not run: {step} failed")
                     )
                 break
     except Exception as exc:  # infrastructure failure: still a result, never a crash of the campaign
         result.steps.append(
-            StepResult(
+            StepOutcome(
                 task.observation_id,
                 "?",
                 "failed",
@@ -418,7 +406,7 @@ def run_chain(task: ChainTask) -> ChainResult:
     return result
 
 
-def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
+def _run_step(catalog, task: ChainTask, step: str) -> StepOutcome:
     from hcdc.catalog.models import Reduction
     from hcdc.pipeline.steps import parse_parameters, step_specs
     from hcdc.processing import start_reduction
@@ -430,7 +418,7 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
     with catalog.session() as session:
         signature = step_signature(session, step, spec.version, params.fingerprint(), task.observation_id)
         if signature is None:
-            return StepResult(
+            return StepOutcome(
                 task.observation_id, step, "failed", None, f"no input for {step}: the previous step has no done result"
             )
         # up to date = the same signature for this observation: two observations may have byte-identical
@@ -447,7 +435,7 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         )
     if done is not None and not task.force:
         _join_campaign(catalog, task.campaign_id, done)
-        return StepResult(task.observation_id, step, "up-to-date", done)
+        return StepOutcome(task.observation_id, step, "up-to-date", done)
 
     reports_folder(data_dir, task.campaign_id, task.observation_id).mkdir(parents=True, exist_ok=True)
     work = data_dir / "work" / "notebooks"
@@ -516,24 +504,24 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepResult:
         )
         if status == "done":
             _join_campaign(catalog, task.campaign_id, reduction_id)
-            return StepResult(
+            return StepOutcome(
                 task.observation_id,
                 step,
                 "done",
                 reduction_id,
                 None,
-                time.perf_counter() - started,
+                seconds=time.perf_counter() - started,
                 compute_seconds=compute,
                 science_seconds=science,
                 attempts=attempt,
             )
         error = row_error or error
-    return StepResult(
+    return StepOutcome(
         task.observation_id,
         step,
         "failed",
         reduction_id,
         error,
-        time.perf_counter() - started,
+        seconds=time.perf_counter() - started,
         attempts=task.retries + 1,
     )

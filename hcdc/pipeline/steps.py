@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from hcdc.outcome import StepOutcome
 from reduction.steps import Step, StepParameters
 
 
@@ -88,53 +89,6 @@ def parse_parameters(spec: StepSpec, parameters: str | dict | StepParameters | N
     return spec.parameters.from_dict(values)
 
 
-@dataclass
-class StepOutcome:
-    """What a step did to one observation (shown by the notebook)."""
-
-    step: str
-    observation_id: int
-    reduction_id: int
-    status: str
-    error: str | None
-    products: dict[str, str]
-    details: Any = None
-
-    def _repr_markdown_(self) -> str:
-        lines = [
-            f"**{self.step}** of observation {self.observation_id}: **{self.status}** (reduction {self.reduction_id})"
-        ]
-        if self.error:
-            lines.append(f"\n```\n{self.error}\n```")
-        for kind, path in sorted(self.products.items()):
-            lines.append(f"- `{kind}`: `{path}`")
-        return "\n".join(lines)
-
-    def figure(self):
-        """The figures a person checks for this step, as a PNG image (in the notebook and its HTML report).
-
-        Rendered here and the matplotlib figure closed: the figure functions use the Agg
-        backend (they also run outside kernels), whose figures a notebook would show as
-        text only, and a warm kernel must not accumulate open figures.
-        """
-        import io
-
-        import matplotlib.pyplot as plt
-        from IPython.display import Image
-
-        from hcdc.pipeline import figures
-
-        if self.step == "preprocess":
-            return Image(data=figures.preprocess_image(self.products), format="png")
-        fig = figures.postprocess_figure(self.products)
-        buffer = io.BytesIO()
-        try:
-            fig.savefig(buffer, format="png", dpi=figures.DPI, pil_kwargs={"compress_level": 1})
-        finally:
-            plt.close(fig)
-        return Image(data=buffer.getvalue(), format="png")
-
-
 def run_step(
     step: str,
     observation_id: int,
@@ -157,16 +111,7 @@ def run_step(
     settings = get_settings()
     catalog = catalog or Catalog(settings.resolved_catalog_url)
     data_dir = Path(data_dir or settings.data_dir)
-    result = spec.runner(catalog, int(observation_id), data_dir, params, reduction_id, campaign_id)
-    outcome = StepOutcome(
-        step=step,
-        observation_id=int(observation_id),
-        reduction_id=result.reduction_id,
-        status=result.status,
-        error=result.error,
-        products=dict(result.products),
-        details=result,
-    )
-    if result.status != "done":
-        raise StepFailed(f"{step} of observation {observation_id} failed: {result.error}")
+    outcome = spec.runner(catalog, int(observation_id), data_dir, params, reduction_id, campaign_id)
+    if outcome.status != "done":
+        raise StepFailed(f"{step} of observation {observation_id} failed: {outcome.error}")
     return outcome
