@@ -427,3 +427,79 @@ def test_identical_inputs_of_two_observations_get_a_reduction_each(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "up to date 2" in again.stderr, again.stderr  # nothing re-run
     assert "0 of 2 observation(s) changed" in again.stdout, again.stdout
+
+
+def test_campaigns_start_with_the_longest_observations(tmp_path):
+    """Longest-processing-time first: last time's durations order the tasks (ties and unknowns in the middle)."""
+    from datetime import date, datetime, timedelta
+
+    from hcdc.ingest import ensure_instruments
+    from hcdc.pipeline.campaign import expected_seconds, longest_first
+    from hcdc.pipeline.runner import ChainTask
+
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    start = datetime(2026, 6, 1, 23, 0)
+    durations = {
+        1: {"preprocess": 5, "postprocess": 20},
+        2: {"preprocess": 4, "postprocess": 70},
+        3: {},
+        4: {"postprocess": 2},
+    }
+    with catalog.session() as session:
+        ensure_instruments(session)
+        ids = {}
+        for n in durations:
+            observation = Observation(
+                key=f"obs{n}",
+                instrument="SPHERE-IRDIS",
+                night=date(2026, 6, 1),
+                status="complete",
+                release_date=date(2027, 6, 1),
+            )
+            session.add(observation)
+            session.flush()
+            ids[n] = observation.id
+        for n, steps in durations.items():
+            for step, seconds in steps.items():
+                for old, factor in ((True, 10), (False, 1)):  # an older, slower run: the newest counts
+                    session.add(
+                        Reduction(
+                            observation_id=ids[n],
+                            step=step,
+                            step_version="1",
+                            inputs=[],
+                            status="done",
+                            started_at=start,
+                            finished_at=start + timedelta(seconds=seconds * factor),
+                        )
+                    )
+        session.add(
+            Reduction(
+                observation_id=ids[3],
+                step="postprocess",
+                step_version="1",
+                inputs=[],
+                status="failed",
+                started_at=start,
+                finished_at=start + timedelta(seconds=999),
+            )
+        )
+    with catalog.session() as session:
+        costs = expected_seconds(session, list(ids.values()), ("preprocess", "postprocess"))
+    catalog.dispose()
+    assert costs == {ids[1]: 25.0, ids[2]: 74.0, ids[4]: 2.0}  # failed runs and unknowns have no cost
+    tasks = [
+        ChainTask(
+            observation_id=ids[n],
+            campaign_id=1,
+            steps=("postprocess",),
+            parameters={},
+            catalog_url="",
+            data_dir="",
+            retries=0,
+        )
+        for n in (1, 2, 3, 4)
+    ]
+    order = [t.observation_id for t in longest_first(tasks, costs)]
+    assert order == [ids[2], ids[1], ids[3], ids[4]]  # obs 3, never done, takes the median's place
+    assert [t.observation_id for t in longest_first(tasks, {})] == [t.observation_id for t in tasks]

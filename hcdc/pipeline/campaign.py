@@ -214,6 +214,8 @@ def reprocess(
         for i in ids
         if plans[i][0]
     ]
+    with catalog.session() as session:  # the longest first: a long observation left to the end makes the tail
+        tasks = longest_first(tasks, expected_seconds(session, [t.observation_id for t in tasks], steps))
     report = CampaignReport(
         campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
     )
@@ -262,6 +264,40 @@ def reprocess(
         campaign_row.status = "failed" if report.failures else "done"
         campaign_row.finished_at = datetime.now(timezone.utc)
     return report
+
+
+def expected_seconds(session, observation_ids: list[int], steps: Iterable[str]) -> dict[int, float]:
+    """Seconds each observation's steps took last time they were done (observations never done: absent)."""
+    steps = tuple(steps)
+    rows = session.execute(
+        select(Reduction.observation_id, Reduction.step, Reduction.started_at, Reduction.finished_at)
+        .where(
+            Reduction.observation_id.in_(observation_ids),
+            Reduction.step.in_(steps),
+            Reduction.status == "done",
+            Reduction.started_at.isnot(None),
+            Reduction.finished_at.isnot(None),
+        )
+        .order_by(Reduction.id)
+    ).all()
+    latest: dict[tuple[int, str], float] = {}
+    for observation_id, step, started, finished in rows:  # the newest of each (observation, step) wins
+        latest[(observation_id, step)] = max((finished - started).total_seconds(), 0.0)
+    costs: dict[int, float] = {}
+    for (observation_id, _step), seconds in latest.items():
+        costs[observation_id] = costs.get(observation_id, 0.0) + seconds
+    return costs
+
+
+def longest_first(tasks: list[ChainTask], costs: dict[int, float]) -> list[ChainTask]:
+    """Tasks by expected duration, longest first (longest-processing-time scheduling on the workers).
+
+    An observation with no history is expected to take the median of the others (its place is
+    then in the middle); with no history at all the order is kept.
+    """
+    known = sorted(costs[t.observation_id] for t in tasks if t.observation_id in costs)
+    guess = known[len(known) // 2] if known else 0.0
+    return sorted(tasks, key=lambda t: -costs.get(t.observation_id, guess))
 
 
 def _label(session, observation_id: int) -> str:
@@ -323,9 +359,13 @@ def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster:
         with Client(cluster) as client:
             futures = [
                 client.submit(
-                    run_chain, task, key=f"obs{task.observation_id}-{task.campaign_id}-{time.time_ns()}", pure=False
+                    run_chain,
+                    task,
+                    key=f"obs{task.observation_id}-{task.campaign_id}-{time.time_ns()}",
+                    pure=False,
+                    priority=len(tasks) - index,  # in the planned order (longest first)
                 )
-                for task in tasks
+                for index, task in enumerate(tasks)
             ]
             for future in as_completed(futures):
                 try:
