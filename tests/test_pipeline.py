@@ -205,7 +205,8 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
     from reduction.postproc.pipeline import PostprocessStep
 
     monkeypatch.setattr(PostprocessStep, "version", PostprocessStep.version + ".1")
-    bumped = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched)
+    one = first.results[0].observation_id  # one observation is enough to show it (and keeps the test short)
+    bumped = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched, query=f"id={one}")
     assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {
         ("preprocess", "up-to-date"),
         ("postprocess", "done"),
@@ -224,7 +225,7 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
             .select_from(CampaignReduction)
             .where(CampaignReduction.campaign_id == first.campaign_id)
         )
-        assert members >= 4 * n  # the campaign keeps its history of reductions
+        assert members >= 3 * n + 1  # the campaign keeps its history of reductions
     # a broken observation (its science files damaged on disk after ingest) fails alone, with its reason
     truth = json.loads((archive / "truth.json").read_text())
     victim = truth["observations"][0]
