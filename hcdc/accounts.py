@@ -23,6 +23,7 @@ import os
 import pwd
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 #: default name of the platform's OS account
@@ -140,10 +141,29 @@ def unreachable_by(path: Path, who: pwd.struct_passwd) -> list[Path]:
 
 def become(who: pwd.struct_passwd) -> None:
     """Switch this process to ``who`` for good (root only): groups, gid, uid, HOME and USER."""
-    os.setgroups(os.getgrouplist(who.pw_name, who.pw_gid))
+    _switch(who, os.getgrouplist(who.pw_name, who.pw_gid))
+    os.environ.update({"HOME": who.pw_dir, "USER": who.pw_name, "LOGNAME": who.pw_name})
+
+
+def _switch(who: pwd.struct_passwd, groups: list[int]) -> None:
+    os.setgroups(groups)
     os.setgid(who.pw_gid)
     os.setuid(who.pw_uid)
-    os.environ.update({"HOME": who.pw_dir, "USER": who.pw_name, "LOGNAME": who.pw_name})
+
+
+def run_as(who: pwd.struct_passwd, umask: int | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes a child process ``who`` (root only), with ``umask``.
+
+    The group list is looked up here, before the fork: the child only makes system calls.
+    """
+    groups = os.getgrouplist(who.pw_name, who.pw_gid)
+
+    def child() -> None:
+        _switch(who, groups)
+        if umask is not None:
+            os.umask(umask)
+
+    return child
 
 
 def act_as_data_dir_owner(data_dir: Path, service_user: str = SERVICE_USER) -> str | None:

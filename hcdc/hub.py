@@ -850,8 +850,10 @@ def _database_problems(config: HubConfig, changes: list[str]) -> list[str]:
     from sqlalchemy.engine import make_url
 
     url, _ = service_settings(config)
-    if make_url(url).get_backend_name() != "postgresql":
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
         return []
+    server = f"{parsed.host}:{parsed.port or 5432}"
     import pwd
 
     from hcdc.pgcluster import passwordless_probe
@@ -869,10 +871,7 @@ def _database_problems(config: HubConfig, changes: list[str]) -> list[str]:
     except Exception as exc:  # the probe itself failed: say so, do not pass silently
         return [f"cannot check the catalog's PostgreSQL for password-less access: {type(exc).__name__}: {exc}"]
     for line in seen:
-        changes.append(
-            f"checked: PostgreSQL {make_url(url).host}:{make_url(url).port or 5432} as OS account "
-            f"{who}, no password: {line}"
-        )
+        changes.append(f"checked: PostgreSQL {server} as OS account {who}, no password: {line}")
     open_roles = [line.split(" as ", 1)[1].split(":")[0] for line in seen if line.startswith("CONNECTED")]
     if open_roles or any(line.startswith("probe failed") for line in seen):
         what = (
@@ -881,7 +880,7 @@ def _database_problems(config: HubConfig, changes: list[str]) -> list[str]:
             else "could not be checked"
         )
         return [
-            f"the catalog's PostgreSQL ({make_url(url).host}:{make_url(url).port or 5432}) {what}: any PI's "
+            f"the catalog's PostgreSQL ({server}) {what}: any PI's "
             f"kernel could read every proprietary row, row-level security or not. Use a server that asks "
             f"passwords (scram-sha-256) of every local connection, e.g. the project's own: "
             f"'hcdc db cluster start', then catalog_url from 'hcdc db cluster url'"

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .accounts import PRIVATE_UMASK
+from .accounts import PRIVATE_UMASK, run_as
 
 DEFAULT_PORT = 5433
 DATABASE = "hcdc"
@@ -98,12 +98,7 @@ class ProjectCluster:
         account = pwd.getpwnam(self.owner)
         preexec = None
         if os.geteuid() == 0 and account.pw_uid != 0:
-
-            def preexec() -> None:
-                os.setgroups([])
-                os.setgid(account.pw_gid)
-                os.setuid(account.pw_uid)
-                os.umask(PRIVATE_UMASK)
+            preexec = run_as(account, PRIVATE_UMASK)
         elif os.geteuid() != account.pw_uid:
             raise ClusterError(f"the cluster belongs to {self.owner}: run this as root or as {self.owner}")
         env = {"PATH": "/usr/bin:/bin", "HOME": account.pw_dir, "LANG": "C.UTF-8", "PGPASSFILE": str(self.passfile)}
@@ -211,7 +206,7 @@ class ProjectCluster:
         return [f"stopped PostgreSQL on 127.0.0.1:{self.port}"]
 
     def psql_superuser(self, sql: str, database: str = "postgres") -> str:
-        psql = shutil.which("psql") or str(postgres_bin("psql"))
+        psql = postgres_bin("psql")
         for _ in range(40):  # just started: the socket may need a moment
             done = self._as_owner(
                 [
@@ -274,13 +269,7 @@ def passwordless_probe(url: str, account: str, python: str) -> list[str]:
     port = parsed.port or 5432
     roles = list(dict.fromkeys([parsed.username or "postgres", SUPERUSER, account]))
     user = pwd.getpwnam(account)
-
-    def become() -> None:
-        os.setgroups([])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-
-    preexec = become if os.geteuid() == 0 else None
+    preexec = run_as(user) if os.geteuid() == 0 else None
     env = {"PATH": "/usr/bin:/bin", "HOME": user.pw_dir if os.path.isdir(user.pw_dir) else "/", "LANG": "C.UTF-8"}
     done = subprocess.run(
         [python, "-c", PROBE, host, str(port), parsed.database or "postgres", *roles],

@@ -216,6 +216,7 @@ def reprocess(
     ]
     with catalog.session() as session:  # the longest first: a long observation left to the end makes the tail
         tasks = longest_first(tasks, expected_seconds(session, [t.observation_id for t in tasks], steps))
+        labels = {t.observation_id: _label(session, t.observation_id) for t in tasks} if announce else {}
     report = CampaignReport(
         campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
     )
@@ -229,13 +230,11 @@ def reprocess(
     partly = {
         i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1]) for i in ids if plans[i][0] and plans[i][1]
     }
-    with catalog.session() as session:
-        labels = {t.observation_id: _label(session, t.observation_id) for t in tasks}
     started = time.perf_counter()
     bar = _progress(len(ids), progress)
     bar.update(len(ids) - len(tasks))
     try:
-        for result in _execute(tasks, executor, settings, cluster):
+        for finished, result in enumerate(_execute(tasks, executor, settings, cluster), start=1):
             if result.observation_id in partly:
                 left, reason = partly[result.observation_id]
                 result.steps.append(StepOutcome(result.observation_id, ",".join(left), "skipped", None, reason))
@@ -249,8 +248,7 @@ def reprocess(
                 refresh=False,
             )
             bar.update()
-            if announce is not None:
-                finished = sum(1 for r in report.results if r.observation_id in labels)
+            if announce is not None:  # one result per task, in the order they finish
                 line = finished_line(
                     result, labels.get(result.observation_id, ""), finished, len(tasks), time.perf_counter() - started
                 )

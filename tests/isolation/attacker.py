@@ -53,14 +53,9 @@ class Attacker:
         self.uid, self.gid, self.home = account.pw_uid, account.pw_gid, account.pw_dir
 
     def _preexec(self):
-        uid, gid = self.uid, self.gid
+        from hcdc.accounts import run_as
 
-        def become():
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-
-        return become
+        return run_as(pwd.getpwnam(self.name))
 
     def run(self, code: str, parameters: dict | None = None, timeout: float = 120) -> dict:
         """Run ``code`` as the attacker; it reads ``P`` (the parameters) and sets ``R`` (a JSON-able dict)."""

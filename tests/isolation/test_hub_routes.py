@@ -223,22 +223,16 @@ time.sleep(3600)
 
 def _start_campaign_cluster(data_dir: Path) -> dict:
     """A campaign's local dask cluster, run as the pipeline's account (the service account)."""
-    from hcdc.accounts import PRIVATE_UMASK
+    from hcdc.accounts import PRIVATE_UMASK, run_as
 
     owner = pwd.getpwnam(SERVICE_USER)
-
-    def become() -> None:
-        os.setgroups([])
-        os.setgid(owner.pw_gid)
-        os.setuid(owner.pw_uid)
-        os.umask(PRIVATE_UMASK)
 
     process = subprocess.Popen(
         [sys.executable, "-c", CAMPAIGN, str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        preexec_fn=become,
+        preexec_fn=run_as(owner, PRIVATE_UMASK),
         cwd=owner.pw_dir,
         env={**os.environ, "HOME": owner.pw_dir},
         start_new_session=True,

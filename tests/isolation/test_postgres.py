@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..hubtest import free_ports
 from .attacker import Attacker, skip_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -28,22 +28,11 @@ SERVICE_USER = "hcdc-service"
 MACHINE_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _machine_pg_trusts() -> bool:
-    import psycopg
+    """Whether the machine's server lets an account in without a password (the check preflight makes)."""
+    from hcdc.pgcluster import passwordless_probe
 
-    try:
-        psycopg.connect(
-            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3, passfile="/nonexistent"
-        ).close()
-        return True
-    except Exception:
-        return False
+    return any(line.startswith("CONNECTED") for line in passwordless_probe(MACHINE_PG, "nobody", sys.executable))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +57,7 @@ def cluster(tmp_path_factory):
         if not os.stat(parent).st_mode & 0o001:
             os.chmod(parent, os.stat(parent).st_mode | 0o001)
     data_dir = root / "data"
-    port = _free_port()
+    port = free_ports(1)[0]
     env = {**os.environ, "HCDC_DATA_DIR": str(data_dir), "HCDC_PG_PORT": str(port)}
     env.pop("HCDC_CATALOG_URL", None)
     hcdc = [str(Path(sys.executable).parent / "hcdc")]
