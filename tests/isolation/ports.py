@@ -40,16 +40,24 @@ def payload(how):
 
 # what does the port speak? ZMQ greets at once with its signature; HTTP answers a request; dask
 # (tcp or tls) answers neither
-def probe(request):
+def probe(request, wait=5.0):
+    # a loaded machine may send a ZMQ greeting late: waiting too little would take a kernel's port
+    # for a dask one, and a dask client against a ZMQ peer can hang past its timeouts
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
-            connection.settimeout(1.5)
+            connection.settimeout(wait)
             if request:
                 connection.sendall(request)
+            received = b""
             try:
-                return connection.recv(16)
+                while len(received) < 10:  # the ZMTP signature is 10 bytes; HTTP answers more
+                    chunk = connection.recv(16)
+                    if not chunk:
+                        break
+                    received += chunk
             except (socket.timeout, ConnectionError):
-                return b""
+                pass
+            return received
     except OSError as exc:
         R["connect"] = f"refused: {type(exc).__name__}"
         return None
