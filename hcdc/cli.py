@@ -15,6 +15,9 @@ from pathlib import Path
 
 import click
 
+from reduction.preprocess.model import PreprocessParameters
+
+from .cli_parameters import parameter_options, parameters_from_options
 from .settings import Settings, get_settings
 
 
@@ -255,15 +258,21 @@ def register_reduced(
     "done pre-processing.",
 )
 @click.option("--redo", is_flag=True, help="Pre-process again even when a done reduction exists.")
-def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
+@parameter_options(PreprocessParameters)
+def preprocess(observation_ids: tuple[int, ...], redo: bool, **options) -> None:
     """Calibrate and centre raw observations into ADI cubes (products + catalog rows).
 
     One failing observation is recorded with its reason and does not stop the others.
+    The parameter options are those of the pipeline's ``preprocess`` step (the same
+    dataclass the campaigns and the widgets use).
     """
     from sqlalchemy import select
 
     from .catalog.models import Observation, Reduction
-    from .processing import preprocess_catalog_observation
+    from .pipeline.steps import step_specs
+
+    params, _ = parameters_from_options(PreprocessParameters, options)
+    spec = step_specs()["preprocess"]
 
     settings = _settings()
     cat = _catalog()
@@ -295,7 +304,7 @@ def preprocess(observation_ids: tuple[int, ...], redo: bool) -> None:
 
     failed = 0
     for observation_id in tqdm(ids, desc="pre-processing", unit="obs", disable=not sys.stderr.isatty() or None):
-        outcome = preprocess_catalog_observation(cat, observation_id, settings.data_dir)
+        outcome = spec.runner(cat, observation_id, settings.data_dir, params, None, None)
         if outcome.status == "done":
             note = f"; {len(outcome.problems)} note(s): " + "; ".join(outcome.problems) if outcome.problems else ""
             _echo_err(

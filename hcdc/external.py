@@ -23,9 +23,10 @@ from reduction.instruments import by_name
 from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
-from .catalog.models import Observation, Product, Reduction
+from .catalog.models import Observation, Reduction
 from .catalog.registry import add_months, ensure_programme, ensure_target
 from .ingest import ensure_instruments
+from .recording import record_products
 from .reports import external_folder
 
 STEP = "external-registration"
@@ -176,15 +177,12 @@ def register_external(
         for kind, source in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf)):
             destination = folder / f"{kind}.fits"
             shutil.copyfile(source, destination)
-            reduction.products.append(
-                Product(
-                    observation_id=observation.id,
-                    kind=kind,
-                    path=str(destination),
-                    sha256=hashes[kind],
-                    size_bytes=destination.stat().st_size,
-                    release_date=release,
-                    meta={"origin": "external", "source": str(source)},
-                )
+            record_products(
+                reduction,
+                {kind: destination},
+                observation_id=observation.id,
+                release_date=release,
+                meta={kind: {"origin": "external", "source": str(source)}},
+                sha256={kind: hashes[kind]},
             )
         return RegistrationResult(observation.id, key, True, int(cube.shape[-3]), rotation)

@@ -18,12 +18,9 @@ import numpy as np
 from astropy.io import fits
 from sqlalchemy import select
 
-from reduction.fitsio_products import write_image
 from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
-from reduction.postproc.tables import catalog_detections, catalog_limit
-from reduction.postproc.tables import contrast_table as _contrast_table
-from reduction.postproc.tables import detections_table as _detections_table
-from reduction.rawio import sha256_file
+from reduction.postproc.products import write_products
+from reduction.postproc.tables import catalog_detections, catalog_limit, contrast_table, detections_table
 
 from .catalog.db import Catalog
 from .catalog.models import (
@@ -35,7 +32,8 @@ from .catalog.models import (
     Reduction,
 )
 from .outcome import StepOutcome
-from .processing import _finish, code_version, git_commit, start_reduction
+from .processing import _finish, start_reduction
+from .recording import record_products, reduction_provenance
 from .reports import product_folder
 
 STEP = PostprocessStep.name
@@ -120,7 +118,7 @@ def postprocess_catalog_observation(
                 {"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
                 for p in products.values()
             ]
-            source_inputs = {kind: {"path": p.path, "sha256": p.sha256} for kind, p in sorted(products.items())}
+            provenance = reduction_provenance(reduction)
             star_fluxes = cube_meta.get("star_flux") or []
             wavelengths = cube_meta.get("wavelengths_um") or []
             paths_in = {kind: Path(p.path) for kind, p in products.items()}
@@ -144,29 +142,19 @@ def postprocess_catalog_observation(
             result = PostprocessStep()(
                 params, cube=band_cube, angles=angles, psf=band_psf, pixel_scale=pixel_scale, star_flux=star_flux
             )
-            suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
-            provenance = {
-                "step": STEP,
-                "step_version": PostprocessStep.version,
-                "reduction_id": reduction_id,
-                "observation_id": observation_id,
-                "code_version": code_version(),
-                "git_commit": git_commit(),
-                "band": band + 1,
-                "wave_um": wavelength,
-                "parameters": params.to_dict(),
-                "inputs": source_inputs,
-            }
-            for kind, image in (("residuals", result.subtraction.residuals), ("snrmap", result.detection.snr_map)):
-                paths[f"{kind}{suffix}"] = write_image(
-                    out_dir / f"{kind}{suffix}.fits", image, provenance, dtype=np.float32
+            paths.update(
+                write_products(
+                    result,
+                    params,
+                    out_dir,
+                    {**provenance, "band": band + 1, "wave_um": wavelength},
+                    pixel_scale=pixel_scale,
+                    star_flux=star_flux,
+                    suffix=f"_b{band + 1}" if len(cubes) > 1 else "",
                 )
-            table = _detections_table(result, pixel_scale, star_flux)
-            paths[f"detections{suffix}"] = out_dir / f"detections{suffix}.ecsv"
-            table.write(paths[f"detections{suffix}"], format="ascii.ecsv", overwrite=True)
-            curve = _contrast_table(result.contrast)
-            paths[f"contrast_curve{suffix}"] = out_dir / f"contrast_curve{suffix}.ecsv"
-            curve.write(paths[f"contrast_curve{suffix}"], format="ascii.ecsv", overwrite=True)
+            )
+            table = detections_table(result, pixel_scale, star_flux)
+            curve = contrast_table(result.contrast)
             science_seconds += time.perf_counter() - t0
             fwhm = float(result.psf.fwhm)
             for row, fields in zip(table, catalog_detections(table, wavelength)):
@@ -200,17 +188,7 @@ def postprocess_catalog_observation(
         with catalog.session() as session:
             reduction = session.get(Reduction, reduction_id)
             session.add_all(detections + limits)
-            for kind, path in paths.items():
-                reduction.products.append(
-                    Product(
-                        observation_id=observation_id,
-                        kind=kind,
-                        path=str(path),
-                        sha256=sha256_file(path),
-                        size_bytes=path.stat().st_size,
-                        release_date=release,
-                    )
-                )
+            record_products(reduction, paths, observation_id=observation_id, release_date=release)
         n_detections = len(detections)
         status, error = "done", None
     except NoInputError as exc:

@@ -12,7 +12,6 @@ A failure is recorded with its reason and never raises to the caller.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import time
@@ -36,8 +35,9 @@ from reduction.preprocess import (
 from reduction.rawio import sha256_file
 
 from .catalog.db import Catalog
-from .catalog.models import Calibration, Observation, ObservationCalibration, Product, RawFile, Reduction
+from .catalog.models import Calibration, Observation, ObservationCalibration, RawFile, Reduction
 from .outcome import StepOutcome
+from .recording import inputs_fingerprint, record_products, reduction_provenance
 from .reports import product_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,10 +112,6 @@ def observation_files(session, observation: Observation) -> ObservationFiles:
         wave=tuple(sorted(lamps["wave"])),
         specpos=tuple(sorted(lamps["specpos"])),
     )
-
-
-def _fingerprint(hashes) -> str:
-    return hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
 
 
 def start_reduction(
@@ -214,48 +210,36 @@ def preprocess_catalog_observation(
         t0 = time.perf_counter()
         result = step(params, observation_files=files)
         science_seconds = time.perf_counter() - t0
-        provenance = {
-            "step": step.name,
-            "step_version": step.version,
-            "reduction_id": reduction_id,
-            "observation_id": observation_id,
-            "code_version": code_version(),
-            "git_commit": git_commit(),
-            "params_sha256": params.fingerprint(),
-            "parameters": params.to_dict(),
-            "inputs_sha256": _fingerprint(i["sha256"] for i in result.inputs),
-            "date": started.isoformat(timespec="seconds") if started else None,
-        }
+        with catalog.session() as session:
+            reduction = session.get(Reduction, reduction_id)
+            reduction.inputs = list(result.inputs)
+            session.flush()
+            provenance = reduction_provenance(
+                reduction, date=started.isoformat(timespec="seconds") if started else None
+            )
         t0 = time.perf_counter()
         paths = write_products(result, out_dir, provenance)
         # the science time covers what a plain script would do too: compute and write the products
         science_seconds += time.perf_counter() - t0
         problems = result.problems
         n_frames, n_rejected = len(result.frames), result.n_rejected
+        with catalog.session() as session:
+            reduction = session.get(Reduction, reduction_id)
+            record_products(
+                reduction,
+                paths,
+                observation_id=observation_id,
+                release_date=release,
+                meta={"cube": _cube_summary(result)},
+            )
+            science_seconds += _record_calibrations(
+                session, result, files.instrument, files.filter, data_dir, reduction
+            )
         status = "done"
     except PreprocessingError as exc:
         status, error = "failed", str(exc)
     except Exception as exc:  # recorded, never raised: one observation must not stop a batch
         status, error = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-    with catalog.session() as session:
-        reduction = session.get(Reduction, reduction_id)
-        if status == "done":
-            reduction.inputs = list(result.inputs)
-            for kind, path in paths.items():
-                reduction.products.append(
-                    Product(
-                        observation_id=observation_id,
-                        kind=kind,
-                        path=str(path),
-                        sha256=sha256_file(path),
-                        size_bytes=path.stat().st_size,
-                        release_date=release,
-                        meta=_cube_summary(result) if kind == "cube" else None,
-                    )
-                )
-            science_seconds += _record_calibrations(
-                session, result, files.instrument, files.filter, data_dir, reduction
-            )
     _finish(
         catalog,
         reduction_id,
@@ -298,7 +282,7 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
     writing = 0.0
     folder = data_dir / "calibrations" / instrument
     folder.mkdir(parents=True, exist_ok=True)
-    fingerprints = {name: _fingerprint(c.input_sha256) for name, c in result.reduced_calibrations.items()}
+    fingerprints = {name: inputs_fingerprint(c.input_sha256) for name, c in result.reduced_calibrations.items()}
     existing = set(
         session.execute(
             select(Calibration.kind, Calibration.inputs_sha256).where(
@@ -330,16 +314,13 @@ def _record_calibrations(session, result, instrument: str, filter_: str, data_di
                 date_obs = None
         # calibrations are public at once (ESO): a reduced one is released when its frames were taken
         released = (date_obs or datetime.now(timezone.utc)).date()
-        product = Product(
+        (product,) = record_products(
+            reduction,
+            {calibration.kind: path},
             observation_id=None,
-            kind=calibration.kind,
-            path=str(path),
-            sha256=sha256_file(path),
-            size_bytes=path.stat().st_size,
             release_date=released,
-            meta={"inputs_sha256": list(calibration.input_sha256)},
+            meta={calibration.kind: {"inputs_sha256": list(calibration.input_sha256)}},
         )
-        reduction.products.append(product)
         session.flush()
         session.add(
             Calibration(

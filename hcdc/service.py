@@ -435,10 +435,9 @@ class CatalogAccess:
     def _save_images(self, images: dict[str, Any], reduction: Reduction, observation_id: int, release) -> list[Product]:
         if not images or self.data_dir is None:
             return []
-        import hashlib
-
         import numpy as np
 
+        from hcdc.recording import record_products, reduction_provenance
         from hcdc.reports import product_folder
         from reduction.fitsio_products import write_image
 
@@ -456,33 +455,8 @@ class CatalogAccess:
             except (KeyError, TypeError, ValueError):
                 raise ServiceError(f"image {kind!r} must be {{shape, data: base64 little-endian float32}}") from None
             folder.mkdir(parents=True, exist_ok=True)
-            path = write_image(
-                folder / f"{kind}.fits",
-                data,
-                {
-                    "step": INTERACTIVE_STEP,
-                    "step_version": reduction.step_version,
-                    "reduction_id": reduction.id,
-                    "observation_id": observation_id,
-                    "code_version": reduction.code_version,
-                    "git_commit": reduction.git_commit,
-                    "parameters": reduction.parameters,
-                    "inputs": {str(i.get("product_id")): {"sha256": i.get("sha256")} for i in reduction.inputs or []},
-                },
-                dtype=np.float32,
-            )
-            content = path.read_bytes()
-            product = Product(
-                reduction_id=reduction.id,
-                observation_id=observation_id,
-                kind=kind,
-                path=str(path),
-                sha256=hashlib.sha256(content).hexdigest(),
-                size_bytes=len(content),
-                release_date=release,
-            )
-            reduction.products.append(product)
-            products.append(product)
+            path = write_image(folder / f"{kind}.fits", data, reduction_provenance(reduction), dtype=np.float32)
+            products += record_products(reduction, {kind: path}, observation_id=observation_id, release_date=release)
         return products
 
     # -- serialisation

@@ -2,10 +2,12 @@
 
 Every field of a :class:`reduction.steps.StepParameters` dataclass becomes a
 widget chosen from its type (bool → checkbox, int → integer box, float → float
-box, str with known choices → dropdown, optional numbers → text where empty
+box, str with choices → dropdown, optional numbers → text where empty
 means None, nested parameter groups → a sub-form in an accordion). A new
 field in a step's dataclass therefore appears in the panel without widget
-code. :attr:`ParameterForm.value` builds the dataclass (its own checks apply),
+code. The choices and the tooltips come from the numpydoc ``Attributes`` section of the
+dataclass (:func:`reduction.steps.attribute_docs`), the same text the command-line help shows.
+:attr:`ParameterForm.value` builds the dataclass (its own checks apply),
 so the widget, the notebook and the batch use the same object.
 """
 
@@ -18,38 +20,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from reduction.steps import StepParameters
-
-#: Choices of string fields, by field name (fields not listed are free text).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "algorithm": ("pca", "annular-pca", "cadi"),
-    "collapse": ("median", "mean", "sum"),
-    "derotation": ("fft", "spline"),
-    "threshold_on": ("snr", "significance"),
-    "method": ("pca", "cadi"),
-    "fmerit": ("sum", "stddev", "chi2"),
-}
+from reduction.steps import StepParameters, attribute_docs
 
 _STYLE = {"description_width": "150px"}
 _LAYOUT = widgets.Layout(width="320px")
-
-
-def _choices(name: str) -> tuple[str, ...] | None:
-    if name == "algorithm":
-        try:
-            from reduction.postproc.pipeline import ALGORITHMS
-
-            return tuple(ALGORITHMS)
-        except ImportError:  # pragma: no cover
-            pass
-    if name == "threshold_on":
-        try:
-            from reduction.postproc.detection import THRESHOLD_KINDS
-
-            return tuple(THRESHOLD_KINDS)
-        except ImportError:  # pragma: no cover
-            pass
-    return CHOICES.get(name)
 
 
 def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
@@ -110,6 +84,7 @@ class ParameterForm(widgets.VBox):
         self.exclude = set(exclude)
         self._initial = value if value is not None else params_class()
         hints = typing.get_type_hints(params_class)
+        docs = attribute_docs(params_class)
         self.fields: dict[str, widgets.Widget] = {}
         self.subforms: dict[str, ParameterForm] = {}
         simple: list[widgets.Widget] = []
@@ -121,7 +96,9 @@ class ParameterForm(widgets.VBox):
             if isinstance(kind, type) and issubclass(kind, StepParameters):
                 self.subforms[f.name] = ParameterForm(kind, current)
                 continue
-            widget = self._widget(f.name, kind, optional, current)
+            help_text, choices = docs.get(f.name, ("", None))
+            widget = self._widget(f.name, kind, optional, current, choices)
+            widget.tooltip = help_text or None
             self.fields[f.name] = widget
             simple.append(widget)
         children: list[widgets.Widget] = []
@@ -143,7 +120,7 @@ class ParameterForm(widgets.VBox):
         super().__init__(children=children)
 
     @staticmethod
-    def _widget(name: str, kind: Any, optional: bool, current: Any) -> widgets.Widget:
+    def _widget(name: str, kind: Any, optional: bool, current: Any, choices: tuple[str, ...] | None) -> widgets.Widget:
         label = name.replace("_", " ")
         common = dict(description=label, style=_STYLE, layout=_LAYOUT)
         if optional:
@@ -156,7 +133,6 @@ class ParameterForm(widgets.VBox):
             return widgets.IntText(value=int(current), **common)
         if kind is float:
             return widgets.FloatText(value=float(current), **common)
-        choices = _choices(name)
         if kind is str and choices and current in choices:
             return widgets.Dropdown(options=list(choices), value=current, **common)
         return widgets.Text(value="" if current is None else str(current), **common)

@@ -24,8 +24,8 @@ from reduction.postproc import pipeline
 from reduction.postproc.pipeline import CharacterisationParameters, CharacterisationStep, PostprocessParameters
 
 #: the batch step the exported job runs, and its notebook (relative to the repository)
+#: the pipeline step an exported batch job runs (its notebook and version come from the step registry)
 BATCH_STEP = "postprocess"
-BATCH_NOTEBOOK = "notebooks/pipeline/postprocess.py"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -220,6 +220,10 @@ class InteractiveReduction:
         """Write the batch job (YAML) that runs the same reduction with papermill; returns its content."""
         import yaml
 
+        from hcdc.pipeline.steps import step_specs
+
+        spec = step_specs()[BATCH_STEP]
+        notebook = f"notebooks/pipeline/{spec.notebook}"
         if params is None:
             params = self._outcome().params
         if observation_id is None:
@@ -234,7 +238,7 @@ class InteractiveReduction:
                 "papermill",
                 "-k",
                 "hcdc",
-                BATCH_NOTEBOOK,
+                notebook,
                 output,
                 "-p",
                 "observation_id",
@@ -245,11 +249,12 @@ class InteractiveReduction:
             ]
         )
         job = {
-            "step": BATCH_STEP,
+            "step": spec.name,
+            "step_version": spec.version,
             "observation_id": int(observation_id),
             "parameters": text,
             "parameters_sha256": params.fingerprint(),
-            "notebook": BATCH_NOTEBOOK,
+            "notebook": notebook,
             "command": command,
         }
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -121,9 +121,17 @@ def clipped_std(values: np.ndarray, sigma: float) -> float:
 
 @dataclass(frozen=True)
 class MasterDarkParameters(StepParameters):
-    """``clip_sigma``: per-pixel clipping of the stack; ``hot_sigma``: a pixel is hot
-    above ``level + hot_sigma x spatial noise``; ``unstable_sigma``: unstable when its
-    temporal noise exceeds ``unstable_sigma`` times the median temporal noise."""
+    """Parameters of a master dark (or background) for one DIT.
+
+    Attributes
+    ----------
+    clip_sigma : float
+        Per-pixel sigma clipping of the frame stack.
+    hot_sigma : float
+        A pixel is hot above ``level + hot_sigma x spatial noise``.
+    unstable_sigma : float
+        A pixel is unstable when its temporal noise exceeds this many times the median temporal noise.
+    """
 
     clip_sigma: float = 5.0
     hot_sigma: float = 10.0
@@ -204,7 +212,14 @@ class MasterDarkStep(Step):
 class MasterFlatParameters(StepParameters):
     """Flat from a lamp sequence at several DITs (per-pixel slope), normalised to median 1.
 
-    ``dead_below``/``hot_above``: response limits (relative) outside which a pixel is bad.
+    Attributes
+    ----------
+    dead_below : float
+        A pixel whose relative response is below this is dead.
+    hot_above : float
+        A pixel whose relative response is above this is hot.
+    clip_sigma : float
+        Sigma clipping of the frames at each DIT before the slope fit.
     """
 
     dead_below: float = 0.5

@@ -42,7 +42,7 @@ class WaffleCentringParameters(StepParameters):
     spot_separation_px : float
         Distance star-spot in pixels (SPHERE: ~13.7 λ/D, see
         :func:`waffle_spot_separation_px`).
-    orientation : str
+    orientation : {'x', '+'}
         ``"x"`` (spots on the diagonals) or ``"+"`` (on the axes).
     rotation_deg : float
         Extra rotation of the spot pattern (IFS field is rotated).

@@ -17,14 +17,35 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import hashlib
+import inspect
 import json
-from typing import Any, ClassVar, Generic, TypeVar
+import re
+import types
+import typing
+from typing import Any, ClassVar, Generic, Iterator, TypeVar
 
 
 @dataclasses.dataclass(frozen=True)
 class StepParameters:
-    """Base of every step's parameter dataclass (subclasses are frozen too)."""
+    """Base of every step's parameter dataclass (subclasses are frozen too).
+
+    A field whose docstring type line lists its values (``algorithm : {'pca', 'cadi'}``) is checked
+    against them here; subclasses add their own checks in ``__post_init__`` and call this one.
+    """
+
+    def __post_init__(self) -> None:
+        for name, (_help, choices) in attribute_docs(type(self)).items():
+            value = getattr(self, name, None)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+    def _at_least(self, **minimums: float) -> None:
+        """Refuse a field below its minimum (``self._at_least(ncomp=1)``), naming the field."""
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}; got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (tuples become lists)."""
@@ -55,6 +76,120 @@ class StepParameters:
         """sha256 of the canonical JSON of the parameters (for up-to-date checks)."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterField:
+    """One leaf field of a (nested) parameter dataclass, as the CLI, the widgets and the docs show it.
+
+    Attributes
+    ----------
+    path : tuple of str
+        Field names from the top class down, e.g. ``("subtraction", "ncomp")``.
+    kind : type
+        The value type (``int``, ``float``, ``bool``, ``str``), ``X | None`` unwrapped.
+    optional : bool
+        The field accepts None.
+    default : Any
+        The class default (``dataclasses.MISSING`` for a field the caller must give).
+    help : str
+        The description of the field in its class's numpydoc ``Attributes`` section.
+    choices : tuple of str or None
+        The allowed values, from a ``{'a', 'b'}`` type line in that section.
+    """
+
+    path: tuple[str, ...]
+    kind: type
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+@functools.lru_cache(maxsize=None)
+def attribute_docs(params_class: type) -> dict[str, tuple[str, tuple[str, ...] | None]]:
+    """``{field: (help, choices)}`` from the numpydoc ``Attributes`` section of a class docstring.
+
+    The docstring is the one place a parameter is described: the command-line help, the widget
+    tooltips and the documentation are read from it. ``a, b : float`` describes both fields; a type
+    line ``{'x', 'y'}`` gives the allowed values.
+    """
+    doc = inspect.cleandoc(params_class.__doc__ or "")
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes") + 2
+    except StopIteration:
+        return {}
+    docs: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+    current: list[str] = []
+    text: list[str] = []
+    choices: tuple[str, ...] | None = None
+
+    def flush() -> None:
+        for name in current:
+            docs[name] = (" ".join(text).strip(), choices)
+
+    body = lines[start:]
+    for index, line in enumerate(body):
+        if not line.strip():
+            continue
+        if line.startswith(" "):
+            text.append(line.strip())
+            continue
+        if index + 1 < len(body) and re.fullmatch(r"-{3,}", body[index + 1].strip()):
+            break  # the next section
+        flush()
+        names, _, kind = re.split(r"\s:(?:\s|$)", line + " ", maxsplit=1)[0], None, line.partition(" : ")[2]
+        current = [n.strip() for n in names.split(",") if n.strip()]
+        text = []
+        found = re.match(r"^\{(.*)\}", kind.strip())
+        choices = tuple(c.strip().strip("'\"") for c in found[1].split(",")) if found else None
+    flush()
+    return docs
+
+
+def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return kind, False
+
+
+def parameter_fields(params_class: type[StepParameters], prefix: tuple[str, ...] = ()) -> Iterator[ParameterField]:
+    """Every leaf field of ``params_class``, nested parameter groups flattened (depth first, in order)."""
+    hints = typing.get_type_hints(params_class)
+    docs = attribute_docs(params_class)
+    for f in dataclasses.fields(params_class):
+        kind, optional = _unwrap_optional(hints.get(f.name, Any))
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING  # required: the step's caller gives it
+        if isinstance(kind, type) and issubclass(kind, StepParameters):
+            yield from parameter_fields(kind, prefix + (f.name,))
+            continue
+        help_text, choices = docs.get(f.name, ("", None))
+        yield ParameterField(prefix + (f.name,), kind, optional, default, help_text, choices)
+
+
+def replace_path(params: StepParameters, path: tuple[str, ...], value: Any) -> StepParameters:
+    """A copy of ``params`` with the (nested) field ``path`` set to ``value`` (the class checks apply)."""
+    head, *rest = path
+    if rest:
+        return dataclasses.replace(params, **{head: replace_path(getattr(params, head), tuple(rest), value)})
+    return dataclasses.replace(params, **{head: value})
 
 
 def _jsonable(value: Any) -> Any:

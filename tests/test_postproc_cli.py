@@ -92,6 +92,10 @@ def test_postprocess_naco(tmp_path):
         assert hdul[0].data.shape == (101, 101)
         header = hdul[0].header
         assert header["ALGO"] == "pca" and header["NCOMP"] == 20 and header["STARX"] == 51
+        # --ncomp sets the subtraction's and the NEGFC model's (the generated options, hcdc.cli_parameters)
+        assert header["HIERARCH HCDC PARAM SUBTRACTION.NCOMP"] == 20
+        assert header["HIERARCH HCDC PARAM CHARACTERISATION.NCOMP"] == 20
+        assert header["HIERARCH HCDC PARAM MAX_CHARACTERISED"] == 1
         provenance = json.loads("".join(str(card) for card in header["HISTORY"]))
         assert provenance["parameters"]["recenter"] is True
     with fits.open(out / "snrmap.fits") as hdul:

@@ -56,6 +56,7 @@ class PsfSubtractionParameters(StepParameters):
     Attributes
     ----------
     algorithm : {'pca', 'annular-pca', 'cadi'}
+        PSF subtraction: full-frame PCA, annular PCA (vip's ``pca_annular``) or classical ADI.
     ncomp : int
         Principal components (PCA algorithms).
     asize : float
@@ -71,7 +72,9 @@ class PsfSubtractionParameters(StepParameters):
     mask_center_px : float or None
         Central mask radius (full-frame PCA).
     collapse : {'median', 'mean', 'sum'}
+        How the derotated residual frames are combined.
     derotation : {'fft', 'spline'}
+        Frame rotation: Fourier (flux-conserving, vip's 'fft') or spline interpolation.
     """
 
     algorithm: str = "pca"
@@ -86,8 +89,10 @@ class PsfSubtractionParameters(StepParameters):
     derotation: str = "fft"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        self._at_least(ncomp=1, asize=0.5, delta_rot=0, radius_int=0, min_frames_lib=1)
 
 
 def subtract_psf(
@@ -168,7 +173,9 @@ class DetectionParameters(StepParameters):
     threshold : float
         Detection threshold (5).
     threshold_on : {'snr', 'significance'}
+        Threshold on the Student-t S/N or on its Gaussian-equivalent significance.
     max_candidates : int
+        At most this many candidates (brightest first) are kept.
     snr_tolerance : float
         Accuracy of the fast S/N map.
     """
@@ -179,8 +186,10 @@ class DetectionParameters(StepParameters):
     snr_tolerance: float = 2e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.threshold_on not in THRESHOLD_KINDS:
             raise ValueError(f"threshold_on must be one of {THRESHOLD_KINDS}, got {self.threshold_on!r}")
+        self._at_least(max_candidates=0, snr_tolerance=0)
 
 
 class DetectionStep(Step[DetectionParameters, DetectionResult]):
@@ -212,11 +221,13 @@ class CharacterisationParameters(StepParameters):
     ncomp : int
         Principal components of the annulus PCA (NEGFC model).
     method : {'pca', 'cadi'}
+        PSF subtraction inside the NEGFC model.
     annulus_width : float
         PCA annulus width in FWHM.
     aperture_radius : float
         Figure-of-merit aperture radius in FWHM.
     fmerit : {'sum', 'stddev', 'chi2'}
+        NEGFC figure of merit (vip's ``fmerit``).
     n_injections : int
         Fake companions for the speckle-noise uncertainty (0: none).
     """
@@ -227,6 +238,10 @@ class CharacterisationParameters(StepParameters):
     aperture_radius: float = 1.5
     fmerit: str = "sum"
     n_injections: int = 12
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._at_least(ncomp=1, annulus_width=0.5, aperture_radius=0.1, n_injections=0)
 
 
 class CharacterisationStep(Step[CharacterisationParameters, NegfcResult]):
@@ -260,8 +275,26 @@ class ContrastCurveParameters(StepParameters):
 
     Attributes
     ----------
-    sigma, nbranch, theta, inner_rad, fc_rad_sep, noise_sep, fc_snr, student, smooth, interp_order :
-        As ``vip_hci.metrics.contrast_curve``.
+    sigma : float
+        Detection limit in sigma (Gaussian-equivalent false-alarm probability with ``student``).
+    nbranch : int
+        Radial branches of injected fake companions.
+    theta : float
+        Position angle (deg) of the first branch.
+    inner_rad : int
+        Innermost separation, in FWHM.
+    fc_rad_sep : int
+        Radial spacing of the fake companions, in FWHM.
+    noise_sep : float
+        Radial sampling of the noise, in FWHM.
+    fc_snr : float
+        S/N of the injected fake companions (throughput estimate).
+    student : bool
+        Small-sample (Student-t) correction, Mawet et al. (2014).
+    smooth : bool
+        Smooth the noise curve (Savitzky-Golay).
+    interp_order : int
+        Order of the throughput interpolation.
     """
 
     sigma: float = 5.0
@@ -274,6 +307,10 @@ class ContrastCurveParameters(StepParameters):
     student: bool = True
     smooth: bool = True
     interp_order: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._at_least(sigma=0, nbranch=1, inner_rad=0, fc_rad_sep=1, noise_sep=0.1, fc_snr=1, interp_order=1)
 
 
 class ContrastCurveStep(Step[ContrastCurveParameters, ContrastCurve]):
@@ -323,6 +360,7 @@ class PostprocessParameters(StepParameters):
     recenter_negative : bool
         Fit a negative (vortex dark hole) or positive Gaussian.
     recenter_subi_size : int
+        Side (px) of the sub-image fitted when re-centring.
     psf_size : int
         Side of the normalised PSF (vip tutorial: 19 px).
     max_characterised : int
@@ -343,20 +381,9 @@ class PostprocessParameters(StepParameters):
     max_characterised: int = 3
     remove_significance: float = 5.0
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PostprocessParameters":
-        """Build from a nested dict (as :meth:`to_dict` writes it)."""
-        nested = {
-            "subtraction": PsfSubtractionParameters,
-            "detection": DetectionParameters,
-            "characterisation": CharacterisationParameters,
-            "contrast": ContrastCurveParameters,
-        }
-        converted = dict(values)
-        for key, klass in nested.items():
-            if isinstance(converted.get(key), dict):
-                converted[key] = klass.from_dict(converted[key])
-        return super().from_dict(converted)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._at_least(recenter_subi_size=3, psf_size=5, max_characterised=0, remove_significance=0)
 
 
 def _fits_in_frame(candidate_sep: float, fwhm: float, params: CharacterisationParameters, half_size: float) -> bool:

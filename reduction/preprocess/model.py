@@ -60,8 +60,10 @@ class PreprocessParameters(StepParameters):
         robust sigmas *and* by more than ``reject_min_fraction`` are rejected.
     reject_min_fraction : float
         Smallest relative halo-flux deviation that can reject a frame.
-    halo_inner_lod, halo_outer_lod : float
-        Annulus (in λ/D) where the halo flux is measured.
+    halo_inner_lod : float
+        Inner radius (λ/D) of the annulus where the halo flux is measured.
+    halo_outer_lod : float
+        Outer radius (λ/D) of the annulus where the halo flux is measured.
     centre_search_px : float
         How far from the header's coronagraph position the waffle pattern is searched.
     """
@@ -76,6 +78,7 @@ class PreprocessParameters(StepParameters):
     centre_search_px: float = 40.0
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("crop_px", "psf_crop_px"):
             if getattr(self, name) % 2 == 0 or getattr(self, name) < 11:
                 raise ValueError(f"{name} must be odd and >= 11")

@@ -1,0 +1,92 @@
+"""The files a post-processing of one cube (one band) leaves: one writer for the CLI and the catalog.
+
+``residuals.fits`` and ``snrmap.fits`` (float32, the star at ``star_centre``, the provenance by
+:func:`reduction.fitsio_products.provenance_header` plus the keywords below), ``detections.ecsv``
+and ``contrast_curve.ecsv`` (provenance in their metadata). ``hcdc postprocess`` and the catalog's
+post-processing both call :func:`write_products`, so a file looks the same whoever made it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from reduction.conventions import star_centre
+from reduction.fitsio_products import write_image, write_table
+
+from .results import PostprocessResult
+from .tables import contrast_table, detections_table
+
+#: the definition of the S/N map's values, written in its header
+SNR_DEFINITION = ("Mawet2014", "small-sample S/N, 1xFWHM apertures")
+
+
+def product_cards(result: PostprocessResult, params, pixel_scale: float) -> dict[str, tuple[Any, str]]:
+    """Keywords a person reads in the residual and S/N maps (the parameters are all in ``HCDC PARAM``)."""
+    frame = result.subtraction.residuals
+    cy, cx = star_centre(frame.shape)
+    algorithm = params.subtraction.algorithm
+    return {
+        "ALGO": (algorithm, "PSF subtraction algorithm"),
+        "NCOMP": (params.subtraction.ncomp if algorithm != "cadi" else None, "principal components"),
+        "FWHM": (float(result.psf.fwhm), "[px] FWHM of the PSF (Gaussian fit)"),
+        "PIXSCAL": (float(pixel_scale), "[arcsec/px] pixel scale"),
+        "STARX": (cx + 1, "star x, 1-based FITS pixel"),
+        "STARY": (cy + 1, "star y, 1-based FITS pixel"),
+        "RECENTER": (bool(params.recenter), "cube re-centred by 2-D Gaussian fit"),
+        "NSKIPANN": (len(result.subtraction.skipped_annuli), "annuli skipped (NaN)"),
+        "ANGCONV": ("vip-hci", "derotation angle convention"),
+    }
+
+
+def write_products(
+    result: PostprocessResult,
+    params,
+    out_dir: Path,
+    provenance: Mapping[str, Any],
+    *,
+    pixel_scale: float,
+    star_flux: float | None,
+    suffix: str = "",
+) -> dict[str, Path]:
+    """Write the four products of one band; return their paths by kind (``residuals{suffix}``, …).
+
+    Parameters
+    ----------
+    result : PostprocessResult
+        What :func:`reduction.postproc.pipeline.postprocess` returned.
+    params : PostprocessParameters
+        The parameters that made it (their keywords in the headers).
+    out_dir : Path
+        The folder (created when missing).
+    provenance : mapping
+        Step, version, reduction, parameters and inputs (see ``provenance_header``).
+    pixel_scale, star_flux : float
+        Arcsec per pixel and the star's flux (None: no contrasts).
+    suffix : str
+        Appended to every kind and file name (``_b1``: the band of a multi-band cube).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = dict(provenance)
+    cards = product_cards(result, params, pixel_scale)
+    paths = {
+        f"residuals{suffix}": write_image(
+            out_dir / f"residuals{suffix}.fits", result.subtraction.residuals, provenance, cards, dtype=np.float32
+        ),
+        f"snrmap{suffix}": write_image(
+            out_dir / f"snrmap{suffix}.fits",
+            result.detection.snr_map,
+            provenance,
+            {**cards, "SNRDEF": SNR_DEFINITION},
+            dtype=np.float32,
+        ),
+        f"detections{suffix}": write_table(
+            out_dir / f"detections{suffix}.ecsv", detections_table(result, pixel_scale, star_flux), provenance
+        ),
+        f"contrast_curve{suffix}": write_table(
+            out_dir / f"contrast_curve{suffix}.ecsv", contrast_table(result.contrast), provenance
+        ),
+    }
+    return paths
