@@ -94,3 +94,19 @@ def test_aperture_grid_is_exact_at_its_nodes():
     for (i, a), (j, b) in [((10, 1), (12, 3)), ((3, 0), (25, 2)), ((20, 3), (5, 0))]:
         y, x = i + a / 4, j + b / 4
         assert grid[i * 4 + a, j * 4 + b] == pytest.approx(aperture_sums(image, [x], [y], 2.2)[0], abs=1e-10)
+
+
+@pytest.mark.parametrize("side", [19, 21, 38])
+def test_stamp_shifter_equals_the_fft_shift(side):
+    """The cached-matrix shift NEGFC uses gives vip_fft_shift's numbers, for every padding layout."""
+    from reduction.postproc.geometry import StampShifter
+
+    rng = np.random.default_rng(side)
+    image = rng.normal(size=(side, side))
+    # sub-pixel shifts of both signs, exact zeros, and shifts beyond one pixel (wider padding)
+    dy = np.concatenate([rng.uniform(-1, 1, 40), [0.0, 0.0, 1.0, -1.0], rng.uniform(-3, 3, 8)])
+    dx = np.concatenate([rng.uniform(-1, 1, 40), [0.0, 0.5, -1.0, 0.0], rng.uniform(-3, 3, 8)])
+    shifter = StampShifter(image)
+    expected = vip_fft_shift(image, dy, dx)
+    np.testing.assert_allclose(shifter(dy, dx), expected, rtol=0, atol=1e-12 * np.abs(image).max())
+    np.testing.assert_allclose(shifter(dy[:3], dx[:3]), expected[:3], rtol=0, atol=1e-12 * np.abs(image).max())

@@ -136,3 +136,16 @@ def test_asdi_separates_speckles_from_a_companion():
     assert snr(double.residuals, xy, 4.0).snr > 5
     plain = np.median(cube.mean(axis=0), axis=0)  # no speckle subtraction
     assert snr(plain, xy, 4.0).snr < 3
+
+
+def test_residuals_at_some_columns_equal_the_full_projection():
+    """NEGFC computes its PCA residuals only where its aperture reads them: the same numbers."""
+    from reduction.postproc.pca import principal_components, project_out, project_out_columns, temporal_basis
+
+    rng = np.random.default_rng(3)
+    library = rng.normal(size=(30, 500)) + rng.normal(size=(30, 1)) * rng.normal(size=(1, 500)) * 5
+    columns = np.sort(rng.choice(500, 60, replace=False))
+    for ncomp in (1, 5, 30):
+        full = project_out(library, principal_components(library, ncomp))[:, columns]
+        vecs, _ = temporal_basis(library, ncomp)
+        np.testing.assert_allclose(project_out_columns(library, vecs, columns), full, atol=1e-9)

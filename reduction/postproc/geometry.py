@@ -247,6 +247,53 @@ def vip_fft_shift(images: np.ndarray, dy, dx) -> np.ndarray:
     return out
 
 
+class StampShifter:
+    """:func:`vip_fft_shift` of one fixed image (a PSF stamp), by cached matrices: same numbers, ~3x faster.
+
+    The padded Fourier shift is separable: per axis it is ``crop · DFT⁻¹ · diag(ramp) · DFT · pad``.
+    The DFT of the padded image is computed once per padding layout (at most a few: the layout
+    depends on the shift's size and signs), so shifting it to ``m`` positions costs two small matrix
+    products per position instead of two FFTs of the padded image. NEGFC shifts the same PSF to
+    every frame at each of its thousands of evaluations; the result equals :func:`vip_fft_shift`
+    to rounding (tested).
+    """
+
+    def __init__(self, image: np.ndarray):
+        self.image = np.asarray(image, dtype=float)
+        if self.image.ndim != 2:
+            raise ValueError("StampShifter shifts one 2-D image")
+        self._layouts: dict[tuple[int, bool, bool], tuple[np.ndarray, ...]] = {}
+
+    def _layout(self, key: tuple[int, bool, bool]) -> tuple[np.ndarray, ...]:
+        if key not in self._layouts:
+            ny, nx = self.image.shape
+            npix, iy, ix, p_y0, p_x0 = _vip_fft_layout(ny, nx, *key)
+            k = np.arange(npix)
+            dft = np.exp(-2j * np.pi * np.outer(k, k) / npix)
+            spectrum = dft[:, iy : iy + ny] @ self.image @ dft[:, ix : ix + nx].T
+            inverse = dft.conj() / npix
+            ramp = np.fft.fftshift(k - npix / 2) * (-2j * np.pi / npix)
+            self._layouts[key] = (spectrum, inverse[p_y0 : p_y0 + ny], inverse[p_x0 : p_x0 + nx], ramp)
+        return self._layouts[key]
+
+    def __call__(self, dy, dx) -> np.ndarray:
+        """The image shifted by each ``(dy[i], dx[i])``, ``(m, y, x)``."""
+        dy = np.atleast_1d(np.asarray(dy, dtype=float))
+        dx = np.atleast_1d(np.asarray(dx, dtype=float))
+        ny, nx = self.image.shape
+        out = np.empty((dy.size, ny, nx))
+        npad = np.ceil(np.maximum(np.abs(dy), np.abs(dx))).astype(int)
+        keys = np.stack([npad, dy > 0, dx > 0], axis=1)
+        for key in np.unique(keys, axis=0):
+            sel = np.nonzero((keys == key).all(axis=1))[0]
+            spectrum, rows_y, rows_x, ramp = self._layout((int(key[0]), bool(key[1]), bool(key[2])))
+            left = rows_y[None] * np.exp(dy[sel, None] * ramp)[:, None, :]  # (m, ny, npix)
+            right = rows_x[None] * np.exp(dx[sel, None] * ramp)[:, None, :]  # (m, nx, npix)
+            half = (left.reshape(-1, spectrum.shape[0]) @ spectrum).reshape(sel.size, ny, -1)
+            out[sel] = np.matmul(half, np.swapaxes(right, -1, -2)).real
+        return out
+
+
 def add_stamps(cube: np.ndarray, stamps: np.ndarray, y0: np.ndarray, x0: np.ndarray) -> None:
     """Add ``stamps[i]`` to ``cube[i]`` with its corner at integer ``(y0[i], x0[i])`` (clipped)."""
     nt, ny, nx = cube.shape

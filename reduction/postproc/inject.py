@@ -15,7 +15,7 @@ import numpy as np
 from reduction.conventions import star_centre
 
 from ._checks import check_angles, check_cube, check_psf
-from .geometry import add_stamps, vip_fft_shift
+from .geometry import StampShifter, add_stamps, vip_fft_shift
 
 
 def companion_positions(
@@ -28,20 +28,24 @@ def companion_positions(
 
 
 def _stamps_at(
-    psf: np.ndarray, ys: np.ndarray, xs: np.ndarray, flux, shape: tuple[int, int]
+    psf: np.ndarray, ys: np.ndarray, xs: np.ndarray, flux, shape: tuple[int, int], shifter: StampShifter | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shifted PSF stamps (times ``flux``) and their integer corners, as vip's ``_frame_shift_fcp``.
 
     The offset from the star is split into its integer part (truncated towards
     zero) and a sub-pixel remainder; the stamp is shifted by the remainder with
-    the 'vip-fft' shift (:func:`reduction.postproc.geometry.vip_fft_shift`).
+    the 'vip-fft' shift (:func:`reduction.postproc.geometry.vip_fft_shift`, or the same numbers
+    from ``shifter``, a :class:`~reduction.postproc.geometry.StampShifter` of ``psf``).
     """
     cy, cx = star_centre(shape)
     size = psf.shape[-1]
     w = int(np.ceil(size / 2)) - (1 if size % 2 else 0)
     shift_y, shift_x = ys - cy, xs - cx
     iy, ix = np.trunc(shift_y).astype(int), np.trunc(shift_x).astype(int)
-    stamps = vip_fft_shift(psf, shift_y - iy, shift_x - ix)
+    if shifter is not None:
+        stamps = shifter(shift_y - iy, shift_x - ix)
+    else:
+        stamps = vip_fft_shift(psf, shift_y - iy, shift_x - ix)
     flux = np.broadcast_to(np.asarray(flux, dtype=float), ys.shape)
     stamps *= flux[:, None, None]
     return stamps, cy - w + iy, cx - w + ix

@@ -45,9 +45,9 @@ from reduction.conventions import star_centre
 
 from ._checks import check_angles, check_cube, check_ncomp, check_positive, check_psf
 from ._threads import blas_single_thread
-from .geometry import _keys_weights, derotate, derotated_source_coordinates, polar_grid
+from .geometry import StampShifter, _keys_weights, derotate, derotated_source_coordinates, polar_grid
 from .inject import _stamps_at, companion_positions, inject_companions
-from .pca import principal_components, project_out
+from .pca import principal_components, project_out, project_out_columns, temporal_basis
 from .results import NegfcResult, Uncertainty, theta_to_pa
 
 log = logging.getLogger(__name__)
@@ -116,26 +116,44 @@ class _Model:
                 taps_idx[:, :, k] = idx
                 taps_w[:, :, k] = np.where(idx >= 0, wy[a] * wx[b], 0.0)
                 k += 1
-        self.taps_idx = np.where(taps_idx >= 0, taps_idx, 0)
+        taps_idx = np.where(taps_idx >= 0, taps_idx, 0)
         self.taps_w = taps_w
-        self.frame_index = np.arange(nt)[:, None, None]
+        # only the annulus pixels the gather reads are needed: the residuals are computed there alone,
+        # and the gather is one np.take of flat indices into that (t, |needed|) matrix
+        self.needed, local = np.unique(taps_idx, return_inverse=True)
+        local = local.reshape(taps_idx.shape)
+        self.flat_taps = (np.arange(nt)[:, None, None] * self.needed.size + local).reshape(nt, -1)
+        self.shifter = StampShifter(self.psf)
         self.evaluations = 0
 
-    def companion_matrix(self, r: float, theta: float) -> np.ndarray:
-        """Unit-flux companion restricted to the annulus pixels, ``(t, P)``."""
+    def companion_entries(self, r: float, theta: float) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-flux companion on the annulus pixels: flat indices into the ``(t, P)`` matrix and values."""
         nt, ny, nx = self.cube.shape
         ys, xs = companion_positions(r, theta, self.angles, (ny, nx))
-        stamps, y0, x0 = _stamps_at(self.psf, ys, xs, 1.0, (ny, nx))
+        stamps, y0, x0 = _stamps_at(self.psf, ys, xs, 1.0, (ny, nx), shifter=self.shifter)
         sy, sx = stamps.shape[-2:]
         py = y0[:, None, None] + np.arange(sy)[None, :, None]
         px = x0[:, None, None] + np.arange(sx)[None, None, :]
         inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
         idx = np.where(inside, self.index_map[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], -1)
         keep = idx >= 0
-        out = np.zeros((nt, self.ann_y.size))
-        frames = np.broadcast_to(np.arange(nt)[:, None, None], idx.shape)
-        out[frames[keep], idx[keep]] = stamps[keep]
+        flat = (np.arange(nt)[:, None, None] * self.ann_y.size + idx)[keep]
+        return flat, stamps[keep]
+
+    def companion_matrix(self, r: float, theta: float) -> np.ndarray:
+        """Unit-flux companion restricted to the annulus pixels, ``(t, P)``."""
+        flat, values = self.companion_entries(r, theta)
+        out = np.zeros(self.matrix0.shape)
+        out.ravel()[flat] = values
         return out
+
+    def with_companion(self, r: float, theta: float, flux: float, base: np.ndarray | None = None) -> np.ndarray:
+        """``base - flux x companion`` (``base``: the cube's annulus matrix), touching only the stamps' pixels."""
+        matrix = (self.matrix0 if base is None else base).copy()
+        if flux != 0:
+            flat, values = self.companion_entries(r, theta)
+            matrix.ravel()[flat] -= flux * values  # one stamp per frame: no index repeats
+        return matrix
 
     def raw_flux(self, r: float, theta: float) -> float:
         """Flux of a companion at ``(r, theta)`` fitted to the cube itself, with no PSF subtraction.
@@ -174,14 +192,16 @@ class _Model:
     def residual_values(self, r: float, theta: float, flux: float, matrix0: np.ndarray | None = None) -> np.ndarray:
         """Collapsed derotated residuals at the aperture pixels with a companion of ``-flux`` removed."""
         self.evaluations += 1
-        base = self.matrix0 if matrix0 is None else matrix0
-        matrix = base - flux * self.companion_matrix(r, theta) if flux != 0 else base
+        matrix = self.with_companion(r, theta, flux, matrix0)
         if self.method == "pca":
-            comps = principal_components(matrix, self.ncomp)
-            residuals = project_out(matrix, comps)
+            vecs, _ = temporal_basis(matrix, self.ncomp)
+            residuals = project_out_columns(matrix, vecs, self.needed)
         else:
-            residuals = matrix - np.median(matrix, axis=0, keepdims=True)
-        values = (residuals[self.frame_index, self.taps_idx] * self.taps_w).sum(axis=2)  # (t, n_ap)
+            picked = matrix[:, self.needed]
+            residuals = picked - np.median(picked, axis=0, keepdims=True)
+        nt, n_ap = self.taps_w.shape[:2]
+        gathered = np.take(residuals, self.flat_taps).reshape(nt, n_ap, 16)
+        values = np.einsum("tak,tak->ta", gathered, self.taps_w)  # derotated residuals (t, n_ap)
         if self.collapse == "median":
             return np.median(values, axis=0)
         return values.mean(axis=0)

@@ -43,6 +43,20 @@ def scale_matrix(matrix: np.ndarray, scaling: str | None) -> np.ndarray:
     return out
 
 
+def temporal_basis(library: np.ndarray, ncomp: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, s)``: the first ``ncomp`` left singular vectors ``(n, k)`` and singular values of a ``(n, P)`` library.
+
+    Eigen-decomposition of the ``(n, n)`` Gram matrix ``L Lᵀ``; components whose eigenvalue is below
+    1e-14 of the largest are dropped (they hold no signal).
+    """
+    gram = library @ library.T
+    eigval, eigvec = np.linalg.eigh(gram)
+    order = np.argsort(eigval)[::-1][:ncomp]
+    eigval = eigval[order]
+    keep = eigval > eigval[0] * 1e-14 if eigval.size and eigval[0] > 0 else np.zeros(order.size, bool)
+    return eigvec[:, order[keep]], np.sqrt(eigval[keep])
+
+
 def principal_components(library: np.ndarray, ncomp: int) -> np.ndarray:
     """First ``ncomp`` principal components (unit rows, ``(ncomp, P)``) of a ``(n, P)`` library.
 
@@ -50,14 +64,18 @@ def principal_components(library: np.ndarray, ncomp: int) -> np.ndarray:
     are ``Uᵀ L / s``, the right singular vectors of ``L`` (the same subspace
     as vip's LAPACK SVD).
     """
-    gram = library @ library.T
-    eigval, eigvec = np.linalg.eigh(gram)
-    order = np.argsort(eigval)[::-1][:ncomp]
-    eigval = eigval[order]
-    keep = eigval > eigval[0] * 1e-14 if eigval.size and eigval[0] > 0 else np.zeros(order.size, bool)
-    vecs = eigvec[:, order[keep]]
-    comps = (vecs.T @ library) / np.sqrt(eigval[keep])[:, None]
-    return comps
+    vecs, singular = temporal_basis(library, ncomp)
+    return (vecs.T @ library) / singular[:, None]
+
+
+def project_out_columns(library: np.ndarray, vecs: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``project_out(library, principal_components(library, k))[:, columns]`` from the basis ``vecs`` alone.
+
+    With ``C = Vᵀ L / s`` the residual is ``L - (L Cᵀ) C = (I - V Vᵀ) L``, so the residual at a few
+    columns costs ``n·k`` per column instead of building the components over every pixel.
+    """
+    picked = library[:, columns]
+    return picked - vecs @ (vecs.T @ picked)
 
 
 def project_out(matrix: np.ndarray, components: np.ndarray) -> np.ndarray:
