@@ -213,10 +213,60 @@ def ingest(directory: Path, programmes: Path | None, targets: Path | None, worke
     help="Public from this date (default: date + proprietary period).",
 )
 @click.option("--reference", default=None, help="Publication or data set the cube comes from.")
+@click.option(
+    "--angle-offset",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Degrees added to every angle of --angles, when its convention leaves out a constant (a pupil or "
+    "true-north offset): the registered angles must give north up. Needs --angle-offset-source.",
+)
+@click.option("--angle-offset-source", default=None, help="Where the angle offset comes from (recorded).")
+@click.option(
+    "--recenter",
+    type=click.Choice(["negative", "positive"]),
+    default=None,
+    help="Re-centre the cube at registration by a 2-D Gaussian fit per frame: negative for a vortex/AGPM dark "
+    "hole, positive for a visible star. Default: keep the provider's centring.",
+)
+@click.option(
+    "--centre-uncertainty",
+    type=click.FloatRange(0, None),
+    default=1.0,
+    show_default=True,
+    help="1-sigma (px per axis) of the provider's centring, counted in every detection's error budget "
+    "(ignored with --recenter, which measures it).",
+)
+@click.option(
+    "--star-flux",
+    type=click.FloatRange(0, None, min_open=True),
+    default=None,
+    help="The star's flux in a 1-FWHM-diameter aperture, in cube units (gives contrasts).",
+)
 def register_reduced(
-    cube, angles, psf, pixel_scale, instrument, target, night, programme, pi, filter_, release_date, reference
+    cube,
+    angles,
+    psf,
+    pixel_scale,
+    instrument,
+    target,
+    night,
+    programme,
+    pi,
+    filter_,
+    release_date,
+    reference,
+    angle_offset,
+    angle_offset_source,
+    recenter,
+    centre_uncertainty,
+    star_flux,
 ) -> None:
-    """Register an already-calibrated CUBE (reduced elsewhere) as an observation."""
+    """Register an already-calibrated CUBE (reduced elsewhere) as an observation.
+
+    The angles must be derotation angles in the vip-hci convention that put north up; a file that
+    leaves out a constant offset is registered with --angle-offset (and its source).
+    """
     from .external import ExternalCube, ExternalCubeError, register_external
 
     settings = _settings()
@@ -233,6 +283,11 @@ def register_reduced(
         filter=filter_,
         release_date=release_date,
         reference=reference,
+        angle_offset_deg=angle_offset,
+        angle_offset_source=angle_offset_source,
+        recenter=recenter,
+        centre_uncertainty_px=centre_uncertainty,
+        star_flux=star_flux,
     )
     try:
         result = register_external(_catalog(), spec, settings.data_dir, settings.proprietary_months)
@@ -416,6 +471,9 @@ def provenance(reduction_id, detection_id, limit_id, product_id) -> None:
     given = [v for v in (reduction_id, detection_id, limit_id, product_id) if v is not None]
     if len(given) != 1:
         raise click.ClickException("give exactly one of --reduction, --detection, --limit, --product")
+    from reduction.postproc.tables import ERROR_BUDGET_FIELDS
+
+    budget = None
     with _catalog().session() as session:
         for model, value in ((Detection, detection_id), (DetectionLimit, limit_id), (Product, product_id)):
             if value is not None:
@@ -423,6 +481,14 @@ def provenance(reduction_id, detection_id, limit_id, product_id) -> None:
                 if row is None:
                     raise click.ClickException(f"no {model.__tablename__[:-1].replace('_', ' ')} {value}")
                 reduction_id = row.reduction_id
+                if model is Detection:
+                    budget = {
+                        "detection": row.id,
+                        "totals": {k: getattr(row, k) for k in ("sep_err_arcsec", "pa_err_deg", "contrast_err")},
+                        "terms": {k: getattr(row, k) for k in ERROR_BUDGET_FIELDS},
+                        "centre_status": row.centre_status,
+                        "note": row.note,
+                    }
         reduction = session.get(Reduction, reduction_id)
         if reduction is None:
             raise click.ClickException(f"no reduction {reduction_id}")
@@ -450,6 +516,14 @@ def provenance(reduction_id, detection_id, limit_id, product_id) -> None:
             "products": [{"kind": p.kind, "path": p.path, "sha256": p.sha256} for p in reduction.products],
             "rerun": f"hcdc rerun {reduction.id}",
         }
+        if budget is not None:
+            # the observation's systematic terms (and their sources), as the band's detections table recorded them
+            budget["systematics"] = [
+                (p.meta or {}).get("systematics")
+                for p in reduction.products
+                if p.kind.startswith("detections") and (p.meta or {}).get("wavelength_um") == row.wavelength_um
+            ]
+            record["error_budget"] = budget
     click.echo(json.dumps(record, indent=2, default=str))
 
 

@@ -10,6 +10,7 @@ reduction whose parameters say where they came from.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -53,6 +54,17 @@ class ExternalCube:
     filter: str | None = None
     release_date: date | None = None
     reference: str | None = None  #: publication or data set the cube comes from
+    #: added to every angle of the file: its convention must give north up (a pupil or true-north offset the
+    #: provider left out); recorded with ``angle_offset_source``
+    angle_offset_deg: float = 0.0
+    angle_offset_source: str | None = None
+    #: re-centre the cube at registration: ``negative`` (vortex/AGPM dark hole) or ``positive`` 2-D Gaussian
+    #: fits per frame (vip's cube_recenter_2dfit recipe); None keeps the provider's centring
+    recenter: str | None = None
+    #: 1-sigma (px per axis) of the provider's centring when the cube is not re-centred here
+    centre_uncertainty_px: float = 1.0
+    #: the star's flux in a 1-FWHM-diameter aperture, in cube units (gives contrasts)
+    star_flux: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,18 +114,67 @@ def validate(spec: ExternalCube) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not (0 < spec.pixel_scale_arcsec < 1):
         raise ExternalCubeError(f"pixel scale {spec.pixel_scale_arcsec} arcsec/px is not plausible")
     by_name(spec.instrument)  # raises KeyError with the known names
+    if spec.recenter not in (None, "negative", "positive"):
+        raise ExternalCubeError(f"recenter must be negative, positive or none; got {spec.recenter!r}")
+    if spec.angle_offset_deg and not spec.angle_offset_source:
+        raise ExternalCubeError("an angle offset needs its source (where the offset comes from)")
+    if not (np.isfinite(spec.centre_uncertainty_px) and spec.centre_uncertainty_px >= 0):
+        raise ExternalCubeError(f"centre uncertainty {spec.centre_uncertainty_px} px is not a number >= 0")
+    if spec.star_flux is not None and not (np.isfinite(spec.star_flux) and spec.star_flux > 0):
+        raise ExternalCubeError(f"star flux {spec.star_flux} is not a positive number")
     return cube, angles, psf
+
+
+def _prepare_cube(spec: ExternalCube, cube: np.ndarray, psf: np.ndarray, destination: Path) -> dict:
+    """Write the registered cube (re-centred when asked); return what the post-processing needs to know of it."""
+    meta: dict = {"pixel_scale_arcsec": spec.pixel_scale_arcsec}
+    if spec.star_flux is not None:
+        bands = cube.shape[0] if cube.ndim == 4 else 1
+        meta["star_flux"] = [spec.star_flux] * bands
+    if spec.recenter is None:
+        shutil.copyfile(spec.cube, destination)
+        bands = cube.shape[0] if cube.ndim == 4 else 1
+        meta.update({"centre_status": "given", "centre_uncertainty_px": [spec.centre_uncertainty_px] * bands})
+        return meta
+    from reduction.postproc import normalize_psf, recenter_cube
+
+    cubes = cube.astype(float) if cube.ndim == 4 else cube.astype(float)[None]
+    psfs = psf if psf.ndim == 3 else np.repeat(psf[None], len(cubes), axis=0)
+    centred, errors = [], []
+    for band_cube, band_psf in zip(cubes, psfs):
+        fwhm = normalize_psf(np.asarray(band_psf, dtype=float)).fwhm
+        result = recenter_cube(band_cube, fwhm, negative=spec.recenter == "negative")
+        centred.append(result.cube)
+        shifts = np.stack([result.shifts_x, result.shifts_y])
+        # each frame is shifted by its own fit: the fits' scatter is the centring error counted
+        errors.append(float(np.sqrt(np.mean(np.var(shifts, axis=1, ddof=1)))) if shifts.shape[1] > 1 else 0.0)
+    data = np.stack(centred) if cube.ndim == 4 else centred[0]
+    header = fits.Header()
+    header["HIERARCH HCDC RECENTER"] = (spec.recenter, "2-D Gaussian fit per frame at registration")
+    fits.writeto(destination, data.astype(np.float32), header, overwrite=True)
+    meta.update({"centre_status": "fitted", "centre_uncertainty_px": errors, "recenter": spec.recenter})
+    return meta
 
 
 def register_external(
     catalog: Catalog, spec: ExternalCube, data_dir: Path, default_proprietary_months: int = 12
 ) -> RegistrationResult:
     """Register (idempotently) an external calibrated cube as an observation."""
-    cube, angles, _psf = validate(spec)
+    cube, angles, psf = validate(spec)
     hashes = {
         kind: sha256_file(path) for kind, path in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf))
     }
-    digest = hashlib.sha256("".join(hashes.values()).encode()).hexdigest()[:10]
+    options = {
+        "angle_offset_deg": spec.angle_offset_deg,
+        "angle_offset_source": spec.angle_offset_source,
+        "recenter": spec.recenter,
+        "centre_uncertainty_px": spec.centre_uncertainty_px,
+        "star_flux": spec.star_flux,
+    }
+    # the same files registered with other options are another reduction of the data: another observation key
+    digest = hashlib.sha256(("".join(hashes.values()) + json.dumps(options, sort_keys=True)).encode()).hexdigest()
+    digest = digest[:10]
+    angles = angles + spec.angle_offset_deg
     instrument = by_name(spec.instrument)
     key = "/".join(
         [instrument.name, spec.night.isoformat(), "external", spec.target.replace("/", "_"), spec.filter or "-", digest]
@@ -160,6 +221,7 @@ def register_external(
                 "reference": spec.reference,
                 "instrument": instrument.name,
                 "filter": spec.filter,
+                **options,
             },
             inputs=[
                 {"path": str(p), "sha256": hashes[k]}
@@ -174,15 +236,27 @@ def register_external(
         session.flush()
         folder = external_folder(data_dir, observation.id)
         folder.mkdir(parents=True, exist_ok=True)
+        cube_meta = _prepare_cube(spec, cube, psf, folder / "cube.fits")
+        if spec.angle_offset_deg:
+            fits.writeto(folder / "angles.fits", angles.astype(np.float64), overwrite=True)
+        else:
+            shutil.copyfile(spec.angles, folder / "angles.fits")
+        shutil.copyfile(spec.psf, folder / "psf.fits")
         for kind, source in (("cube", spec.cube), ("angles", spec.angles), ("psf", spec.psf)):
-            destination = folder / f"{kind}.fits"
-            shutil.copyfile(source, destination)
+            meta = {"origin": "external", "source": str(source)}
+            if kind == "cube":
+                meta.update(cube_meta)
+            if kind == "angles" and spec.angle_offset_deg:
+                meta.update(
+                    {"angle_offset_deg": spec.angle_offset_deg, "angle_offset_source": spec.angle_offset_source}
+                )
+            copied = kind == "psf" or (kind == "angles" and not spec.angle_offset_deg)
             record_products(
                 reduction,
-                {kind: destination},
+                {kind: folder / f"{kind}.fits"},
                 observation_id=observation.id,
                 release_date=release,
-                meta={kind: {"origin": "external", "source": str(source)}},
-                sha256={kind: hashes[kind]},
+                meta={kind: meta},
+                sha256={kind: hashes[kind]} if copied else None,
             )
         return RegistrationResult(observation.id, key, True, int(cube.shape[-3]), rotation)

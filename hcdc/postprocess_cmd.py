@@ -53,6 +53,19 @@ log = logging.getLogger(__name__)
     default=None,
     help="Stellar flux in a 1xFWHM-diameter aperture, cube units (vip's starphot); gives contrasts.",
 )
+@click.option(
+    "--instrument",
+    default=None,
+    help="Instrument of the cube (SPHERE-IRDIS, SPHERE-IFS, NACO, GPI): its published pixel-scale, north and "
+    "distortion uncertainties enter the error budget. Without it those terms are not counted.",
+)
+@click.option("--filter", "filter_name", default=None, help="Filter (the pixel scale of IRDIS depends on it).")
+@click.option(
+    "--centre-uncertainty",
+    type=click.FloatRange(0, None),
+    default=None,
+    help="1-sigma (px per axis) of the cube's centring, counted in the error budget (--recenter measures it).",
+)
 @parameter_options(PostprocessParameters, flags=FLAGS)
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory."
@@ -63,6 +76,9 @@ def postprocess(
     psf: Path,
     pixel_scale: float,
     star_flux: float | None,
+    instrument: str | None,
+    filter_name: str | None,
+    centre_uncertainty: float | None,
     out_dir: Path,
     **options,
 ) -> None:
@@ -76,6 +92,7 @@ def postprocess(
     from reduction.postproc.products import write_products
 
     params, _ = parameters_from_options(PostprocessParameters, options, flags=FLAGS)
+    systematics = _systematics(instrument, filter_name, centre_uncertainty)
     started = time.time()
     try:
         data = read_cube(cube)
@@ -84,7 +101,13 @@ def postprocess(
         if data.ndim != 3:
             raise ValueError(f"{cube}: the command processes 3-D (t, y, x) ADI cubes, got shape {data.shape}")
         result = PostprocessStep()(
-            params, cube=data, angles=angle_list, psf=psf_image, pixel_scale=pixel_scale, star_flux=star_flux
+            params,
+            cube=data,
+            angles=angle_list,
+            psf=psf_image,
+            pixel_scale=pixel_scale,
+            star_flux=star_flux,
+            systematics=systematics,
         )
     except (ProductInputError, ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -109,6 +132,24 @@ def postprocess(
         if item.negfc is not None:
             text += f" NEGFC flux {item.negfc.flux / result.psf.scale:.4g} (x PSF)"
         click.echo(text, err=True)
+
+
+def _systematics(instrument: str | None, filter_name: str | None, centre_uncertainty: float | None):
+    """The error budget's systematic terms the options give (none known without them)."""
+    from reduction.instruments import by_name
+    from reduction.postproc.budget import Systematics, instrument_systematics
+
+    centre = float("nan") if centre_uncertainty is None else centre_uncertainty
+    source = "not given (--centre-uncertainty)" if centre_uncertainty is None else "--centre-uncertainty"
+    if instrument is None:
+        return Systematics(centre_px=centre, sources=(("centre", source),))
+    try:
+        instrument_class = by_name(instrument)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc).strip('"'), param_hint="--instrument") from exc
+    return instrument_systematics(
+        instrument_class, filter_name, centre_px=centre, centre_status="given", centre_source=source
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,8 @@ import numpy as np
 from astropy.io import fits
 from sqlalchemy import select
 
+from reduction.instruments import by_name
+from reduction.postproc.budget import Systematics, instrument_systematics
 from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
 from reduction.postproc.products import write_products
 from reduction.postproc.tables import catalog_detections, catalog_limit, contrast_table, detections_table
@@ -103,6 +105,7 @@ def postprocess_catalog_observation(
         )
     out_dir = product_folder(data_dir, observation_id, STEP, reduction_id)
     paths: dict[str, Path] = {}
+    product_meta: dict[str, dict] = {}
     n_detections = 0
     science_seconds = 0.0
     try:
@@ -121,6 +124,7 @@ def postprocess_catalog_observation(
             provenance = reduction_provenance(reduction)
             star_fluxes = cube_meta.get("star_flux") or []
             wavelengths = cube_meta.get("wavelengths_um") or []
+            instrument, filter_name = by_name(observation.instrument), observation.filter
             paths_in = {kind: Path(p.path) for kind, p in products.items()}
         for kind, path in paths_in.items():
             if not path.is_file():
@@ -138,21 +142,40 @@ def postprocess_catalog_observation(
             star_flux = float(star_fluxes[band]) if band < len(star_fluxes) and star_fluxes[band] else None
             wavelength = float(wavelengths[band]) if band < len(wavelengths) else None
             # the science time covers what a plain script would do too: compute and write the products
+            systematics = observation_systematics(instrument, filter_name, cube_meta, band)
             t0 = time.perf_counter()
             result = PostprocessStep()(
-                params, cube=band_cube, angles=angles, psf=band_psf, pixel_scale=pixel_scale, star_flux=star_flux
+                params,
+                cube=band_cube,
+                angles=angles,
+                psf=band_psf,
+                pixel_scale=pixel_scale,
+                star_flux=star_flux,
+                systematics=systematics,
             )
             paths.update(
                 write_products(
                     result,
                     params,
                     out_dir,
-                    {**provenance, "band": band + 1, "wave_um": wavelength},
+                    {
+                        **provenance,
+                        "band": band + 1,
+                        "wave_um": wavelength,
+                        "systematics": result.systematics.to_dict(),
+                    },
                     pixel_scale=pixel_scale,
                     star_flux=star_flux,
                     suffix=f"_b{band + 1}" if len(cubes) > 1 else "",
                 )
             )
+            suffix = f"_b{band + 1}" if len(cubes) > 1 else ""
+            # the budget's inputs, with the table of detections they apply to (hcdc provenance --detection)
+            product_meta[f"detections{suffix}"] = {
+                "band": band + 1,
+                "wavelength_um": wavelength,
+                "systematics": result.systematics.to_dict(),
+            }
             table = detections_table(result, pixel_scale, star_flux)
             curve = contrast_table(result.contrast)
             science_seconds += time.perf_counter() - t0
@@ -188,7 +211,7 @@ def postprocess_catalog_observation(
         with catalog.session() as session:
             reduction = session.get(Reduction, reduction_id)
             session.add_all(detections + limits)
-            record_products(reduction, paths, observation_id=observation_id, release_date=release)
+            record_products(reduction, paths, observation_id=observation_id, release_date=release, meta=product_meta)
         n_detections = len(detections)
         status, error = "done", None
     except NoInputError as exc:
@@ -204,6 +227,38 @@ def postprocess_catalog_observation(
         error=error,
         products={k: str(v) for k, v in paths.items()},
         n_detections=n_detections,
+    )
+
+
+def observation_systematics(instrument, filter_name: str | None, cube_meta: dict, band: int) -> Systematics:
+    """What band ``band`` of an observation adds to its detections' errors (reduction.postproc.budget).
+
+    The instrument's published calibration, and what the pre-processing (or the registration) measured:
+    the star centre's uncertainty and how it was found, the star flux's relative uncertainty. A cube made
+    before these were recorded has its centre term unmeasured (NaN, status ``given``).
+    """
+
+    def per_band(key: str) -> float:
+        values = cube_meta.get(key) or []
+        value = values[band] if band < len(values) else None
+        return float("nan") if value is None else float(value)
+
+    status = cube_meta.get("centre_status") or "given"
+    centre_source = {
+        "waffle": "waffle spots of the CENTER frames: the larger of the files' scatter and the diagonals' asymmetry",
+        "centre-from-header": "SEQ CORO XC/YC: the pre-processing's header_centre_uncertainty_px",
+        "coronagraph-core": "the coronagraphic core of a science frame (IFS fallback)",
+        "fitted": "2-D Gaussian fit per frame at registration: scatter of the fitted centres",
+        "given": "as registered (the provider's centring; its stated or default uncertainty)",
+    }.get(status, status)
+    return instrument_systematics(
+        instrument,
+        filter_name,
+        centre_px=per_band("centre_uncertainty_px"),
+        centre_status=status,
+        centre_source=centre_source,
+        star_flux_rel=per_band("star_flux_rel_err"),
+        star_flux_source="scatter of the FLUX files' fluxes and the neutral density's transmission",
     )
 
 

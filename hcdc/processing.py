@@ -271,7 +271,16 @@ def _cube_summary(result) -> dict:
         "star_flux": list(result.star_flux or ()),
         "wavelengths_um": list(result.wavelengths_um),
         "pixel_scale_arcsec": result.pixel_scale_arcsec,
+        # what the post-processing's error budget needs (reduction.postproc.budget)
+        "centre_status": result.centre_status,
+        "centre_uncertainty_px": [_json_number(v) for v in (result.centre_uncertainty_px or ())],
+        "star_flux_rel_err": [_json_number(v) for v in (result.star_flux_rel_err or ())],
     }
+
+
+def _json_number(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def _record_calibrations(session, result, instrument: str, filter_: str, data_dir: Path, reduction: Reduction) -> float:

@@ -274,6 +274,12 @@ class CatalogAccess:
                         "star_flux": meta.get("star_flux") or [],
                         "wavelengths_um": meta.get("wavelengths_um") or [],
                         "fwhm_px": meta.get("fwhm_px") or [],
+                        # what the error budget of a detection needs (reduction.postproc.budget)
+                        "instrument": observation.instrument,
+                        "filter": observation.filter,
+                        "centre_status": meta.get("centre_status"),
+                        "centre_uncertainty_px": meta.get("centre_uncertainty_px") or [],
+                        "star_flux_rel_err": meta.get("star_flux_rel_err") or [],
                         "products": {kind: self._product(p) for kind, p in sorted(products.items())},
                     }
         raise NotFound(
@@ -398,10 +404,13 @@ class CatalogAccess:
 
         try:
             fields = {}
-            for name, _unit, _description, required in DETECTION_FIELDS:
-                fields[name] = float(d[name]) if required else _number(d.get(name))
+            for field in DETECTION_FIELDS:
+                if field.kind is str:
+                    fields[field.name] = _text(d.get(field.name), 200 if field.name == "note" else 24)
+                else:
+                    fields[field.name] = float(d[field.name]) if field.required else _number(d.get(field.name))
         except (KeyError, TypeError, ValueError):
-            required = ", ".join(name for name, *_rest, needed in DETECTION_FIELDS if needed)
+            required = ", ".join(f.name for f in DETECTION_FIELDS if f.required)
             raise ServiceError(f"each detection needs numbers {required}") from None
         return Detection(
             reduction_id=reduction.id,
@@ -522,24 +531,10 @@ class CatalogAccess:
 
     @staticmethod
     def _detection(d: Detection) -> dict[str, Any]:
-        return {
-            k: _iso(getattr(d, k))
-            for k in (
-                "id",
-                "reduction_id",
-                "observation_id",
-                "sep_arcsec",
-                "sep_err_arcsec",
-                "pa_deg",
-                "pa_err_deg",
-                "snr",
-                "fpf",
-                "contrast",
-                "contrast_err",
-                "status",
-                "release_date",
-            )
-        }
+        from reduction.postproc.tables import DETECTION_FIELDS
+
+        names = ("id", "reduction_id", "observation_id", *(f.name for f in DETECTION_FIELDS), "status", "release_date")
+        return {k: _iso(getattr(d, k)) for k in names}
 
     @staticmethod
     def _limit(limit: DetectionLimit) -> dict[str, Any]:

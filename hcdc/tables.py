@@ -187,8 +187,14 @@ def detection_columns(*names: str) -> tuple[tuple[str, str | None, str], ...]:
     """(name, unit, description) of detection fields, from their one schema (``DETECTION_FIELDS``)."""
     from reduction.postproc.tables import DETECTION_FIELDS
 
-    schema = {name: (unit, description) for name, unit, description, _required in DETECTION_FIELDS}
+    schema = {f.name: (f.unit, f.description) for f in DETECTION_FIELDS}
     return tuple((name, *schema[name]) for name in names)
+
+
+def _error_budget_fields() -> tuple[str, ...]:
+    from reduction.postproc.tables import ERROR_BUDGET_FIELDS
+
+    return ERROR_BUDGET_FIELDS
 
 
 #: the measured quantities of a detection, in the order the tables show them
@@ -201,6 +207,10 @@ DETECTION_MEASUREMENTS = (
     "contrast_err",
     "snr",
     "fpf",
+    # the error budget term by term (reduction.postproc.budget), then how the centre was found and why no fit
+    *_error_budget_fields(),
+    "centre_status",
+    "note",
 )
 
 DETECTION_COLUMNS = (
@@ -283,14 +293,7 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
                         "instrument": obs.instrument,
                         "night": obs.night.isoformat(),
                         "wavelength_um": d.wavelength_um,
-                        "sep_arcsec": d.sep_arcsec,
-                        "sep_err_arcsec": d.sep_err_arcsec,
-                        "pa_deg": d.pa_deg,
-                        "pa_err_deg": d.pa_err_deg,
-                        "contrast": d.contrast,
-                        "contrast_err": d.contrast_err,
-                        "snr": d.snr,
-                        "fpf": d.fpf,
+                        **{name: getattr(d, name) for name in DETECTION_MEASUREMENTS},
                         "status": d.status,
                         "campaign": f"{campaign.name} v{campaign.version}",
                         "reduction": reduction.id,

@@ -364,7 +364,21 @@ class ReductionPanel(widgets.VBox):
             ]
             if fit["uncertainty"]:
                 u = fit["uncertainty"]
-                rows.append(("1σ (sep px, PA °, flux)", f"{u[0]:.3g}, {u[1]:.3g}, {u[2]:.3g}"))
+                rows.append(("1σ fit ⊕ speckle (sep px, PA °, flux)", f"{u[0]:.3g}, {u[1]:.3g}, {u[2]:.3g}"))
+            budget = fit.get("budget")
+            if budget:  # every term of the error budget, as the catalog will hold it
+                for label, key, unit, fmt in (
+                    ("1σ separation", "sep_arcsec", " mas", lambda v: f"{1000 * v:.2f}"),
+                    ("1σ PA", "pa_deg", "°", lambda v: f"{v:.3f}"),
+                    ("1σ contrast", "contrast", "", lambda v: f"{v:.2e}"),
+                ):
+                    terms = budget[key]
+                    shown = ", ".join(
+                        f"{name} {fmt(value)}" for name, value in terms.items() if name != "total" and value == value
+                    )
+                    total = terms["total"]
+                    rows.append((label, f"{fmt(total) if total == total else '—'}{unit} ({shown})"))
+                rows.append(("star centre", budget["centre_status"]))
         else:
             rows.append(("NEGFC", html.escape(c["note"] or "not fitted: press NEGFC")))
         self.candidate_info.value = (

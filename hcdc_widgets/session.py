@@ -110,7 +110,13 @@ class InteractiveReduction:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         result = pipeline.postprocess(
-            cube, self.inputs.angles, psf, self.inputs.pixel_scale, star_flux=star_flux, params=params
+            cube,
+            self.inputs.angles,
+            psf,
+            self.inputs.pixel_scale,
+            star_flux=star_flux,
+            params=params,
+            systematics=self.systematics(band),
         )
         seconds = time.perf_counter() - t0
         self.outcome = RunOutcome(
@@ -118,6 +124,18 @@ class InteractiveReduction:
         )
         self.negfc, self.saved = {}, None
         return self.outcome
+
+    def systematics(self, band: int = 0):
+        """The observation's systematic error terms, as the batch computes them (None: unknown instrument)."""
+        from hcdc.postprocessing import observation_systematics
+        from reduction.instruments import by_name
+
+        info = self.inputs.info if self.inputs is not None else {}
+        try:
+            instrument = by_name(info.get("instrument") or "")
+        except KeyError:
+            return None
+        return observation_systematics(instrument, info.get("filter"), info, band)
 
     def candidate(self, index: int) -> dict[str, Any]:
         """Position, S/N and contrast of candidate ``index`` (0-based), NEGFC values when fitted."""
@@ -129,6 +147,9 @@ class InteractiveReduction:
         cand = item.candidate
         fit = self.negfc.get(index) or item.negfc
         flux = fit.flux if fit is not None else None
+        budget = item.budget if fit is item.negfc else None
+        if fit is not None and budget is None and result.systematics is not None:
+            budget = pipeline.negfc_budget(fit, result.pixel_scale, result.star_flux, result.systematics)
         star = result.star_flux
         scale = result.pixel_scale
         return {
@@ -151,6 +172,14 @@ class InteractiveReduction:
                 "flux": fit.flux,
                 "contrast": (flux / star) if star else None,
                 "uncertainty": None if fit.uncertainty is None else list(fit.uncertainty.total),
+                "budget": None
+                if budget is None
+                else {
+                    "sep_arcsec": dict(budget.separation_arcsec, total=budget.separation_total),
+                    "pa_deg": dict(budget.pa_deg, total=budget.pa_total),
+                    "contrast": dict(budget.contrast, total=budget.contrast_total),
+                    "centre_status": budget.centre_status,
+                },
             },
             "note": item.note,
         }

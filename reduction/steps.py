@@ -44,7 +44,7 @@ class StepParameters:
     def _at_least(self, **minimums: float) -> None:
         """Refuse a field below its minimum (``self._at_least(ncomp=1)``), naming the field."""
         for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
+            if getattr(self, name) is not None and getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}; got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:

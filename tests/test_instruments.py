@@ -71,8 +71,10 @@ class TestConformance:
 
     def test_constants_have_values_and_sources(self, instrument):
         constants = instrument.constants()
-        for name in ("pixel_scale_mas", "true_north_deg", "pupil_offset_deg"):
+        for name in ("pixel_scale_mas", "true_north_deg", "pupil_offset_deg", "distortion"):
             assert isinstance(constants[name], Constant), name
+        assert instrument.distortion.unit in ("fraction", "px")
+        assert 0 <= instrument.north_uncertainty_deg() < 1.0  # the published calibrations are all below 0.2 deg
         for name, constant in constants.items():
             assert math.isfinite(constant.value) and constant.uncertainty >= 0, name
             assert len(constant.source) > 10, f"{instrument.name}.{name} has no source"

@@ -48,6 +48,8 @@ def test_postprocess_naco(tmp_path):
             "3",
             "--max-characterised",
             "1",
+            "--instrument",
+            "NACO",
         ),
     )
     assert result.exit_code == 0, result.output
@@ -82,6 +84,15 @@ def test_postprocess_naco(tmp_path):
     assert b["contrast"] == pytest.approx(b["flux_fwhm_aperture"] / STARPHOT)
     assert np.isfinite(b["sep_arcsec_err"]) and b["sep_arcsec_err"] > 0 and b["flux_err"] > 0
     assert det.meta["provenance"]["step"] == "postprocess"
+    # the error budget: NACO's published north (Chauvin et al. 2012) in the calibration term, the re-centring's
+    # measured scatter in the centre term, and the totals their quadrature sum
+    from reduction.instruments import Naco
+
+    assert b["pa_deg_err_calibration"] == pytest.approx(Naco.north_uncertainty_deg())
+    assert b["centre_status"] == "fitted" and 0 < b["sep_arcsec_err_centre"] < 0.5 * PIXEL_SCALE
+    terms = [b[f"sep_arcsec_err_{k}"] for k in ("fit", "speckle", "centre", "calibration")]
+    assert b["sep_arcsec_err"] == pytest.approx(np.sqrt(np.sum(np.square(terms))))
+    assert "Chauvin" in det.meta["systematics"]["sources"]["north"]
     assert len(det.meta["provenance"]["inputs"]["cube"]["sha256"]) == 64
     cc = Table.read(out / "contrast_curve.ecsv", format="ascii.ecsv")
     for column in ("sep_arcsec", "contrast_5sigma", "throughput"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from reduction.preprocess import PreprocessingError, preprocess_observation
+from reduction.preprocess import PreprocessingError, PreprocessParameters, preprocess_observation
 from reduction.simulator import simulate_archive
 
 from .simulated import observation_files
@@ -38,6 +38,11 @@ def test_centres_match_truth_to_0p1_px(realistic):
         for band, (found, true) in enumerate(zip(result.centres_detector_xy, entry["star_centre_xy"])):
             error = np.hypot(found[0] - true[0], found[1] - true[1])
             assert error < 0.1, (entry["obs_id"], band, error)
+            # the recorded 1-sigma (per axis) is measured, not assumed: positive, sub-pixel, and the true error
+            # (2 axes) is within 5 of them (a wildly small sigma would make the error budget lie)
+            sigma = result.centre_uncertainty_px[band]
+            assert result.centre_status == "waffle" and 0 < sigma < 0.5, (entry["obs_id"], band, sigma)
+            assert error <= 5 * sigma * np.sqrt(2) + 0.02, (entry["obs_id"], band, error, sigma)
             checked += 1
     assert checked >= 6
 
@@ -154,6 +159,12 @@ def test_missing_parts_are_said_not_defaulted(clean, tmp_path):
     result = preprocess_observation(bare)
     problems = " | ".join(result.problems)
     assert "no OBJECT,CENTER frames" in problems and "SEQ CORO" in problems
+    # the header's centre is a guess: its uncertainty is the (large) setting, and the status says so
+    assert result.centre_status == "centre-from-header" and result.centre_uncertainty_px == (1.0, 1.0)
+    wider = preprocess_observation(bare, dataclasses.replace(PreprocessParameters(), header_centre_uncertainty_px=2.5))
+    assert wider.centre_uncertainty_px == (2.5, 2.5)
+    with pytest.raises(ValueError, match="header_centre_uncertainty_px must be >= 1.0"):
+        PreprocessParameters(header_centre_uncertainty_px=0.3)
     assert "no OBJECT,FLUX frames" in problems and result.psf is None and result.star_flux is None
     assert "no usable FLAT,LAMP files" in problems
     assert "no SKY, BACKGROUND or DARK" in problems

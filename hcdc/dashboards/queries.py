@@ -37,6 +37,7 @@ from hcdc.catalog.models import (
     TargetAlias,
     TargetMagnitude,
 )
+from hcdc.tables import DETECTION_MEASUREMENTS
 
 from .config import DashboardSettings, contrast_column, get_dashboard_settings
 
@@ -802,14 +803,7 @@ DETECTION_COLUMNS = (
     "instrument",
     "filter",
     "step",
-    "sep_arcsec",
-    "sep_err_arcsec",
-    "pa_deg",
-    "pa_err_deg",
-    "snr",
-    "fpf",
-    "contrast",
-    "contrast_err",
+    *DETECTION_MEASUREMENTS,
     "status",
     "release_date",
 )
@@ -831,14 +825,7 @@ def target_detections(
             Observation.instrument,
             Observation.filter,
             Reduction.step,
-            Detection.sep_arcsec,
-            Detection.sep_err_arcsec,
-            Detection.pa_deg,
-            Detection.pa_err_deg,
-            Detection.snr,
-            Detection.fpf,
-            Detection.contrast,
-            Detection.contrast_err,
+            *(getattr(Detection, name) for name in DETECTION_MEASUREMENTS),
             Detection.status,
             Detection.release_date,
         )

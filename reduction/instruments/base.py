@@ -278,6 +278,10 @@ class Instrument(abc.ABC):
     pixel_scale_mas: ClassVar[Constant]
     true_north_deg: ClassVar[Constant]
     pupil_offset_deg: ClassVar[Constant]
+    #: Distortion left in HC-DC's reduced data: unit ``fraction`` (relative amplitude, e.g. an
+    #: uncorrected anamorphism) or ``px`` (a positional residual); it enters the detections'
+    #: calibration uncertainty (:mod:`reduction.postproc.budget`).
+    distortion: ClassVar[Constant]
     detector_shape: ClassVar[tuple[int, int]]
     filters: ClassVar[Mapping[str, Filter]]
     #: Header keywords that must be present for a file to be classified at all.
@@ -450,6 +454,16 @@ class Instrument(abc.ABC):
     def derotation_offset_deg(cls) -> float:
         """``pupil offset + true north``, to add to PARANG (vip-hci convention)."""
         return cls.pupil_offset_deg.value + cls.true_north_deg.value
+
+    @classmethod
+    def north_uncertainty_deg(cls) -> float:
+        """1-sigma of the image's north: true north and pupil offset in quadrature."""
+        return float((cls.true_north_deg.uncertainty**2 + cls.pupil_offset_deg.uncertainty**2) ** 0.5)
+
+    @classmethod
+    def pixel_scale_constant(cls, filter_name: str | None = None) -> Constant:
+        """The pixel-scale constant that applies to ``filter_name`` (with its uncertainty and source)."""
+        return cls.pixel_scale_mas
 
     @classmethod
     def constants(cls) -> dict[str, Constant]:

@@ -79,6 +79,9 @@ class Gpi(Instrument):
     pixel_scale_mas = Constant(14.161, 0.021, "mas/px", _DEROSA2020)
     true_north_deg = Constant(0.45, 0.11, "deg", _DEROSA2020 + " (north angle offset)")
     pupil_offset_deg = Constant(0.0, 0.0, "deg", "GPI derotation uses AVPARANG directly (GPI DRP)")
+    #: "Distortion is small, with an average positional residual of 0.26 pixels over the field of
+    #: view" (Konopacky et al. 2014, SPIE 9147, 914784; GPI DRP documentation): uncorrected here.
+    distortion = Constant(0.26, 0.0, "px", "Konopacky et al. 2014, SPIE 9147, 914784 (uncorrected)")
     detector_shape: ClassVar[tuple[int, int]] = (2048, 2048)
     filters = MappingProxyType(
         {

@@ -57,6 +57,9 @@ class Naco(Instrument):
     #: NACO pupil tracking: the derotation angle is the parallactic angle plus
     #: the ADA offset, taken as 0 (ADI papers use PARANG directly, e.g. Absil et al. 2013).
     pupil_offset_deg = Constant(0.0, 0.0, "deg", "Absil et al. 2013, A&A 559, L12 (angles = PARANG)")
+    #: No distortion solution of the L27 camera is used or published in the sources above (Chauvin
+    #: et al. 2012 calibrate its scale and north only): no term is counted, a known gap.
+    distortion = Constant(0.0, 0.0, "fraction", "none published in Chauvin et al. 2012 / Absil et al. 2013")
     detector_shape: ClassVar[tuple[int, int]] = (1024, 1024)
     filters = MappingProxyType(
         {

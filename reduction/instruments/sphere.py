@@ -54,6 +54,10 @@ class _Sphere(Instrument):
     arm: ClassVar[str]
     pupil_offset_deg = Constant(135.99, 0.11, "deg", _MAIRE2016 + " (pupil-tracking offset, INS4 DROT2 MODE = ELEV)")
     true_north_deg = Constant(-1.75, 0.08, "deg", _MAIRE2016)
+    #: The anamorphism of SPHERE's common path, "0.60 +- 0.02 % between the horizontal and vertical
+    #: directions of the detector, i.e. 6 mas at 1 arcsec", common to IRDIS and IFS (Maire et al. 2016).
+    #: HC-DC does not correct it: it is counted as an uncertainty of its full amplitude.
+    distortion = Constant(0.0060, 0.0002, "fraction", _MAIRE2016 + " (anamorphism, not corrected by HC-DC)")
 
     @classmethod
     def matches(cls, header: Header) -> bool:
@@ -82,6 +86,12 @@ NEUTRAL_DENSITY_OD: dict[str, float] = {"OPEN": 0.0, "ND_0.0": 0.0, "ND_1.0": 1.
 #: Chromatic slope of the transmission (per µm, relative, around 1.6 µm). An approximation of the
 #: tabulated CPI ND curves (SPHERE User Manual; vlt-sphere data/SPHERE_CPI_ND.txt), which are not in
 #: this repository: replace by the tabulated curve when available.
+#: Relative uncertainty of a neutral density's transmission as modelled here (nominal density and
+#: linear chromatic slope). No uncertainty is published with the SPHERE CPI ND curves; 5 % is the
+#: size of the slope correction across an IRDIS band pair for ND_2.0, i.e. what an error in the
+#: linear approximation of the tabulated curve could be. It enters a contrast's photometric error
+#: only when the FLUX frames and the science frames were taken through different densities.
+NEUTRAL_DENSITY_REL_UNCERTAINTY = 0.05
 NEUTRAL_DENSITY_SLOPE_PER_UM: dict[str, float] = {
     "OPEN": 0.0,
     "ND_0.0": 0.0,
@@ -148,8 +158,11 @@ class SphereIrdis(_Sphere):
 
     @classmethod
     def pixel_scale_arcsec(cls, filter_name: str | None = None) -> float:
-        constant = cls.pixel_scales_mas.get(filter_name or "", cls.pixel_scale_mas)
-        return constant.value / 1000.0
+        return cls.pixel_scale_constant(filter_name).value / 1000.0
+
+    @classmethod
+    def pixel_scale_constant(cls, filter_name: str | None = None) -> Constant:
+        return cls.pixel_scales_mas.get(filter_name or "", cls.pixel_scale_mas)
 
     @classmethod
     def readout_windows(cls, header) -> list[tuple[int, int, int, int]]:
@@ -193,6 +206,13 @@ class SphereIfs(_Sphere):
     pixel_scale_mas = Constant(7.46, 0.02, "mas/px", _MAIRE2016)
     #: IFS field is rotated with respect to IRDIS; added to the pupil offset.
     ifs_offset_deg: ClassVar[Constant] = Constant(-100.48, 0.10, "deg", _MAIRE2016)
+
+    @classmethod
+    def north_uncertainty_deg(cls) -> float:
+        """True north, pupil offset and the IFS field's offset, in quadrature."""
+        terms = (cls.true_north_deg, cls.pupil_offset_deg, cls.ifs_offset_deg)
+        return float(sum(c.uncertainty**2 for c in terms) ** 0.5)
+
     detector_shape: ClassVar[tuple[int, int]] = (2048, 2048)
     filters = MappingProxyType(
         {

@@ -25,6 +25,7 @@ from reduction.steps import Step, StepParameters
 from ._checks import check_angles, check_cube, check_positive, check_psf
 from ._threads import blas_single_thread
 from .annular import pca_annular
+from .budget import Systematics, detection_budget
 from .cadi import cadi
 from .contrast import contrast_curve
 from .detection import THRESHOLD_KINDS, detect_candidates
@@ -363,8 +364,8 @@ class PostprocessParameters(StepParameters):
         Side (px) of the sub-image fitted when re-centring.
     psf_size : int
         Side of the normalised PSF (vip tutorial: 19 px).
-    max_characterised : int
-        How many candidates (brightest first) get a NEGFC fit.
+    max_characterised : int or None
+        At most this many candidates (highest S/N first) get a NEGFC fit; None: every candidate.
     remove_significance : float
         Characterised candidates at least this significant (Gaussian sigma)
         are removed from the cube before the contrast curve.
@@ -378,7 +379,7 @@ class PostprocessParameters(StepParameters):
     recenter_negative: bool = True
     recenter_subi_size: int = 5
     psf_size: int = 19
-    max_characterised: int = 3
+    max_characterised: int | None = None
     remove_significance: float = 5.0
 
     def __post_init__(self) -> None:
@@ -400,6 +401,7 @@ def postprocess(
     *,
     star_flux: float | None = None,
     params: PostprocessParameters = PostprocessParameters(),
+    systematics: Systematics | None = None,
 ) -> PostprocessResult:
     """PSF subtraction, detection, NEGFC characterisation and detection limits of one ADI cube.
 
@@ -416,10 +418,17 @@ def postprocess(
     star_flux : float, optional
         Stellar flux in a 1xFWHM aperture (cube units); gives contrasts.
     params : PostprocessParameters
+    systematics : Systematics, optional
+        What the observation adds to every detection's errors (star centre, calibration, photometry;
+        :mod:`reduction.postproc.budget`). Without it only the cube's own terms are known: the centre
+        is ``given`` with no uncertainty, unless ``params.recenter`` measures it.
 
     Returns
     -------
     PostprocessResult
+        Every candidate above the threshold characterised (up to ``params.max_characterised``), each
+        with its :class:`~reduction.postproc.budget.ErrorBudget`; a candidate whose fit fails keeps its
+        row with the reason in ``note``.
     """
     cube = check_cube(cube)
     angles = check_angles(angles, cube.shape[0])
@@ -433,6 +442,7 @@ def postprocess(
     if params.recenter:
         recentering = recenter_cube(cube, fwhm, negative=params.recenter_negative, subi_size=params.recenter_subi_size)
         cube = recentering.cube
+    systematics = _with_centre(systematics or Systematics(), recentering)
     subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
     for note in subtraction.notes:
         log.info(note)
@@ -444,7 +454,7 @@ def postprocess(
     free_cube = cube
     half = min(cube.shape[-2:]) / 2
     for index, candidate in enumerate(detection.candidates):
-        if index >= params.max_characterised:
+        if params.max_characterised is not None and index >= params.max_characterised:
             characterised.append(CharacterisedCandidate(candidate, None, "not characterised (max_characterised)"))
             continue
         if not _fits_in_frame(candidate.separation_px, fwhm, char_params, half):
@@ -462,11 +472,13 @@ def postprocess(
                 fwhm=fwhm,
                 xy=(candidate.x, candidate.y),
             )
-        except ValueError as exc:
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            # the candidate keeps its row (position and S/N from the detection) with the reason
             log.warning("NEGFC failed for the candidate at (%.1f, %.1f): %s", candidate.x, candidate.y, exc)
-            characterised.append(CharacterisedCandidate(candidate, None, f"NEGFC failed: {exc}"))
+            characterised.append(CharacterisedCandidate(candidate, None, f"NEGFC failed: {exc}"[:200]))
             continue
-        characterised.append(CharacterisedCandidate(candidate, result))
+        budget = negfc_budget(result, pixel_scale, star_flux, systematics)
+        characterised.append(CharacterisedCandidate(candidate, result, budget=budget))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
     contrast = ContrastCurveStep()(
@@ -489,6 +501,37 @@ def postprocess(
         pixel_scale=pixel_scale,
         star_flux=star_flux,
         parameters=params.to_dict(),
+        systematics=systematics,
+    )
+
+
+def _with_centre(systematics: Systematics, recentering) -> Systematics:
+    """The systematics with the centre the re-centring measured (per-frame fits: their scatter)."""
+    if recentering is None:
+        return systematics
+    shifts = np.stack([np.asarray(recentering.shifts_x, float), np.asarray(recentering.shifts_y, float)])
+    # each frame is shifted by its own fit: the scatter of the fits bounds the error of each frame's centring
+    scatter = float(np.sqrt(np.mean(np.var(shifts, axis=1, ddof=1)))) if shifts.shape[1] > 1 else 0.0
+    sources = dict(systematics.sources)
+    sources["centre"] = (
+        f"re-centred by a 2-D Gaussian fit per frame ({recentering.method}): scatter of the fitted "
+        f"centres over {shifts.shape[1]} frames"
+    )
+    return dataclasses.replace(
+        systematics, centre_px=scatter, centre_status="fitted", sources=tuple(sorted(sources.items()))
+    )
+
+
+def negfc_budget(result: NegfcResult, pixel_scale: float, star_flux: float | None, systematics: Systematics):
+    """The :class:`~reduction.postproc.budget.ErrorBudget` of one NEGFC fit: its fit and speckle terms + systematics."""
+    unc = result.uncertainty
+    nan3 = (np.nan, np.nan, np.nan)
+    fit, speckle = (unc.fit, unc.speckle) if unc is not None else (nan3, nan3)
+    if unc is not None and unc.n_injections == 0:
+        speckle = nan3  # not measured (n_injections 0): no term, not a zero
+    to_contrast = 1.0 / star_flux if star_flux else np.nan
+    return detection_budget(
+        result.separation_px, pixel_scale, fit, speckle, result.flux * to_contrast, to_contrast, systematics
     )
 
 
@@ -496,10 +539,11 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
     """The whole post-processing of one cube (:func:`postprocess`)."""
 
     name: ClassVar[str] = "postprocess"
-    version: ClassVar[str] = "1"
+    #: 2: every candidate characterised by default, the full error budget of each (issue 18)
+    version: ClassVar[str] = "2"
     Parameters: ClassVar[type[StepParameters]] = PostprocessParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "pixel_scale")
-    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux",)
+    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "systematics")
     outputs: ClassVar[tuple[str, ...]] = ("subtraction", "detection", "characterised", "contrast")
 
     def run(self, params: PostprocessParameters, **inputs: Any) -> PostprocessResult:
@@ -510,4 +554,5 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
             inputs["pixel_scale"],
             star_flux=inputs.get("star_flux"),
             params=params,
+            systematics=inputs.get("systematics"),
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,10 @@ def theta_to_pa(theta_deg: float) -> float:
 def pa_to_theta(pa_deg: float) -> float:
     """Position angle east of north to polar angle from +x (counter-clockwise)."""
     return float(np.mod(pa_deg + 90.0, 360.0))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .budget import ErrorBudget, Systematics
 
 
 @dataclass(frozen=True, eq=False)
@@ -373,6 +377,8 @@ class CharacterisedCandidate:
     candidate: Candidate
     negfc: NegfcResult | None
     note: str = ""
+    #: every term of its uncertainties (:mod:`reduction.postproc.budget`); None without a fit
+    budget: "ErrorBudget | None" = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -391,6 +397,7 @@ class PostprocessResult:
         arcsec per pixel.
     star_flux : float or None
     parameters : dict
+    systematics : Systematics or None
     """
 
     subtraction: PsfSubtractionResult
@@ -402,3 +409,5 @@ class PostprocessResult:
     pixel_scale: float
     star_flux: float | None
     parameters: dict[str, Any]
+    #: the observation's systematic terms the budgets used (centre, calibration, photometry)
+    systematics: "Systematics | None" = None

@@ -7,7 +7,11 @@ so that all three report exactly the same columns.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from .budget import ANGLE_TERMS, CONTRAST_TERMS, SEPARATION_TERMS
 
 
 def detections_table(result, pixel_scale: float, star_flux: float | None):
@@ -20,8 +24,9 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
     cy, cx = star_centre(result.subtraction.residuals.shape)
     scale = result.psf.scale
     rows = []
+    systematics = result.systematics
     for index, item in enumerate(result.characterised, start=1):
-        cand, fit = item.candidate, item.negfc
+        cand, fit, budget = item.candidate, item.negfc, item.budget
         nan3 = (np.nan, np.nan, np.nan)
         if fit is not None:
             x, y, sep, theta, flux_norm = fit.x, fit.y, fit.separation_px, fit.theta_deg, fit.flux
@@ -30,11 +35,19 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         else:
             x, y, sep, theta, flux_norm = cand.x, cand.y, cand.separation_px, cand.theta_deg, np.nan
             tot = spk = fterm = nan3
+        if budget is not None:
+            sep_terms, pa_terms, contrast_terms = budget.separation_arcsec, budget.pa_deg, budget.contrast
+            sep_total, pa_total, contrast_total = budget.separation_total, budget.pa_total, budget.contrast_total
+        else:  # no fit: no measurement error to add the systematic terms to
+            sep_terms = {k: np.nan for k in SEPARATION_TERMS}
+            pa_terms = {k: np.nan for k in ANGLE_TERMS}
+            contrast_terms = {k: np.nan for k in CONTRAST_TERMS}
+            sep_total = pa_total = contrast_total = np.nan
         th = np.deg2rad(theta)
-        x_err = float(np.hypot(np.cos(th) * tot[0], sep * np.sin(th) * np.deg2rad(tot[1])))
-        y_err = float(np.hypot(np.sin(th) * tot[0], sep * np.cos(th) * np.deg2rad(tot[1])))
+        sep_total_px = sep_total / pixel_scale
+        x_err = float(np.hypot(np.cos(th) * sep_total_px, sep * np.sin(th) * np.deg2rad(pa_total)))
+        y_err = float(np.hypot(np.sin(th) * sep_total_px, sep * np.cos(th) * np.deg2rad(pa_total)))
         contrast = flux_norm / star_flux if star_flux else np.nan
-        contrast_err = tot[2] / star_flux if star_flux else np.nan
         rows.append(
             {
                 "id": index,
@@ -43,15 +56,13 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
                 "x_err": x_err,
                 "y_err": y_err,
                 "sep_px": sep,
-                "sep_px_err": tot[0],
+                "sep_px_err": sep_total_px,
                 "sep_arcsec": sep * pixel_scale,
-                "sep_arcsec_err": tot[0] * pixel_scale,
-                "sep_arcsec_err_speckle": spk[0] * pixel_scale,
-                "sep_arcsec_err_fit": fterm[0] * pixel_scale,
+                "sep_arcsec_err": sep_total,
+                **{f"sep_arcsec_err_{k}": v for k, v in sep_terms.items()},
                 "pa_deg": float(np.mod(theta - 90.0, 360.0)),
-                "pa_deg_err": tot[1],
-                "pa_deg_err_speckle": spk[1],
-                "pa_deg_err_fit": fterm[1],
+                "pa_deg_err": pa_total,
+                **{f"pa_deg_err_{k}": v for k, v in pa_terms.items()},
                 "theta_deg": theta,
                 "snr": cand.snr,
                 "peak_snr": cand.peak_snr,
@@ -64,8 +75,10 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
                 "flux_fwhm_aperture": flux_norm,
                 "flux_fwhm_aperture_err": tot[2],
                 "contrast": contrast,
-                "contrast_err": contrast_err,
+                "contrast_err": contrast_total,
+                **{f"contrast_err_{k}": v for k, v in contrast_terms.items()},
                 "characterised": fit is not None,
+                "centre_status": systematics.centre_status if systematics is not None else "given",
                 "note": item.note,
             }
         )
@@ -79,12 +92,10 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         "sep_px_err",
         "sep_arcsec",
         "sep_arcsec_err",
-        "sep_arcsec_err_speckle",
-        "sep_arcsec_err_fit",
+        *(f"sep_arcsec_err_{k}" for k in SEPARATION_TERMS),
         "pa_deg",
         "pa_deg_err",
-        "pa_deg_err_speckle",
-        "pa_deg_err_fit",
+        *(f"pa_deg_err_{k}" for k in ANGLE_TERMS),
         "theta_deg",
         "snr",
         "peak_snr",
@@ -98,10 +109,12 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         "flux_fwhm_aperture_err",
         "contrast",
         "contrast_err",
+        *(f"contrast_err_{k}" for k in CONTRAST_TERMS),
         "characterised",
+        "centre_status",
         "note",
     ]
-    dtypes = [int] + [float] * 27 + [bool, str]
+    dtypes = [int] + [float] * (len(names) - 4) + [bool, str, str]
     table = (
         Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
         if rows
@@ -116,12 +129,10 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         "sep_px_err": u.pix,
         "sep_arcsec": u.arcsec,
         "sep_arcsec_err": u.arcsec,
-        "sep_arcsec_err_speckle": u.arcsec,
-        "sep_arcsec_err_fit": u.arcsec,
+        **{f"sep_arcsec_err_{k}": u.arcsec for k in SEPARATION_TERMS},
         "pa_deg": u.deg,
         "pa_deg_err": u.deg,
-        "pa_deg_err_speckle": u.deg,
-        "pa_deg_err_fit": u.deg,
+        **{f"pa_deg_err_{k}": u.deg for k in ANGLE_TERMS},
         "theta_deg": u.deg,
     }
     for name, unit in units.items():
@@ -148,7 +159,12 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
             "psf_aperture_flux": result.psf.aperture_flux,
             "psf_scale": result.psf.scale,
             "star_xy": [int(cx), int(cy)],
-            "uncertainties": "1 sigma; total = speckle (+) fit, see the *_speckle, *_fit columns",
+            "uncertainties": (
+                "1 sigma; sep/pa/contrast totals = quadrature sum of the *_fit, *_speckle, *_centre, "
+                "*_calibration (*_photometry for contrasts) terms (reduction.postproc.budget); flux_err = fit (+) "
+                "speckle"
+            ),
+            "systematics": result.systematics.to_dict() if result.systematics is not None else None,
         }
     )
     return table
@@ -193,23 +209,56 @@ def contrast_table(curve):
 
 # --- the catalog's detection and limit rows: one schema, one mapping -----------------------------
 
-#: A detection as the catalog holds it: (field, unit, description, required). The pipeline, the
-#: widgets' save, the catalog service, the command line's tables and the exports all use these.
-DETECTION_FIELDS = (
-    ("x_px", "pix", "0-based column in the final (derotated) image", True),
-    ("y_px", "pix", "0-based row in the final image", True),
-    ("sep_arcsec", "arcsec", "Separation from the star", True),
-    ("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, speckle + fit)", False),
-    ("pa_deg", "deg", "Position angle east of north", True),
-    ("pa_err_deg", "deg", "Position angle uncertainty (1 sigma, speckle + fit)", False),
-    ("snr", None, "S/N (Mawet et al. 2014 small-sample statistics)", True),
-    ("fpf", None, "False-positive fraction", False),
-    ("flux", None, "Companion flux in a 1-FWHM aperture (cube units)", False),
-    ("flux_err", None, "Flux uncertainty (1 sigma)", False),
-    ("contrast", None, "Flux ratio to the star (1-FWHM apertures)", False),
-    ("contrast_err", None, "Contrast uncertainty (1 sigma)", False),
-    ("wavelength_um", "um", "Wavelength of the reduced image", False),
+
+class DetectionField(NamedTuple):
+    """One column of a detection as the catalog holds it."""
+
+    name: str
+    unit: str | None
+    description: str
+    required: bool
+    kind: type = float
+
+
+#: A detection as the catalog holds it. The pipeline, the widgets' save, the catalog service, the
+#: command line's tables and the exports all use these.
+DETECTION_FIELDS: tuple[DetectionField, ...] = (
+    DetectionField("x_px", "pix", "0-based column in the final (derotated) image", True),
+    DetectionField("y_px", "pix", "0-based row in the final image", True),
+    DetectionField("sep_arcsec", "arcsec", "Separation from the star", True),
+    DetectionField("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, all terms in quadrature)", False),
+    DetectionField("pa_deg", "deg", "Position angle east of north", True),
+    DetectionField("pa_err_deg", "deg", "Position angle uncertainty (1 sigma, all terms in quadrature)", False),
+    DetectionField("snr", None, "S/N (Mawet et al. 2014 small-sample statistics)", True),
+    DetectionField("fpf", None, "False-positive fraction", False),
+    DetectionField("flux", None, "Companion flux in a 1-FWHM aperture (cube units)", False),
+    DetectionField("flux_err", None, "Flux uncertainty (1 sigma, fit and speckle)", False),
+    DetectionField("contrast", None, "Flux ratio to the star (1-FWHM apertures)", False),
+    DetectionField("contrast_err", None, "Contrast uncertainty (1 sigma, all terms in quadrature)", False),
+    DetectionField("wavelength_um", "um", "Wavelength of the reduced image", False),
+    DetectionField("sep_err_fit_arcsec", "arcsec", "Separation: NEGFC fit term (chi2 curvature)", False),
+    DetectionField("sep_err_speckle_arcsec", "arcsec", "Separation: speckle-noise term (injections)", False),
+    DetectionField("sep_err_centre_arcsec", "arcsec", "Separation: star-centre term", False),
+    DetectionField("sep_err_calibration_arcsec", "arcsec", "Separation: pixel scale and distortion", False),
+    DetectionField("pa_err_fit_deg", "deg", "Position angle: NEGFC fit term", False),
+    DetectionField("pa_err_speckle_deg", "deg", "Position angle: speckle-noise term", False),
+    DetectionField("pa_err_centre_deg", "deg", "Position angle: star-centre term", False),
+    DetectionField("pa_err_calibration_deg", "deg", "Position angle: true north, pupil offset, distortion", False),
+    DetectionField("contrast_err_fit", None, "Contrast: NEGFC fit term", False),
+    DetectionField("contrast_err_speckle", None, "Contrast: speckle-noise term", False),
+    DetectionField("contrast_err_photometry", None, "Contrast: the star's flux (FLUX frames, neutral density)", False),
+    DetectionField(
+        "centre_status",
+        None,
+        "How the star centre was found: waffle, centre-from-header, coronagraph-core, fitted, given",
+        False,
+        str,
+    ),
+    DetectionField("note", None, "Why a candidate has no fit (empty when it has one)", False, str),
 )
+
+#: the error-budget columns of a detection, in table order
+ERROR_BUDGET_FIELDS = tuple(f.name for f in DETECTION_FIELDS if "_err_" in f.name and f.name != "flux_err")
 
 #: which column of :func:`detections_table` each catalog field comes from
 _FROM_TABLE = {
@@ -225,6 +274,9 @@ _FROM_TABLE = {
     "flux_err": "flux_fwhm_aperture_err",
     "contrast": "contrast",
     "contrast_err": "contrast_err",
+    **{f"sep_err_{k}_arcsec": f"sep_arcsec_err_{k}" for k in SEPARATION_TERMS},
+    **{f"pa_err_{k}_deg": f"pa_deg_err_{k}" for k in ANGLE_TERMS},
+    **{f"contrast_err_{k}": f"contrast_err_{k}" for k in CONTRAST_TERMS},
 }
 
 
@@ -243,6 +295,8 @@ def catalog_detections(table, wavelength_um: float | None) -> list[dict]:
     for row in table:
         values = {field: finite(row[column]) for field, column in _FROM_TABLE.items()}
         values["wavelength_um"] = finite(wavelength_um)
+        values["centre_status"] = str(row["centre_status"]) or None
+        values["note"] = str(row["note"])[:200] or None
         rows.append(values)
     return rows
 

@@ -438,8 +438,12 @@ def largest_crop(valid: np.ndarray, centre_xy: tuple[float, float], step: float,
 
 def _centre_from_spots(
     images: np.ndarray, valid: np.ndarray, wavelengths: Sequence[float], params, problems: list[str]
-) -> tuple[float, float] | None:
-    """Star centre (x, y in lenslet-image pixels) from the waffle spots, median over the channels."""
+) -> tuple[tuple[float, float], float] | None:
+    """Star centre (x, y in lenslet-image pixels) from the waffle spots, median over the channels.
+
+    Returns the centre and its per-axis 1-sigma in lenslets: the scatter of the channels' centres
+    (ddof=1, the mean over x and y), each channel being an independent fit of the same star.
+    """
     lenslet_arcsec = SphereIfs.lenslet_scale_mas.value / 1000
     ny, nx = valid.shape
     guess = (nx / 2, ny / 2)
@@ -472,7 +476,8 @@ def _centre_from_spots(
     spread = float(np.hypot(*(centres - np.median(centres, axis=0)).T).max())
     if spread > 0.5:
         problems.append(f"waffle centres of the channels scatter by {spread:.2f} lenslets")
-    return float(np.median(centres[:, 0])), float(np.median(centres[:, 1]))
+    scatter = float(np.sqrt(np.mean(np.var(centres, axis=0, ddof=1))))
+    return (float(np.median(centres[:, 0])), float(np.median(centres[:, 1]))), scatter
 
 
 def _centre_from_core(image: np.ndarray, valid: np.ndarray, sigma: float = 1.0) -> tuple[float, float]:
@@ -565,9 +570,13 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
 
     # star centre: waffle spots of the CENTER frames, else the coronagraphic core (said loudly)
     centre = None
+    centre_status, centre_sigma_px = "waffle", float("nan")
     centre_image, _centre_raws = mean_calibrated(files.center, "CENTER")
     if centre_image is not None:
-        centre = _centre_from_spots(extractor.lenslet_images(centre_image)[0], valid, wavelengths, params, problems)
+        found = _centre_from_spots(extractor.lenslet_images(centre_image)[0], valid, wavelengths, params, problems)
+        if found is not None:
+            centre, scatter_lenslets = found
+            centre_sigma_px = scatter_lenslets / step  # lenslets -> cube pixels
     else:
         problems.append("no OBJECT,CENTER frames: the star centre cannot be measured from the waffle spots")
     if centre is None:
@@ -578,9 +587,11 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
             first[0].data.mean(axis=0, keepdims=True), dit_of(first[0]), calibrations, box, "science", problems
         )
         centre = _centre_from_core(np.nan_to_num(extractor.lenslet_images(image)[0].mean(axis=0)), valid, sigma=2.0)
+        centre_status = "coronagraph-core"
+        centre_sigma_px = max(params.header_centre_uncertainty_px, 1.0 / step)
         problems.append(
             "star centre taken from the coronagraphic residual core of the first science file "
-            "(uncertain by ~1 lenslet: the halo is not symmetric)"
+            f"(the halo is not symmetric: its uncertainty is counted as {centre_sigma_px:.2f} px)"
         )
 
     crop = largest_crop(valid, centre, step, params.crop_px)
@@ -609,7 +620,7 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
     frames, keep = frame_quality(cube.mean(axis=0), names, times, parang, derotation, params, lod_px, problems)
 
     # off-axis PSF per channel, from the FLUX files' mean frames
-    psf = fwhm = star_flux = None
+    psf = fwhm = star_flux = star_flux_rel_err = None
     flux_raws = matching_shape(reader.read(files.flux, problems), shape, "FLUX", problems)
     used.extend(flux_raws)
     if flux_raws:
@@ -635,9 +646,10 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
                 psf_photometry([s[k] for s in stacks], dits, nds, wl, science_dit, science_nd)
                 for k, wl in enumerate(wavelengths)
             ]
-            psf = np.stack([p for p, _w, _f in per_channel]).astype(np.float32)
-            fwhm = tuple(w for _p, w, _f in per_channel)
-            star_flux = tuple(f for _p, _w, f in per_channel)
+            psf = np.stack([p.psf for p in per_channel]).astype(np.float32)
+            fwhm = tuple(p.fwhm_px for p in per_channel)
+            star_flux = tuple(p.star_flux for p in per_channel)
+            star_flux_rel_err = tuple(p.star_flux_rel_err for p in per_channel)
     else:
         problems.append("no OBJECT,FLUX frames: no off-axis PSF, contrasts cannot be calibrated")
 
@@ -661,4 +673,7 @@ def preprocess_ifs_observation(files, params, reader, heads, problems: list[str]
         pixel_scale_arcsec=SphereIfs.pixel_scale_arcsec(),
         problems=tuple(dict.fromkeys(problems)),
         inputs=tuple({"path": p, "sha256": h} for p, h in sorted(unique_inputs.items())),
+        centre_status=centre_status,
+        centre_uncertainty_px=tuple(centre_sigma_px for _ in wavelengths),
+        star_flux_rel_err=star_flux_rel_err,
     )

@@ -73,6 +73,8 @@ def preprocess_irdis(
     coro_x = reference.header.get("HIERARCH ESO SEQ CORO XC")
     coro_y = reference.header.get("HIERARCH ESO SEQ CORO YC")
     centres_file: list[tuple[float, float]] | None = None
+    centre_errors: list[float] = []
+    centre_status = "waffle"
     if centre_raws:
         centre_images = []
         for raw in centre_raws:
@@ -104,6 +106,8 @@ def preprocess_irdis(
                 centres_file = None
                 break
             centres_file.append((found.centre_xy[0] + cx0, found.centre_xy[1] + cy0))
+            per_file = _per_file_centres(centre_images, band, windows, (cy0, cx0, half), found, separation)
+            centre_errors.append(_waffle_centre_uncertainty(found, per_file))
     else:
         problems.append("no OBJECT,CENTER frames: the star centre cannot be measured")
     if centres_file is None:
@@ -118,7 +122,12 @@ def preprocess_irdis(
                     float(coro_y) - 1 + band * SphereIrdis.dbi_band_offset_px[1] - y0,
                 )
             )
-        problems.append("star centre taken from SEQ CORO XC/YC (uncertain by ~1 px)")
+        centre_status = "centre-from-header"
+        centre_errors = [params.header_centre_uncertainty_px] * len(windows)
+        problems.append(
+            f"star centre taken from SEQ CORO XC/YC: its uncertainty is counted as "
+            f"{params.header_centre_uncertainty_px:g} px (centre-from-header)"
+        )
 
     # the crop stays inside the detector windows: zero padding would fake infinitely deep limits
     crop = params.crop_px
@@ -159,11 +168,11 @@ def preprocess_irdis(
     frames, keep = frame_quality(cube[0], names, times, parang, derotation, params, lod_px[0], problems)
 
     # off-axis PSF and stellar flux
-    psf = fwhm = star_flux = None
+    psf = fwhm = star_flux = star_flux_rel_err = None
     flux_raws = matching_shape(reader.read(files.flux, problems), shape, "FLUX", problems)
     used.extend(flux_raws)
     if flux_raws:
-        psfs, fwhm_list, flux_list = [], [], []
+        psfs, fwhm_list, flux_list, flux_err_list = [], [], [], []
         science_dit = dit_of(science[0])
         science_nd = SphereIrdis._opt_str(science[0].header, "neutral_density", "")
         flux_means = [
@@ -187,15 +196,15 @@ def preprocess_irdis(
                 crop = centred_crop(mean[None], (float(px), float(py)), params.psf_crop_px + 8)[0]
                 _width, fx, fy = gaussian_fwhm(crop)
                 stacks.append(centred_crop(crop[None], (fx, fy), params.psf_crop_px)[0])
-            normalised, width, flux = psf_photometry(
-                stacks, flux_dits, flux_nds, wavelengths[band], science_dit, science_nd
-            )
-            psfs.append(normalised)
-            fwhm_list.append(width)
-            flux_list.append(flux)
+            photometry = psf_photometry(stacks, flux_dits, flux_nds, wavelengths[band], science_dit, science_nd)
+            psfs.append(photometry.psf)
+            fwhm_list.append(photometry.fwhm_px)
+            flux_list.append(photometry.star_flux)
+            flux_err_list.append(photometry.star_flux_rel_err)
         psf = np.stack(psfs).astype(np.float32)
         fwhm = tuple(fwhm_list)
         star_flux = tuple(flux_list)
+        star_flux_rel_err = tuple(flux_err_list)
     else:
         problems.append("no OBJECT,FLUX frames: no off-axis PSF, contrasts cannot be calibrated")
 
@@ -217,4 +226,39 @@ def preprocess_irdis(
         pixel_scale_arcsec=pixel_scale,
         problems=tuple(dict.fromkeys(problems)),
         inputs=tuple({"path": p, "sha256": h} for p, h in sorted(unique_inputs.items())),
+        centre_status=centre_status,
+        centre_uncertainty_px=tuple(centre_errors),
+        star_flux_rel_err=star_flux_rel_err,
     )
+
+
+def _per_file_centres(
+    centre_images: list[np.ndarray], band: int, windows, cut: tuple[int, int, int], mean_fit, separation: float
+) -> list[tuple[float, float]]:
+    """The waffle centre of each CENTER file alone (its spots fitted from the mean's centre)."""
+    cy0, cx0, half = cut
+    centres = []
+    for image in centre_images:
+        part = split_bands(image, windows)[band][cy0 : cy0 + 2 * half + 1, cx0 : cx0 + 2 * half + 1]
+        try:
+            fit = find_waffle_centre(part, mean_fit.centre_xy, WaffleCentringParameters(spot_separation_px=separation))
+        except CentringError:
+            continue  # a file whose spots are too faint alone still counts in the mean
+        centres.append(fit.centre_xy)
+    return centres
+
+
+def _waffle_centre_uncertainty(mean_fit, per_file: list[tuple[float, float]]) -> float:
+    """Per-axis 1-sigma of the waffle centre: the larger of two measured disagreements.
+
+    * the scatter of the CENTER files' centres (ddof=1, the mean over x and y): the drift of the star
+      behind the coronagraph between the CENTER frames that bracket the sequence;
+    * half the distance between the midpoints of the two spot diagonals of the mean fit: each diagonal
+      gives the centre on its own, so their disagreement measures the fit's error.
+    """
+    asymmetry = 0.5 * float(mean_fit.asymmetry_px)
+    if len(per_file) < 2:
+        return asymmetry
+    centres = np.asarray(per_file, dtype=float)
+    scatter = float(np.sqrt(np.mean(np.var(centres, axis=0, ddof=1))))
+    return max(scatter, asymmetry)

@@ -66,6 +66,9 @@ class PreprocessParameters(StepParameters):
         Outer radius (λ/D) of the annulus where the halo flux is measured.
     centre_search_px : float
         How far from the header's coronagraph position the waffle pattern is searched.
+    header_centre_uncertainty_px : float
+        Star-centre uncertainty (per axis, px) counted when the centre comes from the header's
+        coronagraph position (SEQ CORO XC/YC) because the waffle spots were not found; at least 1 px.
     """
 
     crop_px: int = 201
@@ -76,9 +79,11 @@ class PreprocessParameters(StepParameters):
     halo_inner_lod: float = 3.0
     halo_outer_lod: float = 10.0
     centre_search_px: float = 40.0
+    header_centre_uncertainty_px: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
+        self._at_least(header_centre_uncertainty_px=1.0)
         for name in ("crop_px", "psf_crop_px"):
             if getattr(self, name) % 2 == 0 or getattr(self, name) < 11:
                 raise ValueError(f"{name} must be odd and >= 11")
@@ -127,6 +132,13 @@ class CalibratedObservation:
     pixel_scale_arcsec: float
     problems: tuple[str, ...]
     inputs: tuple[dict[str, str], ...]  #: path + sha256 of every raw file used
+    #: how the star centre was found: ``waffle`` (CENTER frames), ``centre-from-header`` (SEQ CORO XC/YC),
+    #: ``coronagraph-core`` (IFS: the dark core of the science frames)
+    centre_status: str = "waffle"
+    #: per λ: 1-sigma uncertainty of the star centre, per axis, in pixels of the cube
+    centre_uncertainty_px: tuple[float, ...] | None = None
+    #: per λ: relative 1-sigma uncertainty of ``star_flux`` (:class:`~.photometry.PsfPhotometry`)
+    star_flux_rel_err: tuple[float, ...] | None = None
 
     @property
     def n_rejected(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
 
@@ -9,7 +10,7 @@ import numpy as np
 from scipy import optimize
 
 from .. import conventions
-from ..instruments.sphere import neutral_density_transmission
+from ..instruments.sphere import NEUTRAL_DENSITY_REL_UNCERTAINTY, neutral_density_transmission
 from .model import FrameQuality, PreprocessParameters
 
 
@@ -90,6 +91,32 @@ def frame_quality(
     return frames, keep
 
 
+@dataclass(frozen=True)
+class PsfPhotometry:
+    """The off-axis PSF of one band and the star's flux, with its relative uncertainty.
+
+    Attributes
+    ----------
+    psf : ndarray
+        Mean of the FLUX images divided by its flux in a 1-FWHM-diameter aperture.
+    fwhm_px : float
+        FWHM of a circular Gaussian fit.
+    star_flux : float
+        Star flux in that aperture, in the science frames' units (their DIT and ND).
+    star_flux_rel_err : float
+        Relative 1-sigma uncertainty of ``star_flux``: the scatter of the FLUX files' fluxes (the
+        star's variability between the photometric measurements, ddof=1) and, when the FLUX and the
+        science frames were taken through different neutral densities, the transmission's uncertainty
+        (:data:`~reduction.instruments.sphere.NEUTRAL_DENSITY_REL_UNCERTAINTY`), in quadrature. NaN when
+        one FLUX file leaves the variability unmeasured and no ND term applies.
+    """
+
+    psf: np.ndarray
+    fwhm_px: float
+    star_flux: float
+    star_flux_rel_err: float
+
+
 def psf_photometry(
     images: Sequence[np.ndarray],
     dits: Sequence[float],
@@ -97,7 +124,7 @@ def psf_photometry(
     wavelength_um: float,
     science_dit: float,
     science_nd: str,
-) -> tuple[np.ndarray, float, float]:
+) -> PsfPhotometry:
     """Normalised off-axis PSF, its FWHM and the stellar flux, from centred FLUX images of one band.
 
     ``images`` are one per FLUX file, star at ``star_centre``, with that file's DIT and ND.
@@ -109,11 +136,22 @@ def psf_photometry(
     width, _fx, _fy = gaussian_fwhm(psf)
     cy, cx = conventions.star_centre(psf.shape)
     ap = aperture_flux(psf, (cx, cy), width / 2)
-    per_second = np.mean(
+    rates = np.array(
         [
             aperture_flux(image, (cx, cy), width / 2) / dit / neutral_density_transmission(nd, wavelength_um)
             for image, dit, nd in zip(images, dits, neutral_densities)
         ]
     )
+    per_second = float(np.mean(rates))
     star_flux = per_second * science_dit * neutral_density_transmission(science_nd, wavelength_um)
-    return psf / ap, float(width), float(star_flux)
+    variability = float(np.std(rates, ddof=1) / abs(per_second)) if rates.size >= 2 and per_second else np.nan
+    same_nd = {_nd_key(nd) for nd in neutral_densities} == {_nd_key(science_nd)}
+    nd_term = 0.0 if same_nd else NEUTRAL_DENSITY_REL_UNCERTAINTY
+    terms = [t for t in (variability, nd_term) if np.isfinite(t)]
+    rel_err = float(np.hypot.reduce(terms)) if rates.size >= 2 or nd_term else np.nan
+    return PsfPhotometry(psf / ap, float(width), float(star_flux), rel_err)
+
+
+def _nd_key(name: str | None) -> str:
+    key = (name or "").strip().upper().replace("ND_N_", "ND_")
+    return "OPEN" if key in ("", "OPEN", "ND_0.0") else key

@@ -38,10 +38,15 @@ def write_products(
             cards[f"HIERARCH HCDC STARFLUX{k + 1}"] = (result.star_flux[k], "[ADU/frame] 1-FWHM ap.")
         if result.fwhm_px is not None:
             cards[f"HIERARCH HCDC FWHM{k + 1}"] = (result.fwhm_px[k], "[px]")
+        if result.centre_uncertainty_px is not None and np.isfinite(result.centre_uncertainty_px[k]):
+            cards[f"HIERARCH HCDC CENERR{k + 1}"] = (float(result.centre_uncertainty_px[k]), "[px] centre 1-sigma/axis")
+        if result.star_flux_rel_err is not None and np.isfinite(result.star_flux_rel_err[k]):
+            cards[f"HIERARCH HCDC STARFLUXERR{k + 1}"] = (float(result.star_flux_rel_err[k]), "relative 1-sigma")
         if result.centres_detector_xy is not None:
             cards[f"HIERARCH HCDC CENX{k + 1}"] = (result.centres_detector_xy[k][0], "det. x 0-based")
             cards[f"HIERARCH HCDC CENY{k + 1}"] = (result.centres_detector_xy[k][1], "det. y 0-based")
     cards["HIERARCH HCDC NREJECT"] = (result.n_rejected, "frames rejected")
+    cards["HIERARCH HCDC CENSTAT"] = (result.centre_status, "how the star centre was found")
     paths["cube"] = write_image(out_dir / "cube.fits", result.cube, provenance, cards, dtype=np.float32)
     paths["angles"] = write_image(
         out_dir / "angles.fits",

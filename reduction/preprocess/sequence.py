@@ -56,7 +56,8 @@ class Preprocess(Step):
     """Step: raw IRDIS DBI observation -> calibrated ADI cube (:func:`preprocess_observation`)."""
 
     name = "preprocess"
-    version = "1"
+    #: 2: the star centre's and the star flux's uncertainties measured and recorded (issue 18)
+    version = "2"
     Parameters = PreprocessParameters
     inputs = ("observation_files",)
     outputs = ("cube", "derotation_deg", "psf", "frames")
