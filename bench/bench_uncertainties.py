@@ -68,7 +68,7 @@ def naco_dataset() -> dict | None:
 
 
 def irdis_dataset(seed: int = 5) -> dict:
-    """A simulated IRDIS observation without companion, pre-processed by HC-DC (band 1)."""
+    """A simulated IRDIS observation, pre-processed by HC-DC (band 1); fakes keep 3 FWHM from its companions."""
     from reduction.postproc import normalize_psf
     from reduction.preprocess import PreprocessParameters, preprocess_observation
     from reduction.simulator import simulate_archive
@@ -80,12 +80,14 @@ def irdis_dataset(seed: int = 5) -> dict:
     simulate_archive(root, nights=2, seed=seed, window=256, ifs=False)
     truth = json.loads((root / "truth.json").read_text())
     entries = [e for e in truth["observations"] if e["instrument"] == "SPHERE-IRDIS"]
-    entry = next((e for e in entries if not e["companions"]), None)
-    if entry is None:
-        raise SystemExit("the simulated archive has no IRDIS observation without companion: change --seed")
+    entry = min(entries, key=lambda e: len(e["companions"]))  # the fewest known companions
     result = preprocess_observation(observation_files(root, truth, entry), PreprocessParameters(crop_px=101))
     npsf = normalize_psf(np.asarray(result.psf[0], dtype=float))
+    avoid = [
+        (c["separation_arcsec"] / result.pixel_scale_arcsec, (c["pa_deg"] + 90.0) % 360.0) for c in entry["companions"]
+    ]
     return {
+        "avoid": avoid,
         "name": "irdis",
         "cube": np.asarray(result.cube[0], dtype=float),
         "angles": np.asarray(result.derotation_deg, dtype=float),
@@ -113,15 +115,25 @@ def _flux_for_snr(cube, angles, psf, fwhm, r, theta, target_snr) -> float:
 
 def one_trial(args) -> dict:
     """Inject one fake, characterise it, return the truth, the fit and the pulls."""
-    name, cube, angles, psf, fwhm, seed = args
+    name, cube, angles, psf, fwhm, seed, avoid = args
     from reduction.postproc import inject_companions
     from reduction.postproc.negfc import characterise
 
     rng = np.random.default_rng(seed)
     half = min(cube.shape[-2:]) / 2
     r_max = half - 3.0 * fwhm / 2 - 2
-    r = float(rng.uniform(2.5 * fwhm, r_max))
-    theta = float(rng.uniform(0, 360))
+    while True:  # at least 3 FWHM from the cube's own companions (their polar r, theta)
+        r = float(rng.uniform(2.5 * fwhm, r_max))
+        theta = float(rng.uniform(0, 360))
+        if all(
+            math.hypot(
+                r * math.cos(math.radians(theta)) - ar * math.cos(math.radians(at)),
+                r * math.sin(math.radians(theta)) - ar * math.sin(math.radians(at)),
+            )
+            > 3 * fwhm
+            for ar, at in avoid
+        ):
+            break
     target_snr = float(rng.uniform(5, 30))
     flux = _flux_for_snr(cube, angles, psf, fwhm, r, theta, target_snr)
     injected = inject_companions(cube, psf, angles, flux, r, theta)
@@ -203,6 +215,24 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _write(results: dict, started: float) -> Path:
+    target = REPO / "bench" / "results"
+    target.mkdir(parents=True, exist_ok=True)
+    record = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "load_average": list(os.getloadavg()),
+        "n_injections": N_INJECTIONS,
+        "ncomp": NCOMP,
+        "seconds": time.time() - started,
+        "results": results,
+    }
+    (target / "bench_uncertainties.json").write_text(json.dumps(record, indent=1, default=float))
+    if results:
+        plot(results, target / "uncertainty_pulls.png")
+    return target
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=100, help="fake companions per dataset")
@@ -220,7 +250,15 @@ def main(argv=None) -> int:
             print(f"{name}: data not found, skipped", file=sys.stderr)
             continue
         jobs = [
-            (name, data["cube"], data["angles"], data["psf"], data["fwhm"], args.seed * 100000 + k)
+            (
+                name,
+                data["cube"],
+                data["angles"],
+                data["psf"],
+                data["fwhm"],
+                args.seed * 100000 + k,
+                data.get("avoid", []),
+            )
             for k in range(args.trials)
         ]
         print(f"== {name}: {args.trials} fakes on {args.workers} worker(s)", file=sys.stderr, flush=True)
@@ -231,19 +269,8 @@ def main(argv=None) -> int:
                 if k % 10 == 0 or k == len(jobs):
                     print(f"   {k}/{len(jobs)} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
         results[name] = {"trials": trials, "summary": summarise(trials), "fwhm_px": data["fwhm"]}
-    target = REPO / "bench" / "results"
-    target.mkdir(parents=True, exist_ok=True)
-    record = {
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": platform.node(),
-        "load_average": list(os.getloadavg()),
-        "n_injections": N_INJECTIONS,
-        "ncomp": NCOMP,
-        "seconds": time.time() - started,
-        "results": results,
-    }
-    (target / "bench_uncertainties.json").write_text(json.dumps(record, indent=1, default=float))
-    plot(results, target / "uncertainty_pulls.png")
+        _write(results, started)  # after each dataset: a later failure loses nothing
+    target = _write(results, started)
     print(f"{'dataset':8s} {'quantity':14s} {'n':>4s} {'mean':>7s} {'std':>6s} {'robust':>7s}  |pull|<=1  verdict")
     for name, data in results.items():
         for q in QUANTITIES:

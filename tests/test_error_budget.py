@@ -204,3 +204,40 @@ def test_a_failed_fit_keeps_its_row_with_the_reason():
     assert all(row["note"] == "not characterised (max_characterised)" for row in rows)
     assert all(row["sep_err_arcsec"] is None and row["contrast"] is None for row in rows)
     assert all(row["centre_status"] == "fitted" for row in rows)
+
+
+def test_a_header_centre_counts_at_least_its_setting_in_every_detection():
+    """The pre-processing's fallback centre (SEQ CORO XC/YC) reaches the catalog as a >= 1 px term and a status."""
+    from hcdc.postprocessing import observation_systematics
+
+    meta = {
+        "centre_status": "centre-from-header",
+        "centre_uncertainty_px": [1.0, 1.0],
+        "star_flux_rel_err": [0.02, 0.03],
+    }
+    systematics = observation_systematics(SphereIrdis, "DB_H23", meta, 1)
+    assert systematics.centre_status == "centre-from-header" and systematics.centre_px == 1.0
+    assert systematics.star_flux_rel == pytest.approx(0.03)
+    scale = SphereIrdis.pixel_scale_arcsec("DB_H23")
+    budget = detection_budget(30.0, scale, (0.05, 0.1, 1.0), (0.05, 0.1, 1.0), 1e-5, 1e-6, systematics)
+    assert budget.separation_arcsec["centre"] >= 1.0 * scale
+    assert budget.pa_deg["centre"] == pytest.approx(math.degrees(1.0 / 30.0))
+    assert budget.separation_total >= 1.0 * scale and budget.centre_status == "centre-from-header"
+    # a cube whose centring was never measured: no invented zero, an explicit unknown
+    unknown = observation_systematics(SphereIrdis, "DB_H23", {}, 0)
+    assert unknown.centre_status == "given" and math.isnan(unknown.centre_px)
+
+
+def test_the_budget_columns_are_one_schema():
+    from hcdc.catalog.models import Detection
+    from hcdc.tables import DETECTION_COLUMNS, DETECTION_MEASUREMENTS
+    from reduction.postproc.tables import DETECTION_FIELDS, ERROR_BUDGET_FIELDS
+
+    names = [f.name for f in DETECTION_FIELDS]
+    assert len(names) == len(set(names))
+    assert set(ERROR_BUDGET_FIELDS) <= set(names) and len(ERROR_BUDGET_FIELDS) == 11
+    assert len(DETECTION_MEASUREMENTS) == len(set(DETECTION_MEASUREMENTS))
+    columns = [c[0] for c in DETECTION_COLUMNS]
+    assert len(columns) == len(set(columns))
+    for name in names:  # every field is a catalog column
+        assert hasattr(Detection, name), name

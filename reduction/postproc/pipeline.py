@@ -44,10 +44,18 @@ from .results import (
     PsfSubtractionResult,
 )
 from .sdi import pca_asdi
+from .statistical import (
+    STATISTICAL_ALGORITHMS,
+    StatisticalParameters,
+    candidates_from_map,
+    statistical_limit,
+    statistical_maps,
+)
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("pca", "annular-pca", "cadi")
+#: PSF subtraction, then aperture S/N; and the statistical algorithms (their own detection maps)
+ALGORITHMS = ("pca", "annular-pca", "cadi", *STATISTICAL_ALGORITHMS)
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,9 @@ class PsfSubtractionParameters(StepParameters):
 
     Attributes
     ----------
-    algorithm : {'pca', 'annular-pca', 'cadi'}
-        PSF subtraction: full-frame PCA, annular PCA (vip's ``pca_annular``) or classical ADI.
+    algorithm : {'pca', 'annular-pca', 'cadi', 'andromeda', 'paco'}
+        PSF subtraction: full-frame PCA, annular PCA (vip's ``pca_annular``) or classical ADI; or a
+        statistical detection map from vip-hci: ANDROMEDA or (fast) PACO (``reduction.postproc.statistical``).
     ncomp : int
         Principal components (PCA algorithms).
     asize : float
@@ -104,6 +113,10 @@ def subtract_psf(
     A ``reference_cube`` turns full-frame PCA into RDI; a 4-D cube with
     ``wavelengths`` into ASDI (mode 'single').
     """
+    if params.algorithm in STATISTICAL_ALGORITHMS:
+        raise ValueError(
+            f"{params.algorithm} gives a detection map, not a PSF-subtracted image: run the whole post-processing"
+        )
     common = dict(collapse_mode=params.collapse, derotation=params.derotation)
     cube_arr = np.asarray(cube)
     if cube_arr.ndim == 4:
@@ -356,6 +369,8 @@ class PostprocessParameters(StepParameters):
     ----------
     subtraction, detection, characterisation, contrast :
         The parameters of each step.
+    statistical :
+        The parameters of ANDROMEDA and PACO (used when ``subtraction.algorithm`` is one of them).
     recenter : bool
         Re-centre the cube first (negative 2-D Gaussian fit, vip's recipe).
     recenter_negative : bool
@@ -375,6 +390,7 @@ class PostprocessParameters(StepParameters):
     detection: DetectionParameters = DetectionParameters()
     characterisation: CharacterisationParameters = CharacterisationParameters()
     contrast: ContrastCurveParameters = ContrastCurveParameters()
+    statistical: StatisticalParameters = StatisticalParameters()
     recenter: bool = False
     recenter_negative: bool = True
     recenter_subi_size: int = 5
@@ -443,10 +459,33 @@ def postprocess(
         recentering = recenter_cube(cube, fwhm, negative=params.recenter_negative, subi_size=params.recenter_subi_size)
         cube = recentering.cube
     systematics = _with_centre(systematics or Systematics(), recentering)
-    subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
+    statistical = None
+    if params.subtraction.algorithm in STATISTICAL_ALGORITHMS:
+        # the algorithm's own detection map: its flux map stands for the residual image
+        statistical = statistical_maps(
+            params.subtraction.algorithm, cube, angles, npsf.psf, fwhm, pixel_scale, params.statistical
+        )
+        subtraction = PsfSubtractionResult(
+            residuals=statistical.flux,
+            residual_cube=np.zeros((0,) + statistical.flux.shape),
+            algorithm=statistical.algorithm,
+            parameters=params.statistical.to_dict(),
+            notes=(f"{statistical.algorithm}: {statistical.false_alarm[1]}",),
+        )
+        detection = DetectionResult(
+            candidates=candidates_from_map(
+                statistical, fwhm, params.detection.threshold, params.detection.max_candidates
+            ),
+            snr_map=statistical.snr,
+            threshold=params.detection.threshold,
+            threshold_on="snr",
+            fwhm=fwhm,
+        )
+    else:
+        subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
+        detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
     for note in subtraction.notes:
         log.info(note)
-    detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
     char_params = params.characterisation
     if params.subtraction.algorithm == "cadi" and char_params.method == "pca":
         char_params = dataclasses.replace(char_params, method="cadi")
@@ -481,16 +520,21 @@ def postprocess(
         characterised.append(CharacterisedCandidate(candidate, result, budget=budget))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
-    contrast = ContrastCurveStep()(
-        params.contrast,
-        cube=free_cube,
-        angles=angles,
-        psf=npsf.psf,
-        fwhm=fwhm,
-        subtraction=params.subtraction,
-        star_flux=star_flux,
-        pixel_scale=pixel_scale,
-    )
+    if statistical is not None:
+        contrast = statistical_limit(
+            statistical, fwhm, params.contrast.sigma, star_flux, pixel_scale, params.statistical.to_dict()
+        )
+    else:
+        contrast = ContrastCurveStep()(
+            params.contrast,
+            cube=free_cube,
+            angles=angles,
+            psf=npsf.psf,
+            fwhm=fwhm,
+            subtraction=params.subtraction,
+            star_flux=star_flux,
+            pixel_scale=pixel_scale,
+        )
     return PostprocessResult(
         subtraction=subtraction,
         detection=detection,

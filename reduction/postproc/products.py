@@ -17,6 +17,7 @@ from reduction.conventions import star_centre
 from reduction.fitsio_products import write_image, write_table
 
 from .results import PostprocessResult
+from .statistical import FALSE_ALARM
 from .tables import contrast_table, detections_table
 
 #: the definition of the S/N map's values, written in its header
@@ -29,8 +30,8 @@ def product_cards(result: PostprocessResult, params, pixel_scale: float) -> dict
     cy, cx = star_centre(frame.shape)
     algorithm = params.subtraction.algorithm
     return {
-        "ALGO": (algorithm, "PSF subtraction algorithm"),
-        "NCOMP": (params.subtraction.ncomp if algorithm != "cadi" else None, "principal components"),
+        "ALGO": (algorithm, "PSF subtraction / detection algorithm"),
+        "NCOMP": (params.subtraction.ncomp if algorithm in ("pca", "annular-pca") else None, "principal components"),
         "FWHM": (float(result.psf.fwhm), "[px] FWHM of the PSF (Gaussian fit)"),
         "PIXSCAL": (float(pixel_scale), "[arcsec/px] pixel scale"),
         "STARX": (cx + 1, "star x, 1-based FITS pixel"),
@@ -79,7 +80,7 @@ def write_products(
             out_dir / f"snrmap{suffix}.fits",
             result.detection.snr_map,
             provenance,
-            {**cards, "SNRDEF": SNR_DEFINITION},
+            {**cards, "SNRDEF": FALSE_ALARM.get(params.subtraction.algorithm, SNR_DEFINITION)},
             dtype=np.float32,
         ),
         f"detections{suffix}": write_table(

@@ -258,7 +258,11 @@ DETECTION_FIELDS: tuple[DetectionField, ...] = (
 )
 
 #: the error-budget columns of a detection, in table order
-ERROR_BUDGET_FIELDS = tuple(f.name for f in DETECTION_FIELDS if "_err_" in f.name and f.name != "flux_err")
+ERROR_BUDGET_FIELDS = (
+    *(f"sep_err_{k}_arcsec" for k in SEPARATION_TERMS),
+    *(f"pa_err_{k}_deg" for k in ANGLE_TERMS),
+    *(f"contrast_err_{k}" for k in CONTRAST_TERMS),
+)
 
 #: which column of :func:`detections_table` each catalog field comes from
 _FROM_TABLE = {

@@ -1,0 +1,77 @@
+"""ANDROMEDA and PACO (vip-hci) as post-processing algorithms: their detection maps on the real NACO cube."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from reduction.postproc import inject_companions
+from reduction.postproc.pipeline import (
+    CharacterisationParameters,
+    PostprocessParameters,
+    PostprocessStep,
+    PsfSubtractionParameters,
+    subtract_psf,
+)
+
+from .test_postproc_data import FAKE, PIXEL_SCALE, STARPHOT, naco_prepared, require_naco
+
+
+def _position(r: float, theta: float, size: int) -> tuple[float, float]:
+    c = size // 2
+    return c + r * math.cos(math.radians(theta)), c + r * math.sin(math.radians(theta))
+
+
+def _run(algorithm: str, cube, angles, psf):
+    params = PostprocessParameters(
+        subtraction=PsfSubtractionParameters(algorithm=algorithm),
+        characterisation=CharacterisationParameters(n_injections=0),
+        max_characterised=0,  # the maps are what is tested here
+    )
+    return PostprocessStep()(params, cube=cube, angles=angles, psf=psf, pixel_scale=PIXEL_SCALE, star_flux=STARPHOT)
+
+
+def _found(result, xy, tolerance=1.0):
+    return [
+        c.candidate
+        for c in result.characterised
+        if math.hypot(c.candidate.x - xy[0], c.candidate.y - xy[1]) <= tolerance
+    ]
+
+
+@pytest.mark.slow
+def test_andromeda_finds_beta_pic_b_and_an_injected_fake_within_a_pixel():
+    require_naco()
+    cube, angles, npsf = naco_prepared()
+    cube = inject_companions(cube, npsf.psf, angles, FAKE["flux"], FAKE["r"], FAKE["theta"])
+    result = _run("andromeda", cube, angles, npsf.psf)
+    b = _found(result, (62.0, 62.0))
+    fake = _found(result, _position(FAKE["r"], FAKE["theta"], cube.shape[-1]))
+    assert b and b[0].snr >= 5, [(c.candidate.x, c.candidate.y, c.candidate.snr) for c in result.characterised]
+    assert fake and fake[0].snr >= 5
+    # its limits come from its own flux-uncertainty map: finite, decreasing outwards on average
+    curve = result.contrast
+    assert np.all(np.isfinite(curve.contrast)) and curve.contrast[:5].mean() > curve.contrast[-5:].mean()
+    assert result.subtraction.algorithm == "andromeda" and "Cantalloube" in result.subtraction.notes[0]
+
+
+@pytest.mark.slow
+def test_paco_finds_beta_pic_b_and_an_injected_fake_within_a_pixel():
+    """FastPACO on a 45-px crop (its cost grows with the field): b and a fake, and a unit-variance map."""
+    require_naco()
+    cube, angles, npsf = naco_prepared()
+    crop = cube[:, 50 - 22 : 50 + 23, 50 - 22 : 50 + 23]
+    crop = inject_companions(crop, npsf.psf, angles, 400.0, 13.0, 240.0)
+    result = _run("paco", crop, angles, npsf.psf)
+    assert _found(result, (22 + 12.0, 22 + 12.0)), [(c.candidate.x, c.candidate.y) for c in result.characterised]
+    assert _found(result, _position(13.0, 240.0, crop.shape[-1]))
+    values = result.detection.snr_map[np.isfinite(result.detection.snr_map)]
+    # PACO's S/N is Gaussian with unit variance under its model: most of the field is noise
+    assert 0.7 < np.median(np.abs(values - np.median(values))) * 1.4826 < 1.4
+
+
+def test_statistical_algorithms_give_maps_not_residual_images():
+    with pytest.raises(ValueError, match="gives a detection map"):
+        subtract_psf(np.zeros((4, 11, 11)), np.zeros(4), PsfSubtractionParameters(algorithm="paco"))
