@@ -63,7 +63,7 @@ def _brightest_near(frame: np.ndarray, peak_yx: tuple[int, int], fwhm: float) ->
     return int(yy[near][best]), int(xx[near][best])
 
 
-def _subpixel(frame: np.ndarray, peak_yx: tuple[int, int], fwhm: float) -> tuple[float, float]:
+def subpixel_peak(frame: np.ndarray, peak_yx: tuple[int, int], fwhm: float) -> tuple[float, float]:
     """2-D Gaussian centroid near a peak, or the peak pixel when the fit is not credible."""
     cropsize = max(5, int(np.ceil(1.5 * fwhm)) | 1)
     py, px = peak_yx
@@ -82,6 +82,33 @@ def _subpixel(frame: np.ndarray, peak_yx: tuple[int, int], fwhm: float) -> tuple
 
 
 @blas_single_thread
+def candidate_at(
+    x: float,
+    y: float,
+    centre_yx: tuple[float, float],
+    snr: float,
+    peak_snr: float,
+    fpf: float,
+    significance: float,
+    n_apertures: int,
+) -> Candidate:
+    """A :class:`Candidate` at ``(x, y)`` with its polar coordinates about the star at ``centre_yx``."""
+    cy, cx = centre_yx
+    theta = float(np.mod(np.rad2deg(np.arctan2(y - cy, x - cx)), 360.0))
+    return Candidate(
+        x=float(x),
+        y=float(y),
+        separation_px=float(np.hypot(y - cy, x - cx)),
+        theta_deg=theta,
+        pa_deg=theta_to_pa(theta),
+        snr=float(snr),
+        peak_snr=float(peak_snr),
+        fpf=float(fpf),
+        significance=float(significance),
+        n_apertures=int(n_apertures),
+    )
+
+
 def detect_candidates(
     frame,
     fwhm: float,
@@ -144,7 +171,7 @@ def detect_candidates(
         if max_candidates is not None and len(candidates) >= max_candidates:
             break
         y_pk, x_pk = int(py[i]), int(px[i])
-        ys, xs = _subpixel(frame, _brightest_near(frame, (y_pk, x_pk), fwhm), fwhm)
+        ys, xs = subpixel_peak(frame, _brightest_near(frame, (y_pk, x_pk), fwhm), fwhm)
         if np.hypot(ys - cy, xs - cx) < fwhm:
             continue  # refined onto the star's residual, where no S/N is defined (vip's snrmap domain)
         # the peaks of one source converge on it once refined (so compare refined positions, not peaks)
@@ -161,21 +188,7 @@ def detect_candidates(
             value, n = float(smap[y_pk, x_pk]), int(n_apertures(np.hypot(ys - cy, xs - cx), fwhm) - 1)
             fpf = float(fpf_from_snr(value, n))
             sig = float(significance_from_fpf(fpf))
-        theta = float(np.mod(np.rad2deg(np.arctan2(ys - cy, xs - cx)), 360.0))
-        candidates.append(
-            Candidate(
-                x=float(xs),
-                y=float(ys),
-                separation_px=float(np.hypot(ys - cy, xs - cx)),
-                theta_deg=theta,
-                pa_deg=theta_to_pa(theta),
-                snr=float(value),
-                peak_snr=float(smap[y_pk, x_pk]),
-                fpf=float(fpf),
-                significance=float(sig),
-                n_apertures=int(n),
-            )
-        )
+        candidates.append(candidate_at(xs, ys, (cy, cx), value, float(smap[y_pk, x_pk]), fpf, sig, n))
         kept_regions.append(region)
     return DetectionResult(
         candidates=tuple(candidates),

@@ -199,8 +199,8 @@ def candidates_from_map(maps: StatisticalMaps, fwhm: float, threshold: float, ma
 
     from reduction.conventions import star_centre
 
-    from .detection import _subpixel
-    from .results import Candidate, theta_to_pa
+    from .detection import candidate_at, subpixel_peak
+    from .results import Candidate
 
     smap = np.asarray(maps.snr, dtype=float)
     work = np.where(np.isfinite(smap), smap, -np.inf)
@@ -213,25 +213,11 @@ def candidates_from_map(maps: StatisticalMaps, fwhm: float, threshold: float, ma
         if max_candidates is not None and len(candidates) >= max_candidates:
             break
         y_pk, x_pk = int(py[i]), int(px[i])
-        ys, xs = _subpixel(np.nan_to_num(smap), (y_pk, x_pk), fwhm)
+        ys, xs = subpixel_peak(np.nan_to_num(smap), (y_pk, x_pk), fwhm)
         if np.hypot(ys - cy, xs - cx) < fwhm or any(np.hypot(ys - c.y, xs - c.x) < fwhm for c in candidates):
             continue
         value = float(smap[y_pk, x_pk])
-        theta = float(np.mod(np.rad2deg(np.arctan2(ys - cy, xs - cx)), 360.0))
-        candidates.append(
-            Candidate(
-                x=float(xs),
-                y=float(ys),
-                separation_px=float(np.hypot(ys - cy, xs - cx)),
-                theta_deg=theta,
-                pa_deg=theta_to_pa(theta),
-                snr=value,
-                peak_snr=value,
-                fpf=float(norm.sf(value)),
-                significance=value,
-                n_apertures=0,
-            )
-        )
+        candidates.append(candidate_at(xs, ys, (cy, cx), value, value, float(norm.sf(value)), value, 0))
     return tuple(candidates)
 
 
