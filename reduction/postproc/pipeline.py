@@ -244,6 +244,8 @@ class CharacterisationParameters(StepParameters):
         NEGFC figure of merit (vip's ``fmerit``).
     n_injections : int
         Fake companions for the speckle-noise uncertainty (0: none).
+    bias_correction : bool
+        Subtract the mean offset of the injected fakes from the fit (needs at least 3 injections).
     """
 
     ncomp: int = 20
@@ -252,6 +254,7 @@ class CharacterisationParameters(StepParameters):
     aperture_radius: float = 1.5
     fmerit: str = "sum"
     n_injections: int = 12
+    bias_correction: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -280,6 +283,7 @@ class CharacterisationStep(Step[CharacterisationParameters, NegfcResult]):
             aperture_radius=params.aperture_radius,
             fmerit=params.fmerit,
             n_injections=params.n_injections,
+            bias_correction=params.bias_correction,
         )
 
 

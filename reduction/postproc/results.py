@@ -246,7 +246,8 @@ class Uncertainty:
     total : tuple of float
         Quadratic sum of the terms.
     speckle_bias : tuple of float
-        Mean offset found in the injection-recovery tests (not subtracted).
+        Mean offset found in the injection-recovery tests (subtracted from the fit when
+        ``bias_correction``, see :mod:`reduction.postproc.negfc`).
     n_injections : int
         Fake companions used for the speckle term.
     """
