@@ -58,6 +58,11 @@ from .results import NegfcResult, Uncertainty, theta_to_pa
 log = logging.getLogger(__name__)
 
 FMERITS = ("sum", "stddev", "chi2")
+#: the simplex stops when its vertices agree within ``xatol`` and their figures of merit within this fraction
+#: of the starting one. The absolute 1e-9 used before made it polish the merit far below any measurable change:
+#: on NACO beta Pic b, 700 evaluations instead of ~250, for a change of 0.003 px, 0.002 deg and 0.1 % of the
+#: flux (the 1-sigma errors are 0.07 px, 0.17 deg and 5 %)
+FATOL_RELATIVE = 1e-5
 METHODS = ("pca", "cadi")
 
 
@@ -270,7 +275,12 @@ def _fit(
         objective,
         np.zeros(3),
         method="Nelder-Mead",
-        options={"initial_simplex": simplex, "xatol": xatol, "fatol": 1e-9, "maxfev": maxfev},
+        options={
+            "initial_simplex": simplex,
+            "xatol": xatol,
+            "fatol": FATOL_RELATIVE * abs(objective(np.zeros(3))) + 1e-12,
+            "maxfev": maxfev,
+        },
     )
     return params(res.x), float(res.fun), model.evaluations - start, bool(res.success)
 
