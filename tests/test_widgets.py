@@ -184,8 +184,8 @@ def test_form_builds_the_parameter_object_from_the_dataclass():
 
     form = ParameterForm(PostprocessParameters)
     assert form.value == PostprocessParameters()
-    assert set(form.subforms) == {"subtraction", "detection", "characterisation", "contrast"}
-    assert form.widget("subtraction.algorithm").options == ("pca", "annular-pca", "cadi")
+    assert set(form.subforms) == {"subtraction", "detection", "characterisation", "contrast", "statistical"}
+    assert form.widget("subtraction.algorithm").options == ("pca", "annular-pca", "cadi", "andromeda", "paco")
     form.set(
         subtraction__algorithm="annular-pca",
         subtraction__ncomp=7,

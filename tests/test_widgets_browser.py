@@ -141,9 +141,9 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
                 timeout=60_000,
             )
             panel.locator("button", has_text="Load").click()
-            page.wait_for_function(
+            page.wait_for_function(  # the cube comes through the catalog service: 60 s was exceeded once in CI
                 "document.querySelector('.hcdc-reduction-panel .hcdc-status').textContent.includes('loaded')",
-                timeout=60_000,
+                timeout=120_000,
             )
             page.wait_for_selector(".hcdc-plot[data-plot='frame'][data-state='ready']", timeout=60_000)
             # parameters typed as a PI would (lighter than the defaults, to keep the test short)
