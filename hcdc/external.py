@@ -145,9 +145,7 @@ def _prepare_cube(spec: ExternalCube, cube: np.ndarray, psf: np.ndarray, destina
         fwhm = normalize_psf(np.asarray(band_psf, dtype=float)).fwhm
         result = recenter_cube(band_cube, fwhm, negative=spec.recenter == "negative")
         centred.append(result.cube)
-        shifts = np.stack([result.shifts_x, result.shifts_y])
-        # each frame is shifted by its own fit: the fits' scatter is the centring error counted
-        errors.append(float(np.sqrt(np.mean(np.var(shifts, axis=1, ddof=1)))) if shifts.shape[1] > 1 else 0.0)
+        errors.append(result.centre_scatter_px)
     data = np.stack(centred) if cube.ndim == 4 else centred[0]
     header = fits.Header()
     header["HIERARCH HCDC RECENTER"] = (spec.recenter, "2-D Gaussian fit per frame at registration")

@@ -557,13 +557,11 @@ def _with_centre(systematics: Systematics, recentering) -> Systematics:
     """The systematics with the centre the re-centring measured (per-frame fits: their scatter)."""
     if recentering is None:
         return systematics
-    shifts = np.stack([np.asarray(recentering.shifts_x, float), np.asarray(recentering.shifts_y, float)])
-    # each frame is shifted by its own fit: the scatter of the fits bounds the error of each frame's centring
-    scatter = float(np.sqrt(np.mean(np.var(shifts, axis=1, ddof=1)))) if shifts.shape[1] > 1 else 0.0
+    scatter = recentering.centre_scatter_px
     sources = dict(systematics.sources)
     sources["centre"] = (
         f"re-centred by a 2-D Gaussian fit per frame ({recentering.method}): scatter of the fitted "
-        f"centres over {shifts.shape[1]} frames"
+        f"centres over {len(recentering.shifts_x)} frames"
     )
     return dataclasses.replace(
         systematics, centre_px=scatter, centre_status="fitted", sources=tuple(sorted(sources.items()))

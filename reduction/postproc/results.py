@@ -370,6 +370,15 @@ class RecenterResult:
     guess_xy: tuple[float, float]
     method: str
 
+    @property
+    def centre_scatter_px(self) -> float:
+        """Per-axis scatter (ddof=1) of the per-frame fitted centres: the centring error counted for the cube.
+
+        Each frame is shifted by its own fit, so the fits' scatter bounds the error of each frame's centring.
+        """
+        shifts = np.stack([np.asarray(self.shifts_x, float), np.asarray(self.shifts_y, float)])
+        return float(np.sqrt(np.mean(np.var(shifts, axis=1, ddof=1)))) if shifts.shape[1] > 1 else 0.0
+
 
 @dataclass(frozen=True, eq=False)
 class CharacterisedCandidate:
