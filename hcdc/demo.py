@@ -9,6 +9,7 @@ idempotent (nothing is simulated or ingested twice).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import date
@@ -72,6 +73,8 @@ def write_target_table(truth_path: Path, out: Path) -> Path:
 
 
 def main() -> int:
+    demo_started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
     settings = get_settings()
     data_dir = settings.data_dir
     archive = data_dir / "archive"
@@ -86,7 +89,8 @@ def main() -> int:
         )
         started = time.perf_counter()
         simulate_archive(archive, nights=DEMO_NIGHTS, seed=DEMO_SEED, window=DEMO_WINDOW, progress=sys.stderr.isatty())
-        say(f"    done in {time.perf_counter() - started:.0f} s")
+        stage_seconds["simulation"] = time.perf_counter() - started
+        say(f"    done in {stage_seconds['simulation']:.0f} s")
     else:
         say(f"1/5 simulated archive already in {archive} (delete it to simulate again)")
     targets = archive / "targets.ecsv"
@@ -95,6 +99,7 @@ def main() -> int:
 
     catalog = Catalog(settings.resolved_catalog_url)
     say("2/5 ingesting the raw archive ...")
+    started = time.perf_counter()
     report = ingest(
         archive / "raw",
         catalog,
@@ -109,6 +114,7 @@ def main() -> int:
         f"    {report.seen} files: {report.new} new, {report.unchanged} unchanged, {len(report.rejected)} rejected; "
         f"{report.observations_added} observation(s) added ({report.seconds:.1f} s)"
     )
+    stage_seconds["ingest"] = time.perf_counter() - started
 
     reference = settings.reference_data
     naco = reference / "naco_betapic" if reference else None
@@ -141,6 +147,7 @@ def main() -> int:
     say("4/5 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")
     from .pipeline.campaign import compare_campaigns, previous_campaign_id, reprocess
 
+    started = time.perf_counter()
     report = reprocess(
         catalog,
         settings,
@@ -151,6 +158,7 @@ def main() -> int:
         progress=sys.stderr.isatty(),
         announce=lambda line: say(f"    {line}"),
     )
+    stage_seconds["campaign"] = time.perf_counter() - started
     counts = report.counts
     say(
         f"    {report.observations} observation(s): {counts['done']} step(s) run, {counts['up-to-date']} up to date, "
@@ -189,7 +197,14 @@ def main() -> int:
         f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs"
     )
     catalog.dispose()
+    total = time.perf_counter() - demo_started
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stage_seconds.items())
+    say(f"demo done in {_minutes(total)} ({stages}; load average {os.getloadavg()[0]:.2f})")
     return 0 if check.ok and not report.failures else 1
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 if __name__ == "__main__":

@@ -525,15 +525,8 @@ def speckle_uncertainty(
     method: str = "pca",
     collapse_mode: str = "median",
     xatol: float = 1e-3,
-    start_offset: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[tuple[float, float, float], tuple[float, float, float], int]:
     """Speckle-noise term by injection and recovery at the same separation (Wertz et al. 2017).
-
-    Each fake's fit starts where the companion's own fit started relative to
-    its result, ``start_offset`` = (separation px, theta deg): a fit started on
-    the truth stays near it in a flat figure of merit and would underestimate
-    the scatter (the NACO pull study: separation pulls of 4-5 for fakes at S/N
-    6-18 before).
 
     Returns ``(std, mean offset, number of injections used)``, each over
     ``(separation px, theta deg, flux)``.
@@ -543,7 +536,7 @@ def speckle_uncertainty(
     for k in range(1, n_injections + 1):
         th = float(np.mod(theta + 360.0 * k / (n_injections + 1), 360.0))
         injected = inject_companions(cube_free, psf, angles, flux, r, th)
-        x, y = _cartesian(r + start_offset[0], th + start_offset[1], injected.shape[-2:])
+        x, y = _cartesian(r, th, injected.shape[-2:])
         fit = negfc_fit(
             injected,
             angles,
@@ -623,8 +616,6 @@ def characterise(
     fit_term = fit_uncertainty(cube, angles, psf, fwhm, result, **kwargs)
     if n_injections > 1:
         free = remove_companion(cube, angles, psf, result)
-        r_start, theta_start = _polar(float(xy[0]), float(xy[1]), cube.shape[-2:])
-        start_offset = (r_start - result.separation_px, (theta_start - result.theta_deg + 180.0) % 360.0 - 180.0)
         speckle, bias, n = speckle_uncertainty(
             free,
             angles,
@@ -634,7 +625,6 @@ def characterise(
             n_injections=n_injections,
             fmerit=fmerit,
             xatol=xatol,
-            start_offset=start_offset,
             **kwargs,
         )
         if bias_correction and n >= 3:
