@@ -658,7 +658,7 @@ def config_schema() -> None:
 
 @main.group()
 def db() -> None:
-    """Catalog schema migrations (Alembic)."""
+    """Catalog schema migrations (Alembic), backups, and the project's own PostgreSQL cluster."""
 
 
 @db.command("upgrade")
@@ -679,6 +679,65 @@ def db_current() -> None:
 
     cat = _catalog(migrate=False)
     click.echo(f"database: {current_revision(cat.engine)}  code: {head_revision()}")
+
+
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(file: Path) -> None:
+    """Write a consistent backup of the catalog to FILE (SQLite: online backup; PostgreSQL: pg_dump).
+
+    FILE is written readable by its owner only (it holds proprietary rows) and replaced when it
+    exists. The product files are not in it: they stay where the catalog points, with their
+    SHA-256, which `hcdc db restore` checks."""
+    from .catalog.backup import BackupError, backup
+
+    url = _settings().resolved_catalog_url
+    try:
+        report = backup(url, file)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _echo_err(f"catalog {_shown_url(url)} backed up to {report.path} ({report.engine}, {report.size_bytes} bytes)")
+    click.echo(f"{report.sha256}  {report.path}")
+
+
+@db.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask before replacing the catalog.")
+def db_restore(file: Path, yes: bool) -> None:
+    """Replace the catalog by the backup FILE (all or nothing), then check the product files.
+
+    The backup must come from the same engine as the configured catalog. Every product row's file
+    is then checked against its recorded SHA-256; missing or changed files are listed (exit code 1)."""
+    from .catalog.backup import BackupError, check_products, restore
+    from .catalog.db import Catalog
+
+    url = _settings().resolved_catalog_url
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("restoring replaces the whole catalog: add --yes to confirm")
+        click.confirm(f"replace the catalog {_shown_url(url)} by {file}?", abort=True)
+    try:
+        restore(url, file)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    catalog = Catalog(url)  # a backup of an older schema is migrated to the code's
+    try:
+        check = check_products(catalog)
+    finally:
+        catalog.dispose()
+    _echo_err(f"catalog {_shown_url(url)} restored from {file}; {check.products} product row(s)")
+    for path in check.missing:
+        _echo_err(f"  missing product file: {path}")
+    for path in check.changed:
+        _echo_err(f"  product file differs from its recorded SHA-256: {path}")
+    if not check.ok:
+        raise SystemExit(1)
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @db.group("cluster")
@@ -751,11 +810,13 @@ def kernel() -> None:
     help="Install prefix (default: this environment, sys.prefix).",
 )
 def kernel_install(prefix: Path | None) -> None:
-    """Install kernels/hcdc as kernel 'hcdc' running this environment's Python."""
-    from .kernelspec import install_kernel
+    """Install kernels/hcdc as kernel 'hcdc' running this environment's Python, and the JupyterLab
+    defaults of hub users (no Jupyter news prompt) in the same prefix."""
+    from .kernelspec import install_kernel, install_lab_overrides
 
     destination = install_kernel(prefix)
     _echo_err(f"kernel 'hcdc' installed in {destination}")
+    _echo_err(f"JupyterLab defaults for hub users in {install_lab_overrides(prefix)}")
 
 
 def _register_commands() -> None:

@@ -27,3 +27,22 @@ def install_kernel(prefix: Path | None = None, name: str = "hcdc") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
     return folder
+
+
+#: JupyterLab settings every hub user starts with (``overrides.json`` of the environment's lab settings):
+#: no prompt to fetch Jupyter's news, a request to an outside server a data center's users do not need
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}}
+
+
+def install_lab_overrides(prefix: Path | None = None) -> Path:
+    """Merge :data:`LAB_OVERRIDES` into ``<prefix>/share/jupyter/lab/settings/overrides.json``.
+
+    Returns the file. Settings already there for other plugins are kept.
+    """
+    path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    for plugin, values in LAB_OVERRIDES.items():
+        current[plugin] = {**current.get(plugin, {}), **values}
+    path.write_text(json.dumps(current, indent=1) + "\n")
+    return path

@@ -143,3 +143,18 @@ def test_seed_accounts_are_hashed_and_private(tmp_path):
     assert path.stat().st_mode & 0o077 == 0
     text = path.read_text()
     assert "correct horse" not in text and json.loads(text)[0]["password_bcrypt"].startswith("$2")
+
+
+def test_lab_defaults_switch_off_the_news_prompt_and_keep_other_settings(tmp_path):
+    import json
+
+    from hcdc.kernelspec import install_lab_overrides
+
+    existing = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    existing.parent.mkdir(parents=True)
+    existing.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}))
+    path = install_lab_overrides(tmp_path)
+    settings = json.loads(path.read_text())
+    assert path == existing
+    assert settings["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    assert settings["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}

@@ -174,6 +174,8 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
             page.screenshot(path=str(shot), full_page=False)
             print(f"screenshot: {shot}")
             assert "Traceback" not in panel.inner_text()
+            # JupyterLab's news prompt (a toast a few seconds after start) is switched off for hub users
+            assert "official Jupyter news" not in page.inner_text("body")
         except Exception:
             page.screenshot(path=str(shots / "failure.png"))
             print(f"failure screenshot: {shots / 'failure.png'}")
