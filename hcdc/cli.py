@@ -28,14 +28,26 @@ def _settings() -> Settings:
         raise click.ClickException(f"invalid configuration: {exc}") from exc
 
 
+_announced: set[str] = set()
+
+
 def _catalog(migrate: bool = True):
+    """The configured catalog; the first time in a process, say on stderr which one and which data directory.
+
+    ``hcdc catalog summary`` after ``make demo`` reads ``$XDG_DATA_HOME/hcdc`` unless ``HCDC_DATA_DIR``
+    names the demo's folder: the line makes that visible without mixing into the command's output.
+    """
     from .catalog.db import Catalog
 
     settings = _settings()
+    url = settings.resolved_catalog_url
+    if url not in _announced:
+        _announced.add(url)
+        _echo_err(f"catalog: {_shown_url(url)} (data directory {settings.data_dir})")
     try:
-        return Catalog(settings.resolved_catalog_url, migrate=migrate)
+        return Catalog(url, migrate=migrate)
     except Exception as exc:
-        raise click.ClickException(f"cannot open the catalog at {settings.resolved_catalog_url}: {exc}") from exc
+        raise click.ClickException(f"cannot open the catalog at {_shown_url(url)}: {exc}") from exc
 
 
 def _echo_err(message: str) -> None:

@@ -104,6 +104,10 @@ def test_cli_ingest_summary_and_tables(tmp_path, env):
     assert "0 new, 0 changed, 14 unchanged" in second.stderr
     summary = run(["catalog", "summary"], env).stdout
     assert "observations: 1" in summary and "HIP 65426" in summary and "broken.fits" in summary
+    listed = run(["catalog", "observations"], env)
+    # which catalog a command read, on stderr (after make demo, a plain command reads another catalog)
+    assert listed.stderr.count("catalog: ") == 1 and env["HCDC_DATA_DIR"] in listed.stderr
+    assert "catalog: " not in listed.stdout
     for fmt, reader in (("csv", "ascii.csv"), ("ecsv", "ascii.ecsv"), ("votable", "votable")):
         out = run(["catalog", "observations", "--format", fmt], env).stdout
         table = Table.read(io.BytesIO(out.encode()) if fmt == "votable" else out, format=reader)
