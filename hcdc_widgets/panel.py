@@ -265,7 +265,12 @@ class ReductionPanel(widgets.VBox):
             f"angles {inputs.angles.min():.1f}° … {inputs.angles.max():.1f}°"
         )
         self.inputs_view.children = [
-            plots.plot_widget(plots.image_figure(cube[index], f"centred frame {index}", "frame"), "frame"),
+            plots.plot_widget(
+                plots.image_figure(
+                    cube[index], f"centred frame {index}", "frame", pixel_scale_arcsec=inputs.pixel_scale
+                ),
+                "frame",
+            ),
             plots.plot_widget(plots.angles_figure(inputs.angles), "angles"),
         ]
 
@@ -317,12 +322,27 @@ class ReductionPanel(widgets.VBox):
         self.results_view.children = [
             plots.plot_widget(
                 plots.image_figure(
-                    result.subtraction.residuals, "residuals", "residuals", symmetric=True, palette="Viridis256"
+                    result.subtraction.residuals,
+                    "residuals",
+                    "residuals",
+                    symmetric=True,
+                    palette="Viridis256",
+                    pixel_scale_arcsec=result.pixel_scale,
+                    north_up=True,
                 ),
                 "residuals",
             ),
             plots.plot_widget(
-                plots.image_figure(result.detection.snr_map, "S/N map", "snrmap", cands, palette="Viridis256"), "snrmap"
+                plots.image_figure(
+                    result.detection.snr_map,
+                    "S/N map",
+                    "snrmap",
+                    cands,
+                    palette="Viridis256",
+                    pixel_scale_arcsec=result.pixel_scale,
+                    north_up=True,
+                ),
+                "snrmap",
             ),
             plots.plot_widget(plots.contrast_figure(result.contrast), "contrast"),
         ]

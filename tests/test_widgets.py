@@ -426,3 +426,39 @@ def test_starter_notebooks_are_installed_once_and_not_through_symlinks(tmp_path)
     account2 = pwd.struct_passwd((me.pw_name, "x", me.pw_uid, me.pw_gid, "", str(other), "/bin/sh"))
     assert HCDCSystemUserSpawner._install_starters(spawner, account2) == []
     assert not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_images_have_arcsec_axes_from_the_star_and_a_compass_when_north_up():
+    from types import SimpleNamespace
+
+    from hcdc_widgets.plots import image_figure
+    from reduction.conventions import star_centre
+
+    ny, nx, scale = 41, 41, 0.01225
+    cy, cx = star_centre((ny, nx))
+    image = np.zeros((ny, nx))
+    image[cy + 10, cx - 5] = 1.0  # a source 0.1225" north and 0.06125" east of the star
+    source = SimpleNamespace(x=cx - 5.0, y=cy + 10.0, snr=9.0)
+    fig = image_figure(image, "S/N map", "snrmap", [source], pixel_scale_arcsec=scale, north_up=True)
+    assert fig.x_range.start > fig.x_range.end  # east (positive ΔRA) to the left
+    assert "ΔRA" in fig.xaxis[0].axis_label and "ΔDec" in fig.yaxis[0].axis_label
+    assert {a.name for a in fig.center if type(a).__name__ == "Arrow"} == {"compass-N", "compass-E"}
+    north = next(a for a in fig.center if getattr(a, "name", "") == "compass-N")
+    east = next(a for a in fig.center if getattr(a, "name", "") == "compass-E")
+    assert north.y_end > north.y_start and north.x_end == north.x_start
+    assert east.x_end > east.x_start  # towards positive ΔRA, drawn leftwards on the reversed axis
+    candidates = fig.select_one({"name": "candidates"}).data
+    assert candidates["x"][0] == pytest.approx(5 * scale) and candidates["y"][0] == pytest.approx(10 * scale)
+    # the bright pixel is drawn where the candidate is: column j of the drawn array spans x0 + j*scale ..
+    glyph = next(r for r in fig.renderers if type(r.glyph).__name__ == "Image")
+    drawn = np.asarray(glyph.data_source.data["image"][0])
+    row, column = np.unravel_index(np.argmax(drawn), drawn.shape)
+    x0, y0 = glyph.glyph.x, glyph.glyph.y
+    assert x0 + (column + 0.5) * scale == pytest.approx(5 * scale)
+    assert y0 + (row + 0.5) * scale == pytest.approx(10 * scale)
+    # a frame as observed (not derotated): plain offsets, no compass
+    frame = image_figure(image, "frame", "frame", pixel_scale_arcsec=scale)
+    assert frame.x_range.start < frame.x_range.end and "Δx" in frame.xaxis[0].axis_label
+    assert not [a for a in frame.center if type(a).__name__ == "Arrow"]
+    pixels = image_figure(image, "frame", "frame")
+    assert pixels.xaxis[0].axis_label == "x (px)"
