@@ -504,3 +504,51 @@ def test_campaigns_start_with_the_longest_observations(tmp_path):
     order = [t.observation_id for t in longest_first(tasks, costs)]
     assert order == [ids[2], ids[1], ids[3], ids[4]]  # obs 3, never done, takes the median's place
     assert [t.observation_id for t in longest_first(tasks, {})] == [t.observation_id for t in tasks]
+
+
+def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_same(archive, tmp_path):
+    """SIGKILL of a dask worker while it runs a step: dask reschedules the task on the other worker,
+    the campaign ends without a failure, and its detections and limits equal an undisturbed run's."""
+    import threading
+
+    from hcdc.pipeline.campaign import make_cluster
+
+    params = _parameters(tmp_path)
+    reference, ref_settings = _setup(archive, f"sqlite:///{tmp_path / 'reference.sqlite'}", tmp_path / "ref")
+    assert not reprocess(reference, ref_settings, campaign="w", executor="serial", parameters=params).failures
+
+    catalog, settings = _setup(archive, f"sqlite:///{tmp_path / 'killed.sqlite'}", tmp_path / "killed")
+    cluster = make_cluster("local", settings)
+    holder: dict = {}
+    try:
+        pids = [nanny.process.process.pid for nanny in cluster.workers.values()]
+        assert len(pids) == 2
+        worker = threading.Thread(
+            target=lambda: holder.update(
+                report=reprocess(catalog, settings, campaign="w", executor="local", parameters=params, cluster=cluster)
+            )
+        )
+        worker.start()
+        deadline = time.monotonic() + 300
+        with catalog.session() as session:
+            while time.monotonic() < deadline:  # a step under way on both workers (3 observations, 2 workers)
+                running = session.scalar(
+                    select(func.count()).select_from(Reduction).where(Reduction.status == "running")
+                )
+                if running >= 2:
+                    break
+                session.expire_all()
+                time.sleep(0.2)
+        assert running >= 2, "no step started"
+        os.kill(pids[0], signal.SIGKILL)
+        worker.join(timeout=600)
+        assert not worker.is_alive()
+    finally:
+        cluster.close()
+    report = holder["report"]
+    assert not report.failures, report.failures
+    assert report.counts["done"] == 2 * report.observations
+    assert _science_rows(catalog, "w") == _science_rows(reference, "w")
+    with catalog.session() as session:
+        statuses = [r.status for r in session.scalars(select(Reduction))]
+    assert statuses and set(statuses) == {"done"}, statuses  # the killed step's row was taken over, none left running
