@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +187,8 @@ def write_image(
         if value is None or (isinstance(value, float) and not np.isfinite(value)):
             continue
         header[key] = (value, comment)
-    fits.PrimaryHDU(data=np.asarray(data, dtype=dtype), header=header).writeto(path, overwrite=True)
+    with named_write(path):
+        fits.PrimaryHDU(data=np.asarray(data, dtype=dtype), header=header).writeto(path, overwrite=True)
     return path
 
 
@@ -194,5 +197,22 @@ def write_table(path: str | Path, table: Table, provenance: dict[str, Any] | Non
     path = Path(path)
     if provenance is not None:
         table.meta["provenance"] = json.loads(json.dumps(provenance, default=str))
-    table.write(path, format="ascii.ecsv", overwrite=True)
+    with named_write(path):
+        table.write(path, format="ascii.ecsv", overwrite=True)
     return path
+
+
+@contextmanager
+def named_write(path: Path) -> Iterator[None]:
+    """Writing ``path``: on an OS error (a full disk) the partial file is removed and the error names it.
+
+    Python's ``write`` reports ``[Errno 28] No space left on device`` without a file name; a person
+    reading a failed campaign must know which product and which disk.
+    """
+    try:
+        yield
+    except OSError as exc:
+        Path(path).unlink(missing_ok=True)  # no partial product left behind
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise

@@ -70,3 +70,68 @@ def test_postgresql_restarted_mid_campaign(cluster, archive, tmp_path):  # noqa:
     # no step left running; the interrupted one (when the restart caught a step talking to the
     # database: seen as attempts == 2 on this machine) was retried
     assert "running" not in statuses and "failed" not in statuses, (statuses, attempts)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 MB tmpfs mounted for the products (root only), unmounted afterwards."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount = tmp_path / "products-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m,mode=0755", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(folder, leave_bytes: int):
+    """A filler file taking all but ``leave_bytes`` of the filesystem of ``folder``."""
+    import os
+
+    filler = folder / "filler.bin"
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with open(filler, "wb") as handle:
+        block = b"\0" * (1 << 20)
+        remaining = max(free - leave_bytes, 0)
+        while remaining > 0:
+            handle.write(block[: min(len(block), remaining)])
+            remaining -= len(block)
+    return filler
+
+
+def test_products_disk_full_fails_clearly_registers_nothing_partial_and_resumes(archive, small_disk, tmp_path):  # noqa: F811
+    from hcdc.catalog.backup import check_products
+
+    params = _parameters(tmp_path)
+    reference, ref_settings = _setup(archive, f"sqlite:///{tmp_path / 'reference.sqlite'}", tmp_path / "ref")
+    assert not reprocess(reference, ref_settings, campaign="full", executor="serial", parameters=params).failures
+
+    data_dir = small_disk / "data"
+    catalog, settings = _setup(archive, f"sqlite:///{tmp_path / 'catalog.sqlite'}", data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    filler = _fill(small_disk, leave_bytes=3 << 20)  # room for the first products, not for all
+    first = reprocess(catalog, settings, campaign="full", executor="serial", parameters=params, retries=0)
+    assert first.failures, "the disk never filled"
+    for _observation, step, error in first.failures:
+        assert "No space left on device" in error and str(small_disk) in error, (step, error)
+    check = check_products(catalog)  # every registered product is whole: its file and its SHA-256
+    assert check.ok, check
+    with catalog.session() as session:
+        failed = [r.id for r in session.scalars(select(Reduction).where(Reduction.status == "failed"))]
+        from hcdc.catalog.models import Product
+
+        assert not session.scalar(select(func.count()).select_from(Product).where(Product.reduction_id.in_(failed)))
+    filler.unlink()  # space is back
+    resumed = reprocess(catalog, settings, campaign="full", executor="serial", parameters=params, retries=0)
+    assert not resumed.failures, resumed.failures
+    assert _science_rows(catalog, "full") == _science_rows(reference, "full")
+    assert check_products(catalog).ok

@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -45,6 +46,9 @@ from sqlalchemy import select
 
 from hcdc.outcome import StepOutcome
 from hcdc.reports import product_folder, reduction_file, reports_folder
+from reduction.fitsio_products import named_write
+
+log = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
 STEP_ORDER = ("preprocess", "postprocess")
@@ -298,7 +302,8 @@ def render_html(notebook: Path) -> Path | None:
     except Exception:  # a report that cannot be rendered must not fail the step
         return None
     html = notebook.with_suffix(".html")
-    html.write_text(body)
+    with named_write(html):
+        html.write_text(body)
     return html
 
 
@@ -338,6 +343,12 @@ def execute_notebook(
         return None
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
+    except OSError as exc:  # the executed notebook could not be written (a full disk): name it
+        error = (
+            f"{type(exc).__name__}: {exc}"
+            if exc.filename
+            else f"OSError: [Errno {exc.errno}] {exc.strerror}: {executed}"
+        )
     except Exception as exc:  # kernel died, notebook unreadable...
         error = f"{type(exc).__name__}: {exc}"
     kernel.shutdown()
@@ -381,8 +392,10 @@ def run_chain(task: ChainTask) -> ChainResult:
     os.environ["HCDC_DATA_DIR"] = task.data_dir
     catalog = Catalog(task.catalog_url, migrate=False)
     result = ChainResult(task.observation_id)
+    current = None
     try:
         for step in task.steps:
+            current = step
             outcome = _run_step(catalog, task, step)
             result.steps.append(outcome)
             if outcome.status == "failed":
@@ -392,18 +405,48 @@ def run_chain(task: ChainTask) -> ChainResult:
                     )
                 break
     except Exception as exc:  # infrastructure failure: still a result, never a crash of the campaign
-        result.steps.append(
-            StepOutcome(
-                task.observation_id,
-                "?",
-                "failed",
-                None,
-                f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
-            )
-        )
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        reduction_id = _fail_running(catalog, task, current, error)
+        result.steps.append(StepOutcome(task.observation_id, current or "?", "failed", reduction_id, error))
     finally:
         catalog.dispose()
     return result
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    """``end - start`` in seconds; naive datetimes (SQLite gives them back so) are taken as UTC."""
+    if start is None or end is None:
+        return None
+    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))
+    return (end - start).total_seconds()
+
+
+def _fail_running(catalog, task: ChainTask, step: str | None, error: str) -> int | None:
+    """Record the step's unfinished reduction as failed (its id), so that no row is left ``running``."""
+    from hcdc.catalog.models import Reduction
+
+    if step is None:
+        return None
+    try:
+        with catalog.session() as session:
+            row = session.scalars(
+                select(Reduction)
+                .where(
+                    Reduction.observation_id == task.observation_id,
+                    Reduction.step == step,
+                    Reduction.campaign_id == task.campaign_id,
+                    Reduction.status == "running",
+                )
+                .order_by(Reduction.id.desc())
+            ).first()
+            if row is None:
+                return None
+            row.status, row.error = "failed", error
+            row.finished_at = datetime.now(timezone.utc)
+            return row.id
+    except Exception:  # the catalog itself is unreachable: the next run's _delete_stale cleans up
+        log.exception("could not record the failure of %s for observation %s", step, task.observation_id)
+        return None
 
 
 def _run_step(catalog, task: ChainTask, step: str) -> StepOutcome:
@@ -484,24 +527,25 @@ def _run_step(catalog, task: ChainTask, step: str) -> StepOutcome:
                 row.finished_at = datetime.now(timezone.utc)
             status, compute = (
                 row.status,
-                ((row.finished_at - row.started_at).total_seconds() if row.finished_at and row.started_at else None),
+                _seconds_between(row.started_at, row.finished_at),
             )
             row_error = row.error
             science = row.science_seconds
-        log_path.write_text(
-            json.dumps(
-                {
-                    "step": step,
-                    "observation_id": task.observation_id,
-                    "attempt": attempt,
-                    "papermill_run_id": run_id,
-                    "status": status,
-                    "seconds": elapsed,
-                    "error": error or (row_error if status == "failed" else None),
-                },
-                indent=1,
+        with named_write(log_path):
+            log_path.write_text(
+                json.dumps(
+                    {
+                        "step": step,
+                        "observation_id": task.observation_id,
+                        "attempt": attempt,
+                        "papermill_run_id": run_id,
+                        "status": status,
+                        "seconds": elapsed,
+                        "error": error or (row_error if status == "failed" else None),
+                    },
+                    indent=1,
+                )
             )
-        )
         if status == "done":
             _join_campaign(catalog, task.campaign_id, reduction_id)
             return StepOutcome(
