@@ -143,8 +143,10 @@ def simulate(
 @click.option(
     "--programmes",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Programme table (ECSV/CSV/VOTable: prog_id, pi (username), pi_name, co_is (usernames), co_i_names, "
-    "title, proprietary_months).",
+    help="Programme table (ECSV, CSV or VOTable): prog_id (required, e.g. 0111.C-0001(A)), pi (the PI's user "
+    "name: the hub login, equal to users.username), pi_name, co_is (co-I user names, comma-separated), co_i_names "
+    "(their full names, semicolon-separated, same order), title, proprietary_months (default 12). Example in the "
+    "README.",
 )
 @click.option(
     "--targets",
@@ -676,7 +678,7 @@ def db() -> None:
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
-    """Migrate the catalog to REVISION (creates it when empty)."""
+    """Migrate the catalog to the revision given by --revision (default: head, the code's); creates it when empty."""
     from .catalog.db import upgrade
 
     url = _settings().resolved_catalog_url

@@ -44,14 +44,14 @@ log = logging.getLogger(__name__)
     "--psf",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Off-axis PSF image (normalised internally: 1xFWHM-aperture flux = 1).",
+    help="Off-axis PSF image (normalised internally: flux 1 in an aperture of diameter 1 FWHM).",
 )
 @click.option("--pixel-scale", required=True, type=float, help="Pixel scale in arcsec/px.")
 @click.option(
     "--star-flux",
     type=float,
     default=None,
-    help="Stellar flux in a 1xFWHM-diameter aperture, cube units (vip's starphot); gives contrasts.",
+    help="Stellar flux in an aperture of diameter 1 FWHM, cube units (vip's starphot); gives contrasts.",
 )
 @click.option(
     "--instrument",

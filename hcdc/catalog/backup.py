@@ -109,6 +109,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sqlite_copy(source: sqlite3.Connection, target_path: Path, what: str) -> None:
+    """SQLite's online backup of the open ``source`` into the database file ``target_path``."""
+    target = sqlite3.connect(target_path)
+    try:
+        source.backup(target)
+    except sqlite3.Error as exc:
+        raise BackupError(f"{what} failed: {exc}") from exc
+    finally:
+        target.close()
+
+
 def backup(url: str, destination: Path) -> BackupReport:
     """Write a consistent backup of the catalog at ``url`` to ``destination`` (replaced when it exists)."""
     destination = Path(destination)
@@ -120,13 +131,9 @@ def backup(url: str, destination: Path) -> BackupReport:
             if not source_path.is_file():
                 raise BackupError(f"{source_path}: no such SQLite catalog")
             source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
-            target = sqlite3.connect(partial)
             try:
-                source.backup(target)
-            except sqlite3.Error as exc:
-                raise BackupError(f"backup of {source_path} failed: {exc}") from exc
+                _sqlite_copy(source, partial, f"backup of {source_path}")
             finally:
-                target.close()
                 source.close()
         else:
             args, env = _libpq(url)
@@ -185,13 +192,7 @@ def restore(url: str, source: Path) -> None:
                 check = str(exc)
             if check != "ok":
                 raise BackupError(f"{source}: the SQLite backup is damaged ({check}); the catalog was not changed")
-            target = sqlite3.connect(target_path)
-            try:
-                backup_db.backup(target)
-            except sqlite3.Error as exc:
-                raise BackupError(f"restoring {source} into {target_path} failed: {exc}") from exc
-            finally:
-                target.close()
+            _sqlite_copy(backup_db, target_path, f"restoring {source} into {target_path}")
         finally:
             backup_db.close()
         return

@@ -189,7 +189,7 @@ class OAuthAuthenticatorSection(_Model):
         "preferred_username",
         description="Claim holding the user name; it must equal "
         "the catalog's users.username (the programme "
-        "tables' pi_username / co_is).",
+        "tables' pi / co_is columns).",
     )
     groups_key: str | None = Field(
         "groups", description="Claim holding the user's groups (for allowed_groups and admin_groups)."
