@@ -659,9 +659,9 @@ def config() -> None:
 
 @config.command("show")
 def config_show() -> None:
-    """Every setting, its value and its help."""
-    for name, value, help_text in _settings().describe():
-        click.echo(f"{name:22s} {value}\n{'':22s} {help_text}")
+    """Every setting, its value, where the value came from (default, file, environment) and its help."""
+    for name, value, help_text, source in _settings().describe():
+        click.echo(f"{name:22s} {value}   [{source}]\n{'':22s} {help_text}")
 
 
 @config.command("schema")

@@ -155,13 +155,46 @@ class Settings(BaseSettings):
         """The catalog URL, defaulting to the SQLite file in ``data_dir``."""
         return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.sqlite'}"
 
-    def describe(self) -> list[tuple[str, Any, str]]:
-        """``(name, value, help)`` for every setting, for ``hcdc config show``."""
+    def describe(self) -> list[tuple[str, Any, str, str]]:
+        """``(name, value, help, source)`` for every setting, for ``hcdc config show``.
+
+        ``source`` says where the value came from: ``environment (HCDC_X)``, ``file (path)`` (the
+        YAML named by ``HCDC_CONFIG``) or ``default``; the environment wins over the file. Catalog
+        URLs are shown with their password hidden.
+        """
+        from_file = _YamlSource(type(self))().keys() if os.environ.get("HCDC_CONFIG") else set()
+        environment = {key.upper() for key in os.environ}
         rows = []
         for name, info in type(self).model_fields.items():
-            rows.append((name, getattr(self, name), info.description or ""))
-        rows.append(("resolved_catalog_url", self.resolved_catalog_url, "The catalog actually used."))
+            variable = f"HCDC_{name.upper()}"
+            if variable in environment:
+                source = f"environment ({variable})"
+            elif name in from_file:
+                source = f"file ({os.environ['HCDC_CONFIG']})"
+            else:
+                source = "default"
+            value = getattr(self, name)
+            if name == "catalog_url" and value:
+                value = _hide_password(value)
+            rows.append((name, value, info.description or "", source))
+        rows.append(
+            (
+                "resolved_catalog_url",
+                _hide_password(self.resolved_catalog_url),
+                "The catalog actually used.",
+                "catalog_url, or the SQLite file in data_dir",
+            )
+        )
         return rows
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: shown as it is (validation reports it elsewhere)
+        return url
 
 
 @lru_cache(maxsize=1)
