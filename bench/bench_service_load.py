@@ -29,6 +29,7 @@ def main() -> int:
     args = parser.parse_args()
     out = REPO / "bench" / "results" / "bench_service_load.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)  # a skipped or failed run must not re-stamp an old report
     env = dict(
         os.environ,
         HCDC_LOAD_CLIENTS=str(args.clients),

@@ -683,7 +683,7 @@ def db_upgrade(revision: str) -> None:
 
     url = _settings().resolved_catalog_url
     upgrade(url, revision)
-    _echo_err(f"catalog {url} at revision {revision}")
+    _echo_err(f"catalog {_shown_url(url)} at revision {revision}")
 
 
 @db.command("current")
@@ -734,11 +734,17 @@ def db_restore(file: Path, yes: bool) -> None:
         restore(url, file)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from exc
-    catalog = Catalog(url)  # a backup of an older schema is migrated to the code's
     try:
-        check = check_products(catalog)
-    finally:
-        catalog.dispose()
+        catalog = Catalog(url)  # a backup of an older schema is migrated to the code's
+        try:
+            check = check_products(catalog)
+        finally:
+            catalog.dispose()
+    except Exception as exc:
+        raise click.ClickException(
+            f"the catalog {_shown_url(url)} was replaced by {file}, but it cannot be opened as an HC-DC catalog "
+            f"of this version ({type(exc).__name__}: {exc}); restore a backup made by this version"
+        ) from exc
     _echo_err(f"catalog {_shown_url(url)} restored from {file}; {check.products} product row(s)")
     for path in check.missing:
         _echo_err(f"  missing product file: {path}")

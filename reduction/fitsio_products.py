@@ -213,6 +213,6 @@ def named_write(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         Path(path).unlink(missing_ok=True)  # no partial product left behind
-        if exc.filename is None:
+        if exc.filename is None and exc.errno is not None:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise

@@ -18,6 +18,7 @@ from sqlalchemy import MetaData, create_engine, delete, select, text, update
 
 from hcdc.catalog.backup import BackupError, backup_engine, restore
 
+from .isolation.test_postgres import cluster  # noqa: F401 - the project's own cluster, started by the CLI
 from .synthetic_catalog import build_simulated_catalog
 
 
@@ -128,3 +129,38 @@ def test_a_damaged_sqlite_backup_is_refused_and_the_catalog_kept(tmp_path):
     failed = _hcdc(url, tmp_path, "db", "restore", "--yes", str(dump))
     assert failed.returncode != 0 and "catalog.backup" in failed.stderr and "Traceback" not in failed.stderr
     assert _rows(url) == before
+
+
+def test_project_cluster_round_trip_keeps_the_service_role_grants(cluster, tmp_path):  # noqa: F811
+    """On the project's own cluster (scram, password in a pass file named by the URL): the backup and
+    restore find the password there, and after a restore the catalog service's read-only role can
+    still read every table (its grants are in the dump)."""
+    from hcdc.access import READER_ROLE
+    from hcdc.catalog import Catalog
+
+    project, _env = cluster
+    url = project.url()
+    Catalog(url).dispose()  # migrated: tables, roles, grants, row-level security
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (username, full_name, is_staff, created_at) VALUES ('probe', 'Probe', false, now())"
+            )
+        )
+    engine.dispose()
+    before = _rows(url)
+    dump = tmp_path / "cluster.backup"
+    made = _hcdc(url, tmp_path / "data", "db", "backup", str(dump))
+    assert made.returncode == 0, made.stderr
+    restored = _hcdc(url, tmp_path / "data", "db", "restore", "--yes", str(dump))
+    assert restored.returncode == 0, restored.stderr
+    assert _rows(url) == before
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"SET LOCAL ROLE {READER_ROLE}"))
+            for table in ("observations", "detections", "products", "users"):
+                connection.execute(text(f"SELECT count(*) FROM {table}"))  # no 'permission denied'
+    finally:
+        engine.dispose()

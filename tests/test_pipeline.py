@@ -545,6 +545,7 @@ def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_sa
         assert not worker.is_alive()
     finally:
         cluster.close()
+    assert "report" in holder, "reprocess raised in its thread"
     report = holder["report"]
     assert not report.failures, report.failures
     assert report.counts["done"] == 2 * report.observations

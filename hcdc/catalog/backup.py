@@ -4,7 +4,8 @@
   taken page by page while other connections may write; the backup is itself a
   SQLite database file.
 * PostgreSQL: ``pg_dump --format=custom`` and ``pg_restore --clean --if-exists
-  --single-transaction`` (all or nothing). The password travels in the
+  --single-transaction`` (all or nothing), privileges included: the read-only role of the
+  catalog service (``hcdc_reader``, row-level security) keeps its grants. The password travels in the
   environment (``PGPASSWORD``), never on a command line another account could
   read in ``/proc``.
 
@@ -74,7 +75,9 @@ def _sqlite_path(url: str) -> Path:
 def _libpq(url: str) -> tuple[list[str], dict[str, str]]:
     """Connection options for pg_dump/pg_restore, and the environment holding the password."""
     parsed = make_url(url)
-    args = ["--dbname", parsed.database or "postgres", "--host", parsed.host or "127.0.0.1"]
+    query = {key: (value[0] if isinstance(value, tuple) else value) for key, value in parsed.query.items()}
+    host = query.get("host") or parsed.host or "127.0.0.1"  # ?host=/socket/dir: a Unix socket
+    args = ["--dbname", parsed.database or "postgres", "--host", host]
     if parsed.port:
         args += ["--port", str(parsed.port)]
     if parsed.username:
@@ -82,6 +85,8 @@ def _libpq(url: str) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if parsed.password:
         env["PGPASSWORD"] = str(parsed.password)
+    if query.get("passfile"):  # the project's own cluster keeps its password in a pass file
+        env["PGPASSFILE"] = str(query["passfile"])
     env.setdefault("PGCONNECT_TIMEOUT", "10")
     return args, env
 
@@ -94,8 +99,11 @@ def _tool(name: str) -> str:
 
 
 def _private_temp(destination: Path) -> Path:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    except OSError as exc:
+        raise BackupError(f"cannot write the backup into {destination.parent}: {exc.strerror}") from exc
     os.close(handle)
     os.chmod(name, 0o600)
     return Path(name)
@@ -107,6 +115,11 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _read_only(path: Path) -> str:
+    """A read-only SQLite URI of ``path`` (its characters escaped: a path may hold ``?`` or ``#``)."""
+    return Path(path).resolve().as_uri() + "?mode=ro"
 
 
 def _sqlite_copy(source: sqlite3.Connection, target_path: Path, what: str) -> None:
@@ -130,7 +143,7 @@ def backup(url: str, destination: Path) -> BackupReport:
             source_path = _sqlite_path(url)
             if not source_path.is_file():
                 raise BackupError(f"{source_path}: no such SQLite catalog")
-            source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+            source = sqlite3.connect(_read_only(source_path), uri=True)
             try:
                 _sqlite_copy(source, partial, f"backup of {source_path}")
             finally:
@@ -138,7 +151,7 @@ def backup(url: str, destination: Path) -> BackupReport:
         else:
             args, env = _libpq(url)
             done = subprocess.run(
-                [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", "--file", str(partial), *args],
+                [_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(partial), *args],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -184,7 +197,10 @@ def restore(url: str, source: Path) -> None:
     if engine == "sqlite":
         target_path = _sqlite_path(url)
         target_path.parent.mkdir(parents=True, exist_ok=True)
-        backup_db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            backup_db = sqlite3.connect(_read_only(source), uri=True)
+        except sqlite3.Error as exc:
+            raise BackupError(f"{source}: cannot open the SQLite backup: {exc}") from exc
         try:
             try:
                 check = backup_db.execute("PRAGMA integrity_check").fetchone()[0]
@@ -204,7 +220,6 @@ def restore(url: str, source: Path) -> None:
             "--if-exists",
             "--single-transaction",
             "--no-owner",
-            "--no-privileges",
             "--exit-on-error",
             *args,
             str(source),

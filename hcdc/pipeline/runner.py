@@ -344,11 +344,10 @@ def execute_notebook(
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
     except OSError as exc:  # the executed notebook could not be written (a full disk): name it
-        error = (
-            f"{type(exc).__name__}: {exc}"
-            if exc.filename
-            else f"OSError: [Errno {exc.errno}] {exc.strerror}: {executed}"
-        )
+        if exc.errno is not None and not exc.filename:
+            error = f"OSError: [Errno {exc.errno}] {exc.strerror}: {executed}"
+        else:  # a timeout (TimeoutError is an OSError without errno) or an error naming its file
+            error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # kernel died, notebook unreadable...
         error = f"{type(exc).__name__}: {exc}"
     kernel.shutdown()

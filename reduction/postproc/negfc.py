@@ -399,6 +399,7 @@ def negfc_fit(
         values = model.residual_values(r0, theta0, 0.0)
         f_guess = max(float(np.abs(values).max()) * np.pi * (fwhm / 2) ** 2 / 2, 1e-6)
         start_flux, _ = _first_flux(model, r0, theta0, fmerit, mu_sigma, f_guess, f_max)
+        f_max = max(f_max, start_flux)  # the grid starts at 0.3 f_guess, which a low ceiling may not reach
         regrid = True
     else:
         f_guess = start_flux = float(flux_guess)
@@ -425,6 +426,7 @@ def negfc_fit(
             grid_flux, grid_value = _first_flux(model, r, theta, fmerit, mu_sigma, f_guess, f_max)
             if grid_value < value * (1.0 - REGRID_GAIN):
                 start_flux = grid_flux
+                f_max = max(f_max, grid_flux)
         if moved <= RECENTRE_PX and start_flux == flux:
             break
         (r, theta, flux), value, _, ok = _fit(model, r, theta, start_flux, fmerit, mu_sigma, xatol, maxfev, f_max)
