@@ -79,6 +79,9 @@ if R["zmq"]:
                                                   "stop_on_error": True})
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # a DEALER's send blocks until a peer is connected: a port whose ZMTP handshake never completes
+        # (another account's kernel) hung the probe for its 45 s; undeliverable within 5 s is a refusal
+        sock.setsockopt(zmq.SNDTIMEO, 5000)
         sock.connect(f"tcp://{address}")
         try:
             session.send(sock, message)
