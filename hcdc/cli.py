@@ -18,7 +18,7 @@ import click
 from reduction.preprocess.model import PreprocessParameters
 
 from .cli_parameters import parameter_options, parameters_from_options
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, shown_url
 
 
 def _settings() -> Settings:
@@ -43,11 +43,11 @@ def _catalog(migrate: bool = True):
     url = settings.resolved_catalog_url
     if url not in _announced:
         _announced.add(url)
-        _echo_err(f"catalog: {_shown_url(url)} (data directory {settings.data_dir})")
+        _echo_err(f"catalog: {shown_url(url)} (data directory {settings.data_dir})")
     try:
         return Catalog(url, migrate=migrate)
     except Exception as exc:
-        raise click.ClickException(f"cannot open the catalog at {_shown_url(url)}: {exc}") from exc
+        raise click.ClickException(f"cannot open the catalog at {shown_url(url)}: {exc}") from exc
 
 
 def _echo_err(message: str) -> None:
@@ -683,7 +683,7 @@ def db_upgrade(revision: str) -> None:
 
     url = _settings().resolved_catalog_url
     upgrade(url, revision)
-    _echo_err(f"catalog {_shown_url(url)} at revision {revision}")
+    _echo_err(f"catalog {shown_url(url)} at revision {revision}")
 
 
 @db.command("current")
@@ -710,7 +710,7 @@ def db_backup(file: Path) -> None:
         report = backup(url, file)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from exc
-    _echo_err(f"catalog {_shown_url(url)} backed up to {report.path} ({report.engine}, {report.size_bytes} bytes)")
+    _echo_err(f"catalog {shown_url(url)} backed up to {report.path} ({report.engine}, {report.size_bytes} bytes)")
     click.echo(f"{report.sha256}  {report.path}")
 
 
@@ -729,7 +729,7 @@ def db_restore(file: Path, yes: bool) -> None:
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException("restoring replaces the whole catalog: add --yes to confirm")
-        click.confirm(f"replace the catalog {_shown_url(url)} by {file}?", abort=True)
+        click.confirm(f"replace the catalog {shown_url(url)} by {file}?", abort=True)
     try:
         restore(url, file)
     except BackupError as exc:
@@ -742,22 +742,16 @@ def db_restore(file: Path, yes: bool) -> None:
             catalog.dispose()
     except Exception as exc:
         raise click.ClickException(
-            f"the catalog {_shown_url(url)} was replaced by {file}, but it cannot be opened as an HC-DC catalog "
+            f"the catalog {shown_url(url)} was replaced by {file}, but it cannot be opened as an HC-DC catalog "
             f"of this version ({type(exc).__name__}: {exc}); restore a backup made by this version"
         ) from exc
-    _echo_err(f"catalog {_shown_url(url)} restored from {file}; {check.products} product row(s)")
+    _echo_err(f"catalog {shown_url(url)} restored from {file}; {check.products} product row(s)")
     for path in check.missing:
         _echo_err(f"  missing product file: {path}")
     for path in check.changed:
         _echo_err(f"  product file differs from its recorded SHA-256: {path}")
     if not check.ok:
         raise SystemExit(1)
-
-
-def _shown_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @db.group("cluster")

@@ -145,7 +145,7 @@ def main() -> int:
         say("3/5 reference data not found: the NACO beta Pic cube is not registered (set HCDC_REFERENCE_DATA)")
 
     say("4/5 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")
-    from .pipeline.campaign import compare_campaigns, previous_campaign_id, reprocess
+    from .pipeline.campaign import compare_campaigns, format_duration, previous_campaign_id, reprocess
 
     started = time.perf_counter()
     report = reprocess(
@@ -199,12 +199,8 @@ def main() -> int:
     catalog.dispose()
     total = time.perf_counter() - demo_started
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stage_seconds.items())
-    say(f"demo done in {_minutes(total)} ({stages}; load average {os.getloadavg()[0]:.2f})")
+    say(f"demo done in {format_duration(total)} ({stages}; load average {os.getloadavg()[0]:.2f})")
     return 0 if check.ok and not report.failures else 1
-
-
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 if __name__ == "__main__":

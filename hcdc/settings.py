@@ -175,12 +175,12 @@ class Settings(BaseSettings):
                 source = "default"
             value = getattr(self, name)
             if name == "catalog_url" and value:
-                value = _hide_password(value)
+                value = shown_url(value)
             rows.append((name, value, info.description or "", source))
         rows.append(
             (
                 "resolved_catalog_url",
-                _hide_password(self.resolved_catalog_url),
+                shown_url(self.resolved_catalog_url),
                 "The catalog actually used.",
                 "catalog_url, or the SQLite file in data_dir",
             )
@@ -188,7 +188,8 @@ class Settings(BaseSettings):
         return rows
 
 
-def _hide_password(url: str) -> str:
+def shown_url(url: str) -> str:
+    """A database URL with its password hidden, for messages and ``hcdc config show``."""
     from sqlalchemy.engine import make_url
 
     try:

@@ -314,11 +314,14 @@ def finished_line(result, label: str, finished: int, total: int, elapsed: float)
         for s in result.steps
     )
     left = total - finished
-    eta = f", ~{_duration(elapsed / finished * left)} to go" if finished and left else ""
-    return f"obs {result.observation_id} ({label}): {steps} [{finished}/{total}, {_duration(elapsed)} elapsed{eta}]"
+    eta = f", ~{format_duration(elapsed / finished * left)} to go" if finished and left else ""
+    return (
+        f"obs {result.observation_id} ({label}): {steps} [{finished}/{total}, {format_duration(elapsed)} elapsed{eta}]"
+    )
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``2m09s`` (``45s`` under a minute): the campaign's progress lines and the demo's total."""
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
