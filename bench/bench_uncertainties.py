@@ -11,7 +11,7 @@ between 0.8 and 1.2 when sigma is right.
 
 The systematic terms of the budget (star centre, instrument calibration, star flux) are excluded:
 the fakes are injected at exactly known positions relative to the cube's centre, so those terms have
-nothing to describe here; sigma is the fit and speckle terms in quadrature, as the catalog's
+nothing to describe here; sigma is the measurement error (the larger of the fit and speckle terms), as the catalog's
 ``*_err_fit`` and ``*_err_speckle`` columns hold them.
 
 Datasets:
@@ -21,7 +21,8 @@ Datasets:
 * ``irdis``: a simulated IRDIS DBI observation of a star without companion, pre-processed by HC-DC
   (noise, aberrations, AO residuals and degraded frames on; band 1, 101-px frames).
 
-Writes ``bench/results/bench_uncertainties.json`` and ``bench/results/uncertainty_pulls.png``.
+Writes ``bench/results/bench_uncertainties.json`` and ``bench/results/uncertainty_pulls.png`` (with
+``--seed N`` other than 0: ``..._seedN.json`` and ``..._seedN.png``, a held-out run beside the reference).
 
     python bench/bench_uncertainties.py [--trials 100] [--datasets naco,irdis] [--workers 2] [--seed 0]
 """
@@ -246,21 +247,29 @@ def report(results: dict) -> None:
             )
 
 
-def _write(results: dict, started: float) -> Path:
+def _names(seed: int) -> tuple[str, str]:
+    """File names of a run: seed 0 is the reference run; another seed is a held-out check beside it."""
+    suffix = f"_seed{seed}" if seed else ""
+    return f"bench_uncertainties{suffix}.json", f"uncertainty_pulls{suffix}.png"
+
+
+def _write(results: dict, started: float, seed: int = 0) -> Path:
     target = REPO / "bench" / "results"
     target.mkdir(parents=True, exist_ok=True)
     record = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
         "load_average": list(os.getloadavg()),
+        "seed": seed,
         "n_injections": N_INJECTIONS,
         "ncomp": NCOMP,
         "seconds": time.time() - started,
         "results": results,
     }
-    (target / "bench_uncertainties.json").write_text(json.dumps(record, indent=1, default=float))
+    json_name, png_name = _names(seed)
+    (target / json_name).write_text(json.dumps(record, indent=1, default=float))
     if results:
-        plot(results, target / "uncertainty_pulls.png")
+        plot(results, target / png_name)
     return target
 
 
@@ -300,10 +309,11 @@ def main(argv=None) -> int:
                 if k % 10 == 0 or k == len(jobs):
                     print(f"   {k}/{len(jobs)} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
         results[name] = {"trials": trials, "summary": summarise(trials), "fwhm_px": data["fwhm"]}
-        _write(results, started)  # after each dataset: a later failure loses nothing
-    target = _write(results, started)
+        _write(results, started, args.seed)  # after each dataset: a later failure loses nothing
+    target = _write(results, started, args.seed)
     report(results)
-    print(f"\nwritten {target / 'bench_uncertainties.json'} and uncertainty_pulls.png", file=sys.stderr)
+    json_name, png_name = _names(args.seed)
+    print(f"\nwritten {target / json_name} and {png_name}", file=sys.stderr)
     return 0
 
 

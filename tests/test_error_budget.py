@@ -22,7 +22,7 @@ from .test_postproc_data import PIXEL_SCALE, STARPHOT, naco_planet_free, naco_pr
 
 
 def test_budget_terms_follow_their_geometry():
-    """Each term computed by hand from its definition; totals are quadrature sums."""
+    """Each term computed by hand from its definition; totals: the larger of fit and speckle, the rest in quadrature."""
     systematics = Systematics(
         pixel_scale_rel=0.001,
         north_deg=0.1,
@@ -46,12 +46,42 @@ def test_budget_terms_follow_their_geometry():
     contrast = budget.contrast
     assert contrast["fit"] == pytest.approx(3e-6) and contrast["speckle"] == pytest.approx(4e-6)
     assert contrast["photometry"] == pytest.approx(5e-6)
-    assert budget.separation_total == pytest.approx(math.sqrt(sum(v**2 for v in sep.values())))
-    assert budget.contrast_total == pytest.approx(math.sqrt(9 + 16 + 25) * 1e-6)
+    # fit and speckle measure the same noise: the larger counts, once (pulls of injected fakes, issue 18)
+    assert budget.separation_total == pytest.approx(
+        math.sqrt(sep["speckle"] ** 2 + sep["centre"] ** 2 + sep["calibration"] ** 2)
+    )
+    assert budget.contrast_total == pytest.approx(math.sqrt(16 + 25) * 1e-6)
+    swapped = detection_budget(r, scale, (0.3, 0.4, 4.0), (0.1, 0.2, 3.0), 1e-4, 1e-6, systematics)
+    assert swapped.separation_total == pytest.approx(budget.separation_total)
+    assert swapped.pa_total == pytest.approx(budget.pa_total)
     # an unmeasured term (NaN) is left out of the sum, never counted as zero silently: it stays NaN in its column
     unknown = detection_budget(r, scale, (0.1, 0.2, 3.0), (np.nan,) * 3, 1e-4, 1e-6, Systematics())
     assert np.isnan(unknown.separation_arcsec["speckle"])
     assert unknown.separation_total == pytest.approx(0.1 * scale)
+
+
+def test_speckle_term_is_the_error_to_expect_from_n_injections():
+    """The sample standard deviation of n draws, times the factor, predicts the next draw's error.
+
+    Monte Carlo on Gaussian draws: the pull of a new draw (minus the sample mean, which the bias
+    correction subtracts) over ``s sqrt(1 + 1/n) x factor`` has a standard deviation of 1; without the
+    factor it is t-distributed and wider.
+    """
+    from reduction.postproc.negfc import predictive_factor
+
+    rng = np.random.default_rng(3)
+    for n in (6, 12):
+        draws = rng.normal(size=(200_000, n + 1))
+        sample, new = draws[:, :n], draws[:, n]
+        s = sample.std(axis=1, ddof=1) * np.sqrt(1 + 1 / n)
+        pulls = (new - sample.mean(axis=1)) / s
+        assert pulls.std() > 1.05  # without the factor: too narrow an error
+        assert (pulls / predictive_factor(n)).std() == pytest.approx(1.0, abs=0.02)
+    # below four injections t has no variance: the factor keeps 68.3 % inside ±σ
+    draws = rng.normal(size=(200_000, 4))
+    s = draws[:, :3].std(axis=1, ddof=1) * np.sqrt(1 + 1 / 3)
+    inside = np.abs((draws[:, 3] - draws[:, :3].mean(axis=1)) / (s * predictive_factor(3))) < 1
+    assert inside.mean() == pytest.approx(0.6827, abs=0.01)
 
 
 @pytest.mark.parametrize("instrument", [SphereIrdis, SphereIfs, Naco, Gpi], ids=lambda i: i.name)

@@ -1,8 +1,10 @@
-"""The error budget of a detection: every term its own number, the totals their quadrature sum.
+"""The error budget of a detection: every term its own number, and their total.
 
 A NEGFC fit gives two statistical terms (:class:`~reduction.postproc.results.Uncertainty`): the fit
 (curvature of the chi² at the optimum) and the speckle noise (fake companions injected at the same
-separation). What the cube cannot tell is added here, from the observation (:class:`Systematics`):
+separation). They measure the same noise, so the measurement error is the larger of the two, not their
+sum (:func:`measurement_error`; why, in :mod:`reduction.postproc.negfc`). What the cube cannot tell is
+added to it in quadrature, from the observation (:class:`Systematics`):
 
 * **star centre**: ``σc`` px per axis moves the companion by as much: ``σc`` along the radius and
   ``σc / r`` radians in angle;
@@ -20,6 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def measurement_error(fit: float, speckle: float) -> float:
+    """The measurement's 1-sigma error from its fit and speckle terms: the larger of the two (NaN-aware).
+
+    Both measure the noise at the companion (the injections are fitted in the same noise), so adding
+    them would count it twice; the larger guards against too few injections or a neighbourhood that
+    differs from the annulus. NaN when neither is known.
+    """
+    values = [float(v) for v in (fit, speckle) if v is not None and np.isfinite(v)]
+    return max(values) if values else float("nan")
+
 
 #: how a centre was found (``Systematics.centre_status``)
 CENTRE_STATUSES = ("waffle", "centre-from-header", "coronagraph-core", "fitted", "given")
@@ -132,11 +146,13 @@ CONTRAST_TERMS = ("fit", "speckle", "photometry")
 
 @dataclass(frozen=True)
 class ErrorBudget:
-    """The 1-sigma terms of one detection and their quadrature sums.
+    """The 1-sigma terms of one detection and their totals.
 
     ``separation_arcsec``, ``pa_deg`` and ``contrast`` map each term name (:data:`SEPARATION_TERMS`,
     :data:`ANGLE_TERMS`, :data:`CONTRAST_TERMS`) to its value; a term that could not be computed is NaN
-    and is left out of the total (the total is NaN when every term is).
+    and is left out of the total (the total is NaN when every term is). The total is the measurement
+    error (the larger of ``fit`` and ``speckle``, :func:`measurement_error`) and the other terms in
+    quadrature.
     """
 
     separation_arcsec: dict[str, float]
@@ -146,7 +162,9 @@ class ErrorBudget:
 
     @staticmethod
     def _total(terms: dict[str, float]) -> float:
-        values = np.array([v for v in terms.values() if np.isfinite(v)])
+        measurement = measurement_error(terms.get("fit", np.nan), terms.get("speckle", np.nan))
+        others = [v for k, v in terms.items() if k not in ("fit", "speckle")]
+        values = np.array([v for v in (measurement, *others) if np.isfinite(v)])
         return float(np.sqrt((values**2).sum())) if values.size else float("nan")
 
     @property

@@ -244,7 +244,8 @@ class Uncertainty:
         ``(sep_px, theta_deg, flux)`` from the curvature of the figure of merit
         at the optimum (Gaussian likelihood, corrected for pixel correlation).
     total : tuple of float
-        Quadratic sum of the terms.
+        The measurement error: the larger of the two terms, which measure the same noise
+        (:func:`reduction.postproc.negfc.measurement_error`).
     speckle_bias : tuple of float
         Mean offset found in the injection-recovery tests (subtracted from the fit when
         ``bias_correction``, see :mod:`reduction.postproc.negfc`).

@@ -160,9 +160,9 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
             "psf_scale": result.psf.scale,
             "star_xy": [int(cx), int(cy)],
             "uncertainties": (
-                "1 sigma; sep/pa/contrast totals = quadrature sum of the *_fit, *_speckle, *_centre, "
-                "*_calibration (*_photometry for contrasts) terms (reduction.postproc.budget); flux_err = fit (+) "
-                "speckle"
+                "1 sigma; sep/pa/contrast totals = max(*_fit, *_speckle) (the same noise, counted once) and the "
+                "*_centre, *_calibration (*_photometry for contrasts) terms in quadrature (reduction.postproc.budget); "
+                "flux_err = max(fit, speckle)"
             ),
             "systematics": result.systematics.to_dict() if result.systematics is not None else None,
         }
@@ -226,15 +226,15 @@ DETECTION_FIELDS: tuple[DetectionField, ...] = (
     DetectionField("x_px", "pix", "0-based column in the final (derotated) image", True),
     DetectionField("y_px", "pix", "0-based row in the final image", True),
     DetectionField("sep_arcsec", "arcsec", "Separation from the star", True),
-    DetectionField("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, all terms in quadrature)", False),
+    DetectionField("sep_err_arcsec", "arcsec", "Separation uncertainty (1 sigma, the budget's total)", False),
     DetectionField("pa_deg", "deg", "Position angle east of north", True),
-    DetectionField("pa_err_deg", "deg", "Position angle uncertainty (1 sigma, all terms in quadrature)", False),
+    DetectionField("pa_err_deg", "deg", "Position angle uncertainty (1 sigma, the budget's total)", False),
     DetectionField("snr", None, "S/N (Mawet et al. 2014 small-sample statistics)", True),
     DetectionField("fpf", None, "False-positive fraction", False),
     DetectionField("flux", None, "Companion flux in a 1-FWHM aperture (cube units)", False),
-    DetectionField("flux_err", None, "Flux uncertainty (1 sigma, fit and speckle)", False),
+    DetectionField("flux_err", None, "Flux uncertainty (1 sigma, larger of fit and speckle)", False),
     DetectionField("contrast", None, "Flux ratio to the star (1-FWHM apertures)", False),
-    DetectionField("contrast_err", None, "Contrast uncertainty (1 sigma, all terms in quadrature)", False),
+    DetectionField("contrast_err", None, "Contrast uncertainty (1 sigma, the budget's total)", False),
     DetectionField("wavelength_um", "um", "Wavelength of the reduced image", False),
     DetectionField("sep_err_fit_arcsec", "arcsec", "Separation: NEGFC fit term (chi2 curvature)", False),
     DetectionField("sep_err_speckle_arcsec", "arcsec", "Separation: speckle-noise term (injections)", False),
