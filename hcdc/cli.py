@@ -649,6 +649,105 @@ def rejected(fmt: str) -> None:
         write_table(rejected_table(session), fmt)
 
 
+@catalog.command("sources")
+@_format_option
+@click.option("--target", default=None, help="Only this target (name or alias).")
+def catalog_sources(fmt: str, target: str | None) -> None:
+    """Sources across epochs, one row per source: co-moving / background / undetermined, with the odds.
+
+    Sources are made by `hcdc sources link` (the campaign runs it too); the verdict is computed from every
+    epoch (this command reads the catalog as staff; the catalog service applies the access rule).
+    """
+    from .sources import sources_table
+    from .tables import write_table
+
+    try:
+        with _catalog().session() as session:
+            write_table(sources_table(session, target_name=target), fmt)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def sources() -> None:
+    """Sources across epochs: link detections into sources, plot their background tracks."""
+
+
+@sources.command("link")
+@click.option("--target", default=None, help="Only this target (name or alias); default: every target.")
+def sources_link(target: str | None) -> None:
+    """Link the detections of every epoch (and the registered published astrometry) into sources; idempotent."""
+    from .known_companions import load_known_companions
+    from .sources import link_sources
+
+    try:
+        known = load_known_companions(_settings())
+        with _catalog().session() as session:
+            summary = link_sources(session, target, known=known)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_err(
+        f"{summary.targets} target(s): {summary.sources} source(s) from {summary.linked} epoch(s) "
+        f"({summary.new_sources} new, {summary.removed_sources} removed)"
+    )
+    for name, reason in summary.skipped.items():
+        _echo_err(f"  {name}: {reason}")
+
+
+@sources.command("plot")
+@click.argument("source_id", type=int)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG file to write (default: source_<ID>.png in the current directory).",
+)
+def sources_plot(source_id: int, output: Path | None) -> None:
+    """ΔRA and ΔDec of a source against time, with the background track and its 1- and 2-sigma band (PNG)."""
+    from .sources import plot_source_png
+
+    output = output or Path(f"source_{source_id}.png")
+    try:
+        with _catalog().session() as session:
+            path = plot_source_png(session, source_id, output)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_err(f"wrote {path}")
+
+
+@main.command("register-astrometry")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="The host star (name or alias in the catalog).")
+@click.option("--reference", required=True, help="Where the numbers come from (bibcode or citation).")
+@click.option(
+    "--object-name", default=None, help="The companion's name in the publication (e.g. b); overrides the file's."
+)
+@click.option("--instrument", default=None, help="Instrument of the published epochs (when the file has none).")
+def register_astrometry_cmd(
+    file: Path, target: str, reference: str, object_name: str | None, instrument: str | None
+) -> None:
+    """Register published relative astrometry of a companion (external provenance) for the sources' tests.
+
+    FILE is CSV or ECSV with columns epoch_mjd, sep_arcsec, sep_err_arcsec, pa_deg, pa_err_deg (optional:
+    object_name, instrument), or orbitize!'s format (epoch in MJD; sep, sep_err in mas; pa, pa_err in
+    degrees; object). Rows without a separation (radial velocities) are skipped. Idempotent: the same
+    epoch of the same object from the same reference is updated, not added twice. Then run `hcdc sources link`.
+    """
+    from .sources import read_astrometry_file, register_astrometry
+
+    try:
+        rows = read_astrometry_file(file)
+        if object_name is not None:
+            for row in rows:
+                row["object_name"] = object_name
+        with _catalog().session() as session:
+            added, updated = register_astrometry(session, target, rows, reference, instrument)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_err(f"{file}: {added} epoch(s) added, {updated} already there (updated) for {target}")
+
+
 # --- configuration and database ---------------------------------------------------
 
 

@@ -38,6 +38,8 @@ NACO_BETAPIC_ANGLE_OFFSET_SOURCE = (
     "VIP >= 1.0 tutorials' naco_betapic_derot_angles.fits vs the 2019 naco_betapic_pa.fits: b at PA 210.4 vs "
     "314.5 deg (shared/data/naco_betapic/SOURCES.md)"
 )
+#: where the published astrometry of beta Pic b registered by the demo comes from
+BETA_PIC_ASTROMETRY_REFERENCE = "Nielsen et al. 2020, AJ 159, 71, Table 1 (orbitize! example data)"
 #: the star's flux in a 1-FWHM aperture of this cube (VIP tutorial's starphot, SOURCES.md)
 NACO_BETAPIC_STAR_FLUX = 764939.6
 
@@ -50,9 +52,15 @@ def write_target_table(truth_path: Path, out: Path) -> Path:
     """The targets' physical properties as a table ingest can load (name, coordinates, ...)."""
     import json
 
+    from reduction.simulator.catalogue import TARGETS
+
     targets = json.loads(truth_path.read_text())["targets"]
+    targets = list(targets.values() if isinstance(targets, dict) else targets)
+    # the catalogue's other stars too (real values): beta Pic for the registered NACO cube and its published orbit
+    observed = {t["name"] for t in targets}
+    targets += [t.to_dict() for name, t in TARGETS.items() if name not in observed]
     rows = []
-    for t in targets.values() if isinstance(targets, dict) else targets:
+    for t in targets:
         rows.append(
             {
                 "name": t["name"],
@@ -61,6 +69,7 @@ def write_target_table(truth_path: Path, out: Path) -> Path:
                 "pm_ra_mas_yr": t["pm_ra_mas_yr"],
                 "pm_dec_mas_yr": t["pm_dec_mas_yr"],
                 "parallax_mas": t["parallax_mas"],
+                "mass_msun": t.get("mass_msun"),
                 "spectral_type": t["spectral_type"],
                 "age_myr": t["age_myr"],
                 "mag_J": t["j_mag"],
@@ -141,6 +150,16 @@ def main() -> int:
             data_dir,
         )
         say(f"    observation {result.observation_id} ({'new' if result.created else 'already there'})")
+        published = reference / "published_companions" / "orbitize_3.4.0_betaPic_Nielsen2020_tab1.csv"
+        if published.exists():  # b's published orbit (2003-2018) beside the NACO epoch: one source, tested
+            from .sources import read_astrometry_file, register_astrometry
+
+            rows = read_astrometry_file(published)
+            for row in rows:
+                row["object_name"] = "b"
+            with catalog.session() as session:
+                added, updated = register_astrometry(session, "beta Pic", rows, BETA_PIC_ASTROMETRY_REFERENCE)
+            say(f"    beta Pic b published astrometry: {added} epoch(s) added, {updated} already there")
     else:
         say("3/5 reference data not found: the NACO beta Pic cube is not registered (set HCDC_REFERENCE_DATA)")
 
@@ -172,9 +191,22 @@ def main() -> int:
         print(render_summary(session, url=catalog.url))
         check = compare_with_truth(session, archive / "truth.json")
         comparison = compare_campaigns(session, report.campaign_id, previous_campaign_id(session, report.campaign_id))
+        from .sources import plot_source_png, sources_table
         from .tables import detections_table
 
         detections = detections_table(session)
+        sources = sources_table(session)
+        plots = []
+        for row in sources:
+            if row["n_epochs"] >= 2:
+                try:
+                    plots.append(
+                        plot_source_png(
+                            session, int(row["source"]), data_dir / "sources" / f"source_{row['source']}.png"
+                        )
+                    )
+                except ValueError as exc:
+                    say(f"    source {row['source']}: no plot ({exc})")
     print(check.render())
     print(comparison.render())
     if len(detections):
@@ -189,11 +221,26 @@ def main() -> int:
             f"single-band or low-rotation, see hcdc catalog detections):"
         )
         shown.pprint(max_lines=-1, max_width=-1)
+    if len(sources):
+        several = sources[sources["n_epochs"] >= 2]
+        print(
+            f"\nsources seen at two epochs or more ({len(several)} of {len(sources)}; co-moving or background when "
+            f"the odds reach 100:1, see hcdc catalog sources):"
+        )
+        shown = several[
+            "source", "target", "known_name", "status", "log10_odds", "n_epochs", "first_epoch", "last_epoch"
+        ]
+        for name in ("log10_odds", "first_epoch", "last_epoch"):
+            shown[name].format = ".1f"
+        shown.pprint(max_lines=-1, max_width=-1)
+        if plots:
+            print(f"background-track plots: {plots[0].parent}/source_<ID>.png")
     hcdc = Path(sys.executable).parent / "hcdc"
     print(
         f"\ncatalog: {settings.resolved_catalog_url}\narchive: {archive}\n"
         f"reports: {data_dir / 'reports' / f'campaign{report.campaign_id:04d}'} (executed notebooks + HTML)\n"
         f"try:     HCDC_DATA_DIR={data_dir} {hcdc} catalog detections --format ecsv\n"
+        f"         HCDC_DATA_DIR={data_dir} {hcdc} catalog sources\n"
         f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs"
     )
     catalog.dispose()

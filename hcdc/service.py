@@ -225,6 +225,33 @@ class CatalogAccess:
             )
             return [serialise(row) for row in session.scalars(query)]
 
+    def sources(self, principal: Principal, target: str | None = None) -> list[dict[str, Any]]:
+        """Sources with their verdict from the epochs ``principal`` may see (:mod:`hcdc.sources`)."""
+        from .sources import source_rows
+
+        with self.session_for(principal) as session:
+            try:
+                return source_rows(session, access.visibility_filter(Detection, principal), target_name=target)
+            except ValueError as exc:
+                raise NotFound(str(exc)) from None
+
+    def source_plot(self, principal: Principal, source_id: int) -> bytes:
+        """The background-track plot (PNG) of one source, from the epochs ``principal`` may see."""
+        import tempfile
+
+        from .sources import plot_source_png
+
+        if not 0 < source_id <= MAX_ROW_ID:
+            raise NotFound(f"no source {source_id}")
+        with self.session_for(principal) as session, tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = plot_source_png(
+                    session, source_id, Path(tmp) / "source.png", access.visibility_filter(Detection, principal)
+                )
+            except ValueError as exc:
+                raise NotFound(str(exc)) from None
+            return path.read_bytes()
+
     def product(self, principal: Principal, product_id: int) -> dict[str, Any]:
         with self.session_for(principal) as session:
             return self._product(self._get_visible(session, principal, Product, product_id, "product"))
@@ -717,6 +744,21 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
                 self.set_status(201)
                 self.answer(value)
 
+    class Sources(Base):
+        async def get(self) -> None:
+            target = self.get_argument("target", None)
+            principal, value = await self.run(catalog_access.sources, target=target)
+            if principal is not None:
+                self.answer(value)
+
+    class SourcePlot(Base):
+        async def get(self, source_id: str) -> None:
+            principal, value = await self.run(catalog_access.source_plot, int(source_id))
+            if principal is not None:
+                self.set_header("Content-Type", "image/png")
+                self.set_header("Cache-Control", "no-store")
+                self.finish(value)
+
     class Missing(Base):
         def get(self, *args: Any) -> None:
             self._fail(NotFound(f"no such endpoint {self.request.path}; see api/health, api/whoami, api/observations"))
@@ -734,6 +776,8 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
             (prefix + r"api/observations/(\d+)/reductions", Reductions),
             (prefix + r"api/products/(\d+)", OneProduct),
             (prefix + r"api/products/(\d+)/file", ProductFile),
+            (prefix + r"api/sources", Sources),
+            (prefix + r"api/sources/(\d+)/plot.png", SourcePlot),
             (prefix + r"(.*)", Missing),
         ],
         serve_traceback=False,

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="Folder of real reference data (HCDC_REFERENCE_DATA); default: "
         "../shared/data beside the repository when it exists.",
     )
+    known_companions: Path | None = Field(
+        default=None,
+        description="Staff table of known companions (HCDC_KNOWN_COMPANIONS): CSV/ECSV with host, name, "
+        "sep_arcsec, pa_deg and optionally sep_err_arcsec, pa_err_deg, epoch_year, reference; read with "
+        "the reference data's DIplanets.txt when detections are linked into sources.",
+    )
     service_user: str = Field(
         default="hcdc-service",
         pattern=r"^[a-z_][a-z0-9_-]{0,31}$",

@@ -267,6 +267,10 @@ def build_simulated_catalog(
         failing = set(ids[1 : 1 + fail])
         waiting = set(ids[-pending:]) if pending else set()
         campaign = add_campaign_results(catalog, data_dir, fail=failing, pending=waiting - failing)
+        from hcdc.sources import link_sources
+
+        with catalog.session() as session:  # as a campaign does at its end
+            link_sources(session)
     finally:
         catalog.dispose()
     return {

@@ -76,6 +76,11 @@ def facts(simulated):
                 .join(Target, Target.id == Observation.target_id)
             ).all()
             failed = session.scalars(select(Reduction).where(Reduction.status == "failed")).all()
+            from hcdc.sources import source_rows
+
+            sources = {}
+            for row in source_rows(session):  # the staff's view: the dashboards run as the local viewer (staff)
+                sources.setdefault(row["target"], []).append(row)
             return {
                 "n_observations": len(observations),
                 "keys": {o.id: o.key for o in observations},
@@ -85,6 +90,10 @@ def facts(simulated):
                 "n_targets": session.scalar(select(func.count(func.distinct(Observation.target_id)))),
                 "detections": [(d.snr, d.sep_arcsec, d.pa_deg, d.contrast, d.status, name) for d, name in detections],
                 "failed": [(r.id, r.observation_id, r.error, r.notebook_path) for r in failed],
+                "sources": sources,
+                "reported": set(
+                    session.scalars(select(Reduction.observation_id).where(Reduction.report_path.isnot(None)))
+                ),
             }
     finally:
         catalog.dispose()
@@ -187,6 +196,18 @@ def test_catalog_browser(server, browser, facts, reference_data):
     assert float(cells["pa_deg"]) == pytest.approx(pa, abs=0.05)
     assert float(cells["contrast"]) == pytest.approx(contrast, rel=5e-3)
     assert cells["status"] == status
+    # sources across epochs: the catalog's verdicts, and the background track of one of them drawn
+    expected = facts["sources"].get(name, [])
+    listed = page.locator('[data-hcdc="sources"] tbody tr')
+    assert listed.count() == len(expected) > 0
+    shown = {
+        listed.nth(i).locator('td[data-col="source"]').inner_text(): listed.nth(i)
+        .locator('td[data-col="status"]')
+        .inner_text()
+        for i in range(listed.count())
+    }
+    assert shown == {str(r["source"]): r["status"] for r in expected}
+    page.wait_for_selector("div.hcdc-plot[data-plot='source-track'][data-state='ready']", timeout=60_000)
     # contrast curves with the detections; a published curve for comparison
     assert plot_source(page, "curves", "detections") is not None
     page.locator(".hcdc-references select").select_option(index=0)
@@ -195,7 +216,13 @@ def test_catalog_browser(server, browser, facts, reference_data):
     assert min(reference["sep_arcsec"]) == pytest.approx(0.2) and reference["contrast"][0] == pytest.approx(
         10 ** (-0.4 * 14.25)
     )
-    # per observation: the report opens
+    # per observation: the report opens (an observation of the target whose reduction has one)
+    labels = [o.get_attribute("value") for o in page.locator(".hcdc-observation select option").all()]
+    with_report = [(v, int(re.search(r"#(\d+)$", v).group(1))) for v in labels]  # labels end with "#<id>"
+    with_report = [(v, i) for v, i in with_report if i in facts["reported"]]
+    assert with_report, "the chosen target has no reduction report"
+    page.locator(".hcdc-observation select").select_option(with_report[0][0])
+    page.wait_for_selector(f'[data-hcdc="observation-card"][data-id="{with_report[0][1]}"]', timeout=60_000)
     with page.context.expect_page() as opened:
         page.locator('[data-hcdc="observation-report"]').first.click()
     report = opened.value

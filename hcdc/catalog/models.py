@@ -116,6 +116,10 @@ class Target(Base):
     pm_dec_mas_yr: Mapped[float | None] = mapped_column(Float)
     parallax_mas: Mapped[float | None] = mapped_column(Float)
     parallax_err_mas: Mapped[float | None] = mapped_column(Float)
+    pm_ra_err_mas_yr: Mapped[float | None] = mapped_column(Float)
+    pm_dec_err_mas_yr: Mapped[float | None] = mapped_column(Float)
+    #: the star's mass, for the orbital motion the common-proper-motion test allows (solar masses)
+    mass_msun: Mapped[float | None] = mapped_column(Float)
     spectral_type: Mapped[str | None] = mapped_column(String(32))
     age_myr: Mapped[float | None] = mapped_column(Float)
     age_err_myr: Mapped[float | None] = mapped_column(Float)
@@ -430,6 +434,62 @@ class Detection(Base):
     note: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     release_date: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
+    #: the source this detection is an epoch of (``hcdc sources link``)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"), index=True)
+
+
+class Source(Base):
+    """One point source around a target, seen at one or more epochs (detections linked across observations).
+
+    Holds no measurement and no verdict: the status (co-moving, background, undetermined) is computed from
+    the epochs the viewer may see (:mod:`hcdc.sources`), so that no one learns from it what a proprietary
+    epoch showed.
+    """
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="CASCADE"), index=True)
+    #: the published name of the companion it matches (``hcdc sources link`` cross-matches), if any
+    known_name: Mapped[str | None] = mapped_column(String(64))
+    #: what the cross-match found odd (e.g. at a known companion's separation, far from its position angle)
+    known_note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow, onupdate=utcnow)
+
+    target: Mapped[Target] = relationship()
+
+
+class ExternalDetection(Base):
+    """Relative astrometry of a source published elsewhere (another instrument, a paper): public by nature.
+
+    Registered with ``hcdc register-astrometry``; linked into sources like HC-DC's own detections, so a
+    SPHERE epoch can be tested against the literature.
+    """
+
+    __tablename__ = "external_detections"
+    __table_args__ = (
+        UniqueConstraint(
+            "target_id", "epoch_mjd", "reference", "object_name", "seq", name="uq_external_detections_epoch"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"), index=True)
+    #: the object's name in the publication (e.g. ``b``)
+    object_name: Mapped[str] = mapped_column(String(64), default="")
+    epoch_mjd: Mapped[float] = mapped_column(Float)
+    #: 0, 1, ...: the measurements of one object at one epoch in one reference (bands, instruments), in order
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    sep_arcsec: Mapped[float] = mapped_column(Float)
+    sep_err_arcsec: Mapped[float] = mapped_column(Float)
+    pa_deg: Mapped[float] = mapped_column(Float)
+    pa_err_deg: Mapped[float] = mapped_column(Float)
+    instrument: Mapped[str | None] = mapped_column(String(32))
+    #: where the numbers come from (bibcode or citation)
+    reference: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(_dt(), default=utcnow)
 
 

@@ -12,6 +12,7 @@ interrupted one resumes where it stopped.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import Counter
@@ -36,6 +37,8 @@ from ..catalog.models import (
 )
 from ..settings import Settings
 from .runner import STEP_ORDER, ChainResult, ChainTask, run_chain
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = Path(__file__).resolve().parent / "campaign_defaults.yaml"
 EXECUTORS = ("serial", "local", "slurm")
@@ -148,6 +151,10 @@ class CampaignReport:
     results: list[ChainResult] = field(default_factory=list)
     seconds: float = 0.0
     executor: str = "serial"
+    #: what linking the detections into sources did after the campaign (None: not run)
+    sources: Any = None
+    #: why linking failed (the campaign's reductions stand; ``hcdc sources link`` retries)
+    sources_error: str | None = None
 
     @property
     def counts(self) -> Counter:
@@ -261,7 +268,44 @@ def reprocess(
         campaign_row = session.get(Campaign, row.id)
         campaign_row.status = "failed" if report.failures else "done"
         campaign_row.finished_at = datetime.now(timezone.utc)
+    if "postprocess" in steps and ids:
+        _link_sources(catalog, settings, ids, report, announce)
     return report
+
+
+def _link_sources(
+    catalog: Catalog, settings: Settings, observation_ids: list[int], report: CampaignReport, announce
+) -> None:
+    """Link the new detections of the campaign's targets into sources across epochs (:mod:`hcdc.sources`)."""
+    from ..known_companions import load_known_companions
+    from ..sources import link_sources
+
+    try:
+        known = load_known_companions(settings)
+        with catalog.session() as session:
+            target_ids = set(
+                session.scalars(select(Observation.target_id).where(Observation.id.in_(observation_ids)))
+            ) - {None}
+            summary = None
+            for target_id in sorted(target_ids):
+                one = link_sources(session, session.get(Target, target_id).name, known=known)
+                if summary is None:
+                    summary = one
+                else:
+                    for name in ("targets", "sources", "linked", "new_sources", "removed_sources"):
+                        setattr(summary, name, getattr(summary, name) + getattr(one, name))
+                    summary.skipped.update(one.skipped)
+        report.sources = summary
+        if announce is not None and summary is not None:
+            announce(
+                f"sources: {summary.sources} source(s) of {summary.targets} target(s) from {summary.linked} epoch(s) "
+                f"({summary.new_sources} new); see hcdc catalog sources"
+            )
+    except Exception as exc:  # the reductions are done and kept: linking can be re-run alone
+        log.exception("linking sources after campaign %s failed", report.campaign_id)
+        report.sources_error = f"{type(exc).__name__}: {exc}"
+        if announce is not None:
+            announce(f"sources: linking failed ({report.sources_error}); run hcdc sources link")
 
 
 def expected_seconds(session, observation_ids: list[int], steps: Iterable[str]) -> dict[int, float]:

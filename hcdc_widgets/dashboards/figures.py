@@ -618,3 +618,44 @@ def contrast_curves_figure(
     fig.yaxis.axis_label = "5σ contrast (flux ratio)"
     fig.yaxis.formatter = PrintfTickFormatter(format="%.0e")
     return fig
+
+
+def source_track_figure(track: dict, title: str):
+    """ΔRA* and ΔDec of a source against time, with the background track and its 1- and 2-sigma band.
+
+    ``track`` is :func:`hcdc.sources.source_track`'s answer (``band`` from
+    :func:`reduction.astrometry.track_band`).
+    """
+    from bokeh.layouts import column
+    from bokeh.models import Whisker
+
+    band, test = track["band"], track["test"]
+    measured = band["measured"]
+    verdict = f"{test.status}, log10 odds {test.log10_odds:+.1f} ({test.n_epochs} epochs)"
+    figures_ = []
+    for k, label in enumerate(("ΔRA cos δ [mas, east +]", "ΔDec [mas, north +]")):
+        shared = {"x_range": figures_[0].x_range} if figures_ else {}
+        fig = figure(
+            width=WIDTH + 160,
+            height=HEIGHT,
+            title=f"{title}: {verdict}" if k == 0 else None,
+            x_axis_label="epoch [yr]" if k == 1 else None,
+            y_axis_label=label,
+            tools=TOOLS,
+            **shared,
+        )
+        x, y, s = band["years"], band["track"][:, k], band["sigma"][:, k]
+        fig.varea(x=x, y1=y - 2 * s, y2=y + 2 * s, fill_color="#dddddd", legend_label="2σ")
+        fig.varea(x=x, y1=y - s, y2=y + s, fill_color="#bbbbbb", legend_label="1σ")
+        fig.line(x, y, color="#555555", line_width=1.5, legend_label="background track")
+        values, errors = measured["offsets"][:, k], measured["errors"][:, k]
+        source = ColumnDataSource(
+            {"x": measured["years"], "y": values, "lo": values - errors, "hi": values + errors, "err": errors}
+        )
+        fig.add_layout(Whisker(source=source, base="x", upper="hi", lower="lo", line_color=FLAGGED))
+        fig.scatter("x", "y", source=source, size=7, color=FLAGGED, legend_label="measured")
+        fig.add_tools(HoverTool(tooltips=[("epoch", "@x{0.00}"), ("offset", "@y{0.0} ± @err{0.0} mas")]))
+        fig.legend.location = "top_left"
+        fig.legend.label_text_font_size = "8pt"
+        figures_.append(fig)
+    return column(*figures_)

@@ -101,6 +101,13 @@ class BrowserPage(Page):
             else '<span class="hcdc-note">published curves for comparison (ctrl-click for several)</span>'
         )
         self.curves = w.HTML()
+        self.sources_list = w.HTML()
+        self.source = w.Dropdown(options=[], description="Source", layout=w.Layout(width="420px"))
+        self.source.style.description_width = "70px"
+        self.source.add_class("hcdc-source")
+        self.source.observe(lambda _c: None if self._quiet else self.refresh_source(), names="value")
+        self.source_plot = w.HTML()
+        self.sources = []
         self.observation = w.Dropdown(options=[], description="Observation", layout=w.Layout(width="640px"))
         self.observation.style.description_width = "90px"
         self.observation.add_class("hcdc-observation")
@@ -139,6 +146,15 @@ class BrowserPage(Page):
                     w.HBox([self.references, reference_note], layout=w.Layout(align_items="center")),
                     self.curves,
                     key="curves",
+                ),
+                section(
+                    "Sources across epochs",
+                    self.sources_list,
+                    w.HBox([self.source]),
+                    self.source_plot,
+                    key="sources",
+                    note="Detections of several epochs linked into sources; co-moving or background when the odds "
+                    "reach 100:1, from the epochs you may see (hcdc catalog sources).",
                 ),
                 section("Observation", w.HBox([self.observation]), self.observation_info, key="observation"),
                 section(
@@ -230,6 +246,8 @@ class BrowserPage(Page):
                     self.target_detections,
                     self.curves,
                     self.observation_info,
+                    self.sources_list,
+                    self.source_plot,
                 ):
                     widget.value = ""
                 self._quiet = True
@@ -247,6 +265,7 @@ class BrowserPage(Page):
             self.target_observations.value = self._observations_html()
             self.target_detections.value = self._detections_html()
             self.refresh_curves()
+            self.refresh_sources(row)
             options = [
                 (
                     f"{r['night'].isoformat()}  {r['instrument']} {r['mode'] or ''} {r['filter'] or ''}  "
@@ -368,6 +387,76 @@ class BrowserPage(Page):
             self.curves.value = note + plot_html(fig, "curves")
 
         self.guard("draw the contrast curves", run, target=self.curves)
+
+    # -- sources across epochs ------------------------------------------------------------------
+
+    def refresh_sources(self, row: dict) -> None:
+        from hcdc import access
+        from hcdc.catalog.models import Detection
+        from hcdc.sources import source_rows
+
+        def run():
+            with reader_session(self.catalog, self.principal) as session:
+                self.sources = source_rows(
+                    session, access.visibility_filter(Detection, self.principal), target_name=row["name"]
+                )
+            if not self.sources:
+                self.sources_list.value = message("No source linked for this target yet.", "empty", key="no-sources")
+            else:
+                frame = pd.DataFrame(self.sources)
+                self.sources_list.value = table(
+                    frame,
+                    [
+                        Column("source", "source"),
+                        Column("known_name", "known as"),
+                        Column("status", "status"),
+                        Column("log10_odds", "log10 odds", ".1f"),
+                        Column("n_epochs", "epochs"),
+                        Column("first_epoch", "first", ".2f"),
+                        Column("last_epoch", "last", ".2f"),
+                        Column("sep_arcsec", 'sep ["]', ".3f"),
+                        Column("pa_deg", "PA [°]", ".1f"),
+                        Column("note", "note"),
+                    ],
+                    key="sources",
+                    max_rows=self.settings.table_rows,
+                )
+            options = [
+                (f"{r['source']}: {r['known_name'] or ''} {r['status']} ({r['n_epochs']} epochs)", int(r["source"]))
+                for r in self.sources
+                if r["n_epochs"] >= 1
+            ]
+            several = [o for o, r in zip(options, self.sources) if r["n_epochs"] >= 2]
+            self._quiet = True
+            try:
+                self.source.options = options
+                self.source.value = (several or options)[0][1] if options else None
+            finally:
+                self._quiet = False
+            self.refresh_source()
+
+        self.guard("list the sources", run, target=self.sources_list)
+
+    def refresh_source(self) -> None:
+        from hcdc import access
+        from hcdc.catalog.models import Detection
+        from hcdc.sources import source_track
+
+        def run():
+            if self.source.value is None:
+                self.source_plot.value = ""
+                return
+            with reader_session(self.catalog, self.principal) as session:
+                try:
+                    track = source_track(
+                        session, int(self.source.value), access.visibility_filter(Detection, self.principal)
+                    )
+                except ValueError as exc:
+                    self.source_plot.value = message(str(exc), "empty", key="no-source-plot")
+                    return
+            self.source_plot.value = plot_html(figures.source_track_figure(track, track["title"]), "source-track")
+
+        self.guard("draw the source's background track", run, target=self.source_plot)
 
     # -- one observation ------------------------------------------------------------------------
 

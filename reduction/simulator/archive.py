@@ -239,6 +239,8 @@ class Renderer:
         ny, nx = readout.shape
         bg = self.background_map("IRDIS", f, include_sky=True) * np.float32(f.dit)
         target = obs.ob.target
+        # where each companion is at this observation's epoch (orbit or background track)
+        positions = [(comp, comp.position_at(target, obs.mid_mjd())) for comp in target.companions]
         centres = obs.flux_centre if f.role == FrameKind.FLUX else obs.star_centre
         coronagraph = f.role != FrameKind.FLUX
         rng = rng_for(self.params.seed, "optics", f.name)
@@ -282,10 +284,10 @@ class Renderer:
                 img = imager.image(star_field, bny, bnx, (ys - by0, xs - bx0))
                 e_star = rates[k] * f.dit * transmission
                 frame[by0 : by0 + bny, bx0 : bx0 + bnx] += img * np.float32(e_star)
-                for comp in target.companions:
+                for comp, (sep_arcsec, pa_deg) in positions:
                     contrast = self._contrast(comp, obs.filter, k, wl)
-                    sep_px = comp.separation_arcsec / setup.scale
-                    cx, cy = sky_to_frame_xy(sep_px, comp.pa_deg, alpha, (centres[k][1], centres[k][0]))
+                    sep_px = sep_arcsec / setup.scale
+                    cx, cy = sky_to_frame_xy(sep_px, pa_deg, alpha, (centres[k][1], centres[k][0]))
                     cxf, cyf = readout.detector_to_file(float(cx), float(cy), k)
                     self._add_stamp(frame, imager, field, cxf, cyf, col0, wpx, e_star * contrast)
             yield frame
@@ -341,6 +343,7 @@ class Renderer:
         wl = ifs_model.channel_wavelengths(obs.filter)
         step = float(wl[1] - wl[0])
         target = obs.ob.target
+        positions = [(comp, comp.position_at(target, obs.mid_mjd())) for comp in target.companions]
         rates = np.array([star_rate(target, w, step, IFS_THROUGHPUT) * nd_transmission(f.nd, w) for w in wl])
         key = night.night.isoformat()
         if key not in self._ifs_speckles:
@@ -360,9 +363,9 @@ class Renderer:
                 strehl = np.ones_like(wl)
             alpha = f.frame_parang[i] + offset
             comps = []
-            for comp in target.companions:
-                sep = comp.separation_arcsec * 1000.0 / ifs_model.LENSLET_MAS
-                cu, cv = sky_to_frame_xy(sep, comp.pa_deg, alpha, (v0, u0))
+            for comp, (sep_arcsec, pa_deg) in positions:
+                sep = sep_arcsec * 1000.0 / ifs_model.LENSLET_MAS
+                cu, cv = sky_to_frame_xy(sep, pa_deg, alpha, (v0, u0))
                 comps.append((float(cu), float(cv), np.array([comp.contrast_at(w) for w in wl])))
             spectra = ifs_model.scene_spectra(
                 geom, wl, rates, f.dit, kind, (u0, v0), speckles, comps, strehl[None, :] if np.ndim(strehl) else strehl
@@ -460,6 +463,7 @@ def _observation_truth(obs: ObservationPlan, plan: ArchivePlan, renderer: Render
     lam_d_px = [wl * 1e-6 / PUPIL_DIAMETER_M * 206264.806 / scale for wl in (wls if obs.arm == "IRDIS" else wls[:1])]
     companions = []
     for comp in target.companions:
+        sep_arcsec, pa_deg = comp.position_at(target, obs.mid_mjd())
         if obs.arm == "IRDIS" and obs.filter in comp.contrast:
             contrast = tuple(float(c) for c in comp.contrast[obs.filter])
         else:
@@ -467,11 +471,11 @@ def _observation_truth(obs: ObservationPlan, plan: ArchivePlan, renderer: Render
         companions.append(
             CompanionTruth(
                 comp.name,
-                comp.separation_arcsec,
-                comp.pa_deg,
+                round(sep_arcsec, 6),
+                round(pa_deg, 4),
                 comp.kind,
                 contrast,
-                round(comp.separation_arcsec / scale, 4),
+                round(sep_arcsec / scale, 4),
             )
         )
     files = {

@@ -9,6 +9,13 @@ see ``shared/data/published_companions/SOURCES.md``) divided by the stars'
 magnitudes. They are *realistic*, not astrometric references: the simulator's
 truth (``truth.json``) is what the generator put in the pixels.
 
+Positions move with time (:meth:`Companion.position_at`): ``separation_arcsec`` and ``pa_deg`` hold
+for :data:`POSITION_EPOCH_MJD` (the recent nights, June 2026). A bound companion runs on a face-on
+circular orbit (counter-clockwise on the sky, period from Kepler's third law with the star's mass and the
+projected separation as semi-major axis); a background star stays put on the sky, so relative to its star
+it runs on the background track (minus the star's proper motion and parallax,
+:func:`reduction.astrometry.background_track`). Archives years apart then show both behaviours.
+
 Programmes, PIs and co-Is are fictitious (people's names are invented);
 programme identifiers follow ESO's two formats: ``098.C-0209(A)`` before
 period 105, ``117.2A3F.001`` from P105 (April 2020) on.
@@ -16,8 +23,14 @@ period 105, ``117.2A3F.001`` from P105 (April 2020) on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date
+
+#: the epoch at which the companions' ``separation_arcsec`` and ``pa_deg`` hold (2026-06-01, MJD)
+POSITION_EPOCH_MJD = 61192.0
+#: companion kinds that do not share their star's motion
+BACKGROUND_KINDS = ("background star",)
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,27 @@ class Companion:
     contrast: dict[str, tuple[float, float]]
     contrast_j: float
     kind: str = "planet"
+
+    @property
+    def bound(self) -> bool:
+        return self.kind not in BACKGROUND_KINDS
+
+    def position_at(self, target: "Target", mjd: float) -> tuple[float, float]:
+        """``(separation arcsec, PA deg)`` at epoch ``mjd`` (see the module docstring)."""
+        years = (mjd - POSITION_EPOCH_MJD) / 365.25
+        if self.bound:
+            a_au = self.separation_arcsec * 1000.0 / target.parallax_mas
+            period_yr = math.sqrt(a_au**3 / target.mass_msun)
+            return self.separation_arcsec, (self.pa_deg + 360.0 * years / period_yr) % 360.0
+        from reduction.astrometry import Epoch, StarAstrometry, background_track
+
+        star = StarAstrometry(
+            target.ra_deg, target.dec_deg, target.pm_ra_mas_yr, target.pm_dec_mas_yr, target.parallax_mas
+        )
+        reference = Epoch(POSITION_EPOCH_MJD, self.separation_arcsec * 1000.0, 1.0, self.pa_deg, 0.1)
+        track, _ = background_track(star, [mjd], reference)
+        dx, dy = track[0]
+        return math.hypot(dx, dy) / 1000.0, math.degrees(math.atan2(dx, dy)) % 360.0
 
     def contrast_at(self, wavelength_um: float) -> float:
         """Contrast at an arbitrary wavelength (log-linear in λ between anchors)."""
@@ -83,6 +117,8 @@ class Target:
     h_mag: float
     k_mag: float
     companions: tuple[Companion, ...] = ()
+    #: stellar mass (Msun), for the companions' orbital motion
+    mass_msun: float = 1.0
 
     def magnitude_at(self, wavelength_um: float) -> float:
         """Magnitude interpolated linearly in λ between J (1.25), H (1.65), K (2.2 µm)."""
@@ -107,6 +143,7 @@ class Target:
             "j_mag": self.j_mag,
             "h_mag": self.h_mag,
             "k_mag": self.k_mag,
+            "mass_msun": self.mass_msun,
             "companions": [
                 {
                     "name": c.name,
@@ -125,7 +162,9 @@ def _c(dmag2: float, dmag3: float) -> tuple[float, float]:
     return (round(10 ** (-0.4 * dmag2), 9), round(10 ** (-0.4 * dmag3), 9))
 
 
-#: The targets (real stars). Contrasts: companion magnitude minus star magnitude.
+#: The targets (real stars). Contrasts: companion magnitude minus star magnitude. Masses as commonly quoted:
+#: beta Pic 1.83 (species' compilation), 51 Eri 1.75 (Simon & Schaefer 2011), HIP 65426 1.96 (Chauvin et al.
+#: 2017), PDS 70 0.76 (Keppler et al. 2018), HD 206893 1.32 (Delorme et al. 2017).
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -151,6 +190,7 @@ TARGETS: dict[str, Target] = {
                     contrast_j=10 ** (-0.4 * (14.11 - 3.67)),
                 ),
             ),
+            mass_msun=1.83,
         ),
         Target(
             "51 Eri",
@@ -174,6 +214,7 @@ TARGETS: dict[str, Target] = {
                     contrast_j=10 ** (-0.4 * (19.04 - 4.75)),
                 ),
             ),
+            mass_msun=1.75,
         ),
         Target(
             "HIP 65426",
@@ -199,13 +240,15 @@ TARGETS: dict[str, Target] = {
                 # a fictitious background star, bright and flat-spectrum: easy to find
                 Companion(
                     "HIP 65426 cc1",
-                    1.105,
-                    301.7,
+                    # north-east of the star, where its background track comes from: 0.59" in mid-2016
+                    0.971,
+                    55.5,
                     {"DB_H23": _c(13.6 - 6.85, 13.6 - 6.85), "DB_K12": _c(13.5 - 6.77, 13.5 - 6.77)},
                     contrast_j=10 ** (-0.4 * (13.8 - 6.83)),
                     kind="background star",
                 ),
             ),
+            mass_msun=1.96,
         ),
         Target(
             "PDS 70",
@@ -236,6 +279,7 @@ TARGETS: dict[str, Target] = {
                     contrast_j=10 ** (-0.4 * (20.6 - 9.55)),
                 ),
             ),
+            mass_msun=0.76,
         ),
         Target(
             "HD 206893",
@@ -259,6 +303,7 @@ TARGETS: dict[str, Target] = {
                     contrast_j=10 ** (-0.4 * (18.2 - 5.87)),
                 ),
             ),
+            mass_msun=1.32,
         ),
     )
 }
@@ -329,7 +374,8 @@ def build_programmes(archival_date: date | None, recent_date: date) -> dict[str,
             p["emarchetti"],
             (p["jlarsen"], p["kokafor"]),
             12,
-            ("51 Eri", "beta Pic"),
+            # the targets of the recent nights: ten years between the epochs, for the sources' verdicts
+            ("HIP 65426", "PDS 70"),
             number=209,
         ),
         Programme(
@@ -368,7 +414,7 @@ def build_programmes(archival_date: date | None, recent_date: date) -> dict[str,
         if prog.key == "calibration":
             pid = "60.A-9800(J)"
         elif prog.key == "archival":
-            pid = programme_id(eso_period(archival_date or date(2016, 12, 10)), prog.category, prog.number, prog.run)
+            pid = programme_id(eso_period(archival_date or date(2016, 6, 5)), prog.category, prog.number, prog.run)
         else:
             pid = programme_id(eso_period(recent_date), prog.category, prog.number, prog.run)
         out[prog.key] = replace(prog, prog_id=pid)

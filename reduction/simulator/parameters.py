@@ -27,7 +27,7 @@ class SimulationParameters:
     #: IFS spectra need ~14 px per 12 mas lenslet, so the IFS needs a bigger window than IRDIS.
     ifs_window: int | None = None
     start_date: date = date(2026, 6, 1)
-    archival_date: date | None = date(2016, 12, 10)
+    archival_date: date | None = date(2016, 6, 5)
     #: NDIT of the OBJECT (science) cubes.
     frames_per_cube: int = 4
     #: OBJECT files per observation.

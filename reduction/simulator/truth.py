@@ -64,6 +64,7 @@ class TargetTruth:
     h_mag: float
     k_mag: float
     companions: tuple[dict, ...] = ()
+    mass_msun: float = 1.0
 
 
 @dataclass(frozen=True)
