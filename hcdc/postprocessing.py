@@ -44,11 +44,16 @@ STEP = PostprocessStep.name
 #: static speckle pairs), so it is not counted as a detection.
 MIN_ARC_FWHM = 1.0
 #: Multi-band (DBI, IFS) vetting: a point source is at the same place at every wavelength, a
-#: speckle moves radially by r x (λ2/λ1 - 1). A candidate is confirmed when another band has one
-#: within max(CONFIRM_MIN_PX, CONFIRM_CHROMATIC_FRACTION x r x (λ2/λ1 - 1)) pixels; otherwise it
-#: is kept with status ``single-band`` (the SPHERE surveys' first vetting test).
+#: speckle moves radially outwards by r x (λ2/λ1 - 1). A candidate is confirmed when another band has
+#: one closer to its own position than to where a speckle would have gone, and within
+#: max(CONFIRM_MIN_PX, CONFIRM_CHROMATIC_FRACTION x r x (λ2/λ1 - 1), CONFIRM_SIGMAS x σ) pixels, σ the
+#: two positions' combined error when both have one (two fits of one bright source 1.4σ apart must not
+#: be called a speckle); otherwise it is kept with status ``single-band`` (the SPHERE surveys' first
+#: vetting test).
 CONFIRM_MIN_PX = 0.75
 CONFIRM_CHROMATIC_FRACTION = 0.5
+#: 99.7 % of the distances between two measurements of one point source (2-D Gaussian: Rayleigh)
+CONFIRM_SIGMAS = 3.44
 SOURCE_STEPS = ("preprocess", "external-registration")
 
 
@@ -269,6 +274,14 @@ def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:
         r = d.sep_arcsec / pixel_scale
         return r * np.sin(np.deg2rad(d.pa_deg)), r * np.cos(np.deg2rad(d.pa_deg))
 
+    def variance_px(d: Detection) -> float:
+        """Positional variance (px², per axis, averaged over radial and tangential), NaN without errors."""
+        if d.sep_err_arcsec is None or d.pa_err_deg is None:
+            return float("nan")
+        radial = d.sep_err_arcsec / pixel_scale
+        tangential = d.sep_arcsec / pixel_scale * np.deg2rad(d.pa_err_deg)
+        return float(0.5 * (radial**2 + tangential**2))
+
     for d in detections:
         if d.status != "candidate":
             continue
@@ -278,10 +291,17 @@ def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:
         for other in detections:
             if other.wavelength_um == d.wavelength_um or not (d.wavelength_um and other.wavelength_um):
                 continue
-            ratio = max(d.wavelength_um, other.wavelength_um) / min(d.wavelength_um, other.wavelength_um)
-            tolerance = max(CONFIRM_MIN_PX, CONFIRM_CHROMATIC_FRACTION * r * (ratio - 1))
+            ratio = other.wavelength_um / d.wavelength_um
             ox, oy = xy(other)
-            if np.hypot(x - ox, y - oy) <= tolerance:
+            as_point = np.hypot(x - ox, y - oy)
+            as_speckle = np.hypot(x * ratio - ox, y * ratio - oy)  # d's speckle seen at the other wavelength
+            sigma = np.sqrt(variance_px(d) + variance_px(other))  # per axis, of the difference
+            tolerance = max(
+                CONFIRM_MIN_PX,
+                CONFIRM_CHROMATIC_FRACTION * r * abs(ratio - 1),
+                CONFIRM_SIGMAS * sigma if np.isfinite(sigma) else 0.0,
+            )
+            if as_point <= tolerance and as_point < as_speckle:
                 confirmed = True
                 break
         if not confirmed:

@@ -50,8 +50,11 @@ log = logging.getLogger(__name__)
 
 #: chi² (2 dof) below which a detection may join a source: 99.9 % of true matches pass
 LINK_GATE_CHI2 = 13.82
-#: detections of these statuses are not sources (a vetting verdict of "not astrophysical")
-UNLINKED_STATUSES = ("rejected", "low-rotation")
+#: only vetted detections become sources: a flagged one (single-band, low-rotation: likely a speckle, which is
+#: co-moving with the star by nature) or a rejected one would make a co-moving "source" out of the optics
+LINKED_STATUSES = ("candidate", "confirmed", "background")
+#: and only those above the detection threshold (the catalog also keeps weaker characterised candidates)
+LINK_MIN_SNR = 5.0
 #: separation and angle errors given to a detection without a fit, for linking only (mas)
 UNFITTED_ERROR_MAS = 20.0
 
@@ -153,7 +156,11 @@ def measurements(session: Session, target: Target, detection_filter=None) -> lis
     query = (
         select(Detection, Observation)
         .join(Observation, Observation.id == Detection.observation_id)
-        .where(Observation.target_id == target.id, Detection.status.notin_(UNLINKED_STATUSES))
+        .where(
+            Observation.target_id == target.id,
+            Detection.status.in_(LINKED_STATUSES),
+            Detection.snr >= LINK_MIN_SNR,
+        )
     )
     if detection_filter is not None:
         query = query.where(detection_filter)

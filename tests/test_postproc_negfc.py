@@ -145,7 +145,10 @@ def test_dual_band_contrast_of_a_simulated_companion(tmp_path):
     from .simulated import observation_files
 
     root = tmp_path / "archive"
-    simulate_archive(root, nights=2, seed=1, window=128, ifs=False)
+    from datetime import date
+
+    # a December archival night: beta Pic is up (in June, the default, HIP 65426 and PDS 70 are)
+    simulate_archive(root, nights=2, seed=1, window=128, ifs=False, archival_date=date(2016, 12, 10))
     truth = json.loads((root / "truth.json").read_text())
     entry = next(e for e in truth["observations"] if e["target"] == "beta Pic" and e["filter"] == "DB_K12")
     (companion,) = entry["companions"]
@@ -174,3 +177,21 @@ def test_dual_band_contrast_of_a_simulated_companion(tmp_path):
         assert len(found) == 1, band
         contrast = found[0].negfc.flux / observation.star_flux[band]
         assert contrast == pytest.approx(companion["contrast"][band], rel=0.3), band
+
+
+def test_batched_raw_fluxes_equal_one_at_a_time():
+    """The ceiling's photometry around the annulus in one batch gives the per-position numbers (to rounding)."""
+    from reduction.postproc.negfc import _Model
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:101, :101]
+    cube = rng.normal(size=(24, 101, 101)) + 50 * np.exp(-((yy - 50) ** 2 + (xx - 50) ** 2) / 200)
+    angles = np.linspace(0, 30, 24)
+    y, x = np.mgrid[-5:6, -5:6]
+    psf = np.exp(-(x**2 + y**2) / (2 * 1.5**2))
+    psf /= psf[3:8, 3:8].sum()
+    for r, theta in ((20.3, 37.2), (12.7, 250.1), (40.2, 120.0)):
+        model = _Model(cube, angles, psf, 3.5, 3, r, theta, 3.0, 1.5, "pca", "median")
+        thetas = theta + np.linspace(0, 300, 9)
+        one_by_one = np.array([model.raw_flux(r, t) for t in thetas])
+        np.testing.assert_allclose(model.raw_fluxes(r, thetas), one_by_one, rtol=1e-12)

@@ -237,14 +237,15 @@ TARGETS: dict[str, Target] = {
                     {"DB_H23": _c(17.94 - 6.85, 17.58 - 6.85), "DB_K12": _c(17.01 - 6.77, 16.79 - 6.77)},
                     contrast_j=10 ** (-0.4 * (18.9 - 6.83)),
                 ),
-                # a fictitious background star, bright and flat-spectrum: easy to find
+                # a fictitious background star, flat-spectrum and well above the noise: easy to find
                 Companion(
                     "HIP 65426 cc1",
                     # north-east of the star, where its background track comes from: 0.59" in mid-2016
                     0.971,
                     55.5,
-                    {"DB_H23": _c(13.6 - 6.85, 13.6 - 6.85), "DB_K12": _c(13.5 - 6.77, 13.5 - 6.77)},
-                    contrast_j=10 ** (-0.4 * (13.8 - 6.83)),
+                    # contrast ~1.3e-3: seen well above the noise at both epochs (0.59" in 2016, 0.97" in 2026)
+                    {"DB_H23": _c(14.1 - 6.85, 14.1 - 6.85), "DB_K12": _c(14.0 - 6.77, 14.0 - 6.77)},
+                    contrast_j=10 ** (-0.4 * (14.3 - 6.83)),
                     kind="background star",
                 ),
             ),
@@ -374,8 +375,10 @@ def build_programmes(archival_date: date | None, recent_date: date) -> dict[str,
             p["emarchetti"],
             (p["jlarsen"], p["kokafor"]),
             12,
-            # the targets of the recent nights: ten years between the epochs, for the sources' verdicts
-            ("HIP 65426", "PDS 70"),
+            # the season picks among them (the highest in the sky): in June (the default archival date) the
+            # targets of the recent nights, ten years before them, for the sources' verdicts; in December
+            # beta Pic and 51 Eri
+            ("HIP 65426", "PDS 70", "51 Eri", "beta Pic"),
             number=209,
         ),
         Programme(
