@@ -273,10 +273,19 @@ def test_exports_round_trip_with_units(catalog, world):
         detections = target_detections(session, principal, target_id)
         limits = target_limits(session, principal, target_id)
         observations = exports.selection_observations_table(session, [world.observation["A"]], {"target": "x"})
+    from hcdc import access
+    from hcdc.catalog.models import Detection
+    from hcdc.sources import link_sources, source_rows
+
+    with catalog.session() as session:
+        link_sources(session)
+    with reader_session(catalog, principal) as session:
+        sources = source_rows(session, access.visibility_filter(Detection, principal))
     tables = {
         "detections": exports.detections_table(detections, {}),
         "limits": exports.limits_table(*limits, {}),
         "observations": observations,
+        "sources": exports.sources_table(sources, {}),
     }
     for name, table in tables.items():
         for fmt in ("csv", "ecsv", "votable"):
@@ -286,7 +295,12 @@ def test_exports_round_trip_with_units(catalog, world):
             )
             assert len(back) == len(table) > 0, (name, fmt)
             if fmt != "csv":
-                column = {"detections": "sep_arcsec", "limits": "sep_arcsec", "observations": "seeing_arcsec"}[name]
+                column = {
+                    "detections": "sep_arcsec",
+                    "limits": "sep_arcsec",
+                    "observations": "seeing_arcsec",
+                    "sources": "sep_arcsec",
+                }[name]
                 assert str(back[column].unit) == "arcsec", (name, fmt)
     assert list(tables["detections"]["snr"]) == [7.5]
     assert exports.file_name("beta Pic/obs", "votable") == "beta_Pic_obs.vot.xml"

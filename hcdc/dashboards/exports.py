@@ -97,6 +97,15 @@ def detections_table(frame: pd.DataFrame, meta: dict[str, Any]) -> Table:
     return frame_table(frame, DETECTION_COLUMNS, {"table": "detections", **meta})
 
 
+def sources_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> Table:
+    """Sources with their verdicts, the columns of ``hcdc catalog sources`` (:data:`hcdc.sources.SOURCE_COLUMNS`)."""
+    from hcdc.sources import SOURCE_COLUMNS
+
+    return build_table(
+        [{k: _plain(v) for k, v in r.items()} for r in rows], SOURCE_COLUMNS, meta={"table": "sources", **meta}
+    )
+
+
 def limits_table(limits: pd.DataFrame, points: pd.DataFrame, meta: dict[str, Any]) -> Table:
     merged = (
         points.merge(limits, on="limit_id", how="inner")

@@ -47,6 +47,7 @@ SCOPES = (
     ("observations of the target", "observations"),
     ("detections of the target", "detections"),
     ("detection limits of the target", "limits"),
+    ("sources of the target (across epochs)", "sources"),
 )
 
 
@@ -542,6 +543,9 @@ class BrowserPage(Page):
             elif scope == "detections":
                 table_ = exports.detections_table(self.detections, {**meta, "target": row["name"]})
                 stem = f"{row['name']}_detections"
+            elif scope == "sources":
+                table_ = exports.sources_table(self.sources, {**meta, "target": row["name"]})
+                stem = f"{row['name']}_sources"
             else:
                 table_ = exports.limits_table(*self.limits, {**meta, "target": row["name"]})
                 stem = f"{row['name']}_detection_limits"
