@@ -12,12 +12,13 @@ DEMO_DIR ?= $(CURDIR)/var/demo
 REFERENCE_DATA ?= $(if $(HCDC_REFERENCE_DATA),$(HCDC_REFERENCE_DATA),$(abspath $(CURDIR)/../shared/data))
 export HCDC_REFERENCE_DATA := $(REFERENCE_DATA)
 
-.PHONY: demo test lint venv system-deps lock bench clean-demo help
+.PHONY: demo test lint docs venv system-deps lock bench clean-demo help
 
 help:
 	@echo "make demo  - set up and run the demo (SQLite catalog in var/demo)"
 	@echo "make test  - set up, check lint and format (ruff), run the tests (SQLite and PostgreSQL)"
 	@echo "make lint  - ruff check and ruff format --check"
+	@echo "make docs  - build the documentation site (docs/_build/html; offline, warnings are errors)"
 	@echo "make bench - run the benchmarks in bench/"
 	@echo "make lock  - re-resolve requirements.in into requirements.lock"
 
@@ -65,8 +66,14 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "not root: $$missing not installed, the tests that need them will skip"; fi; fi
 
-test: venv system-deps lint
+test: venv system-deps lint docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the Sphinx site: references generated from the code, pages from the benchmarks' JSON; a broken
+# reference or a warning fails the build (and so make test)
+docs: venv
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "documentation: docs/_build/html/index.html"
 
 # ruff (configured in pyproject.toml): lint and formatting are checked before the tests run
 lint: venv

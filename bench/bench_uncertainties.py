@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,8 @@ def irdis_dataset(seed: int = 5) -> dict:
     from simulated import observation_files  # noqa: E402
 
     root = Path(tempfile.mkdtemp(prefix="hcdc-pulls-")) / "archive"
-    simulate_archive(root, nights=2, seed=seed, window=256, ifs=False)
+    # a December archival night (51 Eri, beta Pic), as in the reference runs; the simulator's default is June
+    simulate_archive(root, nights=2, seed=seed, window=256, ifs=False, archival_date=date(2016, 12, 10))
     truth = json.loads((root / "truth.json").read_text())
     entries = [e for e in truth["observations"] if e["instrument"] == "SPHERE-IRDIS"]
     entry = min(entries, key=lambda e: len(e["companions"]))  # the fewest known companions

@@ -1,0 +1,40 @@
+"""Sphinx configuration of the HC-DC documentation (``make docs``; offline, warnings are errors)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))
+sys.path.insert(0, str(HERE.parent))
+
+project = "HC-DC"
+author = "the HC-DC developers"
+copyright = "2026, the HC-DC developers (MIT licence)"
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "numpydoc",
+    "sphinx_click",
+    "hcdc_docs",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+exclude_patterns = ["_build"]
+numpydoc_show_class_members = False
+numpydoc_validation_checks: set[str] = set()
+autodoc_member_order = "bysource"
+# no network at build time: no intersphinx, no remote images
+html_theme = "pydata_sphinx_theme"
+html_title = "HC-DC"
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "footer_start": ["copyright"],
+    "footer_end": [],
+}
+html_static_path: list[str] = []
+nitpicky = False
