@@ -18,8 +18,12 @@ extensions = [
     "sphinx.ext.autodoc",
     "numpydoc",
     "sphinx_click",
+    "matplotlib.sphinxext.plot_directive",
     "hcdc_docs",
 ]
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 110)]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -98,6 +98,8 @@ def test_validation_tables_come_from_the_benchmarks(built):
     assert f"{std:.2f}" in text
     speed = json.loads((REPO / "bench" / "results" / "bench_postproc.json").read_text())
     assert f"{speed['results'][0]['chain']['ratio']:.1f}" in text
+    literature = json.loads((REPO / "bench" / "results" / "bench_betapic_literature.json").read_text())
+    assert f"{literature['ours']['pa_deg']:.2f} ± {literature['ours']['pa_err_deg']:.2f}" in text
 
 
 def test_exports_state_the_catalogs_units():

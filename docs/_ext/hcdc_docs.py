@@ -274,7 +274,38 @@ class SpeedDirective(_Generated):
         return [head, ""] + _table(["dataset", "stage", "vip-hci (s)", "HC-DC (s)", "ratio"], rows)
 
 
+class LiteratureDirective(_Generated):
+    """β Pic b against the published astrometry, from bench/results/bench_betapic_literature.json."""
+
+    def lines(self):
+        record = _bench("bench_betapic_literature.json")
+        if record is None:
+            return ["*No* ``bench/results/bench_betapic_literature.json`` *in this checkout.*", ""]
+        ours, pub, diff = record["ours"], record["published"], record["difference"]
+        rows = [
+            [
+                "separation (arcsec)",
+                f"{ours['sep_arcsec']:.4f} ± {ours['sep_err_arcsec']:.4f}",
+                f"{pub['sep_arcsec']:.3f} ± {pub['sep_err_arcsec']:.3f}",
+                f"{diff['sep_arcsec']:+.4f} ({diff['sep_sigmas']:+.1f} σ)",
+            ],
+            [
+                "position angle (deg)",
+                f"{ours['pa_deg']:.2f} ± {ours['pa_err_deg']:.2f}",
+                f"{pub['pa_deg']:.1f} ± {pub['pa_err_deg']:.1f}",
+                f"{diff['pa_deg']:+.2f} ({diff['pa_sigmas']:+.1f} σ)",
+            ],
+        ]
+        head = (
+            f"{record['cube']}: b at S/N {ours['snr']:.1f}, contrast {ours['contrast']:.2e} ± "
+            f"{ours['contrast_err']:.1e}; published: {pub['reference']}, MJD {pub['epoch_mjd']:.0f}. "
+            f"Agreement within 2 σ: **{'yes' if record['agrees'] else 'no'}** (measured {record['time_utc']})."
+        )
+        return [head, ""] + _table(["quantity", "HC-DC (budget total)", "published", "difference"], rows)
+
+
 def setup(app):
+    app.add_directive("hcdc-literature", LiteratureDirective)
     app.add_directive("hcdc-settings", SettingsDirective)
     app.add_directive("hcdc-catalog", CatalogDirective)
     app.add_directive("hcdc-steps", StepsDirective)
