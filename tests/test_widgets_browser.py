@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from .test_dashboards_support import ARTIFACTS
 from .test_hub_access import PASSWORDS, hub  # noqa: F401 - the module-scoped real-hub fixture
 from .test_widgets import _add_calibrated, naco_small
+
+#: the PI guide's screenshots are taken here, at every run (docs/guides/screenshots holds a copy)
+GUIDE_SHOTS = ARTIFACTS.parent / "pi-guide"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -95,6 +99,7 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
     catalog.dispose()
 
     shots = Path(tempfile.mkdtemp(prefix="hcdc-widgets-shot-"))
+    GUIDE_SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -108,6 +113,7 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
             assert "Invalid username or password" in page.content() and "Traceback" not in page.content()
             page.fill("input[name=username]", "alice")
             page.fill("input[name=password]", PASSWORDS["alice"])
+            page.screenshot(path=str(GUIDE_SHOTS / "1-login.png"))
             page.click("#login_submit, input[type=submit], button[type=submit]")
             page.wait_for_load_state()
             assert "/hub/login" not in page.url, page.url
@@ -146,6 +152,7 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
                 timeout=120_000,
             )
             page.wait_for_selector(".hcdc-plot[data-plot='frame'][data-state='ready']", timeout=60_000)
+            page.screenshot(path=str(GUIDE_SHOTS / "2-loaded.png"))
             # parameters typed as a PI would (lighter than the defaults, to keep the test short)
             for label, value in (("ncomp", "10"), ("max characterised", "0")):
                 box = page.locator(
@@ -172,6 +179,7 @@ def test_pi_runs_the_starter_notebook_in_chromium(hub):  # noqa: F811
             page.locator(".hcdc-plot[data-plot='contrast']").scroll_into_view_if_needed()
             shot = shots / "reduction_panel.png"
             page.screenshot(path=str(shot), full_page=False)
+            shutil.copy(shot, GUIDE_SHOTS / "3-results.png")
             print(f"screenshot: {shot}")
             assert "Traceback" not in panel.inner_text()
             # JupyterLab's news prompt (a toast a few seconds after start) is switched off for hub users
