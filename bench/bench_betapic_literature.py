@@ -22,7 +22,6 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +31,8 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     from hcdc.catalog.db import Catalog
     from hcdc.catalog.models import Detection
-    from hcdc.demo import NACO_BETAPIC_ANGLE_OFFSET_DEG, NACO_BETAPIC_ANGLE_OFFSET_SOURCE, NACO_BETAPIC_STAR_FLUX
-    from hcdc.external import ExternalCube, register_external
+    from hcdc.demo import naco_betapic_cube
+    from hcdc.external import register_external
     from hcdc.postprocessing import postprocess_catalog_observation
     from hcdc.settings import get_settings
 
@@ -57,24 +56,7 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Catalog(f"sqlite:///{Path(tmp) / 'catalog.sqlite'}")
-        registered = register_external(
-            catalog,
-            ExternalCube(
-                cube=folder / "naco_betapic_cube.fits",
-                angles=folder / "naco_betapic_pa.fits",
-                psf=folder / "naco_betapic_psf.fits",
-                pixel_scale_arcsec=0.02719,
-                instrument="NACO",
-                target="beta Pic",
-                night=date(2013, 2, 1),
-                filter="L_prime",
-                angle_offset_deg=NACO_BETAPIC_ANGLE_OFFSET_DEG,
-                angle_offset_source=NACO_BETAPIC_ANGLE_OFFSET_SOURCE,
-                recenter="negative",
-                star_flux=NACO_BETAPIC_STAR_FLUX,
-            ),
-            Path(tmp) / "data",
-        )
+        registered = register_external(catalog, naco_betapic_cube(folder), Path(tmp) / "data")
         outcome = postprocess_catalog_observation(catalog, registered.observation_id, Path(tmp) / "data")
         if outcome.status != "done":
             print(f"post-processing failed: {outcome.error}", file=sys.stderr)

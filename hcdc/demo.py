@@ -44,6 +44,30 @@ BETA_PIC_ASTROMETRY_REFERENCE = "Nielsen et al. 2020, AJ 159, 71, Table 1 (orbit
 NACO_BETAPIC_STAR_FLUX = 764939.6
 
 
+def naco_betapic_cube(folder: Path, **overrides) -> ExternalCube:
+    """The NACO L' beta Pic cube of the VIP tutorial (``folder``: its reference-data folder) as the demo
+    registers it: sky-true angles (the offset the 2019 angle file lacks), re-centred on the vortex's dark
+    hole, the tutorial's star flux. The benchmarks and tests register it the same way."""
+    values = dict(
+        cube=folder / "naco_betapic_cube.fits",
+        angles=folder / "naco_betapic_pa.fits",
+        psf=folder / "naco_betapic_psf.fits",
+        pixel_scale_arcsec=0.02719,
+        instrument="NACO",
+        target="beta Pic",
+        night=date(2013, 2, 1),
+        filter="L_prime",
+        release_date=date(2013, 2, 1),
+        reference="Absil et al. 2013, A&A 559, L12; VIP tutorial cube",
+        angle_offset_deg=NACO_BETAPIC_ANGLE_OFFSET_DEG,
+        angle_offset_source=NACO_BETAPIC_ANGLE_OFFSET_SOURCE,
+        recenter="negative",  # AGPM vortex: the star is a dark hole (the tutorial's recipe)
+        star_flux=NACO_BETAPIC_STAR_FLUX,
+    )
+    values.update(overrides)
+    return ExternalCube(**values)
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -131,22 +155,7 @@ def main() -> int:
         say("3/5 registering the real NACO L' beta Pic cube (external, calibrated) ...")
         result = register_external(
             catalog,
-            ExternalCube(
-                cube=naco / "naco_betapic_cube.fits",
-                angles=naco / "naco_betapic_pa.fits",
-                psf=naco / "naco_betapic_psf.fits",
-                pixel_scale_arcsec=0.02719,
-                instrument="NACO",
-                target="beta Pic",
-                night=date(2013, 2, 1),
-                filter="L_prime",
-                release_date=date(2013, 2, 1),
-                reference="Absil et al. 2013, A&A 559, L12; VIP tutorial cube",
-                angle_offset_deg=NACO_BETAPIC_ANGLE_OFFSET_DEG,
-                angle_offset_source=NACO_BETAPIC_ANGLE_OFFSET_SOURCE,
-                recenter="negative",  # AGPM vortex: the star is a dark hole (the tutorial's recipe)
-                star_flux=NACO_BETAPIC_STAR_FLUX,
-            ),
+            naco_betapic_cube(naco),
             data_dir,
         )
         say(f"    observation {result.observation_id} ({'new' if result.created else 'already there'})")

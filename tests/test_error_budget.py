@@ -153,8 +153,8 @@ def test_naco_beta_pic_b_on_the_sky_with_its_budget(tmp_path):
 
     from hcdc.catalog.db import Catalog
     from hcdc.catalog.models import Detection
-    from hcdc.demo import NACO_BETAPIC_ANGLE_OFFSET_DEG, NACO_BETAPIC_ANGLE_OFFSET_SOURCE, NACO_BETAPIC_STAR_FLUX
-    from hcdc.external import ExternalCube, register_external
+    from hcdc.demo import naco_betapic_cube
+    from hcdc.external import register_external
     from hcdc.postprocessing import postprocess_catalog_observation
 
     folder = require_naco()
@@ -162,20 +162,7 @@ def test_naco_beta_pic_b_on_the_sky_with_its_budget(tmp_path):
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     registered = register_external(
         catalog,
-        ExternalCube(
-            cube=folder / "naco_betapic_cube.fits",
-            angles=folder / "naco_betapic_pa.fits",
-            psf=folder / "naco_betapic_psf.fits",
-            pixel_scale_arcsec=PIXEL_SCALE,
-            instrument="NACO",
-            target="beta Pic",
-            night=date(2012, 12, 2),
-            filter="L_prime",
-            angle_offset_deg=NACO_BETAPIC_ANGLE_OFFSET_DEG,
-            angle_offset_source=NACO_BETAPIC_ANGLE_OFFSET_SOURCE,
-            recenter="negative",
-            star_flux=NACO_BETAPIC_STAR_FLUX,
-        ),
+        naco_betapic_cube(folder, night=date(2012, 12, 2)),  # the published epoch nearest to the cube's
         tmp_path / "data",
     )
     params = PostprocessParameters(characterisation=CharacterisationParameters(n_injections=6))

@@ -162,14 +162,19 @@ class _Model:
         nt, ny, nx = self.cube.shape
         ys, xs = companion_positions(r, theta, self.angles, (ny, nx))
         stamps, y0, x0 = _stamps_at(self.psf, ys, xs, 1.0, (ny, nx), shifter=self.shifter)
-        sy, sx = stamps.shape[-2:]
-        py = y0[:, None, None] + np.arange(sy)[None, :, None]
-        px = x0[:, None, None] + np.arange(sx)[None, None, :]
-        inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
-        idx = np.where(inside, self.index_map[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], -1)
+        idx = self._annulus_index(y0, x0, stamps.shape[-2:])
         keep = idx >= 0
         flat = (np.arange(nt)[:, None, None] * self.ann_y.size + idx)[keep]
         return flat, stamps[keep]
+
+    def _annulus_index(self, y0: np.ndarray, x0: np.ndarray, stamp_shape: tuple[int, int]) -> np.ndarray:
+        """Column in the annulus matrix of every pixel of stamps with corners ``(y0, x0)``; -1 outside."""
+        ny, nx = self.cube.shape[-2:]
+        sy, sx = stamp_shape
+        py = y0[:, None, None] + np.arange(sy)[None, :, None]
+        px = x0[:, None, None] + np.arange(sx)[None, None, :]
+        inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
+        return np.where(inside, self.index_map[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], -1)
 
     def companion_matrix(self, r: float, theta: float) -> np.ndarray:
         """Unit-flux companion restricted to the annulus pixels, ``(t, P)``."""
@@ -212,11 +217,7 @@ class _Model:
         thetas = np.atleast_1d(np.asarray(thetas, dtype=float))
         ys, xs = companion_positions(r, thetas[:, None], self.angles, (ny, nx))  # (n, t)
         stamps, y0, x0 = _stamps_at(self.psf, ys.ravel(), xs.ravel(), 1.0, (ny, nx), shifter=self.shifter)
-        sy, sx = stamps.shape[-2:]
-        py = y0[:, None, None] + np.arange(sy)[None, :, None]
-        px = x0[:, None, None] + np.arange(sx)[None, None, :]
-        inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
-        idx = np.where(inside, self.index_map[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)], -1)
+        idx = self._annulus_index(y0, x0, stamps.shape[-2:])
         keep = idx >= 0
         frames = np.tile(np.arange(nt), thetas.size)
         values = np.where(keep, stamps, 0.0)
