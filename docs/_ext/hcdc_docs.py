@@ -184,12 +184,15 @@ class InstrumentsDirective(_Generated):
                     instrument.name,
                     instrument.telescope,
                     modes,
+                    ", ".join(sorted(instrument.filters)) or "",
                     steps,
                     f"{scale.value} ± {scale.uncertainty} mas ({scale.source})",
                     f"{north.value} ± {north.uncertainty} deg ({north.source})",
                 ]
             )
-        return _table(["instrument", "telescope", "modes", "steps", "pixel scale", "true north"], rows)
+        return _table(
+            ["instrument", "telescope", "modes", "filters (from the class)", "steps", "pixel scale", "true north"], rows
+        )
 
 
 def _bench(name: str) -> dict | None:
