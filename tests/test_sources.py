@@ -368,73 +368,82 @@ def test_cli_registers_published_astrometry_links_and_exports(tmp_path, monkeypa
     table = reference_data_dir() / COMPANIONS / "orbitize_3.4.0_betaPic_Nielsen2020_tab1.csv"
     monkeypatch.setenv("HCDC_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("HCDC_CATALOG_URL", raising=False)
-    targets = tmp_path / "targets.ecsv"
-    Table(
-        rows=[
-            (
-                "beta Pic",
-                star.ra_deg,
-                star.dec_deg,
-                star.pm_ra_mas_yr,
-                star.pm_dec_mas_yr,
-                0.11,
-                0.15,
-                star.parallax_mas,
-                0.1482,
-                1.83,
-                "HD 39060",
-            )
-        ],
-        names=(
-            "name",
-            "ra_deg",
-            "dec_deg",
-            "pm_ra_mas_yr",
-            "pm_dec_mas_yr",
-            "pm_ra_err_mas_yr",
-            "pm_dec_err_mas_yr",
-            "parallax_mas",
-            "parallax_err_mas",
-            "mass_msun",
-            "aliases",
-        ),
-    ).write(targets, format="ascii.ecsv")
-    (tmp_path / "empty").mkdir()
-    runner = CliRunner()
-    assert runner.invoke(main, ["ingest", str(tmp_path / "empty"), "--targets", str(targets)]).exit_code == 0
-    args = [
-        "register-astrometry",
-        str(table),
-        "--target",
-        "HD 39060",
-        "--reference",
-        "Nielsen et al. 2020",
-        "--object-name",
-        "b",
-    ]
-    first = runner.invoke(main, args)
-    assert first.exit_code == 0, first.output
-    n_rows = sum(
-        1
-        for r in csv.DictReader(x for x in table.read_text().splitlines() if x.strip() and not x.startswith("#"))
-        if r["sep"]
-    )
-    assert f"{n_rows} epoch(s) added" in first.output  # two bands of one night are two rows, none lost
-    again = runner.invoke(main, args)
-    assert "0 epoch(s) added" in again.output and f"{n_rows} already there" in again.output
-    assert runner.invoke(main, ["sources", "link"]).exit_code == 0
-    out = runner.invoke(main, ["catalog", "sources", "--format", "ecsv"])
-    assert out.exit_code == 0, out.output
-    rows = Table.read(out.stdout, format="ascii.ecsv")
-    assert len(rows) == 1 and rows["status"][0] == "co-moving" and rows["known_name"][0] == "beta Pic b"
-    assert rows["n_epochs"][0] == n_rows and rows["first_epoch"].unit == "yr"
-    png = tmp_path / "b.png"
-    plotted = runner.invoke(main, ["sources", "plot", str(rows["source"][0]), "-o", str(png)])
-    assert plotted.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
-    bad = tmp_path / "bad.csv"
-    bad.write_text("epoch_mjd,sep_arcsec,sep_err_arcsec,pa_deg,pa_err_deg\n58000,0.4,-0.01,12,1\n")
-    refused = runner.invoke(main, ["register-astrometry", str(bad), "--target", "beta Pic", "--reference", "x"])
-    assert refused.exit_code != 0 and "sep_err_arcsec must be > 0" in refused.output
+    from hcdc.settings import get_settings
+
+    get_settings(fresh=True)  # the CLI reads the cached settings: re-read the environment just set
+    try:
+        targets = tmp_path / "targets.ecsv"
+        Table(
+            rows=[
+                (
+                    "beta Pic",
+                    star.ra_deg,
+                    star.dec_deg,
+                    star.pm_ra_mas_yr,
+                    star.pm_dec_mas_yr,
+                    0.11,
+                    0.15,
+                    star.parallax_mas,
+                    0.1482,
+                    1.83,
+                    "HD 39060",
+                )
+            ],
+            names=(
+                "name",
+                "ra_deg",
+                "dec_deg",
+                "pm_ra_mas_yr",
+                "pm_dec_mas_yr",
+                "pm_ra_err_mas_yr",
+                "pm_dec_err_mas_yr",
+                "parallax_mas",
+                "parallax_err_mas",
+                "mass_msun",
+                "aliases",
+            ),
+        ).write(targets, format="ascii.ecsv")
+        (tmp_path / "empty").mkdir()
+        runner = CliRunner()
+        assert runner.invoke(main, ["ingest", str(tmp_path / "empty"), "--targets", str(targets)]).exit_code == 0
+        assert (tmp_path / "data" / "catalog.sqlite").is_file()  # this test's catalog, not the machine's default
+        args = [
+            "register-astrometry",
+            str(table),
+            "--target",
+            "HD 39060",
+            "--reference",
+            "Nielsen et al. 2020",
+            "--object-name",
+            "b",
+        ]
+        first = runner.invoke(main, args)
+        assert first.exit_code == 0, first.output
+        n_rows = sum(
+            1
+            for r in csv.DictReader(x for x in table.read_text().splitlines() if x.strip() and not x.startswith("#"))
+            if r["sep"]
+        )
+        assert f"{n_rows} epoch(s) added" in first.output  # two bands of one night are two rows, none lost
+        again = runner.invoke(main, args)
+        assert "0 epoch(s) added" in again.output and f"{n_rows} already there" in again.output
+        assert runner.invoke(main, ["sources", "link"]).exit_code == 0
+        out = runner.invoke(main, ["catalog", "sources", "--format", "ecsv"])
+        assert out.exit_code == 0, out.output
+        rows = Table.read(out.stdout, format="ascii.ecsv")
+        assert len(rows) == 1 and rows["status"][0] == "co-moving" and rows["known_name"][0] == "beta Pic b"
+        assert rows["n_epochs"][0] == n_rows and rows["first_epoch"].unit == "yr"
+        png = tmp_path / "b.png"
+        plotted = runner.invoke(main, ["sources", "plot", str(rows["source"][0]), "-o", str(png)])
+        assert plotted.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+        bad = tmp_path / "bad.csv"
+        bad.write_text("epoch_mjd,sep_arcsec,sep_err_arcsec,pa_deg,pa_err_deg\n58000,0.4,-0.01,12,1\n")
+        refused = runner.invoke(main, ["register-astrometry", str(bad), "--target", "beta Pic", "--reference", "x"])
+        assert refused.exit_code != 0 and "sep_err_arcsec must be > 0" in refused.output
+
+    finally:  # the next tests read their own environment, not this test's data directory
+        monkeypatch.undo()
+        get_settings(fresh=True)
 
 
 def test_known_companions_name_sources_and_flag_a_turned_angle(tmp_path):
