@@ -90,7 +90,7 @@ class Measurement:
     wavelength_um: float | None
     source_id: int | None
     fitted: bool
-    label: str = ""
+    object_name: str = ""  #: the published object's name (external epochs)
 
     @property
     def key(self) -> tuple:
@@ -178,10 +178,10 @@ def measurements(session: Session, target: Target, detection_filter=None) -> lis
             pa_deg=d.pa_deg,
             pa_err_deg=d.pa_err_deg if fitted else math.degrees(UNFITTED_ERROR_MAS / max(1000.0 * d.sep_arcsec, 1.0)),
         )
-        out.append(Measurement("detection", d.id, epoch, o.id, d.wavelength_um, d.source_id, fitted, o.instrument))
+        out.append(Measurement("detection", d.id, epoch, o.id, d.wavelength_um, d.source_id, fitted))
     for x in session.scalars(select(ExternalDetection).where(ExternalDetection.target_id == target.id)):
         epoch = Epoch(x.epoch_mjd, 1000.0 * x.sep_arcsec, 1000.0 * x.sep_err_arcsec, x.pa_deg, x.pa_err_deg)
-        out.append(Measurement("external", x.id, epoch, None, None, x.source_id, True, x.reference))
+        out.append(Measurement("external", x.id, epoch, None, None, x.source_id, True, x.object_name))
     return sorted(out, key=lambda m: (m.epoch.mjd, m.kind, m.row_id))
 
 
@@ -268,17 +268,8 @@ def link_sources(
                 session.flush()
                 summary.new_sources += 1
             used.add(source.id)
-            names = {m.label for m in g if m.kind == "external"}
-            external_names = sorted(
-                x.object_name
-                for x in session.scalars(
-                    select(ExternalDetection).where(
-                        ExternalDetection.id.in_([m.row_id for m in g if m.kind == "external"])
-                    )
-                )
-                if x.object_name
-            )
-            name, note = (f"{target.name} {external_names[0]}", None) if names and external_names else (None, None)
+            external_names = sorted(m.object_name for m in g if m.kind == "external" and m.object_name)
+            name, note = (f"{target.name} {external_names[0]}", None) if external_names else (None, None)
             if name is None and known:
                 latest = max((m for m in g if m.fitted), key=lambda m: m.epoch.mjd, default=None)
                 if latest is not None:
