@@ -164,6 +164,8 @@ def one_trial(args) -> dict:
         "sigma": dict(zip(QUANTITIES, unc.total)),
         "sigma_fit": dict(zip(QUANTITIES, unc.fit)),
         "sigma_speckle": dict(zip(QUANTITIES, unc.speckle)),
+        # the mean offset of the injections, subtracted from the fit (measured + bias is the raw fit)
+        "bias": dict(zip(QUANTITIES, unc.speckle_bias)),
         "seconds": seconds,
     }
     pulls = {}

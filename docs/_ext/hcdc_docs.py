@@ -205,10 +205,15 @@ class PullsDirective(_Generated):
 
     def lines(self):
         out = []
-        for name, label in (
-            ("bench_uncertainties.json", "reference run (seed 0)"),
-            ("bench_uncertainties_seed1.json", "held-out run (seed 1)"),
-        ):
+        held_out = sorted(
+            (p.name for p in (REPO / "bench" / "results").glob("bench_uncertainties_seed*.json")),
+            key=lambda n: int(n.removeprefix("bench_uncertainties_seed").removesuffix(".json") or 0),
+        )
+        runs = [("bench_uncertainties.json", "reference run (seed 0)")] + [
+            (n, f"held-out run (seed {n.removeprefix('bench_uncertainties_seed').removesuffix('.json')})")
+            for n in held_out
+        ]
+        for name, label in runs:
             record = _bench(name)
             if record is None:
                 out += [f"*{label}: no* ``bench/results/{name}`` *in this checkout.*", ""]

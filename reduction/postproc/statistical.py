@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -94,6 +94,10 @@ class StatisticalMaps:
         Its 1-sigma uncertainty.
     false_alarm : tuple of str
         ``(short name, definition)`` of the S/N.
+    other_maps : dict of str to ndarray
+        The algorithm's other outputs, under vip-hci's names (ANDROMEDA: ``snr`` before normalisation,
+        ``stdcontrast`` before normalisation, ``likelihood``), for diagnostics and for comparison with
+        other implementations.
     """
 
     algorithm: str
@@ -101,6 +105,7 @@ class StatisticalMaps:
     flux: np.ndarray
     flux_std: np.ndarray
     false_alarm: tuple[str, str]
+    other_maps: dict = field(default_factory=dict)
 
 
 def _pad_to(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -131,7 +136,7 @@ def andromeda_maps(cube, angles, psf, fwhm: float, params: StatisticalParameters
     oversampling = params.andromeda_oversampling or fwhm / 2.0
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        contrast, snr, snr_norm, std, std_norm, _likelihood, _radius = andromeda(
+        contrast, snr, snr_norm, std, std_norm, likelihood, _radius = andromeda(
             cube=even,
             oversampling_fact=oversampling,
             angle_list=angles,
@@ -152,7 +157,14 @@ def andromeda_maps(cube, angles, psf, fwhm: float, params: StatisticalParameters
         out[inside] = np.nan
         return out
 
-    return StatisticalMaps("andromeda", full(snr_norm), full(contrast), full(std_norm), FALSE_ALARM["andromeda"])
+    return StatisticalMaps(
+        "andromeda",
+        full(snr_norm),
+        full(contrast),
+        full(std_norm),
+        FALSE_ALARM["andromeda"],
+        other_maps={"snr": full(snr), "stdcontrast": full(std), "likelihood": full(likelihood)},
+    )
 
 
 def paco_maps(cube, angles, psf, fwhm: float, pixel_scale: float, params: StatisticalParameters) -> StatisticalMaps:
