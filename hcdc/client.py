@@ -21,12 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
 DEFAULT_TIMEOUT = 30.0
+#: how long a save is sent again while the catalog service does not answer (a restart takes a few seconds)
+SAVE_RETRY_SECONDS = 60.0
+
+
+def new_save_key() -> str:
+    """A random key for one save (see :meth:`CatalogClient.save_reduction`)."""
+    return secrets.token_urlsafe(24)
 
 
 class CatalogError(Exception):
@@ -217,15 +226,43 @@ class CatalogClient:
             info=info,
         )
 
-    def save_reduction(self, observation_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+    def save_reduction(
+        self, observation_id: int, payload: dict[str, Any], retry_seconds: float = SAVE_RETRY_SECONDS
+    ) -> dict[str, Any]:
         """Record a post-processing run in the catalog as *your* reduction (the service checks your rights).
 
         ``payload``: ``parameters`` (PostprocessParameters.to_dict()), ``inputs`` ([{product_id, sha256}]),
-        ``detections``, ``limits`` and optional ``images``. The service records the provenance itself (owner,
-        time, code version, host) and ignores any the payload claims: nothing sent names a file on the server.
-        Returns the new reduction's id, its release date and products.
+        ``detections``, ``limits``, optional ``images`` and ``save_key``. The service records the provenance
+        itself (owner, time, code version, host) and ignores any the payload claims: nothing sent names a
+        file on the server. Returns the reduction's id, its release date and products, and
+        ``already_saved`` (True: recorded by an earlier request under the same ``save_key``).
+
+        A save is all or nothing. When the service does not answer (it restarts, the proxy says 502/503),
+        the same save, under the same key, is sent again for up to ``retry_seconds``: the service records it
+        once, whether the first attempt had committed or not. If it still does not answer,
+        :class:`ServiceUnavailable` says that the save is not confirmed, and saving the same payload again
+        later is safe.
         """
-        return self._request(f"api/observations/{int(observation_id)}/reductions", method="POST", body=payload).json()
+        payload = dict(payload)
+        payload.setdefault("save_key", new_save_key())
+        path = f"api/observations/{int(observation_id)}/reductions"
+        deadline = time.monotonic() + max(float(retry_seconds), 0.0)
+        pause = 0.25
+        while True:
+            try:
+                return self._request(path, method="POST", body=payload).json()
+            except ServiceUnavailable as exc:
+                if exc.status not in (None, 502, 503, 504, 599):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise ServiceUnavailable(
+                        f"{exc.message}. The save (key {payload['save_key']}) is not confirmed: it was recorded "
+                        f"whole or not at all; save again when the service is back (the same key is sent, so it "
+                        f"is never recorded twice)",
+                        status=exc.status,
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 4.0)
 
 
 class CalibratedInputs:

@@ -36,13 +36,16 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import traceback
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from hcdc import access
@@ -83,6 +86,8 @@ INTERACTIVE_STEP = "postprocess-interactive"
 #: images a saved reduction may carry as products (float32, at most this many pixels each)
 SAVED_IMAGES = ("residuals", "snrmap")
 MAX_IMAGE_PIXELS = 4096 * 4096
+#: what a save key may be (the kernel makes a random one per finished run; see ``save_reduction``)
+SAVE_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 #: the largest id a catalog row can have (PostgreSQL integer): larger ids are answered 404, never 500
 MAX_ROW_ID = 2**31 - 1
 
@@ -320,14 +325,90 @@ class CatalogAccess:
         The rights are checked here, never by the caller: the observation must be visible and the user PI/co-I
         of its programme (or staff); the inputs must be this observation's calibrated products with the
         catalog's sha256; every row gets the latest release date of the observation and the inputs.
-        """
-        from hcdc.processing import code_version, environment_sha256, git_commit
-        from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
 
+        All or nothing: the reduction, its detections, limits and products are one transaction, and the
+        image files written for it are removed if it does not commit. ``payload["save_key"]`` (optional,
+        made by the kernel per finished run): a save repeated under the same key (its answer was lost when
+        the service restarted) returns the reduction recorded the first time, with ``already_saved``,
+        instead of recording it twice.
+        """
         if not isinstance(payload, dict):
             raise ServiceError("the body must be a JSON object")
+        save_key = payload.get("save_key")
+        if save_key is not None and (not isinstance(save_key, str) or not SAVE_KEY.fullmatch(save_key)):
+            raise ServiceError("save_key must be 8 to 64 letters, digits, '-' or '_'")
         with self.session_for(principal) as session:
             self._get_visible(session, principal, Observation, observation_id, "observation")
+        try:
+            return self._save_reduction(principal, observation_id, payload, save_key)
+        except IntegrityError:
+            # the same key committed by a concurrent request (a client's retry racing its first attempt)
+            if save_key is None:
+                raise
+            with self.catalog.session() as session:
+                earlier = self._saved_under(session, principal, save_key)
+                if earlier is None:
+                    raise
+                return self._saved(session, earlier, principal, observation_id, already_saved=True)
+
+    def remove_unsaved_files(self) -> list[Path]:
+        """Remove the image folders of interactive saves that never committed; returns them.
+
+        A save writes its images before its transaction commits; a service killed in between leaves
+        files that no row names (SQLite gives the id again, and the next save clears its folder;
+        PostgreSQL does not). Run at the service's start, when no save is under way.
+        """
+        if self.data_dir is None:
+            return []
+        with self.catalog.session() as session:
+            recorded = set(session.scalars(select(Reduction.id).where(Reduction.step == INTERACTIVE_STEP)))
+        removed = []
+        for folder in sorted((Path(self.data_dir) / "products").glob("obs*/interactive-r*")):
+            suffix = folder.name.removeprefix("interactive-r")
+            if folder.is_dir() and not folder.is_symlink() and suffix.isdigit() and int(suffix) not in recorded:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
+
+    def _saved_under(self, session: Session, principal: Principal, save_key: str) -> Reduction | None:
+        return session.scalar(
+            select(Reduction)
+            .join(User, Reduction.owner_id == User.id)
+            .where(User.username == principal.username, Reduction.save_key == save_key)
+        )
+
+    def _saved(
+        self, session: Session, reduction: Reduction, principal: Principal, observation_id: int, already_saved: bool
+    ) -> dict[str, Any]:
+        """What a save answers: the reduction as recorded (``already_saved``: by an earlier request)."""
+        if reduction.observation_id != observation_id:
+            raise ServiceError(
+                f"save_key {reduction.save_key} was used for a reduction of observation {reduction.observation_id}"
+            )
+        n_detections = session.scalar(select(func.count(Detection.id)).where(Detection.reduction_id == reduction.id))
+        n_limits = session.scalar(
+            select(func.count(DetectionLimit.id)).where(DetectionLimit.reduction_id == reduction.id)
+        )
+        products = session.scalars(select(Product).where(Product.reduction_id == reduction.id).order_by(Product.id))
+        return {
+            "reduction_id": reduction.id,
+            "step": reduction.step,
+            "owner": principal.username,
+            "release_date": _iso(reduction.release_date),
+            "n_detections": int(n_detections or 0),
+            "n_limits": int(n_limits or 0),
+            "products": [self._product(p) for p in products],
+            "save_key": reduction.save_key,
+            "already_saved": already_saved,
+        }
+
+    def _save_reduction(
+        self, principal: Principal, observation_id: int, payload: dict[str, Any], save_key: str | None
+    ) -> dict[str, Any]:
+        from hcdc.processing import code_version, environment_sha256, git_commit
+        from hcdc.reports import product_folder
+        from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
+
         with self.catalog.session() as session:
             observation = session.get(Observation, observation_id)
             user = session.scalar(select(User).where(User.username == principal.username))
@@ -343,6 +424,10 @@ class CatalogAccess:
                     f"{programme.prog_id if programme else '(none)'}: only its members (or staff) "
                     f"can save reductions of observation {observation_id}; you may still run it"
                 )
+            if save_key is not None:
+                earlier = self._saved_under(session, principal, save_key)
+                if earlier is not None:  # a repeated save: the first one was recorded whole
+                    return self._saved(session, earlier, principal, observation_id, already_saved=True)
             try:
                 params = PostprocessParameters.from_dict(payload.get("parameters") or {})
             except (TypeError, ValueError) as exc:
@@ -405,25 +490,29 @@ class CatalogAccess:
                 started_at=now,
                 finished_at=now,
                 release_date=release,
+                save_key=save_key,
             )
             session.add(reduction)
             session.flush()
-            detections = [
-                self._new_detection(d, reduction, observation, release) for d in payload.get("detections") or []
-            ]
-            limits = [self._new_limit(x, reduction, observation_id, release) for x in payload.get("limits") or []]
-            session.add_all(detections + limits)
-            products = self._save_images(payload.get("images") or {}, reduction, observation_id, release)
-            session.flush()
-            return {
-                "reduction_id": reduction.id,
-                "step": reduction.step,
-                "owner": principal.username,
-                "release_date": _iso(release),
-                "n_detections": len(detections),
-                "n_limits": len(limits),
-                "products": [self._product(p) for p in products],
-            }
+            folder = (
+                product_folder(self.data_dir, observation_id, "interactive", reduction.id) if self.data_dir else None
+            )
+            try:
+                detections = [
+                    self._new_detection(d, reduction, observation, release) for d in payload.get("detections") or []
+                ]
+                limits = [self._new_limit(x, reduction, observation_id, release) for x in payload.get("limits") or []]
+                session.add_all(detections + limits)
+                self._save_images(payload.get("images") or {}, reduction, observation_id, release, folder)
+                session.flush()
+                answer = self._saved(session, reduction, principal, observation_id, already_saved=False)
+                session.commit()  # here, so that a failed commit still removes the files below
+            except BaseException:
+                # all or nothing: the rows roll back with the session, the files written so far go too
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return answer
 
     @staticmethod
     def _new_detection(d: dict[str, Any], reduction: Reduction, observation: Observation, release) -> Detection:
@@ -468,16 +557,18 @@ class CatalogAccess:
             raise ServiceError("each limit needs sigma and points [{sep_arcsec, contrast, throughput}]") from None
         return limit
 
-    def _save_images(self, images: dict[str, Any], reduction: Reduction, observation_id: int, release) -> list[Product]:
-        if not images or self.data_dir is None:
+    def _save_images(
+        self, images: dict[str, Any], reduction: Reduction, observation_id: int, release, folder: Path | None
+    ) -> list[Product]:
+        if not images or folder is None:
             return []
         import numpy as np
 
         from hcdc.recording import record_products, reduction_provenance
-        from hcdc.reports import product_folder
         from reduction.fitsio_products import write_image
 
-        folder = product_folder(self.data_dir, observation_id, "interactive", reduction.id)
+        # a folder already there belongs to no row: a save killed before its commit (SQLite reuses its id)
+        shutil.rmtree(folder, ignore_errors=True)
         products = []
         for kind, image in sorted(images.items()):
             if kind not in SAVED_IMAGES:
@@ -741,7 +832,7 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
                 return self._fail(ServiceError("the body is not valid JSON"))
             principal, value = await self.run(catalog_access.save_reduction, int(observation_id), payload)
             if principal is not None:
-                self.set_status(201)
+                self.set_status(200 if value.get("already_saved") else 201)
                 self.answer(value)
 
     class Sources(Base):
@@ -820,6 +911,8 @@ def main() -> None:
             "filter protects proprietary rows; run 'hcdc db upgrade'",
             access.READER_ROLE,
         )
+    for folder in catalog_access.remove_unsaved_files():
+        log.warning("removed %s: the images of a save that did not commit (the service stopped during it)", folder)
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/hcdc-catalog/")
     app = make_app(catalog_access, prefix)

@@ -423,8 +423,9 @@ class ReductionPanel(widgets.VBox):
     def save(self) -> dict[str, Any] | None:
         def go():
             saved = self.session.save()
+            how = "already saved" if saved.get("already_saved") else "saved"
             self._info(
-                f"saved as your reduction {saved['reduction_id']} ({saved['n_detections']} detection(s), "
+                f"{how} as your reduction {saved['reduction_id']} ({saved['n_detections']} detection(s), "
                 f"{saved['n_limits']} detection limit(s); release date {saved['release_date']})"
             )
             return saved

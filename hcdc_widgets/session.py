@@ -11,7 +11,9 @@ parameters as a papermill job for the batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import secrets
 import shlex
 import time
 from datetime import datetime, timezone
@@ -73,6 +75,7 @@ class InteractiveReduction:
         self.outcome: RunOutcome | None = None
         self.negfc: dict[int, Any] = {}
         self.saved: dict[str, Any] | None = None
+        self._save_salt = secrets.token_bytes(16)  # save keys of this session only (see save)
 
     # -- catalog
     def observations(self) -> tuple[list[dict[str, Any]], str | None]:
@@ -238,9 +241,17 @@ class InteractiveReduction:
         }
 
     def save(self) -> dict[str, Any]:
-        """Record the run as *my* reduction (the service checks that I may)."""
+        """Record the run as *my* reduction (the service checks that I may).
+
+        The save's key is the same for the same content in this session: saving again what was already
+        saved (or what a restarting service may or may not have recorded) returns the recorded reduction
+        with ``already_saved`` instead of a second copy; a changed run (new candidate fits) is a new save.
+        """
         outcome = self._outcome()
-        self.saved = self.client.save_reduction(outcome.observation_id, self.payload())
+        payload = self.payload()
+        content = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+        payload["save_key"] = hashlib.sha256(self._save_salt + content).hexdigest()[:48]
+        self.saved = self.client.save_reduction(outcome.observation_id, payload)
         return self.saved
 
     def export_job(

@@ -354,6 +354,11 @@ class Reduction(Base):
     #: the pipeline's: kernel, papermill, provenance, database, figures, report)
     science_seconds: Mapped[float | None] = mapped_column(Float)
     release_date: Mapped[date | None] = mapped_column(Date)
+    #: an interactive save's key, sent by the PI's kernel: a save repeated after a lost answer (the service
+    #: restarted) finds the reduction already recorded instead of recording it twice (unique per owner)
+    save_key: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("owner_id", "save_key", name="uq_reductions_owner_save_key"),)
 
     products: Mapped[list["Product"]] = relationship(back_populates="reduction", cascade="all, delete-orphan")
 

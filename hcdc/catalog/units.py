@@ -92,6 +92,9 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("raw_files", "mtime_ns"): {"description": "File modification time (ns since the epoch), for change detection"},
     ("raw_files", "mjd_obs"): {"unit": "d", "kind": "quantity", "description": "MJD-OBS of the file"},
     ("reductions", "science_seconds"): {"description": "Wall time of the science in the step (no I/O)"},
+    ("reductions", "save_key"): {
+        "description": "Key of an interactive save, sent by the PI's kernel: a repeated save is recorded once"
+    },
     ("external_detections", "epoch_mjd"): {"description": "Epoch of the published measurement"},
     ("observation_calibrations", "for_dit_s"): {"description": "The science DIT this calibration serves"},
 }
