@@ -188,6 +188,8 @@ def postprocess_catalog_observation(
             for row, fields in zip(table, catalog_detections(table, wavelength)):
                 arc_fwhm = float(row["sep_px"]) * rotation_rad / fwhm
                 status = "candidate" if arc_fwhm >= MIN_ARC_FWHM else "low-rotation"
+                if status == "candidate" and not agreed(str(row["found_by"]), params):
+                    status = "single-algorithm"
                 detections.append(
                     Detection(
                         status=status,
@@ -211,6 +213,20 @@ def postprocess_catalog_observation(
             )
             limit.points.extend(DetectionLimitPoint(**point) for point in limit_fields["points"])
             limits.append(limit)
+            for run in result.others:  # each other algorithm's own limit (confirm_with)
+                fields = catalog_limit(
+                    contrast_table(run.contrast), run.contrast.sigma, run.algorithm, wavelength, star_flux
+                )
+                other = DetectionLimit(
+                    reduction_id=reduction_id,
+                    observation_id=observation_id,
+                    sigma=fields["sigma"],
+                    algorithm=fields["algorithm"],
+                    wavelength_um=fields["wavelength_um"],
+                    release_date=release,
+                )
+                other.points.extend(DetectionLimitPoint(**point) for point in fields["points"])
+                limits.append(other)
         if len(cubes) > 1:
             _vet_across_bands(detections, pixel_scale)
         with catalog.session() as session:
@@ -265,6 +281,21 @@ def observation_systematics(instrument, filter_name: str | None, cube_meta: dict
         star_flux_rel=per_band("star_flux_rel_err"),
         star_flux_source="scatter of the FLUX files' fluxes and the neutral density's transmission",
     )
+
+
+def agreed(found_by: str, params) -> bool:
+    """Whether a candidate passes the multi-algorithm vetting (``single-algorithm`` otherwise).
+
+    With other algorithms run (``confirm_with``), a candidate the main algorithm does not find is
+    flagged, and with ``require_agreement`` also one that fewer than two algorithms find. With one
+    algorithm nothing is compared and every candidate passes.
+    """
+    if not params.other_algorithms:
+        return True
+    algorithms = [a for a in found_by.split("+") if a]
+    if params.subtraction.algorithm not in algorithms:
+        return False
+    return len(algorithms) >= 2 or not params.require_agreement
 
 
 def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:

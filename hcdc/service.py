@@ -522,7 +522,7 @@ class CatalogAccess:
             fields = {}
             for field in DETECTION_FIELDS:
                 if field.kind is str:
-                    fields[field.name] = _text(d.get(field.name), 200 if field.name == "note" else 24)
+                    fields[field.name] = _text(d.get(field.name), {"note": 200, "found_by": 64}.get(field.name, 24))
                 else:
                     fields[field.name] = float(d[field.name]) if field.required else _number(d.get(field.name))
         except (KeyError, TypeError, ValueError):

@@ -210,6 +210,7 @@ DETECTION_MEASUREMENTS = (
     # the error budget term by term (reduction.postproc.budget), then how the centre was found and why no fit
     *_error_budget_fields(),
     "centre_status",
+    "found_by",
     "note",
 )
 
@@ -233,6 +234,7 @@ LIMIT_COLUMNS = (
     ("night", None, "Observing night"),
     ("wavelength_um", "um", "Wavelength"),
     ("sigma", None, "Detection threshold (sigma)"),
+    ("algorithm", None, "Algorithm whose limit this is (a reduction may hold one per algorithm)"),
     ("sep_arcsec", "arcsec", "Separation"),
     ("contrast", None, "Contrast limit (flux ratio) at this separation"),
     ("throughput", None, "Algorithm throughput"),
@@ -317,7 +319,7 @@ def limits_table(session, campaign=None, visible_ids: set[int] | None = None) ->
             for limit in session.scalars(
                 select(DetectionLimit)
                 .where(DetectionLimit.reduction_id == reduction.id)
-                .order_by(DetectionLimit.wavelength_um)
+                .order_by(DetectionLimit.wavelength_um, DetectionLimit.id)
             ):
                 for point in limit.points:
                     rows.append(
@@ -329,6 +331,7 @@ def limits_table(session, campaign=None, visible_ids: set[int] | None = None) ->
                             "night": obs.night.isoformat(),
                             "wavelength_um": limit.wavelength_um,
                             "sigma": limit.sigma,
+                            "algorithm": limit.algorithm,
                             "sep_arcsec": point.sep_arcsec,
                             "contrast": point.contrast,
                             "throughput": point.throughput,

@@ -129,13 +129,23 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
                     Detection.reduction_id == reduction.id, Detection.snr >= 5, Detection.status == "candidate"
                 )
             ).all()
+            # the campaign's second algorithm (confirm_with: andromeda): its own limit per band, and every
+            # detection says which algorithms found it; vetted ones were found by PCA
+            algorithms = {
+                (limit.algorithm, limit.wavelength_um)
+                for limit in session.scalars(select(DetectionLimit).where(DetectionLimit.reduction_id == reduction.id))
+            }
+            assert algorithms == {(a, w) for a in ("pca", "andromeda") for w in entry["wavelengths_um"]}, algorithms
+            assert all(d.found_by and d.found_by.split("+")[0] == "pca" for d in detections)
             scale = entry["pixel_scale_arcsec"]
             matched: set[int] = set()
             for companion in entry["companions"]:
                 for band, wavelength in enumerate(entry["wavelengths_um"]):
                     limit = session.scalar(
                         select(DetectionLimit).where(
-                            DetectionLimit.reduction_id == reduction.id, DetectionLimit.wavelength_um == wavelength
+                            DetectionLimit.reduction_id == reduction.id,
+                            DetectionLimit.wavelength_um == wavelength,
+                            DetectionLimit.algorithm == "pca",
                         )
                     )
                     curve = [(p.sep_arcsec, p.contrast) for p in limit.points]

@@ -75,3 +75,45 @@ def test_paco_finds_beta_pic_b_and_an_injected_fake_within_a_pixel():
 def test_statistical_algorithms_give_maps_not_residual_images():
     with pytest.raises(ValueError, match="gives a detection map"):
         subtract_psf(np.zeros((4, 11, 11)), np.zeros(4), PsfSubtractionParameters(algorithm="paco"))
+
+
+@pytest.mark.slow
+def test_a_second_algorithm_confirms_candidates_and_gives_its_own_limit():
+    """``confirm_with='andromeda'`` beside PCA on the real cube: b and a fake are found by both algorithms."""
+    from reduction.postproc.tables import detections_table
+
+    require_naco()
+    cube, angles, npsf = naco_prepared()
+    cube = inject_companions(cube, npsf.psf, angles, FAKE["flux"], FAKE["r"], FAKE["theta"])
+    params = PostprocessParameters(
+        subtraction=PsfSubtractionParameters(ncomp=20),
+        characterisation=CharacterisationParameters(n_injections=0),
+        confirm_with="andromeda",
+    )
+    result = PostprocessStep()(
+        params, cube=cube, angles=angles, psf=npsf.psf, pixel_scale=PIXEL_SCALE, star_flux=STARPHOT
+    )
+    for xy in ((62.0, 62.0), _position(FAKE["r"], FAKE["theta"], cube.shape[-1])):
+        found = [c for c in result.characterised if math.hypot(c.candidate.x - xy[0], c.candidate.y - xy[1]) <= 1.0]
+        assert found and found[0].found_by == ("pca", "andromeda"), [
+            (c.candidate.x, c.candidate.y, c.found_by) for c in result.characterised
+        ]
+    # every candidate says who found it; what PCA did not find comes after PCA's own, found by ANDROMEDA only
+    labels = [c.found_by for c in result.characterised]
+    assert all(labels) and all("pca" in f for f in labels[: len(result.detection.candidates)])
+    assert all(f == ("andromeda",) for f in labels[len(result.detection.candidates) :])
+    # ANDROMEDA's own limit, from its flux-uncertainty map, beside PCA's
+    (other,) = result.others
+    assert other.algorithm == "andromeda" and np.isfinite(other.contrast.contrast).any()
+    table = detections_table(result, PIXEL_SCALE, STARPHOT)
+    assert set(table["found_by"]) >= {"pca+andromeda"}
+
+
+def test_confirm_with_is_checked():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        PostprocessParameters(confirm_with="andromeda,bogus")
+    with pytest.raises(ValueError, match="the main algorithm"):
+        PostprocessParameters(confirm_with="pca")
+    with pytest.raises(ValueError, match="twice"):
+        PostprocessParameters(confirm_with="andromeda, andromeda")
+    assert PostprocessParameters(confirm_with=" andromeda , paco").other_algorithms == ("andromeda", "paco")

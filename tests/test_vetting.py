@@ -80,3 +80,17 @@ def test_a_point_source_measured_with_its_errors_is_confirmed(sigma_px):
         _vet_across_bands(positions, SCALE)
         confirmed += positions[0].status == "candidate"
     assert confirmed / trials >= 0.99
+
+
+def test_multi_algorithm_vetting():
+    """With a second algorithm, what the main one misses is flagged; with agreement required, single finds too."""
+    from hcdc.postprocessing import agreed
+    from reduction.postproc.pipeline import PostprocessParameters
+
+    alone = PostprocessParameters()
+    assert agreed("", alone) and agreed("pca", alone)  # nothing compared: nothing flagged
+    both = PostprocessParameters(confirm_with="andromeda")
+    assert agreed("pca+andromeda", both) and agreed("pca", both)
+    assert not agreed("andromeda", both)
+    strict = PostprocessParameters(confirm_with="andromeda", require_agreement=True)
+    assert agreed("pca+andromeda", strict) and not agreed("pca", strict) and not agreed("andromeda", strict)

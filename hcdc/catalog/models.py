@@ -436,6 +436,8 @@ class Detection(Base):
     contrast_err_speckle: Mapped[float | None] = mapped_column(Float)
     contrast_err_photometry: Mapped[float | None] = mapped_column(Float)
     centre_status: Mapped[str | None] = mapped_column(String(24))
+    #: the algorithms whose own detection map finds it, '+'-separated (``PostprocessParameters.confirm_with``)
+    found_by: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     release_date: Mapped[date | None] = mapped_column(Date)

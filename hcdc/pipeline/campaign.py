@@ -541,7 +541,7 @@ def campaign_reductions(session, campaign_id: int, step: str) -> dict[int, Reduc
 
 
 def contrast_at(session, reduction_id: int, separation_arcsec: float) -> float | None:
-    """Best (deepest) 5-sigma contrast over the wavelengths at ``separation_arcsec`` (log-interpolated)."""
+    """Best (deepest) 5-sigma contrast over wavelengths and algorithms at ``separation_arcsec`` (log-interpolated)."""
     best = None
     for limit in session.scalars(select(DetectionLimit).where(DetectionLimit.reduction_id == reduction_id)):
         points = [(p.sep_arcsec, p.contrast) for p in limit.points if p.contrast and p.contrast > 0]

@@ -35,6 +35,7 @@ from .psf import normalize_psf
 from .rdi import pca_rdi
 from .recenter import recenter_cube
 from .results import (
+    AlgorithmRun,
     CharacterisedCandidate,
     ContrastCurve,
     DetectionResult,
@@ -388,6 +389,14 @@ class PostprocessParameters(StepParameters):
     remove_significance : float
         Characterised candidates at least this significant (Gaussian sigma)
         are removed from the cube before the contrast curve.
+    confirm_with : str
+        Other algorithms run on the same cube, comma-separated (e.g. 'andromeda'; empty: none). Each
+        candidate records which algorithms' own detection maps find it within one FWHM (``found_by``);
+        what only another algorithm finds is characterised too; each algorithm gives its own detection
+        limit.
+    require_agreement : bool
+        The catalog's vetting flags a candidate found by fewer than two algorithms (``single-algorithm``);
+        without it, only a candidate the main algorithm misses is flagged.
     """
 
     subtraction: PsfSubtractionParameters = PsfSubtractionParameters()
@@ -401,10 +410,25 @@ class PostprocessParameters(StepParameters):
     psf_size: int = 19
     max_characterised: int | None = None
     remove_significance: float = 5.0
+    confirm_with: str = ""
+    require_agreement: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._at_least(recenter_subi_size=3, psf_size=5, max_characterised=0, remove_significance=0)
+        others = self.other_algorithms
+        unknown = [a for a in others if a not in ALGORITHMS]
+        if unknown:
+            raise ValueError(f"confirm_with: unknown algorithm(s) {', '.join(unknown)}; choose among {ALGORITHMS}")
+        if self.subtraction.algorithm in others or len(set(others)) != len(others):
+            raise ValueError(
+                f"confirm_with lists {self.subtraction.algorithm!r} (the main algorithm) or an algorithm twice"
+            )
+
+    @property
+    def other_algorithms(self) -> tuple[str, ...]:
+        """The algorithms of ``confirm_with``, in order."""
+        return tuple(a.strip() for a in self.confirm_with.split(",") if a.strip())
 
 
 def _fits_in_frame(candidate_sep: float, fwhm: float, params: CharacterisationParameters, half_size: float) -> bool:
@@ -490,19 +514,28 @@ def postprocess(
         detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
     for note in subtraction.notes:
         log.info(note)
+    others = tuple(
+        _other_algorithm(algorithm, cube, angles, npsf, fwhm, pixel_scale, star_flux, params)
+        for algorithm in params.other_algorithms
+    )
+    found = _merge_candidates(params.subtraction.algorithm, detection.candidates, others, fwhm)
     char_params = params.characterisation
     if params.subtraction.algorithm == "cadi" and char_params.method == "pca":
         char_params = dataclasses.replace(char_params, method="cadi")
     characterised = []
     free_cube = cube
     half = min(cube.shape[-2:]) / 2
-    for index, candidate in enumerate(detection.candidates):
+    for index, (candidate, found_by) in enumerate(found):
         if params.max_characterised is not None and index >= params.max_characterised:
-            characterised.append(CharacterisedCandidate(candidate, None, "not characterised (max_characterised)"))
+            characterised.append(
+                CharacterisedCandidate(candidate, None, "not characterised (max_characterised)", found_by=found_by)
+            )
             continue
         if not _fits_in_frame(candidate.separation_px, fwhm, char_params, half):
             characterised.append(
-                CharacterisedCandidate(candidate, None, "too close to the star or to the edge for NEGFC")
+                CharacterisedCandidate(
+                    candidate, None, "too close to the star or to the edge for NEGFC", found_by=found_by
+                )
             )
             continue
         try:
@@ -518,10 +551,12 @@ def postprocess(
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
             # the candidate keeps its row (position and S/N from the detection) with the reason
             log.warning("NEGFC failed for the candidate at (%.1f, %.1f): %s", candidate.x, candidate.y, exc)
-            characterised.append(CharacterisedCandidate(candidate, None, f"NEGFC failed: {exc}"[:200]))
+            characterised.append(
+                CharacterisedCandidate(candidate, None, f"NEGFC failed: {exc}"[:200], found_by=found_by)
+            )
             continue
         budget = negfc_budget(result, pixel_scale, star_flux, systematics)
-        characterised.append(CharacterisedCandidate(candidate, result, budget=budget))
+        characterised.append(CharacterisedCandidate(candidate, result, budget=budget, found_by=found_by))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
     if statistical is not None:
@@ -550,7 +585,63 @@ def postprocess(
         star_flux=star_flux,
         parameters=params.to_dict(),
         systematics=systematics,
+        others=others,
     )
+
+
+def _other_algorithm(
+    algorithm: str, cube, angles, npsf: NormalizedPsf, fwhm: float, pixel_scale: float, star_flux, params
+) -> AlgorithmRun:
+    """One more algorithm on the same cube: its detection map, candidates and detection limit."""
+    if algorithm in STATISTICAL_ALGORITHMS:
+        maps = statistical_maps(algorithm, cube, angles, npsf.psf, fwhm, pixel_scale, params.statistical)
+        detection = DetectionResult(
+            candidates=candidates_from_map(maps, fwhm, params.detection.threshold, params.detection.max_candidates),
+            snr_map=maps.snr,
+            threshold=params.detection.threshold,
+            threshold_on="snr",
+            fwhm=fwhm,
+        )
+        contrast = statistical_limit(
+            maps, fwhm, params.contrast.sigma, star_flux, pixel_scale, params.statistical.to_dict()
+        )
+        return AlgorithmRun(algorithm, detection, contrast, maps.false_alarm[1])
+    subtraction_params = dataclasses.replace(params.subtraction, algorithm=algorithm)
+    subtraction = subtract_psf(cube, angles, subtraction_params, fwhm=fwhm)
+    detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
+    contrast = ContrastCurveStep()(
+        params.contrast,
+        cube=cube,
+        angles=angles,
+        psf=npsf.psf,
+        fwhm=fwhm,
+        subtraction=subtraction_params,
+        star_flux=star_flux,
+        pixel_scale=pixel_scale,
+    )
+    return AlgorithmRun(algorithm, detection, contrast, "aperture S/N (Mawet et al. 2014, small-sample t statistics)")
+
+
+def _merge_candidates(main: str, candidates, others: tuple[AlgorithmRun, ...], fwhm: float):
+    """``[(candidate, found_by)]``: the main algorithm's candidates, then what only the others find.
+
+    Two algorithms find the same candidate when their peaks are within one FWHM. Without other
+    algorithms ``found_by`` stays empty (nothing was compared).
+    """
+    if not others:
+        return [(c, ()) for c in candidates]
+    merged: list[tuple[Any, list[str]]] = [(c, [main]) for c in candidates]
+    for run in others:
+        for candidate in run.detection.candidates:
+            same = next(
+                (entry for entry in merged if np.hypot(entry[0].x - candidate.x, entry[0].y - candidate.y) <= fwhm),
+                None,
+            )
+            if same is None:
+                merged.append((candidate, [run.algorithm]))
+            elif run.algorithm not in same[1]:
+                same[1].append(run.algorithm)
+    return [(c, tuple(algorithms)) for c, algorithms in merged]
 
 
 def _with_centre(systematics: Systematics, recentering) -> Systematics:

@@ -390,6 +390,30 @@ class CharacterisedCandidate:
     note: str = ""
     #: every term of its uncertainties (:mod:`reduction.postproc.budget`); None without a fit
     budget: "ErrorBudget | None" = None
+    #: the algorithms whose own detection map finds it (the post-processing's main algorithm first when it
+    #: does); empty when only one algorithm ran
+    found_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class AlgorithmRun:
+    """What one more algorithm gave on the same cube (``PostprocessParameters.confirm_with``).
+
+    Attributes
+    ----------
+    algorithm : str
+    detection : DetectionResult
+        Its detection map and candidates above the same threshold.
+    contrast : ContrastCurve
+        Its own detection limit.
+    definition : str
+        What its S/N means (false-alarm definition).
+    """
+
+    algorithm: str
+    detection: DetectionResult
+    contrast: ContrastCurve
+    definition: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -422,3 +446,5 @@ class PostprocessResult:
     parameters: dict[str, Any]
     #: the observation's systematic terms the budgets used (centre, calibration, photometry)
     systematics: "Systematics | None" = None
+    #: the other algorithms run on the same cube (``PostprocessParameters.confirm_with``), in that order
+    others: tuple[AlgorithmRun, ...] = ()

@@ -79,6 +79,7 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
                 **{f"contrast_err_{k}": v for k, v in contrast_terms.items()},
                 "characterised": fit is not None,
                 "centre_status": systematics.centre_status if systematics is not None else "given",
+                "found_by": "+".join(item.found_by),
                 "note": item.note,
             }
         )
@@ -112,9 +113,10 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         *(f"contrast_err_{k}" for k in CONTRAST_TERMS),
         "characterised",
         "centre_status",
+        "found_by",
         "note",
     ]
-    dtypes = [int] + [float] * (len(names) - 4) + [bool, str, str]
+    dtypes = [int] + [float] * (len(names) - 5) + [bool, str, str, str]
     table = (
         Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
         if rows
@@ -254,6 +256,13 @@ DETECTION_FIELDS: tuple[DetectionField, ...] = (
         False,
         str,
     ),
+    DetectionField(
+        "found_by",
+        None,
+        "Algorithms whose own detection map finds it, '+'-separated, the reduction's main one first (empty: one ran)",
+        False,
+        str,
+    ),
     DetectionField("note", None, "Why a candidate has no fit (empty when it has one)", False, str),
 )
 
@@ -300,6 +309,7 @@ def catalog_detections(table, wavelength_um: float | None) -> list[dict]:
         values = {field: finite(row[column]) for field, column in _FROM_TABLE.items()}
         values["wavelength_um"] = finite(wavelength_um)
         values["centre_status"] = str(row["centre_status"]) or None
+        values["found_by"] = (str(row["found_by"]) or None) if "found_by" in row.colnames else None
         values["note"] = str(row["note"])[:200] or None
         rows.append(values)
     return rows
