@@ -10,6 +10,8 @@ reduction. A failure is recorded with its reason, never raised.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 import traceback
 from pathlib import Path
@@ -20,7 +22,7 @@ from sqlalchemy import select
 
 from reduction.instruments import by_name
 from reduction.postproc.budget import Systematics, instrument_systematics
-from reduction.postproc.pipeline import PostprocessParameters, PostprocessStep
+from reduction.postproc.pipeline import REFERENCE_ALGORITHMS, PostprocessParameters, PostprocessStep
 from reduction.postproc.products import write_products
 from reduction.postproc.tables import catalog_detections, catalog_limit, contrast_table, detections_table
 
@@ -35,7 +37,7 @@ from .catalog.models import (
 )
 from .outcome import StepOutcome
 from .processing import _finish, start_reduction
-from .recording import record_products, reduction_provenance
+from .recording import inputs_fingerprint, record_products, reduction_provenance
 from .reports import product_folder
 
 STEP = PostprocessStep.name
@@ -55,6 +57,46 @@ CONFIRM_CHROMATIC_FRACTION = 0.5
 #: 99.7 % of the distances between two measurements of one point source (2-D Gaussian: Rayleigh)
 CONFIRM_SIGMAS = 3.44
 SOURCE_STEPS = ("preprocess", "external-registration")
+
+
+log = logging.getLogger(__name__)
+
+
+def archive_references(catalog: Catalog, observation_id: int, frame_shape, params: PostprocessParameters):
+    """The reference library of the RDI/ARDI algorithms in ``params``, from the catalog; or None.
+
+    Observations with the same set-up, of other targets only (:func:`hcdc.references.reference_library`),
+    and only those the science observation's own programme may see: released ones and the programme's
+    own. A reference's frames shape the principal components subtracted from the science frames, so
+    they leave a (faint) imprint in the residuals, which the science programme's PI sees as soon as the
+    reduction exists: a proprietary observation of another programme is therefore never a reference,
+    not even in the data center's own campaigns, until it is released. Returns ``(library, params,
+    note)``: when no reference exists, a main RDI/ARDI algorithm is an error, other ones are left out of
+    ``params`` and ``note`` says why.
+    """
+    from .access import Principal, visibility_filter
+    from .references import reference_library
+
+    needs = {params.subtraction.algorithm, *params.other_algorithms} & set(REFERENCE_ALGORITHMS)
+    if not needs:
+        return None, params, None
+    try:
+        with catalog.session() as session:
+            science = session.get(Observation, observation_id)
+            audience = Principal(
+                f"programme-{science.programme_id}",
+                programme_ids=frozenset({science.programme_id}) if science.programme_id else frozenset(),
+            )
+            visible_ids = set(session.scalars(select(Observation.id).where(visibility_filter(Observation, audience))))
+            library = reference_library(session, observation_id, frame_shape=frame_shape, visible_ids=visible_ids)
+    except LookupError as exc:
+        if params.subtraction.algorithm in REFERENCE_ALGORITHMS:
+            raise NoInputError(f"{params.subtraction.algorithm}: {exc}") from None
+        kept = ",".join(a for a in params.other_algorithms if a not in REFERENCE_ALGORITHMS)
+        note = f"{', '.join(sorted(needs))} not run: {exc}"
+        log.warning("observation %s: %s", observation_id, note)
+        return None, dataclasses.replace(params, confirm_with=kept), note
+    return library, params, None
 
 
 class NoInputError(LookupError):
@@ -140,6 +182,26 @@ def postprocess_catalog_observation(
         rotation_rad = float(np.deg2rad(np.ptp(np.rad2deg(np.unwrap(np.deg2rad(angles))))))
         cubes = cube if cube.ndim == 4 else cube[None]
         psfs = psf if psf.ndim == 3 else np.repeat(psf[None], len(cubes), axis=0)
+        library, params, reference_note = archive_references(catalog, observation_id, cubes.shape[-2:], params)
+        if library is not None:
+            with catalog.session() as session:
+                reduction = session.get(Reduction, reduction_id)
+                hashes = [
+                    p.sha256
+                    for r in library.reduction_ids
+                    for p in session.get(Reduction, r).products
+                    if p.kind == "cube"
+                ]
+                # traceable without naming other programmes' observations in this reduction's products: the
+                # headers get the kind and the combined checksum, the catalog row the reductions
+                reduction.inputs = list(reduction.inputs or []) + [
+                    {
+                        "kind": "reference-library",
+                        "sha256": inputs_fingerprint(hashes),
+                        "reduction_ids": list(library.reduction_ids),
+                    }
+                ]
+                provenance = reduction_provenance(reduction)
         out_dir.mkdir(parents=True, exist_ok=True)
         detections: list[Detection] = []
         limits: list[DetectionLimit] = []
@@ -157,6 +219,7 @@ def postprocess_catalog_observation(
                 pixel_scale=pixel_scale,
                 star_flux=star_flux,
                 systematics=systematics,
+                reference_cube=None if library is None else library.frames[min(band, len(library.frames) - 1)],
             )
             paths.update(
                 write_products(
@@ -180,6 +243,13 @@ def postprocess_catalog_observation(
                 "band": band + 1,
                 "wavelength_um": wavelength,
                 "systematics": result.systematics.to_dict(),
+                "algorithms": [params.subtraction.algorithm, *params.other_algorithms],
+                **({"reference_library": reference_note} if reference_note else {}),
+                **(
+                    {"reference_library": f"{len(library.observation_ids)} observation(s) of other targets"}
+                    if library is not None
+                    else {}
+                ),
             }
             table = detections_table(result, pixel_scale, star_flux)
             curve = contrast_table(result.contrast)

@@ -95,6 +95,7 @@ def reference_library(
         raise LookupError(
             f"no reference observation with {science.instrument} {science.filter} "
             f"{science.coronagraph or 'no coronagraph'} and a calibrated cube"
+            + ("" if visible_ids is None else " among those released or of the same programme")
         )
     shape = frames[0].shape[-2:]
     frames = [f if f.shape[-2:] == shape else _fit_shape(f, shape) for f in frames]

@@ -563,3 +563,61 @@ def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_sa
     with catalog.session() as session:
         statuses = [r.status for r in session.scalars(select(Reduction))]
     assert statuses and set(statuses) == {"done"}, statuses  # the killed step's row was taken over, none left running
+
+
+def test_campaign_draws_ardi_references_from_the_archive_never_from_the_target(archive, tmp_path):
+    """ARDI beside PCA: the library comes from other targets' observations with the same set-up.
+
+    The night has two H23 observations (two targets, two programmes) with the same coronagraph and a K12
+    one. One H23 observation is made public: it serves as the other's reference, while the other,
+    proprietary to another programme, never serves as its reference (its imprint would reach the first
+    programme's products). So ARDI runs for one observation, with its own limit per band, and is left out
+    of the other two with the reason; the products name no other observation.
+    """
+    from datetime import date, timedelta
+
+    from hcdc.catalog.models import Product
+
+    overrides = {"postprocess": dict(FAST["postprocess"], confirm_with="ardi")}
+    catalog, settings = _setup(archive, f"sqlite:///{tmp_path / 'catalog.sqlite'}", tmp_path / "data")
+    with catalog.session() as session:
+        h23 = session.scalars(
+            select(Observation)
+            .where(Observation.filter == "DB_H23", Observation.origin == "raw")
+            .order_by(Observation.id)
+        ).all()
+        assert len(h23) == 2 and h23[0].programme_id != h23[1].programme_id
+        public, proprietary = h23[0].id, h23[1].id
+        h23[0].release_date = date.today() - timedelta(days=1)
+        assert h23[1].release_date > date.today()
+    params = _parameters(tmp_path, overrides)
+    report = reprocess(catalog, settings, campaign="ardi", executor="serial", parameters=params)
+    assert not report.failures, report.failures
+    with catalog.session() as session:
+        reductions = session.scalars(
+            select(Reduction).where(Reduction.step == "postprocess", Reduction.status == "done")
+        ).all()
+        assert len(reductions) == 3
+        for reduction in reductions:
+            observation = session.get(Observation, reduction.observation_id)
+            algorithms = {
+                limit.algorithm
+                for limit in session.scalars(select(DetectionLimit).where(DetectionLimit.reduction_id == reduction.id))
+            }
+            entries = [i for i in reduction.inputs if i.get("kind") == "reference-library"]
+            detections_meta = [p.meta or {} for p in reduction.products if p.kind.startswith("detections")]
+            if observation.id == proprietary:  # the public observation is its reference
+                (entry,) = entries
+                sources = [session.get(Reduction, r) for r in entry["reduction_ids"]]
+                assert [r.observation_id for r in sources] == [public]
+                assert algorithms == {"pca", "ardi"}
+            else:  # the public one: its only candidate is proprietary to another programme; K12: none at all
+                assert not entries and algorithms == {"pca"}
+                notes = [m.get("reference_library", "") for m in detections_meta]
+                assert any("ardi not run" in n and "released or of the same programme" in n for n in notes), notes
+            # the products' provenance (FITS headers) names no other observation's reduction
+            for product in session.scalars(select(Product).where(Product.reduction_id == reduction.id)):
+                if product.path.endswith(".fits"):
+                    from astropy.io import fits
+
+                    assert "reduction_ids" not in repr(fits.getheader(product.path))

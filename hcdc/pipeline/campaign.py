@@ -208,22 +208,30 @@ def reprocess(
         ids = select_observations(session, query)
         session.get(Campaign, row.id).status = "running"
         plans = {i: observation_steps(session.get(Observation, i), steps) for i in ids}
-    tasks = [
-        ChainTask(
-            observation_id=i,
-            campaign_id=row.id,
-            steps=plans[i][0],
-            parameters=parameters,
-            catalog_url=catalog.url,
-            data_dir=str(settings.data_dir),
-            retries=settings.pipeline_retries if retries is None else retries,
-        )
-        for i in ids
-        if plans[i][0]
-    ]
+    # RDI/ARDI draw their libraries from other observations' calibrated cubes: all the pre-processing first
+    phases = [steps]
+    if {"preprocess", "postprocess"} <= set(steps) and _uses_references(parameters):
+        phases = [tuple(s for s in steps if s != "postprocess"), ("postprocess",)]
+
+    def phase_tasks(phase: tuple[str, ...], exclude: set[int]) -> list[ChainTask]:
+        return [
+            ChainTask(
+                observation_id=i,
+                campaign_id=row.id,
+                steps=tuple(s for s in plans[i][0] if s in phase),
+                parameters=parameters,
+                catalog_url=catalog.url,
+                data_dir=str(settings.data_dir),
+                retries=settings.pipeline_retries if retries is None else retries,
+            )
+            for i in ids
+            if i not in exclude and any(s in phase for s in plans[i][0])
+        ]
+
+    tasks = phase_tasks(phases[0], set())
     with catalog.session() as session:  # the longest first: a long observation left to the end makes the tail
         tasks = longest_first(tasks, expected_seconds(session, [t.observation_id for t in tasks], steps))
-        labels = {t.observation_id: _label(session, t.observation_id) for t in tasks} if announce else {}
+        labels = {i: _label(session, i) for i in ids if plans[i][0]} if announce else {}
     report = CampaignReport(
         campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
     )
@@ -238,30 +246,45 @@ def reprocess(
         i: (tuple(s for s in steps if s not in plans[i][0]), plans[i][1]) for i in ids if plans[i][0] and plans[i][1]
     }
     started = time.perf_counter()
+    total = sum(1 for i in ids if plans[i][0])
     bar = _progress(len(ids), progress)
-    bar.update(len(ids) - len(tasks))
+    bar.update(len(ids) - total)
+    merged: dict[int, ChainResult] = {}
     try:
-        for finished, result in enumerate(_execute(tasks, executor, settings, cluster), start=1):
-            if result.observation_id in partly:
-                left, reason = partly[result.observation_id]
-                result.steps.append(StepOutcome(result.observation_id, ",".join(left), "skipped", None, reason))
-            report.results.append(result)
-            counts = report.counts
-            bar.set_postfix(
-                done=counts["done"],
-                uptodate=counts["up-to-date"],
-                failed=counts["failed"],
-                last=f"obs {result.observation_id}",
-                refresh=False,
-            )
-            bar.update()
-            if announce is not None:  # one result per task, in the order they finish
-                line = finished_line(
-                    result, labels.get(result.observation_id, ""), finished, len(tasks), time.perf_counter() - started
+        for number, phase in enumerate(phases):
+            if number:  # the next phase: observations whose earlier steps failed are not taken further
+                failed = {i for i, r in merged.items() if r.failed}
+                tasks = phase_tasks(phase, failed)
+            last_phase = number == len(phases) - 1
+            for finished, result in enumerate(_execute(tasks, executor, settings, cluster), start=1):
+                combined = merged.setdefault(result.observation_id, ChainResult(result.observation_id))
+                combined.steps.extend(result.steps)
+                if not last_phase and not result.failed:
+                    continue
+                if result.observation_id in partly:
+                    left, reason = partly[result.observation_id]
+                    combined.steps.append(StepOutcome(result.observation_id, ",".join(left), "skipped", None, reason))
+                counts = report.counts
+                bar.set_postfix(
+                    done=counts["done"],
+                    uptodate=counts["up-to-date"],
+                    failed=counts["failed"],
+                    last=f"obs {result.observation_id}",
+                    refresh=False,
                 )
-                (bar.write if progress else announce)(line)
+                bar.update()
+                if announce is not None:  # one result per observation, in the order they finish
+                    line = finished_line(
+                        combined,
+                        labels.get(result.observation_id, ""),
+                        sum(1 for r in merged.values() if last_phase or r.failed),
+                        total,
+                        time.perf_counter() - started,
+                    )
+                    (bar.write if progress else announce)(line)
     finally:
         bar.close()
+    report.results.extend(merged.values())
     report.seconds = time.perf_counter() - started
     report.results.sort(key=lambda r: r.observation_id)
     with catalog.session() as session:
@@ -306,6 +329,16 @@ def _link_sources(
         report.sources_error = f"{type(exc).__name__}: {exc}"
         if announce is not None:
             announce(f"sources: linking failed ({report.sources_error}); run hcdc sources link")
+
+
+def _uses_references(parameters: dict[str, dict]) -> bool:
+    """Whether the campaign's post-processing runs an algorithm with a reference library (RDI, ARDI)."""
+    from reduction.postproc.pipeline import REFERENCE_ALGORITHMS
+
+    post = parameters.get("postprocess") or {}
+    algorithms = {(post.get("subtraction") or {}).get("algorithm", "pca")}
+    algorithms |= {a.strip() for a in str(post.get("confirm_with") or "").split(",") if a.strip()}
+    return bool(algorithms & set(REFERENCE_ALGORITHMS))
 
 
 def expected_seconds(session, observation_ids: list[int], steps: Iterable[str]) -> dict[int, float]:

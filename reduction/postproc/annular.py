@@ -79,8 +79,9 @@ def pca_annular(
     collapse_mode: str = "median",
     derotation: str = "fft",
     workers: int = 1,
+    reference=None,
 ) -> PsfSubtractionResult:
-    """Annular PCA-ADI (``vip_hci.psfsub.pca_annular`` with ``n_segments=1``).
+    """Annular PCA-ADI (``vip_hci.psfsub.pca_annular`` with ``n_segments=1``); ARDI with ``reference``.
 
     Parameters
     ----------
@@ -108,6 +109,10 @@ def pca_annular(
     derotation : {'fft', 'spline'}
         Derotation method (vip's Fourier three-shear rotation, or a cubic spline).
     workers : int
+    reference : ndarray, (n_ref, y, x), optional
+        Frames of reference stars, centred like the cube: ARDI, as vip's ``pca_annular(cube_ref=...)``.
+        Each frame's library is the reference frames followed by the science frames beyond the rotation
+        threshold; no annulus is skipped for want of science frames (the reference frames suffice).
 
     Returns
     -------
@@ -117,7 +122,12 @@ def pca_annular(
     cube = check_cube(cube)
     angles = check_angles(angles, cube.shape[0])
     fwhm = check_positive(fwhm, "fwhm")
-    ncomp = check_ncomp(ncomp, cube.shape[0])
+    if reference is not None:
+        reference = check_cube(reference, "reference")
+        if reference.shape[-2:] != cube.shape[-2:]:
+            raise ValueError(f"reference frames are {reference.shape[-2:]}, science frames {cube.shape[-2:]}")
+    n_ref = 0 if reference is None else reference.shape[0]
+    ncomp = check_ncomp(ncomp, cube.shape[0] + n_ref)
     asize = check_positive(asize, "asize")
     delta_rot = check_positive(delta_rot, "delta_rot", allow_zero=True)
     if collapse_mode not in COLLAPSES:
@@ -136,10 +146,11 @@ def pca_annular(
         if not pixels.any():
             continue
         matrix = scale_matrix(cube[:, pixels], scaling)
+        ref_matrix = None if reference is None else scale_matrix(reference[:, pixels], scaling)
         libraries = [library_indices(angles, i, threshold, max_frames_lib) for i in range(nt)]
-        sizes = np.array([lib.size for lib in libraries])
+        sizes = np.array([lib.size for lib in libraries]) + n_ref
         smallest = int(sizes.min())
-        if smallest < max(min_frames_lib, ncomp):
+        if smallest < (ncomp if reference is not None else max(min_frames_lib, ncomp)):
             worst = int(np.argmin(sizes))
             reason = (
                 f"annulus {index} ({inner:.1f}-{outer:.1f} px): rotation threshold "
@@ -159,7 +170,8 @@ def pca_annular(
             key = lib.tobytes()
             comps = cache.get(key)
             if comps is None:
-                comps = principal_components(matrix[lib], ncomp)
+                library = matrix[lib] if ref_matrix is None else np.vstack([ref_matrix, matrix[lib]])
+                comps = principal_components(library, ncomp)
                 cache[key] = comps
             out[i] = project_out(matrix[i : i + 1], comps)[0]
         residuals[:, pixels] = out
@@ -182,11 +194,12 @@ def pca_annular(
         "scaling": scaling,
         "collapse": collapse_mode,
         "derotation": derotation,
+        "n_reference": n_ref,
     }
     return PsfSubtractionResult(
         residuals=frame,
         residual_cube=derotated,
-        algorithm="annular-pca",
+        algorithm="annular-pca" if reference is None else "ardi-annular-pca",
         parameters=params,
         annuli=tuple(infos),
         notes=tuple(notes),

@@ -32,7 +32,7 @@ from .detection import THRESHOLD_KINDS, detect_candidates
 from .negfc import characterise, remove_companion
 from .pca import pca_adi
 from .psf import normalize_psf
-from .rdi import pca_rdi
+from .rdi import pca_rdi, select_reference_frames
 from .recenter import recenter_cube
 from .results import (
     AlgorithmRun,
@@ -56,7 +56,9 @@ from .statistical import (
 log = logging.getLogger(__name__)
 
 #: PSF subtraction, then aperture S/N; and the statistical algorithms (their own detection maps)
-ALGORITHMS = ("pca", "annular-pca", "cadi", *STATISTICAL_ALGORITHMS)
+#: algorithms that need a reference library (frames of other stars with the same set-up)
+REFERENCE_ALGORITHMS = ("rdi", "ardi")
+ALGORITHMS = ("pca", "annular-pca", "cadi", *REFERENCE_ALGORITHMS, *STATISTICAL_ALGORITHMS)
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,12 @@ class PsfSubtractionParameters(StepParameters):
 
     Attributes
     ----------
-    algorithm : {'pca', 'annular-pca', 'cadi', 'andromeda', 'paco'}
-        PSF subtraction: full-frame PCA, annular PCA (vip's ``pca_annular``) or classical ADI; or a
-        statistical detection map from vip-hci: ANDROMEDA or (fast) PACO (``reduction.postproc.statistical``).
+    algorithm : {'pca', 'annular-pca', 'cadi', 'rdi', 'ardi', 'andromeda', 'paco'}
+        PSF subtraction: full-frame PCA, annular PCA (vip's ``pca_annular``) or classical ADI; PCA with a
+        library of reference-star frames (RDI), or annular PCA whose library is the reference frames and
+        the science frames beyond the rotation threshold (ARDI, vip's ``pca_annular(cube_ref=...)``),
+        which need a reference library; or a statistical detection map from vip-hci: ANDROMEDA or (fast) PACO
+        (``reduction.postproc.statistical``).
     ncomp : int
         Principal components (PCA algorithms).
     asize : float
@@ -86,6 +91,9 @@ class PsfSubtractionParameters(StepParameters):
         How the derotated residual frames are combined.
     derotation : {'fft', 'spline'}
         Frame rotation: Fourier (flux-conserving, vip's 'fft') or spline interpolation.
+    n_reference_frames : int
+        RDI/ARDI: the library frames best correlated with the science frames (median frame, 1-10 FWHM
+        annulus) that are kept.
     """
 
     algorithm: str = "pca"
@@ -98,12 +106,13 @@ class PsfSubtractionParameters(StepParameters):
     mask_center_px: float | None = None
     collapse: str = "median"
     derotation: str = "fft"
+    n_reference_frames: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        self._at_least(ncomp=1, asize=0.5, delta_rot=0, radius_int=0, min_frames_lib=1)
+        self._at_least(ncomp=1, asize=0.5, delta_rot=0, radius_int=0, min_frames_lib=1, n_reference_frames=1)
 
 
 def subtract_psf(
@@ -141,6 +150,37 @@ def subtract_psf(
             delta_rot=params.delta_rot,
             min_frames_lib=params.min_frames_lib,
             scaling=params.scaling,
+            **common,
+        )
+    if params.algorithm in REFERENCE_ALGORITHMS:
+        if reference_cube is None:
+            raise ValueError(
+                f"{params.algorithm} needs a reference library (frames of other stars with the same instrument, "
+                f"filter and coronagraph): pass reference_cube"
+            )
+        if params.algorithm == "rdi":
+            return pca_rdi(
+                cube_arr,
+                angles,
+                reference_cube,
+                params.ncomp,
+                scaling=params.scaling,
+                mask_center_px=params.mask_center_px,
+                **common,
+            )
+        if fwhm is None:
+            raise ValueError("ARDI (annular) needs the FWHM")
+        return pca_annular(
+            cube_arr,
+            angles,
+            fwhm,
+            params.ncomp,
+            asize=params.asize,
+            radius_int=params.radius_int,
+            delta_rot=params.delta_rot,
+            min_frames_lib=params.min_frames_lib,
+            scaling=params.scaling,
+            reference=reference_cube,
             **common,
         )
     if reference_cube is not None:
@@ -344,15 +384,16 @@ class ContrastCurveStep(Step[ContrastCurveParameters, ContrastCurve]):
     version: ClassVar[str] = "1"
     Parameters: ClassVar[type[StepParameters]] = ContrastCurveParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "fwhm", "subtraction")
-    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "pixel_scale")
+    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "pixel_scale", "reference_cube")
     outputs: ClassVar[tuple[str, ...]] = ("separation_px", "separation_arcsec", "contrast", "throughput")
 
     def run(self, params: ContrastCurveParameters, **inputs: Any) -> ContrastCurve:
         sub: PsfSubtractionParameters = inputs["subtraction"]
         fwhm = inputs["fwhm"]
+        reference = inputs.get("reference_cube") if sub.algorithm in REFERENCE_ALGORITHMS else None
 
         def algorithm(c, a):
-            return subtract_psf(c, a, sub, fwhm=fwhm).residuals
+            return subtract_psf(c, a, sub, fwhm=fwhm, reference_cube=reference).residuals
 
         return contrast_curve(
             inputs["cube"],
@@ -446,6 +487,7 @@ def postprocess(
     star_flux: float | None = None,
     params: PostprocessParameters = PostprocessParameters(),
     systematics: Systematics | None = None,
+    reference_cube=None,
 ) -> PostprocessResult:
     """PSF subtraction, detection, NEGFC characterisation and detection limits of one ADI cube.
 
@@ -466,6 +508,10 @@ def postprocess(
         What the observation adds to every detection's errors (star centre, calibration, photometry;
         :mod:`reduction.postproc.budget`). Without it only the cube's own terms are known: the centre
         is ``given`` with no uncertainty, unless ``params.recenter`` measures it.
+    reference_cube : ndarray, (n, y, x), optional
+        The reference library of the RDI/ARDI algorithms (frames of other stars, centred like the cube);
+        its ``params.subtraction.n_reference_frames`` frames best correlated with the science frames are
+        used.
 
     Returns
     -------
@@ -487,6 +533,11 @@ def postprocess(
         recentering = recenter_cube(cube, fwhm, negative=params.recenter_negative, subi_size=params.recenter_subi_size)
         cube = recentering.cube
     systematics = _with_centre(systematics or Systematics(), recentering)
+    uses_references = {params.subtraction.algorithm, *params.other_algorithms} & set(REFERENCE_ALGORITHMS)
+    if uses_references and reference_cube is not None:
+        reference_cube, _ = select_reference_frames(
+            cube, reference_cube, params.subtraction.n_reference_frames, fwhm, 10 * fwhm
+        )
     statistical = None
     if params.subtraction.algorithm in STATISTICAL_ALGORITHMS:
         # the algorithm's own detection map: its flux map stands for the residual image
@@ -510,12 +561,13 @@ def postprocess(
             fwhm=fwhm,
         )
     else:
-        subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm)
+        main_reference = reference_cube if params.subtraction.algorithm in REFERENCE_ALGORITHMS else None
+        subtraction = subtract_psf(cube, angles, params.subtraction, fwhm=fwhm, reference_cube=main_reference)
         detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
     for note in subtraction.notes:
         log.info(note)
     others = tuple(
-        _other_algorithm(algorithm, cube, angles, npsf, fwhm, pixel_scale, star_flux, params)
+        _other_algorithm(algorithm, cube, angles, npsf, fwhm, pixel_scale, star_flux, params, reference_cube)
         for algorithm in params.other_algorithms
     )
     found = _merge_candidates(params.subtraction.algorithm, detection.candidates, others, fwhm)
@@ -540,8 +592,14 @@ def postprocess(
             continue
         try:
             ncomp = min(char_params.ncomp, cube.shape[0])
+            # what only another algorithm finds is flagged for a person to look at (single-algorithm): its
+            # position and flux are fitted, without the speckle injections that make a catalogued error
+            # (an ANDROMEDA map of 24 frames gave 20 such candidates: 100 s of injections, measured)
+            other_only = bool(found_by) and params.subtraction.algorithm not in found_by
             result = CharacterisationStep()(
-                dataclasses.replace(char_params, ncomp=ncomp),
+                dataclasses.replace(
+                    char_params, ncomp=ncomp, n_injections=0 if other_only else char_params.n_injections
+                ),
                 cube=cube,
                 angles=angles,
                 psf=npsf.psf,
@@ -556,7 +614,12 @@ def postprocess(
             )
             continue
         budget = negfc_budget(result, pixel_scale, star_flux, systematics)
-        characterised.append(CharacterisedCandidate(candidate, result, budget=budget, found_by=found_by))
+        note = (
+            f"found by {'+'.join(found_by)} only: fitted without the speckle term (its errors are the fit's)"
+            if other_only
+            else ""
+        )
+        characterised.append(CharacterisedCandidate(candidate, result, note, budget=budget, found_by=found_by))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
     if statistical is not None:
@@ -573,6 +636,7 @@ def postprocess(
             subtraction=params.subtraction,
             star_flux=star_flux,
             pixel_scale=pixel_scale,
+            reference_cube=reference_cube,
         )
     return PostprocessResult(
         subtraction=subtraction,
@@ -590,7 +654,7 @@ def postprocess(
 
 
 def _other_algorithm(
-    algorithm: str, cube, angles, npsf: NormalizedPsf, fwhm: float, pixel_scale: float, star_flux, params
+    algorithm: str, cube, angles, npsf: NormalizedPsf, fwhm: float, pixel_scale: float, star_flux, params, reference
 ) -> AlgorithmRun:
     """One more algorithm on the same cube: its detection map, candidates and detection limit."""
     if algorithm in STATISTICAL_ALGORITHMS:
@@ -607,7 +671,8 @@ def _other_algorithm(
         )
         return AlgorithmRun(algorithm, detection, contrast, maps.false_alarm[1])
     subtraction_params = dataclasses.replace(params.subtraction, algorithm=algorithm)
-    subtraction = subtract_psf(cube, angles, subtraction_params, fwhm=fwhm)
+    reference = reference if algorithm in REFERENCE_ALGORITHMS else None
+    subtraction = subtract_psf(cube, angles, subtraction_params, fwhm=fwhm, reference_cube=reference)
     detection = DetectionStep()(params.detection, residuals=subtraction.residuals, fwhm=fwhm)
     contrast = ContrastCurveStep()(
         params.contrast,
@@ -618,6 +683,7 @@ def _other_algorithm(
         subtraction=subtraction_params,
         star_flux=star_flux,
         pixel_scale=pixel_scale,
+        reference_cube=reference,
     )
     return AlgorithmRun(algorithm, detection, contrast, "aperture S/N (Mawet et al. 2014, small-sample t statistics)")
 
@@ -680,7 +746,7 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
     version: ClassVar[str] = "2"
     Parameters: ClassVar[type[StepParameters]] = PostprocessParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "pixel_scale")
-    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "systematics")
+    optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "systematics", "reference_cube")
     outputs: ClassVar[tuple[str, ...]] = ("subtraction", "detection", "characterised", "contrast")
 
     def run(self, params: PostprocessParameters, **inputs: Any) -> PostprocessResult:
@@ -692,4 +758,5 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
             star_flux=inputs.get("star_flux"),
             params=params,
             systematics=inputs.get("systematics"),
+            reference_cube=inputs.get("reference_cube"),
         )

@@ -9,6 +9,10 @@ combined. ``vip_hci.psfsub.pca(cube, angles, cube_ref=library)``.
 
 from __future__ import annotations
 
+import numpy as np
+
+from reduction.conventions import star_centre
+
 from ._checks import check_angles, check_cube, check_ncomp
 from ._threads import blas_single_thread
 from .pca import COLLAPSES, combine, pca_residuals
@@ -74,3 +78,35 @@ def pca_rdi(
         "derotation": derotation,
     }
     return PsfSubtractionResult(residuals=frame, residual_cube=derotated, algorithm="rdi-pca", parameters=params)
+
+
+def select_reference_frames(
+    cube, reference_cube, n_frames: int, inner_px: float, outer_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_frames`` library frames best correlated with the science frames (Ruane et al. 2019 recipe).
+
+    Each library frame's Pearson correlation with the science cube's median frame is measured in the
+    annulus ``inner_px <= r < outer_px`` around the star (where the speckles to subtract are); the
+    best ``n_frames`` are kept, best first. Returns ``(frames, their indices in reference_cube)``.
+    """
+    cube = check_cube(cube)
+    reference = check_cube(reference_cube, "reference_cube")
+    if reference.shape[-2:] != cube.shape[-2:]:
+        raise ValueError(f"reference frames are {reference.shape[-2:]}, science frames {cube.shape[-2:]}")
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+    cy, cx = star_centre(cube.shape[-2:])
+    yy, xx = np.indices(cube.shape[-2:])
+    rho = np.hypot(yy - cy, xx - cx)
+    ring = (rho >= inner_px) & (rho < outer_px)
+    if ring.sum() < 10:
+        raise ValueError(f"the correlation annulus {inner_px:.1f}-{outer_px:.1f} px holds fewer than 10 pixels")
+    science = np.median(cube, axis=0)[ring]
+    science = (science - science.mean()) / (science.std() or 1.0)
+    library = reference[:, ring]
+    library = (library - library.mean(axis=1, keepdims=True)) / np.where(
+        (s := library.std(axis=1, keepdims=True)) > 0, s, 1.0
+    )
+    correlation = library @ science / science.size
+    order = np.argsort(-correlation, kind="stable")[: min(n_frames, reference.shape[0])]
+    return reference[order], order
