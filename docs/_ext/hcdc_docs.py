@@ -312,7 +312,57 @@ class LiteratureDirective(_Generated):
         return [head, ""] + _table(["quantity", "HC-DC (budget total)", "published", "difference"], rows)
 
 
+class AlgorithmsDirective(_Generated):
+    """What each post-processing algorithm costs, from bench/results/bench_algorithms.json."""
+
+    def lines(self):
+        record = _bench("bench_algorithms.json")
+        if record is None:
+            return ["*No* ``bench/results/bench_algorithms.json`` *in this checkout.*", ""]
+        rows = []
+        for dataset, algorithms in record.get("datasets", {}).items():
+            for algorithm, r in algorithms.items():
+                rows.append([dataset, algorithm, f"{r['algorithm_s']:.1f}", f"{r['step_s']:.1f}", r["candidates"]])
+        load = record.get("load_average_start", [math.nan])[0]
+        out = [f"Measured {record['date']}, one BLAS thread, load average {load:.2f} at the start.", ""]
+        out += _table(["data", "algorithm", "algorithm alone (s)", "whole step (s)", "candidates characterised"], rows)
+        for t in record.get("throughput", []):
+            out += [
+                f"* campaign with ``confirm_with: {t['confirm_with'] or '(none)'}``: {t['observations']} observations "
+                f"in {t['seconds']:.0f} s, **{t['observations_per_hour']:.0f} per hour** ({t['failures']} failures)",
+            ]
+        return out + [""]
+
+
+class ArdiDirective(_Generated):
+    """The contrast gain of ARDI over ADI, from bench/results/bench_ardi.json."""
+
+    def lines(self):
+        record = _bench("bench_ardi.json")
+        if record is None:
+            return ["*No* ``bench/results/bench_ardi.json`` *in this checkout.*", ""]
+        rows = []
+        separations = None
+        for obs in record["observations"]:
+            for band in obs["bands"]:
+                gains = band["gain_adi_over_ardi"]
+                separations = separations or list(gains)
+                rows.append(
+                    [obs["target"], f"{obs['rotation_deg']:.1f}", band["band"]]
+                    + [f"{gains[s]:.1f}" if gains[s] else "n/a" for s in separations]
+                )
+        head = (
+            f"Simulated night (seed {record['seed']}, {record['science_span_min']:.0f}-minute sequences), "
+            f"{record['ncomp']} components, the {record['reference_frames']} best-correlated reference frames; "
+            f"measured {record['date']}. ADI limit / ARDI limit (> 1: ARDI deeper):"
+        )
+        header = ["target", "field rotation (deg)", "band"] + [f'at {s}"' for s in (separations or [])]
+        return [head, ""] + _table(header, rows)
+
+
 def setup(app):
+    app.add_directive("hcdc-algorithms", AlgorithmsDirective)
+    app.add_directive("hcdc-ardi", ArdiDirective)
     app.add_directive("hcdc-literature", LiteratureDirective)
     app.add_directive("hcdc-settings", SettingsDirective)
     app.add_directive("hcdc-catalog", CatalogDirective)
