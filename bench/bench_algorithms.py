@@ -164,7 +164,11 @@ def main() -> int:
     parser.add_argument("--skip-paco-full", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-full", action="store_true", help="leave out the full-frame IRDIS observation")
+    parser.add_argument("--datasets", default="naco,campaign,full", help="which of naco, campaign, full")
+    parser.add_argument("--full-algorithms", default=None, help="algorithms on the full frame (default: --algorithms)")
+    parser.add_argument("--merge", action="store_true", help="add to bench/results/bench_algorithms.json")
     args = parser.parse_args()
+    wanted = {d.strip() for d in args.datasets.split(",")}
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     work = Path(tempfile.mkdtemp(prefix="hcdc-bench-algorithms-"))
     results = {
@@ -173,15 +177,26 @@ def main() -> int:
         "load_average_start": os.getloadavg(),
         "datasets": {},
     }
+    previous = RESULTS / "bench_algorithms.json"
+    if args.merge and previous.is_file():  # earlier runs' rows stay (each row is one run's measurement)
+        results["datasets"] = json.loads(previous.read_text()).get("datasets", {})
+        results["merged_runs"] = json.loads(previous.read_text()).get("merged_runs", []) + [
+            json.loads(previous.read_text()).get("date")
+        ]
     datasets = {}
-    data = naco()
+    data = naco() if "naco" in wanted else None
     if data is not None:
         datasets["NACO beta Pic (61 x 101 x 101)"] = data
-    if not args.skip_full:
+    if not args.skip_full and wanted & {"campaign", "full"}:
         full = irdis_full(work)
         n = full["cube"].shape
-        datasets[f"IRDIS campaign field ({n[0]} x {CAMPAIGN_CROP} x {CAMPAIGN_CROP})"] = crop(full, CAMPAIGN_CROP)
-        datasets[f"IRDIS full frame ({n[0]} x {n[1]} x {n[2]})"] = full
+        if "campaign" in wanted:
+            datasets[f"IRDIS campaign field ({n[0]} x {CAMPAIGN_CROP} x {CAMPAIGN_CROP})"] = crop(full, CAMPAIGN_CROP)
+        if "full" in wanted:
+            datasets[f"IRDIS full frame ({n[0]} x {n[1]} x {n[2]})"] = full
+    full_algorithms = (
+        [a.strip() for a in args.full_algorithms.split(",") if a.strip()] if args.full_algorithms else algorithms
+    )
 
     def save() -> None:
         results["load_average_end"] = os.getloadavg()
@@ -189,8 +204,8 @@ def main() -> int:
         (RESULTS / "bench_algorithms.json").write_text(json.dumps(results, indent=1))
 
     for name, data in datasets.items():
-        results["datasets"][name] = {}
-        for algorithm in algorithms:
+        results["datasets"].setdefault(name, {})
+        for algorithm in full_algorithms if "full frame" in name else algorithms:
             if algorithm == "paco" and "full frame" in name and args.skip_paco_full:
                 continue
             print(f"{name}: {algorithm} ...", flush=True)
