@@ -102,6 +102,9 @@ def test_a_second_algorithm_confirms_candidates_and_gives_its_own_limit():
     labels = [c.found_by for c in result.characterised]
     assert all(labels) and all("pca" in f for f in labels[: len(result.detection.candidates)])
     assert all(f == ("andromeda",) for f in labels[len(result.detection.candidates) :])
+    # those are flagged for a person, not fitted (their position and S/N are ANDROMEDA's)
+    extra = result.characterised[len(result.detection.candidates) :]
+    assert all(c.negfc is None and "not fitted" in c.note for c in extra)
     # ANDROMEDA's own limit, from its flux-uncertainty map, beside PCA's
     (other,) = result.others
     assert other.algorithm == "andromeda" and np.isfinite(other.contrast.contrast).any()

@@ -578,6 +578,16 @@ def postprocess(
     free_cube = cube
     half = min(cube.shape[-2:]) / 2
     for index, (candidate, found_by) in enumerate(found):
+        if found_by and params.subtraction.algorithm not in found_by:
+            # what only another algorithm finds is flagged for a person to look at (single-algorithm), with
+            # that algorithm's position and S/N; not fitted: an ANDROMEDA map of a 24-frame IRDIS cube gave 20
+            # such candidates (100 s of NEGFC with injections, measured), nearly all near its inner edge
+            characterised.append(
+                CharacterisedCandidate(
+                    candidate, None, f"found by {'+'.join(found_by)} only: not fitted", found_by=found_by
+                )
+            )
+            continue
         if params.max_characterised is not None and index >= params.max_characterised:
             characterised.append(
                 CharacterisedCandidate(candidate, None, "not characterised (max_characterised)", found_by=found_by)
@@ -592,14 +602,8 @@ def postprocess(
             continue
         try:
             ncomp = min(char_params.ncomp, cube.shape[0])
-            # what only another algorithm finds is flagged for a person to look at (single-algorithm): its
-            # position and flux are fitted, without the speckle injections that make a catalogued error
-            # (an ANDROMEDA map of 24 frames gave 20 such candidates: 100 s of injections, measured)
-            other_only = bool(found_by) and params.subtraction.algorithm not in found_by
             result = CharacterisationStep()(
-                dataclasses.replace(
-                    char_params, ncomp=ncomp, n_injections=0 if other_only else char_params.n_injections
-                ),
+                dataclasses.replace(char_params, ncomp=ncomp),
                 cube=cube,
                 angles=angles,
                 psf=npsf.psf,
@@ -614,12 +618,7 @@ def postprocess(
             )
             continue
         budget = negfc_budget(result, pixel_scale, star_flux, systematics)
-        note = (
-            f"found by {'+'.join(found_by)} only: fitted without the speckle term (its errors are the fit's)"
-            if other_only
-            else ""
-        )
-        characterised.append(CharacterisedCandidate(candidate, result, note, budget=budget, found_by=found_by))
+        characterised.append(CharacterisedCandidate(candidate, result, budget=budget, found_by=found_by))
         if candidate.significance >= params.remove_significance and result.flux > 0:
             free_cube = remove_companion(free_cube, angles, npsf.psf, result)
     if statistical is not None:

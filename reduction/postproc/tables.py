@@ -263,7 +263,7 @@ DETECTION_FIELDS: tuple[DetectionField, ...] = (
         False,
         str,
     ),
-    DetectionField("note", None, "Why a candidate has no fit, or what its fit lacks (empty otherwise)", False, str),
+    DetectionField("note", None, "Why a candidate has no fit (empty when it has one)", False, str),
 )
 
 #: the error-budget columns of a detection, in table order
