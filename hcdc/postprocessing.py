@@ -270,24 +270,13 @@ def postprocess_catalog_observation(
                         **fields,
                     )
                 )
-            limit_fields = catalog_limit(
-                curve, result.contrast.sigma, params.subtraction.algorithm, wavelength, star_flux
-            )
-            limit = DetectionLimit(
-                reduction_id=reduction_id,
-                observation_id=observation_id,
-                sigma=limit_fields["sigma"],
-                algorithm=limit_fields["algorithm"],
-                wavelength_um=limit_fields["wavelength_um"],
-                release_date=release,
-            )
-            limit.points.extend(DetectionLimitPoint(**point) for point in limit_fields["points"])
-            limits.append(limit)
-            for run in result.others:  # each other algorithm's own limit (confirm_with)
-                fields = catalog_limit(
-                    contrast_table(run.contrast), run.contrast.sigma, run.algorithm, wavelength, star_flux
-                )
-                other = DetectionLimit(
+            # the main algorithm's limit, then each other algorithm's own (confirm_with)
+            for algorithm, contrast, table in (
+                (params.subtraction.algorithm, result.contrast, curve),
+                *((run.algorithm, run.contrast, contrast_table(run.contrast)) for run in result.others),
+            ):
+                fields = catalog_limit(table, contrast.sigma, algorithm, wavelength, star_flux)
+                limit = DetectionLimit(
                     reduction_id=reduction_id,
                     observation_id=observation_id,
                     sigma=fields["sigma"],
@@ -295,8 +284,8 @@ def postprocess_catalog_observation(
                     wavelength_um=fields["wavelength_um"],
                     release_date=release,
                 )
-                other.points.extend(DetectionLimitPoint(**point) for point in fields["points"])
-                limits.append(other)
+                limit.points.extend(DetectionLimitPoint(**point) for point in fields["points"])
+                limits.append(limit)
         if len(cubes) > 1:
             _vet_across_bands(detections, pixel_scale)
         with catalog.session() as session:

@@ -9,7 +9,6 @@ PI's client says which: ``already_saved`` when the first attempt had committed b
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
@@ -31,40 +30,13 @@ from hcdc.client import CatalogClient, ServiceUnavailable
 from hcdc.service import INTERACTIVE_STEP
 
 from .access_world import build_world
-from .test_widgets import SCOPE, TOKENS, _add_calibrated, _port
+from .hubstub import serve_hub_stub
+from .test_widgets import _add_calibrated, _port
 
 pytestmark = [pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "/services/hcdc-catalog/"
-
-
-def _hub_stub(port: int) -> None:
-    """The hub's ``/hub/api/user`` (token -> user model with the service's scope), in a thread."""
-    from tornado import web
-
-    class HubUser(web.RequestHandler):
-        def get(self):
-            token = self.request.headers.get("Authorization", "").removeprefix("token ").strip()
-            if token not in TOKENS:
-                self.set_status(403)
-                self.finish({"status": 403, "message": "token invalid or expired"})
-                return
-            self.finish(
-                {"kind": "user", "name": TOKENS[token], "admin": False, "groups": [], "scopes": [SCOPE, "self"]}
-            )
-
-    ready = threading.Event()
-
-    def serve():
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        web.Application([(r"/hub/api/user", HubUser)]).listen(port, "127.0.0.1")
-        ready.set()
-        loop.run_forever()
-
-    threading.Thread(target=serve, daemon=True).start()
-    assert ready.wait(10)
 
 
 class ServiceProcess:
@@ -130,7 +102,7 @@ def world(request, tmp_path_factory):
         catalog, world.observation["A"], data_dir / "products" / "calA", cube, np.linspace(0, 40, 8), np.ones((9, 9))
     )
     hub_port = _port()
-    _hub_stub(hub_port)
+    serve_hub_stub(hub_port)
     service = ServiceProcess(url, data_dir, hub_port, root / "service.log")
     service.start()
     yield catalog, world, calibrated, service

@@ -32,9 +32,8 @@ from reduction.steps import StepParameters
 
 from .access_world import build_world
 from .conftest import reference_data_dir
+from .hubstub import SCOPE, TOKENS, hub_user_handler
 
-TOKENS = {"tok-alice": "alice", "tok-bob": "bob", "tok-nobody": "nobody", "tok-carol": "carol"}
-SCOPE = "access:services!service=hcdc-catalog"
 PIXEL_SCALE = 0.02719
 STAR_FLUX = 764939.6  # 1xFWHM aperture flux of the star (VIP tutorial starphot)
 
@@ -128,17 +127,6 @@ def service(tmp_path_factory):
     world = build_world(catalog, root, data_dir)
     calibrated = _add_calibrated(catalog, world.observation["A"], data_dir / "products" / "calA", cube, angles, psf)
 
-    class HubUser(web.RequestHandler):  # the hub's /hub/api/user: who owns this token
-        def get(self):
-            token = self.request.headers.get("Authorization", "").removeprefix("token ").strip()
-            if token not in TOKENS:
-                self.set_status(403)
-                self.finish({"status": 403, "message": "token invalid or expired"})
-                return
-            self.finish(
-                {"kind": "user", "name": TOKENS[token], "admin": False, "groups": [], "scopes": [SCOPE, "self"]}
-            )
-
     hub_port, port = _port(), _port()
     ready, holder = threading.Event(), {}
 
@@ -152,7 +140,7 @@ def service(tmp_path_factory):
             access_scopes={SCOPE},
             cache_max_age=0,
         )
-        web.Application([(r"/hub/api/user", HubUser)]).listen(hub_port, "127.0.0.1")
+        web.Application([(r"/hub/api/user", hub_user_handler())]).listen(hub_port, "127.0.0.1")
         make_app(CatalogAccess(catalog, data_dir=data_dir), "/services/hcdc-catalog/", hub_auth=hub_auth).listen(
             port, "127.0.0.1"
         )

@@ -135,11 +135,16 @@ def subtract_psf(
         if params.algorithm != "pca":
             raise ValueError("4-D cubes are processed with algorithm 'pca' (ASDI)")
         return pca_asdi(cube_arr, angles, wavelengths, params.ncomp, scaling=params.scaling, **common)
+    if params.algorithm in REFERENCE_ALGORITHMS and reference_cube is None:
+        raise ValueError(
+            f"{params.algorithm} needs a reference library (frames of other stars with the same instrument, "
+            f"filter and coronagraph): pass reference_cube"
+        )
     if params.algorithm == "cadi":
         return cadi(cube_arr, angles, **common)
-    if params.algorithm == "annular-pca":
+    if params.algorithm in ("annular-pca", "ardi"):  # ARDI: annular PCA with the reference frames
         if fwhm is None:
-            raise ValueError("annular PCA needs the FWHM")
+            raise ValueError(f"{params.algorithm} (annular) needs the FWHM")
         return pca_annular(
             cube_arr,
             angles,
@@ -150,40 +155,10 @@ def subtract_psf(
             delta_rot=params.delta_rot,
             min_frames_lib=params.min_frames_lib,
             scaling=params.scaling,
+            reference=reference_cube if params.algorithm == "ardi" else None,
             **common,
         )
-    if params.algorithm in REFERENCE_ALGORITHMS:
-        if reference_cube is None:
-            raise ValueError(
-                f"{params.algorithm} needs a reference library (frames of other stars with the same instrument, "
-                f"filter and coronagraph): pass reference_cube"
-            )
-        if params.algorithm == "rdi":
-            return pca_rdi(
-                cube_arr,
-                angles,
-                reference_cube,
-                params.ncomp,
-                scaling=params.scaling,
-                mask_center_px=params.mask_center_px,
-                **common,
-            )
-        if fwhm is None:
-            raise ValueError("ARDI (annular) needs the FWHM")
-        return pca_annular(
-            cube_arr,
-            angles,
-            fwhm,
-            params.ncomp,
-            asize=params.asize,
-            radius_int=params.radius_int,
-            delta_rot=params.delta_rot,
-            min_frames_lib=params.min_frames_lib,
-            scaling=params.scaling,
-            reference=reference_cube,
-            **common,
-        )
-    if reference_cube is not None:
+    if reference_cube is not None:  # 'rdi', or 'pca' given a library
         return pca_rdi(
             cube_arr,
             angles,
