@@ -28,6 +28,7 @@ FAST = {
         "subtraction": {"ncomp": 4},
         "characterisation": {"ncomp": 4, "n_injections": 2},
         "max_characterised": 3,
+        "confirm_with": "",  # the campaign's ANDROMEDA is tested once, in the truth test
     }
 }
 
@@ -89,7 +90,9 @@ def _science_rows(catalog: Catalog, campaign_name: str) -> list[tuple]:
 def test_campaign_finds_the_injected_companions(archive, tmp_path):
     url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     catalog, settings = _setup(archive, url, tmp_path / "data")
-    report = reprocess(catalog, settings, campaign="truth", executor="local", parameters=_parameters(tmp_path))
+    with_andromeda = {"postprocess": dict(FAST["postprocess"], confirm_with="andromeda")}
+    params = _parameters(tmp_path, with_andromeda)
+    report = reprocess(catalog, settings, campaign="truth", executor="local", parameters=params)
     assert not report.failures, report.failures
     truth = json.loads((archive / "truth.json").read_text())
 
