@@ -505,7 +505,13 @@ def test_multi_epoch_archive_gives_both_verdicts_through_the_whole_chain(tmp_pat
     params = tmp_path / "params.yaml"
     params.write_text(
         yaml.safe_dump(
-            {"postprocess": {"subtraction": {"ncomp": 4}, "characterisation": {"ncomp": 4, "n_injections": 4}}}
+            {
+                "postprocess": {
+                    "subtraction": {"ncomp": 4},
+                    "characterisation": {"ncomp": 4, "n_injections": 4},
+                    "confirm_with": "",  # the campaign's ANDROMEDA is tested in test_pipeline's truth test
+                }
+            }
         )
     )
     report = reprocess(

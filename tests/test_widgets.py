@@ -173,7 +173,15 @@ def test_form_builds_the_parameter_object_from_the_dataclass():
     form = ParameterForm(PostprocessParameters)
     assert form.value == PostprocessParameters()
     assert set(form.subforms) == {"subtraction", "detection", "characterisation", "contrast", "statistical"}
-    assert form.widget("subtraction.algorithm").options == ("pca", "annular-pca", "cadi", "andromeda", "paco")
+    assert form.widget("subtraction.algorithm").options == (
+        "pca",
+        "annular-pca",
+        "cadi",
+        "rdi",
+        "ardi",
+        "andromeda",
+        "paco",
+    )
     form.set(
         subtraction__algorithm="annular-pca",
         subtraction__ncomp=7,
