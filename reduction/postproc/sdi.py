@@ -92,28 +92,12 @@ def pca_asdi(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if collapse_mode not in COLLAPSES:
         raise ValueError(f"collapse_mode must be one of {COLLAPSES}, got {collapse_mode!r}")
-    # rescale every frame's channels so the speckles align
-    rescaled = np.empty_like(cube)
-    for t in range(nt):
-        rescaled[:, t] = rescale_frames(cube[:, t], factors)
-    if mode == "single":
-        ncomp = check_ncomp(ncomp, nl * nt)
-        stack = rescaled.reshape(nl * nt, ny, nx)
-        res = pca_residuals(stack, ncomp, scaling=scaling).reshape(nl, nt, ny, nx)
-        per_frame = np.empty((nt, ny, nx))
-        for t in range(nt):
-            per_frame[t] = rescale_frames(res[:, t], 1.0 / factors).mean(axis=0)
-    else:
-        ncomp = check_ncomp(ncomp, nl)
-        per_frame = np.empty((nt, ny, nx))
-        for t in range(nt):
-            matrix = scale_matrix(rescaled[:, t].reshape(nl, -1), scaling)
-            comps = principal_components(matrix, ncomp)
-            res = project_out(matrix, comps).reshape(nl, ny, nx)
-            per_frame[t] = rescale_frames(res, 1.0 / factors).mean(axis=0)
-        if ncomp_adi is not None:
-            ncomp_adi = check_ncomp(ncomp_adi, nt, "ncomp_adi")
-            per_frame = pca_residuals(per_frame, ncomp_adi, scaling=scaling)
+    per_channel = channel_residuals(cube, factors, ncomp, mode=mode, ncomp_adi=None, scaling=scaling)
+    per_frame = per_channel.mean(axis=0)
+    if mode == "double" and ncomp_adi is not None:
+        ncomp_adi = check_ncomp(ncomp_adi, nt, "ncomp_adi")
+        per_frame = pca_residuals(per_frame, ncomp_adi, scaling=scaling)
+    ncomp = check_ncomp(ncomp, nl * nt if mode == "single" else nl)
     frame, derotated = combine(per_frame, angles, collapse_mode, None, derotation, workers)
     params = {
         "ncomp": ncomp,
@@ -125,3 +109,65 @@ def pca_asdi(
         "derotation": derotation,
     }
     return PsfSubtractionResult(residuals=frame, residual_cube=derotated, algorithm="asdi-pca", parameters=params)
+
+
+def channel_residuals(
+    cube: np.ndarray,
+    factors: np.ndarray,
+    ncomp: int,
+    *,
+    mode: str = "single",
+    ncomp_adi: int | None = None,
+    scaling: str | None = None,
+    basis_from: np.ndarray | None = None,
+) -> np.ndarray:
+    """Non-derotated ASDI residuals of every channel and frame, ``(λ, t, y, x)``, at the cube's own scale.
+
+    The channels of each frame are magnified by ``factors`` (:func:`scale_factors`) so the speckles
+    line up, the speckle model is removed (``"single"``: one PCA over all ``λ × t`` scaled frames;
+    ``"double"``: a spectral PCA per frame, then, with ``ncomp_adi``, a PCA-ADI per channel), and the
+    residuals are scaled back: a companion sits at the same place in every channel, a leftover speckle
+    moves outward with λ.
+
+    With ``basis_from`` (a cube of the same shape) the principal components are those of that cube
+    and ``cube`` is only projected on them: the residuals are then linear in ``cube``, and with the
+    components of a cube whose companions were subtracted, a companion is not in its own model.
+    """
+    nl, nt, ny, nx = cube.shape
+
+    def scaled(c: np.ndarray) -> np.ndarray:
+        out = np.empty_like(c, dtype=float)
+        for t in range(nt):
+            out[:, t] = rescale_frames(c[:, t], factors)
+        return out
+
+    rescaled = scaled(cube)
+    library = rescaled if basis_from is None else scaled(basis_from)
+    if mode == "single":
+        ncomp = check_ncomp(ncomp, nl * nt)
+        res = pca_residuals(
+            rescaled.reshape(nl * nt, ny, nx),
+            ncomp,
+            reference=None if basis_from is None else library.reshape(nl * nt, ny, nx),
+            scaling=scaling,
+        ).reshape(nl, nt, ny, nx)
+    else:
+        ncomp = check_ncomp(ncomp, nl)
+        res = np.empty_like(rescaled)
+        for t in range(nt):
+            matrix = scale_matrix(rescaled[:, t].reshape(nl, -1), scaling)
+            basis = scale_matrix(library[:, t].reshape(nl, -1), scaling)
+            res[:, t] = project_out(matrix, principal_components(basis, ncomp)).reshape(nl, ny, nx)
+    out = np.empty_like(res)
+    for t in range(nt):
+        out[:, t] = rescale_frames(res[:, t], 1.0 / factors)
+    if mode == "double" and ncomp_adi is not None:
+        ncomp_adi = check_ncomp(ncomp_adi, nt, "ncomp_adi")
+        reference = None
+        if basis_from is not None:
+            reference = channel_residuals(basis_from, factors, ncomp, mode=mode, ncomp_adi=None, scaling=scaling)
+        for k in range(nl):
+            out[k] = pca_residuals(
+                out[k], ncomp_adi, reference=None if reference is None else reference[k], scaling=scaling
+            )
+    return out
