@@ -641,6 +641,17 @@ def limits(fmt: str, campaign: str | None) -> None:
 
 @catalog.command()
 @_format_option
+@click.option("--campaign", default=None, help="Campaign name (default: the latest finished campaign).")
+def spectra(fmt: str, campaign: str | None) -> None:
+    """Spectra of the latest campaign's IFS detections, one row per (detection, channel), with errors."""
+    from .tables import latest_campaign, spectra_table, write_table
+
+    with _catalog().session() as session:
+        write_table(spectra_table(session, latest_campaign(session, campaign)), fmt)
+
+
+@catalog.command()
+@_format_option
 def rejected(fmt: str) -> None:
     """The files ingest rejected, with the reason and the keyword."""
     from .tables import rejected_table, write_table

@@ -62,7 +62,10 @@ class StepOutcome:
 
         if self.step == "preprocess":
             return Image(data=figures.preprocess_image(self.products), format="png")
-        fig = figures.postprocess_figure(self.products)
+        if self.step == "postprocess-spectral":
+            fig = figures.spectral_figure(self.products)
+        else:
+            fig = figures.postprocess_figure(self.products)
         buffer = io.BytesIO()
         try:
             fig.savefig(buffer, format="png", dpi=figures.DPI, pil_kwargs={"compress_level": 1})

@@ -652,7 +652,13 @@ class CatalogAccess:
         from reduction.postproc.tables import DETECTION_FIELDS
 
         names = ("id", "reduction_id", "observation_id", *(f.name for f in DETECTION_FIELDS), "status", "release_date")
-        return {k: _iso(getattr(d, k)) for k in names}
+        row = {k: _iso(getattr(d, k)) for k in names}
+        # an IFS detection's spectrum (empty otherwise): visible with its detection
+        row["spectrum"] = [
+            {"wavelength_um": p.wavelength_um, "contrast": p.contrast, "contrast_err": p.contrast_err, "snr": p.snr}
+            for p in d.spectrum
+        ]
+        return row
 
     @staticmethod
     def _limit(limit: DetectionLimit) -> dict[str, Any]:

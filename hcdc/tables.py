@@ -255,6 +255,7 @@ def latest_campaign(session, name: str | None = None):
 
 def _campaign_postprocess(session, campaign):
     from .catalog.models import CampaignReduction, Reduction
+    from .pipeline.runner import POSTPROCESS_STEPS
 
     return list(
         session.execute(
@@ -264,7 +265,7 @@ def _campaign_postprocess(session, campaign):
             .outerjoin(Target, Target.id == Observation.target_id)
             .where(
                 CampaignReduction.campaign_id == campaign.id,
-                Reduction.step == "postprocess",
+                Reduction.step.in_(POSTPROCESS_STEPS),
                 Reduction.status == "done",
             )
             .order_by(Observation.night, Observation.id)
@@ -303,6 +304,66 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
                 )
     return build_table(
         rows, DETECTION_COLUMNS, meta={"table": "detections", "campaign": None if campaign is None else campaign.name}
+    )
+
+
+SPECTRUM_COLUMNS = (
+    ("observation", None, "Catalog id of the observation"),
+    ("observation_key", None, "Stable key of the observation"),
+    ("target", None, "Target name"),
+    ("instrument", None, "Instrument"),
+    ("night", None, "Night of the observation (evening date)"),
+    ("detection", None, "Catalog id of the detection"),
+    ("sep_arcsec", "arcsec", "Separation of the detection from the star"),
+    ("pa_deg", "deg", "Position angle of the detection east of north"),
+    ("status", None, "Vetting status of the detection (candidate, speckle-like, low-rotation)"),
+    ("wavelength_um", "um", "Wavelength of the channel"),
+    ("contrast", None, "Flux ratio to the star in the channel (1-FWHM apertures, self-subtraction fitted)"),
+    ("contrast_err", None, "1-sigma uncertainty of the contrast (the channel's noise at that separation)"),
+    ("snr", None, "S/N of the detection in the channel"),
+    ("campaign", None, "Campaign name and version"),
+    ("reduction", None, "Catalog id of the reduction"),
+)
+
+
+def spectra_table(session, campaign=None, visible_ids: set[int] | None = None) -> Table:
+    """Spectra of a campaign's detections (default: the latest campaign), one row per detection and channel."""
+    from .catalog.models import Detection, SpectrumPoint
+
+    campaign = campaign or latest_campaign(session)
+    rows = []
+    if campaign is not None:
+        for reduction, obs, tgt in _campaign_postprocess(session, campaign):
+            if visible_ids is not None and obs.id not in visible_ids:
+                continue
+            points = session.execute(
+                select(Detection, SpectrumPoint)
+                .join(SpectrumPoint, SpectrumPoint.detection_id == Detection.id)
+                .where(Detection.reduction_id == reduction.id)
+                .order_by(Detection.id, SpectrumPoint.wavelength_um)
+            )
+            for d, p in points:
+                rows.append(
+                    {
+                        "observation": obs.id,
+                        "observation_key": obs.key,
+                        "target": tgt.name if tgt else None,
+                        "instrument": obs.instrument,
+                        "night": obs.night.isoformat(),
+                        "detection": d.id,
+                        "sep_arcsec": d.sep_arcsec,
+                        "pa_deg": d.pa_deg,
+                        "status": d.status,
+                        "wavelength_um": p.wavelength_um,
+                        "contrast": p.contrast,
+                        "contrast_err": p.contrast_err,
+                        "snr": p.snr,
+                        "campaign": f"{campaign.name} v{campaign.version}",
+                        "reduction": reduction.id,
+                    }
+                )
+    return build_table(
+        rows, SPECTRUM_COLUMNS, meta={"table": "spectra", "campaign": None if campaign is None else campaign.name}
     )
 
 

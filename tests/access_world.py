@@ -31,6 +31,7 @@ from hcdc.catalog.models import (
     Programme,
     RawFile,
     Reduction,
+    SpectrumPoint,
     User,
 )
 from hcdc.ingest import ingest
@@ -133,6 +134,8 @@ def build_world(catalog, root: Path, data_dir: Path, today: date | None = None) 
                     snr=7.5,
                     contrast=1e-5,
                     release_date=release,
+                    # an IFS-like spectrum: it follows its detection's visibility
+                    spectrum=[SpectrumPoint(wavelength_um=w, contrast=1e-5, contrast_err=1e-6) for w in (1.0, 1.1)],
                 )
             )
             limit = DetectionLimit(

@@ -9,7 +9,15 @@ from sqlalchemy import select, text
 
 from hcdc import access
 from hcdc.access import Principal, derived_release_date, visible
-from hcdc.catalog.models import Detection, DetectionLimit, DetectionLimitPoint, Observation, Product, RawFile
+from hcdc.catalog.models import (
+    Detection,
+    DetectionLimit,
+    DetectionLimitPoint,
+    Observation,
+    Product,
+    RawFile,
+    SpectrumPoint,
+)
 from hcdc.service import CatalogAccess, Forbidden, NotFound
 
 from .access_world import build_world
@@ -124,20 +132,25 @@ def test_row_level_security_enforces_the_same_rule(pg_catalog, tmp_path):
     world = build_world(catalog, tmp_path, tmp_path / "data")
     service = CatalogAccess(catalog)
     assert service.use_rls, "migration 0003 should have created the reader role"
-    models = (*MODELS, DetectionLimitPoint)
+    models = (*MODELS, DetectionLimitPoint, SpectrumPoint)
+    children = (DetectionLimitPoint, SpectrumPoint)
     for name in PEOPLE:
         principal = service.principal(name)
         with catalog.session() as session:
             expected = {
                 model: set(session.scalars(select(model.id).where(access.visibility_filter(model, principal))))
-                if model is not DetectionLimitPoint
-                else None
                 for model in models
+                if model not in children
             }
-            limits = expected[DetectionLimit]
+            limits, detections = expected[DetectionLimit], expected[Detection]
             expected[DetectionLimitPoint] = set(
                 session.scalars(select(DetectionLimitPoint.id).where(DetectionLimitPoint.limit_id.in_(limits)))
             )
+            # the spectra (migration 0011) follow their detection
+            expected[SpectrumPoint] = set(
+                session.scalars(select(SpectrumPoint.id).where(SpectrumPoint.detection_id.in_(detections)))
+            )
+            assert expected[SpectrumPoint] or not detections
         # the database alone, with no filter in the query, returns exactly what the rule allows
         with service.session_for(principal) as session:
             for model in models:

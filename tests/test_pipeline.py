@@ -26,7 +26,8 @@ from reduction.simulator import simulate_archive
 FAST = {
     "postprocess": {
         "subtraction": {"ncomp": 4},
-        "characterisation": {"ncomp": 4, "n_injections": 2},
+        # no speckle injections: these tests are about the campaign (the error budget has its own tests)
+        "characterisation": {"ncomp": 4, "n_injections": 0},
         "max_characterised": 3,
         "confirm_with": "",  # the campaign's ANDROMEDA is tested once, in the truth test
     }

@@ -445,6 +445,28 @@ class Detection(Base):
     #: the source this detection is an epoch of (``hcdc sources link``)
     source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"), index=True)
 
+    spectrum: Mapped[list["SpectrumPoint"]] = relationship(
+        back_populates="detection", cascade="all, delete-orphan", order_by="SpectrumPoint.wavelength_um"
+    )
+
+
+class SpectrumPoint(Base):
+    """One channel of a detection's spectrum (IFS): its contrast to the star at one wavelength.
+
+    Visible exactly when its detection is (the access rule of the detection's observation).
+    """
+
+    __tablename__ = "spectra"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    detection_id: Mapped[int] = mapped_column(ForeignKey("detections.id", ondelete="CASCADE"), index=True)
+    wavelength_um: Mapped[float] = mapped_column(Float)
+    contrast: Mapped[float | None] = mapped_column(Float)
+    contrast_err: Mapped[float | None] = mapped_column(Float)
+    snr: Mapped[float | None] = mapped_column(Float)
+
+    detection: Mapped[Detection] = relationship(back_populates="spectrum")
+
 
 class Source(Base):
     """One point source around a target, seen at one or more epochs (detections linked across observations).

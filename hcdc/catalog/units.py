@@ -96,6 +96,12 @@ OVERRIDES: dict[tuple[str, str], dict] = {
         "description": "Key of an interactive save, sent by the PI's kernel: a repeated save is recorded once"
     },
     ("external_detections", "epoch_mjd"): {"description": "Epoch of the published measurement"},
+    ("spectra", "wavelength_um"): {"description": "Wavelength of the IFS channel"},
+    ("spectra", "contrast"): {
+        "description": "Flux ratio to the star in the channel (1-FWHM apertures; the ASDI self-subtraction fitted)"
+    },
+    ("spectra", "contrast_err"): {"description": "1-sigma uncertainty of the channel's contrast"},
+    ("spectra", "snr"): {"description": "S/N of the detection in the channel"},
     ("observation_calibrations", "for_dit_s"): {"description": "The science DIT this calibration serves"},
 }
 
@@ -143,6 +149,10 @@ UCDS: dict[tuple[str, str], str] = {
     ("external_detections", "pa_deg"): "pos.posAng",
     ("external_detections", "epoch_mjd"): "time.epoch",
     ("instruments", "pixel_scale_mas"): "instr.scale",
+    ("spectra", "wavelength_um"): "em.wl",
+    ("spectra", "contrast"): "phot.flux;arith.ratio",
+    ("spectra", "contrast_err"): "stat.error;phot.flux;arith.ratio",
+    ("spectra", "snr"): "stat.snr",
 }
 
 

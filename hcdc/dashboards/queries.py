@@ -33,6 +33,7 @@ from hcdc.catalog.models import (
     Product,
     Programme,
     Reduction,
+    SpectrumPoint,
     Target,
     TargetAlias,
     TargetMagnitude,
@@ -835,6 +836,29 @@ def target_detections(
         .order_by(Observation.night, Detection.sep_arcsec, Detection.id)
     )
     return pd.DataFrame(session.execute(query).all(), columns=list(DETECTION_COLUMNS))
+
+
+SPECTRUM_FRAME_COLUMNS = ("detection_id", "wavelength_um", "contrast", "contrast_err", "snr")
+
+
+def detection_spectra(session: Session, principal: Principal, detection_ids: Iterable[int]) -> pd.DataFrame:
+    """The spectra (IFS) of the given detections that ``principal`` may see, one row per channel."""
+    ids = sorted({int(i) for i in detection_ids})
+    if not ids:
+        return pd.DataFrame(columns=list(SPECTRUM_FRAME_COLUMNS))
+    query = (
+        select(
+            SpectrumPoint.detection_id,
+            SpectrumPoint.wavelength_um,
+            SpectrumPoint.contrast,
+            SpectrumPoint.contrast_err,
+            SpectrumPoint.snr,
+        )
+        .join(Detection, Detection.id == SpectrumPoint.detection_id)
+        .where(SpectrumPoint.detection_id.in_(ids), visibility_filter(Detection, principal))
+        .order_by(SpectrumPoint.detection_id, SpectrumPoint.wavelength_um)
+    )
+    return pd.DataFrame(session.execute(query).all(), columns=list(SPECTRUM_FRAME_COLUMNS))
 
 
 LIMIT_COLUMNS = (

@@ -36,7 +36,7 @@ from ..catalog.models import (
     Target,
 )
 from ..settings import Settings
-from .runner import STEP_ORDER, ChainResult, ChainTask, run_chain
+from .runner import ALL_STEPS, SPECTRAL_STEP, STEP_ORDER, ChainResult, ChainTask, run_chain
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,14 @@ def load_parameters(path: Path | None = None) -> dict[str, dict]:
     values = yaml.safe_load(DEFAULTS.read_text()) or {}
     if path is not None:
         override = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(override) - set(STEP_ORDER)
+        unknown = set(override) - set(ALL_STEPS)
         if unknown:
-            raise ValueError(f"{path}: unknown step(s) {', '.join(sorted(unknown))}; steps: {', '.join(STEP_ORDER)}")
+            raise ValueError(f"{path}: unknown step(s) {', '.join(sorted(unknown))}; steps: {', '.join(ALL_STEPS)}")
         for step, params in override.items():
             values[step] = _merge(values.get(step) or {}, params or {})
     specs = step_specs()
     # validate now (typos fail here, not in a worker an hour later)
-    return {step: parse_parameters(specs[step], values.get(step) or {}).to_dict() for step in STEP_ORDER}
+    return {step: parse_parameters(specs[step], values.get(step) or {}).to_dict() for step in ALL_STEPS}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -218,19 +218,21 @@ def reprocess(
             ChainTask(
                 observation_id=i,
                 campaign_id=row.id,
-                steps=tuple(s for s in plans[i][0] if s in phase),
+                steps=tuple(s for s in plans[i][0] if _phase_of(s) in phase),
                 parameters=parameters,
                 catalog_url=catalog.url,
                 data_dir=str(settings.data_dir),
                 retries=settings.pipeline_retries if retries is None else retries,
             )
             for i in ids
-            if i not in exclude and any(s in phase for s in plans[i][0])
+            if i not in exclude and any(_phase_of(s) in phase for s in plans[i][0])
         ]
 
     tasks = phase_tasks(phases[0], set())
     with catalog.session() as session:  # the longest first: a long observation left to the end makes the tail
-        tasks = longest_first(tasks, expected_seconds(session, [t.observation_id for t in tasks], steps))
+        tasks = longest_first(
+            tasks, expected_seconds(session, [t.observation_id for t in tasks], (*steps, SPECTRAL_STEP))
+        )
         labels = {i: _label(session, i) for i in ids if plans[i][0]} if announce else {}
     report = CampaignReport(
         campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
@@ -331,6 +333,11 @@ def _link_sources(
             announce(f"sources: linking failed ({report.sources_error}); run hcdc sources link")
 
 
+def _phase_of(step: str) -> str:
+    """The campaign step a per-observation step stands for (the spectral post-processing is a post-processing)."""
+    return "postprocess" if step == SPECTRAL_STEP else step
+
+
 def _uses_references(parameters: dict[str, dict]) -> bool:
     """Whether the campaign's post-processing runs an algorithm with a reference library (RDI, ARDI)."""
     from reduction.postproc.pipeline import REFERENCE_ALGORITHMS
@@ -412,14 +419,10 @@ def observation_steps(observation: Observation, steps: tuple[str, ...]) -> tuple
         return (), f"pre-processing of {observation.instrument} raw frames is not implemented (SPHERE only)"
     if observation.n_science_files == 0:
         return (), "no science frames"
-    if observation.instrument == "SPHERE-IFS" and "postprocess" in steps:
-        # 39 channels through the per-band chain (PCA, NEGFC, limits) would cost ~39 IRDIS bands and
-        # vet nothing across neighbouring channels; an ASDI chain is the right tool and is not wired yet
-        kept = tuple(s for s in steps if s != "postprocess")
-        return kept, (
-            "post-processing of IFS spectral cubes is not implemented (the calibrated cube is made; "
-            "ASDI post-processing is future work)"
-        )
+    if observation.instrument == "SPHERE-IFS":
+        # 39 channels through the per-band chain (PCA, NEGFC, limits) would cost ~39 IRDIS bands and vet
+        # nothing across neighbouring channels: the spectral chain (ASDI, spectra, limits per channel) instead
+        return tuple(SPECTRAL_STEP if s == "postprocess" else s for s in steps), None
     return steps, None
 
 

@@ -185,6 +185,62 @@ def postprocess_figure(products: dict[str, str]):
     return fig
 
 
+def spectral_figure(products: dict[str, str]):
+    """Collapsed residual, S/N map with the candidates, their spectra and the limits (a spectral cube)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    residuals = fits.getdata(products["residuals"])
+    snr = fits.getdata(products["snrmap"])
+    detections = Table.read(products["detections"], format="ascii.ecsv")
+    spectra = Table.read(products["spectra"], format="ascii.ecsv")
+    curve = Table.read(products["contrast_curve"], format="ascii.ecsv")
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), dpi=DPI)
+    scale = np.nanpercentile(np.abs(residuals), 99.5)
+    axes[0].imshow(residuals, origin="lower", cmap="RdBu_r", interpolation="nearest", vmin=-scale, vmax=scale)
+    axes[0].set_title("ASDI residuals, collapsed")
+    image = axes[1].imshow(snr, origin="lower", cmap="viridis", vmin=-3, vmax=8, interpolation="nearest")
+    for candidate in detections:
+        colour = "r" if candidate["status"] == "candidate" else "orange"
+        axes[1].add_patch(plt.Circle((candidate["x"], candidate["y"]), 4, fill=False, color=colour))
+        axes[1].annotate(f"{candidate['id']}", (candidate["x"] + 5, candidate["y"] + 5), color="w", fontsize=8)
+    fig.colorbar(image, ax=axes[1], label="S/N")
+    axes[1].set_title(f"S/N map, {len(detections)} candidate(s)")
+    for candidate in detections:
+        rows = spectra[spectra["id"] == candidate["id"]]
+        axes[2].errorbar(
+            rows["wavelength_um"],
+            rows["contrast"],
+            yerr=rows["contrast_err"],
+            fmt="o-",
+            ms=3,
+            capsize=2,
+            label=f'{candidate["id"]}: {candidate["sep_arcsec"]:.3f}", {candidate["status"]}',
+        )
+    axes[2].set_xlabel("wavelength (µm)")
+    axes[2].set_ylabel("contrast")
+    axes[2].set_title("spectra")
+    if len(detections):
+        axes[2].legend(fontsize=7)
+    collapsed = curve[curve["channel"] == 0]
+    channels = sorted(set(int(c) for c in curve["channel"]) - {0})
+    for channel in channels[:: max(1, len(channels) // 4)]:
+        rows = curve[curve["channel"] == channel]
+        axes[3].semilogy(
+            rows["sep_arcsec"], rows["contrast_5sigma"], lw=0.8, label=f"{rows['wavelength_um'][0]:.2f} µm"
+        )
+    axes[3].semilogy(collapsed["sep_arcsec"], collapsed["contrast_5sigma"], "k", lw=2, label="collapsed")
+    axes[3].set_xlabel("separation (arcsec)")
+    axes[3].set_ylabel("5-sigma contrast")
+    axes[3].grid(True, which="both", alpha=0.3)
+    axes[3].legend(fontsize=7)
+    axes[3].set_title("detection limits")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=80)
     return path

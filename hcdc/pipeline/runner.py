@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "pipeline"
 STEP_ORDER = ("preprocess", "postprocess")
+#: the post-processing of spectral cubes (SPHERE IFS): it takes the place of ``postprocess`` for them
+SPECTRAL_STEP = "postprocess-spectral"
+#: every step of :func:`hcdc.pipeline.steps.step_specs`, with the campaign parameters of each
+ALL_STEPS = (*STEP_ORDER, SPECTRAL_STEP)
+#: the steps whose reductions hold detections and detection limits
+POSTPROCESS_STEPS = ("postprocess", SPECTRAL_STEP)
 #: Notebooks one kernel runs before it is replaced: bounds what a long campaign can accumulate
 #: in a kernel (memory, caches) while the start-up cost is paid once per this many steps.
 KERNEL_REUSE = 25

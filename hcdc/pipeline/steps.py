@@ -64,14 +64,25 @@ def _postprocess_runner(catalog, observation_id, data_dir, params, reduction_id,
     )
 
 
+def _spectral_runner(catalog, observation_id, data_dir, params, reduction_id, campaign_id):
+    from hcdc.spectral_processing import postprocess_spectral_catalog_observation
+
+    return postprocess_spectral_catalog_observation(
+        catalog, observation_id, data_dir, params, campaign_id=campaign_id, reduction_id=reduction_id
+    )
+
+
 def step_specs() -> dict[str, StepSpec]:
-    """The steps, in pipeline order."""
+    """The steps, in pipeline order (the spectral post-processing takes the place of the post-processing
+    for spectral cubes: SPHERE IFS)."""
     from reduction.postproc.pipeline import PostprocessStep
+    from reduction.postproc.spectral import SpectralPostprocessStep
     from reduction.preprocess import Preprocess
 
     specs = (
         StepSpec(Preprocess, "preprocess.py", _preprocess_runner),
         StepSpec(PostprocessStep, "postprocess.py", _postprocess_runner),
+        StepSpec(SpectralPostprocessStep, "postprocess-spectral.py", _spectral_runner),
     )
     return {spec.name: spec for spec in specs}
 

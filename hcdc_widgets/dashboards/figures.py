@@ -659,3 +659,44 @@ def source_track_figure(track: dict, title: str):
         fig.legend.label_text_font_size = "8pt"
         figures_.append(fig)
     return column(*figures_)
+
+
+def spectra_figure(spectra: pd.DataFrame, detections: pd.DataFrame, title: str):
+    """Contrast against wavelength of every detection with a spectrum (IFS), with 1-sigma whiskers."""
+    from bokeh.models import Whisker
+
+    fig = figure(
+        width=WIDTH + 160,
+        height=HEIGHT + 60,
+        title=title,
+        x_axis_label="wavelength [µm]",
+        y_axis_label="contrast (flux ratio to the star)",
+        tools=TOOLS,
+    )
+    labels = {
+        int(r["id"]): f'{r["night"]} {r["sep_arcsec"]:.3f}" PA {r["pa_deg"]:.1f}° ({r["status"]})'
+        for _, r in detections.iterrows()
+    }
+    for index, (detection_id, rows) in enumerate(spectra.groupby("detection_id", sort=True)):
+        colour = Category10_10[index % 10]
+        values, errors = rows["contrast"].to_numpy(float), rows["contrast_err"].to_numpy(float)
+        source = ColumnDataSource(
+            {
+                "x": rows["wavelength_um"].to_numpy(float),
+                "y": values,
+                "lo": values - errors,
+                "hi": values + errors,
+                "err": errors,
+                "snr": rows["snr"].to_numpy(float),
+            }
+        )
+        label = labels.get(int(detection_id), f"detection {detection_id}")
+        fig.add_layout(Whisker(source=source, base="x", upper="hi", lower="lo", line_color=colour))
+        fig.line("x", "y", source=source, color=colour, legend_label=label)
+        fig.scatter("x", "y", source=source, size=5, color=colour, legend_label=label)
+    fig.add_tools(
+        HoverTool(tooltips=[("λ", "@x{0.000} µm"), ("contrast", "@y{0.00e} ± @err{0.0e}"), ("S/N", "@snr{0.0}")])
+    )
+    fig.legend.location = "top_left"
+    fig.legend.label_text_font_size = "8pt"
+    return fig

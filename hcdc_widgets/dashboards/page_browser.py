@@ -13,6 +13,7 @@ import pandas as pd
 
 from hcdc.dashboards.context import reader_session
 from hcdc.dashboards.queries import (
+    detection_spectra,
     filter_choices,
     observation_detail,
     target_detections,
@@ -70,6 +71,8 @@ class BrowserPage(Page):
         self.targets = pd.DataFrame()
         self.observations = pd.DataFrame()
         self.detections = pd.DataFrame()
+        self.spectra = pd.DataFrame()
+        self.spectra_plot = w.HTML()
         self.limits = (pd.DataFrame(), pd.DataFrame())
         self.reference_curves, problems = load_curves(get_settings().reference_data, self.settings.reference_curves)
         self.filter_bar = FilterBar(choices, lambda _f: self.refresh_targets())
@@ -141,6 +144,12 @@ class BrowserPage(Page):
                     key="detections",
                     note="Point sources found by post-processing, with S/N, separation, position angle (east of "
                     "north), contrast and vetting status.",
+                ),
+                section(
+                    "Spectra",
+                    self.spectra_plot,
+                    key="spectra",
+                    note="Contrast of each IFS detection in every channel, with 1-sigma errors (hcdc catalog spectra).",
                 ),
                 section(
                     "Detection limits",
@@ -261,10 +270,13 @@ class BrowserPage(Page):
             with reader_session(self.catalog, self.principal) as session:
                 self.observations = target_observations(session, self.principal, int(row["id"]), filters, self.settings)
                 self.detections = target_detections(session, self.principal, int(row["id"]), filters)
+                ids = self.detections["id"] if "id" in self.detections else []
+                self.spectra = detection_spectra(session, self.principal, ids)
                 self.limits = target_limits(session, self.principal, int(row["id"]), filters)
             self.target_info.value = self._target_html(row)
             self.target_observations.value = self._observations_html()
             self.target_detections.value = self._detections_html()
+            self.spectra_plot.value = self._spectra_html(row)
             self.refresh_curves()
             self.refresh_sources(row)
             options = [
@@ -368,6 +380,12 @@ class BrowserPage(Page):
             key="detections",
             max_rows=self.settings.table_rows,
         )
+
+    def _spectra_html(self, row: dict) -> str:
+        if self.spectra.empty:
+            return message("No spectrum for this target (IFS detections have one).", "empty", key="no-spectra")
+        fig = figures.spectra_figure(self.spectra, self.detections, f"{row['name']}: spectra of the detections")
+        return plot_html(fig, "spectra")
 
     def refresh_curves(self) -> None:
         def run():

@@ -18,7 +18,7 @@ from reduction.fitsio_products import write_image, write_table
 
 from .results import PostprocessResult
 from .statistical import FALSE_ALARM
-from .tables import contrast_table, detections_table
+from .tables import contrast_table, detections_table, spectra_table, spectral_detections_table, spectral_limits_table
 
 #: the definition of the S/N map's values, written in its header
 SNR_DEFINITION = ("Mawet2014", "small-sample S/N, 1xFWHM apertures")
@@ -91,3 +91,43 @@ def write_products(
         ),
     }
     return paths
+
+
+def write_spectral_products(result, params, out_dir: Path, provenance: Mapping[str, Any]) -> dict[str, Path]:
+    """Write the products of a spectral (IFS) post-processing; return their paths by kind.
+
+    ``residuals.fits`` (the collapsed ASDI residual), ``snrmap.fits``, ``channel_residuals.fits``
+    (λ, y, x), ``detections.ecsv``, ``spectra.ecsv`` and ``contrast_curve.ecsv`` (per channel and
+    collapsed), each with the provenance.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = dict(provenance)
+    cy, cx = star_centre(result.collapsed.shape)
+    cards = {
+        "ALGO": ("asdi-pca", "spectral + angular differential imaging (PCA)"),
+        "ASDIMODE": (params.mode, "single: one PCA over channels and frames; double: SDI then ADI"),
+        "NCOMP": (params.ncomp, "principal components"),
+        "NCHAN": (int(result.wavelengths_um.size), "wavelength channels"),
+        "FWHM": (float(np.mean(result.fwhm)), "[px] mean FWHM of the channels' PSFs"),
+        "PIXSCAL": (float(result.pixel_scale), "[arcsec/px] pixel scale"),
+        "STARX": (cx + 1, "star x, 1-based FITS pixel"),
+        "STARY": (cy + 1, "star y, 1-based FITS pixel"),
+        "COLLAPSE": ("matched", "channels weighed by star flux x throughput / noise^2 per separation"),
+        "ANGCONV": ("vip-hci", "derotation angle convention"),
+    }
+    return {
+        "residuals": write_image(out_dir / "residuals.fits", result.collapsed, provenance, cards, dtype=np.float32),
+        "snrmap": write_image(
+            out_dir / "snrmap.fits",
+            result.detection.snr_map,
+            provenance,
+            {**cards, "SNRDEF": SNR_DEFINITION},
+            dtype=np.float32,
+        ),
+        "channel_residuals": write_image(
+            out_dir / "channel_residuals.fits", result.channels, provenance, cards, dtype=np.float32
+        ),
+        "detections": write_table(out_dir / "detections.ecsv", spectral_detections_table(result), provenance),
+        "spectra": write_table(out_dir / "spectra.ecsv", spectra_table(result), provenance),
+        "contrast_curve": write_table(out_dir / "contrast_curve.ecsv", spectral_limits_table(result), provenance),
+    }

@@ -469,7 +469,6 @@ def postprocess_spectral(
     detection = detect_candidates(
         collapsed, fwhm, snr_map_array=smap, threshold=params.threshold, max_candidates=params.max_candidates
     )
-    noise = np.concatenate([channel_sigma, noise_per_annulus(collapsed, 1.0, fwhm, init_rad=fwhm)[0][None]])
     weight_fc = _interp(radii, weight_r, fc_radii)
     thru_collapsed = _collapsed_throughput(runs, channels, weigh, weight_fc, fwhm, fc_radii.size)
     thru_branches = np.concatenate([thru_channels, thru_collapsed[:, None]], axis=1)
@@ -478,23 +477,6 @@ def postprocess_spectral(
         np.nanstd(thru_branches, axis=0, ddof=1) / np.sqrt(len(thetas)) if len(thetas) > 1 else np.zeros_like(thru_fc)
     )
     thru = _interp(fc_radii, thru_fc, radii)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = _student_factor(params.sigma, radii, fwhm)
-        per_star = np.concatenate(
-            [np.repeat(star_for_contrast[:, None], radii.size, axis=1), (star_for_contrast @ weight_r)[None]]
-        )
-        limits = np.clip(factor * noise / thru / per_star, 0, 1)
-    limits[~np.isfinite(limits)] = 1.0
-    limit = SpectralLimits(
-        radii_px=radii,
-        contrast=limits[:nl],
-        collapsed=limits[nl],
-        throughput=thru,
-        noise=noise,
-        sigma=params.sigma,
-        collapse_weights=weight_r,
-    )
-
     # spectra and positions (NEGFC per channel, solved linearly): with the principal components of the
     # cube minus the candidates' current models, the ASDI is linear in the cube and each channel's residual
     # depends on that channel only (rows are projected one by one), so the contrast in channel k is the
@@ -533,15 +515,42 @@ def postprocess_spectral(
             step = np.where(gain > 0, measured / np.where(gain > 0, gain, 1), 0.0) - spectra[i]
             relax = 1.0
             if steps[i]:
+                # ρ by least squares over the channels (one noisy channel cannot set it), at most 0.75
+                # (a step stretched 4x at most: at low S/N the ratio is mostly noise)
                 previous = steps[i][-1]
-                ratios = step[np.abs(previous) > 0] / previous[np.abs(previous) > 0]
-                rho = float(np.clip(np.median(ratios), 0.0, 0.9)) if ratios.size else 0.0
+                norm = float(previous @ previous)
+                rho = float(np.clip(step @ previous / norm, 0.0, 0.75)) if norm > 0 else 0.0
                 relax = 1.0 / (1.0 - rho)
             steps[i].append(step)
             spectra[i] = spectra[i] + relax * step
             found[i] = _recentred(image, cand, fwhm, box)
     # the noise apertures of the projected images (the candidate's own aperture is not among them)
     final, final_collapsed = projected, weigh(projected)
+
+    # limits: the noise of the ASDI images of the cube without the candidates (a companion in its own
+    # annulus would count as noise: at S/N 16 it tripled the annulus' scatter, measured), as vip's
+    # contrast curve is run on a companion-free cube
+    free = _process(cube - models(spectra), angles, factors, params) if found else channels
+    noise = np.stack(
+        [noise_per_annulus(free[k], 1.0, float(fwhms[k]), init_rad=fwhm)[0] for k in range(nl)]
+        + [noise_per_annulus(weigh(free), 1.0, fwhm, init_rad=fwhm)[0]]
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = _student_factor(params.sigma, radii, fwhm)
+        per_star = np.concatenate(
+            [np.repeat(star_for_contrast[:, None], radii.size, axis=1), (star_for_contrast @ weight_r)[None]]
+        )
+        limits = np.clip(factor * noise / thru / per_star, 0, 1)
+    limits[~np.isfinite(limits)] = 1.0
+    limit = SpectralLimits(
+        radii_px=radii,
+        contrast=limits[:nl],
+        collapsed=limits[nl],
+        throughput=thru,
+        noise=noise,
+        sigma=params.sigma,
+        collapse_weights=weight_r,
+    )
 
     candidates = []
     for cand, t, flux, gain in zip(found, thru_at, spectra, response):  # noqa: B007 - t rebuilt below

@@ -332,3 +332,179 @@ def catalog_limit(curve, sigma: float, algorithm: str, wavelength_um: float | No
             if finite(s) is not None and finite(v) is not None
         ],
     }
+
+
+# --- spectral (IFS) results -----------------------------------------------------------------------
+
+
+def spectral_detections_table(result):
+    """One row per candidate of a :class:`~reduction.postproc.spectral.SpectralResult`, with the columns
+    :func:`catalog_detections` maps (collapsed position, S/N and contrast; the budget's terms) and the
+    spectral vetting (``status``, ``radial_slope``)."""
+    import astropy.units as u
+    from astropy.table import Table
+
+    rows = []
+    scale = result.pixel_scale
+    mean_star = float(np.mean(result.star_flux)) if result.star_flux is not None else np.nan
+    for index, item in enumerate(result.candidates, start=1):
+        cand, budget = item.candidate, item.budget
+        rows.append(
+            {
+                "id": index,
+                "x": cand.x,
+                "y": cand.y,
+                "sep_px": cand.separation_px,
+                "sep_arcsec": cand.separation_px * scale,
+                "sep_arcsec_err": budget.separation_total,
+                **{f"sep_arcsec_err_{k}": budget.separation_arcsec.get(k, np.nan) for k in SEPARATION_TERMS},
+                "pa_deg": cand.pa_deg,
+                "pa_deg_err": budget.pa_total,
+                **{f"pa_deg_err_{k}": budget.pa_deg.get(k, np.nan) for k in ANGLE_TERMS},
+                "theta_deg": cand.theta_deg,
+                "snr": cand.snr,
+                "fpf": cand.fpf,
+                "flux_fwhm_aperture": item.contrast * mean_star,
+                "flux_fwhm_aperture_err": item.contrast_err * mean_star,
+                "contrast": item.contrast,
+                "contrast_err": budget.contrast_total,
+                **{f"contrast_err_{k}": budget.contrast.get(k, np.nan) for k in CONTRAST_TERMS},
+                "radial_slope": item.radial_slope,
+                "radial_slope_err": item.radial_slope_err,
+                "status": item.status,
+                "centre_status": budget.centre_status,
+                "found_by": "",
+                "note": item.note or "",
+            }
+        )
+    names = [
+        "id",
+        "x",
+        "y",
+        "sep_px",
+        "sep_arcsec",
+        "sep_arcsec_err",
+        *(f"sep_arcsec_err_{k}" for k in SEPARATION_TERMS),
+        "pa_deg",
+        "pa_deg_err",
+        *(f"pa_deg_err_{k}" for k in ANGLE_TERMS),
+        "theta_deg",
+        "snr",
+        "fpf",
+        "flux_fwhm_aperture",
+        "flux_fwhm_aperture_err",
+        "contrast",
+        "contrast_err",
+        *(f"contrast_err_{k}" for k in CONTRAST_TERMS),
+        "radial_slope",
+        "radial_slope_err",
+        "status",
+        "centre_status",
+        "found_by",
+        "note",
+    ]
+    dtypes = [int] + [float] * (len(names) - 5) + [str, str, str, str]
+    table = (
+        Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
+        if rows
+        else Table(names=names, dtype=dtypes)
+    )
+    for name in ("x", "y", "sep_px"):
+        table[name].unit = u.pix
+    for name in ("sep_arcsec", "sep_arcsec_err"):
+        table[name].unit = u.arcsec
+    for name in ("pa_deg", "pa_deg_err", "theta_deg"):
+        table[name].unit = u.deg
+    table["contrast"].description = "contrast of the collapsed image: the channels' contrasts as it weighs them"
+    table["radial_slope"].description = "d ln r / d ln lambda of the per-channel centroids (0 companion, 1 speckle)"
+    table["status"].description = "candidate, or speckle-like when radial_slope exceeds the vetting threshold"
+    table.meta.update(
+        {
+            "pixel_scale_arcsec": scale,
+            "fwhm_px": [float(v) for v in result.fwhm],
+            "wavelengths_um": [float(v) for v in result.wavelengths_um],
+            "uncertainties": (
+                "1 sigma; position: scatter of the per-channel centroids over sqrt(n) (or FWHM / 2 S/N); contrast: "
+                "the collapsed image's noise apertures over its response; the systematic terms in quadrature"
+            ),
+        }
+    )
+    return table
+
+
+def spectra_table(result):
+    """The spectra of a spectral result: one row per (candidate ``id``, channel)."""
+    import astropy.units as u
+    from astropy.table import Table
+
+    rows = [
+        (index, float(w), float(c), float(e), float(s))
+        for index, item in enumerate(result.candidates, start=1)
+        for w, c, e, s in zip(
+            item.spectrum.wavelengths_um, item.spectrum.contrast, item.spectrum.contrast_err, item.spectrum.snr
+        )
+    ]
+    names = ("id", "wavelength_um", "contrast", "contrast_err", "snr")
+    table = Table(rows=rows, names=names, dtype=(int, float, float, float, float)) if rows else Table(names=names)
+    table["wavelength_um"].unit = u.um
+    table["contrast"].description = "flux ratio to the star in the channel (1xFWHM apertures), self-subtraction fitted"
+    table["contrast_err"].description = "1 sigma: the channel's noise apertures at the same separation"
+    return table
+
+
+def spectral_limits_table(result):
+    """Detection limits of a spectral result: one row per (channel or collapsed, separation).
+
+    ``wavelength_um`` is NaN on the collapsed image's rows (``channel`` 0; channels count from 1).
+    """
+    import astropy.units as u
+    from astropy.table import Table
+
+    limits = result.limits
+    nl = result.wavelengths_um.size
+    radii = limits.radii_px
+    channel = np.repeat(np.arange(nl + 1), radii.size)
+    channel = np.where(channel == nl, 0, channel + 1)
+    wavelengths = np.concatenate([np.repeat(result.wavelengths_um, radii.size), np.full(radii.size, np.nan)])
+    table = Table(
+        {
+            "channel": channel,
+            "wavelength_um": wavelengths,
+            "sep_px": np.tile(radii, nl + 1),
+            "sep_arcsec": np.tile(radii, nl + 1) * result.pixel_scale,
+            "contrast_5sigma": np.concatenate([limits.contrast.ravel(), limits.collapsed]),
+            "throughput": limits.throughput.ravel(),
+            "noise": limits.noise.ravel(),
+        }
+    )
+    table["sep_px"].unit = u.pix
+    table["sep_arcsec"].unit = u.arcsec
+    table["wavelength_um"].unit = u.um
+    table["contrast_5sigma"].description = (
+        f"{limits.sigma:g}-sigma contrast (Student-t corrected); channel 0: the collapsed image, for a flat-contrast "
+        "companion"
+    )
+    table.meta["sigma"] = limits.sigma
+    return table
+
+
+def catalog_spectral_limits(table, algorithm: str) -> list[dict]:
+    """The detection limits of :func:`spectral_limits_table` as the catalog holds them, collapsed first."""
+    out = []
+    for channel in [0, *sorted(set(int(c) for c in table["channel"]) - {0})]:
+        rows = table[table["channel"] == channel]
+        if len(rows) == 0:
+            continue
+        out.append(
+            {
+                "sigma": float(table.meta.get("sigma", 5.0)),
+                "algorithm": algorithm if channel else f"{algorithm}-collapsed",
+                "wavelength_um": finite(rows["wavelength_um"][0]),
+                "points": [
+                    {"sep_arcsec": finite(s), "contrast": finite(v), "throughput": finite(t)}
+                    for s, v, t in zip(rows["sep_arcsec"], rows["contrast_5sigma"], rows["throughput"])
+                    if finite(s) is not None and finite(v) is not None
+                ],
+            }
+        )
+    return out
