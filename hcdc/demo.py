@@ -181,8 +181,7 @@ def main() -> int:
         settings,
         campaign="systematic",
         executor="local",
-        # IRDIS raw observations and registered cubes (the NACO one); IFS post-processing is issue 19's
-        query="instrument!=SPHERE-IFS",
+        # every observation: IRDIS and IFS raw data (IFS through the spectral chain) and the registered NACO cube
         progress=sys.stderr.isatty(),
         announce=lambda line: say(f"    {line}"),
     )
@@ -250,6 +249,7 @@ def main() -> int:
         f"reports: {data_dir / 'reports' / f'campaign{report.campaign_id:04d}'} (executed notebooks + HTML)\n"
         f"try:     HCDC_DATA_DIR={data_dir} {hcdc} catalog detections --format ecsv\n"
         f"         HCDC_DATA_DIR={data_dir} {hcdc} catalog sources\n"
+        f"         HCDC_DATA_DIR={data_dir} {hcdc} catalog spectra   # IFS detections, one row per channel\n"
         f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs"
     )
     catalog.dispose()
