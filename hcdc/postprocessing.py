@@ -15,6 +15,7 @@ import logging
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -156,29 +157,13 @@ def postprocess_catalog_observation(
     n_detections = 0
     science_seconds = 0.0
     try:
-        with catalog.session() as session:
-            observation = session.get(Observation, observation_id)
-            source = source_reduction(session, observation_id, source_reduction_id)
-            products = input_products(source)
-            cube_meta = products["cube"].meta or {}
-            target_id, release = observation.target_id, observation.release_date
-            pixel_scale = cube_meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec
-            reduction = session.get(Reduction, reduction_id)
-            reduction.inputs = [
-                {"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
-                for p in products.values()
-            ]
-            provenance = reduction_provenance(reduction)
-            star_fluxes = cube_meta.get("star_flux") or []
-            wavelengths = cube_meta.get("wavelengths_um") or []
-            instrument, filter_name = by_name(observation.instrument), observation.filter
-            paths_in = {kind: Path(p.path) for kind, p in products.items()}
-        for kind, path in paths_in.items():
-            if not path.is_file():
-                raise NoInputError(f"{kind} product {path} is missing on disk")
-        cube = fits.getdata(paths_in["cube"]).astype(float)
-        angles = np.asarray(fits.getdata(paths_in["angles"]), dtype=float).ravel()
-        psf = fits.getdata(paths_in["psf"]).astype(float)
+        inputs = load_inputs(catalog, observation_id, reduction_id, source_reduction_id)
+        cube_meta, target_id, release = inputs.cube_meta, inputs.target_id, inputs.release
+        pixel_scale, provenance = inputs.pixel_scale, inputs.provenance
+        instrument, filter_name = inputs.instrument, inputs.filter_name
+        star_fluxes = cube_meta.get("star_flux") or []
+        wavelengths = cube_meta.get("wavelengths_um") or []
+        cube, angles, psf = inputs.cube, inputs.angles, inputs.psf
         rotation_rad = float(np.deg2rad(np.ptp(np.rad2deg(np.unwrap(np.deg2rad(angles))))))
         cubes = cube if cube.ndim == 4 else cube[None]
         psfs = psf if psf.ndim == 3 else np.repeat(psf[None], len(cubes), axis=0)
@@ -276,16 +261,7 @@ def postprocess_catalog_observation(
                 *((run.algorithm, run.contrast, contrast_table(run.contrast)) for run in result.others),
             ):
                 fields = catalog_limit(table, contrast.sigma, algorithm, wavelength, star_flux)
-                limit = DetectionLimit(
-                    reduction_id=reduction_id,
-                    observation_id=observation_id,
-                    sigma=fields["sigma"],
-                    algorithm=fields["algorithm"],
-                    wavelength_um=fields["wavelength_um"],
-                    release_date=release,
-                )
-                limit.points.extend(DetectionLimitPoint(**point) for point in fields["points"])
-                limits.append(limit)
+                limits.append(limit_row(fields, reduction_id, observation_id, release))
         if len(cubes) > 1:
             _vet_across_bands(detections, pixel_scale)
         with catalog.session() as session:
@@ -308,6 +284,73 @@ def postprocess_catalog_observation(
         products={k: str(v) for k, v in paths.items()},
         n_detections=n_detections,
     )
+
+
+@dataclasses.dataclass
+class PostprocessInputs:
+    """What a post-processing step reads of an observation: the calibrated cube, angles and PSF of its
+    source reduction, their metadata, and the reduction's provenance (its inputs recorded)."""
+
+    cube: np.ndarray
+    angles: np.ndarray
+    psf: np.ndarray
+    cube_meta: dict
+    target_id: int | None
+    release: Any
+    pixel_scale: float
+    provenance: dict
+    instrument: Any
+    filter_name: str | None
+
+
+def load_inputs(
+    catalog: Catalog, observation_id: int, reduction_id: int, source_reduction_id: int | None = None
+) -> PostprocessInputs:
+    """Record the source reduction's products as ``reduction_id``'s inputs and read them (NoInputError when a
+    product is missing on disk)."""
+    with catalog.session() as session:
+        observation = session.get(Observation, observation_id)
+        source = source_reduction(session, observation_id, source_reduction_id)
+        products = input_products(source)
+        cube_meta = products["cube"].meta or {}
+        reduction = session.get(Reduction, reduction_id)
+        reduction.inputs = [
+            {"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256} for p in products.values()
+        ]
+        provenance = reduction_provenance(reduction)
+        paths_in = {kind: Path(p.path) for kind, p in products.items()}
+        fixed = dict(
+            cube_meta=cube_meta,
+            target_id=observation.target_id,
+            release=observation.release_date,
+            pixel_scale=cube_meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec,
+            provenance=provenance,
+            instrument=by_name(observation.instrument),
+            filter_name=observation.filter,
+        )
+    for kind, path in paths_in.items():
+        if not path.is_file():
+            raise NoInputError(f"{kind} product {path} is missing on disk")
+    return PostprocessInputs(
+        cube=fits.getdata(paths_in["cube"]).astype(float),
+        angles=np.asarray(fits.getdata(paths_in["angles"]), dtype=float).ravel(),
+        psf=fits.getdata(paths_in["psf"]).astype(float),
+        **fixed,
+    )
+
+
+def limit_row(fields: dict, reduction_id: int, observation_id: int, release) -> DetectionLimit:
+    """A ``detection_limits`` row with its points from :func:`reduction.postproc.tables.catalog_limit`'s fields."""
+    limit = DetectionLimit(
+        reduction_id=reduction_id,
+        observation_id=observation_id,
+        sigma=fields["sigma"],
+        algorithm=fields["algorithm"],
+        wavelength_um=fields["wavelength_um"],
+        release_date=release,
+    )
+    limit.points.extend(DetectionLimitPoint(**point) for point in fields["points"])
+    return limit
 
 
 def observation_systematics(instrument, filter_name: str | None, cube_meta: dict, band: int) -> Systematics:

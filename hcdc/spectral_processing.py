@@ -17,9 +17,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
-from reduction.instruments import by_name
 from reduction.postproc.products import write_spectral_products
 from reduction.postproc.spectral import SpectralParameters, SpectralPostprocessStep
 from reduction.postproc.tables import (
@@ -31,11 +29,11 @@ from reduction.postproc.tables import (
 )
 
 from .catalog.db import Catalog
-from .catalog.models import Detection, DetectionLimit, DetectionLimitPoint, Observation, Reduction, SpectrumPoint
+from .catalog.models import Detection, Reduction, SpectrumPoint
 from .outcome import StepOutcome
-from .postprocessing import MIN_ARC_FWHM, NoInputError, input_products, observation_systematics, source_reduction
+from .postprocessing import MIN_ARC_FWHM, NoInputError, limit_row, load_inputs, observation_systematics
 from .processing import _finish, start_reduction
-from .recording import record_products, reduction_provenance
+from .recording import record_products
 from .reports import product_folder
 
 STEP = SpectralPostprocessStep.name
@@ -68,38 +66,23 @@ def postprocess_spectral_catalog_observation(
     n_detections = 0
     science_seconds = 0.0
     try:
-        with catalog.session() as session:
-            observation = session.get(Observation, observation_id)
-            source = source_reduction(session, observation_id, source_reduction_id)
-            products = input_products(source)
-            cube_meta = products["cube"].meta or {}
-            target_id, release = observation.target_id, observation.release_date
-            pixel_scale = cube_meta.get("pixel_scale_arcsec") or observation.pixel_scale_arcsec
-            reduction = session.get(Reduction, reduction_id)
-            reduction.inputs = [
-                {"reduction_id": source.id, "kind": p.kind, "path": p.path, "sha256": p.sha256}
-                for p in products.values()
-            ]
-            provenance = reduction_provenance(reduction)
-            star_flux = cube_meta.get("star_flux") or None
-            wavelengths = cube_meta.get("wavelengths_um") or []
-            instrument, filter_name = by_name(observation.instrument), observation.filter
-            paths_in = {kind: Path(p.path) for kind, p in products.items()}
-        for kind, path in paths_in.items():
-            if not path.is_file():
-                raise NoInputError(f"{kind} product {path} is missing on disk")
-        cube = fits.getdata(paths_in["cube"]).astype(float)
-        angles = np.asarray(fits.getdata(paths_in["angles"]), dtype=float).ravel()
-        psfs = fits.getdata(paths_in["psf"]).astype(float)
+        inputs = load_inputs(catalog, observation_id, reduction_id, source_reduction_id)
+        cube_meta, target_id, release = inputs.cube_meta, inputs.target_id, inputs.release
+        cube, angles, psfs = inputs.cube, inputs.angles, inputs.psf
+        star_flux = cube_meta.get("star_flux") or None
+        wavelengths = cube_meta.get("wavelengths_um") or []
         if cube.ndim != 4:
-            raise NoInputError(f"{paths_in['cube']}: a spectral cube (λ, t, y, x) is needed, got shape {cube.shape}")
+            raise NoInputError(
+                f"observation {observation_id}: a spectral cube (λ, t, y, x) is needed, got {cube.shape}"
+            )
         if len(wavelengths) != cube.shape[0]:
             raise NoInputError(
-                f"{paths_in['cube']}: {len(wavelengths)} wavelengths (wavelengths_um) for {cube.shape[0]} channels"
+                f"observation {observation_id}: {len(wavelengths)} wavelengths (wavelengths_um) for "
+                f"{cube.shape[0]} channels"
             )
         if star_flux is not None and (len(star_flux) != cube.shape[0] or not all(finite(f) for f in star_flux)):
             star_flux = None  # contrasts need every channel's star flux; fluxes in cube units otherwise
-        systematics = observation_systematics(instrument, filter_name, cube_meta, 0)
+        systematics = observation_systematics(inputs.instrument, inputs.filter_name, cube_meta, 0)
         t0 = time.perf_counter()
         result = SpectralPostprocessStep()(
             params,
@@ -107,13 +90,13 @@ def postprocess_spectral_catalog_observation(
             angles=angles,
             psfs=psfs,
             wavelengths=np.asarray(wavelengths, dtype=float),
-            pixel_scale=pixel_scale,
+            pixel_scale=inputs.pixel_scale,
             star_flux=None if star_flux is None else np.asarray(star_flux, dtype=float),
             systematics=systematics,
         )
         paths.update(
             write_spectral_products(
-                result, params, out_dir, {**provenance, "systematics": systematics.to_dict(), "band": "all"}
+                result, params, out_dir, {**inputs.provenance, "systematics": systematics.to_dict(), "band": "all"}
             )
         )
         table = spectral_detections_table(result)
@@ -146,18 +129,7 @@ def postprocess_spectral_catalog_observation(
                 )
             ]
             detections.append(detection)
-        limits = []
-        for fields in limits_rows:
-            limit = DetectionLimit(
-                reduction_id=reduction_id,
-                observation_id=observation_id,
-                sigma=fields["sigma"],
-                algorithm=fields["algorithm"],
-                wavelength_um=fields["wavelength_um"],
-                release_date=release,
-            )
-            limit.points.extend(DetectionLimitPoint(**point) for point in fields["points"])
-            limits.append(limit)
+        limits = [limit_row(fields, reduction_id, observation_id, release) for fields in limits_rows]
         with catalog.session() as session:
             reduction = session.get(Reduction, reduction_id)
             session.add_all(detections + limits)

@@ -214,12 +214,17 @@ DETECTION_MEASUREMENTS = (
     "note",
 )
 
-DETECTION_COLUMNS = (
+#: the observation of every row of the campaign tables (detections, limits, spectra)
+ROW_OBSERVATION_COLUMNS = (
     ("observation", None, "Observation id"),
     ("observation_key", None, "Observation key"),
     ("target", None, "Target name"),
     ("instrument", None, "Instrument"),
     ("night", None, "Observing night"),
+)
+
+DETECTION_COLUMNS = (
+    *ROW_OBSERVATION_COLUMNS,
     *detection_columns("wavelength_um", *DETECTION_MEASUREMENTS),
     ("status", None, "candidate / confirmed / background / rejected"),
     ("campaign", None, "Campaign (name vN)"),
@@ -227,11 +232,7 @@ DETECTION_COLUMNS = (
 )
 
 LIMIT_COLUMNS = (
-    ("observation", None, "Observation id"),
-    ("observation_key", None, "Observation key"),
-    ("target", None, "Target name"),
-    ("instrument", None, "Instrument"),
-    ("night", None, "Observing night"),
+    *ROW_OBSERVATION_COLUMNS,
     ("wavelength_um", "um", "Wavelength"),
     ("sigma", None, "Detection threshold (sigma)"),
     ("algorithm", None, "Algorithm whose limit this is (a reduction may hold one per algorithm)"),
@@ -273,6 +274,20 @@ def _campaign_postprocess(session, campaign):
     )
 
 
+def _row_fields(obs, tgt, campaign, reduction) -> tuple[dict, dict]:
+    """The observation columns and the campaign columns of one row of a campaign table."""
+    return (
+        {
+            "observation": obs.id,
+            "observation_key": obs.key,
+            "target": tgt.name if tgt else None,
+            "instrument": obs.instrument,
+            "night": obs.night.isoformat(),
+        },
+        {"campaign": f"{campaign.name} v{campaign.version}", "reduction": reduction.id},
+    )
+
+
 def detections_table(session, campaign=None, visible_ids: set[int] | None = None) -> Table:
     """Detections of a campaign (default: the latest), one row per detection."""
     from .catalog.models import Detection
@@ -288,18 +303,14 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
                 .where(Detection.reduction_id == reduction.id)
                 .order_by(Detection.wavelength_um, Detection.snr.desc())
             ):
+                where, which = _row_fields(obs, tgt, campaign, reduction)
                 rows.append(
                     {
-                        "observation": obs.id,
-                        "observation_key": obs.key,
-                        "target": tgt.name if tgt else None,
-                        "instrument": obs.instrument,
-                        "night": obs.night.isoformat(),
+                        **where,
                         "wavelength_um": d.wavelength_um,
                         **{name: getattr(d, name) for name in DETECTION_MEASUREMENTS},
                         "status": d.status,
-                        "campaign": f"{campaign.name} v{campaign.version}",
-                        "reduction": reduction.id,
+                        **which,
                     }
                 )
     return build_table(
@@ -308,11 +319,7 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
 
 
 SPECTRUM_COLUMNS = (
-    ("observation", None, "Catalog id of the observation"),
-    ("observation_key", None, "Stable key of the observation"),
-    ("target", None, "Target name"),
-    ("instrument", None, "Instrument"),
-    ("night", None, "Night of the observation (evening date)"),
+    *ROW_OBSERVATION_COLUMNS,
     ("detection", None, "Catalog id of the detection"),
     ("sep_arcsec", "arcsec", "Separation of the detection from the star"),
     ("pa_deg", "deg", "Position angle of the detection east of north"),
@@ -342,14 +349,11 @@ def spectra_table(session, campaign=None, visible_ids: set[int] | None = None) -
                 .where(Detection.reduction_id == reduction.id)
                 .order_by(Detection.id, SpectrumPoint.wavelength_um)
             )
+            where, which = _row_fields(obs, tgt, campaign, reduction)
             for d, p in points:
                 rows.append(
                     {
-                        "observation": obs.id,
-                        "observation_key": obs.key,
-                        "target": tgt.name if tgt else None,
-                        "instrument": obs.instrument,
-                        "night": obs.night.isoformat(),
+                        **where,
                         "detection": d.id,
                         "sep_arcsec": d.sep_arcsec,
                         "pa_deg": d.pa_deg,
@@ -358,8 +362,7 @@ def spectra_table(session, campaign=None, visible_ids: set[int] | None = None) -
                         "contrast": p.contrast,
                         "contrast_err": p.contrast_err,
                         "snr": p.snr,
-                        "campaign": f"{campaign.name} v{campaign.version}",
-                        "reduction": reduction.id,
+                        **which,
                     }
                 )
     return build_table(
@@ -382,22 +385,18 @@ def limits_table(session, campaign=None, visible_ids: set[int] | None = None) ->
                 .where(DetectionLimit.reduction_id == reduction.id)
                 .order_by(DetectionLimit.wavelength_um, DetectionLimit.id)
             ):
+                where, which = _row_fields(obs, tgt, campaign, reduction)
                 for point in limit.points:
                     rows.append(
                         {
-                            "observation": obs.id,
-                            "observation_key": obs.key,
-                            "target": tgt.name if tgt else None,
-                            "instrument": obs.instrument,
-                            "night": obs.night.isoformat(),
+                            **where,
                             "wavelength_um": limit.wavelength_um,
                             "sigma": limit.sigma,
                             "algorithm": limit.algorithm,
                             "sep_arcsec": point.sep_arcsec,
                             "contrast": point.contrast,
                             "throughput": point.throughput,
-                            "campaign": f"{campaign.name} v{campaign.version}",
-                            "reduction": reduction.id,
+                            **which,
                         }
                     )
     return build_table(

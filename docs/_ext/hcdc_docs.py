@@ -395,8 +395,8 @@ class SpectralDirective(_Generated):
         head = (
             f"{summary['found']} of {summary['companions']} companions found; channels at S/N ≥ 10 within 10 %: "
             f"{summary['bright_within_10pc']}; other channels within 3σ: {summary['faint_within_3sigma']}; "
-            f"spread of the companions' mean pulls {summary.get('companion_pull_mean_std', 'n/a')} (1 if the errors are "
-            "right); "
+            f"spread of the companions' mean pulls {summary.get('companion_pull_mean_std', 'n/a')} "
+            "(1 if the errors are right); "
             f"load average at the start {summary['load_average_at_start'][0]}."
         )
         header = [

@@ -13,6 +13,17 @@ import numpy as np
 
 from .budget import ANGLE_TERMS, CONTRAST_TERMS, SEPARATION_TERMS
 
+#: the position columns of a detections table, with the budget's terms (in table order)
+POSITION_COLUMNS = (
+    "sep_arcsec",
+    "sep_arcsec_err",
+    *(f"sep_arcsec_err_{k}" for k in SEPARATION_TERMS),
+    "pa_deg",
+    "pa_deg_err",
+    *(f"pa_deg_err_{k}" for k in ANGLE_TERMS),
+    "theta_deg",
+)
+
 
 def detections_table(result, pixel_scale: float, star_flux: float | None):
     """One row per candidate, NEGFC values when characterised (else detection values, NaN errors)."""
@@ -91,13 +102,7 @@ def detections_table(result, pixel_scale: float, star_flux: float | None):
         "y_err",
         "sep_px",
         "sep_px_err",
-        "sep_arcsec",
-        "sep_arcsec_err",
-        *(f"sep_arcsec_err_{k}" for k in SEPARATION_TERMS),
-        "pa_deg",
-        "pa_deg_err",
-        *(f"pa_deg_err_{k}" for k in ANGLE_TERMS),
-        "theta_deg",
+        *POSITION_COLUMNS,
         "snr",
         "peak_snr",
         "fpf",
@@ -382,13 +387,7 @@ def spectral_detections_table(result):
         "x",
         "y",
         "sep_px",
-        "sep_arcsec",
-        "sep_arcsec_err",
-        *(f"sep_arcsec_err_{k}" for k in SEPARATION_TERMS),
-        "pa_deg",
-        "pa_deg_err",
-        *(f"pa_deg_err_{k}" for k in ANGLE_TERMS),
-        "theta_deg",
+        *POSITION_COLUMNS,
         "snr",
         "fpf",
         "flux_fwhm_aperture",
