@@ -157,3 +157,15 @@ def test_parameters_and_inputs_are_checked():
             wavelengths=[1.0, 1.1],
             pixel_scale=PIXEL_SCALE,
         )
+
+
+def test_a_small_crop_is_processed_with_fewer_fakes():
+    """A 31-px cube (the demo's IFS crop, 0.11" of radius) still gets its limits; a 15-px one is refused clearly."""
+    cube = spectral_cube([], size=31, every_frame=4)
+    step = SpectralPostprocessStep()
+    inputs = dict(angles=cube.angles, psfs=cube.psfs, wavelengths=cube.wavelengths, pixel_scale=PIXEL_SCALE)
+    result = step(SpectralParameters(nbranch=1), cube=cube.cube, star_flux=cube.star_flux, **inputs)
+    assert np.all(np.isfinite(result.limits.collapsed)) and np.any(result.limits.collapsed < 1)
+    small = cube.cube[..., 8:23, 8:23]
+    with pytest.raises(ValueError, match="too small"):
+        step(SpectralParameters(nbranch=1), cube=small, **inputs)

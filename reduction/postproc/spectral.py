@@ -435,9 +435,10 @@ def postprocess_spectral(
     if radii.size < 3:
         raise ValueError(f"the frames ({ny}x{nx} px) are too small for a throughput at FWHM {fwhm:.1f} px")
     channel_sigma = np.stack([n[0] for n in channel_noise])
-    # fakes every FWHM from 1.5 FWHM to the edge, away from what a plain mean of the channels shows
-    fc_radii = np.arange(1.5 * fwhm, min(ny, nx) / 2 - 1.5 * fwhm, fwhm)
-    if fc_radii.size < 3:
+    # fakes every FWHM from 1.5 FWHM to 1 FWHM from the edge, away from what a plain mean of the channels shows
+    # (a small crop, as the demo's 31-35 px IFS cubes, gets one or two: constant beyond them)
+    fc_radii = np.arange(1.5 * fwhm, min(ny, nx) / 2 - fwhm + 1e-9, fwhm)
+    if fc_radii.size < 1:
         raise ValueError(f"the frames ({ny}x{nx} px) are too small for fake companions at FWHM {fwhm:.1f} px")
     preliminary = detect_candidates(
         channels.mean(axis=0), fwhm, threshold=params.threshold, max_candidates=params.max_candidates
