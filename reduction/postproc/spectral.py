@@ -435,9 +435,13 @@ def postprocess_spectral(
     if radii.size < 3:
         raise ValueError(f"the frames ({ny}x{nx} px) are too small for a throughput at FWHM {fwhm:.1f} px")
     channel_sigma = np.stack([n[0] for n in channel_noise])
-    # fakes every FWHM from 1.5 FWHM to 1 FWHM from the edge, away from what a plain mean of the channels shows
+    # fakes every FWHM from 1.5 FWHM to 1.5 FWHM from the edge (the rescaling loses flux nearer the edge),
+    # away from what a plain mean of the channels shows
     # (a small crop, as the demo's 31-35 px IFS cubes, gets one or two: constant beyond them)
-    fc_radii = np.arange(1.5 * fwhm, min(ny, nx) / 2 - fwhm + 1e-9, fwhm)
+    half = min(ny, nx) / 2
+    fc_radii = np.arange(1.5 * fwhm, half - 1.5 * fwhm, fwhm)
+    if fc_radii.size == 0 and half - fwhm > 1.5 * fwhm:  # a small crop: one radius, 1 FWHM from the edge
+        fc_radii = np.array([half - fwhm])
     if fc_radii.size < 1:
         raise ValueError(f"the frames ({ny}x{nx} px) are too small for fake companions at FWHM {fwhm:.1f} px")
     preliminary = detect_candidates(
