@@ -88,6 +88,13 @@ def noise_per_annulus(
     return noise, mean, np.array(radii)
 
 
+def student_sigma(sigma: float, radii, fwhm: float) -> np.ndarray:
+    """The small-sample threshold of ``sigma`` at ``radii`` (Mawet et al. 2014): ``t.ppf(Φ(sigma), n - 1)
+    sqrt(1 + 1/n)`` with ``n = floor(2π r / FWHM)`` resolution elements."""
+    n_res = np.floor(np.asarray(radii, dtype=float) / fwhm * 2 * np.pi)
+    return stats.t.ppf(stats.norm.cdf(sigma), n_res - 1) * np.sqrt(1 + 1 / n_res)
+
+
 @blas_single_thread
 def throughput(
     cube: np.ndarray,
@@ -262,9 +269,8 @@ def contrast_curve(
         noise_sm = savgol_filter(noise_samp, polyorder=2, mode="nearest", window_length=win)
     else:
         noise_sm = noise_samp
-    n_res = np.floor(rad_samp / fwhm * 2 * np.pi)
     if student:
-        sigma_corr = stats.t.ppf(stats.norm.cdf(sigma), n_res - 1) * np.sqrt(1 + 1 / n_res)
+        sigma_corr = student_sigma(sigma, rad_samp, fwhm)
     else:
         sigma_corr = np.full(rad_samp.shape, float(sigma))
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -41,7 +41,7 @@ from reduction.steps import Step, StepParameters
 from ._checks import as_float_array, check_angles, check_cube, check_positive
 from ._threads import blas_single_thread
 from .budget import ErrorBudget, Systematics, detection_budget
-from .contrast import noise_per_annulus
+from .contrast import noise_per_annulus, student_sigma
 from .detection import candidate_at, detect_candidates
 from .inject import inject_companions, inject_in_frame
 from .pca import combine
@@ -227,12 +227,6 @@ def _process(cube, angles, factors, params: SpectralParameters, basis_from=None)
         cube, factors, params.ncomp, mode=params.mode, ncomp_adi=params.ncomp_adi, basis_from=basis_from
     )
     return np.stack([combine(frames, angles, params.collapse)[0] for frames in per_channel])
-
-
-def _student_factor(sigma: float, radii: np.ndarray, fwhm: float) -> np.ndarray:
-    """Mawet et al. (2014): the Student-t threshold of ``sigma`` with ``2πr/FWHM`` resolution elements."""
-    n = np.maximum(np.floor(2 * np.pi * radii / fwhm), 3)
-    return stats.t.ppf(stats.norm.cdf(sigma), n - 1) * np.sqrt(1 + 1 / n)
 
 
 def _branch_angles(nbranch: int, avoid_theta: list[float]) -> np.ndarray:
@@ -506,7 +500,7 @@ def postprocess_spectral(
                 inject_companions(out[k], npsfs[k], angles, flux[k], cand.separation_px, cand.theta_deg, copy=False)
         return out
 
-    steps: list[list[np.ndarray]] = [[] for _ in found]
+    previous_step: list[np.ndarray | None] = [None for _ in found]
     box = int(2 * round(fwhm)) + 1
     for _ in range(params.spectrum_iterations if found else 0):
         clean = cube - models(spectra)
@@ -519,18 +513,18 @@ def postprocess_spectral(
             response[i] = gain
             step = np.where(gain > 0, measured / np.where(gain > 0, gain, 1), 0.0) - spectra[i]
             relax = 1.0
-            if steps[i]:
+            previous = previous_step[i]
+            if previous is not None:
                 # ρ by least squares over the channels (one noisy channel cannot set it), at most 0.75
                 # (a step stretched 4x at most: at low S/N the ratio is mostly noise)
-                previous = steps[i][-1]
                 norm = float(previous @ previous)
                 rho = float(np.clip(step @ previous / norm, 0.0, 0.75)) if norm > 0 else 0.0
                 relax = 1.0 / (1.0 - rho)
-            steps[i].append(step)
+            previous_step[i] = step
             spectra[i] = spectra[i] + relax * step
             found[i] = _recentred(image, cand, fwhm, box)
-    # the noise apertures of the projected images (the candidate's own aperture is not among them)
-    final, final_collapsed = projected, weigh(projected)
+    # the errors: the noise apertures of the projected images (the candidate's own aperture is not among them)
+    projected_collapsed = weigh(projected)
 
     # limits: the noise of the ASDI images of the cube without the candidates (a companion in its own
     # annulus would count as noise: at S/N 16 it tripled the annulus' scatter, measured), as vip's
@@ -541,7 +535,7 @@ def postprocess_spectral(
         + [noise_per_annulus(weigh(free), 1.0, fwhm, init_rad=fwhm)[0]]
     )
     with np.errstate(divide="ignore", invalid="ignore"):
-        factor = _student_factor(params.sigma, radii, fwhm)
+        factor = student_sigma(params.sigma, radii, fwhm)
         per_star = np.concatenate(
             [np.repeat(star_for_contrast[:, None], radii.size, axis=1), (star_for_contrast @ weight_r)[None]]
         )
@@ -564,8 +558,8 @@ def postprocess_spectral(
             t, t_err = np.concatenate([gain, t[nl:]]), np.concatenate([np.zeros(nl), t_err[nl:]])
         # errors: the noise apertures at the candidate's separation in the images without it
         flux_err = np.array(
-            [_aperture_noise(final[k], cand, fwhms[k]) for k in range(nl)]
-            + [_aperture_noise(final_collapsed, cand, fwhm)]
+            [_aperture_noise(projected[k], cand, fwhms[k]) for k in range(nl)]
+            + [_aperture_noise(projected_collapsed, cand, fwhm)]
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             contrast = flux / star_for_contrast
