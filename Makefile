@@ -54,12 +54,20 @@ demo: venv
 	  HCDC_DATA_DIR=$(DEMO_DIR) $(BIN)/hcdc hub start --demo-users; \
 	else echo "JupyterHub not started (no terminal): HCDC_DATA_DIR=$(DEMO_DIR) $(BIN)/hcdc hub start --demo-users"; fi
 
-# Debian packages the tests drive for real: SLURM + munge (campaigns on dask-jobqueue) and
-# Chromium (dashboards). Installed when missing and root; otherwise those tests skip with the reason.
-SYSTEM_PACKAGES := slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge chromium:chromium
+# Debian packages the tests drive for real: SLURM + munge (campaigns on dask-jobqueue), Chromium
+# (dashboards), GAVO DaCHS with pgSphere and q3c on the machine's PostgreSQL version, and stilts
+# (taplint) for the public VO service. Installed when missing and root; otherwise those tests skip
+# with the reason. (Debian's gavodachs2-server is not used: its postinst sets up a system-wide
+# instance on the machine's shared PostgreSQL; hcdc vo setup runs DaCHS on a cluster of its own.)
+PG_MAJOR := $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+PG_EXTENSIONS := /usr/share/postgresql/$(PG_MAJOR)/extension
+SYSTEM_PACKAGES := slurmctld:slurm-wlm slurmd:slurm-wlm munged:munge chromium:chromium \
+  dachs:python3-gavo stilts:stilts \
+  $(if $(PG_MAJOR),$(PG_EXTENSIONS)/pg_sphere.control:postgresql-$(PG_MAJOR)-pgsphere \
+    $(PG_EXTENSIONS)/q3c.control:postgresql-$(PG_MAJOR)-q3c)
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || missing="$$missing $$pkg"; done; \
+	  command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || test -e $$tool || missing="$$missing $$pkg"; done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// }" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; apt-get update -qq && \

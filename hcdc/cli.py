@@ -15,9 +15,6 @@ from pathlib import Path
 
 import click
 
-from reduction.preprocess.model import PreprocessParameters
-
-from .cli_parameters import parameter_options, parameters_from_options
 from .settings import Settings, get_settings, shown_url
 
 
@@ -63,13 +60,34 @@ def _iso_date(_ctx, _param, value):
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose heavy commands are imported when used, not at every ``hcdc`` start.
+
+    ``preprocess`` and ``postprocess`` build their options from the science's parameter dataclasses, whose
+    imports (scipy, photutils, vip-hci) took 2 of the 2.8 s every command spent starting.
+    """
+
+    LAZY = {"preprocess": "hcdc.preprocess_cmd:preprocess", "postprocess": "hcdc.postprocess_cmd:postprocess"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attribute = self.LAZY[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
     """HC-DC, the High-Contrast Data Center: archive, catalog and reductions."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
-    if click.get_current_context().invoked_subcommand not in ("hub", "kernel"):
+    if click.get_current_context().invoked_subcommand not in ("hub", "kernel", "vo"):  # vo: its commands switch
         # everything written from here on is the platform account's, closed to PIs (hcdc.accounts)
         from .accounts import act_as_data_dir_owner
 
@@ -315,75 +333,6 @@ def register_reduced(
 
 
 # --- pre-processing -----------------------------------------------------------------
-
-
-@main.command()
-@click.option(
-    "--observation",
-    "observation_ids",
-    multiple=True,
-    type=int,
-    help="Observation id (repeatable). Default: every raw SPHERE (IRDIS and IFS) observation without a "
-    "done pre-processing.",
-)
-@click.option("--redo", is_flag=True, help="Pre-process again even when a done reduction exists.")
-@parameter_options(PreprocessParameters)
-def preprocess(observation_ids: tuple[int, ...], redo: bool, **options) -> None:
-    """Calibrate and centre raw observations into ADI cubes (products + catalog rows).
-
-    One failing observation is recorded with its reason and does not stop the others.
-    The parameter options are those of the pipeline's ``preprocess`` step (the same
-    dataclass the campaigns and the widgets use).
-    """
-    from sqlalchemy import select
-
-    from .catalog.models import Observation, Reduction
-    from .pipeline.steps import step_specs
-
-    params, _ = parameters_from_options(PreprocessParameters, options)
-    spec = step_specs()["preprocess"]
-
-    settings = _settings()
-    cat = _catalog()
-    with cat.session() as session:
-        if observation_ids:
-            ids = list(observation_ids)
-            known = set(session.scalars(select(Observation.id).where(Observation.id.in_(ids))))
-            for missing in sorted(set(ids) - known):
-                raise click.ClickException(f"no observation {missing} in the catalog ({cat.url})")
-        else:
-            ids = list(
-                session.scalars(
-                    select(Observation.id)
-                    .where(Observation.origin == "raw", Observation.instrument.in_(("SPHERE-IRDIS", "SPHERE-IFS")))
-                    .order_by(Observation.id)
-                )
-            )
-        if not redo:
-            done = set(
-                session.scalars(
-                    select(Reduction.observation_id).where(Reduction.step == "preprocess", Reduction.status == "done")
-                )
-            )
-            skipped = [i for i in ids if i in done]
-            ids = [i for i in ids if i not in done]
-            if skipped:
-                _echo_err(f"{len(skipped)} observation(s) already pre-processed (use --redo)")
-    from tqdm.auto import tqdm
-
-    failed = 0
-    for observation_id in tqdm(ids, desc="pre-processing", unit="obs", disable=not sys.stderr.isatty() or None):
-        outcome = spec.runner(cat, observation_id, settings.data_dir, params, None, None)
-        if outcome.status == "done":
-            note = f"; {len(outcome.problems)} note(s): " + "; ".join(outcome.problems) if outcome.problems else ""
-            _echo_err(
-                f"observation {observation_id}: done, {outcome.n_frames} frames "
-                f"({outcome.n_rejected} rejected) -> {outcome.products.get('cube')}{note}"
-            )
-        else:
-            failed += 1
-            _echo_err(f"observation {observation_id}: FAILED: {outcome.error.splitlines()[0]}")
-    _echo_err(f"pre-processed {len(ids) - failed} observation(s), {failed} failed")
 
 
 @main.command()
@@ -922,6 +871,100 @@ def db_cluster_url(port: int) -> None:
 
 
 @main.group()
+def vo() -> None:
+    """The public VO service (GAVO DaCHS): TAP/ADQL, ObsCore, cone search and DataLink on the released catalog.
+
+    \b
+    hcdc vo setup     create the instance under <data_dir>/vo (its own PostgreSQL, dachs init, tables)
+    hcdc vo publish   serve exactly the released rows and products of HCDC_CATALOG_URL
+    hcdc vo serve     run the VO server on 127.0.0.1 (TAP: http://127.0.0.1:PORT/tap)
+    """
+
+
+def _vo_instance(port: int | None = None):
+    from .accounts import run_as_service_account
+    from .vo import VOError, VOInstance, ensure_pgsphere_loadable
+
+    settings = _settings()
+    if port is not None:
+        settings = settings.model_copy(update={"vo_port": port})
+    try:
+        ensure_pgsphere_loadable(say=_echo_err)  # as root, before dropping to the service account
+    except VOError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_as_service_account(settings, say=_echo_err)
+    return VOInstance(settings)
+
+
+def _vo_setup(instance) -> None:
+    from .pgcluster import ClusterError
+    from .vo import VOError
+
+    try:
+        for line in instance.setup(say=_echo_err):
+            _echo_err(f"  {line}")
+    except (VOError, ClusterError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@vo.command("setup")
+def vo_setup() -> None:
+    """Create or update the VO instance (idempotent): database cluster, DaCHS, configuration, tables."""
+    instance = _vo_instance()
+    _vo_setup(instance)
+    _echo_err(f"VO instance ready in {instance.root}; publish with: hcdc vo publish; serve with: hcdc vo serve")
+
+
+@vo.command("publish")
+def vo_publish() -> None:
+    """Write the released rows only (nothing proprietary, nothing without a release date) of the catalog
+    named by HCDC_CATALOG_URL into the VO tables, and the released product files beside them.
+
+    Idempotent: a second run changes nothing; after a campaign or a release date passing it adds,
+    updates and withdraws exactly what differs, and says so per table."""
+    from .vo import VOError
+
+    instance = _vo_instance()
+    _vo_setup(instance)
+    try:
+        report = instance.publish(instance.settings.resolved_catalog_url)
+    except VOError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _echo_err(f"published the catalog as released on {date.today()} to {instance.tap_url}:")
+    for line in report.lines():
+        _echo_err(line)
+    if report.problems:
+        raise SystemExit(1)
+
+
+@vo.command("serve")
+@click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default: the setting vo_port).")
+def vo_serve(port: int | None) -> None:
+    """Run the VO server (DaCHS) on 127.0.0.1 in the foreground; TAP at http://127.0.0.1:PORT/tap."""
+    from .vo import VOError
+
+    instance = _vo_instance(port)
+    _vo_setup(instance)
+    try:
+        instance.refresh_access_urls()
+    except VOError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _echo_err(
+        f"VO service on {instance.server_url}: TAP {instance.tap_url}, cone search "
+        f"{instance.server_url}/hcdc/q/cone/scs.xml (Ctrl-C stops it)"
+    )
+    raise SystemExit(instance.serve())
+
+
+@vo.command("stop")
+def vo_stop() -> None:
+    """Stop the VO instance's PostgreSQL cluster (a running 'hcdc vo serve' is stopped with Ctrl-C)."""
+    instance = _vo_instance()
+    for line in instance.cluster.stop() or ["not running"]:
+        _echo_err(line)
+
+
+@main.group()
 def kernel() -> None:
     """The HC-DC Jupyter kernel spec."""
 
@@ -948,12 +991,6 @@ def _register_commands() -> None:
     from .hub import main as hub_group
 
     main.add_command(hub_group, "hub")
-    try:
-        from .postprocess_cmd import postprocess
-    except ImportError as exc:  # pragma: no cover - only while a module is missing
-        logging.getLogger(__name__).debug("postprocess command unavailable: %s", exc)
-    else:
-        main.add_command(postprocess)
 
 
 _register_commands()

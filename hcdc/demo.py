@@ -111,13 +111,14 @@ def main() -> int:
     settings = get_settings()
     data_dir = settings.data_dir
     archive = data_dir / "archive"
+    vo_missing = _vo_prerequisites()  # as root, before dropping to the service account
     run_as_service_account(settings, say)
     say(f"HC-DC demo in {data_dir} (catalog {settings.resolved_catalog_url})")
     if not (archive / "truth.json").exists():
         from reduction.simulator import simulate_archive
 
         say(
-            f"1/5 simulating {DEMO_NIGHTS} nights of SPHERE IRDIS/IFS raw data (seed {DEMO_SEED}, "
+            f"1/6 simulating {DEMO_NIGHTS} nights of SPHERE IRDIS/IFS raw data (seed {DEMO_SEED}, "
             f"{DEMO_WINDOW}-px windows) ..."
         )
         started = time.perf_counter()
@@ -125,13 +126,13 @@ def main() -> int:
         stage_seconds["simulation"] = time.perf_counter() - started
         say(f"    done in {stage_seconds['simulation']:.0f} s")
     else:
-        say(f"1/5 simulated archive already in {archive} (delete it to simulate again)")
+        say(f"1/6 simulated archive already in {archive} (delete it to simulate again)")
     targets = archive / "targets.ecsv"
     if not targets.exists():
         write_target_table(archive / "truth.json", targets)
 
     catalog = Catalog(settings.resolved_catalog_url)
-    say("2/5 ingesting the raw archive ...")
+    say("2/6 ingesting the raw archive ...")
     started = time.perf_counter()
     report = ingest(
         archive / "raw",
@@ -152,7 +153,7 @@ def main() -> int:
     reference = settings.reference_data
     naco = reference / "naco_betapic" if reference else None
     if naco is not None and (naco / "naco_betapic_cube.fits").exists():
-        say("3/5 registering the real NACO L' beta Pic cube (external, calibrated) ...")
+        say("3/6 registering the real NACO L' beta Pic cube (external, calibrated) ...")
         result = register_external(
             catalog,
             naco_betapic_cube(naco),
@@ -170,9 +171,9 @@ def main() -> int:
                 added, updated = register_astrometry(session, "beta Pic", rows, BETA_PIC_ASTROMETRY_REFERENCE)
             say(f"    beta Pic b published astrometry: {added} epoch(s) added, {updated} already there")
     else:
-        say("3/5 reference data not found: the NACO beta Pic cube is not registered (set HCDC_REFERENCE_DATA)")
+        say("3/6 reference data not found: the NACO beta Pic cube is not registered (set HCDC_REFERENCE_DATA)")
 
-    say("4/5 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")
+    say("4/6 systematic campaign on a local dask cluster (papermill notebooks; first run takes minutes) ...")
     from .pipeline.campaign import compare_campaigns, format_duration, previous_campaign_id, reprocess
 
     started = time.perf_counter()
@@ -194,7 +195,7 @@ def main() -> int:
     for observation_id, step, error in report.failures:
         say(f"    FAILED observation {observation_id} {step}: {error.splitlines()[0] if error else '?'}")
 
-    say("5/5 catalog summary")
+    say("5/6 catalog summary")
     with catalog.session() as session:
         print(render_summary(session, url=catalog.url))
         check = compare_with_truth(session, archive / "truth.json")
@@ -253,10 +254,98 @@ def main() -> int:
         f"         HCDC_DATA_DIR={data_dir} {hcdc} hub start --demo-users   # JupyterHub for the PIs"
     )
     catalog.dispose()
+    started = time.perf_counter()
+    vo_ok = publish_to_vo(settings, vo_missing)
+    stage_seconds["VO"] = time.perf_counter() - started
     total = time.perf_counter() - demo_started
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stage_seconds.items())
     say(f"demo done in {format_duration(total)} ({stages}; load average {os.getloadavg()[0]:.2f})")
-    return 0 if check.ok and not report.failures else 1
+    return 0 if check.ok and not report.failures and vo_ok else 1
+
+
+#: the example query the demo runs on its VO service and prints for the user
+EXAMPLE_ADQL = (
+    "SELECT o.target, o.night, d.sep_arcsec, d.sep_err_arcsec, d.pa_deg, d.contrast, d.snr "
+    "FROM hcdc.detections AS d JOIN hcdc.observations AS o ON o.id = d.observation "
+    "WHERE d.snr > 10 ORDER BY d.snr DESC"
+)
+
+
+def _vo_prerequisites() -> str | None:
+    """Why the demo cannot publish to a VO service here (None: it can). Run as root, it also applies
+    the pgSphere fix (:func:`hcdc.vo.ensure_pgsphere_loadable`)."""
+    import shutil
+
+    from .pgcluster import ClusterError, postgres_bin
+    from .vo import VOError, ensure_pgsphere_loadable
+
+    if shutil.which("dachs", path="/usr/bin:/bin") is None:
+        return "GAVO DaCHS not installed (make system-deps as root installs python3-gavo)"
+    try:
+        postgres_bin("initdb")
+        ensure_pgsphere_loadable(say=lambda line: say(f"    {line}"))
+    except (ClusterError, VOError) as exc:
+        return str(exc)
+    return None
+
+
+def publish_to_vo(settings, missing: str | None) -> bool:
+    """6/6: publish the released catalog to the VO service, run the example ADQL query on it, say how to
+    serve it. False when publishing failed (not when the machine has no DaCHS: then it says why)."""
+    import subprocess
+    import urllib.request
+
+    from .pgcluster import ClusterError
+    from .vo import VOError, VOInstance
+
+    if missing:
+        say(f"6/6 public VO service skipped: {missing}")
+        return True
+    say("6/6 public VO service (GAVO DaCHS): publishing the released catalog ...")
+    instance = VOInstance(settings)
+    try:
+        for line in instance.setup(say=lambda line: say(f"    {line}")):
+            say(f"    {line}")
+        report = instance.publish(settings.resolved_catalog_url)
+    except (VOError, ClusterError) as exc:
+        say(f"    FAILED: {exc}")
+        return False
+    for line in report.lines():
+        say(f"  {line}")
+    server = subprocess.Popen(
+        ["/usr/bin/dachs", "serve", "start", "--foreground"],
+        env=instance.environment(),
+        cwd=instance.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{instance.tap_url}/availability", timeout=5) as answer:
+                    if b"true" in answer.read():
+                        break
+            except OSError:
+                time.sleep(0.5)
+        import pyvo
+
+        result = pyvo.dal.TAPService(instance.tap_url).run_sync(EXAMPLE_ADQL).to_table()
+    except Exception as exc:  # the demo reports it; the tests (tests/test_vo.py) hold the service to account
+        say(f"    FAILED to query {instance.tap_url}: {exc}")
+        return False
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    hcdc = Path(sys.executable).parent / "hcdc"
+    print(f"\nVO service (released rows only): TAP {instance.tap_url}; example ADQL query:\n  {EXAMPLE_ADQL}")
+    result.pprint(max_lines=12, max_width=-1)
+    print(
+        f"serve it:  HCDC_DATA_DIR={settings.data_dir} {hcdc} vo serve    (then TOPCAT or pyvo on {instance.tap_url})\n"
+        f"query it:  python -c \"import pyvo; print(pyvo.dal.TAPService('{instance.tap_url}')"
+        f".run_sync('SELECT TOP 5 * FROM hcdc.targets').to_table())\""
+    )
+    return True
 
 
 if __name__ == "__main__":

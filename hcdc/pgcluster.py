@@ -66,6 +66,8 @@ class ProjectCluster:
     root: Path
     port: int = DEFAULT_PORT
     owner: str = "hcdc-service"
+    #: the database created with the cluster (owned by :data:`OWNER_ROLE`)
+    database: str = DATABASE
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, port: int = DEFAULT_PORT, owner: str = "hcdc-service") -> ProjectCluster:
@@ -87,9 +89,9 @@ class ProjectCluster:
     def logfile(self) -> Path:
         return self.root / "server.log"
 
-    def url(self, role: str = OWNER_ROLE, database: str = DATABASE) -> str:
-        """SQLAlchemy URL of ``database`` as ``role``; the password comes from the pass file."""
-        return f"postgresql+psycopg://{role}@127.0.0.1:{self.port}/{database}?passfile={self.passfile}"
+    def url(self, role: str = OWNER_ROLE, database: str | None = None) -> str:
+        """SQLAlchemy URL of ``database`` (default: the cluster's) as ``role``; the password is in the pass file."""
+        return f"postgresql+psycopg://{role}@127.0.0.1:{self.port}/{database or self.database}?passfile={self.passfile}"
 
     # --- running as the owner -------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class ProjectCluster:
                 f"CREATE ROLE {OWNER_ROLE} LOGIN PASSWORD '{passwords[OWNER_ROLE]}'",
                 f"CREATE ROLE {READER_ROLE} NOLOGIN",
                 f"GRANT {READER_ROLE} TO {OWNER_ROLE} WITH ADMIN OPTION",
-                f"CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}",
+                f"CREATE DATABASE {self.database} OWNER {OWNER_ROLE}",
                 "REVOKE ALL ON DATABASE postgres FROM PUBLIC",
             ):
                 self.psql_superuser(statement)
@@ -191,10 +193,12 @@ class ProjectCluster:
             return self.init()
         if self.running():
             return []
-        self._check(
-            self._as_owner([postgres_bin("pg_ctl"), "-D", self.data, "-l", self.logfile, "-w", "-t", "60", "start"]),
-            "pg_ctl start",
-        )
+        done = self._as_owner([postgres_bin("pg_ctl"), "-D", self.data, "-l", self.logfile, "-w", "-t", "60", "start"])
+        if done.returncode != 0:  # the reason (a port in use, ...) is in the server's log, not in pg_ctl's output
+            log = self.logfile.read_text(errors="replace").strip().splitlines()[-4:] if self.logfile.is_file() else []
+            raise ClusterError(
+                f"PostgreSQL ({self.data}) did not start on 127.0.0.1:{self.port}: " + " | ".join(log or [done.stderr])
+            )
         return [f"started PostgreSQL on 127.0.0.1:{self.port}"]
 
     def stop(self) -> list[str]:

@@ -124,6 +124,49 @@ class Settings(BaseSettings):
         description="Extra #SBATCH lines, e.g. ['--account=hcdc', '--qos=normal'].",
     )
 
+    vo_port: int = Field(
+        default=8090,
+        ge=1024,
+        le=65535,
+        description="Port on 127.0.0.1 of the public VO service (hcdc vo serve; TAP at http://127.0.0.1:PORT/tap).",
+    )
+    vo_pg_port: int = Field(
+        default=5434,
+        ge=1024,
+        le=65535,
+        description="Port on 127.0.0.1 of the VO service's own PostgreSQL cluster (<data_dir>/vo/postgres), "
+        "which holds the released rows only.",
+    )
+    vo_authority: str = Field(
+        default="hcdc.local",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._~-]{2,}$",
+        description="IVOA authority of the VO service (publisher DIDs are ivo://AUTHORITY/hcdc?product/ID).",
+    )
+    vo_max_rows: int = Field(
+        default=20_000,
+        ge=1,
+        le=100_000_000,
+        description="Rows a TAP query returns when it does not say (MAXREC default; also cone searches).",
+    )
+    vo_hard_max_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=100_000_000,
+        description="Rows a TAP query can ever return, whatever its MAXREC or TOP.",
+    )
+    vo_sync_timeout_s: int = Field(
+        default=60, ge=1, le=86_400, description="Time limit of a synchronous TAP query, in seconds."
+    )
+    vo_async_timeout_s: int = Field(
+        default=3600, ge=1, le=604_800, description="Time limit of an asynchronous TAP job, in seconds."
+    )
+    vo_job_retention_s: int = Field(
+        default=172_800,
+        ge=60,
+        le=2_592_000,
+        description="Asynchronous TAP jobs and their results are destroyed this long after creation (seconds).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

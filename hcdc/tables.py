@@ -229,6 +229,8 @@ DETECTION_COLUMNS = (
     ("status", None, "candidate / confirmed / background / rejected"),
     ("campaign", None, "Campaign (name vN)"),
     ("reduction", None, "Reduction id (provenance: hcdc provenance REDUCTION)"),
+    ("detection", None, "Detection id (catalog)"),
+    ("release_date", None, "First day the detection is public (the latest release date of its inputs)"),
 )
 
 LIMIT_COLUMNS = (
@@ -241,7 +243,13 @@ LIMIT_COLUMNS = (
     ("throughput", None, "Algorithm throughput"),
     ("campaign", None, "Campaign (name vN)"),
     ("reduction", None, "Reduction id"),
+    ("curve", None, "Detection-limit (contrast curve) id (catalog)"),
+    ("release_date", None, "First day the curve is public (the latest release date of its inputs)"),
 )
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
 
 
 def latest_campaign(session, name: str | None = None):
@@ -311,6 +319,8 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
                         **{name: getattr(d, name) for name in DETECTION_MEASUREMENTS},
                         "status": d.status,
                         **which,
+                        "detection": d.id,
+                        "release_date": _iso(d.release_date),
                     }
                 )
     return build_table(
@@ -330,6 +340,7 @@ SPECTRUM_COLUMNS = (
     ("snr", None, "S/N of the detection in the channel"),
     ("campaign", None, "Campaign name and version"),
     ("reduction", None, "Catalog id of the reduction"),
+    ("release_date", None, "First day the spectrum is public (its detection's release date)"),
 )
 
 
@@ -363,6 +374,7 @@ def spectra_table(session, campaign=None, visible_ids: set[int] | None = None) -
                         "contrast_err": p.contrast_err,
                         "snr": p.snr,
                         **which,
+                        "release_date": _iso(d.release_date),
                     }
                 )
     return build_table(
@@ -397,6 +409,8 @@ def limits_table(session, campaign=None, visible_ids: set[int] | None = None) ->
                             "contrast": point.contrast,
                             "throughput": point.throughput,
                             **which,
+                            "curve": limit.id,
+                            "release_date": _iso(limit.release_date),
                         }
                     )
     return build_table(

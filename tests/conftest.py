@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,61 @@ def slurm_cluster():
     else:
         os.environ["SLURM_CONF"] = previous
     cluster.stop()
+
+
+# --- the pipeline tests' archive and their undisturbed campaign, made once per run -----------------------
+
+
+@pytest.fixture(scope="session")
+def pipeline_archive(tmp_path_factory):
+    """One recent night: three IRDIS observations with companions (noise, AO, 128-px windows)."""
+    from reduction.simulator import simulate_archive
+
+    root = tmp_path_factory.mktemp("pipe") / "archive"
+    simulate_archive(root, nights=1, seed=12, window=128, ifs=False)
+    return root
+
+
+@dataclass(frozen=True)
+class UndisturbedCampaign:
+    """What a serial campaign with the pipeline tests' FAST parameters gives on :func:`pipeline_archive`:
+    the detections and limits row by row (``tests.test_pipeline._science_rows``) and their counts, taken
+    when it ended; its report, catalog and data directory (``test_rerun_touch_and_failure_isolation`` goes
+    on from them: the other tests read the snapshot only)."""
+
+    rows: list
+    n_detections: int
+    n_limits: int
+    report: object
+    name: str
+    catalog_url: str
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def undisturbed_campaign(pipeline_archive, tmp_path_factory) -> UndisturbedCampaign:
+    """The reference every fault test (killed run, killed worker, PostgreSQL restart, disk full) compares
+    its catalog to: run once, not once per test (the campaign is deterministic: same archive, same
+    parameters, serial)."""
+    from sqlalchemy import func, select
+
+    from hcdc.catalog.models import Detection, DetectionLimit
+    from hcdc.pipeline.campaign import reprocess
+
+    from .test_pipeline import _parameters, _science_rows, _setup
+
+    root = tmp_path_factory.mktemp("undisturbed")
+    catalog, settings = _setup(pipeline_archive, f"sqlite:///{root / 'reference.sqlite'}", root / "data")
+    try:
+        report = reprocess(catalog, settings, campaign="reference", executor="serial", parameters=_parameters(root))
+        assert not report.failures, report.failures
+        with catalog.session() as session:
+            counts = (
+                session.scalar(select(func.count()).select_from(Detection)),
+                session.scalar(select(func.count()).select_from(DetectionLimit)),
+            )
+        return UndisturbedCampaign(
+            _science_rows(catalog, "reference"), *counts, report, "reference", catalog.url, root / "data"
+        )
+    finally:
+        catalog.dispose()

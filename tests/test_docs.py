@@ -111,6 +111,7 @@ def test_exports_state_the_catalogs_units():
     from hcdc.dashboards import exports
     from hcdc.sources import SOURCE_COLUMNS
     from hcdc.tables import DETECTION_COLUMNS, LIMIT_COLUMNS, OBSERVATION_COLUMNS
+    from hcdc.vo import TARGET_COLUMNS as VO_TARGET_COLUMNS
 
     catalog = {}
     for table in Base.metadata.sorted_tables:
@@ -125,6 +126,7 @@ def test_exports_state_the_catalogs_units():
         exports.TARGET_COLUMNS,
         exports.DETECTION_COLUMNS,
         exports.LIMIT_POINT_COLUMNS,
+        VO_TARGET_COLUMNS,
     ):
         for name, unit, _description in spec:
             if name not in catalog or len(catalog[name]) != 1:

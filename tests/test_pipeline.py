@@ -17,11 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from hcdc.catalog import Catalog
-from hcdc.catalog.models import CampaignReduction, Detection, DetectionLimit, Observation, Reduction
+from hcdc.catalog.models import CampaignReduction, Detection, DetectionLimit, Observation, RawFile, Reduction
 from hcdc.ingest import ingest
 from hcdc.pipeline.campaign import load_parameters, reprocess
 from hcdc.settings import Settings
-from reduction.simulator import simulate_archive
 
 FAST = {
     "postprocess": {
@@ -34,12 +33,10 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-    """One recent night: three IRDIS observations with companions (noise, AO, 128-px windows)."""
-    root = tmp_path_factory.mktemp("pipe") / "archive"
-    simulate_archive(root, nights=1, seed=12, window=128, ifs=False)
-    return root
+@pytest.fixture
+def archive(pipeline_archive):
+    """One recent night: three IRDIS observations with companions (conftest: simulated once per run)."""
+    return pipeline_archive
 
 
 def _parameters(tmp_path, overrides=FAST) -> dict:
@@ -197,21 +194,24 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
     assert false <= max(1, len(truth["observations"]) // 10), f"{false} false candidates"
 
 
-def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    catalog, settings = _setup(archive, url, tmp_path / "data")
+def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_path, monkeypatch):
+    # the first run is the session's undisturbed campaign (the same parameters, archive and executor): this
+    # test goes on from its catalog
+    name = undisturbed_campaign.name
+    catalog = Catalog(undisturbed_campaign.catalog_url)
+    settings = Settings(data_dir=undisturbed_campaign.data_dir, catalog_url=undisturbed_campaign.catalog_url)
     params = _parameters(tmp_path)
-    first = reprocess(catalog, settings, campaign="c", executor="serial", parameters=params)
+    first = undisturbed_campaign.report
     n = first.observations
     assert first.counts["done"] == 2 * n and not first.failures
-    again = reprocess(catalog, settings, campaign="c", executor="serial", parameters=params)
+    again = reprocess(catalog, settings, campaign=name, executor="serial", parameters=params)
     assert again.steps_run == 0 and again.counts["up-to-date"] == 2 * n
     touched = dict(params)
     touched["postprocess"] = {
         **params["postprocess"],
         "subtraction": {**params["postprocess"]["subtraction"], "ncomp": 3},
     }
-    third = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched)
+    third = reprocess(catalog, settings, campaign=name, executor="serial", parameters=touched)
     steps = {(s.step, s.status) for r in third.results for s in r.steps}
     assert steps == {("preprocess", "up-to-date"), ("postprocess", "done")}
     assert third.steps_run == n
@@ -220,7 +220,7 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
 
     monkeypatch.setattr(PostprocessStep, "version", PostprocessStep.version + ".1")
     one = first.results[0].observation_id  # one observation is enough to show it (and keeps the test short)
-    bumped = reprocess(catalog, settings, campaign="c", executor="serial", parameters=touched, query=f"id={one}")
+    bumped = reprocess(catalog, settings, campaign=name, executor="serial", parameters=touched, query=f"id={one}")
     assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {
         ("preprocess", "up-to-date"),
         ("postprocess", "done"),
@@ -252,28 +252,38 @@ def test_rerun_touch_and_failure_isolation(archive, tmp_path, monkeypatch):
         path = broken / truth["files"][name]["path"]
         path.write_bytes(path.read_bytes()[:3000])
     settings2 = Settings(data_dir=tmp_path / "data2", catalog_url=url2)
-    report = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0)
+    with catalog2.session() as session:  # the broken observation and one sound one (CI time)
+        victim_id = session.scalar(select(RawFile.observation_id).where(RawFile.path.endswith(path.name)))
+        sound_id = session.scalar(select(Observation.id).where(Observation.id != victim_id).order_by(Observation.id))
+    assert victim_id is not None and sound_id is not None
+    pair = f"id={victim_id},{sound_id}"
+    report = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0, query=pair)
     failed = {(obs, step) for obs, step, _ in report.failures}
-    assert len(failed) == 1 and next(iter(failed))[1] == "preprocess"
+    assert len(failed) == 1 and next(iter(failed))[1] == "preprocess", report.failures
     assert "no readable OBJECT" in report.failures[0][2]
-    assert report.counts["done"] == 2 * (n - 1) and report.counts["skipped"] == 1
+    assert report.counts["done"] == 2 and report.counts["skipped"] == 1  # the sound one ran both steps
     # re-ingesting notices the damaged files: the observation has no science frame left and the
     # campaign says so instead of failing again
     ingest(broken / "raw", catalog2)
-    again = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0)
+    again = reprocess(  # (re-ingest may give the observation a new id: chosen by its target)
+        catalog2,
+        settings2,
+        campaign="b",
+        executor="serial",
+        parameters=params,
+        retries=0,
+        query=f"target={victim['target']}",
+    )
     skipped = [s for r in again.results for s in r.steps if s.status == "skipped"]
     assert any("no science frames" in (s.error or "") for s in skipped)
     assert not again.failures
 
 
-def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):
+def test_interrupted_campaign_resumes_to_the_same_catalog(archive, undisturbed_campaign, tmp_path):
     params_file = tmp_path / "p.yaml"
     import yaml
 
     params_file.write_text(yaml.safe_dump(FAST))
-    reference_url = f"sqlite:///{tmp_path / 'reference.sqlite'}"
-    reference, ref_settings = _setup(archive, reference_url, tmp_path / "ref")
-    reprocess(reference, ref_settings, campaign="k", executor="serial", parameters=load_parameters(params_file))
 
     url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
     catalog, _settings = _setup(archive, url, tmp_path / "killed")
@@ -311,7 +321,7 @@ def test_interrupted_campaign_resumes_to_the_same_catalog(archive, tmp_path):
     settings = Settings(data_dir=tmp_path / "killed", catalog_url=url)
     resumed = reprocess(catalog, settings, campaign="k", executor="serial", parameters=load_parameters(params_file))
     assert resumed.counts["up-to-date"] >= 2 and not resumed.failures
-    assert _science_rows(catalog, "k") == _science_rows(reference, "k")
+    assert _science_rows(catalog, "k") == undisturbed_campaign.rows
     with catalog.session() as session:  # no leftovers of the killed run
         assert session.scalar(select(func.count()).select_from(Reduction).where(Reduction.status != "done")) == 0
 
@@ -520,7 +530,9 @@ def test_campaigns_start_with_the_longest_observations(tmp_path):
     assert [t.observation_id for t in longest_first(tasks, {})] == [t.observation_id for t in tasks]
 
 
-def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_same(archive, tmp_path):
+def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_same(
+    archive, undisturbed_campaign, tmp_path
+):
     """SIGKILL of a dask worker while it runs a step: dask reschedules the task on the other worker,
     the campaign ends without a failure, and its detections and limits equal an undisturbed run's."""
     import threading
@@ -528,9 +540,6 @@ def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_sa
     from hcdc.pipeline.campaign import make_cluster
 
     params = _parameters(tmp_path)
-    reference, ref_settings = _setup(archive, f"sqlite:///{tmp_path / 'reference.sqlite'}", tmp_path / "ref")
-    assert not reprocess(reference, ref_settings, campaign="w", executor="serial", parameters=params).failures
-
     catalog, settings = _setup(archive, f"sqlite:///{tmp_path / 'killed.sqlite'}", tmp_path / "killed")
     cluster = make_cluster("local", settings)
     holder: dict = {}
@@ -563,7 +572,7 @@ def test_a_worker_killed_mid_step_is_retried_elsewhere_and_the_catalog_is_the_sa
     report = holder["report"]
     assert not report.failures, report.failures
     assert report.counts["done"] == 2 * report.observations
-    assert _science_rows(catalog, "w") == _science_rows(reference, "w")
+    assert _science_rows(catalog, "w") == undisturbed_campaign.rows
     with catalog.session() as session:
         statuses = [r.status for r in session.scalars(select(Reduction))]
     assert statuses and set(statuses) == {"done"}, statuses  # the killed step's row was taken over, none left running

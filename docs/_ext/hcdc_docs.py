@@ -120,6 +120,33 @@ class CatalogDirective(_Generated):
         return out
 
 
+class VOTablesDirective(_Generated):
+    """Every table the public VO service serves (hcdc.vo.table_specs): columns with type, unit, UCD, meaning."""
+
+    lines_have_titles = True
+
+    def lines(self):
+        from hcdc.vo import OBSCORE_COLUMNS, SCHEMA, table_specs
+
+        out = []
+        for spec in table_specs():
+            title = f"``{SCHEMA}.{spec.name}``"
+            out += [title, "-" * len(title), "", spec.description, "", f"Key: ``{', '.join(spec.key)}``.", ""]
+            rows = [
+                [f"``{c.name}``", c.type, c.unit or "", c.ucd or "", c.description]
+                for c in spec.columns
+                if not (spec.name == "products" and c.name in OBSCORE_COLUMNS)
+            ]
+            if spec.name == "products":
+                out += [
+                    "The ObsCore columns (" + ", ".join(f"``{n}``" for n in OBSCORE_COLUMNS) + ") as in "
+                    "``ivoa.obscore``, then:",
+                    "",
+                ]
+            out += _table(["column", "type", "unit", "UCD", "meaning"], rows, "18 12 10 18 42")
+        return out
+
+
 class StepsDirective(_Generated):
     """Every pipeline step and science step: inputs, outputs and each parameter with default and help."""
 
@@ -421,6 +448,7 @@ def setup(app):
     app.add_directive("hcdc-literature", LiteratureDirective)
     app.add_directive("hcdc-settings", SettingsDirective)
     app.add_directive("hcdc-catalog", CatalogDirective)
+    app.add_directive("hcdc-vo-tables", VOTablesDirective)
     app.add_directive("hcdc-steps", StepsDirective)
     app.add_directive("hcdc-instruments", InstrumentsDirective)
     app.add_directive("hcdc-pulls", PullsDirective)
