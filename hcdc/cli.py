@@ -953,7 +953,7 @@ def vo_serve(port: int | None) -> None:
         f"VO service on {instance.server_url}: TAP {instance.tap_url}, cone search "
         f"{instance.server_url}/hcdc/q/cone/scs.xml (Ctrl-C stops it)"
     )
-    raise SystemExit(instance.serve())
+    instance.serve()
 
 
 @vo.command("stop")

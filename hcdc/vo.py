@@ -957,11 +957,11 @@ class VOInstance:
             )
             return done.rowcount
 
-    def serve(self) -> int:
-        """``dachs serve start --foreground`` (returns its exit status)."""
-        return subprocess.call(
-            ["/usr/bin/dachs", "serve", "start", "--foreground"], env=self.environment(), cwd=self.root
-        )
+    def serve(self) -> None:
+        """Become ``dachs serve start --foreground`` (exec: signals such as Ctrl-C or a supervisor's
+        SIGTERM reach the server itself, and no orphan is left behind)."""
+        os.chdir(self.root)
+        os.execve("/usr/bin/dachs", ["dachs", "serve", "start", "--foreground"], self.environment())
 
 
 def _sync_table(conn, spec: VOTableSpec, rows: list[dict[str, Any]]) -> tuple[int, int, int, int]:
