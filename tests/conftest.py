@@ -130,13 +130,18 @@ def pipeline_archive(tmp_path_factory):
 class UndisturbedCampaign:
     """What a serial campaign with the pipeline tests' FAST parameters gives on :func:`pipeline_archive`:
     the detections and limits row by row (``tests.test_pipeline._science_rows``) and their counts, taken
-    when it ended; its report, catalog and data directory (``test_rerun_touch_and_failure_isolation`` goes
-    on from them: the other tests read the snapshot only)."""
+    when it ended, and its report's figures, as plain values (no report, session or ORM object outlives
+    the fixture); its catalog and data directory, which ``test_rerun_touch_and_failure_isolation`` goes on
+    from (the other tests read the snapshot only)."""
 
     rows: list
     n_detections: int
     n_limits: int
-    report: object
+    observations: int
+    counts: dict
+    failures: list
+    observation_ids: list
+    campaign_id: int
     name: str
     catalog_url: str
     data_dir: Path
@@ -147,6 +152,8 @@ def undisturbed_campaign(pipeline_archive, tmp_path_factory) -> UndisturbedCampa
     """The reference every fault test (killed run, killed worker, PostgreSQL restart, disk full) compares
     its catalog to: run once, not once per test (the campaign is deterministic: same archive, same
     parameters, serial)."""
+    import gc
+
     from sqlalchemy import func, select
 
     from hcdc.catalog.models import Detection, DetectionLimit
@@ -158,14 +165,29 @@ def undisturbed_campaign(pipeline_archive, tmp_path_factory) -> UndisturbedCampa
     catalog, settings = _setup(pipeline_archive, f"sqlite:///{root / 'reference.sqlite'}", root / "data")
     try:
         report = reprocess(catalog, settings, campaign="reference", executor="serial", parameters=_parameters(root))
-        assert not report.failures, report.failures
+        figures = {
+            "observations": int(report.observations),
+            "counts": dict(report.counts),
+            "failures": [tuple(str(x) for x in failure) for failure in report.failures],
+            "observation_ids": [int(r.observation_id) for r in report.results],
+            "campaign_id": int(report.campaign_id),
+        }
+        del report
         with catalog.session() as session:
             counts = (
-                session.scalar(select(func.count()).select_from(Detection)),
-                session.scalar(select(func.count()).select_from(DetectionLimit)),
+                int(session.scalar(select(func.count()).select_from(Detection))),
+                int(session.scalar(select(func.count()).select_from(DetectionLimit))),
             )
-        return UndisturbedCampaign(
-            _science_rows(catalog, "reference"), *counts, report, "reference", catalog.url, root / "data"
-        )
+        rows = _science_rows(catalog, "reference")
     finally:
         catalog.dispose()
+        del catalog
+        gc.collect()  # the campaign's cycles, now, while everything they point to is still whole
+    return UndisturbedCampaign(
+        rows,
+        *counts,
+        **figures,
+        name="reference",
+        catalog_url=f"sqlite:///{root / 'reference.sqlite'}",
+        data_dir=root / "data",
+    )

@@ -201,7 +201,7 @@ def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_pa
     catalog = Catalog(undisturbed_campaign.catalog_url)
     settings = Settings(data_dir=undisturbed_campaign.data_dir, catalog_url=undisturbed_campaign.catalog_url)
     params = _parameters(tmp_path)
-    first = undisturbed_campaign.report
+    first = undisturbed_campaign  # its report's figures
     n = first.observations
     assert first.counts["done"] == 2 * n and not first.failures
     again = reprocess(catalog, settings, campaign=name, executor="serial", parameters=params)
@@ -219,7 +219,7 @@ def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_pa
     from reduction.postproc.pipeline import PostprocessStep
 
     monkeypatch.setattr(PostprocessStep, "version", PostprocessStep.version + ".1")
-    one = first.results[0].observation_id  # one observation is enough to show it (and keeps the test short)
+    one = first.observation_ids[0]  # one observation is enough to show it (and keeps the test short)
     bumped = reprocess(catalog, settings, campaign=name, executor="serial", parameters=touched, query=f"id={one}")
     assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {
         ("preprocess", "up-to-date"),
