@@ -342,7 +342,12 @@ OBSCORE_COLUMNS = (
 )
 PRODUCT_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
     ("product", None, "Product id (catalog)"),
-    ("product_kind", None, "HC-DC product kind (cube, residuals, snr_map, contrast_curve)"),
+    (
+        "product_kind",
+        None,
+        "HC-DC product kind (cube, residuals, channel_residuals, snrmap, contrast_curve, spectra; "
+        "_b1/_b2: the IRDIS band)",
+    ),
     ("observation", None, "Observation id (hcdc.observations.id)"),
     ("reduction", None, "Reduction id (provenance)"),
     ("sha256", None, "SHA-256 of the file (as the catalog records it)"),
@@ -350,31 +355,6 @@ PRODUCT_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
     ("mime", None, "Media type of the file"),
     ("release_date", None, "First day the product is public (the latest release date of its inputs)"),
 )
-#: values of the ObsCore columns HC-DC does not fill (NULL in ivoa.obscore)
-_NULL_OBSCORE = frozenset(OBSCORE_COLUMNS) - {
-    "dataproduct_type",
-    "dataproduct_subtype",
-    "calib_level",
-    "obs_collection",
-    "obs_id",
-    "obs_title",
-    "obs_publisher_did",
-    "access_url",
-    "access_format",
-    "access_estsize",
-    "target_name",
-    "s_ra",
-    "s_dec",
-    "t_min",
-    "t_max",
-    "t_exptime",
-    "em_min",
-    "em_max",
-    "o_ucd",
-    "facility_name",
-    "instrument_name",
-    "source_table",
-}
 
 
 def _mjd(moment) -> float | None:
@@ -431,7 +411,9 @@ def product_rows_for(session, today: date, authority: str, server_url: str) -> l
         kind_type, level, what = PUBLISHED_PRODUCTS[base_kind]
         suffix = "".join(Path(product.path).suffixes[-2:]) or ".dat"
         did = f"ivo://{authority}/hcdc?product/{product.id}"
-        bands = wavelengths.setdefault(product.reduction_id, _reduction_wavelengths(session, product.reduction_id))
+        if product.reduction_id not in wavelengths:  # one query per reduction, not per product
+            wavelengths[product.reduction_id] = _reduction_wavelengths(session, product.reduction_id)
+        bands = wavelengths[product.reduction_id]
         if band is not None and band <= len(bands):
             em_min = em_max = bands[band - 1]
         else:
@@ -459,7 +441,6 @@ def product_rows_for(session, today: date, authority: str, server_url: str) -> l
             "facility_name": "ESO-VLT-U3" if obs.instrument.startswith("SPHERE") else "ESO-VLT",
             "instrument_name": obs.instrument,
             "source_table": f"{SCHEMA}.products",
-            **{name: None for name in _NULL_OBSCORE},
             "product": product.id,
             "product_kind": product.kind,
             "observation": obs.id,
@@ -470,6 +451,8 @@ def product_rows_for(session, today: date, authority: str, server_url: str) -> l
             "release_date": product.release_date.isoformat(),
             "_source_path": product.path,
         }
+        # the ObsCore columns HC-DC has no value for: NULL in ivoa.obscore
+        rows[product.id].update({name: None for name in OBSCORE_COLUMNS if name not in rows[product.id]})
     return list(rows.values())
 
 
@@ -921,7 +904,9 @@ class VOInstance:
                 if not source.is_file():
                     report.problems.append(f"product {row['product']}: file missing ({source})")
                     continue
-                digest = _sha256_file(source)
+                from reduction.rawio import sha256_file
+
+                digest = sha256_file(source)
                 if digest != row["sha256"]:
                     report.problems.append(
                         f"product {row['product']}: {source} differs from its catalog SHA-256 "
@@ -1057,14 +1042,6 @@ def _write_defaultmeta(path: Path) -> None:
         "site.description: The public, released part of the HC-DC high-contrast imaging catalog "
         "(direct imaging of exoplanets and circumstellar disks).\n",
     )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sha256_text(text: str) -> str:
