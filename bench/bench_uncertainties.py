@@ -23,6 +23,8 @@ Datasets:
 
 Writes ``bench/results/bench_uncertainties.json`` and ``bench/results/uncertainty_pulls.png`` (with
 ``--seed N`` other than 0: ``..._seedN.json`` and ``..._seedN.png``, a held-out run beside the reference).
+A run of some datasets keeps the file's other datasets; each dataset records its own time, load and
+commit.
 
     python bench/bench_uncertainties.py [--trials 100] [--datasets naco,irdis] [--workers 2] [--seed 0]
 """
@@ -183,6 +185,20 @@ def one_trial(args) -> dict:
 CATASTROPHIC_PULL = 5.0
 
 
+def _code_version() -> str:
+    """The commit the run measured (with ``+dirty`` when the work tree differs from it)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--", "reduction"]).returncode
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def summarise(trials: list[dict]) -> dict:
     ok = [t for t in trials if "pull" in t]
     caught = [t for t in ok if any(abs(t["pull"][q]) > CATASTROPHIC_PULL for q in QUANTITIES)]
@@ -258,8 +274,23 @@ def _names(seed: int) -> tuple[str, str]:
 
 
 def _write(results: dict, started: float, seed: int = 0) -> Path:
+    """Write this run's datasets into the seed's JSON, keeping the datasets of that file this run did not
+    redo (each dataset carries its own time, load and code version, so a file may hold runs of two days)."""
     target = REPO / "bench" / "results"
     target.mkdir(parents=True, exist_ok=True)
+    json_name, png_name = _names(seed)
+    path = target / json_name
+    kept: dict = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            kept = {name: data for name, data in old.get("results", {}).items() if name not in results}
+            for data in kept.values():  # a file of the old layout: its run's metadata go with its datasets
+                for key in ("time_utc", "load_average", "seconds"):
+                    data.setdefault(key, old.get(key))
+        except (ValueError, OSError):
+            kept = {}
+    merged = {**kept, **results}
     record = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
@@ -268,12 +299,11 @@ def _write(results: dict, started: float, seed: int = 0) -> Path:
         "n_injections": N_INJECTIONS,
         "ncomp": NCOMP,
         "seconds": time.time() - started,
-        "results": results,
+        "results": merged,
     }
-    json_name, png_name = _names(seed)
-    (target / json_name).write_text(json.dumps(record, indent=1, default=float))
-    if results:
-        plot(results, target / png_name)
+    path.write_text(json.dumps(record, indent=1, default=float))
+    if merged:
+        plot(merged, target / png_name)
     return target
 
 
@@ -306,13 +336,22 @@ def main(argv=None) -> int:
             for k in range(args.trials)
         ]
         print(f"== {name}: {args.trials} fakes on {args.workers} worker(s)", file=sys.stderr, flush=True)
+        dataset_started = time.time()
         trials = []
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             for k, trial in enumerate(pool.map(one_trial, jobs), start=1):
                 trials.append(trial)
                 if k % 10 == 0 or k == len(jobs):
                     print(f"   {k}/{len(jobs)} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
-        results[name] = {"trials": trials, "summary": summarise(trials), "fwhm_px": data["fwhm"]}
+        results[name] = {
+            "trials": trials,
+            "summary": summarise(trials),
+            "fwhm_px": data["fwhm"],
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average": list(os.getloadavg()),
+            "seconds": time.time() - dataset_started,
+            "code_version": _code_version(),
+        }
         _write(results, started, args.seed)  # after each dataset: a later failure loses nothing
     target = _write(results, started, args.seed)
     report(results)

@@ -628,6 +628,27 @@ def catalog_sources(fmt: str, target: str | None) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@catalog.command("photometry")
+@_format_option
+@click.option("--source", "source_id", type=int, default=None, help="Only this source (id).")
+@click.option("--target", default=None, help="Only this target's sources (name or alias).")
+def catalog_photometry(fmt: str, source_id: int | None, target: str | None) -> None:
+    """The photometry of each source across bands and instruments: one row per detection and band or channel.
+
+    IRDIS and NACO detections give their band's contrast, IFS detections their spectrum channel by channel;
+    the IRDIS and IFS detections of one IRDIFS OB linked into one source (`hcdc sources link`) appear side
+    by side. Read as staff, like `hcdc catalog sources`; the catalog service applies the access rule.
+    """
+    from .sources import photometry_table
+    from .tables import write_table
+
+    try:
+        with _catalog().session() as session:
+            write_table(photometry_table(session, source_id=source_id, target_name=target), fmt)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def sources() -> None:
     """Sources across epochs: link detections into sources, plot their background tracks."""

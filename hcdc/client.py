@@ -159,6 +159,10 @@ class CatalogClient:
     def detections(self, observation_id: int) -> list[dict[str, Any]]:
         return self._json(f"api/observations/{int(observation_id)}/detections")
 
+    def source_photometry(self, source_id: int) -> list[dict[str, Any]]:
+        """One source's photometry across bands and instruments (IRDIS bands, IFS channels) you may see."""
+        return self._json(f"api/sources/{int(source_id)}/photometry")
+
     def detection_limits(self, observation_id: int) -> list[dict[str, Any]]:
         return self._json(f"api/observations/{int(observation_id)}/detection_limits")
 

@@ -400,42 +400,42 @@ def agreed(found_by: str, params) -> bool:
     return len(algorithms) >= 2 or not params.require_agreement
 
 
+def _offset_arcsec(d: Detection) -> tuple[float, float]:
+    """(east, north) offset of a detection from the star, arcsec."""
+    return d.sep_arcsec * np.sin(np.deg2rad(d.pa_deg)), d.sep_arcsec * np.cos(np.deg2rad(d.pa_deg))
+
+
+def _position_variance_arcsec2(d: Detection) -> float:
+    """Positional variance (arcsec², per axis, averaged over radial and tangential), NaN without errors."""
+    if d.sep_err_arcsec is None or d.pa_err_deg is None:
+        return float("nan")
+    tangential = d.sep_arcsec * np.deg2rad(d.pa_err_deg)
+    return float(0.5 * (d.sep_err_arcsec**2 + tangential**2))
+
+
+def same_point_source(d: Detection, other: Detection, min_arcsec: float) -> bool:
+    """Is ``other`` (another wavelength) the point source ``d`` rather than ``d``'s speckle? (see the
+    multi-band vetting constants above; ``min_arcsec``: ``CONFIRM_MIN_PX`` at the coarser pixel scale)."""
+    if not (d.wavelength_um and other.wavelength_um) or other.wavelength_um == d.wavelength_um:
+        return False
+    ratio = other.wavelength_um / d.wavelength_um
+    x, y = _offset_arcsec(d)
+    ox, oy = _offset_arcsec(other)
+    as_point = np.hypot(x - ox, y - oy)
+    as_speckle = np.hypot(x * ratio - ox, y * ratio - oy)  # d's speckle seen at the other wavelength
+    sigma = np.sqrt(_position_variance_arcsec2(d) + _position_variance_arcsec2(other))  # per axis
+    tolerance = max(
+        min_arcsec,
+        CONFIRM_CHROMATIC_FRACTION * d.sep_arcsec * abs(ratio - 1),
+        CONFIRM_SIGMAS * sigma if np.isfinite(sigma) else 0.0,
+    )
+    return bool(as_point <= tolerance and as_point < as_speckle)
+
+
 def _vet_across_bands(detections: list[Detection], pixel_scale: float) -> None:
     """Flag candidates not seen at the same position in another band (``single-band``)."""
-
-    def xy(d: Detection) -> tuple[float, float]:
-        r = d.sep_arcsec / pixel_scale
-        return r * np.sin(np.deg2rad(d.pa_deg)), r * np.cos(np.deg2rad(d.pa_deg))
-
-    def variance_px(d: Detection) -> float:
-        """Positional variance (px², per axis, averaged over radial and tangential), NaN without errors."""
-        if d.sep_err_arcsec is None or d.pa_err_deg is None:
-            return float("nan")
-        radial = d.sep_err_arcsec / pixel_scale
-        tangential = d.sep_arcsec / pixel_scale * np.deg2rad(d.pa_err_deg)
-        return float(0.5 * (radial**2 + tangential**2))
-
     for d in detections:
         if d.status != "candidate":
             continue
-        x, y = xy(d)
-        r = d.sep_arcsec / pixel_scale
-        confirmed = False
-        for other in detections:
-            if other.wavelength_um == d.wavelength_um or not (d.wavelength_um and other.wavelength_um):
-                continue
-            ratio = other.wavelength_um / d.wavelength_um
-            ox, oy = xy(other)
-            as_point = np.hypot(x - ox, y - oy)
-            as_speckle = np.hypot(x * ratio - ox, y * ratio - oy)  # d's speckle seen at the other wavelength
-            sigma = np.sqrt(variance_px(d) + variance_px(other))  # per axis, of the difference
-            tolerance = max(
-                CONFIRM_MIN_PX,
-                CONFIRM_CHROMATIC_FRACTION * r * abs(ratio - 1),
-                CONFIRM_SIGMAS * sigma if np.isfinite(sigma) else 0.0,
-            )
-            if as_point <= tolerance and as_point < as_speckle:
-                confirmed = True
-                break
-        if not confirmed:
+        if not any(same_point_source(d, other, CONFIRM_MIN_PX * pixel_scale) for other in detections):
             d.status = "single-band"

@@ -240,6 +240,18 @@ class CatalogAccess:
             except ValueError as exc:
                 raise NotFound(str(exc)) from None
 
+    def source_photometry(self, principal: Principal, source_id: int) -> list[dict[str, Any]]:
+        """One source's photometry across bands and instruments, from the detections ``principal`` may see."""
+        from .sources import source_photometry
+
+        if not 0 < source_id <= MAX_ROW_ID:
+            raise NotFound(f"no source {source_id}")
+        with self.session_for(principal) as session:
+            try:
+                return source_photometry(session, access.visibility_filter(Detection, principal), source_id)
+            except ValueError as exc:
+                raise NotFound(str(exc)) from None
+
     def source_plot(self, principal: Principal, source_id: int) -> bytes:
         """The background-track plot (PNG) of one source, from the epochs ``principal`` may see."""
         import tempfile
@@ -309,6 +321,7 @@ class CatalogAccess:
                         # what the error budget of a detection needs (reduction.postproc.budget)
                         "instrument": observation.instrument,
                         "filter": observation.filter,
+                        "night": _iso(observation.night),
                         "centre_status": meta.get("centre_status"),
                         "centre_uncertainty_px": meta.get("centre_uncertainty_px") or [],
                         "star_flux_rel_err": meta.get("star_flux_rel_err") or [],
@@ -848,6 +861,12 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
             if principal is not None:
                 self.answer(value)
 
+    class SourcePhotometry(Base):
+        async def get(self, source_id: str) -> None:
+            principal, value = await self.run(catalog_access.source_photometry, int(source_id))
+            if principal is not None:
+                self.answer(value)
+
     class SourcePlot(Base):
         async def get(self, source_id: str) -> None:
             principal, value = await self.run(catalog_access.source_plot, int(source_id))
@@ -875,6 +894,7 @@ def make_app(catalog_access: CatalogAccess, prefix: str = "/", hub_auth=None):
             (prefix + r"api/products/(\d+)/file", ProductFile),
             (prefix + r"api/sources", Sources),
             (prefix + r"api/sources/(\d+)/plot.png", SourcePlot),
+            (prefix + r"api/sources/(\d+)/photometry", SourcePhotometry),
             (prefix + r"(.*)", Missing),
         ],
         serve_traceback=False,

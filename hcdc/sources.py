@@ -2,7 +2,8 @@
 
 ``link_sources`` (``hcdc sources link``) groups the detections of each target — HC-DC's own, of every
 observation, band and instrument, and the published astrometry registered with ``hcdc
-register-astrometry`` — into sources: taken in time order, a detection joins the source whose latest
+register-astrometry`` — into sources (first confirming the detections the other arm of an IRDIFS OB saw at
+the same place, :func:`vet_ob_partners`): taken in time order, a detection joins the source whose latest
 epoch predicts it best under either hypothesis (co-moving: same place give or take the orbital motion
 allowed; background: on the background track), when that prediction is within the gate (chi² of 2 dof
 below :data:`LINK_GATE_CHI2`, 99.9 %); otherwise it starts a new source. So a background star that moved
@@ -67,6 +68,7 @@ SOURCE_COLUMNS = (
     ("log10_odds", None, "log10 of the odds, co-moving over background"),
     ("n_epochs", None, "Epochs used (one per observation, plus published astrometry)"),
     ("n_detections", None, "Detections linked (all bands and reductions you may see)"),
+    ("instruments", None, "Instruments whose detections are linked (IRDIFS: IRDIS and IFS of one OB)"),
     ("first_epoch", "yr", "First epoch (Julian year)"),
     ("last_epoch", "yr", "Last epoch (Julian year)"),
     ("span_yr", "yr", "Time between the first and last epochs"),
@@ -91,6 +93,7 @@ class Measurement:
     source_id: int | None
     fitted: bool
     object_name: str = ""  #: the published object's name (external epochs)
+    instrument: str = ""
 
     @property
     def key(self) -> tuple:
@@ -178,10 +181,16 @@ def measurements(session: Session, target: Target, detection_filter=None) -> lis
             pa_deg=d.pa_deg,
             pa_err_deg=d.pa_err_deg if fitted else math.degrees(UNFITTED_ERROR_MAS / max(1000.0 * d.sep_arcsec, 1.0)),
         )
-        out.append(Measurement("detection", d.id, epoch, o.id, d.wavelength_um, d.source_id, fitted))
+        out.append(
+            Measurement("detection", d.id, epoch, o.id, d.wavelength_um, d.source_id, fitted, instrument=o.instrument)
+        )
     for x in session.scalars(select(ExternalDetection).where(ExternalDetection.target_id == target.id)):
         epoch = Epoch(x.epoch_mjd, 1000.0 * x.sep_arcsec, 1000.0 * x.sep_err_arcsec, x.pa_deg, x.pa_err_deg)
-        out.append(Measurement("external", x.id, epoch, None, None, x.source_id, True, x.object_name))
+        out.append(
+            Measurement(
+                "external", x.id, epoch, None, None, x.source_id, True, x.object_name, instrument=x.instrument or ""
+            )
+        )
     return sorted(out, key=lambda m: (m.epoch.mjd, m.kind, m.row_id))
 
 
@@ -220,6 +229,66 @@ def group(measured: list[Measurement], star: StarAstrometry | None, params=None)
     return groups
 
 
+#: what a cross-arm confirmation writes in a detection's ``note`` (with the status it replaced, restored
+#: when a later reduction no longer shows the match)
+IRDIFS_MARK = "IRDIFS: seen by "
+#: the statuses a detection seen by the other arm of its OB may leave for ``confirmed``: flagged for want of
+#: field rotation or of a second IRDIS band, not by a test that says it is a speckle (``speckle-like``)
+CROSS_ARM_STATUSES = ("candidate", "low-rotation", "single-band")
+
+
+def vet_ob_partners(session: Session, target_id: int | None = None) -> int:
+    """IRDIFS: confirm the detections the other arm of their OB saw at the same place; returns the changes.
+
+    IRDIS and IFS observe one OB at once at different wavelengths (e.g. H2/H3 and YJ). A point source is
+    at the same place in both; a speckle is not (it scales with the wavelength: from YJ to H, 0.27" moves
+    to 0.39"). So a detection matched by the partner arm's detection under the multi-band rule of
+    :func:`hcdc.postprocessing.same_point_source` (closer to it than to where a speckle would have gone,
+    within the chromatic and statistical tolerance) is ``confirmed``, even when ADI alone could not tell it
+    from a speckle (``low-rotation``) or one IRDIS band missed it (``single-band``). Idempotent: a
+    confirmation no longer matched by the newest reductions returns to the status it had.
+    """
+    from .postprocessing import CONFIRM_MIN_PX, same_point_source
+    from .tables import ob_partners
+
+    partners = ob_partners(session)
+    if not partners:
+        return 0
+    observations = {
+        o.id: o
+        for o in session.scalars(select(Observation).where(Observation.id.in_(list(partners))))
+        if target_id is None or o.target_id == target_id
+    }
+    latest = _latest_reductions(session, set(observations))
+    detections: dict[int, list[Detection]] = defaultdict(list)
+    if latest:
+        for d in session.scalars(select(Detection).where(Detection.reduction_id.in_(latest))):
+            detections[d.observation_id].append(d)
+    changed = 0
+    for obs_id, observation in observations.items():
+        partner = observations.get(partners[obs_id])
+        if partner is None:
+            continue
+        scale = max(observation.pixel_scale_arcsec or 0.0, partner.pixel_scale_arcsec or 0.0)
+        others = [o for o in detections.get(partner.id, []) if o.status not in ("rejected", "speckle-like")]
+        for d in detections.get(obs_id, []):
+            note, _, previous = (d.note or "").partition(IRDIFS_MARK)
+            was = previous.rpartition("; was ")[2] if previous else None
+            if d.status not in CROSS_ARM_STATUSES and not (d.status == "confirmed" and was):
+                continue
+            match = next((o for o in others if same_point_source(d, o, CONFIRM_MIN_PX * scale)), None)
+            if match is not None and not was:
+                mark = f"{IRDIFS_MARK}{partner.instrument} detection {match.id}; was {d.status}"
+                d.note = (note.rstrip(" |")[: 200 - len(mark) - 3] + " | " if note.strip() else "") + mark
+                d.status = "confirmed"
+                changed += 1
+            elif match is None and was:
+                d.status, d.note = was, note.rstrip(" |") or None
+                changed += 1
+    session.flush()
+    return changed
+
+
 def link_sources(
     session: Session,
     target_name: str | None = None,
@@ -251,6 +320,7 @@ def link_sources(
             )
         )
     for target in targets:
+        vet_ob_partners(session, target.id)
         star = star_of(target)
         if star is None:
             summary.skipped[target.name] = "no proper motion / parallax: linked by position only"
@@ -364,6 +434,7 @@ def source_rows(
                 "log10_odds": _finite(test.log10_odds) if test else None,
                 "n_epochs": len(epochs),
                 "n_detections": len(members),
+                "instruments": ", ".join(sorted({m.instrument for m in members if m.instrument})) or None,
                 "first_epoch": min(years),
                 "last_epoch": max(years),
                 "span_yr": max(years) - min(years),
@@ -388,6 +459,117 @@ def sources_table(session: Session, detection_filter=None, target_name: str | No
 
     return build_table(
         source_rows(session, detection_filter, target_name=target_name), SOURCE_COLUMNS, meta={"table": "sources"}
+    )
+
+
+PHOTOMETRY_COLUMNS = (
+    ("source", None, "Source id"),
+    ("target", None, "Target name"),
+    ("known_name", None, "Published companion it matches (empty when none)"),
+    ("night", None, "Observing night"),
+    ("ob_id", None, "ESO OB id (IRDIFS: one OB, two instruments)"),
+    ("instrument", None, "Instrument (arm)"),
+    ("observation", None, "Observation id"),
+    ("detection", None, "Detection id"),
+    ("kind", None, "band (a detection's own contrast: IRDIS, NACO) or channel (an IFS detection's spectrum)"),
+    ("wavelength_um", "um", "Wavelength of the band or channel"),
+    ("contrast", None, "Flux ratio to the star"),
+    ("contrast_err", None, "1-sigma uncertainty of the contrast"),
+    ("snr", None, "S/N of the detection (in the channel, for a spectrum)"),
+)
+
+
+def source_photometry(
+    session: Session, detection_filter=None, source_id: int | None = None, target_name: str | None = None
+) -> list[dict[str, Any]]:
+    """The photometry of each source, every band and instrument: one row per (detection, band or channel).
+
+    An IRDIS or NACO detection gives its band's contrast; an IFS detection its spectrum, channel by channel
+    (:class:`SpectrumPoint`), or its collapsed contrast when it has none. So the IRDIS and IFS detections
+    of one IRDIFS OB that were linked into one source give that source's photometry from both
+    instruments side by side. Only the linked detections of each observation's newest reduction (as
+    :func:`measurements`), and only those the viewer may see (``detection_filter``).
+    """
+    from .catalog.models import SpectrumPoint
+    from .catalog.registry import find_target
+
+    query = (
+        select(Detection, Observation, Source, Target)
+        .join(Observation, Observation.id == Detection.observation_id)
+        .join(Source, Source.id == Detection.source_id)
+        .join(Target, Target.id == Source.target_id)
+        .order_by(Source.id, Observation.night, Observation.instrument, Detection.wavelength_um, Detection.id)
+    )
+    if source_id is not None:
+        query = query.where(Source.id == source_id)
+    if target_name:
+        target = find_target(session, target_name)
+        if target is None:
+            raise ValueError(f"no target named {target_name!r} in the catalog")
+        query = query.where(Source.target_id == target.id)
+    if detection_filter is not None:
+        query = query.where(detection_filter)
+    rows_in = session.execute(query).all()
+    latest = _latest_reductions(session, {o.id for _, o, _, _ in rows_in})
+    spectra: dict[int, list] = defaultdict(list)
+    ids = [d.id for d, *_ in rows_in]
+    if ids:
+        for point in session.scalars(
+            select(SpectrumPoint)
+            .where(SpectrumPoint.detection_id.in_(ids))
+            .order_by(SpectrumPoint.detection_id, SpectrumPoint.wavelength_um)
+        ):
+            spectra[point.detection_id].append(point)
+    rows = []
+    for d, o, source, target in rows_in:
+        if d.reduction_id not in latest:
+            continue
+        common = {
+            "source": source.id,
+            "target": target.name,
+            "known_name": source.known_name,
+            "night": o.night.isoformat(),
+            "ob_id": o.ob_id,
+            "instrument": o.instrument,
+            "observation": o.id,
+            "detection": d.id,
+        }
+        if spectra.get(d.id):
+            for point in spectra[d.id]:
+                rows.append(
+                    {
+                        **common,
+                        "kind": "channel",
+                        "wavelength_um": point.wavelength_um,
+                        "contrast": _finite(point.contrast),
+                        "contrast_err": _finite(point.contrast_err),
+                        "snr": _finite(point.snr),
+                    }
+                )
+        else:
+            rows.append(
+                {
+                    **common,
+                    "kind": "band",
+                    "wavelength_um": d.wavelength_um,
+                    "contrast": _finite(d.contrast),
+                    "contrast_err": _finite(d.contrast_err),
+                    "snr": _finite(d.snr),
+                }
+            )
+    if source_id is not None and not rows:
+        raise ValueError(f"no source {source_id}")  # not visible: the same answer as absent
+    return rows
+
+
+def photometry_table(session: Session, detection_filter=None, source_id=None, target_name=None):
+    """The sources' photometry as an astropy table (``hcdc catalog photometry``)."""
+    from .tables import build_table
+
+    return build_table(
+        source_photometry(session, detection_filter, source_id, target_name),
+        PHOTOMETRY_COLUMNS,
+        meta={"table": "photometry"},
     )
 
 

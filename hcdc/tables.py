@@ -32,6 +32,11 @@ OBSERVATION_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
     ("programme", None, "Programme id"),
     ("pi", None, "Principal investigator"),
     ("ob_id", None, "ESO OB id"),
+    (
+        "ob_partner",
+        None,
+        "The other arm's observation (id) of the same OB: IRDIFS runs IRDIS and IFS at once; empty otherwise",
+    ),
     ("origin", None, "raw (from raw frames) or external (registered calibrated cube)"),
     ("mode", None, "Instrument mode"),
     ("filter", None, "Filter (pair)"),
@@ -83,6 +88,7 @@ def observations_table(
     rows: list[dict[str, Any]] = []
     from .catalog.registry import normalize_name
 
+    partners = ob_partners(session)
     for obs, tgt, prog in session.execute(query):
         if visible_ids is not None and obs.id not in visible_ids:
             continue
@@ -100,6 +106,9 @@ def observations_table(
                 "programme": prog.prog_id if prog else None,
                 "pi": prog.pi_name if prog else None,
                 "ob_id": obs.ob_id,
+                "ob_partner": (
+                    partners.get(obs.id) if visible_ids is None or partners.get(obs.id) in visible_ids else None
+                ),
                 "origin": obs.origin,
                 "mode": obs.mode,
                 "filter": obs.filter,
@@ -124,6 +133,29 @@ def observations_table(
             }
         )
     return build_table(rows, OBSERVATION_COLUMNS, meta={"table": "observations"})
+
+
+def ob_partners(session: Session) -> dict[int, int]:
+    """``{observation id: the other arm's observation id}`` for the observations of one OB on two instruments.
+
+    IRDIFS runs IRDIS and IFS at once: ingest makes two observations (one per instrument) of one OB, the
+    same ``ob_id``, night and target. They are linked here, from those columns, rather than stored: the
+    link cannot go stale when either is re-ingested. An OB seen on more than two instruments (none today)
+    links nothing, rather than an arbitrary pair.
+    """
+    groups: dict[tuple, list[tuple[int, str]]] = {}
+    for oid, ob_id, night, target_id, instrument in session.execute(
+        select(Observation.id, Observation.ob_id, Observation.night, Observation.target_id, Observation.instrument)
+        .where(Observation.ob_id.isnot(None))
+        .order_by(Observation.id)
+    ):
+        groups.setdefault((ob_id, night, target_id), []).append((oid, instrument))
+    out: dict[int, int] = {}
+    for members in groups.values():
+        if len(members) == 2 and members[0][1] != members[1][1]:
+            (a, _), (b, _) = members
+            out[a], out[b] = b, a
+    return out
 
 
 REJECTED_COLUMNS = (
@@ -230,6 +262,11 @@ DETECTION_COLUMNS = (
     ("campaign", None, "Campaign (name vN)"),
     ("reduction", None, "Reduction id (provenance: hcdc provenance REDUCTION)"),
     ("detection", None, "Detection id (catalog)"),
+    (
+        "source",
+        None,
+        "Source id (hcdc catalog sources): one object across epochs, bands and instruments; empty until linked",
+    ),
     ("release_date", None, "First day the detection is public (the latest release date of its inputs)"),
 )
 
@@ -320,6 +357,7 @@ def detections_table(session, campaign=None, visible_ids: set[int] | None = None
                         "status": d.status,
                         **which,
                         "detection": d.id,
+                        "source": d.source_id,
                         "release_date": _iso(d.release_date),
                     }
                 )

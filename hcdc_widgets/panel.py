@@ -8,7 +8,8 @@
 
 1. **Observation** — my observations with their conditions (seeing, τ0, airmass,
    field rotation); *Load* downloads the calibrated cube, angles and PSF
-   through the catalog service and shows a frame and the angles.
+   through the catalog service and shows a frame and the angles, and the
+   catalog's spectra of its detections (IFS: contrast per channel, 1σ).
 2. **Parameters** — a form built from :class:`PostprocessParameters` (the batch's).
 3. **Run** — :func:`reduction.postproc.pipeline.postprocess`, with progress;
    then the residual image, S/N map with candidates and the contrast curve
@@ -112,6 +113,7 @@ class ReductionPanel(widgets.VBox):
         self.frame = widgets.IntSlider(description="frame", min=0, max=0, continuous_update=False)
         self.inputs_view = widgets.HBox()
         self.inputs_info = widgets.HTML()
+        self.spectra_view = widgets.HTML()
         # 2. parameters
         self.form = ParameterForm(PostprocessParameters, params)
         # 3. run
@@ -152,6 +154,7 @@ class ReductionPanel(widgets.VBox):
                 widgets.HBox([self.band, self.frame]),
                 self.inputs_info,
                 self.inputs_view,
+                self.spectra_view,
                 section("2. Parameters"),
                 self.form,
                 section("3. Run"),
@@ -246,6 +249,7 @@ class ReductionPanel(widgets.VBox):
             self.frame.value = 0
             self.results_view.children, self.summary.value, self.candidate.options = (), "", []
             self._show_inputs()
+            self._show_spectra()
             self._info(
                 f"observation {inputs.observation_id} loaded: {cube.shape[0]} centred frames of "
                 f"{cube.shape[1]}×{cube.shape[2]} px, {inputs.n_bands} band(s), "
@@ -273,6 +277,36 @@ class ReductionPanel(widgets.VBox):
             ),
             plots.plot_widget(plots.angles_figure(inputs.angles), "angles"),
         ]
+
+    def _show_spectra(self) -> None:
+        """The catalog's spectra of the loaded observation's detections (IFS), plotted; a line when none."""
+        import pandas as pd
+
+        from .dashboards import figures
+        from .dashboards.embed import plot_html
+
+        detections, rows = self.session.catalog_spectra()
+        if not rows:
+            self.spectra_view.value = (
+                '<div class="hcdc-no-spectra"><i>No spectrum in the catalog for this observation '
+                "(an IFS detection of a finished campaign has one).</i></div>"
+            )
+            return
+        night = (self.session.inputs.info or {}).get("night") or ""
+        frame = pd.DataFrame(
+            [
+                {
+                    "id": d["id"],
+                    "night": night,
+                    "sep_arcsec": d["sep_arcsec"],
+                    "pa_deg": d["pa_deg"],
+                    "status": d.get("status") or "",
+                }
+                for d in detections
+            ]
+        )
+        title = f"observation {self.session.inputs.observation_id}: catalog spectra of {len(detections)} detection(s)"
+        self.spectra_view.value = plot_html(figures.spectra_figure(pd.DataFrame(rows), frame, title), "spectra")
 
     # -- 3. run
     def run(self) -> None:

@@ -96,6 +96,19 @@ class InteractiveReduction:
         self.outcome, self.negfc, self.saved = None, {}, None
         return self.inputs
 
+    def catalog_spectra(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The catalog's spectra of the loaded observation: ``(detections with a spectrum, spectrum rows)``.
+
+        What the catalog service shows me of that observation's detections (an IFS detection carries its
+        contrast per channel; the service applies the access rule, as for every other row). Spectrum rows
+        have ``detection_id, wavelength_um, contrast, contrast_err, snr``.
+        """
+        if self.inputs is None:
+            raise ValueError("load an observation first")
+        detections = [d for d in self.client.detections(self.inputs.observation_id) if d.get("spectrum")]
+        rows = [{"detection_id": d["id"], **point} for d in detections for point in d["spectrum"]]
+        return detections, rows
+
     # -- science: the batch's function and parameters
     def run(
         self, params: PostprocessParameters, band: int = 0, progress: Callable[[str], None] | None = None

@@ -387,6 +387,82 @@ def test_saving_is_enforced_by_the_service(service):
         alice.save_reduction(world.observation["A"], dict(payload, parameters={"subtraction": {"ncmp": 3}}))
 
 
+def _detection_with_spectrum(catalog, observation_id: int, contrasts) -> int:
+    """A campaign-like reduction of ``observation_id`` with one detection and its spectrum (3 channels)."""
+    from hcdc.catalog.models import Detection, Observation, Reduction, SpectrumPoint
+
+    with catalog.session() as session:
+        observation = session.get(Observation, observation_id)
+        reduction = Reduction(
+            observation_id=observation_id,
+            step="postprocess-spectral",
+            step_version="1",
+            inputs=[],
+            status="done",
+            release_date=observation.release_date,
+        )
+        session.add(reduction)
+        session.flush()
+        detection = Detection(
+            reduction_id=reduction.id,
+            observation_id=observation_id,
+            x_px=40.0,
+            y_px=30.0,
+            sep_arcsec=0.27,
+            pa_deg=55.0,
+            snr=12.0,
+            contrast=float(np.mean(contrasts)),
+            release_date=observation.release_date,
+        )
+        session.add(detection)
+        session.flush()
+        for wavelength, contrast in zip((1.0, 1.2, 1.6), contrasts):
+            session.add(
+                SpectrumPoint(
+                    detection_id=detection.id,
+                    wavelength_um=wavelength,
+                    contrast=contrast,
+                    contrast_err=0.1 * contrast,
+                    snr=10.0,
+                )
+            )
+        return detection.id
+
+
+def test_the_panel_plots_the_catalog_spectra_of_my_observation(service, tmp_path):
+    """Loading an observation shows its detections' spectra as the service gives them to me (issue 19):
+    a line when there is none, a plot (contrast per channel with 1-sigma whiskers) when there is; bob's
+    spectra never reach alice's panel, and bob cannot load alice's observation to see hers."""
+    from hcdc.catalog.models import Detection, SpectrumPoint
+    from hcdc_widgets import ReductionPanel
+
+    world = service.world
+    with service.catalog.session() as session:
+        foreign = set(session.scalars(select(Detection.id).where(Detection.observation_id != world.observation["A"])))
+    panel = ReductionPanel(client=service.client("alice"), export_dir=tmp_path)
+    mine = _detection_with_spectrum(service.catalog, world.observation["A"], (1.1e-5, 1.3e-5, 0.6e-5))
+    theirs = _detection_with_spectrum(service.catalog, world.observation["B"], (2e-4, 2e-4, 2e-4))
+    panel.load(world.observation["A"])
+    assert "loaded" in panel.message, panel.message
+    detections, rows = panel.session.catalog_spectra()
+    shown = {d["id"] for d in detections}
+    assert mine in shown and theirs not in shown and not shown & foreign
+    assert [r["contrast"] for r in rows if r["detection_id"] == mine] == pytest.approx([1.1e-5, 1.3e-5, 0.6e-5])
+    assert 'data-plot="spectra"' in panel.spectra_view.value and "0.270" in panel.spectra_view.value
+    # bob's panel: alice's observation is refused in one line, and nothing of hers is plotted
+    intruder = ReductionPanel(client=service.client("bob"), export_dir=tmp_path)
+    intruder.load(world.observation["A"])
+    assert intruder.message.startswith("PermissionDenied"), intruder.message
+    assert 'data-plot="spectra"' not in intruder.spectra_view.value
+    # an observation whose detections have no spectrum (IRDIS, NACO): one line instead of an empty plot
+    with service.catalog.session() as session:
+        ids = select(Detection.id).where(Detection.observation_id == world.observation["A"])
+        session.execute(SpectrumPoint.__table__.delete().where(SpectrumPoint.detection_id.in_(ids)))
+    panel.load(world.observation["A"])
+    assert "No spectrum in the catalog" in panel.spectra_view.value
+    _no_traceback(panel)
+
+
 def test_starter_notebooks_are_installed_once_and_not_through_symlinks(tmp_path):
     import logging
     import os

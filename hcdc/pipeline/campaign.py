@@ -36,7 +36,7 @@ from ..catalog.models import (
     Target,
 )
 from ..settings import Settings
-from .runner import ALL_STEPS, SPECTRAL_STEP, STEP_ORDER, ChainResult, ChainTask, run_chain
+from .runner import ALL_STEPS, POSTPROCESS_STEPS, SPECTRAL_STEP, STEP_ORDER, ChainResult, ChainTask, run_chain
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def reprocess(
         campaign_row = session.get(Campaign, row.id)
         campaign_row.status = "failed" if report.failures else "done"
         campaign_row.finished_at = datetime.now(timezone.utc)
-    if "postprocess" in steps and ids:
+    if ids and any(step in POSTPROCESS_STEPS for step in steps):  # IRDIS, NACO and IFS detections alike
         _link_sources(catalog, settings, ids, report, announce)
     return report
 

@@ -84,6 +84,12 @@ FATOL_RELATIVE = 1e-5
 MAX_REFITS = 3
 RECENTRE_PX = 0.5
 REGRID_GAIN = 0.02
+#: a companion whose flux in the raw cube (halo subtracted) exceeds this many times the scatter of that
+#: photometry around its annulus is "bright": its fit starts from a position grid (:func:`_bright_start`) at
+#: that flux, the grid spanning +-``BRIGHT_GRID_HALF`` FWHM in steps of ``BRIGHT_GRID_STEP`` FWHM
+BRIGHT_RAW_SNR = 3.0
+BRIGHT_GRID_HALF = 0.4
+BRIGHT_GRID_STEP = 1.0 / 16.0
 METHODS = ("pca", "cadi")
 
 
@@ -234,14 +240,13 @@ class _Model:
                 out[k] = np.median(row)
         return out
 
-    def flux_ceiling(self, r: float, theta: float) -> float:
-        """3-sigma upper limit of the flux of a companion at ``(r, theta)``, from the cube alone.
+    def raw_photometry(self, r: float, theta: float) -> tuple[float, float]:
+        """Flux of a companion at ``(r, theta)`` from the cube alone, and that photometry's scatter.
 
-        Photometry of the raw cube with a background annulus: the
-        :meth:`raw_flux` at the companion, minus its mean at the other
-        positions of the same separation (the star halo), plus three times its
-        standard deviation there (the speckles). Without PSF subtraction,
-        nothing hides part of the companion.
+        Photometry of the raw cube with a background annulus: the :meth:`raw_flux` at the companion minus
+        its mean at the other positions of the same separation at least 2 FWHM away (the star halo), and
+        its standard deviation there (the speckles). Without PSF subtraction, nothing hides part of the
+        companion. ``(nan, nan)`` with fewer than three background positions.
         """
         n = int(2 * np.pi * r / self.fwhm)
         others = theta + 360.0 * np.arange(1, n) / n
@@ -251,8 +256,16 @@ class _Model:
         here, background = fluxes[0], fluxes[1:]
         background = background[np.isfinite(background)]
         if background.size < 3 or not np.isfinite(here):
+            return float("nan"), float("nan")
+        return float(here - background.mean()), float(background.std(ddof=1))
+
+    def flux_ceiling(self, r: float, theta: float) -> float:
+        """3-sigma upper limit of the flux of a companion at ``(r, theta)``, from the cube alone
+        (:meth:`raw_photometry`: its flux plus three times its scatter; infinite when unknown)."""
+        flux, scatter = self.raw_photometry(r, theta)
+        if not np.isfinite(flux):
             return float("inf")
-        return float(here - background.mean() + 3.0 * background.std(ddof=1))
+        return float(flux + 3.0 * scatter)
 
     def residual_values(self, r: float, theta: float, flux: float, matrix0: np.ndarray | None = None) -> np.ndarray:
         """Collapsed derotated residuals at the aperture pixels with a companion of ``-flux`` removed."""
@@ -367,6 +380,40 @@ def _first_flux(
     return float(fluxes[best]), float(values[best])
 
 
+def _bright_start(model: _Model, r0: float, theta0: float, fmerit: str, mu_sigma) -> tuple[float, float, float, float]:
+    """Start of a bright companion's fit: the best point of a position grid at its raw-cube flux.
+
+    A flux grid at a fixed position (:func:`_first_flux`) needs that position to be right to a small
+    fraction of a pixel when the companion is bright: the principal components of the annulus then hold
+    the companion itself unless nearly all of it is removed, so the figure of merit has a well only
+    ~0.3 px and ~10 % wide around the truth and is flat or higher everywhere else. A simulated IRDIS fake
+    of flux 22 650 at 8.4 px (2.6 FWHM, S/N 27) gave its lowest figure of merit at flux ~0 as soon as the
+    position was 0.25 px off, and the fit lost the companion (3-6 px away with 2 % of its flux: the
+    catastrophic fits of the injection study, ``bench/bench_uncertainties.py``). A bright companion's flux
+    is known to ~10 % from the raw cube (:meth:`_Model.raw_photometry`), so the figure of merit is
+    evaluated at that flux on a grid of positions fine enough to fall in the well, in the same aperture
+    as the flux grid, so that the two starts compare.
+
+    Returns ``(r, theta, flux, figure of merit)``; the merit is infinite for a companion not bright
+    in the raw cube (below ``BRIGHT_RAW_SNR`` times its photometry's scatter), where no grid is run.
+    """
+    flux, scatter = model.raw_photometry(r0, theta0)
+    if not (np.isfinite(flux) and scatter > 0 and flux > BRIGHT_RAW_SNR * scatter):
+        return r0, theta0, float("nan"), float("inf")
+    x0, y0 = _cartesian(r0, theta0, model.cube.shape[-2:])
+    offsets = np.arange(-BRIGHT_GRID_HALF, BRIGHT_GRID_HALF + 1e-9, BRIGHT_GRID_STEP) * model.fwhm
+    best = (r0, theta0, float(flux), float("inf"))
+    for dy in offsets:
+        for dx in offsets:
+            r, theta = _polar(x0 + dx, y0 + dy, model.cube.shape[-2:])
+            if r <= 0.5 * model.fwhm:
+                continue
+            value = _merit(model.residual_values(r, theta, flux), fmerit, mu_sigma)
+            if value < best[3]:
+                best = (r, theta, float(flux), value)
+    return best
+
+
 @blas_single_thread
 def negfc_fit(
     cube,
@@ -446,8 +493,12 @@ def negfc_fit(
     if flux_guess is None:
         values = model.residual_values(r0, theta0, 0.0)
         f_guess = max(float(np.abs(values).max()) * np.pi * (fwhm / 2) ** 2 / 2, 1e-6)
-        start_flux, _ = _first_flux(model, r0, theta0, fmerit, mu_sigma, f_guess, f_max)
+        start_flux, start_value = _first_flux(model, r0, theta0, fmerit, mu_sigma, f_guess, f_max)
         f_max = max(f_max, start_flux)  # the grid starts at 0.3 f_guess, which a low ceiling may not reach
+        r1, theta1, bright_flux, bright_value = _bright_start(model, r0, theta0, fmerit, mu_sigma)
+        if bright_value < start_value:
+            r0, theta0, start_flux = r1, theta1, bright_flux
+            f_max = max(f_max, start_flux)
         regrid = True
     else:
         f_guess = start_flux = float(flux_guess)
