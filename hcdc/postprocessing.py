@@ -413,9 +413,12 @@ def _position_variance_arcsec2(d: Detection) -> float:
     return float(0.5 * (d.sep_err_arcsec**2 + tangential**2))
 
 
-def same_point_source(d: Detection, other: Detection, min_arcsec: float) -> bool:
+def same_point_source(
+    d: Detection, other: Detection, min_arcsec: float, chromatic_fraction: float = CONFIRM_CHROMATIC_FRACTION
+) -> bool:
     """Is ``other`` (another wavelength) the point source ``d`` rather than ``d``'s speckle? (see the
-    multi-band vetting constants above; ``min_arcsec``: ``CONFIRM_MIN_PX`` at the coarser pixel scale)."""
+    multi-band vetting constants above; ``min_arcsec``: ``CONFIRM_MIN_PX`` at the coarser pixel scale;
+    ``chromatic_fraction``: the allowance, as a fraction of the chromatic shift)."""
     if not (d.wavelength_um and other.wavelength_um) or other.wavelength_um == d.wavelength_um:
         return False
     ratio = other.wavelength_um / d.wavelength_um
@@ -426,7 +429,7 @@ def same_point_source(d: Detection, other: Detection, min_arcsec: float) -> bool
     sigma = np.sqrt(_position_variance_arcsec2(d) + _position_variance_arcsec2(other))  # per axis
     tolerance = max(
         min_arcsec,
-        CONFIRM_CHROMATIC_FRACTION * d.sep_arcsec * abs(ratio - 1),
+        chromatic_fraction * d.sep_arcsec * abs(ratio - 1),
         CONFIRM_SIGMAS * sigma if np.isfinite(sigma) else 0.0,
     )
     return bool(as_point <= tolerance and as_point < as_speckle)

@@ -139,14 +139,15 @@ def _mjd(observation: Observation) -> float:
     return (when - datetime(1858, 11, 17, tzinfo=timezone.utc)).total_seconds() / 86400.0
 
 
-def _latest_reductions(session: Session, observation_ids) -> set[int]:
-    """The newest finished post-processing reduction of each observation (older ones are re-runs)."""
+def _latest_reductions(session: Session, observation_ids, steps: tuple[str, ...] | None = None) -> set[int]:
+    """The newest finished reduction of each observation (older ones are re-runs); of ``steps`` only when given."""
     latest: dict[int, int] = {}
-    for rid, oid in session.execute(
-        select(Reduction.id, Reduction.observation_id).where(
-            Reduction.observation_id.in_(list(observation_ids)), Reduction.status == "done"
-        )
-    ):
+    query = select(Reduction.id, Reduction.observation_id).where(
+        Reduction.observation_id.in_(list(observation_ids)), Reduction.status == "done"
+    )
+    if steps is not None:
+        query = query.where(Reduction.step.in_(steps))
+    for rid, oid in session.execute(query):
         latest[oid] = max(latest.get(oid, 0), rid)
     return set(latest.values())
 
@@ -229,29 +230,60 @@ def group(measured: list[Measurement], star: StarAstrometry | None, params=None)
     return groups
 
 
-#: what a cross-arm confirmation writes in a detection's ``note`` (with the status it replaced, restored
-#: when a later reduction no longer shows the match)
+#: what a cross-arm confirmation writes at the end of a detection's ``note``, with the status it replaced
+#: (restored when a later reduction no longer shows the match)
 IRDIFS_MARK = "IRDIFS: seen by "
 #: the statuses a detection seen by the other arm of its OB may leave for ``confirmed``: flagged for want of
 #: field rotation or of a second IRDIS band, not by a test that says it is a speckle (``speckle-like``)
 CROSS_ARM_STATUSES = ("candidate", "low-rotation", "single-band")
+#: the reductions whose detections the cross-arm vetting reads: the campaigns' (a PI's interactive save
+#: writes its own notes and statuses, which must not steer the catalog's vetting)
+VETTED_STEPS = ("postprocess", "postprocess-spectral")
+NOTE_LENGTH = 200  # Detection.note
 
 
-def vet_ob_partners(session: Session, target_id: int | None = None) -> int:
+def cross_arm_match(d: Detection, other: Detection, min_arcsec: float) -> bool:
+    """Are ``d`` and ``other`` (the two arms of one OB) one point source rather than a speckle seen twice?
+
+    :func:`hcdc.postprocessing.same_point_source` both ways (each closer to the other than to where its own
+    speckle would be at the other wavelength), with no chromatic allowance: between YJ and H the wavelength
+    ratio is ~1.4, and the allowance made for IRDIS's two close bands (half the chromatic shift) would be a
+    fifth of the separation, within which two unrelated speckles could confirm each other. So the two
+    positions must agree within their errors (3.44 sigma) or ``min_arcsec``.
+    """
+    from .postprocessing import same_point_source
+
+    return same_point_source(d, other, min_arcsec, chromatic_fraction=0.0) and same_point_source(
+        other, d, min_arcsec, chromatic_fraction=0.0
+    )
+
+
+def _split_note(note: str | None) -> tuple[str, str | None]:
+    """``(the note before the IRDIFS mark, the status the mark says it replaced)``; ``None`` without a
+    valid mark (a status that is not one of :data:`CROSS_ARM_STATUSES` is not one this code wrote)."""
+    before, found, after = (note or "").partition(IRDIFS_MARK)
+    if not found:
+        return before, None
+    was = after.rpartition("; was ")[2].strip()
+    return before.rstrip(" |"), (was if was in CROSS_ARM_STATUSES else None)
+
+
+def vet_ob_partners(session: Session, target_id: int | None = None, partners: dict[int, int] | None = None) -> int:
     """IRDIFS: confirm the detections the other arm of their OB saw at the same place; returns the changes.
 
     IRDIS and IFS observe one OB at once at different wavelengths (e.g. H2/H3 and YJ). A point source is
     at the same place in both; a speckle is not (it scales with the wavelength: from YJ to H, 0.27" moves
-    to 0.39"). So a detection matched by the partner arm's detection under the multi-band rule of
-    :func:`hcdc.postprocessing.same_point_source` (closer to it than to where a speckle would have gone,
-    within the chromatic and statistical tolerance) is ``confirmed``, even when ADI alone could not tell it
-    from a speckle (``low-rotation``) or one IRDIS band missed it (``single-band``). Idempotent: a
-    confirmation no longer matched by the newest reductions returns to the status it had.
+    to 0.38"). So a detection matched by the partner arm's detection (:func:`cross_arm_match`) is
+    ``confirmed``, even when ADI alone could not tell it from a speckle (``low-rotation``) or one IRDIS
+    band missed it (``single-band``). Only the campaigns' newest reductions are read, and only when both
+    arms have the same programme and release date (a confirmation tells what the other arm saw). The note
+    keeps what it said, then ``IRDIFS: seen by <instrument>; was <status>`` (a note too long for both is
+    shortened). Idempotent: a confirmation no longer matched returns to the status it replaced.
     """
-    from .postprocessing import CONFIRM_MIN_PX, same_point_source
+    from .postprocessing import CONFIRM_MIN_PX
     from .tables import ob_partners
 
-    partners = ob_partners(session)
+    partners = ob_partners(session) if partners is None else partners
     if not partners:
         return 0
     observations = {
@@ -259,7 +291,7 @@ def vet_ob_partners(session: Session, target_id: int | None = None) -> int:
         for o in session.scalars(select(Observation).where(Observation.id.in_(list(partners))))
         if target_id is None or o.target_id == target_id
     }
-    latest = _latest_reductions(session, set(observations))
+    latest = _latest_reductions(session, set(observations), VETTED_STEPS)
     detections: dict[int, list[Detection]] = defaultdict(list)
     if latest:
         for d in session.scalars(select(Detection).where(Detection.reduction_id.in_(latest))):
@@ -269,21 +301,27 @@ def vet_ob_partners(session: Session, target_id: int | None = None) -> int:
         partner = observations.get(partners[obs_id])
         if partner is None:
             continue
+        same_rights = (observation.programme_id, observation.release_date) == (
+            partner.programme_id,
+            partner.release_date,
+        )
         scale = max(observation.pixel_scale_arcsec or 0.0, partner.pixel_scale_arcsec or 0.0)
         others = [o for o in detections.get(partner.id, []) if o.status not in ("rejected", "speckle-like")]
         for d in detections.get(obs_id, []):
-            note, _, previous = (d.note or "").partition(IRDIFS_MARK)
-            was = previous.rpartition("; was ")[2] if previous else None
-            if d.status not in CROSS_ARM_STATUSES and not (d.status == "confirmed" and was):
+            note, was = _split_note(d.note)
+            ours = d.status == "confirmed" and was is not None
+            if d.status not in CROSS_ARM_STATUSES and not ours:
                 continue
-            match = next((o for o in others if same_point_source(d, o, CONFIRM_MIN_PX * scale)), None)
-            if match is not None and not was:
-                mark = f"{IRDIFS_MARK}{partner.instrument} detection {match.id}; was {d.status}"
-                d.note = (note.rstrip(" |")[: 200 - len(mark) - 3] + " | " if note.strip() else "") + mark
+            match = same_rights and any(cross_arm_match(d, o, CONFIRM_MIN_PX * scale) for o in others)
+            if match and not ours:
+                mark = f"{IRDIFS_MARK}{partner.instrument}; was {d.status}"
+                room = NOTE_LENGTH - len(mark) - 3
+                kept = note if len(note) <= room else note[: room - 1] + "…"
+                d.note = (kept + " | " if kept.strip() else "") + mark
                 d.status = "confirmed"
                 changed += 1
-            elif match is None and was:
-                d.status, d.note = was, note.rstrip(" |") or None
+            elif not match and ours:
+                d.status, d.note = was, note or None
                 changed += 1
     session.flush()
     return changed
@@ -319,8 +357,11 @@ def link_sources(
                 .order_by(Target.name)
             )
         )
+    from .tables import ob_partners
+
+    partners = ob_partners(session)
     for target in targets:
-        vet_ob_partners(session, target.id)
+        vet_ob_partners(session, target.id, partners)
         star = star_of(target)
         if star is None:
             summary.skipped[target.name] = "no proper motion / parallax: linked by position only"
@@ -358,6 +399,15 @@ def link_sources(
                 if row.source_id != source.id:
                     row.source_id = source.id
                 summary.linked += 1
+        # a detection that left every group (re-vetted, or of a superseded reduction) leaves its source
+        linked_ids = {m.row_id for g in groups for m in g if m.kind == "detection"}
+        for stale in session.scalars(
+            select(Detection)
+            .join(Observation, Observation.id == Detection.observation_id)
+            .where(Observation.target_id == target.id, Detection.source_id.isnot(None))
+        ):
+            if stale.id not in linked_ids:
+                stale.source_id = None
         for source_id, source in existing.items():
             if source_id not in used:
                 session.delete(source)
@@ -500,6 +550,7 @@ def source_photometry(
         .join(Target, Target.id == Source.target_id)
         .order_by(Source.id, Observation.night, Observation.instrument, Detection.wavelength_um, Detection.id)
     )
+    query = query.where(Detection.status.in_(LINKED_STATUSES), Detection.snr >= LINK_MIN_SNR)  # as measurements
     if source_id is not None:
         query = query.where(Source.id == source_id)
     if target_name:

@@ -136,25 +136,42 @@ def observations_table(
 
 
 def ob_partners(session: Session) -> dict[int, int]:
-    """``{observation id: the other arm's observation id}`` for the observations of one OB on two instruments.
+    """``{observation id: the other arm's observation id}`` for the OBs observed on two instruments at once.
 
-    IRDIFS runs IRDIS and IFS at once: ingest makes two observations (one per instrument) of one OB, the
-    same ``ob_id``, night and target. They are linked here, from those columns, rather than stored: the
-    link cannot go stale when either is re-ingested. An OB seen on more than two instruments (none today)
-    links nothing, rather than an arbitrary pair.
+    IRDIFS runs IRDIS and IFS at once: ingest makes one observation per instrument (and per set-up: a DIT
+    or coronagraph change within the OB splits it) of one OB, with the same ``ob_id``, night and target.
+    They are linked here from those columns rather than stored, so the link cannot go stale when either is
+    re-ingested. Each observation's partner is the other instrument's observation of the OB whose
+    exposure overlaps its own the longest (ties: the lowest id). An ``ob_id`` of 0 or less is not an OB
+    (:mod:`reduction.grouping`) and links nothing.
     """
-    groups: dict[tuple, list[tuple[int, str]]] = {}
-    for oid, ob_id, night, target_id, instrument in session.execute(
-        select(Observation.id, Observation.ob_id, Observation.night, Observation.target_id, Observation.instrument)
-        .where(Observation.ob_id.isnot(None))
+    groups: dict[tuple, list] = {}
+    for row in session.execute(
+        select(
+            Observation.id,
+            Observation.ob_id,
+            Observation.night,
+            Observation.target_id,
+            Observation.instrument,
+            Observation.date_start,
+            Observation.date_end,
+        )
+        .where(Observation.ob_id.isnot(None), Observation.ob_id > 0)
         .order_by(Observation.id)
     ):
-        groups.setdefault((ob_id, night, target_id), []).append((oid, instrument))
+        groups.setdefault((row.ob_id, row.night, row.target_id), []).append(row)
+
+    def overlap(a, b) -> float:
+        if None in (a.date_start, a.date_end, b.date_start, b.date_end):
+            return 0.0
+        return max(0.0, (min(a.date_end, b.date_end) - max(a.date_start, b.date_start)).total_seconds())
+
     out: dict[int, int] = {}
     for members in groups.values():
-        if len(members) == 2 and members[0][1] != members[1][1]:
-            (a, _), (b, _) = members
-            out[a], out[b] = b, a
+        for a in members:
+            others = [b for b in members if b.instrument != a.instrument]
+            if others:
+                out[a.id] = max(others, key=lambda b: (overlap(a, b), -b.id)).id
     return out
 
 

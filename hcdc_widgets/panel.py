@@ -237,6 +237,7 @@ class ReductionPanel(widgets.VBox):
             self.observation_id.value = int(observation_id)
 
         def go():
+            self.spectra_view.value = ""  # nothing of the previous observation stays if this load fails
             self._info(f"loading observation {self.observation_id.value} ...")
             inputs = self.session.load(self.observation_id.value)
             self.band.options = [

@@ -100,12 +100,16 @@ class InteractiveReduction:
         """The catalog's spectra of the loaded observation: ``(detections with a spectrum, spectrum rows)``.
 
         What the catalog service shows me of that observation's detections (an IFS detection carries its
-        contrast per channel; the service applies the access rule, as for every other row). Spectrum rows
-        have ``detection_id, wavelength_um, contrast, contrast_err, snr``.
+        contrast per channel; the service applies the access rule, as for every other row), of the newest
+        reduction that has spectra. Spectrum rows have ``detection_id, wavelength_um, contrast,
+        contrast_err, snr``.
         """
         if self.inputs is None:
             raise ValueError("load an observation first")
         detections = [d for d in self.client.detections(self.inputs.observation_id) if d.get("spectrum")]
+        if detections:  # the newest reduction's only: an older campaign's spectra are superseded
+            newest = max(d["reduction_id"] for d in detections)
+            detections = [d for d in detections if d["reduction_id"] == newest]
         rows = [{"detection_id": d["id"], **point} for d in detections for point in d["spectrum"]]
         return detections, rows
 

@@ -83,6 +83,10 @@ def irdifs(catalog, tmp_path):
             # a speckle: IFS at 0.300", IRDIS where the same speckle goes at H2
             "speckle ifs": detection(ifs, spectral, YJ, 0.300, 200.0, 0.004, 0.8, 5.5, 2.0e-5),
             "speckle h2": detection(irdis, dbi, H2, 0.300 * H2 / YJ, 200.0, 0.006, 1.0, 6.0, 3.0e-5),
+            # two unrelated low-rotation speckles 55 mas apart on one radius: nearer each other than where
+            # the IFS one would go at H2 (0.418"), but 7 sigma apart: not one source
+            "pair ifs": detection(ifs, spectral, YJ, 0.300, 250.0, 0.004, 0.8, 5.2, 2.0e-5),
+            "pair h2": detection(irdis, dbi, H2, 0.355, 250.0, 0.006, 1.0, 5.4, 3.0e-5),
         }
         for channel in range(39):  # B's IFS spectrum
             session.add(
@@ -135,9 +139,9 @@ def test_a_companion_seen_by_both_arms_is_confirmed_and_one_source_a_speckle_is_
             assert status[key].status == "confirmed", (key, status[key].status, status[key].note)
             assert "IRDIFS: seen by SPHERE-" in status[key].note and status[key].note.endswith("was low-rotation")
         assert status["B ifs"].note.startswith("spectral vetting not possible")  # the note it had is kept
-        # the speckle is where a speckle goes, not where a point source stays: neither is confirmed
-        assert session.get(Detection, irdifs["speckle ifs"]).status == "low-rotation"
-        assert session.get(Detection, irdifs["speckle h2"]).status == "low-rotation"
+        # the speckle is where a speckle goes, not where a point source stays; the pair is too far apart
+        for key in ("speckle ifs", "speckle h2", "pair ifs", "pair h2"):
+            assert session.get(Detection, irdifs[key]).status == "low-rotation", key
         # B is one source of three detections from two instruments; the speckle is not a source
         source_id = status["B ifs"].source_id
         assert source_id is not None
@@ -169,6 +173,58 @@ def test_a_companion_seen_by_both_arms_is_confirmed_and_one_source_a_speckle_is_
         back = session.get(Detection, irdifs["B ifs"])
         assert back.status == "low-rotation"
         assert back.note == "spectral vetting not possible: 1 channel(s) with S/N >= 3"
+        # ... and it leaves the source, whose photometry no longer lists it
+        link_sources(session, "HD 206893")
+        assert session.get(Detection, irdifs["B ifs"]).source_id is None
+        # the newer IRDIS reduction sees B again: confirmed again
+        again = session.get(Detection, irdifs["B h2"])
+        session.add(
+            Detection(
+                reduction_id=newer.id,
+                observation_id=irdifs["irdis"],
+                target_id=again.target_id,
+                wavelength_um=H2,
+                x_px=0.0,
+                y_px=0.0,
+                sep_arcsec=again.sep_arcsec,
+                sep_err_arcsec=again.sep_err_arcsec,
+                pa_deg=again.pa_deg,
+                pa_err_deg=again.pa_err_deg,
+                snr=again.snr,
+                status="low-rotation",
+                release_date=again.release_date,
+            )
+        )
+        session.flush()
+        assert vet_ob_partners(session) == 2  # B in IFS and the new IRDIS detection
+        assert session.get(Detection, irdifs["B ifs"]).status == "confirmed"
+
+
+def test_a_long_note_keeps_the_mark_and_a_pi_save_does_not_steer_the_vetting(catalog, irdifs):
+    """The mark fits in the 200 characters of a note (the note before it is shortened, never the mark);
+    a PI's interactive save, newer than the campaign's reduction, is not what the vetting reads."""
+    from hcdc.sources import IRDIFS_MARK, vet_ob_partners
+
+    with catalog.session() as session:
+        b = session.get(Detection, irdifs["B ifs"])
+        b.note = "x" * 190
+        session.add(
+            Reduction(
+                observation_id=irdifs["irdis"],
+                step="postprocess-interactive",
+                step_version="1",
+                inputs=[],
+                status="done",
+                release_date=b.release_date,
+            )
+        )
+        session.flush()
+        # the interactive reduction is the observation's newest; the campaign's detections are still read
+        assert vet_ob_partners(session) == 3  # B in IFS and in both IRDIS bands
+        b = session.get(Detection, irdifs["B ifs"])
+        assert b.status == "confirmed" and len(b.note) <= 200
+        assert b.note.startswith("xxx") and "…" in b.note and IRDIFS_MARK in b.note
+        assert b.note.endswith("; was low-rotation")
 
 
 def test_photometry_through_the_cli_and_the_service_with_the_access_rule(catalog, irdifs, monkeypatch):

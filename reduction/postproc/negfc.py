@@ -86,7 +86,7 @@ RECENTRE_PX = 0.5
 REGRID_GAIN = 0.02
 #: a companion whose flux in the raw cube (halo subtracted) exceeds this many times the scatter of that
 #: photometry around its annulus is "bright": its fit starts from a position grid (:func:`_bright_start`) at
-#: that flux, the grid spanning +-``BRIGHT_GRID_HALF`` FWHM in steps of ``BRIGHT_GRID_STEP`` FWHM
+#: that flux, the grid spanning +-``BRIGHT_GRID_HALF`` FWHM (whole steps) in steps of ``BRIGHT_GRID_STEP`` FWHM
 BRIGHT_RAW_SNR = 3.0
 BRIGHT_GRID_HALF = 0.4
 BRIGHT_GRID_STEP = 1.0 / 16.0
@@ -401,7 +401,8 @@ def _bright_start(model: _Model, r0: float, theta0: float, fmerit: str, mu_sigma
     if not (np.isfinite(flux) and scatter > 0 and flux > BRIGHT_RAW_SNR * scatter):
         return r0, theta0, float("nan"), float("inf")
     x0, y0 = _cartesian(r0, theta0, model.cube.shape[-2:])
-    offsets = np.arange(-BRIGHT_GRID_HALF, BRIGHT_GRID_HALF + 1e-9, BRIGHT_GRID_STEP) * model.fwhm
+    half_steps = int(round(BRIGHT_GRID_HALF / BRIGHT_GRID_STEP))
+    offsets = np.arange(-half_steps, half_steps + 1) * BRIGHT_GRID_STEP * model.fwhm  # symmetric, the start included
     best = (r0, theta0, float(flux), float("inf"))
     for dy in offsets:
         for dx in offsets:
