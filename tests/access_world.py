@@ -157,3 +157,20 @@ def build_world(catalog, root: Path, data_dir: Path, today: date | None = None) 
             world.release[letter] = observation.release_date
     assert world.release["A"] > today and world.release["B"] > today and world.release["C"] <= today
     return world
+
+
+def done_reduction(session, observation, step: str):
+    """A finished reduction of ``observation`` by ``step`` (version 1, no inputs), released with it."""
+    from hcdc.catalog.models import Reduction
+
+    reduction = Reduction(
+        observation_id=observation.id,
+        step=step,
+        step_version="1",
+        inputs=[],
+        status="done",
+        release_date=observation.release_date,
+    )
+    session.add(reduction)
+    session.flush()
+    return reduction

@@ -19,9 +19,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from hcdc.catalog.models import Detection, Observation, Reduction, SpectrumPoint, Target
+from hcdc.catalog.models import Detection, Observation, SpectrumPoint, Target
 from hcdc.ingest import ingest
 from reduction.simulator import simulate_archive
+
+from .access_world import done_reduction
 
 YJ = 1.143  # mean wavelength of the IFS YJ cube (um), as the spectral step records an IFS detection
 H2, H3 = 1.593, 1.667  # IRDIS DB_H23
@@ -37,19 +39,6 @@ def irdifs(catalog, tmp_path):
         arms = {o.instrument: o for o in session.scalars(select(Observation).where(Observation.target_id == target.id))}
         ifs, irdis = arms["SPHERE-IFS"], arms["SPHERE-IRDIS"]
         assert ifs.ob_id == irdis.ob_id and ifs.night == irdis.night
-
-        def reduction(observation, step):
-            row = Reduction(
-                observation_id=observation.id,
-                step=step,
-                step_version="1",
-                inputs=[],
-                status="done",
-                release_date=observation.release_date,
-            )
-            session.add(row)
-            session.flush()
-            return row
 
         def detection(observation, red, wavelength, sep, pa, sep_err, pa_err, snr, contrast, status="low-rotation"):
             row = Detection(
@@ -74,7 +63,10 @@ def irdifs(catalog, tmp_path):
             session.flush()
             return row
 
-        spectral, dbi = reduction(ifs, "postprocess-spectral"), reduction(irdis, "postprocess")
+        spectral, dbi = (
+            done_reduction(session, ifs, "postprocess-spectral"),
+            done_reduction(session, irdis, "postprocess"),
+        )
         ids = {
             # HD 206893 B (0.268", 55.4 deg): both arms, within their errors
             "B ifs": detection(ifs, spectral, YJ, 0.2558, 55.22, 0.0033, 0.74, 5.8, 1.2e-5),
@@ -159,16 +151,7 @@ def test_a_companion_seen_by_both_arms_is_confirmed_and_one_source_a_speckle_is_
         assert vet_ob_partners(session) == 0
         assert link_sources(session, "HD 206893").new_sources == 0
         # a newer IRDIS reduction without B: the IFS detection returns to what it was, note and all
-        newer = Reduction(
-            observation_id=irdifs["irdis"],
-            step="postprocess",
-            step_version="1",
-            inputs=[],
-            status="done",
-            release_date=session.get(Observation, irdifs["irdis"]).release_date,
-        )
-        session.add(newer)
-        session.flush()
+        newer = done_reduction(session, session.get(Observation, irdifs["irdis"]), "postprocess")
         assert vet_ob_partners(session) == 1
         back = session.get(Detection, irdifs["B ifs"])
         assert back.status == "low-rotation"
@@ -208,17 +191,7 @@ def test_a_long_note_keeps_the_mark_and_a_pi_save_does_not_steer_the_vetting(cat
     with catalog.session() as session:
         b = session.get(Detection, irdifs["B ifs"])
         b.note = "x" * 190
-        session.add(
-            Reduction(
-                observation_id=irdifs["irdis"],
-                step="postprocess-interactive",
-                step_version="1",
-                inputs=[],
-                status="done",
-                release_date=b.release_date,
-            )
-        )
-        session.flush()
+        done_reduction(session, session.get(Observation, irdifs["irdis"]), "postprocess-interactive")
         # the interactive reduction is the observation's newest; the campaign's detections are still read
         assert vet_ob_partners(session) == 3  # B in IFS and in both IRDIS bands
         b = session.get(Detection, irdifs["B ifs"])

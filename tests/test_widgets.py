@@ -30,7 +30,7 @@ from reduction.postproc import pipeline
 from reduction.postproc.pipeline import PostprocessParameters, PsfSubtractionParameters
 from reduction.steps import StepParameters
 
-from .access_world import build_world
+from .access_world import build_world, done_reduction
 from .conftest import reference_data_dir
 from .hubstub import SCOPE, TOKENS, hub_user_handler
 
@@ -61,22 +61,13 @@ def naco_small():
 
 
 def _add_calibrated(catalog, observation_id: int, folder: Path, cube, angles, psf) -> dict[str, int]:
-    from hcdc.catalog.models import Observation, Product, Reduction
+    from hcdc.catalog.models import Observation, Product
 
     folder.mkdir(parents=True, exist_ok=True)
     ids = {}
     with catalog.session() as session:
         observation = session.get(Observation, observation_id)
-        reduction = Reduction(
-            observation_id=observation_id,
-            step="preprocess",
-            step_version="1",
-            inputs=[],
-            status="done",
-            release_date=observation.release_date,
-        )
-        session.add(reduction)
-        session.flush()
+        reduction = done_reduction(session, observation, "preprocess")
         for kind, data in (("cube", cube), ("angles", angles), ("psf", psf)):
             path = folder / f"{kind}.fits"
             fits.PrimaryHDU(np.asarray(data, dtype=np.float32)).writeto(path, overwrite=True)
@@ -389,20 +380,11 @@ def test_saving_is_enforced_by_the_service(service):
 
 def _detection_with_spectrum(catalog, observation_id: int, contrasts) -> int:
     """A campaign-like reduction of ``observation_id`` with one detection and its spectrum (3 channels)."""
-    from hcdc.catalog.models import Detection, Observation, Reduction, SpectrumPoint
+    from hcdc.catalog.models import Detection, Observation, SpectrumPoint
 
     with catalog.session() as session:
         observation = session.get(Observation, observation_id)
-        reduction = Reduction(
-            observation_id=observation_id,
-            step="postprocess-spectral",
-            step_version="1",
-            inputs=[],
-            status="done",
-            release_date=observation.release_date,
-        )
-        session.add(reduction)
-        session.flush()
+        reduction = done_reduction(session, observation, "postprocess-spectral")
         detection = Detection(
             reduction_id=reduction.id,
             observation_id=observation_id,

@@ -284,7 +284,11 @@ class PullsDirective(_Generated):
             rows = []
             for dataset, pulls in sorted(pooled.items()):
                 for quantity in ("separation_px", "theta_deg", "flux"):
-                    values = [p[quantity] for p in pulls if p.get(quantity) == p.get(quantity)]
+                    values = [
+                        float(p[quantity])
+                        for p in pulls
+                        if isinstance(p.get(quantity), (int, float)) and math.isfinite(p[quantity])
+                    ]
                     n = len(values)
                     if n < 2:
                         continue
@@ -298,8 +302,8 @@ class PullsDirective(_Generated):
                     )
             out += [
                 "**All runs pooled** (every fake of every run above: the runs share each dataset's noise, so "
-                "their differences are the sampling scatter of 110 fakes, about 0.1 on the mean and on the "
-                "standard deviation):",
+                "their differences are the sampling scatter of a run of ~100 fakes, about 0.1 on the mean and on "
+                "the standard deviation):",
                 "",
             ]
             out += _table(
