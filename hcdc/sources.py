@@ -236,9 +236,6 @@ IRDIFS_MARK = "IRDIFS: seen by "
 #: the statuses a detection seen by the other arm of its OB may leave for ``confirmed``: flagged for want of
 #: field rotation or of a second IRDIS band, not by a test that says it is a speckle (``speckle-like``)
 CROSS_ARM_STATUSES = ("candidate", "low-rotation", "single-band")
-#: the reductions whose detections the cross-arm vetting reads: the campaigns' (a PI's interactive save
-#: writes its own notes and statuses, which must not steer the catalog's vetting)
-VETTED_STEPS = ("postprocess", "postprocess-spectral")
 NOTE_LENGTH = 200  # Detection.note
 
 
@@ -280,18 +277,20 @@ def vet_ob_partners(session: Session, target_id: int | None = None, partners: di
     keeps what it said, then ``IRDIFS: seen by <instrument>; was <status>`` (a note too long for both is
     shortened). Idempotent: a confirmation no longer matched returns to the status it replaced.
     """
+    from .pipeline.runner import POSTPROCESS_STEPS
     from .postprocessing import CONFIRM_MIN_PX
     from .tables import ob_partners
 
     partners = ob_partners(session) if partners is None else partners
     if not partners:
         return 0
-    observations = {
-        o.id: o
-        for o in session.scalars(select(Observation).where(Observation.id.in_(list(partners))))
-        if target_id is None or o.target_id == target_id
-    }
-    latest = _latest_reductions(session, set(observations), VETTED_STEPS)
+    query = select(Observation).where(Observation.id.in_(list(partners)))
+    if target_id is not None:
+        query = query.where(Observation.target_id == target_id)
+    observations = {o.id: o for o in session.scalars(query)}
+    # the campaigns' reductions only: a PI's interactive save writes its own notes and statuses, which must
+    # not steer the catalog's vetting
+    latest = _latest_reductions(session, set(observations), POSTPROCESS_STEPS)
     detections: dict[int, list[Detection]] = defaultdict(list)
     if latest:
         for d in session.scalars(select(Detection).where(Detection.reduction_id.in_(latest))):

@@ -259,14 +259,6 @@ class _Model:
             return float("nan"), float("nan")
         return float(here - background.mean()), float(background.std(ddof=1))
 
-    def flux_ceiling(self, r: float, theta: float) -> float:
-        """3-sigma upper limit of the flux of a companion at ``(r, theta)``, from the cube alone
-        (:meth:`raw_photometry`: its flux plus three times its scatter; infinite when unknown)."""
-        flux, scatter = self.raw_photometry(r, theta)
-        if not np.isfinite(flux):
-            return float("inf")
-        return float(flux + 3.0 * scatter)
-
     def residual_values(self, r: float, theta: float, flux: float, matrix0: np.ndarray | None = None) -> np.ndarray:
         """Collapsed derotated residuals at the aperture pixels with a companion of ``-flux`` removed."""
         self.evaluations += 1
@@ -353,6 +345,15 @@ def _fit(
     return params(res.x), float(res.fun), model.evaluations - start, bool(res.success)
 
 
+def _flux_ceiling(raw: tuple[float, float]) -> float:
+    """3-sigma upper limit of a companion's flux from the cube alone: the flux of
+    :meth:`_Model.raw_photometry` plus three times its scatter (infinite when unknown)."""
+    flux, scatter = raw
+    if not np.isfinite(flux):
+        return float("inf")
+    return float(flux + 3.0 * scatter)
+
+
 def _first_flux(
     model: _Model, r: float, theta: float, fmerit: str, mu_sigma, f_guess: float, f_max: float = np.inf
 ) -> tuple[float, float]:
@@ -360,7 +361,7 @@ def _first_flux(
 
     vip stops at the fourth increase of the figure of merit; the whole grid is
     cheap here and avoids stopping in a shallow local minimum. The grid runs
-    from 0.3 ``f_guess`` to ``f_max`` (:meth:`_Model.flux_ceiling`; 100
+    from 0.3 ``f_guess`` to ``f_max`` (:func:`_flux_ceiling`; 100
     ``f_guess`` when unknown), not further: there the negative companion
     dominates the annulus, the principal components absorb it, and the figure
     of merit falls again, below its true minimum for the simulated β Pic b in
@@ -380,7 +381,9 @@ def _first_flux(
     return float(fluxes[best]), float(values[best])
 
 
-def _bright_start(model: _Model, r0: float, theta0: float, fmerit: str, mu_sigma) -> tuple[float, float, float, float]:
+def _bright_start(
+    model: _Model, r0: float, theta0: float, fmerit: str, mu_sigma, raw: tuple[float, float]
+) -> tuple[float, float, float, float]:
     """Start of a bright companion's fit: the best point of a position grid at its raw-cube flux.
 
     A flux grid at a fixed position (:func:`_first_flux`) needs that position to be right to a small
@@ -394,10 +397,12 @@ def _bright_start(model: _Model, r0: float, theta0: float, fmerit: str, mu_sigma
     evaluated at that flux on a grid of positions fine enough to fall in the well, in the same aperture
     as the flux grid, so that the two starts compare.
 
+    ``raw`` is :meth:`_Model.raw_photometry` at ``(r0, theta0)`` (the flux ceiling's photometry, made once).
+
     Returns ``(r, theta, flux, figure of merit)``; the merit is infinite for a companion not bright
     in the raw cube (below ``BRIGHT_RAW_SNR`` times its photometry's scatter), where no grid is run.
     """
-    flux, scatter = model.raw_photometry(r0, theta0)
+    flux, scatter = raw
     if not (np.isfinite(flux) and scatter > 0 and flux > BRIGHT_RAW_SNR * scatter):
         return r0, theta0, float("nan"), float("inf")
     x0, y0 = _cartesian(r0, theta0, model.cube.shape[-2:])
@@ -487,16 +492,17 @@ def negfc_fit(
     def model_at(r: float, theta: float):
         model = _Model(cube, angles, psf, fwhm, ncomp, r, theta, annulus_width, aperture_radius, method, collapse_mode)
         mu_sigma = model.background(r, theta, 0.0) if fmerit == "chi2" else None
-        return model, mu_sigma, model.flux_ceiling(r, theta)
+        return model, mu_sigma, model.raw_photometry(r, theta)
 
-    model, mu_sigma, f_max = model_at(r0, theta0)
+    model, mu_sigma, raw = model_at(r0, theta0)
+    f_max = _flux_ceiling(raw)
     evaluations = 0
     if flux_guess is None:
         values = model.residual_values(r0, theta0, 0.0)
         f_guess = max(float(np.abs(values).max()) * np.pi * (fwhm / 2) ** 2 / 2, 1e-6)
         start_flux, start_value = _first_flux(model, r0, theta0, fmerit, mu_sigma, f_guess, f_max)
         f_max = max(f_max, start_flux)  # the grid starts at 0.3 f_guess, which a low ceiling may not reach
-        r1, theta1, bright_flux, bright_value = _bright_start(model, r0, theta0, fmerit, mu_sigma)
+        r1, theta1, bright_flux, bright_value = _bright_start(model, r0, theta0, fmerit, mu_sigma, raw)
         if bright_value < start_value:
             r0, theta0, start_flux = r1, theta1, bright_flux
             f_max = max(f_max, start_flux)
@@ -518,8 +524,8 @@ def negfc_fit(
         )
         if moved > RECENTRE_PX:
             evaluations += model.evaluations
-            model, mu_sigma, ceiling = model_at(r, theta)
-            f_max = max(ceiling, f_max if not regrid else 0.0, flux)
+            model, mu_sigma, raw = model_at(r, theta)
+            f_max = max(_flux_ceiling(raw), f_max if not regrid else 0.0, flux)
             value = _merit(model.residual_values(r, theta, flux), fmerit, mu_sigma)
         start_flux = flux
         if regrid:
