@@ -365,6 +365,15 @@ def register_reduced(
 )
 @click.option("--new-version", is_flag=True, help="Start a new version of the campaign (a new release).")
 @click.option("--steps", default="preprocess,postprocess", show_default=True, help="Steps to run.")
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Run nothing: write what each observation's steps would do (run, up-to-date, after an earlier step, "
+    "no input, skipped and why) as CSV on stdout, with the counts on stderr. Observations with nothing to do "
+    "are counted, not listed, unless --plan-all.",
+)
+@click.option("--plan-all", is_flag=True, help="With --plan: list every observation.")
 def reprocess(
     campaign: str,
     query: str | None,
@@ -373,12 +382,20 @@ def reprocess(
     retries: int | None,
     new_version: bool,
     steps: str,
+    plan_only: bool,
+    plan_all: bool,
 ) -> None:
     """Plan and run a campaign: every step that is missing or out of date, on dask.
 
     A step is up to date when its version, parameters and input hashes are
     unchanged; re-running a campaign runs nothing, an interrupted one resumes.
+    With --plan, only say what would run.
     """
+    if plan_all and not plan_only:
+        raise click.UsageError("--plan-all goes with --plan")
+    if plan_only:
+        _plan(query, params_file, steps, plan_all)
+        return
     from .pipeline.campaign import (
         QueryError,
         compare_campaigns,
@@ -410,7 +427,8 @@ def reprocess(
     _echo_err(
         f"campaign {report.campaign} v{report.version} ({report.executor}): {report.observations} "
         f"observation(s); steps run {report.steps_run} (done {counts['done']}, failed {counts['failed']}), "
-        f"up to date {counts['up-to-date']}, skipped {counts['skipped']} in {report.seconds:.0f} s"
+        f"up to date {counts['up-to-date']}, skipped {counts['skipped']} in {report.seconds:.0f} s "
+        f"(planned in {report.planning_seconds:.1f} s)"
     )
     for observation_id, step, error in report.failures:
         _echo_err(f"  FAILED obs {observation_id} {step}: {error.splitlines()[0] if error else '?'}")
@@ -420,6 +438,28 @@ def reprocess(
     _echo_err(f"reports: {settings.data_dir / 'reports' / f'campaign{report.campaign_id:04d}'}")
     if report.failures:
         raise SystemExit(3)
+
+
+def _plan(query: str | None, params_file: Path | None, steps: str, everything: bool) -> None:
+    from astropy.table import Table
+
+    from .pipeline.campaign import QueryError, load_parameters
+    from .pipeline.plan import plan_campaign
+    from .tables import write_table
+
+    try:
+        plan = plan_campaign(
+            _catalog(),
+            query=query,
+            parameters=load_parameters(params_file),
+            steps=[s.strip() for s in steps.split(",") if s.strip()],
+        )
+    except (QueryError, ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = plan.rows(everything)
+    names = ("observation_id", "observation", "steps", "skipped")
+    write_table(Table(rows=[[r[n] for n in names] for r in rows] or None, names=names), "csv")
+    _echo_err(plan.summary())
 
 
 @main.command()

@@ -58,6 +58,8 @@ CONFIRM_CHROMATIC_FRACTION = 0.5
 #: 99.7 % of the distances between two measurements of one point source (2-D Gaussian: Rayleigh)
 CONFIRM_SIGMAS = 3.44
 SOURCE_STEPS = ("preprocess", "external-registration")
+#: The products of a source reduction that post-processing reads.
+INPUT_KINDS = ("cube", "angles", "psf")
 
 
 log = logging.getLogger(__name__)
@@ -123,8 +125,8 @@ def source_reduction(session, observation_id: int, source_reduction_id: int | No
 
 
 def input_products(reduction: Reduction) -> dict[str, Product]:
-    products = {p.kind: p for p in reduction.products if p.kind in ("cube", "angles", "psf")}
-    missing = {"cube", "angles", "psf"} - set(products)
+    products = {p.kind: p for p in reduction.products if p.kind in INPUT_KINDS}
+    missing = set(INPUT_KINDS) - set(products)
     if missing:
         raise NoInputError(f"reduction {reduction.id} lacks its {', '.join(sorted(missing))} product(s)")
     return products

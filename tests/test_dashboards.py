@@ -367,3 +367,40 @@ def test_hub_config_registers_the_dashboards_service():
     assert "HCDC_CATALOG_URL" in dashboards["environment"]
     assert "access:services!service=hcdc-dashboards" in traits["JupyterHub"]["load_roles"][0]["scopes"]
     assert traits["JupyterHub"]["services"][0]["name"] == "hcdc-catalog"
+
+
+def test_a_long_history_of_limits_keeps_the_newest_in_colour_and_every_curve_on_the_plot():
+    """Twelve limits: the ten newest have a colour, a legend entry and a source each; the two earlier
+    ones are one grey multi-line whose rows are exactly those two curves, points in order."""
+    from bokeh.models import ColumnDataSource, MultiLine
+
+    from hcdc_widgets.dashboards import figures
+
+    nights = [date(2020, 1, 1) + timedelta(days=30 * k) for k in range(12)]
+    limits = pd.DataFrame(
+        {
+            "limit_id": list(range(101, 113)),
+            "observation": [f"OBS/{k}" for k in range(12)],
+            "night": nights,
+            "algorithm": ["pca"] * 12,
+            "sigma": [5.0] * 12,
+        }
+    )
+    separations = [0.1, 0.2, 0.4]
+    points = pd.DataFrame(
+        [(101 + k, s, 1e-4 * (k + 1) / (i + 1)) for k in range(12) for i, s in enumerate(separations)],
+        columns=["limit_id", "sep_arcsec", "contrast"],
+    )
+    fig = figures.contrast_curves_figure(limits, points, pd.DataFrame(), [], "T: limits")
+    sources = {m.name: m for m in fig.select({"type": ColumnDataSource}) if m.name}
+    coloured = sorted(int(name.split("-")[1]) for name in sources if name.startswith("limit-"))
+    assert coloured == list(range(103, 113))  # the ten newest nights
+    earlier = sources["earlier-limits"]
+    assert earlier.data["limit_id"] == [101, 102] and earlier.data["key"] == ["OBS/0", "OBS/1"]
+    assert earlier.data["xs"] == [separations, separations]
+    assert earlier.data["ys"][1] == pytest.approx([2e-4, 1e-4, 2e-4 / 3])
+    assert len([r for r in fig.renderers if isinstance(r.glyph, MultiLine)]) == 1  # one renderer for both
+    labels = [item.label["value"] for item in fig.legend[0].items]
+    assert labels[0] == "2 earlier limit(s)" and len(labels) == 11
+    few = figures.contrast_curves_figure(limits.iloc[-3:], points, pd.DataFrame(), [], "T")
+    assert not [m for m in few.select({"type": ColumnDataSource}) if m.name == "earlier-limits"]

@@ -19,6 +19,7 @@ from hcdc.settings import Settings
 
 from .isolation.test_postgres import cluster  # noqa: F401 - the project's own cluster, started by the CLI
 from .test_pipeline import _parameters, _science_rows, _setup
+from .test_warm_kernel import _heartbeat_threads
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,6 +38,7 @@ def test_postgresql_restarted_mid_campaign(cluster, pipeline_archive, undisturbe
         except Exception as exc:  # the test reports it below
             holder["error"] = exc
 
+    heartbeats = _heartbeat_threads()
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 300
@@ -53,6 +55,7 @@ def test_postgresql_restarted_mid_campaign(cluster, pipeline_archive, undisturbe
     assert project.running(), restart
     thread.join(timeout=600)
     assert not thread.is_alive()
+    assert _heartbeat_threads() == heartbeats  # the finished thread's kernel was stopped with its campaign
     assert "error" not in holder, holder.get("error")
     report = holder["report"]
     assert not report.failures, report.failures

@@ -196,6 +196,28 @@ def test_observation_tables_in_every_format(archive, catalog):
         assert list(only["target"]) == ["HIP 65426"]
 
 
+def test_fast_ecsv_is_byte_for_byte_astropys():
+    """``hcdc.tables.ecsv_text`` against astropy's own ECSV writer, on the cells that are hard to write:
+    masked values of every type, empty and blank strings, delimiters, quotes, non-ASCII, extreme floats."""
+    from hcdc.tables import build_table, ecsv_text
+
+    columns = (("name", None, "a name"), ("count", None, "a count"), ("value", "arcsec", "a value"), ("ok", None, "?"))
+    rows = [
+        {"name": 'HD 1, "the" star', "count": 3, "value": 0.1 + 0.2, "ok": True},
+        {"name": None, "count": None, "value": None, "ok": None},
+        {"name": "", "count": -7, "value": 1e-300, "ok": False},
+        {"name": "   ", "count": 2**40, "value": float("nan"), "ok": True},
+        {"name": "β Pic b", "count": 0, "value": -123456.789e10, "ok": False},
+        {"name": "a\tb 'c'", "count": 1, "value": float("inf"), "ok": True},
+    ]
+    table = build_table(rows, columns, meta={"table": "test"})
+    reference = io.StringIO()
+    table.write(reference, format="ascii.ecsv")
+    assert ecsv_text(table) == reference.getvalue()
+    back = Table.read(ecsv_text(table), format="ascii.ecsv")
+    assert back["name"][0] == 'HD 1, "the" star' and back["name"].mask[1] and back["value"].unit == "arcsec"
+
+
 def test_ingest_batches_and_workers_agree(archive, catalog, tmp_path):
     """Parallel header reading and small batches give the same catalog."""
     for i in range(60):  # enough files for the process pool to be used

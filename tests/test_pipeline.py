@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from hcdc.catalog import Catalog
@@ -194,6 +195,36 @@ def test_campaign_finds_the_injected_companions(archive, tmp_path):
     assert false <= max(1, len(truth["observations"]) // 10), f"{false} false candidates"
 
 
+def _planned_then_run(catalog, settings, **arguments):
+    """``reprocess(**arguments)`` after ``hcdc reprocess --plan``'s plan of it: the plan must say what the run did."""
+    from hcdc.catalog.models import Campaign
+    from hcdc.pipeline.plan import plan_campaign
+
+    with catalog.session() as session:
+        campaigns = session.scalar(select(func.count()).select_from(Campaign))
+        reductions = session.scalar(select(func.count()).select_from(Reduction))
+    plan = plan_campaign(catalog, query=arguments.get("query"), parameters=arguments["parameters"])
+    with catalog.session() as session:  # planning writes nothing
+        assert session.scalar(select(func.count()).select_from(Campaign)) == campaigns
+        assert session.scalar(select(func.count()).select_from(Reduction)) == reductions
+    report = reprocess(catalog, settings, executor="serial", **arguments)
+    outcome = {(r.observation_id, s.step): s for r in report.results for s in r.steps}
+    expected = {"run": {"done", "failed"}, "no input": {"failed"}, "up-to-date": {"up-to-date"}}
+    assert {p.observation_id for p in plan.observations} == {r.observation_id for r in report.results}
+    for planned in plan.observations:
+        if not planned.steps:  # nothing the pipeline can do: the run says why, in the same words
+            skipped = [s for (i, _), s in outcome.items() if i == planned.observation_id]
+            assert [s.status for s in skipped] == ["skipped"] and skipped[0].error == planned.skipped
+            continue
+        for step in planned.steps:
+            done = outcome[(planned.observation_id, step.step)]
+            allowed = expected.get(step.status, {"done", "failed", "skipped"})  # after an earlier step
+            assert done.status in allowed, (planned, done)
+            if step.status == "up-to-date":
+                assert done.reduction_id == step.reduction_id
+    return report, plan
+
+
 def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_path, monkeypatch):
     # the first run is the session's undisturbed campaign (the same parameters, archive and executor): this
     # test goes on from its catalog
@@ -204,23 +235,42 @@ def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_pa
     first = undisturbed_campaign  # its report's figures
     n = first.observations
     assert first.counts["done"] == 2 * n and not first.failures
-    again = reprocess(catalog, settings, campaign=name, executor="serial", parameters=params)
+    again, plan = _planned_then_run(catalog, settings, campaign=name, parameters=params)
     assert again.steps_run == 0 and again.counts["up-to-date"] == 2 * n
+    assert plan.counts() == {"preprocess": {"up-to-date": n}, "postprocess": {"up-to-date": n}}
     touched = dict(params)
     touched["postprocess"] = {
         **params["postprocess"],
         "subtraction": {**params["postprocess"]["subtraction"], "ncomp": 3},
     }
-    third = reprocess(catalog, settings, campaign=name, executor="serial", parameters=touched)
+    third, plan = _planned_then_run(catalog, settings, campaign=name, parameters=touched)
     steps = {(s.step, s.status) for r in third.results for s in r.steps}
     assert steps == {("preprocess", "up-to-date"), ("postprocess", "done")}
     assert third.steps_run == n
+    assert plan.counts() == {"preprocess": {"up-to-date": n}, "postprocess": {"run": n}}
     # a new version of the post-processing (its science changed): exactly its reductions run again
     from reduction.postproc.pipeline import PostprocessStep
 
     monkeypatch.setattr(PostprocessStep, "version", PostprocessStep.version + ".1")
     one = first.observation_ids[0]  # one observation is enough to show it (and keeps the test short)
-    bumped = reprocess(catalog, settings, campaign=name, executor="serial", parameters=touched, query=f"id={one}")
+    bumped, _ = _planned_then_run(catalog, settings, campaign=name, parameters=touched, query=f"id={one}")
+    # the command line's plan: the other observations' post-processing is out of date too (a new version)
+    from click.testing import CliRunner
+
+    from hcdc.cli import main
+    from hcdc.settings import get_settings
+
+    touched_file = tmp_path / "touched.yaml"
+    touched_file.write_text(yaml.safe_dump(touched))
+    monkeypatch.setenv("HCDC_CATALOG_URL", undisturbed_campaign.catalog_url)
+    monkeypatch.setenv("HCDC_DATA_DIR", str(undisturbed_campaign.data_dir))
+    get_settings(fresh=True)
+    result = CliRunner().invoke(main, ["reprocess", "--campaign", name, "--plan", "--params", str(touched_file)])
+    assert result.exit_code == 0, result.output
+    listed = {int(line.split(",")[0]): line for line in result.stdout.splitlines()[1:]}
+    assert set(listed) == set(first.observation_ids) - {one}, result.stdout  # the up-to-date one is not listed
+    assert all("preprocess up-to-date" in line and "postprocess run" in line for line in listed.values())
+    assert f"postprocess: run {n - 1}, up-to-date 1" in result.stderr
     assert {(s.step, s.status) for r in bumped.results for s in r.steps} == {
         ("preprocess", "up-to-date"),
         ("postprocess", "done"),
@@ -257,7 +307,8 @@ def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_pa
         sound_id = session.scalar(select(Observation.id).where(Observation.id != victim_id).order_by(Observation.id))
     assert victim_id is not None and sound_id is not None
     pair = f"id={victim_id},{sound_id}"
-    report = reprocess(catalog2, settings2, campaign="b", executor="serial", parameters=params, retries=0, query=pair)
+    report, plan = _planned_then_run(catalog2, settings2, campaign="b", parameters=params, retries=0, query=pair)
+    assert plan.counts() == {"preprocess": {"run": 2}, "postprocess": {"after": 2}}
     failed = {(obs, step) for obs, step, _ in report.failures}
     assert len(failed) == 1 and next(iter(failed))[1] == "preprocess", report.failures
     assert "no readable OBJECT" in report.failures[0][2]
@@ -265,11 +316,10 @@ def test_rerun_touch_and_failure_isolation(archive, undisturbed_campaign, tmp_pa
     # re-ingesting notices the damaged files: the observation has no science frame left and the
     # campaign says so instead of failing again
     ingest(broken / "raw", catalog2)
-    again = reprocess(  # (re-ingest may give the observation a new id: chosen by its target)
+    again, _ = _planned_then_run(  # (re-ingest may give the observation a new id: chosen by its target)
         catalog2,
         settings2,
         campaign="b",
-        executor="serial",
         parameters=params,
         retries=0,
         query=f"target={victim['target']}",

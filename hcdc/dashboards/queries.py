@@ -144,6 +144,13 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def naive_utc_series(values) -> pd.Series:
+    """:func:`_naive_utc` of a whole column at once (datetime64; None becomes NaT)."""
+    if not len(values):
+        return pd.Series([], dtype="datetime64[ns]")
+    return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True).dt.tz_localize(None).to_numpy())
+
+
 def _night_time(night: date | None) -> datetime | None:
     """A time for an observation without frames' times: local midnight at the site (~04:00 UTC next day)."""
     return None if night is None else datetime.combine(night + timedelta(days=1), time(4, 0))
@@ -260,8 +267,14 @@ def observations_frame(
             "release_date",
         ],
     )
-    frame["time"] = [(_naive_utc(d) or _night_time(n)) for d, n in zip(frame["date_start"], frame["night"])]
-    frame["time"] = pd.to_datetime(frame["time"]) if len(frame) else pd.Series([], dtype="datetime64[ns]")
+    if len(frame):
+        times = naive_utc_series(frame["date_start"])
+        missing = times.isna().to_numpy()
+        if missing.any():  # no frames' times: the night's local midnight
+            times[missing] = pd.to_datetime([_night_time(n) for n in frame["night"][missing]])
+        frame["time"] = times.to_numpy()
+    else:
+        frame["time"] = pd.Series([], dtype="datetime64[ns]")
     frame = frame.drop(columns=["date_start"])
     for column in ("seeing_arcsec", "tau0_ms", "airmass", "wind_speed_ms"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
@@ -547,11 +560,7 @@ def campaign_reductions(
         ],
     )
     for column in ("started_at", "finished_at"):
-        frame[column] = (
-            pd.to_datetime([_naive_utc(v) for v in frame[column]])
-            if len(frame)
-            else pd.Series([], dtype="datetime64[ns]")
-        )
+        frame[column] = naive_utc_series(frame[column]).to_numpy() if len(frame) else frame[column].astype("M8[ns]")
     frame["state"] = [STATE_OF_STATUS.get(str(s).lower(), "pending") for s in frame["status"]]
     frame["duration_s"] = (
         (frame["finished_at"] - frame["started_at"]).dt.total_seconds() if len(frame) else pd.Series([], dtype=float)

@@ -36,7 +36,17 @@ from ..catalog.models import (
     Target,
 )
 from ..settings import Settings
-from .runner import ALL_STEPS, POSTPROCESS_STEPS, SPECTRAL_STEP, STEP_ORDER, ChainResult, ChainTask, run_chain
+from .runner import (
+    ALL_STEPS,
+    IN_CHUNK,
+    POSTPROCESS_STEPS,
+    SPECTRAL_STEP,
+    STEP_ORDER,
+    ChainResult,
+    ChainTask,
+    release_warm_kernel,
+    run_chain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +161,8 @@ class CampaignReport:
     results: list[ChainResult] = field(default_factory=list)
     seconds: float = 0.0
     executor: str = "serial"
+    #: from the start to the first task handed to the executor (selection, chains, order)
+    planning_seconds: float = 0.0
     #: what linking the detections into sources did after the campaign (None: not run)
     sources: Any = None
     #: why linking failed (the campaign's reductions stand; ``hcdc sources link`` retries)
@@ -204,10 +216,12 @@ def reprocess(
     parameters = parameters or load_parameters()
     steps = tuple(s for s in STEP_ORDER if s in set(steps))
     row = open_campaign(catalog, campaign, new_version)
+    planning_started = time.perf_counter()
     with catalog.session() as session:
         ids = select_observations(session, query)
         session.get(Campaign, row.id).status = "running"
-        plans = {i: observation_steps(session.get(Observation, i), steps) for i in ids}
+        observations, labels = load_observations(session, ids)
+        plans = {i: observation_steps(observations[i], steps) for i in ids}
     # RDI/ARDI draw their libraries from other observations' calibrated cubes: all the pre-processing first
     phases = [steps]
     if {"preprocess", "postprocess"} <= set(steps) and _uses_references(parameters):
@@ -233,9 +247,13 @@ def reprocess(
         tasks = longest_first(
             tasks, expected_seconds(session, [t.observation_id for t in tasks], (*steps, SPECTRAL_STEP))
         )
-        labels = {i: _label(session, i) for i in ids if plans[i][0]} if announce else {}
     report = CampaignReport(
-        campaign=campaign, version=row.version, campaign_id=row.id, observations=len(ids), executor=executor
+        campaign=campaign,
+        version=row.version,
+        campaign_id=row.id,
+        observations=len(ids),
+        executor=executor,
+        planning_seconds=time.perf_counter() - planning_started,
     )
     from .runner import StepOutcome
 
@@ -382,10 +400,19 @@ def longest_first(tasks: list[ChainTask], costs: dict[int, float]) -> list[Chain
     return sorted(tasks, key=lambda t: -costs.get(t.observation_id, guess))
 
 
-def _label(session, observation_id: int) -> str:
-    observation = session.get(Observation, observation_id)
-    target = session.get(Target, observation.target_id) if observation.target_id else None
-    return f"{target.name if target else '?'} {observation.night} {observation.instrument}"
+def load_observations(session, observation_ids: list[int]) -> tuple[dict[int, Observation], dict[int, str]]:
+    """The observations, and their labels (``HD 95086 2026-06-01 SPHERE-IRDIS``), in a query per 5000."""
+    observations: dict[int, Observation] = {}
+    labels: dict[int, str] = {}
+    for begin in range(0, len(observation_ids), IN_CHUNK):
+        for observation, target_name in session.execute(
+            select(Observation, Target.name)
+            .outerjoin(Target, Target.id == Observation.target_id)
+            .where(Observation.id.in_(observation_ids[begin : begin + IN_CHUNK]))
+        ):
+            observations[observation.id] = observation
+            labels[observation.id] = f"{target_name or '?'} {observation.night} {observation.instrument}"
+    return observations, labels
 
 
 def finished_line(result, label: str, finished: int, total: int, elapsed: float) -> str:
@@ -428,8 +455,11 @@ def observation_steps(observation: Observation, steps: tuple[str, ...]) -> tuple
 
 def _execute(tasks: list[ChainTask], executor: str, settings: Settings, cluster: Any):
     if executor == "serial" or not tasks:
-        for task in tasks:
-            yield run_chain(task)
+        try:
+            for task in tasks:
+                yield run_chain(task)
+        finally:  # the kernel belongs to the calling thread, which may end or move on to other work
+            release_warm_kernel()
         return
     from distributed import Client, as_completed
 

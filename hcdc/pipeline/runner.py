@@ -74,7 +74,14 @@ _RESET = (
 
 
 class WarmKernel:
-    """The worker process's kernel (and its client), kept between notebooks (see the module docstring)."""
+    """The worker process's kernel (and its client), kept between notebooks (see the module docstring).
+
+    An ``AsyncKernelManager`` and its ``AsyncKernelClient``, as nbclient expects them: every call runs
+    on this thread's one event loop. A synchronous ``KernelManager`` handed to nbclient's asynchronous
+    code made jupyter_core run each of its calls on a background thread's loop (one more thread per
+    calling thread, ZeroMQ sockets used from two loops); the test process, which runs campaigns in
+    several threads, then died in the garbage collector now and then.
+    """
 
     def __init__(self) -> None:
         self.km = None
@@ -90,15 +97,16 @@ class WarmKernel:
         The environment is given to the kernel explicitly, not through this process's
         ``os.environ``, which other worker threads may be changing.
         """
-        from jupyter_client import KernelManager
+        from jupyter_client import AsyncKernelManager
+        from jupyter_core.utils import run_sync
 
-        if self.km is not None and (self.key != key or self.runs >= KERNEL_REUSE or not self.km.is_alive()):
+        if self.km is not None and (self.key != key or self.runs >= KERNEL_REUSE or not run_sync(self.km.is_alive)()):
             self.shutdown()
         if self.km is not None and not self._reset():
             self.shutdown()
         if self.km is None:
-            self.km = KernelManager(kernel_name=kernel_name)
-            self.km.start_kernel(env={**os.environ, **(env or {})})
+            self.km = AsyncKernelManager(kernel_name=kernel_name)
+            run_sync(self.km.start_kernel)(env={**os.environ, **(env or {})})
             self.key, self.runs = key, 0
         self.runs += 1
         return self
@@ -124,9 +132,11 @@ class WarmKernel:
             self.request_reset()
             if self._reset_id is None:  # the request could not even be sent
                 return False
+        from jupyter_core.utils import run_sync
+
         try:
             while True:
-                reply = self.kc.get_shell_msg(timeout=60)
+                reply = run_sync(self.kc.get_shell_msg)(timeout=60)
                 if reply["parent_header"].get("msg_id") == self._reset_id:
                     break
         except Exception:  # no answer: the kernel is replaced
@@ -144,9 +154,11 @@ class WarmKernel:
             except Exception:
                 pass
         if km is not None:
+            from jupyter_core.utils import run_sync
+
             try:
                 if km.has_kernel:
-                    km.shutdown_kernel(now=True)
+                    run_sync(km.shutdown_kernel)(now=True)
             except Exception:  # already dead: nothing to stop
                 pass
 
@@ -160,6 +172,24 @@ def warm_kernel() -> WarmKernel:
     if kernel is None:
         kernel = _WARM.kernel = WarmKernel()
     return kernel
+
+
+def release_warm_kernel() -> None:
+    """Stop this thread's warm kernel and forget it (a serial campaign's end).
+
+    A dask worker keeps its kernel until the worker exits. A serial campaign runs in
+    the caller's thread, which may be a short-lived thread of a long process (a test
+    session, a service): its kernel, the client's heartbeat thread and their ZeroMQ
+    sockets would otherwise outlive the thread and be finalised later from another
+    thread, which is what crashed the test process (a segmentation fault in the
+    garbage collector, with the channel threads of such clients alive).
+    """
+    kernel = getattr(_WARM, "kernel", None)
+    if kernel is None:
+        return
+    del _WARM.kernel
+    kernel.shutdown()
+    atexit.unregister(kernel.shutdown)
 
 
 def _register_engine() -> None:
@@ -253,29 +283,81 @@ def _sha(payload: Any) -> str:
 
 def step_signature(session, step: str, version: str, params_sha256: str, observation_id: int) -> str | None:
     """The signature of a step on an observation, or None when its inputs do not exist yet."""
-    from hcdc.catalog.models import Observation, ObservationCalibration, RawFile
-    from hcdc.postprocessing import NoInputError, input_products, source_reduction
+    inputs = step_inputs(session, step, [observation_id])[observation_id]
+    return None if inputs is None else signature_of(step, version, params_sha256, inputs)
 
-    if step == "preprocess":
-        frames = session.scalars(
-            select(RawFile.sha256).where(RawFile.observation_id == observation_id, RawFile.status == "accepted")
-        ).all()
-        calibrations = session.scalars(
-            select(RawFile.sha256)
-            .join(ObservationCalibration, ObservationCalibration.raw_file_id == RawFile.id)
-            .where(ObservationCalibration.observation_id == observation_id, RawFile.status == "accepted")
-        ).all()
-        inputs = sorted(set(frames)) + ["|"] + sorted(set(calibrations))
-    else:
-        observation = session.get(Observation, observation_id)
-        try:
-            source = source_reduction(session, observation_id)
-            products = input_products(source)
-        except NoInputError:
-            return None
-        inputs = [f"{kind}:{p.sha256}" for kind, p in sorted(products.items())]
-        inputs.append(f"origin:{observation.origin}")
+
+def signature_of(step: str, version: str, params_sha256: str, inputs: list[str]) -> str:
+    """A step's signature: its name, version, parameters' fingerprint and input hashes."""
     return _sha({"step": step, "version": version, "parameters": params_sha256, "inputs": inputs})
+
+
+#: Observations per ``IN (...)`` list: below every database's limit on bound parameters.
+IN_CHUNK = 5000
+
+
+def step_inputs(session, step: str, observation_ids: list[int]) -> dict[int, list[str] | None]:
+    """The input hashes of ``step`` for each observation (None: its input does not exist yet).
+
+    Several observations in a few queries, so that planning a campaign over the whole
+    catalog costs a handful of queries rather than a handful per observation.
+
+    * ``preprocess``: the accepted science frames, then the accepted calibration frames
+      associated with the observation (each sorted, duplicates once);
+    * a post-processing step: the cube, angles and PSF products of the newest done
+      source reduction (pre-processing or registration of an external cube), and the
+      observation's origin.
+    """
+    from collections import defaultdict
+
+    from hcdc.catalog.models import Observation, ObservationCalibration, Product, RawFile, Reduction
+    from hcdc.postprocessing import INPUT_KINDS, SOURCE_STEPS
+
+    out: dict[int, list[str] | None] = {}
+    for start in range(0, len(observation_ids), IN_CHUNK):
+        ids = list(observation_ids[start : start + IN_CHUNK])
+        if step == "preprocess":
+            frames: dict[int, set[str]] = defaultdict(set)
+            calibrations: dict[int, set[str]] = defaultdict(set)
+            for observation_id, sha in session.execute(
+                select(RawFile.observation_id, RawFile.sha256).where(
+                    RawFile.observation_id.in_(ids), RawFile.status == "accepted"
+                )
+            ):
+                frames[observation_id].add(sha)
+            for observation_id, sha in session.execute(
+                select(ObservationCalibration.observation_id, RawFile.sha256)
+                .join(RawFile, ObservationCalibration.raw_file_id == RawFile.id)
+                .where(ObservationCalibration.observation_id.in_(ids), RawFile.status == "accepted")
+            ):
+                calibrations[observation_id].add(sha)
+            for i in ids:
+                out[i] = sorted(frames[i]) + ["|"] + sorted(calibrations[i])
+            continue
+        origins = dict(session.execute(select(Observation.id, Observation.origin).where(Observation.id.in_(ids))).all())
+        source: dict[int, int] = {}  # the newest done source reduction, as postprocessing.source_reduction picks it
+        for observation_id, reduction_id in session.execute(
+            select(Reduction.observation_id, Reduction.id)
+            .where(Reduction.observation_id.in_(ids), Reduction.step.in_(SOURCE_STEPS), Reduction.status == "done")
+            .order_by(Reduction.observation_id, Reduction.finished_at.desc(), Reduction.id.desc())
+        ):
+            source.setdefault(observation_id, reduction_id)
+        products: dict[int, dict[str, str]] = defaultdict(dict)
+        reductions = list(source.values())
+        for begin in range(0, len(reductions), IN_CHUNK):
+            for reduction_id, kind, sha in session.execute(
+                select(Product.reduction_id, Product.kind, Product.sha256)
+                .where(Product.reduction_id.in_(reductions[begin : begin + IN_CHUNK]), Product.kind.in_(INPUT_KINDS))
+                .order_by(Product.id)  # the newest of a kind wins, as in postprocessing.input_products
+            ):
+                products[reduction_id][kind] = sha
+        for i in ids:
+            found = products.get(source.get(i), {})
+            if i not in source or set(found) != set(INPUT_KINDS):
+                out[i] = None
+                continue
+            out[i] = [f"{kind}:{sha}" for kind, sha in sorted(found.items())] + [f"origin:{origins.get(i)}"]
+    return out
 
 
 def notebook_source(step: str, work: Path) -> Path:

@@ -512,6 +512,43 @@ def timeline_figure(reductions: pd.DataFrame, max_points: int = 5000):
 # --- catalog browser -------------------------------------------------------------------------------
 
 
+#: Limits of a target drawn each in its own colour (the newest; the earlier ones together in grey).
+COLOURED_CURVES = 10
+
+
+def _earlier_limits(fig, limits: pd.DataFrame, points: pd.DataFrame) -> LegendItem:
+    """The earlier limits of a target as one grey multi-line (a hover names each curve)."""
+    by_limit = {limit_id: group for limit_id, group in points.groupby("limit_id", sort=False)}
+    curves = [(limit, by_limit.get(limit["limit_id"])) for _, limit in limits.iterrows()]
+    curves = [(limit, curve) for limit, curve in curves if curve is not None and len(curve)]
+    source = ColumnDataSource(
+        {
+            "xs": [curve["sep_arcsec"].astype(float).tolist() for _, curve in curves],
+            "ys": [curve["contrast"].astype(float).tolist() for _, curve in curves],
+            "key": [str(limit["observation"]) for limit, _ in curves],
+            "night_text": [str(limit["night"]) for limit, _ in curves],
+            "algorithm": [str(limit["algorithm"] or "") for limit, _ in curves],
+            "sigma": [limit["sigma"] for limit, _ in curves],
+            "limit_id": [int(limit["limit_id"]) for limit, _ in curves],
+        },
+        name="earlier-limits",
+    )
+    lines = fig.multi_line("xs", "ys", source=source, color="#9a9a9a", line_width=1.2, alpha=0.7)
+    fig.add_tools(
+        HoverTool(
+            renderers=[lines],
+            tooltips=[
+                ("observation", "@key"),
+                ("night", "@night_text"),
+                ("algorithm", "@algorithm (@sigma σ)"),
+                ("separation", '$x{0.000}"'),
+                ("contrast", "$y{0.00e+0}"),
+            ],
+        )
+    )
+    return LegendItem(label=f"{len(curves)} earlier limit(s)", renderers=[lines])
+
+
 def contrast_curves_figure(
     limits: pd.DataFrame,
     points: pd.DataFrame,
@@ -519,9 +556,18 @@ def contrast_curves_figure(
     references: list[tuple[str, np.ndarray, np.ndarray]],
     title: str,
 ):
-    """A target's detection limits (one curve per limit), its detections, and reference curves."""
+    """A target's detection limits, its detections, and reference curves.
+
+    The newest :data:`COLOURED_CURVES` limits have a colour, a legend entry and a hover each; the
+    earlier ones (a target observed for years) are drawn together in grey, one renderer with a hover
+    per curve: a plot of thirty colours repeating is unreadable, and a renderer per curve made the
+    page's document (and its first render) grow with the target's history.
+    """
     fig = figure(title=title, width=2 * WIDTH, height=420, y_axis_type="log", tools=TOOLS, name="contrast-curves")
     items = []
+    earlier, limits = limits.iloc[: max(len(limits) - COLOURED_CURVES, 0)], limits.iloc[-COLOURED_CURVES:]
+    if len(earlier):
+        items.append(_earlier_limits(fig, earlier, points))
     for index, (_, limit) in enumerate(limits.iterrows()):
         curve = points[points["limit_id"] == limit["limit_id"]]
         if curve.empty:
