@@ -34,6 +34,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@# bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
 	@# kernel, worker and test process would otherwise recompile the stack (imports 4.4 s -> 1.8 s)
 	uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
+	@# SQLAlchemy in pure Python, without its Cython extensions (DISABLE_SQLALCHEMY_CEXT, built from
+	@# the locked version's sdist; no cache, so no wheel built with them is reused): with them, the
+	@# test process died in the garbage collector now and then (3 runs of 3 of the suite's first half),
+	@# without them it did not; tests/test_environment.py checks what is installed
+	DISABLE_SQLALCHEMY_CEXT=1 uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+	  --no-binary sqlalchemy --no-cache --reinstall-package sqlalchemy --no-deps \
+	  "$$(grep -E '^sqlalchemy==' requirements.lock)"
 	uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -m compileall -q hcdc reduction hcdc_widgets >/dev/null
 	env -u HCDC_CATALOG_URL $(BIN)/hcdc kernel install
