@@ -34,13 +34,6 @@ $(STAMP): requirements.lock pyproject.toml
 	@# bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
 	@# kernel, worker and test process would otherwise recompile the stack (imports 4.4 s -> 1.8 s)
 	uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
-	@# SQLAlchemy in pure Python, without its Cython extensions (DISABLE_SQLALCHEMY_CEXT, built from
-	@# the locked version's sdist; no cache, so no wheel built with them is reused): with them, the
-	@# test process died in the garbage collector now and then (3 runs of 3 of the suite's first half),
-	@# without them it did not; tests/test_environment.py checks what is installed
-	DISABLE_SQLALCHEMY_CEXT=1 uv pip install --quiet --compile-bytecode --python $(BIN)/python \
-	  --no-binary sqlalchemy --no-cache --reinstall-package sqlalchemy --no-deps \
-	  "$$(grep -E '^sqlalchemy==' requirements.lock)"
 	uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -m compileall -q hcdc reduction hcdc_widgets >/dev/null
 	env -u HCDC_CATALOG_URL $(BIN)/hcdc kernel install
@@ -81,8 +74,13 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "not root: $$missing not installed, the tests that need them will skip"; fi; fi
 
+# tests/test_faults.py runs in a pytest process of its own, after the others: every segmentation
+# fault of the test process seen so far (7, in the garbage collector, cause not found) came in a
+# later test of the process that had run it (PostgreSQL restarted under a threaded campaign, a
+# worker killed, a disk filled); nothing runs after it in its own process
 test: venv system-deps lint docs
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --ignore=tests/test_faults.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/test_faults.py
 
 # the Sphinx site: references generated from the code, pages from the benchmarks' JSON; a broken
 # reference or a warning fails the build (and so make test)
