@@ -88,6 +88,23 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
         help="Files put into each user's ~/<starter_folder> when missing (jupytext .py notebooks become .ipynb).",
     )
     starter_folder = Unicode("hcdc-tutorials", config=True, help="Folder of the home that gets starter_files.")
+    warm_start_socket = Unicode(
+        "",
+        config=True,
+        help="Unix socket of the pre-warmed server zygote (hcdc.warmstart); servers are forked from it when it "
+        "answers, else started the ordinary way. Empty: always the ordinary way.",
+    )
+    warm_kernels = Bool(
+        True,
+        config=True,
+        help="Kernels of a warm-started server are forks of the PI's own kernel zygote (else fresh interpreters).",
+    )
+    warm_start_wait = Integer(
+        30,
+        config=True,
+        help="Seconds a spawn waits for a zygote that is still importing (just after the hub started) before "
+        "it starts the server the ordinary way.",
+    )
 
     @property
     def system_username(self) -> str:
@@ -202,7 +219,50 @@ class HCDCSystemUserSpawner(LocalProcessSpawner):
     async def start(self):
         account = await asyncio.to_thread(self._account)
         await asyncio.to_thread(self._install_starters, account)
+        if self.warm_start_socket and await self._warm_zygote_ready():
+            try:
+                return await self._warm_start(account)
+            except (OSError, ValueError, KeyError) as exc:
+                self.log.warning(
+                    "HC-DC: warm start of %s's server failed (%s); starting it the ordinary way", self.user.name, exc
+                )
         return await super().start()
+
+    async def _warm_zygote_ready(self) -> bool:
+        """Whether the zygote answers; while it is still importing (a hub just started), wait for it."""
+        socket_path = Path(self.warm_start_socket)
+        deadline = asyncio.get_running_loop().time() + self.warm_start_wait
+        while not socket_path.exists():
+            try:
+                pid = int((socket_path.parent / "zygote.pid").read_text())
+                os.kill(pid, 0)
+            except (OSError, ValueError):  # no zygote, or it has ended: the ordinary way
+                return False
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    async def _warm_start(self, account: pwd.struct_passwd):
+        """Fork the server from the pre-warmed zygote (same command, environment, account and umask)."""
+        from jupyterhub.utils import random_port
+
+        from hcdc import warmstart
+
+        if self.port == 0:
+            self.port = random_port()
+        request = {
+            "user": self.system_username,
+            "argv": [*self.cmd, *self.get_args()],
+            "env": self.get_env(),
+            "umask": PRIVATE_UMASK,
+            "cwd": account.pw_dir,
+            "kernels": self.warm_kernels,
+        }
+        self.pid = await asyncio.to_thread(warmstart.spawn, self.warm_start_socket, request)
+        self.proc = None
+        self.log.info("HC-DC: %s's server forked from the warm zygote (pid %d)", self.user.name, self.pid)
+        return (self.ip or "127.0.0.1", self.port)
 
     async def move_certs(self, paths):  # pragma: no cover - internal SSL only
         raise SpawnRefused("internal SSL is not supported by the HC-DC system-user spawner")

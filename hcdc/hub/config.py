@@ -224,6 +224,18 @@ class SystemUserSpawnerSection(_Model):
         "(panel's costs ~5 s per start and HC-DC does not "
         "use it).",
     )
+    warm_start: bool = Field(
+        True,
+        description="Start servers and kernels as forks of a pre-warmed interpreter (hcdc.warmstart: the "
+        "Jupyter server, the kernel, the widgets and the science imported once, by a root process in the hub's "
+        "state folder) instead of importing everything again for each PI; false: every server and kernel is "
+        "a fresh interpreter.",
+    )
+    warm_kernels: bool = Field(
+        True,
+        description="With warm_start: the server's kernels are forks of the PI's own pre-warmed kernel zygote "
+        "too; false: they are fresh interpreters (the server alone is forked).",
+    )
     start_timeout: int = Field(60, ge=5, le=3600, description="Seconds a server may take to start.")
     http_timeout: int = Field(60, ge=5, le=3600, description="Seconds a started server may take to answer.")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import SEED_FILE, HubConfig, SystemUserSpawnerSection
-from .traits import hub_traits, relative_to_source, service_settings, state_dir
+from .traits import hub_traits, relative_to_source, service_settings, state_dir, warm_start_socket
 
 # --- state, permissions, accounts ---------------------------------------------------------------
 
@@ -297,12 +297,47 @@ def unreachable_ancestors(executable: Path) -> list[Path]:
     return blocked
 
 
+def start_server_zygote(config: HubConfig) -> Any:
+    """Start the pre-warmed server zygote (``hcdc.warmstart``) of the system-users spawner, as root.
+
+    It runs in the background (its imports take a few seconds; servers asked for meanwhile start
+    the ordinary way), with a clean environment (nothing of the hub's secrets), and ends with the
+    hub. Returns its ``Popen``, or None when warm start is off or the hub is not root.
+    """
+    import subprocess
+
+    from hcdc.warmstart import clean_environment
+
+    spawner = config.active.spawner
+    if not isinstance(spawner, SystemUserSpawnerSection) or not spawner.warm_start or os.geteuid() != 0:
+        return None
+    path = warm_start_socket(config)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    env = clean_environment({"HOME": str(path.parent), "MPLCONFIGDIR": str(path.parent / "matplotlib")})
+    from hcdc.settings import get_settings
+
+    if get_settings().reference_data:  # the kernels' reference data (the kernel spec's, as imported)
+        env["HCDC_REFERENCE_DATA"] = str(get_settings().reference_data)
+    path.unlink(missing_ok=True)  # a socket left by an earlier hub: the spawner must wait for this zygote's
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hcdc.warmstart", str(path), "--min-uid", str(spawner.min_uid)],
+        env=env,
+        cwd=str(path.parent),
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+    )
+    (path.parent / "zygote.pid").write_text(f"{process.pid}\n")
+    return process
+
+
 def apply_to(c: Any, config: HubConfig) -> list[Path]:
     """Set ``config``'s traits on the traitlets config ``c``, prepare the state, run config_d files.
 
     Returns the escape-hatch files that were run.
     """
     prepare_state(config)
+    start_server_zygote(config)
     for cls, values in hub_traits(config).items():
         section = c[cls]
         for key, value in values.items():

@@ -66,6 +66,11 @@ def service_account_traits(config: HubConfig) -> dict[str, Any]:
     return {"user": name, "cwd": home}
 
 
+def warm_start_socket(config: HubConfig) -> Path:
+    """The server zygote's Unix socket (hcdc.warmstart), in the hub's 0700 state folder."""
+    return state_dir(config) / "warm" / "zygote.sock"
+
+
 def singleuser_command() -> str:
     return str(Path(sys.executable).parent / "jupyterhub-singleuser")
 
@@ -216,6 +221,8 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
             "system_user_prefix": spawner.system_user_prefix,
             "create_system_users": spawner.create_system_users,
             "min_uid": spawner.min_uid,
+            "warm_start_socket": str(warm_start_socket(config)) if spawner.warm_start else "",
+            "warm_kernels": spawner.warm_kernels,
         }
         traits["Spawner"]["cmd"] = [singleuser_command()]
     elif isinstance(spawner, SimpleSpawnerSection):
