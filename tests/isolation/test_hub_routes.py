@@ -112,6 +112,19 @@ def deployment(request):
     catalog = Catalog(catalog_url)
     world = build_world(catalog, data_dir, data_dir)
     with catalog.session() as session:
+        # sources across epochs: each programme's detection becomes a source (bob's is proprietary)
+        from hcdc.catalog.models import Detection
+        from hcdc.sources import link_sources
+
+        link_sources(session)
+        session.flush()
+        world.source = {
+            letter: session.scalar(
+                select(Detection.source_id).where(Detection.observation_id == world.observation[letter])
+            )
+            for letter in ("A", "B")
+        }
+        assert all(world.source.values()), world.source
         target = session.scalar(select(Target).where(Target.name == world.target["B"]))
         target.name = f"{world.target['B']} {MARKER}"  # the marker: it must never reach alice
         world.target["B"] = target.name
@@ -258,6 +271,7 @@ def _process_accounts(hub: Hub) -> list[str]:
         "multiprocessing",
         "from hcdc.pipeline.campaign",
         f"postgres -D {hub.data_dir}",
+        "hcdc.warmstart",  # the warm-start zygote (root) and the PIs' servers and kernels forked from it
     )
     return [line[:240] for line in out.splitlines() if any(k in line for k in keep) and "pytest" not in line]
 
@@ -494,8 +508,13 @@ R["tmp"] = {p: attempt(p) for p in glob.glob("/tmp/b-scratch-*")}
 
 
 def test_catalog_service_endpoints_with_the_other_pis_ids(deployment):
-    """Every endpoint with B's ids answers the same refusal; huge ids are 404; alice still sees A."""
+    """Every endpoint with B's ids answers the same refusal; huge ids are 404; alice still sees A.
+
+    Sources across epochs (``api/sources``, ``api/sources/<id>/photometry``, ``.../plot.png``): bob's
+    source is not listed and is answered exactly as a source that does not exist.
+    """
     hub, world = deployment, deployment.world
+    sources = _current_sources(hub)  # (earlier tests may have linked the sources again: ids change)
     alice = _kernel(hub, "alice")
     result = _run(
         alice,
@@ -520,8 +539,25 @@ base, headers = os.environ["HCDC_SERVICE_URL"], {"Authorization": "token " + os.
 R["huge"] = {path: requests.get(base + path, headers=headers, timeout=30).status_code for path in (
     f"api/observations/{2**70}", f"api/observations/{2**40}/products", f"api/products/{2**63}/file")}
 R["own"] = [o["key"] for o in c.observations(mine=True)]
+# sources across epochs: bob's source is answered exactly as a source that does not exist
+def get(path):
+    r = requests.get(base + path, headers=headers, timeout=60)
+    return [r.status_code, r.headers.get("Content-Type", "").split(";")[0], r.text[:300]]
+R["sources"] = {
+    "list": sorted(s["source"] for s in requests.get(base + "api/sources", headers=headers, timeout=60).json()),
+    "b photometry": get(f"api/sources/{P['b_source']}/photometry"),
+    "b plot": get(f"api/sources/{P['b_source']}/plot.png"),
+    "missing photometry": get(f"api/sources/{2**40}/photometry"),
+    "missing plot": get(f"api/sources/{2**40}/plot.png"),
+    "public photometry": get(f"api/sources/{P['c_source']}/photometry")[:2],
+}
 """,
-        {"b_obs": world.observation["B"], "b_product": world.product["B"]},
+        {
+            "b_obs": world.observation["B"],
+            "b_product": world.product["B"],
+            "b_source": sources["B"],
+            "c_source": sources["C"],
+        },
     )
     _route("service: every endpoint with B's ids", result["other"])
     _route("service: huge ids", result["huge"])
@@ -529,6 +565,17 @@ R["own"] = [o["key"] for o in c.observations(mine=True)]
         assert answer.startswith("PermissionDenied") and "proprietary" in answer, (name, answer)
     assert set(result["huge"].values()) == {404}, result["huge"]
     assert result["own"] == [world.key["A"]]
+    answers = result["sources"]
+    _route("service: sources with B's source id", answers)
+    # bob's source is not listed; the public one is (A's own may not be: an earlier test of this module saves a
+    # newer reduction of A, whose detections are not linked yet, and sources follow the newest reductions)
+    assert sources["B"] not in answers["list"] and sources["C"] in answers["list"], (sources, answers["list"])
+    for kind in ("photometry", "plot"):
+        refused, missing = answers[f"b {kind}"], answers[f"missing {kind}"]
+        assert refused[0] == missing[0] == 404 and refused[1] == missing[1] == "application/json", (refused, missing)
+        # the same sentence as for a source that does not exist, but for the id
+        assert refused[2].replace(str(sources["B"]), "ID") == missing[2].replace(str(2**40), "ID"), answers
+    assert answers["public photometry"] == [200, "application/json"], answers  # the control: a source she may see
     _no_marker(alice, "the catalog service")
 
 
@@ -664,6 +711,13 @@ def test_every_platform_process_runs_unprivileged(deployment):
                 by_role.setdefault(role, set()).add(user)
     assert by_role.get("catalog service") == {SERVICE_USER}, lines
     assert by_role.get("dashboards service") == {SERVICE_USER}, lines
+    # the warm-start zygote keeps root as the hub does (it becomes each PI); everything forked from it is a PI's
+    pi_accounts = {hub.prefix + user for user in ("alice", "bob", "nobody")}
+    pi_uids = {str(pwd.getpwnam(a).pw_uid) for a in pi_accounts if _account_exists(a)}
+    forked = [line for line in lines if "hcdc.warmstart" in line and str(hub.root) in line]
+    zygotes = [line for line in forked if line.split()[0] == "root"]
+    assert len(zygotes) == 1, lines
+    assert {line.split()[0] for line in forked} - {"root"} <= pi_accounts | pi_uids, lines
     for user in ("alice", "bob"):
         servers = [
             line
@@ -676,6 +730,34 @@ def test_every_platform_process_runs_unprivileged(deployment):
         assert servers and {line.split()[0] for line in servers} == {SERVICE_USER}, lines
     owner = pwd.getpwnam(SERVICE_USER)
     assert hub.data_dir.stat().st_uid == owner.pw_uid and hub.data_dir.stat().st_mode & 0o077 == 0
+
+
+def _current_sources(hub) -> dict[str, int]:
+    """The source of each programme's detection, as the catalog has it now."""
+    from hcdc.catalog import Catalog
+    from hcdc.catalog.models import Detection
+
+    catalog = Catalog(hub.catalog_url, migrate=False)
+    try:
+        with catalog.session() as session:
+            ids = {
+                letter: session.scalar(
+                    select(Detection.source_id).where(Detection.observation_id == hub.world.observation[letter])
+                )
+                for letter in ("A", "B", "C")
+            }
+    finally:
+        catalog.dispose()
+    assert all(ids.values()), ids
+    return ids
+
+
+def _account_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _postgres_runs_here() -> bool:
