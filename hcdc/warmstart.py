@@ -186,13 +186,13 @@ def become(username: str, min_uid: int) -> tuple[int, int, str]:
     """
     import pwd
 
+    from hcdc.accounts import _switch
+
     account = pwd.getpwnam(username)
     uid, gid = account.pw_uid, account.pw_gid
     if uid == 0 or uid < min_uid:
         raise PermissionError(f"refusing to become {username!r} (uid {uid} < {min_uid})")
-    os.setgroups(os.getgrouplist(username, gid))
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    _switch(account, os.getgrouplist(username, gid))  # the platform's one way to drop to an account
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
         raise PermissionError(f"could not become {username!r}")
     try:

@@ -300,9 +300,9 @@ def unreachable_ancestors(executable: Path) -> list[Path]:
 def start_server_zygote(config: HubConfig) -> Any:
     """Start the pre-warmed server zygote (``hcdc.warmstart``) of the system-users spawner, as root.
 
-    It runs in the background (its imports take a few seconds; servers asked for meanwhile start
-    the ordinary way), with a clean environment (nothing of the hub's secrets), and ends with the
-    hub. Returns its ``Popen``, or None when warm start is off or the hub is not root.
+    It runs in the background (its imports take a few seconds; a spawn meanwhile waits for it, up to
+    the spawner's ``warm_start_wait``), with a clean environment (nothing of the hub's secrets), and
+    ends with the hub. Returns its ``Popen``, or None when warm start is off or the hub is not root.
     """
     import subprocess
 
