@@ -221,9 +221,7 @@ def write_table(table: Table, fmt: str, stream: IO | None = None) -> None:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     stream = stream or sys.stdout
     if fmt == "votable":
-        buffer = io.BytesIO()
-        table.write(buffer, format="votable")
-        text = buffer.getvalue().decode()
+        text = votable_text(table)
     elif fmt == "ecsv":
         text = ecsv_text(table)
     else:
@@ -232,6 +230,84 @@ def write_table(table: Table, fmt: str, stream: IO | None = None) -> None:
         text = buffer.getvalue()
     stream.write(text)
     stream.flush()
+
+
+def _astropy_votable(table: Table) -> str:
+    buffer = io.BytesIO()
+    table.write(buffer, format="votable")
+    return buffer.getvalue().decode()
+
+
+def _tabledata_cells(values: np.ndarray, mask: np.ndarray, field: Any, pad: str) -> list[str] | None:
+    """One column's ``<TD>`` lines, as astropy's TABLEDATA writer writes them; None: a type not handled here."""
+    from astropy.utils.xml.writer import xml_escape_cdata
+
+    empty = f"{pad}<TD/>\n"
+    if field.arraysize not in (None, "*") and field.datatype not in ("char", "unicodeChar"):
+        return None  # fixed-size arrays of numbers
+    if field.precision is not None or field.width is not None:
+        return None
+    if field.datatype in ("char", "unicodeChar") and values.dtype.kind in "US":
+        texts = values.astype(str) if values.dtype.kind == "S" else values
+        if field.datatype == "char" and not all(text.isascii() for text in texts.tolist()):
+            return None  # astropy warns (E24) per value: let it
+        return [
+            empty if masked or not text else f"{pad}<TD>{xml_escape_cdata(text)}</TD>\n"
+            for text, masked in zip(texts.tolist(), mask.tolist())
+        ]
+    if field.datatype in ("double", "float") and values.dtype.kind == "f":
+        cells = []
+        for value, masked in zip(values, mask.tolist()):  # numpy scalars: str() as astropy's "{!s:>}" gives
+            if masked:
+                cells.append(empty)
+                continue
+            if np.isfinite(value):
+                text = str(value)
+                if text.endswith(".0"):
+                    text = text[:-2]
+            else:
+                text = "NaN" if np.isnan(value) else ("+InF" if value > 0 else "-InF")
+            cells.append(f"{pad}<TD>{text}</TD>\n")
+        return cells
+    if field.datatype in ("long", "int", "short", "unsignedByte") and values.dtype.kind in "iu":
+        return [
+            empty if masked else f"{pad}<TD>{value}</TD>\n" for value, masked in zip(values.tolist(), mask.tolist())
+        ]
+    return None  # bits, booleans, complex numbers, arrays: astropy writes them
+
+
+def votable_text(table: Table) -> str:
+    """``table`` as a VOTable (TABLEDATA), byte for byte what astropy's writer gives, in a fraction of its time.
+
+    astropy's TABLEDATA writer calls a converter and ``numpy.all`` on the mask for every cell (3.7 s of
+    the 5.2 s ``hcdc catalog observations --format votable`` took on 10,000 observations). The document
+    around the rows is astropy's own (written for the first row); the rows are formatted a column at a
+    time with the converters' rules (``str`` of the numpy value, ``.0`` dropped, ``NaN``/``+InF``/``-InF``,
+    XML-escaped text, ``<TD/>`` for masked or empty cells). A column of another kind (bits, arrays,
+    fixed precision) sends the whole table through astropy's writer.
+    """
+    if len(table) == 0:
+        return _astropy_votable(table)
+    from astropy.io.votable import from_table
+
+    first = _astropy_votable(table[:1])
+    opening, closing = "<TABLEDATA>\n", "</TABLEDATA>"
+    start = first.index(opening) + len(opening)
+    end = first.rindex("\n", 0, first.index(closing)) + 1
+    row_lines = first[start:end].splitlines(keepends=True)
+    tr_open, tr_close = row_lines[0], row_lines[-1]
+    pad = row_lines[1][: row_lines[1].index("<TD")]
+    fields = from_table(table[:1]).get_first_table().fields
+    columns = []
+    for column, field in zip(table.itercols(), fields):
+        values = np.asarray(column)
+        mask = np.ma.getmaskarray(column) if hasattr(column, "mask") else np.zeros(len(column), dtype=bool)
+        cells = _tabledata_cells(values, np.asarray(mask, dtype=bool), field, pad)
+        if cells is None:
+            return _astropy_votable(table)
+        columns.append(cells)
+    rows = [tr_open + "".join(cells) + tr_close for cells in zip(*columns)]
+    return first[:start] + "".join(rows) + first[end:]
 
 
 def ecsv_text(table: Table) -> str:
