@@ -404,3 +404,84 @@ def test_a_long_history_of_limits_keeps_the_newest_in_colour_and_every_curve_on_
     assert labels[0] == "2 earlier limit(s)" and len(labels) == 11
     few = figures.contrast_curves_figure(limits.iloc[-3:], points, pd.DataFrame(), [], "T")
     assert not [m for m in few.select({"type": ColumnDataSource}) if m.name == "earlier-limits"]
+
+
+# --- level of detail: above max_plot_points observations, the monitoring plots show nights ------------
+
+
+def _bokeh_sources(html_payload: str) -> dict[str, dict[str, list]]:
+    """The named ColumnDataSources of a page's bokeh document (``embed.document_html``'s payload), decoded."""
+    import base64
+    import gzip
+    import json
+    import re
+
+    text = re.search(r'<script type="application/json">(.*)</script>', html_payload, re.S).group(1)
+    document = next(iter(json.loads(text.replace("<\\/", "</"))["docs_json"].values()))
+    found: dict[str, dict[str, list]] = {}
+
+    def value(entry):
+        if isinstance(entry, dict) and entry.get("type") == "ndarray":
+            raw = entry["array"]
+            if isinstance(raw, dict) and raw.get("type") == "bytes":
+                data = base64.b64decode(raw["data"])
+                if data[:2] == b"\x1f\x8b":  # bokeh gzips large arrays
+                    data = gzip.decompress(data)
+                return np.frombuffer(data, dtype=entry["dtype"]).tolist()
+            return list(raw)
+        return list(entry)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") == "ColumnDataSource" and node.get("attributes", {}).get("name"):
+                found[node["attributes"]["name"]] = {k: value(v) for k, v in node["attributes"]["data"]["entries"]}
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(document)
+    return found
+
+
+def test_monitoring_plots_nights_above_max_plot_points(tmp_path):
+    """A selection larger than ``max_plot_points`` is drawn one point per night: the night's median seeing
+    and its range, against the catalog's own values, red on the generator's bad-seeing nights; the page
+    says so; a smaller selection (or a larger limit) draws every observation."""
+    from .synthetic_catalog import generate_catalog
+
+    catalog = Catalog(f"sqlite:///{tmp_path / 'lod.sqlite'}")
+    try:
+        generated = generate_catalog(catalog, 400, seed=3)
+        with catalog.session() as session:
+            rows = session.execute(select(Observation.night, Observation.seeing_arcsec)).all()
+        catalog_seeing = pd.DataFrame(rows, columns=["night", "seeing"]).groupby("night")["seeing"]
+        viewer = Viewer(mode="standalone", username="staff (standalone)", all_rows=True)
+
+        nightly = page("monitoring", viewer=viewer, catalog=catalog, settings=DashboardSettings(max_plot_points=300))
+        nightly.widget()
+        assert nightly.problem is None
+        sources = _bokeh_sources(nightly.plots.value)
+        assert "observations" not in sources
+        nights = sources["nights"]
+        assert len(nights["night"]) == generated.n_nights == catalog_seeing.ngroups
+        assert sum(nights["n_observations"]) == 400
+        by_night = {n: i for i, n in enumerate(nights["night"])}
+        for night, values in catalog_seeing:
+            i = by_night[night.isoformat()]
+            assert nights["seeing_arcsec"][i] == pytest.approx(values.median(), rel=1e-12)
+            assert nights["seeing_arcsec_min"][i] == pytest.approx(values.min(), rel=1e-12)
+            assert nights["seeing_arcsec_max"][i] == pytest.approx(values.max(), rel=1e-12)
+        red = {night for night, flag in zip(nights["night"], nights["seeing_arcsec_flag"]) if flag}
+        assert {n.isoformat() for n in generated.bad_seeing_nights} <= red
+        assert len(red) <= len(generated.bad_seeing_nights) + 1  # nothing else stands out in seeing
+        assert "one point per night" in nightly.summary.value and "400 observations" in nightly.summary.value
+
+        every = page("monitoring", viewer=viewer, catalog=catalog, settings=DashboardSettings(max_plot_points=400))
+        every.widget()
+        sources = _bokeh_sources(every.plots.value)
+        assert "nights" not in sources and len(sources["observations"]["key"]) == 400
+        assert "one point per night" not in every.summary.value
+    finally:
+        catalog.dispose()

@@ -334,11 +334,13 @@ class DashboardSettings(BaseSettings):
         description="Rows shown in the dashboards' tables (the latest first); exports always hold the whole selection.",
     )
     max_plot_points: int = Field(
-        50_000,
-        ge=100,
+        3_000,
+        ge=1,
         le=2_000_000,
-        description="Above this many observations in a selection, trend plots show nightly "
-        "medians instead of every observation.",
+        description="Above this many observations in a selection, the monitoring plots show one point per "
+        "night (the night's median, a bar over its range, red when the night is flagged) instead of every "
+        "observation: the browser draws ~10 plots, and 10,000 points each took it seconds. Narrower filters "
+        "bring every observation back.",
     )
     reference_curves: list[ReferenceCurve] = Field(
         default_factory=_default_references,

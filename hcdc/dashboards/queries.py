@@ -490,6 +490,12 @@ def campaigns_frame(session: Session) -> pd.DataFrame:
     return frame
 
 
+def any_visible_reduction(session: Session, principal: Principal) -> bool:
+    """Whether ``principal`` may see at least one reduction (one row read, not the whole table)."""
+    first = session.execute(select(Reduction.id).where(visibility_filter(Reduction, principal)).limit(1)).first()
+    return first is not None
+
+
 def campaign_reductions(
     session: Session, principal: Principal, campaign_id: int | None, filters: Filters = Filters()
 ) -> pd.DataFrame:

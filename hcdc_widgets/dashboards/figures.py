@@ -64,13 +64,12 @@ def _baselines(fig, verdicts: pd.DataFrame, column: str, log: bool = False) -> N
     rows = verdicts[(verdicts["metric"] == column) & verdicts["baseline"].notna()]
     for _series, group in rows.groupby("series", sort=True):
         group = group.sort_values("night")
-        source = ColumnDataSource(
+        source = ColumnDataSource(  # binary arrays only: ~20 series of a thousand nights each on a page
             {
-                "x": [_night_x(n) for n in group["night"]],
-                "y": group["baseline"].astype(float),
-                "series": group["series"].astype(str),
-                "night": [n.isoformat() for n in group["night"]],
-            }
+                "x": np.array([_night_x(n) for n in group["night"]], dtype="datetime64[ns]"),
+                "y": group["baseline"].to_numpy(dtype=float),
+            },
+            name=f"baseline {_series}",
         )
         fig.line("x", "y", source=source, color=BASELINE, line_dash="dashed", line_width=1.5, alpha=0.8)
 
@@ -122,16 +121,19 @@ def trend_figure(
         **shared,
     )
     _baselines(fig, verdicts, column, log)
+    _ranges(fig, source, column, flag_colour(column))
     renderer = fig.scatter(
         "time", column, source=source, size=7, color=flag_colour(column), alpha=0.85, line_color="white", line_width=0.5
     )
-    fig.add_tools(
-        HoverTool(
-            renderers=[renderer],
-            formatters=TIME_FORMAT,
-            tooltips=tooltips + [(title, f"@{{{column}}}{{0.00e+0}}" if log else f"@{{{column}}}{{0.[000]}}")],
-        )
-    )
+    number = "{0.00e+0}" if log else "{0.[000]}"
+    if is_nightly(source):
+        shown = NIGHT_TOOLTIPS + [
+            (f"{title}, median", f"@{{{column}}}{number}"),
+            ("range", f"@{{{column}_min}}{number} – @{{{column}_max}}{number}"),
+        ]
+    else:
+        shown = tooltips + [(title, f"@{{{column}}}{number}")]
+    fig.add_tools(HoverTool(renderers=[renderer], formatters=TIME_FORMAT, tooltips=shown))
     fig.yaxis.axis_label = y_label
     fig.xaxis.axis_label = "time (UTC)"
     if log:
@@ -181,21 +183,81 @@ def observation_source(
     return ColumnDataSource(data, name=name)
 
 
+NIGHT_TOOLTIPS = [("night", "@night"), ("observations", "@n_observations")]
+
+
+def is_nightly(source: ColumnDataSource) -> bool:
+    """Whether ``source`` holds one row per night (:func:`nightly_source`), not one per observation."""
+    return "n_observations" in source.data
+
+
+def nightly_source(
+    frame: pd.DataFrame,
+    columns: list[str],
+    verdicts: pd.DataFrame,
+    diagnosis_code: np.ndarray | None = None,
+    name: str = "nights",
+) -> ColumnDataSource:
+    """One row per night of the observations in ``frame``: a plot's level of detail for large selections.
+
+    Per metric: the night's median (``<column>``, NaN values left out), its range (``<column>_min``,
+    ``<column>_max``) and ``<column>_flag`` (1: the night is flagged for that series, for any of its
+    observations). ``time`` is the night's x position (as the baselines'); ``diagnosis_code``: the night's
+    verdict (the same for every observation of a night).
+    """
+    nights = frame["night"]
+    order = sorted(nights.unique())
+    data: dict[str, object] = {
+        "night": [n.isoformat() for n in order],
+        "time": np.array([_night_x(n) for n in order], dtype="datetime64[ns]"),
+        "n_observations": nights.value_counts().reindex(order).to_numpy(dtype=np.int64),
+    }
+    for column in columns:
+        base = "contrast" if column.startswith("contrast_") else column
+        grouped = frame[column].astype(float).groupby(nights)
+        data[column] = grouped.median().reindex(order).to_numpy(dtype=float)
+        data[f"{column}_min"] = grouped.min().reindex(order).to_numpy(dtype=float)
+        data[f"{column}_max"] = grouped.max().reindex(order).to_numpy(dtype=float)
+        if base in METRICS:
+            flags = pd.Series(flagged_mask(frame, verdicts, column, METRICS[base].group_by), index=frame.index)
+            data[f"{column}_flag"] = flags.groupby(nights).max().reindex(order).to_numpy().astype(np.int8)
+    if diagnosis_code is not None:
+        codes = pd.Series(diagnosis_code, index=frame.index).groupby(nights).max().reindex(order)
+        data["diagnosis_code"] = codes.to_numpy().astype(np.int8)
+    return ColumnDataSource(data, name=name)
+
+
+def _ranges(fig, source: ColumnDataSource, column: str, colour) -> None:
+    """A night's range of ``column`` as a vertical bar (nightly sources only)."""
+    if is_nightly(source) and f"{column}_min" in source.data:
+        fig.segment("time", f"{column}_min", "time", f"{column}_max", source=source, color=colour, alpha=0.45)
+
+
 CONDITION_COLUMNS = ["seeing_arcsec", "tau0_ms", "airmass", "wind_speed_ms"]
 INSTRUMENT_COLUMNS = ["centre_x_px", "centre_y_px", "rejected_fraction", "n_frames", "n_rejected"]
 
 
 def monitoring_source(
-    frame: pd.DataFrame, verdicts: pd.DataFrame, separations: tuple[float, ...], diagnosis: pd.Series
+    frame: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    separations: tuple[float, ...],
+    diagnosis: pd.Series,
+    max_points: int | None = None,
 ) -> ColumnDataSource:
-    """The observations' source shared by the conditions, instrument and contrast plots."""
-    source = observation_source(
-        frame, CONDITION_COLUMNS + INSTRUMENT_COLUMNS + [contrast_column(s) for s in separations], verdicts
-    )
+    """The source shared by the conditions, instrument and contrast plots.
+
+    One row per observation (named ``observations``); above ``max_points`` observations, one row per
+    night (:func:`nightly_source`, named ``nights``).
+    """
     from hcdc.dashboards.monitoring import diagnosis_kind
 
+    columns = CONDITION_COLUMNS + INSTRUMENT_COLUMNS + [contrast_column(s) for s in separations]
     kinds = ["", "atmosphere", "instrument", "both"]
-    source.data["diagnosis_code"] = np.array([kinds.index(diagnosis_kind(d)) for d in diagnosis], dtype=np.int8)
+    codes = np.array([kinds.index(diagnosis_kind(d)) for d in diagnosis], dtype=np.int8)
+    if max_points is not None and len(frame) > max_points:
+        return nightly_source(frame, columns, verdicts, codes)
+    source = observation_source(frame, columns, verdicts)
+    source.data["diagnosis_code"] = codes
     return source
 
 
@@ -264,8 +326,10 @@ def contrast_layout(
         **({"x_range": padded} if padded else {}),
     )
     items = []
+    observation_tooltips = NIGHT_TOOLTIPS if is_nightly(source) else OBSERVATION_TOOLTIPS
     for separation, column in zip(separations, columns):
         _baselines(time_fig, verdicts, column, log=True)
+        _ranges(time_fig, source, column, palette[column])
         renderer = time_fig.scatter(
             "time",
             column,
@@ -281,7 +345,7 @@ def contrast_layout(
             HoverTool(
                 renderers=[renderer],
                 formatters=_hover_formatters(),
-                tooltips=OBSERVATION_TOOLTIPS
+                tooltips=observation_tooltips
                 + [
                     (f'contrast at {separation:g}"', f"@{{{column}}}{{0.00e+0}}"),
                     ("seeing", '@seeing_arcsec{0.00}"'),
@@ -322,7 +386,7 @@ def contrast_layout(
                 HoverTool(
                     renderers=[renderer],
                     formatters=_hover_formatters(),
-                    tooltips=OBSERVATION_TOOLTIPS
+                    tooltips=observation_tooltips
                     + [
                         (f'contrast at {separation:g}"', f"@{{{column}}}{{0.00e+0}}"),
                         (label, f"@{condition}{{0.00}} {unit}"),
@@ -331,8 +395,9 @@ def contrast_layout(
                 )
             )
         fig.add_layout(Legend(items=items, location="top_left", title="separation"))
-        fig.xaxis.axis_label = f"{label} [{unit}]"
-        fig.yaxis.axis_label = "5σ contrast"
+        nightly = ", nightly median" if is_nightly(source) else ""
+        fig.xaxis.axis_label = f"{label} [{unit}]{nightly}"
+        fig.yaxis.axis_label = f"5σ contrast{nightly}"
         fig.yaxis.formatter = PrintfTickFormatter(format="%.0e")
         figures.append(fig)
     return gridplot(figures, ncols=2, toolbar_location="right")

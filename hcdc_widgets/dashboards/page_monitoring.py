@@ -136,7 +136,18 @@ class MonitoringPage(Page):
         }
         roots = {}
         if len(obs):
-            source = figures.monitoring_source(obs, data.verdicts, data.separations, diagnosis)
+            source = figures.monitoring_source(
+                obs, data.verdicts, data.separations, diagnosis, max_points=self.settings.max_plot_points
+            )
+            if figures.is_nightly(source):
+                notes += message(
+                    f"{len(obs):,} observations on {n_nights:,} nights: the plots show one point per night (its "
+                    f"median; a bar over its range; red: the night is flagged). Narrow the filters to fewer than "
+                    f"{self.settings.max_plot_points:,} observations to see each one; the table and the exports "
+                    f"hold every observation.",
+                    "info",
+                    key="nightly",
+                )
             if has["contrast"]:
                 roots["contrast"] = figures.contrast_layout(obs, data.verdicts, data.separations, diagnosis, source)
             roots["conditions"] = figures.conditions_layout(obs, data.verdicts, source)

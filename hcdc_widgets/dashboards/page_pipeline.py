@@ -9,6 +9,7 @@ from hcdc.dashboards.context import reader_session
 from hcdc.dashboards.queries import (
     NO_CAMPAIGN,
     Filters,
+    any_visible_reduction,
     campaign_reductions,
     campaigns_frame,
     count_unplanned,
@@ -34,8 +35,6 @@ from .ui import (
     table,
 )
 
-ALL_REDUCTIONS = None
-
 
 class PipelinePage(Page):
     title = "Pipeline status"
@@ -45,7 +44,7 @@ class PipelinePage(Page):
         with reader_session(self.catalog, self.principal) as session:
             campaigns = campaigns_frame(session)
             choices = filter_choices(session, self.principal)
-            any_reduction = not campaign_reductions(session, self.principal, ALL_REDUCTIONS).empty
+            any_reduction = any_visible_reduction(session, self.principal)
         self.campaigns = campaigns
         options = [
             (f"{row['name']} v{row['version']} ({row['status']})", int(row["id"])) for _, row in campaigns.iterrows()
