@@ -6,7 +6,9 @@ and the bokeh plots). Each dashboard is measured
 
 * ``cold``: the server keeps no kernel in advance (``--kernel-pool 0``): the
   page pays the kernel start and the imports;
-* ``pooled``: the default server (``--kernel-pool 1``), its pooled kernel ready.
+* ``pooled``: the default server (``--kernel-pool 1``), its pooled kernel ready;
+* ``pooled_cached``: the same, in a browser that has seen one dashboard before (Voilà's scripts in
+  its cache), as for a user going from one dashboard to the next.
 
 Catalogs:
 
@@ -103,8 +105,64 @@ class Server:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def first_render(browser, url: str) -> float:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def voila_floor(browser, repeat: int, work: Path) -> dict[str, list[float]]:
+    """First render of a one-widget page served by plain Voilà: what any Voilà page costs on this machine.
+
+    The notebook displays one ``ipywidgets.HTML`` that satisfies :data:`READY`. ``preheated``: Voilà's
+    own pre-heated kernel (``--preheat_kernel``: the notebook already executed when the browser asks,
+    the best case Voilà offers); ``fresh``: a kernel started for the page.
+    """
+    import nbformat
+
+    notebook = work / "floor.ipynb"
+    cell = (
+        "import ipywidgets as w\n"
+        'w.HTML(\'<div class="hcdc-page"><div class="hcdc-plot" data-state="ready">one widget</div></div>\')'
+    )
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(book, notebook)
+    out: dict[str, list[float]] = {}
+    for mode, options in (("preheated", ["--preheat_kernel=True", "--pool_size=1"]), ("fresh", [])):
+        port = free_port()
+        log = open(work / f"floor-{mode}.log", "w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=work,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/voila/static/voila.js", timeout=2).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    text = (work / f"floor-{mode}.log").read_text()[-2000:]
+                    raise RuntimeError(f"plain Voilà did not start:\n{text}")
+                time.sleep(0.2)
+            for _ in range(repeat):
+                time.sleep(8)  # the pre-heated kernel executes the notebook in advance
+                seconds = first_render(browser, f"http://127.0.0.1:{port}/")
+                out.setdefault(mode, []).append(round(seconds, 2))
+                print(f"  voila floor (one widget) {mode:<9} {seconds:6.2f} s", flush=True)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+            log.close()
+    return out
+
+
+def first_render(browser, url: str, context=None) -> float:
+    """Seconds from navigation to every plot drawn; ``context``: a browser context to reuse (its cache)."""
+    page = (context or browser).new_page(**({} if context else {"viewport": {"width": 1280, "height": 900}}))
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     started = time.perf_counter()
@@ -117,13 +175,17 @@ def first_render(browser, url: str) -> float:
     return seconds
 
 
-def measure(catalog_url: str, data_dir: Path, repeat: int, label: str) -> dict:
+def measure(catalog_url: str, data_dir: Path, repeat: int, label: str, floor: bool = False) -> dict:
+    """First renders of every dashboard (cold, pooled, pooled with the browser's cache); with ``floor``,
+    also :func:`voila_floor` (under the key ``voila_floor``)."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, dict[str, list[float]]] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
+            if floor:
+                out["voila_floor"] = voila_floor(browser, repeat, data_dir)
             for pool, mode in ((0, "cold"), (1, "pooled")):
                 server = Server(catalog_url, data_dir, pool)
                 try:
@@ -134,6 +196,20 @@ def measure(catalog_url: str, data_dir: Path, repeat: int, label: str) -> dict:
                             seconds = first_render(browser, server.url + f"voila/render/{name}.ipynb")
                             out.setdefault(name, {}).setdefault(mode, []).append(round(seconds, 2))
                             print(f"  {label:<8} {name:<10} {mode:<6} {seconds:6.2f} s", flush=True)
+                    if pool:
+                        # a returning visitor: the browser has Voilà's scripts in its cache (one page seen before)
+                        context = browser.new_context(viewport={"width": 1280, "height": 900})
+                        try:
+                            time.sleep(8)
+                            first_render(browser, server.url + "voila/render/browser.ipynb", context)
+                            for name in DASHBOARDS:
+                                for _ in range(repeat):
+                                    time.sleep(8)
+                                    seconds = first_render(browser, server.url + f"voila/render/{name}.ipynb", context)
+                                    out[name].setdefault("pooled_cached", []).append(round(seconds, 2))
+                                    print(f"  {label:<8} {name:<10} cached {seconds:6.2f} s", flush=True)
+                        finally:
+                            context.close()
                 finally:
                     server.stop()
         finally:
@@ -229,12 +305,12 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_average_end"] = os.getloadavg()
-    print("\nfirst render (median s)     cold   pooled")
+    print("\nfirst render (median s)     cold   pooled   pooled, browser cache")
     for label, entry in results["catalogs"].items():
         for name, modes in entry["first_render_s"].items():
             print(
                 f"  {label:<8} {name:<12} {statistics.median(modes['cold']):6.2f} "
-                f"{statistics.median(modes['pooled']):8.2f}"
+                f"{statistics.median(modes['pooled']):8.2f} {statistics.median(modes['pooled_cached']):8.2f}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -9,8 +9,11 @@ machine's PostgreSQL (``--admin-url``, trust auth for development), then measure
 * ``hcdc reprocess --plan``: the whole command (what a campaign over the whole catalog would do);
 * the dashboards' data (monitoring, pipeline status, catalog browser) built in this process, per part:
   where a page's time goes;
-* each dashboard's first render in Debian's headless Chromium, cold and with the pooled kernel
-  (``bench_dashboards.measure``: from navigation to every plot drawn).
+* each dashboard's first render in Debian's headless Chromium, cold, with the pooled kernel, and with
+  the pooled kernel in a browser that has Voilà's scripts cached (``bench_dashboards.measure``: from
+  navigation to every plot drawn);
+* the same for a page of one widget served by plain Voilà, pre-heated and fresh
+  (``bench_dashboards.voila_floor``): what any Voilà page costs on this machine.
 
 Targets (the issue): first render < 2 s per page, planning < 10 s, export < 5 s. Results are printed
 and written to bench/results/bench_scale.json; the database is dropped unless ``--keep``.
@@ -179,12 +182,15 @@ def main() -> None:
         if not args.no_browser:
             from bench_dashboards import measure
 
-            renders = measure(url, work, args.repeat, "scale")
+            renders = measure(url, work, args.repeat, "scale", floor=True)
+            results["voila_floor_s"] = renders.pop("voila_floor")
             results["first_render_s"] = renders
+            print(f"  first render of a one-widget page in plain Voilà: {results['voila_floor_s']}", flush=True)
             for name, modes in renders.items():
                 print(
                     f"  first render {name:<10} cold {statistics.median(modes['cold']):6.2f} s   "
-                    f"pooled {statistics.median(modes['pooled']):6.2f} s",
+                    f"pooled {statistics.median(modes['pooled']):6.2f} s   "
+                    f"pooled, browser cache {statistics.median(modes['pooled_cached']):6.2f} s",
                     flush=True,
                 )
     finally:

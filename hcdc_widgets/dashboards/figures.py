@@ -58,20 +58,19 @@ def flagged_mask(frame: pd.DataFrame, verdicts: pd.DataFrame, column: str, group
 
 
 def _baselines(fig, verdicts: pd.DataFrame, column: str, log: bool = False) -> None:
-    """Grey baseline line of each series of ``column``."""
+    """Grey baseline of each series of ``column``: one multi-line for all series (one glyph, not one per series)."""
     if verdicts.empty:
         return
     rows = verdicts[(verdicts["metric"] == column) & verdicts["baseline"].notna()]
+    xs, ys = [], []
     for _series, group in rows.groupby("series", sort=True):
         group = group.sort_values("night")
-        source = ColumnDataSource(  # binary arrays only: ~20 series of a thousand nights each on a page
-            {
-                "x": np.array([_night_x(n) for n in group["night"]], dtype="datetime64[ns]"),
-                "y": group["baseline"].to_numpy(dtype=float),
-            },
-            name=f"baseline {_series}",
-        )
-        fig.line("x", "y", source=source, color=BASELINE, line_dash="dashed", line_width=1.5, alpha=0.8)
+        nights = np.array([_night_x(n) for n in group["night"]], dtype="datetime64[ms]")
+        xs.append(nights.astype(np.int64).astype(float))  # milliseconds since the epoch: a datetime axis' unit
+        ys.append(group["baseline"].to_numpy(dtype=float))
+    if xs:
+        source = ColumnDataSource({"xs": xs, "ys": ys}, name=f"baselines {column}")
+        fig.multi_line("xs", "ys", source=source, color=BASELINE, line_dash="dashed", line_width=1.5, alpha=0.8)
 
 
 def time_range(times) -> Range1d | None:
@@ -230,7 +229,7 @@ def nightly_source(
 def _ranges(fig, source: ColumnDataSource, column: str, colour) -> None:
     """A night's range of ``column`` as a vertical bar (nightly sources only)."""
     if is_nightly(source) and f"{column}_min" in source.data:
-        fig.segment("time", f"{column}_min", "time", f"{column}_max", source=source, color=colour, alpha=0.45)
+        fig.segment("time", f"{column}_min", "time", f"{column}_max", source=source, color=colour, alpha=0.3)
 
 
 CONDITION_COLUMNS = ["seeing_arcsec", "tau0_ms", "airmass", "wind_speed_ms"]
