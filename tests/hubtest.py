@@ -140,3 +140,27 @@ def stop_hub(process: subprocess.Popen) -> None:
 
 def tail(log: Path, n: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+
+
+class ServerNotReady(RuntimeError):
+    """A PI's server failed to start, or was not ready in time."""
+
+
+def wait_for_server(user_model, username: str, timeout_s: float, poll_s: float = 0.25) -> None:
+    """Poll the hub until ``username``'s default server is ready.
+
+    ``user_model()`` returns the hub's model of the user (``GET users/<name>``, with whichever token the
+    caller holds). Raises :class:`ServerNotReady` when the spawn ended without a server (it failed) or
+    after ``timeout_s``; the callers add the hub's log tail to the failure.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        model = user_model()
+        server = model.get("servers", {}).get("")
+        if server and server.get("ready"):
+            return
+        if not model.get("pending") and not server:
+            raise ServerNotReady(f"{username}'s server failed to start")
+        if time.monotonic() > deadline:
+            raise ServerNotReady(f"{username}'s server not ready after {timeout_s:.0f} s")
+        time.sleep(poll_s)

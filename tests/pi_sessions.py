@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .hubtest import wait_for_server
+
 #: phases timed from outside, in order; ``usable`` is login-to-usable-panel
 PHASES = ("login", "server", "kernel", "panel", "usable", "load", "run", "save", "total")
 
@@ -129,17 +131,7 @@ def run_session(hub, user: str, password: str, observation: int, other: int, *, 
         response = login.api("POST", f"users/{user}/server")
         if response.status_code not in (201, 202):
             raise RuntimeError(f"server not started: {response.status_code} {response.text[:200]}")
-        deadline = time.monotonic() + 300
-        while True:
-            model = login.api("GET", f"users/{user}").json()
-            server = model.get("servers", {}).get("")
-            if server and server.get("ready"):
-                break
-            if not model.get("pending") and not server:
-                raise RuntimeError("the server failed to start (see the hub's log)")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server was not ready after 300 s")
-            time.sleep(0.25)
+        wait_for_server(lambda: login.api("GET", f"users/{user}").json(), user, 300)
         marks["server"] = time.perf_counter()
         kernel = kernel_cls(hub, user, login.new_token())
         kernel.wait_ready()

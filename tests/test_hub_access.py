@@ -34,7 +34,7 @@ import requests
 from hcdc.client import AuthenticationError, CatalogClient, NotFound
 
 from .access_world import build_world
-from .hubtest import launch_hub, stop_hub, write_hub_config
+from .hubtest import ServerNotReady, launch_hub, stop_hub, wait_for_server, write_hub_config
 from .isolation.attacker import kill_processes_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -253,17 +253,10 @@ def login_spawn_kernel(hub: Hub, username: str) -> tuple[Login, Kernel, dict[str
     assert login.ok, f"login of {username} failed: {login.response.status_code}\n{hub.tail()}"
     response = login.api("POST", f"users/{username}/server")
     assert response.status_code in (201, 202), response.text
-    deadline = time.monotonic() + 90
-    while True:
-        model = hub.admin("GET", f"users/{username}").json()
-        server = model.get("servers", {}).get("")
-        if server and server.get("ready"):
-            break
-        if not model.get("pending") and not server:
-            pytest.fail(f"{username}'s server failed to start:\n{hub.tail()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{username}'s server not ready after 90 s:\n{hub.tail()}")
-        time.sleep(0.25)
+    try:
+        wait_for_server(lambda: hub.admin("GET", f"users/{username}").json(), username, 90)
+    except ServerNotReady as exc:
+        pytest.fail(f"{exc}:\n{hub.tail()}")
     t_server = time.perf_counter()
     kernel = Kernel(hub, username, login.new_token())
     kernel.wait_ready()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from .hubtest import ServerNotReady, wait_for_server
 from .test_dashboards_support import ARTIFACTS
 from .test_hub_access import PASSWORDS, hub  # noqa: F401 - the module-scoped real-hub fixture
 from .test_widgets import _add_calibrated, naco_small
@@ -56,15 +57,10 @@ def _start_server(hub, username: str) -> None:  # noqa: F811
     # the login's own redirect may have started it already (a warm start takes about a second)
     already = response.status_code == 400 and "is already running" in response.text
     assert response.status_code in (201, 202) or already, response.text
-    deadline = time.monotonic() + 90
-    while True:
-        model = hub.admin("GET", f"users/{username}").json()
-        server = model.get("servers", {}).get("")
-        if server and server.get("ready"):
-            return
-        if time.monotonic() > deadline or (not model.get("pending") and not server):
-            pytest.fail(f"{username}'s server did not start:\n{hub.tail()}")
-        time.sleep(0.25)
+    try:
+        wait_for_server(lambda: hub.admin("GET", f"users/{username}").json(), username, 90)
+    except ServerNotReady as exc:
+        pytest.fail(f"{exc}:\n{hub.tail()}")
 
 
 def _goto_after_redirects(page, url: str, attempts: int = 4) -> None:
