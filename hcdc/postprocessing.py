@@ -113,15 +113,31 @@ def source_reduction(session, observation_id: int, source_reduction_id: int | No
         if reduction is None or reduction.status != "done":
             raise NoInputError(f"reduction {source_reduction_id} is not a done reduction")
         return reduction
-    reduction = session.scalar(
-        select(Reduction)
-        .where(Reduction.observation_id == observation_id, Reduction.step.in_(SOURCE_STEPS), Reduction.status == "done")
-        .order_by(Reduction.finished_at.desc(), Reduction.id.desc())
-        .limit(1)
-    )
-    if reduction is None:
+    newest = newest_source_reductions(session, [observation_id]).get(observation_id)
+    if newest is None:
         raise NoInputError(f"observation {observation_id} has no calibrated cube (run the pre-processing first)")
-    return reduction
+    return session.get(Reduction, newest)
+
+
+def newest_source_reductions(session, observation_ids: list[int]) -> dict[int, int]:
+    """``{observation id: id of its newest done source reduction}``, in one query: the cube post-processing
+    reads (pre-processing, or registration of an external cube; the latest finished, then the highest id).
+
+    The one definition of that choice: :func:`source_reduction` for one observation, and the campaign
+    planner (:func:`hcdc.pipeline.runner.step_inputs`) for thousands at once.
+    """
+    newest: dict[int, int] = {}
+    for observation_id, reduction_id in session.execute(
+        select(Reduction.observation_id, Reduction.id)
+        .where(
+            Reduction.observation_id.in_(observation_ids),
+            Reduction.step.in_(SOURCE_STEPS),
+            Reduction.status == "done",
+        )
+        .order_by(Reduction.observation_id, Reduction.finished_at.desc(), Reduction.id.desc())
+    ):
+        newest.setdefault(observation_id, reduction_id)
+    return newest
 
 
 def input_products(reduction: Reduction) -> dict[str, Product]:

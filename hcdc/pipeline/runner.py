@@ -310,8 +310,8 @@ def step_inputs(session, step: str, observation_ids: list[int]) -> dict[int, lis
     """
     from collections import defaultdict
 
-    from hcdc.catalog.models import Observation, ObservationCalibration, Product, RawFile, Reduction
-    from hcdc.postprocessing import INPUT_KINDS, SOURCE_STEPS
+    from hcdc.catalog.models import Observation, ObservationCalibration, Product, RawFile
+    from hcdc.postprocessing import INPUT_KINDS, newest_source_reductions
 
     out: dict[int, list[str] | None] = {}
     for start in range(0, len(observation_ids), IN_CHUNK):
@@ -335,13 +335,7 @@ def step_inputs(session, step: str, observation_ids: list[int]) -> dict[int, lis
                 out[i] = sorted(frames[i]) + ["|"] + sorted(calibrations[i])
             continue
         origins = dict(session.execute(select(Observation.id, Observation.origin).where(Observation.id.in_(ids))).all())
-        source: dict[int, int] = {}  # the newest done source reduction, as postprocessing.source_reduction picks it
-        for observation_id, reduction_id in session.execute(
-            select(Reduction.observation_id, Reduction.id)
-            .where(Reduction.observation_id.in_(ids), Reduction.step.in_(SOURCE_STEPS), Reduction.status == "done")
-            .order_by(Reduction.observation_id, Reduction.finished_at.desc(), Reduction.id.desc())
-        ):
-            source.setdefault(observation_id, reduction_id)
+        source = newest_source_reductions(session, ids)
         products: dict[int, dict[str, str]] = defaultdict(dict)
         reductions = list(source.values())
         for begin in range(0, len(reductions), IN_CHUNK):
