@@ -61,6 +61,8 @@ PRELOAD = (
     "hcdc.client",
     "reduction.postproc.pipeline",
 )
+#: environment variable naming, in a server forked by the zygote, the socket of its kernel zygote
+KERNELS_FD = "HCDC_WARM_KERNELS_FD"
 #: the provisioner's name (entry point ``jupyter_client.kernel_provisioners``)
 PROVISIONER = "hcdc-warm"
 
@@ -223,6 +225,7 @@ def _serve_one(connection: socket.socket, min_uid: int) -> int:
     if request.get("kernels", True):
         global _kernels_socket
         _kernels_socket = _start_kernel_zygote(connection)
+        os.environ[KERNELS_FD] = str(_kernels_socket.fileno())
     send_message(connection, {"pid": os.getpid()})
     connection.close()
     sys.argv = argv
@@ -364,16 +367,19 @@ class ForkedProcess:
 
 
 _kernels_lock = threading.Lock()
-#: in a server forked by the server zygote: the socket of its own kernel zygote (None elsewhere: kernels
-#: start the ordinary way). Held here only, never in the environment, which a PI's terminals inherit.
 _kernels_socket: socket.socket | None = None
 
 
 def fork_kernel(argv: list[str], env: dict[str, str], cwd: str | None) -> ForkedProcess | None:
     """Ask this server's kernel zygote for a kernel; ``None`` when there is none (ordinary launch)."""
+    global _kernels_socket
+    fd = os.environ.get(KERNELS_FD)
+    if not fd:
+        return None
+    env = {k: v for k, v in env.items() if k != KERNELS_FD}
     with _kernels_lock:
         if _kernels_socket is None:
-            return None
+            _kernels_socket = socket.socket(fileno=int(fd))
         send_message(_kernels_socket, {"argv": argv, "env": env, "cwd": cwd})
         reply = recv_message(_kernels_socket)
     return ForkedProcess(int(reply["pid"]))

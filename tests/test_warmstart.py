@@ -34,6 +34,7 @@ class _NoConnection:
 
 report = {"missing": missing}
 warmstart._kernels_socket = warmstart._start_kernel_zygote(_NoConnection())
+os.environ[warmstart.KERNELS_FD] = str(warmstart._kernels_socket.fileno())
 zygote_pid = None
 
 def start():
@@ -72,7 +73,7 @@ for km, kc in kernels:
 time.sleep(0.5)
 report["gone"] = [not os.path.exists(f"/proc/{report[f'kernel{i}']['pid']}") for i in range(2)]
 report["server_pid"] = os.getpid()
-warmstart._kernels_socket = None  # no kernel zygote: the provisioner launches the ordinary way
+os.environ.pop(warmstart.KERNELS_FD)
 km, kc = start()
 ppid = int(open(f"/proc/{km.provisioner.pid}/stat").read().rsplit(")", 1)[1].split()[1])
 report["ordinary"] = {"provisioner": type(km.provisioner).__name__, "ppid_is_server": ppid == os.getpid()}
