@@ -61,7 +61,10 @@ PRELOAD = (
     "hcdc.client",
     "reduction.postproc.pipeline",
 )
-#: environment variable naming, in a server forked by the zygote, the socket of its kernel zygote
+#: environment variable naming, in a server forked by the zygote, the socket of its kernel zygote. The
+#: zygote runs as ``python -m hcdc.warmstart``: what it sets is ``__main__``'s, while the provisioner
+#: imports ``hcdc.warmstart`` anew, so the socket reaches :func:`fork_kernel` through its number here
+#: (a module global alone left every kernel to the ordinary launch; the isolation suite caught it).
 KERNELS_FD = "HCDC_WARM_KERNELS_FD"
 #: the provisioner's name (entry point ``jupyter_client.kernel_provisioners``)
 PROVISIONER = "hcdc-warm"

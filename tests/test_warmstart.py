@@ -33,8 +33,10 @@ class _NoConnection:
         pass
 
 report = {"missing": missing}
-warmstart._kernels_socket = warmstart._start_kernel_zygote(_NoConnection())
-os.environ[warmstart.KERNELS_FD] = str(warmstart._kernels_socket.fileno())
+# as in a forked server: the socket reaches the provisioner's module through the environment only
+zygote_socket = warmstart._start_kernel_zygote(_NoConnection())
+os.environ[warmstart.KERNELS_FD] = str(zygote_socket.fileno())
+assert warmstart._kernels_socket is None
 zygote_pid = None
 
 def start():
