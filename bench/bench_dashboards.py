@@ -71,29 +71,39 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, catalog_url: str, data_dir: Path, pool: int):
+    """A server in a process group of its own: started, waited for until ``health`` answers, stopped."""
+
+    def __init__(self, argv: list[str], health: str, *, env: dict | None = None, cwd: Path = REPO, what: str):
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
         self.log = tempfile.NamedTemporaryFile(prefix="hcdc-bench-dashboards-", suffix=".log", delete=False)
-        env = {**os.environ, "HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hcdc.dashboards", "serve", "--port", str(self.port), "--kernel-pool", str(pool)],
+            [arg.replace("{port}", str(self.port)) for arg in argv],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=REPO,
+            cwd=cwd,
         )
-        self.url = f"http://127.0.0.1:{self.port}/"
         deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(self.url + "hcdc/health", timeout=2).ok:
+                if requests.get(self.url + health, timeout=2).ok:
                     break
             except requests.RequestException:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dashboards server did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+                text = Path(self.log.name).read_text()[-3000:]
+                self.stop()
+                raise RuntimeError(f"{what} did not start:\n{text}")
             time.sleep(0.2)
+
+    @classmethod
+    def dashboards(cls, catalog_url: str, data_dir: Path, pool: int) -> Server:
+        """``python -m hcdc.dashboards serve`` on ``catalog_url`` with a kernel pool of ``pool``."""
+        env = {**os.environ, "HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
+        argv = [sys.executable, "-m", "hcdc.dashboards", "serve", "--port", "{port}", "--kernel-pool", str(pool)]
+        return cls(argv, "hcdc/health", env=env, what="dashboards server")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -102,6 +112,7 @@ class Server:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 
 
@@ -124,39 +135,16 @@ def voila_floor(browser, repeat: int, work: Path) -> dict[str, list[float]]:
     nbformat.write(book, notebook)
     out: dict[str, list[float]] = {}
     for mode, options in (("preheated", ["--preheat_kernel=True", "--pool_size=1"]), ("fresh", [])):
-        port = free_port()
-        log = open(work / f"floor-{mode}.log", "w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", *options],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=work,
-        )
+        argv = [sys.executable, "-m", "voila", str(notebook), "--no-browser", "--port={port}", *options]
+        server = Server(argv, "voila/static/voila.js", cwd=work, what=f"plain Voilà ({mode})")
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/voila/static/voila.js", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    text = (work / f"floor-{mode}.log").read_text()[-2000:]
-                    raise RuntimeError(f"plain Voilà did not start:\n{text}")
-                time.sleep(0.2)
             for _ in range(repeat):
                 time.sleep(8)  # the pre-heated kernel executes the notebook in advance
-                seconds = first_render(browser, f"http://127.0.0.1:{port}/")
+                seconds = first_render(browser, server.url)
                 out.setdefault(mode, []).append(round(seconds, 2))
                 print(f"  voila floor (one widget) {mode:<9} {seconds:6.2f} s", flush=True)
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-            log.close()
+            server.stop()
     return out
 
 
@@ -187,7 +175,7 @@ def measure(catalog_url: str, data_dir: Path, repeat: int, label: str, floor: bo
             if floor:
                 out["voila_floor"] = voila_floor(browser, repeat, data_dir)
             for pool, mode in ((0, "cold"), (1, "pooled")):
-                server = Server(catalog_url, data_dir, pool)
+                server = Server.dashboards(catalog_url, data_dir, pool)
                 try:
                     for name in DASHBOARDS:
                         for _ in range(repeat):
