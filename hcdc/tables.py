@@ -290,14 +290,17 @@ def votable_text(table: Table) -> str:
         return _astropy_votable(table)
     from astropy.io.votable import from_table
 
-    first = _astropy_votable(table[:1])
+    one_row = from_table(table[:1])  # what astropy's writer does (then to_xml): its document and its fields
+    buffer = io.BytesIO()
+    one_row.to_xml(buffer)
+    first = buffer.getvalue().decode()
     opening, closing = "<TABLEDATA>\n", "</TABLEDATA>"
     start = first.index(opening) + len(opening)
     end = first.rindex("\n", 0, first.index(closing)) + 1
     row_lines = first[start:end].splitlines(keepends=True)
     tr_open, tr_close = row_lines[0], row_lines[-1]
     pad = row_lines[1][: row_lines[1].index("<TD")]
-    fields = from_table(table[:1]).get_first_table().fields
+    fields = one_row.get_first_table().fields
     columns = []
     for column, field in zip(table.itercols(), fields):
         values = np.asarray(column)
