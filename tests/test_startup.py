@@ -36,6 +36,8 @@ def test_lazy_names_are_the_functions_whichever_comes_first():
     assert callable(snr) and snr is snr_of_module and postproc.snr is snr
     assert callable(cadi) and cadi.__module__ == "reduction.postproc.cadi"
     assert set(postproc.__all__) <= set(dir(postproc))
+    # the literal __all__ (for static tools) and the lazy table name the same functions
+    assert sorted(postproc.__all__) == sorted(postproc._LOCATIONS)
     for name in postproc.__all__:
         assert getattr(postproc, name).__name__ == name
     try:
