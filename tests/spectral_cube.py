@@ -87,17 +87,21 @@ def spectral_cube(
     seed: int = 3,
     halo: float = 3e-3,
     noise: float = 2e-5,
+    rotation_deg: float | None = None,
 ) -> SpectralCube:
     """Build the cube: ``sources_spec`` holds ``(separation px, theta deg, kind, contrast)`` with ``kind``
     one of ``methane``, ``red``, ``impostor`` (flat contrast, radius ∝ λ).
 
     Fluxes are in units of the star's 1xFWHM-aperture flux at the reddest channel (the real PSF cube's
     spectrum shapes the others); ``halo`` is the speckle level relative to the star's peak, ``noise``
-    the white noise per pixel in those units.
+    the white noise per pixel in those units. ``rotation_deg`` squeezes the real sequence's angles into
+    that much field rotation (the same frames, their order and spacing kept).
     """
     rng = np.random.default_rng(seed)
     psfs_raw, wavelengths, angles = real_ifs_inputs()
     angles = angles[::every_frame]
+    if rotation_deg is not None:
+        angles = angles[0] + (angles - angles[0]) * rotation_deg / np.ptp(angles)
     nl, nt = wavelengths.size, angles.size
     normalized = [normalize_psf(p) for p in psfs_raw]
     # the star's flux in each channel follows the real PSF's aperture flux, normalised to 1 at the red end

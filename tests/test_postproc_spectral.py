@@ -94,6 +94,61 @@ def test_spectra_are_recovered_within_ten_percent_or_three_sigma(run):
         assert abs(found.contrast - truth) <= max(0.1 * truth, 3 * found.contrast_err), (found.contrast, truth)
 
 
+@pytest.fixture(scope="module")
+def low_rotation():
+    """The same kind of cube with 5° of field rotation, as HD 206893's IRDIFS sequence: the spectral
+    diversity alone separates companions and speckles, and self-subtraction depends on each companion's
+    own spectrum."""
+    cube = spectral_cube([(24.0, 30.0, "methane", 4e-3), (18.0, 200.0, "red", 3e-3)], rotation_deg=5.0)
+    result = SpectralPostprocessStep()(
+        SpectralParameters(),
+        cube=cube.cube,
+        angles=cube.angles,
+        psfs=cube.psfs,
+        wavelengths=cube.wavelengths,
+        pixel_scale=PIXEL_SCALE,
+        star_flux=cube.star_flux,
+    )
+    return cube, result
+
+
+def test_spectra_at_low_rotation_are_fitted_to_convergence(low_rotation):
+    """At 5° of rotation the spectra's fit converges (its last pass moves no channel by more than a quarter
+    of its error) and recovers every channel (all at S/N >= 10) within 10 % or 2σ, and within 3σ. Measured
+    before the fit ran to convergence (4 fixed passes from a per-channel start): the red companion's
+    channels up to 23 % off, 12 of 39 beyond 10 %; on a simulated raw IFS sequence, blue channels 30-150 %
+    off (3-20σ)."""
+    cube, result = low_rotation
+    assert np.ptp(cube.angles) == pytest.approx(5.0)
+    assert result.spectrum_converged and 1 < result.spectrum_passes < SpectralParameters().spectrum_iterations
+    for source in cube.sources:
+        found, (x, y) = _matched(cube, result, source)
+        assert np.hypot(found.candidate.x - x, found.candidate.y - y) < 0.5
+        spectrum = found.spectrum
+        assert np.all(spectrum.snr >= 10), spectrum.snr.round(1)
+        relative = spectrum.contrast / source.spectrum - 1
+        assert np.all(np.abs(relative) <= np.maximum(0.10, 2 / spectrum.snr)), relative.round(3)
+        pull = (spectrum.contrast - source.spectrum) / spectrum.contrast_err
+        assert np.all(np.abs(pull) <= 3), pull.round(2)
+        assert found.note is None
+
+
+def test_an_unconverged_spectrum_fit_says_so(low_rotation):
+    """One pass cannot converge from a flat start: the candidates carry the warning."""
+    cube, _ = low_rotation
+    result = SpectralPostprocessStep()(
+        SpectralParameters(spectrum_iterations=1, nbranch=1),
+        cube=cube.cube,
+        angles=cube.angles,
+        psfs=cube.psfs,
+        wavelengths=cube.wavelengths,
+        pixel_scale=PIXEL_SCALE,
+        star_flux=cube.star_flux,
+    )
+    assert not result.spectrum_converged and result.spectrum_passes == 1
+    assert result.candidates and all("not converged in 1 passes" in c.note for c in result.candidates)
+
+
 def test_the_collapsed_image_beats_a_typical_channel(run):
     """The collapsed S/N above the median channel's. Not above the *best* channel's, which issue 19 asks:
     in this cube the speckle residual is the same pattern in every channel, so averaging channels gains

@@ -427,12 +427,16 @@ class ArdiDirective(_Generated):
 
 
 class SpectralDirective(_Generated):
-    """Companion spectra recovered by the IFS chain over random cases, from bench/results/bench_spectral.json."""
+    """Companion spectra recovered by the IFS chain over random cases (argument: a bench/results file,
+    default bench_spectral.json)."""
+
+    optional_arguments = 1
 
     def lines(self):
-        record = _bench("bench_spectral.json")
+        name = self.arguments[0] if self.arguments else "bench_spectral.json"
+        record = _bench(name)
         if record is None:
-            return ["*No* ``bench/results/bench_spectral.json`` *in this checkout.*", ""]
+            return [f"*No* ``bench/results/{name}`` *in this checkout.*", ""]
         rows = []
         for case in record["cases"]:
             for comp in case["companions"]:
@@ -463,6 +467,7 @@ class SpectralDirective(_Generated):
             f"{summary['bright_within_10pc']}; other channels within 3σ: {summary['faint_within_3sigma']}; "
             f"spread of the companions' mean pulls {summary.get('companion_pull_mean_std', 'n/a')} "
             "(1 if the errors are right); "
+            f"passes of the spectra's fit per case {summary.get('spectrum_passes', 'n/a')}; "
             f"load average at the start {summary['load_average_at_start'][0]}."
         )
         header = [
