@@ -10,12 +10,14 @@ detection at S/N ~6, whose channels are at S/N 1-2; 2e-4 gives channels at S/N 7
 spectrum's fit can be judged channel by channel).
 
 Reported: the separation and position angle against the truth with their errors, the collapsed
-contrast, and per channel the ratio to the true contrast, the pull and the S/N; with the time of the
-chain and the load average.
+contrast, and per channel the ratio to the true contrast, the pull and the S/N; the IFS observation's
+steps (wall time in the campaign, science alone), the time of the whole run (simulation, ingest, both
+arms' campaign) and the load average.
 
-    .venv/bin/python bench/bench_ifs_chain.py [--contrast 2e-4]
+    .venv/bin/python bench/bench_ifs_chain.py [--contrast 2e-4] [--screenshot]
 
-Writes bench/results/bench_ifs_chain_<contrast>.json.
+Writes bench/results/bench_ifs_chain_<contrast>.json (and, with ``--screenshot``, the browser
+dashboard's figure of the spectrum, rendered by Debian's Chromium, as ifs_spectrum_<contrast>.png).
 """
 
 from __future__ import annotations
@@ -37,13 +39,67 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import select  # noqa: E402
 
 from hcdc.catalog import Catalog  # noqa: E402
-from hcdc.catalog.models import Detection, Observation, SpectrumPoint  # noqa: E402
+from hcdc.catalog.models import Detection, Observation, Reduction, SpectrumPoint  # noqa: E402
 from hcdc.ingest import ingest  # noqa: E402
 from hcdc.pipeline.campaign import load_parameters, reprocess  # noqa: E402
 from hcdc.settings import Settings  # noqa: E402
 from reduction.simulator import catalogue, simulate_archive  # noqa: E402
 
 TARGET = "HD 206893"
+
+
+def _screenshot(result: dict, path: Path) -> None:
+    """The browser dashboard's spectrum figure of the found detection (as a PI sees it, from the catalog
+    values in ``result``), rendered by Debian's Chromium."""
+    import shutil
+    import subprocess
+
+    import pandas as pd
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+
+    from hcdc_widgets.dashboards import figures
+
+    spectrum, found = result["spectrum"], result["found"]
+    rows = pd.DataFrame(
+        {
+            "detection_id": 1,
+            "wavelength_um": spectrum["wavelength_um"],
+            "contrast": spectrum["contrast"],
+            "contrast_err": spectrum["contrast_err"],
+            "snr": spectrum["snr"],
+        }
+    )
+    frame = pd.DataFrame(
+        [
+            {
+                "id": 1,
+                "night": found["night"],
+                "sep_arcsec": found["sep_arcsec"],
+                "pa_deg": found["pa_deg"],
+                "status": found["status"],
+            }
+        ]
+    )
+    fig = figures.spectra_figure(rows, frame, f"{TARGET}: catalog spectrum (SPHERE IFS, simulated raw frames)")
+    html = path.with_suffix(".html")
+    html.write_text(file_html(fig, INLINE, "spectrum"))
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={path}",
+            "--window-size=760,560",
+            f"file://{html}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    html.unlink()
 
 
 def run(contrast: float | None, root: Path) -> dict:
@@ -76,6 +132,16 @@ def run(contrast: float | None, root: Path) -> dict:
     with catalog.session() as session:
         observation = session.scalar(select(Observation).where(Observation.instrument == "SPHERE-IFS"))
         detections = session.scalars(select(Detection).where(Detection.observation_id == observation.id)).all()
+        # the IFS observation's cost: each step's wall time in the campaign and its science alone
+        steps = {
+            s.step: {"wall_s": round(s.seconds, 1), "status": s.status}
+            for r in report.results
+            if r.observation_id == observation.id
+            for s in r.steps
+        }
+        for reduction in session.scalars(select(Reduction).where(Reduction.observation_id == observation.id)):
+            if reduction.step in steps and reduction.science_seconds is not None:
+                steps[reduction.step]["science_s"] = round(reduction.science_seconds, 1)
 
         def distance(d):
             return float(
@@ -94,6 +160,7 @@ def run(contrast: float | None, root: Path) -> dict:
             },
             "detections": len(detections),
             "failures": [str(f) for f in report.failures],
+            "ifs_steps": steps,
             "seconds": round(seconds, 1),
             "load_average": [round(v, 2) for v in os.getloadavg()],
         }
@@ -114,6 +181,7 @@ def run(contrast: float | None, root: Path) -> dict:
             "pa_err_deg": round(found.pa_err_deg, 3),
             "snr": round(found.snr, 2),
             "status": found.status,
+            "night": str(observation.night),
             "note": found.note,
             "contrast": found.contrast,
             "contrast_err": found.contrast_err,
@@ -123,6 +191,9 @@ def run(contrast: float | None, root: Path) -> dict:
         pull = (measured - true_contrast) / errors
         out["spectrum"] = {
             "wavelength_um": [round(p.wavelength_um, 4) for p in points],
+            "contrast": [float(v) for v in measured],
+            "contrast_err": [float(v) for v in errors],
+            "true_contrast": [float(v) for v in true_contrast],
             "ratio_to_truth": [round(float(v), 3) for v in ratio],
             "pull": [round(float(v), 2) for v in pull],
             "snr": [round(float(v), 1) for v in snr],
@@ -138,12 +209,22 @@ def run(contrast: float | None, root: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contrast", type=float, default=None, help="B's J-band contrast (default: the simulator's)")
+    parser.add_argument("--screenshot", action="store_true", help="bench/results/ifs_spectrum_<contrast>.png")
+    parser.add_argument(
+        "--screenshot-only", action="store_true", help="the figure from the last run's JSON, without running"
+    )
     args = parser.parse_args(argv)
+    name = "default" if args.contrast is None else f"{args.contrast:g}"
+    out = REPO / "bench" / "results" / f"bench_ifs_chain_{name}.json"
+    picture = REPO / "bench" / "results" / f"ifs_spectrum_{name}.png"
+    if args.screenshot_only:
+        _screenshot(json.loads(out.read_text()), picture)
+        return 0
     with tempfile.TemporaryDirectory(prefix="hcdc-ifs-chain-") as tmp:
         result = run(args.contrast, Path(tmp))
     print(json.dumps(result, indent=1))
-    name = "default" if args.contrast is None else f"{args.contrast:g}"
-    out = REPO / "bench" / "results" / f"bench_ifs_chain_{name}.json"
+    if args.screenshot and "spectrum" in result:
+        _screenshot(result, picture)
     out.write_text(json.dumps(result, indent=1))
     return 0
 

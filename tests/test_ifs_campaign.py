@@ -40,6 +40,9 @@ def campaign(tmp_path_factory):
     params = load_parameters()
     # one branch of fakes instead of two (no throughput scatter): CI time
     params["postprocess-spectral"].update(nbranch=1)
+    # at most 6 passes of the spectra's fit (candidates at S/N ~6 may not settle and would run all 12):
+    # CI time; the fit's convergence is tested in test_postproc_spectral and measured in bench_ifs_chain
+    params["postprocess-spectral"].update(spectrum_iterations=6)
     # the IRDIS arm with PCA alone (the campaign's ANDROMEDA is tested in test_pipeline's truth test): CI time
     params["postprocess"].update(confirm_with="")
     # the IRDIFS OB of HD 206893: its IFS observation and the IRDIS one taken at the same time

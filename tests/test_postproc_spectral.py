@@ -29,11 +29,10 @@ PIXEL_SCALE = 0.00746  # SphereIfs, arcsec per pixel
 SOURCES = [(14.0, 30.0, "methane", 4e-3), (24.0, 200.0, "red", 2e-3)]
 
 
-@pytest.fixture(scope="module")
-def run():
-    cube = spectral_cube(SOURCES)
-    result = SpectralPostprocessStep()(
-        SpectralParameters(),
+def _postprocess(cube, params: SpectralParameters = SpectralParameters()):
+    """The step on a test cube, with its star flux (contrasts)."""
+    return SpectralPostprocessStep()(
+        params,
         cube=cube.cube,
         angles=cube.angles,
         psfs=cube.psfs,
@@ -41,7 +40,12 @@ def run():
         pixel_scale=PIXEL_SCALE,
         star_flux=cube.star_flux,
     )
-    return cube, result
+
+
+@pytest.fixture(scope="module")
+def run():
+    cube = spectral_cube(SOURCES)
+    return cube, _postprocess(cube)
 
 
 def _matched(cube, result, source):
@@ -100,16 +104,7 @@ def low_rotation():
     diversity alone separates companions and speckles, and self-subtraction depends on each companion's
     own spectrum."""
     cube = spectral_cube([(24.0, 30.0, "methane", 4e-3), (18.0, 200.0, "red", 3e-3)], rotation_deg=5.0)
-    result = SpectralPostprocessStep()(
-        SpectralParameters(),
-        cube=cube.cube,
-        angles=cube.angles,
-        psfs=cube.psfs,
-        wavelengths=cube.wavelengths,
-        pixel_scale=PIXEL_SCALE,
-        star_flux=cube.star_flux,
-    )
-    return cube, result
+    return cube, _postprocess(cube)
 
 
 def test_spectra_at_low_rotation_are_fitted_to_convergence(low_rotation):
@@ -136,15 +131,7 @@ def test_spectra_at_low_rotation_are_fitted_to_convergence(low_rotation):
 def test_an_unconverged_spectrum_fit_says_so(low_rotation):
     """One pass cannot converge from a flat start: the candidates carry the warning."""
     cube, _ = low_rotation
-    result = SpectralPostprocessStep()(
-        SpectralParameters(spectrum_iterations=1, nbranch=1),
-        cube=cube.cube,
-        angles=cube.angles,
-        psfs=cube.psfs,
-        wavelengths=cube.wavelengths,
-        pixel_scale=PIXEL_SCALE,
-        star_flux=cube.star_flux,
-    )
+    result = _postprocess(cube, SpectralParameters(spectrum_iterations=1, nbranch=1))
     assert not result.spectrum_converged and result.spectrum_passes == 1
     assert result.candidates and all("not converged in 1 passes" in c.note for c in result.candidates)
 

@@ -807,6 +807,15 @@ def spectra_figure(spectra: pd.DataFrame, detections: pd.DataFrame, title: str):
     fig.add_tools(
         HoverTool(tooltips=[("λ", "@x{0.000} µm"), ("contrast", "@y{0.00e} ± @err{0.0e}"), ("S/N", "@snr{0.0}")])
     )
-    fig.legend.location = "top_left"
-    fig.legend.label_text_font_size = "8pt"
+    # the whiskers are annotations, which bokeh's automatic range leaves out: the range holds them
+    lows = (spectra["contrast"] - spectra["contrast_err"]).to_numpy(float)
+    highs = (spectra["contrast"] + spectra["contrast_err"]).to_numpy(float)
+    finite = np.isfinite(lows) & np.isfinite(highs)
+    if finite.any():
+        low, high = float(lows[finite].min()), float(highs[finite].max())
+        pad = 0.05 * (high - low) if high > low else abs(high) * 0.1 or 1.0
+        fig.y_range = Range1d(low - pad, high + pad)
+    if fig.legend:  # below the plot, where it hides no point
+        fig.legend.label_text_font_size = "8pt"
+        fig.add_layout(fig.legend[0], "below")
     return fig

@@ -18,13 +18,14 @@
    channel is ``σ_corr × noise_λ(r) / throughput_λ(r) / F★_λ`` (``σ_corr``: Student-t with the
    resolution elements at ``r``, as :mod:`reduction.postproc.contrast`); the collapsed limit is that of
    a companion with a flat contrast spectrum.
-4. **Spectra**: every candidate's contrast per channel is its aperture flux above the local background
-   in that channel, divided by the throughput at its separation and by the star's flux in the channel;
-   the error is the scatter of the noise apertures at the same separation in that channel
-   (``std × sqrt(1 + 1/n)``) and the scatter of the throughput between branches, in quadrature.
+4. **Spectra**: every candidate's contrast per channel is fitted with a negative model (each channel's own
+   PSF) on the principal components of the cube *minus* the models, where the ASDI is linear and acts on
+   each channel alone; the passes (over-relaxed) run until no channel moves by more than a quarter of
+   its error, so the self-subtraction of the candidate's own spectrum is accounted for. The error is the
+   scatter of the noise apertures at the same separation in that channel (``std × sqrt(1 + 1/n)``).
 
 The injections share one set for the limits and every candidate (no per-candidate run), so the cost is
-``1 + 3 × nbranch`` ASDI runs per cube.
+``1 + 3 × nbranch`` ASDI runs per cube, two more per pass of the spectra's fit and one for the limits.
 """
 
 from __future__ import annotations
@@ -319,8 +320,12 @@ def _interp(radii_from: np.ndarray, values: np.ndarray, radii_to) -> np.ndarray:
 
 
 def _aperture_flux(frame: np.ndarray, cand: Candidate, fwhm: float) -> float:
-    """Flux in the 1xFWHM aperture at the candidate above the mean of the noise apertures at its separation."""
-    m = snr(frame, (cand.x, cand.y), float(fwhm))
+    """Flux in the 1xFWHM aperture at the candidate above the mean of the noise apertures at its separation
+    (NaN where fewer than two noise apertures fit on the circle: no background to measure against)."""
+    try:
+        m = snr(frame, (cand.x, cand.y), float(fwhm))
+    except ValueError:
+        return float("nan")
     return float(m.signal - m.background)
 
 
@@ -340,8 +345,12 @@ def _recentred(image: np.ndarray, cand: Candidate, fwhm: float, box: int) -> Can
 
 
 def _aperture_noise(frame: np.ndarray, cand: Candidate, fwhm: float) -> float:
-    """Error of :func:`_aperture_flux`: the noise apertures' scatter with the small-sample term."""
-    m = snr(frame, (cand.x, cand.y), float(fwhm))
+    """Error of :func:`_aperture_flux`: the noise apertures' scatter with the small-sample term (NaN where
+    it is undefined, as the flux)."""
+    try:
+        m = snr(frame, (cand.x, cand.y), float(fwhm))
+    except ValueError:
+        return float("nan")
     return float(m.noise * np.sqrt(1 + 1 / m.n_apertures))
 
 
@@ -537,6 +546,7 @@ def postprocess_spectral(
             response[i] = gain
             usable = gain > 0
             step = np.where(usable, measured / np.where(usable, gain, 1), 0.0) - spectra[i]
+            step = np.where(np.isfinite(step), step, 0.0)  # a channel without a measurable flux keeps its value
             with np.errstate(divide="ignore", invalid="ignore"):
                 moved = np.abs(step) / np.where(usable, noise / np.where(usable, gain, 1), np.inf)
             moved = moved[np.isfinite(moved)]
@@ -550,7 +560,8 @@ def postprocess_spectral(
             previous_steps[i] = step
             spectra[i] = spectra[i] + relax * step
             if moved.size and float(np.median(moved)) < 1.0:
-                found[i] = _recentred(image, cand, fwhm, box)
+                # from the detection's position each time: passes cannot add up to a walk away from it
+                found[i] = _recentred(image, detection.candidates[i], fwhm, box)
         if settled.all():
             break
     converged = bool(settled.all())
