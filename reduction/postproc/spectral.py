@@ -519,7 +519,7 @@ def postprocess_spectral(
             continue
         w = _interp(radii, weight_r, [cand.separation_px])[:, 0]
         flat = _aperture_flux(collapsed, cand, fwhm) / t[nl] / float(w @ star_for_contrast) if t[nl] > 0 else 0.0
-        spectra.append(flat * star_for_contrast)
+        spectra.append((flat if np.isfinite(flat) else 0.0) * star_for_contrast)  # NaN models would poison the cube
     projected, response = channels, [t[:nl] for t in thru_at]
 
     def models(amplitudes) -> np.ndarray:
