@@ -319,14 +319,15 @@ def _interp(radii_from: np.ndarray, values: np.ndarray, radii_to) -> np.ndarray:
     return np.stack([np.interp(radii_to, radii_from, v) for v in values])
 
 
-def _aperture_flux(frame: np.ndarray, cand: Candidate, fwhm: float) -> float:
-    """Flux in the 1xFWHM aperture at the candidate above the mean of the noise apertures at its separation
-    (NaN where fewer than two noise apertures fit on the circle: no background to measure against)."""
+def _aperture(frame: np.ndarray, cand: Candidate, fwhm: float) -> tuple[float, float]:
+    """Flux in the 1xFWHM aperture at the candidate above the mean of the noise apertures at its separation,
+    and its error (the noise apertures' scatter with the small-sample term); both NaN where fewer than two
+    noise apertures fit on the circle (no background to measure against)."""
     try:
         m = snr(frame, (cand.x, cand.y), float(fwhm))
     except ValueError:
-        return float("nan")
-    return float(m.signal - m.background)
+        return float("nan"), float("nan")
+    return float(m.signal - m.background), float(m.noise * np.sqrt(1 + 1 / m.n_apertures))
 
 
 def _recentred(image: np.ndarray, cand: Candidate, fwhm: float, box: int) -> Candidate:
@@ -342,16 +343,6 @@ def _recentred(image: np.ndarray, cand: Candidate, fwhm: float, box: int) -> Can
     return candidate_at(
         x, y, star_centre(image.shape), cand.snr, cand.peak_snr, cand.fpf, cand.significance, cand.n_apertures
     )
-
-
-def _aperture_noise(frame: np.ndarray, cand: Candidate, fwhm: float) -> float:
-    """Error of :func:`_aperture_flux`: the noise apertures' scatter with the small-sample term (NaN where
-    it is undefined, as the flux)."""
-    try:
-        m = snr(frame, (cand.x, cand.y), float(fwhm))
-    except ValueError:
-        return float("nan")
-    return float(m.noise * np.sqrt(1 + 1 / m.n_apertures))
 
 
 def _radial_slope(channels, x, y, wavelengths, fwhms, channel_snr, min_snr):
@@ -514,11 +505,11 @@ def postprocess_spectral(
     spectra = []
     for cand, t in zip(found, thru_at):
         if not params.spectrum_iterations:  # no fit: each channel's flux over the fakes' throughput
-            flux = np.array([_aperture_flux(channels[k], cand, fwhms[k]) for k in range(nl)])
+            flux = np.array([_aperture(channels[k], cand, fwhms[k])[0] for k in range(nl)])
             spectra.append(np.where(t[:nl] > 0, flux / np.where(t[:nl] > 0, t[:nl], 1), 0.0))
             continue
         w = _interp(radii, weight_r, [cand.separation_px])[:, 0]
-        flat = _aperture_flux(collapsed, cand, fwhm) / t[nl] / float(w @ star_for_contrast) if t[nl] > 0 else 0.0
+        flat = _aperture(collapsed, cand, fwhm)[0] / t[nl] / float(w @ star_for_contrast) if t[nl] > 0 else 0.0
         spectra.append((flat if np.isfinite(flat) else 0.0) * star_for_contrast)  # NaN models would poison the cube
     projected, response = channels, [t[:nl] for t in thru_at]
 
@@ -540,9 +531,8 @@ def postprocess_spectral(
         unit = _process(models([star_for_contrast] * len(found)), angles, factors, params, basis_from=clean)
         image = weigh(projected)
         for i, cand in enumerate(found):
-            measured = np.array([_aperture_flux(projected[k], cand, fwhms[k]) for k in range(nl)])
-            gain = np.array([_aperture_flux(unit[k], cand, fwhms[k]) for k in range(nl)]) / star_for_contrast
-            noise = np.array([_aperture_noise(projected[k], cand, fwhms[k]) for k in range(nl)])
+            measured, noise = np.array([_aperture(projected[k], cand, fwhms[k]) for k in range(nl)]).T
+            gain = np.array([_aperture(unit[k], cand, fwhms[k])[0] for k in range(nl)]) / star_for_contrast
             response[i] = gain
             usable = gain > 0
             step = np.where(usable, measured / np.where(usable, gain, 1), 0.0) - spectra[i]
@@ -600,8 +590,8 @@ def postprocess_spectral(
             t, t_err = np.concatenate([gain, t[nl:]]), np.concatenate([np.zeros(nl), t_err[nl:]])
         # errors: the noise apertures at the candidate's separation in the images without it
         flux_err = np.array(
-            [_aperture_noise(projected[k], cand, fwhms[k]) for k in range(nl)]
-            + [_aperture_noise(projected_collapsed, cand, fwhm)]
+            [_aperture(projected[k], cand, fwhms[k])[1] for k in range(nl)]
+            + [_aperture(projected_collapsed, cand, fwhm)[1]]
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             contrast = flux / star_for_contrast
