@@ -38,12 +38,10 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import select  # noqa: E402
 
-from hcdc.catalog import Catalog  # noqa: E402
 from hcdc.catalog.models import Detection, Observation, Reduction, SpectrumPoint  # noqa: E402
-from hcdc.ingest import ingest  # noqa: E402
 from hcdc.pipeline.campaign import load_parameters, reprocess  # noqa: E402
-from hcdc.settings import Settings  # noqa: E402
 from reduction.simulator import catalogue, simulate_archive  # noqa: E402
+from tests.test_pipeline import _setup  # noqa: E402  (ingest into a catalog, as the campaign tests do)
 
 TARGET = "HD 206893"
 
@@ -110,9 +108,7 @@ def run(contrast: float | None, root: Path) -> dict:
     start = time.perf_counter()
     simulate_archive(root / "archive", nights=1, seed=5, window=128, ifs_window=1024)
     url = f"sqlite:///{root / 'catalog.sqlite'}"
-    catalog = Catalog(url)
-    ingest(root / "archive" / "raw", catalog, programmes=root / "archive" / "programmes.ecsv")
-    settings = Settings(data_dir=root / "data", catalog_url=url)
+    catalog, settings = _setup(root / "archive", url, root / "data")
     params = load_parameters()
     params["postprocess-spectral"].update(nbranch=1)
     params["postprocess"].update(confirm_with="")
