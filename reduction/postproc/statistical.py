@@ -13,12 +13,17 @@ algorithm's noise model (not by aperture statistics):
     under its model (its standard deviation over the field is 1 on the NACO cube: measured).
 
 vip-hci does the science; this module adapts the inputs (even-sized frames for ANDROMEDA, the FWHM
-in arcsec for PACO) and returns one :class:`StatisticalMaps` object.
+in arcsec for PACO) and returns one :class:`StatisticalMaps` object. It mends one line of vip-hci's
+ANDROMEDA (:func:`andromeda_core`): with it, the maps reproduce the IDL implementation's
+(``bench/bench_andromeda_idl.py``; ``tests/test_statistical_idl.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import inspect
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -108,6 +113,37 @@ class StatisticalMaps:
     other_maps: dict = field(default_factory=dict)
 
 
+#: vip-hci's ANDROMEDA (2.1.1, and its main branch of June 2026) rounds the fraction of a pixel of each
+#: planet model's position *before* scaling it to the sub-pixel grid of shifted PSFs, so every model
+#: sits on a whole pixel (up to half a pixel from where the planet would be). The IDL implementation
+#: and vip-hci's own port of 2018 (``vip_hci/andromeda/andromeda.py`` at 3cc516f5) round the scaled
+#: fraction. With the line as vip-hci has it, the maps of the NACO beta Pic cube correlate at 0.6
+#: with the IDL ones; mended, at 0.99999 (bench/README.md, ``bench_andromeda_idl.py``).
+VIP_SUBPIXEL_ROUNDING = ("(idl_round(tbr) * precision)", "idl_round(tbr * precision)")
+
+
+@functools.cache
+def andromeda_core():
+    """vip-hci's ``andromeda_core`` with its sub-pixel rounding mended (:data:`VIP_SUBPIXEL_ROUNDING`).
+
+    The function is vip-hci's own source, compiled in its module's namespace with the one expression
+    replaced (in x and in y); vip-hci's function unchanged if it no longer has that expression (mended
+    upstream). Returns the function to use; vip-hci's own is its attribute ``vip_released``.
+    """
+    module = importlib.import_module("vip_hci.invprob.andromeda")  # the package's name is the function's
+    wrong, right = VIP_SUBPIXEL_ROUNDING
+    source = inspect.getsource(module.andromeda_core)
+    if wrong not in source:
+        return module.andromeda_core
+    if source.count(wrong) != 2:
+        raise RuntimeError(f"vip-hci's andromeda_core has changed: {source.count(wrong)} of {wrong!r}, 2 expected")
+    namespace = dict(vars(module))
+    exec(compile(source.replace(wrong, right), inspect.getsourcefile(module), "exec"), namespace)  # noqa: S102
+    mended = namespace["andromeda_core"]
+    mended.vip_released = module.andromeda_core  # for the comparison with vip-hci as released
+    return mended
+
+
 def _pad_to(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = np.full(shape, np.nan)
     out[: frame.shape[0], : frame.shape[1]] = frame
@@ -125,6 +161,8 @@ def andromeda_maps(cube, angles, psf, fwhm: float, params: StatisticalParameters
     """
     from vip_hci.invprob import andromeda
 
+    # vip's annulus loop looks the core up in its module: the mended one (see VIP_SUBPIXEL_ROUNDING)
+    importlib.import_module("vip_hci.invprob.andromeda").andromeda_core = andromeda_core()
     cube = check_cube(cube)
     angles = check_angles(angles, cube.shape[0])
     fwhm = check_positive(fwhm, "fwhm")
