@@ -145,3 +145,17 @@ def spectral_cube(
             inject_companions(cube[k], psfs[k], angles, spectrum[k] * star_flux[k], radius, theta, copy=False)
         sources.append(Source(sep, theta, spectrum, impostor=kind == "impostor"))
     return SpectralCube(cube, angles, psfs, wavelengths, star_flux, tuple(sources))
+
+
+def best_single_channel_snr(cube: SpectralCube, xy: tuple[float, float], fwhms, ncomps=range(1, 6)) -> float:
+    """The best S/N at ``xy`` that one channel *alone* gives: each channel as a narrow-band ADI sequence,
+    reduced by PCA-ADI with each number of components in ``ncomps``; the largest over channels and
+    numbers of components (the most favourable single channel, for the comparison with the collapse)."""
+    from reduction.postproc.pipeline import PsfSubtractionParameters, subtract_psf
+    from reduction.postproc.snr import snr
+
+    return max(
+        snr(subtract_psf(channel, cube.angles, PsfSubtractionParameters(ncomp=n), fwhm=w).residuals, xy, w).snr
+        for channel, w in zip(cube.cube, fwhms)
+        for n in ncomps
+    )

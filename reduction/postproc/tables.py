@@ -376,6 +376,7 @@ def spectral_detections_table(result):
                 **{f"contrast_err_{k}": budget.contrast.get(k, np.nan) for k in CONTRAST_TERMS},
                 "radial_slope": item.radial_slope,
                 "radial_slope_err": item.radial_slope_err,
+                "radial_slope_model": item.radial_slope_model,
                 "status": item.status,
                 "centre_status": budget.centre_status,
                 "found_by": "",
@@ -397,6 +398,7 @@ def spectral_detections_table(result):
         *(f"contrast_err_{k}" for k in CONTRAST_TERMS),
         "radial_slope",
         "radial_slope_err",
+        "radial_slope_model",
         "status",
         "centre_status",
         "found_by",
@@ -416,7 +418,8 @@ def spectral_detections_table(result):
         table[name].unit = u.deg
     table["contrast"].description = "contrast of the collapsed image: the channels' contrasts as it weighs them"
     table["radial_slope"].description = "d ln r / d ln lambda of the per-channel centroids (0 companion, 1 speckle)"
-    table["status"].description = "candidate, or speckle-like when radial_slope exceeds the vetting threshold"
+    table["radial_slope_model"].description = "the same slope for the candidate's forward model (self-subtraction)"
+    table["status"].description = "candidate, or speckle-like when radial_slope - radial_slope_model is above threshold"
     table.meta.update(
         {
             "pixel_scale_arcsec": scale,
