@@ -691,7 +691,8 @@ class SpectralPostprocessStep(Step[SpectralParameters, SpectralResult]):
     """The post-processing of one spectral cube (:func:`postprocess_spectral`)."""
 
     name: ClassVar[str] = "postprocess-spectral"
-    version: ClassVar[str] = "2"
+    #: 2: the spectra fitted to convergence; 3: the vetting against the candidate's forward model
+    version: ClassVar[str] = "3"
     Parameters: ClassVar[type[StepParameters]] = SpectralParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psfs", "wavelengths", "pixel_scale")
     optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "systematics")
