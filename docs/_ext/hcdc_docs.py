@@ -388,7 +388,10 @@ class AlgorithmsDirective(_Generated):
         rows = []
         for dataset, algorithms in record.get("datasets", {}).items():
             for algorithm, r in algorithms.items():
-                rows.append([dataset, algorithm, f"{r['algorithm_s']:.1f}", f"{r['step_s']:.1f}", r["candidates"]])
+                # rows of --full-algorithm-only: the algorithm alone
+                step = "not run" if r["step_s"] is None else f"{r['step_s']:.1f}"
+                characterised = "—" if r["candidates"] is None else r["candidates"]
+                rows.append([dataset, algorithm, f"{r['algorithm_s']:.1f}", step, characterised])
         load = record.get("load_average_start", [math.nan])[0]
         out = [f"Measured {record['date']}, one BLAS thread, load average {load:.2f} at the start.", ""]
         out += _table(["data", "algorithm", "algorithm alone (s)", "whole step (s)", "candidates characterised"], rows)
