@@ -182,10 +182,11 @@ def main() -> int:
     }
     previous = RESULTS / "bench_algorithms.json"
     if args.merge and previous.is_file():  # earlier runs' rows stay (each row is one run's measurement)
-        results["datasets"] = json.loads(previous.read_text()).get("datasets", {})
-        results["merged_runs"] = json.loads(previous.read_text()).get("merged_runs", []) + [
-            json.loads(previous.read_text()).get("date")
-        ]
+        earlier = json.loads(previous.read_text())
+        results["datasets"] = earlier.get("datasets", {})
+        results["merged_runs"] = earlier.get("merged_runs", []) + [earlier.get("date")]
+        if "throughput" in earlier:  # replaced only by a run that measures it
+            results["throughput"] = earlier["throughput"]
     datasets = {}
     data = naco() if "naco" in wanted else None
     if data is not None:
