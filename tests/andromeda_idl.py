@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from .conftest import reference_data_dir
 
 #: vip-hci's tolerances in its 2018 comparison (``aarc``: atol as given, rtol 1e-5 for all)
 TOLERANCES = {
@@ -46,10 +47,11 @@ SUBPIXEL_STEPS = 50
 
 
 def reference_folder() -> Path:
-    root = Path(os.environ.get("HCDC_REFERENCE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    folder = root / "naco_betapic"
-    if not (folder / "andromeda_idl_reference.npz").is_file():
-        pytest.skip(f"the IDL ANDROMEDA reference is absent ({folder}; set HCDC_REFERENCE_DATA)")
+    root = reference_data_dir()
+    folder = root / "naco_betapic" if root else None
+    if folder is None or not (folder / "andromeda_idl_reference.npz").is_file():
+        where = folder or "no reference data folder"
+        pytest.skip(f"the IDL ANDROMEDA reference is absent ({where}; set HCDC_REFERENCE_DATA)")
     return folder
 
 

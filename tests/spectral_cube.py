@@ -10,7 +10,6 @@ distinct, non-flat contrast spectra (a red slope; a methane-like band at 1.12 µ
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,15 +22,18 @@ from reduction.postproc.geometry import rescale_frames
 from reduction.postproc.inject import inject_companions
 from reduction.postproc.psf import normalize_psf
 
+from .conftest import reference_data_dir
+
 FOLDER = "sphere_ifs_v471tau_partial"
 
 
 def reference_folder() -> Path:
     """The folder of the real IFS data, or a skip saying why it is absent."""
-    root = Path(os.environ.get("HCDC_REFERENCE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    folder = root / FOLDER
-    if not (folder / "sphere_v471tau_psf.fits").is_file():
-        pytest.skip(f"the real SPHERE IFS PSF cube is absent ({folder}; set HCDC_REFERENCE_DATA)")
+    root = reference_data_dir()
+    folder = root / FOLDER if root else None
+    if folder is None or not (folder / "sphere_v471tau_psf.fits").is_file():
+        where = folder or "no reference data folder"
+        pytest.skip(f"the real SPHERE IFS PSF cube is absent ({where}; set HCDC_REFERENCE_DATA)")
     return folder
 
 
