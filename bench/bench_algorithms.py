@@ -9,8 +9,8 @@
    * a simulated SPHERE-IRDIS observation pre-processed by HC-DC on the whole field of a band (1023 px),
      and the same cropped to the campaign's 201-px field.
 
-   ``--skip-paco-full``: PACO on the full IRDIS frame is left out (its cost grows with the field:
-   hours on 2 cores).
+   ``--skip-paco-full``: PACO on the full IRDIS frame is left out (vip-hci's own FastPACO,
+   ``paco_engine='vip'``, costs more per pixel the larger the field: hours; HC-DC's default engine: minutes).
 2. Throughput: the systematic campaign over a simulated archive (3 nights, 256-px windows, 2 local
    dask workers) with the default algorithm list (PCA + ANDROMEDA) and with PCA alone.
 

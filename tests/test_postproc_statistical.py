@@ -59,7 +59,7 @@ def test_andromeda_finds_beta_pic_b_and_an_injected_fake_within_a_pixel():
 
 @pytest.mark.slow
 def test_paco_finds_beta_pic_b_and_an_injected_fake_within_a_pixel():
-    """FastPACO on a 45-px crop (its cost grows with the field): b and a fake, and a unit-variance map."""
+    """FastPACO on a 45-px crop: b and a fake, and a unit-variance map."""
     require_naco()
     cube, angles, npsf = naco_prepared()
     crop = cube[:, 50 - 22 : 50 + 23, 50 - 22 : 50 + 23]

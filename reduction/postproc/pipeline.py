@@ -718,7 +718,8 @@ class PostprocessStep(Step[PostprocessParameters, PostprocessResult]):
     name: ClassVar[str] = "postprocess"
     #: 2: every candidate characterised by default, the full error budget of each (issue 18)
     #: 3: ANDROMEDA's planet models at their sub-pixel positions (statistical.VIP_SUBPIXEL_ROUNDING)
-    version: ClassVar[str] = "3"
+    #: 4: PACO by HC-DC's vectorised FastPACO, odd frames rotated about the star (statistical.paco_maps)
+    version: ClassVar[str] = "4"
     Parameters: ClassVar[type[StepParameters]] = PostprocessParameters
     inputs: ClassVar[tuple[str, ...]] = ("cube", "angles", "psf", "pixel_scale")
     optional_inputs: ClassVar[tuple[str, ...]] = ("star_flux", "systematics", "reference_cube")
