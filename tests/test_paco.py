@@ -120,7 +120,27 @@ def test_bad_inputs_are_refused():
         fast_paco(np.zeros((4, 20, 21)), np.zeros(4), psf, 3.0)
     with pytest.raises(ValueError, match="one angle per frame"):
         fast_paco(np.zeros((4, 20, 20)), np.zeros(3), psf, 3.0)
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        fast_paco(np.zeros((2, 20, 20)), np.zeros(2), psf, 3.0)
+    with pytest.raises(ValueError, match="gives none"):
+        fast_paco(np.zeros((4, 20, 20)), np.zeros(4), psf, 0.8)
+    with pytest.raises(ValueError, match="at least 7 pixels"):
+        fast_paco(np.zeros((4, 20, 20)), np.zeros(4), np.ones((5, 5)), 3.0)
     with pytest.raises(ValueError, match="psf_grid"):
         StatisticalParameters(paco_psf_grid=-1)
     with pytest.raises(ValueError, match="paco_engine"):
         StatisticalParameters(paco_engine="fortran")
+
+
+def test_a_constant_region_gives_nan_where_it_is_used_not_an_error():
+    """A zeroed region (a mask) has no covariance to invert: the pixels that use it are NaN, the rest not."""
+    rng = np.random.default_rng(3)
+    cube = rng.normal(size=(8, 24, 24))
+    cube[:, 4:8, 4:8] = 0.0
+    yy, xx = np.mgrid[-6:7, -6:7]
+    psf = np.exp(-(xx**2 + yy**2) / (2 * 1.3**2))
+    maps = fast_paco(cube, np.linspace(0, 20, 8), psf, 3.0, psf_grid=10)
+    finite = np.isfinite(maps.snr)
+    assert finite.sum() > 20 and not finite.all()
+    clean = fast_paco(rng.normal(size=(8, 24, 24)), np.linspace(0, 20, 8), psf, 3.0, psf_grid=10)
+    assert np.isfinite(clean.snr).sum() > finite.sum()

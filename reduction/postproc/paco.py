@@ -18,8 +18,8 @@ sub-pixel position with vip-hci's own ``frame_shift`` and normalised with its ``
 What differs:
 
 * each location's statistics are computed once, in blocks, and every (test pixel, frame) pair that
-  lands on the location is evaluated there with one batched matrix product; memory is bounded by the
-  block;
+  lands on the location is evaluated there with one batched matrix product; the statistics in memory
+  are one block's (the pairs' indices, about 60 bytes per pair, are the rest);
 * by default the sub-pixel PSF models come from a grid of ``psf_grid`` steps per pixel (the nearest of
   ``(psf_grid + 1)^2`` shifts computed by ``frame_shift``) instead of one FFT shift per pair, as
   ANDROMEDA does with its ``precision`` of 50 (HC-DC's default: 100, where the S/N maps differ from the
@@ -31,6 +31,7 @@ What differs:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,7 +135,16 @@ def location_statistics(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rho = np.clip(top / bottom, 0.0, 1.0)
     covariance = (1.0 - rho)[:, None, None] * sample
     covariance[:, np.arange(sample.shape[1]), np.arange(sample.shape[1])] += rho[:, None] * diagonal
-    return mean, np.linalg.inv(covariance)
+    try:
+        return mean, np.linalg.inv(covariance)
+    except np.linalg.LinAlgError:
+        # a location whose patch is constant over the sequence (a masked region) has no inverse: it
+        # gives NaN to the pixels that use it instead of stopping the whole map (vip-hci stops)
+        inverse = np.full_like(covariance, np.nan)
+        for i, matrix in enumerate(covariance):
+            with contextlib.suppress(np.linalg.LinAlgError):
+                inverse[i] = np.linalg.inv(matrix)
+        return mean, inverse
 
 
 def fast_paco(
@@ -157,7 +167,8 @@ def fast_paco(
     angles : ndarray, shape (T,)
         Derotation angles, degrees (vip-hci's convention).
     psf : ndarray
-        The off-axis PSF (normalised again here exactly as vip-hci's ``FastPACO`` does).
+        The off-axis PSF (normalised again here exactly as vip-hci's ``FastPACO`` does; a stack is
+        reduced to its median, as vip-hci does), at least ``2 int(fwhm) + 1`` pixels a side.
     fwhm_px : float
         The PSF's FWHM in pixels; the patch radius is ``int(fwhm_px)``.
     subpixel_psf : bool
@@ -167,7 +178,9 @@ def fast_paco(
         Sub-pixel steps per pixel of the shifted models; 0: one exact shift per (pixel, frame) pair,
         as vip-hci (slow: for tests).
     block_locations : int
-        Locations whose statistics are held at once (memory: about ``block * P^2 * 24`` bytes).
+        Locations whose statistics are held at once (about ``40 * block * P^2`` bytes: 0.4 GB at the
+        default with a radius-4 patch). The rest of the memory is about 60 bytes per (pixel, frame)
+        pair: 1.4 GB for 24 frames of 961^2 (``bench/bench_paco.py`` records the peak).
     progress : callable, optional
         Called with ``(done, total)`` locations after each block.
 
@@ -183,6 +196,18 @@ def fast_paco(
         raise ValueError(f"FastPACO needs one angle per frame: {angles.shape[0]} angles for {cube.shape[0]} frames")
     if psf_grid < 0:
         raise ValueError(f"psf_grid must be >= 0; got {psf_grid}")
+    if cube.shape[0] < 3:
+        raise ValueError(f"FastPACO needs at least 3 frames to learn a covariance; got {cube.shape[0]}")
+    if int(fwhm_px) < 1:
+        raise ValueError(f"FastPACO's patch radius is int(fwhm) pixels: fwhm {fwhm_px:g} px gives none")
+    psf = np.asarray(psf, dtype=float)
+    if psf.ndim == 3:  # vip-hci's choice for a stack of PSFs
+        psf = np.nanmedian(psf, axis=0)
+    if psf.ndim != 2 or min(psf.shape) < 2 * int(fwhm_px) + 1:
+        raise ValueError(
+            f"FastPACO needs a 2-D PSF of at least {2 * int(fwhm_px) + 1} pixels a side (its patch, radius "
+            f"int(fwhm) = {int(fwhm_px)}); got shape {psf.shape}"
+        )
     odd = cube.shape[-1] % 2 == 1
     if odd:
         # the star (n // 2) becomes the centre of rotation of an even frame (n + 1) / 2; the padded row
@@ -195,42 +220,44 @@ def fast_paco(
     lo, hi = radius + 1, n - radius - 2  # vip-hci's get_patch bounds (patch_width = 2 r + 3)
 
     row_pos, col_pos = frame_positions(n, angles)
-    row_int, col_int = np.trunc(row_pos), np.trunc(col_pos)
     # vip-hci: a test pixel is skipped if any of its positions truncates outside the frame
     outside = (np.maximum(row_pos.max(axis=1), col_pos.max(axis=1)).astype(int) >= n) | (
         np.minimum(row_pos.min(axis=1), col_pos.min(axis=1)).astype(int) < 0
     )
-    row_int, col_int = row_int.astype(int), col_int.astype(int)
+    row_int, col_int = np.trunc(row_pos).astype(np.int64), np.trunc(col_pos).astype(np.int64)
     # a position on a location without statistics (its patch leaves the frame) gives NaN, as in vip-hci
     in_bounds = (row_int >= lo) & (row_int <= hi) & (col_int >= lo) & (col_int <= hi)
     usable = ~outside & in_bounds.all(axis=1)
+    del outside, in_bounds
 
     normalised, mask, shifted = psf_models(psf, radius)
-    pixels = np.nonzero(usable)[0]
+    # one entry per (usable pixel, frame) pair, in compact types (22 million pairs on a full IRDIS frame)
+    pixels = np.nonzero(usable)[0].astype(np.int32)
     pair_pixel = np.repeat(pixels, n_frames)
-    pair_frame = np.tile(np.arange(n_frames), pixels.size)
-    pair_row = row_int[pixels].ravel()
-    pair_col = col_int[pixels].ravel()
+    pair_frame = np.tile(np.arange(n_frames, dtype=np.int32), pixels.size)
+    location = (row_int[pixels] * n + col_int[pixels]).ravel().astype(np.int32)
     frac_y = (row_pos[pixels] - row_int[pixels]).ravel()
     frac_x = (col_pos[pixels] - col_int[pixels]).ravel()
+    del row_pos, col_pos, row_int, col_int
     if not subpixel_psf:
         models = normalised[mask][None, :]
-        pair_model = np.zeros(pair_pixel.size, dtype=np.int64)
+        pair_model = np.zeros(pair_pixel.size, dtype=np.int32)
     elif psf_grid > 0:
         steps = np.arange(psf_grid + 1) / psf_grid
         models = np.array([shifted(sy, sx) for sy in steps for sx in steps])
-        gy = np.clip(np.rint(frac_y * psf_grid), 0, psf_grid).astype(np.int64)
-        gx = np.clip(np.rint(frac_x * psf_grid), 0, psf_grid).astype(np.int64)
-        pair_model = gy * (psf_grid + 1) + gx
-    else:
+        pair_model = np.clip(np.rint(frac_y * psf_grid), 0, psf_grid).astype(np.int32) * (psf_grid + 1)
+        pair_model += np.clip(np.rint(frac_x * psf_grid), 0, psf_grid).astype(np.int32)
+    else:  # one exact shift per pair (pairs x P floats: for small fields)
         models = np.array([shifted(sy, sx) for sy, sx in zip(frac_y, frac_x)]).reshape(-1, n_patch)
-        pair_model = np.arange(pair_pixel.size, dtype=np.int64)
+        pair_model = np.arange(pair_pixel.size, dtype=np.int32)
+    del frac_y, frac_x
 
-    location = pair_row * n + pair_col
     order = np.argsort(location, kind="stable")
     location = location[order]
     pair_pixel, pair_frame, pair_model = pair_pixel[order], pair_frame[order], pair_model[order]
+    del order
     unique, first, counts = np.unique(location, return_index=True, return_counts=True)
+    del location
 
     a = np.zeros(n * n)
     b = np.zeros(n * n)

@@ -237,7 +237,9 @@ def paco_maps(cube, angles, psf, fwhm: float, pixel_scale: float, params: Statis
             cube,
             angles,
             psf,
-            fwhm * pixel_scale / pixel_scale,  # vip-hci's int(fwhm_arcsec / pixscale)
+            # vip-hci's int(fwhm_arcsec / pixscale), bit for bit: an integer FWHM can lose a pixel of
+            # patch radius to the rounding (harmless with fitted FWHMs), as it does in vip-hci
+            fwhm * pixel_scale / pixel_scale,
             subpixel_psf=params.paco_subpixel_psf,
             psf_grid=params.paco_psf_grid,
         )
