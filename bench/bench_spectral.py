@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import special
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,6 +76,10 @@ def one_case(rng: np.random.Generator, seed: int, rotation_deg: float | None = N
             radial_slope=round(float(found.radial_slope), 3),
             bright_channels=int(bright.sum()),
             bright_within_10pc=int((np.abs(rel[bright]) <= 0.10).sum()),
+            # what honest Gaussian errors give: P(|error| <= 10 % of the truth) = erf(0.1 truth / (σ √2))
+            bright_within_10pc_expected=round(
+                float(special.erf(0.1 * source.spectrum[bright] / (sp.contrast_err[bright] * np.sqrt(2))).sum()), 1
+            ),
             faint_channels=int((~bright).sum()),
             faint_within_3sigma=int((np.abs(pull[~bright]) <= 3).sum()),
             max_relative_error_bright=round(float(np.abs(rel[bright]).max()), 3) if bright.any() else None,
@@ -126,6 +131,9 @@ def main(argv=None) -> int:
         "found": len(comps),
         "position_error_px_max": max(c["position_error_px"] for c in comps),
         "bright_within_10pc": ratio("bright_within_10pc", "bright_channels"),
+        "bright_within_10pc_expected_if_errors_are_right": round(
+            sum(c["bright_within_10pc_expected"] for c in comps), 1
+        ),
         "faint_within_3sigma": ratio("faint_within_3sigma", "faint_channels"),
         # the channels' errors are correlated (one speckle pattern scaled with λ): each companion's mean
         # pull is the figure whose spread over companions says whether the errors are right (1 if so)

@@ -467,7 +467,14 @@ class SpectralDirective(_Generated):
         summary = record["summary"]
         head = (
             f"{summary['found']} of {summary['companions']} companions found; channels at S/N ≥ 10 within 10 %: "
-            f"{summary['bright_within_10pc']}; other channels within 3σ: {summary['faint_within_3sigma']}; "
+            f"{summary['bright_within_10pc']}"
+            + (
+                f" ({summary['bright_within_10pc_expected_if_errors_are_right']} expected if every channel's error "
+                "were right and independent)"
+                if "bright_within_10pc_expected_if_errors_are_right" in summary
+                else ""
+            )
+            + f"; other channels within 3σ: {summary['faint_within_3sigma']}; "
             f"spread of the companions' mean pulls {summary.get('companion_pull_mean_std', 'n/a')} "
             "(1 if the errors are right); "
             f"passes of the spectra's fit per case {summary.get('spectrum_passes', 'n/a')}; "
