@@ -9,6 +9,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))
 sys.path.insert(0, str(HERE.parent))
 
+
+def _load_lazy_commands() -> None:
+    """``hcdc preprocess`` and ``postprocess`` are imported on first use (``hcdc.cli._LazyGroup``);
+    sphinx-click reads ``main.commands``, so they are loaded here for the CLI reference to show them."""
+    import click
+
+    from hcdc.cli import main
+
+    with click.Context(main) as ctx:
+        for name in main.list_commands(ctx):
+            main.get_command(ctx, name)
+
+
+_load_lazy_commands()
+
 project = "HC-DC"
 author = "the HC-DC developers"
 copyright = "2026, the HC-DC developers (MIT licence)"

@@ -38,8 +38,10 @@ def _commands(group, prefix="hcdc"):
 
     yield prefix, group
     if isinstance(group, click.Group):
-        for name, command in group.commands.items():
-            yield from _commands(command, f"{prefix} {name}")
+        # every command the user can run, the lazily imported ones (hcdc.cli._LazyGroup) included
+        with click.Context(group) as ctx:
+            for name in group.list_commands(ctx):
+                yield from _commands(group.get_command(ctx, name), f"{prefix} {name}")
 
 
 def test_every_command_and_option_is_in_the_cli_reference(built):
