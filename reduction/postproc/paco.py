@@ -179,8 +179,8 @@ def fast_paco(
         as vip-hci (slow: for tests).
     block_locations : int
         Locations whose statistics are held at once (about ``40 * block * P^2`` bytes: 0.4 GB at the
-        default with a radius-4 patch). The rest of the memory is about 60 bytes per (pixel, frame)
-        pair: 1.4 GB for 24 frames of 961^2 (``bench/bench_paco.py`` records the peak).
+        default with a radius-4 patch). The rest is the (pixel, frame) pairs' indices: the whole
+        process peaked at 2.7 GB on 24 frames of 961^2 (``bench/bench_paco.py``).
     progress : callable, optional
         Called with ``(done, total)`` locations after each block.
 
