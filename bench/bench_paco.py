@@ -20,8 +20,6 @@ One BLAS thread. Writes ``bench/results/bench_paco.json`` with the load average.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import os
@@ -29,7 +27,6 @@ import platform
 import resource
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,18 +38,6 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
-
-
-def vip_paco(cube, angles, psf, fwhm, pixel_scale):
-    from vip_hci.invprob import FastPACO
-
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        paco = FastPACO(
-            cube=cube, angles=angles, psf=np.asarray(psf, float), fwhm=fwhm * pixel_scale, pixscale=pixel_scale
-        )
-        paco.run(cpu=1)
-    return paco
 
 
 def agreement(ours, reference_snr, reference_flux) -> dict:
@@ -81,7 +66,12 @@ def main() -> int:
     from reduction.postproc.statistical import StatisticalParameters, paco_maps
 
     sys.path.insert(0, str(REPO))
+    from tests.test_paco import vip_fast_paco
     from tests.test_postproc_data import PIXEL_SCALE, data_dir, naco_prepared
+
+    def vip_paco(cube, angles, psf, fwhm, pixel_scale):
+        assert pixel_scale == PIXEL_SCALE  # the test's helper runs vip-hci with NACO's scale
+        return vip_fast_paco(cube, angles, psf, fwhm)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="30,60,100")
