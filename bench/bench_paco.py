@@ -64,14 +64,8 @@ def main() -> int:
     from reduction.postproc.detection import subpixel_peak
     from reduction.postproc.paco import fast_paco
     from reduction.postproc.statistical import StatisticalParameters, paco_maps
-
-    sys.path.insert(0, str(REPO))
-    from tests.test_paco import vip_fast_paco
+    from tests.test_paco import vip_fast_paco  # vip-hci's FastPACO at NACO's pixel scale
     from tests.test_postproc_data import PIXEL_SCALE, data_dir, naco_prepared
-
-    def vip_paco(cube, angles, psf, fwhm, pixel_scale):
-        assert pixel_scale == PIXEL_SCALE  # the test's helper runs vip-hci with NACO's scale
-        return vip_fast_paco(cube, angles, psf, fwhm)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="30,60,100")
@@ -93,7 +87,7 @@ def main() -> int:
         for size in (int(s) for s in args.sizes.split(",")):
             lo = c - size // 2
             crop = cube[:, lo : lo + size, lo : lo + size]
-            reference, vip_s = timed(vip_paco, crop, angles, npsf.psf, fwhm, PIXEL_SCALE)
+            reference, vip_s = timed(vip_fast_paco, crop, angles, npsf.psf, fwhm)
             exact, exact_s = timed(fast_paco, crop, angles, npsf.psf, fwhm, psf_grid=0)
             grid, grid_s = timed(fast_paco, crop, angles, npsf.psf, fwhm, psf_grid=results["psf_grid"])
             row = {
@@ -117,7 +111,7 @@ def main() -> int:
             truth = (22 + 13 * math.cos(math.radians(theta)), 22 + 13 * math.sin(math.radians(theta)))
             near = np.hypot(xx - truth[0], yy - truth[1]) < 3
             row = {"theta_deg": theta, "truth_xy": [round(v, 3) for v in truth]}
-            raw = vip_paco(crop, angles, npsf.psf, fwhm, PIXEL_SCALE).snr
+            raw = vip_fast_paco(crop, angles, npsf.psf, fwhm).snr
             ours = paco_maps(crop, angles, npsf.psf, fwhm, PIXEL_SCALE, StatisticalParameters()).snr
             for name, snr in (("vip_as_is", raw), ("hcdc_padded", ours)):
                 work = np.where(near & np.isfinite(snr), snr, -np.inf)
@@ -132,7 +126,6 @@ def main() -> int:
         results["odd_crop_fakes"] = fakes
 
     noise = []
-    psf = None
     if data_dir() is not None:
         psf = naco_prepared()[2].psf
     else:

@@ -26,7 +26,7 @@ What differs:
   exact shifts' by at most 0.011 and the flux by 0.22 % where S/N > 3 on the NACO cube);
 * frames of odd size are padded by one row and column in front so that the star is at the centre of
   rotation (vip-hci's geometry rotates an odd frame about the corner of its central pixel, half a
-  pixel from the star: see :func:`fast_paco`).
+  pixel from the star: see :func:`even_frames`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,17 @@ class PacoMaps:
     a: np.ndarray
     b: np.ndarray
     patch_radius: int
+
+
+def even_frames(cube: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The cube with its frames made even, and whether they were odd.
+
+    vip-hci's geometry rotates a frame about ``n / 2``, the star (``n // 2``) only when ``n`` is even: an
+    odd frame is padded by one row and column in front, and the maps are cut back with ``[1:, 1:]``. The
+    padded row and column never enter a patch (patches stay ``int(fwhm) + 1`` pixels inside the frame).
+    """
+    odd = cube.shape[-1] % 2 == 1
+    return (np.pad(cube, ((0, 0), (1, 0), (1, 0))) if odd else cube), odd
 
 
 def patch_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,11 +219,7 @@ def fast_paco(
             f"FastPACO needs a 2-D PSF of at least {2 * int(fwhm_px) + 1} pixels a side (its patch, radius "
             f"int(fwhm) = {int(fwhm_px)}); got shape {psf.shape}"
         )
-    odd = cube.shape[-1] % 2 == 1
-    if odd:
-        # the star (n // 2) becomes the centre of rotation of an even frame (n + 1) / 2; the padded row
-        # and column never enter a patch (patches stay radius + 1 pixels inside the frame)
-        cube = np.pad(cube, ((0, 0), (1, 0), (1, 0)))
+    cube, odd = even_frames(cube)
     n_frames, n, _ = cube.shape
     radius = int(fwhm_px)
     dy, dx = patch_offsets(radius)

@@ -75,9 +75,10 @@ class StatisticalParameters(StepParameters):
         0: one exact shift per pixel and frame, as vip-hci (slow). At 100 the S/N map is within 0.011
         of the exact shifts' and the flux within 0.2 % where S/N > 3 (NACO cube, measured).
     paco_engine : {'hcdc', 'vip'}
-        Who computes PACO. ``hcdc``: :func:`reduction.postproc.paco.fast_paco`, vip-hci's FastPACO vectorised (the same
-        maps to rounding with ``paco_psf_grid=0``; 71 times faster on a 201-px field, 45 s on a full
-        IRDIS frame); ``vip``: ``vip_hci.invprob.FastPACO`` itself, the reference (hours on a full frame).
+        Who computes PACO. ``hcdc``: :func:`reduction.postproc.paco.fast_paco`, vip-hci's FastPACO
+        vectorised (the same maps to rounding with ``paco_psf_grid=0``; 71 times faster on a 201-px
+        field, 45 s on a full IRDIS frame); ``vip``: ``vip_hci.invprob.FastPACO`` itself, the reference
+        (hours on a full frame).
     """
 
     andromeda_oversampling: float = 0.0
@@ -226,7 +227,7 @@ def paco_maps(cube, angles, psf, fwhm: float, pixel_scale: float, params: Statis
     column in front first: vip-hci's geometry rotates a frame about ``n / 2``, which is the star
     (``n // 2``) only when ``n`` is even.
     """
-    from .paco import fast_paco
+    from .paco import even_frames, fast_paco
 
     cube = check_cube(cube)
     angles = check_angles(angles, cube.shape[0])
@@ -247,16 +248,14 @@ def paco_maps(cube, angles, psf, fwhm: float, pixel_scale: float, params: Statis
     else:
         from vip_hci.invprob import FastPACO
 
-        odd = cube.shape[-1] % 2 == 1
-        padded = np.pad(cube, ((0, 0), (1, 0), (1, 0))) if odd else cube
+        padded, odd = even_frames(cube)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             paco = FastPACO(cube=padded, angles=angles, psf=psf, fwhm=fwhm * pixel_scale, pixscale=pixel_scale)
             paco.run(cpu=1, use_subpixel_psf_astrometry=params.paco_subpixel_psf)
-        snr, flux, std = (
-            np.asarray(m, dtype=float)[1:, 1:] if odd else np.asarray(m, dtype=float)
-            for m in (paco.snr, paco.flux, paco.std)
-        )
+        snr, flux, std = paco.snr, paco.flux, paco.std
+        if odd:
+            snr, flux, std = snr[1:, 1:], flux[1:, 1:], std[1:, 1:]
     return StatisticalMaps(
         "paco",
         np.asarray(snr, dtype=float),
