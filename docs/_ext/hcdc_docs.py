@@ -447,7 +447,7 @@ class SpectralDirective(_Generated):
                     rows.append(
                         [case["seed"], comp["kind"], comp["separation_px"], f"{comp['contrast']:.1e}"]
                         + ["not found"]
-                        + [""] * 5
+                        + [""] * 6
                     )
                     continue
                 rows.append(
@@ -458,6 +458,7 @@ class SpectralDirective(_Generated):
                         f"{comp['contrast']:.1e}",
                         comp["collapsed_snr"],
                         comp["position_error_px"],
+                        comp.get("position_err_px_reported", "n/a"),
                         f"{comp['bright_within_10pc']}/{comp['bright_channels']}",
                         f"{comp['faint_within_3sigma']}/{comp['faint_channels']}",
                         comp["pull_mean"],
@@ -475,7 +476,14 @@ class SpectralDirective(_Generated):
                 else ""
             )
             + f"; other channels within 3σ: {summary['faint_within_3sigma']}; "
-            f"spread of the companions' mean pulls {summary.get('companion_pull_mean_std', 'n/a')} "
+            + (
+                f"positions within 0.5 px: {summary['position_within_half_px']}, RMS position pull per axis "
+                f"{summary['position_pull_rms']} (1 if the position errors are right; positions by "
+                f"{summary.get('position_fit', 'centroid')}); "
+                if "position_pull_rms" in summary
+                else ""
+            )
+            + f"spread of the companions' mean pulls {summary.get('companion_pull_mean_std', 'n/a')} "
             "(1 if the errors are right); "
             f"passes of the spectra's fit per case {summary.get('spectrum_passes', 'n/a')}; "
             f"load average at the start {summary['load_average_at_start'][0]}."
@@ -487,6 +495,7 @@ class SpectralDirective(_Generated):
             "contrast",
             "collapsed S/N",
             "position error (px)",
+            "reported error per axis (px)",
             "S/N≥10 within 10 %",
             "others within 3σ",
             "mean pull",
