@@ -160,8 +160,9 @@ class SpectralCandidate:
     status : str
         ``candidate`` or ``speckle-like`` (``radial_slope - radial_slope_model`` above the threshold).
     position_err_px : float
-        Per-axis position error: the scatter of the per-channel centroids over the square root of their
-        number (NaN with fewer than 3).
+        Per-axis position error: ``FWHM / (2 S/N)`` for a forward-model position; for a centroid, the
+        scatter of the per-channel centroids over the square root of their number (``FWHM / (2 S/N)``
+        with fewer than 3).
     budget : ErrorBudget
     note : str or None
     radial_slope_model : float
@@ -169,6 +170,8 @@ class SpectralCandidate:
         same ASDI: the apparent radial motion that self-subtraction gives a real companion (large at low
         field rotation). Computed only for a candidate whose own slope exceeds ``speckle_slope`` (NaN
         otherwise, and without a spectrum fit).
+    position_from : {'forward-model', 'centroid'}
+        How the position was measured (``centroid`` also where the forward-model fit failed).
     """
 
     candidate: Candidate
@@ -182,6 +185,7 @@ class SpectralCandidate:
     budget: ErrorBudget
     note: str | None = None
     radial_slope_model: float = np.nan
+    position_from: str = "centroid"
 
 
 @dataclass(frozen=True)
@@ -373,33 +377,42 @@ def _forward_model_position(image: np.ndarray, model: np.ndarray, at: Candidate,
     ``model`` is the candidate injected at ``at`` and put through the same projection as ``image``: the
     self-subtraction distorts both alike, where a Gaussian centroid of ``image`` is pulled by it. The
     sub-pixel shift of ``model`` that best matches ``image`` within 1 FWHM of ``at`` (with a free amplitude
-    and offset, solved linearly) moves ``at`` to the returned ``(x, y)``; NaN where the fit fails or would
-    move it by more than half a FWHM.
+    and offset, solved linearly) moves ``at`` to the returned ``(x, y)``; NaN where the fit fails, would
+    move it by more than half a FWHM or needs a negative amplitude. The image and model are scaled to unit
+    peak first, so that the fit's tolerances do not depend on the cube's units.
     """
     from scipy import ndimage, optimize
 
-    half = int(np.ceil(fwhm)) + 2  # the window and a margin for the shifts
+    half = int(np.ceil(1.5 * fwhm)) + 3  # the window, the largest shift (FWHM / 2) and the spline's reach
     y0, x0 = int(round(at.y)), int(round(at.x))
     ny, nx = image.shape
     if y0 - half < 0 or x0 - half < 0 or y0 + half >= ny or x0 + half >= nx:
         return float("nan"), float("nan")
     box = (slice(y0 - half, y0 + half + 1), slice(x0 - half, x0 + half + 1))
-    data, stamp = np.nan_to_num(image[box]), np.nan_to_num(model[box])
+    data, stamp = image[box], np.nan_to_num(model[box])
     yy, xx = np.indices(data.shape)
-    window = np.hypot(yy - (at.y - y0 + half), xx - (at.x - x0 + half)) <= fwhm
-    target = data[window]
+    window = (np.hypot(yy - (at.y - y0 + half), xx - (at.x - x0 + half)) <= fwhm) & np.isfinite(data)
+    target, model_peak = data[window], float(np.max(np.abs(stamp[window]), initial=0.0))
+    data_peak = float(np.max(np.abs(target), initial=0.0))
+    if window.sum() < 6 or model_peak == 0 or data_peak == 0:
+        return float("nan"), float("nan")
+    target, stamp = target / data_peak, stamp / model_peak
 
-    def mismatch(shift: np.ndarray) -> float:
+    def solve(shift: np.ndarray) -> tuple[np.ndarray, float]:
         moved = ndimage.shift(stamp, shift, order=3, mode="constant")[window]
         design = np.stack([moved, np.ones_like(moved)], axis=1)
         coeffs = np.linalg.lstsq(design, target, rcond=None)[0]
-        return float(np.sum((target - design @ coeffs) ** 2))
+        return coeffs, float(np.sum((target - design @ coeffs) ** 2))
 
-    if not np.any(stamp[window]):
-        return float("nan"), float("nan")
-    fit = optimize.minimize(mismatch, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-12})
+    # a simplex 0.3 px wide: scipy's default around a zero start is 2.5e-4 px, below xatol, and would stop
+    fit = optimize.minimize(
+        lambda shift: solve(shift)[1],
+        np.zeros(2),
+        method="Nelder-Mead",
+        options={"initial_simplex": [[0, 0], [0.3, 0], [0, 0.3]], "xatol": 1e-3, "fatol": 1e-9},
+    )
     dy, dx = fit.x
-    if not fit.success or np.hypot(dx, dy) > fwhm / 2:
+    if not fit.success or np.hypot(dx, dy) > fwhm / 2 or solve(fit.x)[0][0] <= 0:
         return float("nan"), float("nan")
     return float(at.x + dx), float(at.y + dy)
 
@@ -572,9 +585,9 @@ def postprocess_spectral(
         spectra.append((flat if np.isfinite(flat) else 0.0) * star_for_contrast)  # NaN models would poison the cube
     projected, response = channels, [t[:nl] for t in thru_at]
 
-    def models(amplitudes, which=None) -> np.ndarray:
+    def models(amplitudes, which=None, where=None) -> np.ndarray:
         out = np.zeros_like(cube)
-        for i, (cand, flux) in enumerate(zip(found, amplitudes)):
+        for i, (cand, flux) in enumerate(zip(found if where is None else where, amplitudes)):
             if which is not None and i != which:
                 continue
             for k in range(nl):
@@ -619,27 +632,40 @@ def postprocess_spectral(
             break
     converged = bool(settled.all())
     model_fitted = [False] * len(found)  # positions from the forward model
+    unsettled_positions = [False] * len(found)
     if passes and params.position_fit == "forward-model":
         # the last pass's unit models, scaled to each candidate's spectrum, went through the projection
-        # that made ``image``: where self-subtraction bends the image of a companion (low field rotation),
-        # it bends its model alike (the other candidates' models lie outside the 1-FWHM window). A model
-        # put where the companion is not leaves part of it in the basis, which bends its image more: the
-        # models move to the fitted positions and the projection is made again (two ASDI runs), until no
-        # candidate moves by more than 0.05 px (at most 3 times)
+        # that made ``image`` (the same linear projection and weights; the median over frames, the default
+        # ``collapse``, makes it only nearly linear): where self-subtraction bends the image of a companion
+        # (low field rotation), it bends its model alike. A candidate with another within 3 FWHM has its
+        # own model projected alone (one more ASDI run), so that the other's does not enter its window.
+        # A model put where the companion is not leaves part of it in the basis, which bends its image
+        # more: the models move to the fitted positions and the projection is made again (two ASDI runs),
+        # until no candidate moves by more than 0.05 px (at most 3 times)
+        def own_model(i: int) -> np.ndarray:
+            contrast_i = np.nan_to_num(spectra[i] / star_for_contrast)
+            at = modelled_at[i]
+            close = any(j != i and np.hypot(c.x - at.x, c.y - at.y) < 3 * fwhm for j, c in enumerate(modelled_at))
+            if not close:
+                return weigh(unit * contrast_i[:, None, None])
+            alone = models([star_for_contrast] * len(found), which=i, where=modelled_at)
+            return weigh(_process(alone, angles, factors, params, basis_from=clean) * contrast_i[:, None, None])
+
         for _ in range(3):
-            moved_by = 0.0
+            moved = [0.0] * len(found)
             for i, at in enumerate(modelled_at):
-                contrast_i = np.nan_to_num(spectra[i] / star_for_contrast)
-                x, y = _forward_model_position(image, weigh(unit * contrast_i[:, None, None]), at, fwhm)
-                if np.isfinite(x) and np.isfinite(y):  # else it keeps its centroid, and moves no model
+                x, y = _forward_model_position(image, own_model(i), at, fwhm)
+                if np.isfinite(x) and np.isfinite(y):  # else it keeps its centroid
                     model_fitted[i] = True
                     c = found[i]
                     found[i] = candidate_at(
                         x, y, star_centre((ny, nx)), c.snr, c.peak_snr, c.fpf, c.significance, c.n_apertures
                     )
-                    moved_by = max(moved_by, float(np.hypot(x - at.x, y - at.y)))
-            if moved_by <= 0.05:
+                    moved[i] = float(np.hypot(x - at.x, y - at.y))
+            unsettled_positions = [m > 0.05 for m in moved]
+            if not any(unsettled_positions):
                 break
+            # every model moves to its candidate's place: a fitted one, or the centroid where the fit failed
             modelled_at = list(found)
             clean = cube - models(spectra)
             projected = _process(cube, angles, factors, params, basis_from=clean)
@@ -720,8 +746,12 @@ def postprocess_spectral(
         if not settled[index]:
             unconverged = f"spectrum fit not converged in {passes} passes (spectrum_iterations): errors understated"
             note = f"{note}; {unconverged}" if note else unconverged
+        if unsettled_positions[index]:
+            moving = "forward-model position still moving by more than 0.05 px after 3 re-projections"
+            note = f"{note}; {moving}" if note else moving
         # position error per axis: the FWHM over twice the S/N for a forward-model position (RMS pulls
-        # 1.07 at 5° and 0.60 at 40° of rotation, 14 simulated companions each, bench_spectral; the
+        # 1.07 at 5°, 0.71 without its one speckle-struck companion, and 0.60 at 40° of rotation, 14
+        # simulated companions each, bench_spectral: conservative but for speckles under a companion; the
         # channels' centroid scatter, blind to the speckle they share, gave 1.69 at 5°), the centroid
         # scatter for a centroid (or the same FWHM over twice the S/N where the channels give none)
         from_snr = fwhm / (2 * max(cand.snr, 1.0))
@@ -751,6 +781,7 @@ def postprocess_spectral(
                 budget=budget,
                 note=note,
                 radial_slope_model=slope_model,
+                position_from="forward-model" if model_fitted[index] else "centroid",
             )
         )
     return SpectralResult(

@@ -381,6 +381,7 @@ def spectral_detections_table(result):
                 "centre_status": budget.centre_status,
                 "found_by": "",
                 "note": item.note or "",
+                "position_from": item.position_from,
             }
         )
     names = [
@@ -403,8 +404,9 @@ def spectral_detections_table(result):
         "centre_status",
         "found_by",
         "note",
+        "position_from",
     ]
-    dtypes = [int] + [float] * (len(names) - 5) + [str, str, str, str]
+    dtypes = [int] + [float] * (len(names) - 6) + [str] * 5
     table = (
         Table(rows=[[r[n] for n in names] for r in rows], names=names, dtype=dtypes)
         if rows
@@ -420,13 +422,15 @@ def spectral_detections_table(result):
     table["radial_slope"].description = "d ln r / d ln lambda of the per-channel centroids (0 companion, 1 speckle)"
     table["radial_slope_model"].description = "the same slope for the candidate's forward model (self-subtraction)"
     table["status"].description = "candidate, or speckle-like when radial_slope - radial_slope_model is above threshold"
+    table["position_from"].description = "forward-model (astrometry of the model through the ASDI) or centroid"
     table.meta.update(
         {
             "pixel_scale_arcsec": scale,
             "fwhm_px": [float(v) for v in result.fwhm],
             "wavelengths_um": [float(v) for v in result.wavelengths_um],
             "uncertainties": (
-                "1 sigma; position: scatter of the per-channel centroids over sqrt(n) (or FWHM / 2 S/N); contrast: "
+                "1 sigma; position: FWHM / 2 S/N for a forward-model position, else the scatter of the per-channel "
+                "centroids over sqrt(n) (or FWHM / 2 S/N); contrast: "
                 "the collapsed image's noise apertures over its response; the systematic terms in quadrature"
             ),
         }
