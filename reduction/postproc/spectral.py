@@ -598,14 +598,18 @@ def postprocess_spectral(
     # a candidate is settled when its last pass moved no channel by more than a quarter of its error
     settled = np.full(len(found), not params.spectrum_iterations)
     box = int(2 * round(fwhm)) + 1
-    passes = 0
-    modelled_at = list(found)
-    for passes in range(1, (params.spectrum_iterations if found else 0) + 1):
-        modelled_at = list(found)  # where this pass's models sit
+
+    def project():
+        """The models at ``found``; the cube and unit models on the components of the cube without them."""
         clean = cube - models(spectra)
         projected = _process(cube, angles, factors, params, basis_from=clean)
         unit = _process(models([star_for_contrast] * len(found)), angles, factors, params, basis_from=clean)
-        image = weigh(projected)
+        return list(found), clean, projected, unit, weigh(projected)
+
+    passes = 0
+    modelled_at = list(found)
+    for passes in range(1, (params.spectrum_iterations if found else 0) + 1):
+        modelled_at, clean, projected, unit, image = project()  # modelled_at: where this pass's models sit
         for i, cand in enumerate(found):
             measured, noise = np.array([_aperture(projected[k], cand, fwhms[k]) for k in range(nl)]).T
             gain = np.array([_aperture(unit[k], cand, fwhms[k])[0] for k in range(nl)]) / star_for_contrast
@@ -666,11 +670,7 @@ def postprocess_spectral(
             if not any(unsettled_positions):
                 break
             # every model moves to its candidate's place: a fitted one, or the centroid where the fit failed
-            modelled_at = list(found)
-            clean = cube - models(spectra)
-            projected = _process(cube, angles, factors, params, basis_from=clean)
-            unit = _process(models([star_for_contrast] * len(found)), angles, factors, params, basis_from=clean)
-            image = weigh(projected)
+            modelled_at, clean, projected, unit, image = project()
     # the errors: the noise apertures of the projected images (the candidate's own aperture is not among them)
     projected_collapsed = weigh(projected)
 
@@ -750,7 +750,7 @@ def postprocess_spectral(
             moving = "forward-model position still moving by more than 0.05 px after 3 re-projections"
             note = f"{note}; {moving}" if note else moving
         # position error per axis: the FWHM over twice the S/N for a forward-model position (RMS pulls
-        # 1.07 at 5°, 0.71 without its one speckle-struck companion, and 0.60 at 40° of rotation, 14
+        # 0.99 at 5°, 0.61 without its one speckle-struck companion, and 0.57 at 40° of rotation, 14
         # simulated companions each, bench_spectral: conservative but for speckles under a companion; the
         # channels' centroid scatter, blind to the speckle they share, gave 1.69 at 5°), the centroid
         # scatter for a centroid (or the same FWHM over twice the S/N where the channels give none)
