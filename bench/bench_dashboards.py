@@ -99,10 +99,12 @@ class Server:
             time.sleep(0.2)
 
     @classmethod
-    def dashboards(cls, catalog_url: str, data_dir: Path, pool: int) -> Server:
-        """``python -m hcdc.dashboards serve`` on ``catalog_url`` with a kernel pool of ``pool``."""
+    def dashboards(cls, catalog_url: str, data_dir: Path, pool: int, first_paint: bool = False) -> Server:
+        """``python -m hcdc.dashboards serve`` on ``catalog_url`` with a kernel pool of ``pool`` (first paints
+        off unless ``first_paint``)."""
         env = {**os.environ, "HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
         argv = [sys.executable, "-m", "hcdc.dashboards", "serve", "--port", "{port}", "--kernel-pool", str(pool)]
+        argv.append("--first-paint" if first_paint else "--no-first-paint")
         return cls(argv, "hcdc/health", env=env, what="dashboards server")
 
     def stop(self) -> None:
@@ -148,19 +150,95 @@ def voila_floor(browser, repeat: int, work: Path) -> dict[str, list[float]]:
     return out
 
 
-def first_render(browser, url: str, context=None) -> float:
-    """Seconds from navigation to every plot drawn; ``context``: a browser context to reuse (its cache)."""
-    page = (context or browser).new_page(**({} if context else {"viewport": {"width": 1280, "height": 900}}))
+def _navigate(opener, url: str, **page_options):
+    """A new page of ``opener`` (browser or context) sent to ``url``: (page, its JavaScript errors, start)."""
+    page = opener.new_page(**page_options)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     started = time.perf_counter()
     page.goto(url, wait_until="commit", timeout=300_000)
-    page.wait_for_function(READY, timeout=300_000, polling=50)
-    seconds = time.perf_counter() - started
+    return page, errors, started
+
+
+def _close(page, errors: list[str], url: str) -> None:
     page.close()
     if errors:
         raise RuntimeError(f"JavaScript errors on {url}: {errors}")
+
+
+def first_render(browser, url: str, context=None) -> float:
+    """Seconds from navigation to every plot drawn; ``context``: a browser context to reuse (its cache)."""
+    options = {} if context else {"viewport": {"width": 1280, "height": 900}}
+    page, errors, started = _navigate(context or browser, url, **options)
+    page.wait_for_function(READY, timeout=300_000, polling=50)
+    seconds = time.perf_counter() - started
+    _close(page, errors, url)
     return seconds
+
+
+#: the first screen drawn: the page (first paint or live) shown, every plot within the window drawn
+FIRST_SCREEN = (
+    "() => { const cells = document.getElementById('rendered_cells');"
+    " const page = document.querySelector('#hcdc-first-paint .hcdc-page') ||"
+    " (cells && cells.style.display !== 'none' ? cells.querySelector('.hcdc-page') : null);"
+    " if (!page) return false;"
+    " return Array.from(page.querySelectorAll('div.hcdc-plot'))"
+    ".filter(e => e.getBoundingClientRect().top < window.innerHeight)"
+    ".every(e => e.getAttribute('data-state') == 'ready') }"
+)
+#: the page shown (first paint or live) with every plot of it drawn
+ALL_PLOTS = FIRST_SCREEN.replace(".filter(e => e.getBoundingClientRect().top < window.innerHeight)", "")
+#: the live page drawn and in place (a first paint, if sent, has handed over): the filters answer
+LIVE = (
+    "() => { const cells = document.getElementById('rendered_cells');"
+    " const page = cells && cells.querySelector('.hcdc-page');"
+    " return !!page && cells.style.display !== 'none' && document.getElementById('hcdc-first-paint') === null &&"
+    " Array.from(page.querySelectorAll('div.hcdc-plot')).every(e => e.getAttribute('data-state') == 'ready') }"
+)
+
+
+def first_paint_render(browser, url: str) -> dict:
+    """Seconds from navigation to the first screen drawn, to every plot drawn, and to the live page in place;
+    ``shown``: whether a first paint was sent."""
+    page, errors, started = _navigate(browser, url, viewport={"width": 1280, "height": 900})
+    page.wait_for_function(FIRST_SCREEN, timeout=300_000, polling=20)
+    first_screen = time.perf_counter() - started
+    page.wait_for_function(ALL_PLOTS, timeout=300_000, polling=50)
+    all_plots = time.perf_counter() - started
+    page.wait_for_function(LIVE, timeout=300_000, polling=50)
+    live = time.perf_counter() - started
+    shown = page.evaluate("() => window.hcdcFirstPaintSeen === true")
+    _close(page, errors, url)
+    return {
+        "first_screen": round(first_screen, 2),
+        "all_plots": round(all_plots, 2),
+        "live": round(live, 2),
+        "first_paint_shown": shown,
+    }
+
+
+def measure_first_paint(catalog_url: str, data_dir: Path, repeat: int, label: str) -> dict:
+    """Each dashboard opened once (the live page; its first paint is stored), then ``repeat`` times more on
+    the unchanged catalog (its first paint sent first): the default server (pooled kernel, first paints)."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, dict[str, list]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        server = Server.dashboards(catalog_url, data_dir, 1, first_paint=True)
+        try:
+            for name in DASHBOARDS:
+                for visit in range(repeat + 1):
+                    time.sleep(8)  # let the pool start its replacement kernel
+                    figures = first_paint_render(browser, server.url + f"voila/render/{name}.ipynb")
+                    kind = "first_visit" if visit == 0 else "first_paint"
+                    for key, value in figures.items():
+                        out.setdefault(name, {}).setdefault(f"{kind}_{key}", []).append(value)
+                    print(f"  {label:<8} {name:<10} {kind:<11} {figures}", flush=True)
+        finally:
+            server.stop()
+            browser.close()
+    return out
 
 
 def measure(catalog_url: str, data_dir: Path, repeat: int, label: str, floor: bool = False) -> dict:

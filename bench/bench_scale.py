@@ -124,6 +124,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
     parser.add_argument("--no-browser", action="store_true", help="Skip the first renders in Chromium.")
     parser.add_argument("--no-plan", action="store_true", help="Skip hcdc reprocess --plan (a checkout without it).")
+    parser.add_argument(
+        "--first-paint-only",
+        action="store_true",
+        help="In the browser, measure only the default server (first paints); skip cold, pooled and Voilà's floor.",
+    )
     parser.add_argument("--label", default="", help="A label stored with the results (e.g. 'before').")
     parser.add_argument("--profile", type=Path, default=None, help="Write a cProfile of each page build here.")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_scale.json")
@@ -180,17 +185,31 @@ def main() -> None:
         results["dashboard_data_s"] = {name: min(p[name] for p in parts) for name in parts[0]}
         print(f"  dashboard pages built in-process (best of {args.repeat}): {results['dashboard_data_s']}", flush=True)
         if not args.no_browser:
-            from bench_dashboards import measure
+            from bench_dashboards import measure, measure_first_paint
 
-            renders = measure(url, work, args.repeat, "scale", floor=True)
-            results["voila_floor_s"] = renders.pop("voila_floor")
-            results["first_render_s"] = renders
-            print(f"  first render of a one-widget page in plain Voilà: {results['voila_floor_s']}", flush=True)
-            for name, modes in renders.items():
+            if not args.first_paint_only:
+                renders = measure(url, work, args.repeat, "scale", floor=True)
+                results["voila_floor_s"] = renders.pop("voila_floor")
+                results["first_render_s"] = renders
+                print(f"  first render of a one-widget page in plain Voilà: {results['voila_floor_s']}", flush=True)
+                for name, modes in renders.items():
+                    print(
+                        f"  first render {name:<10} cold {statistics.median(modes['cold']):6.2f} s   "
+                        f"pooled {statistics.median(modes['pooled']):6.2f} s   "
+                        f"pooled, browser cache {statistics.median(modes['pooled_cached']):6.2f} s",
+                        flush=True,
+                    )
+            painted = measure_first_paint(url, work, args.repeat, "scale")
+            results["first_paint_s"] = painted
+            for name, figures in painted.items():
                 print(
-                    f"  first render {name:<10} cold {statistics.median(modes['cold']):6.2f} s   "
-                    f"pooled {statistics.median(modes['pooled']):6.2f} s   "
-                    f"pooled, browser cache {statistics.median(modes['pooled_cached']):6.2f} s",
+                    f"  {name:<10} first visit: all drawn "
+                    f"{statistics.median(figures['first_visit_all_plots']):5.2f} s; "
+                    f"next visits (first paint sent {sum(figures['first_paint_first_paint_shown'])}/"
+                    f"{len(figures['first_paint_first_paint_shown'])}): first screen "
+                    f"{statistics.median(figures['first_paint_first_screen']):5.2f} s, every plot "
+                    f"{statistics.median(figures['first_paint_all_plots']):5.2f} s, live "
+                    f"{statistics.median(figures['first_paint_live']):5.2f} s",
                     flush=True,
                 )
     finally:

@@ -251,3 +251,60 @@ def test_landing_page_lists_the_dashboards(server):
     assert landing.ok
     assert all(f'data-dashboard="{name}"' in landing.text for name in ("monitoring", "pipeline", "browser"))
     assert re.search("Standalone staff mode", landing.text)
+
+
+def test_first_paint_then_the_live_page(server, browser, simulated, facts):
+    """A page viewed before, on an unchanged catalog, is shown at once from its stored first paint, then the
+    live page takes its place (its filters work); after any write to the catalog no first paint is sent."""
+    url = server.url + "voila/render/monitoring.ipynb"
+    open_dashboard(browser, url).page.close()  # viewed once: its first paint is stored
+    watched = open_dashboard_first_paint(browser, url)
+    page = watched.page
+    print(f"monitoring: first paint {watched.seconds:.1f} s")
+    # the first paint and the live page show the same numbers
+    assert int(watched.first_paint["n_observations"]) == facts["n_observations"]
+    assert watched.first_paint["plots"] == ["contrast", "conditions", "detector", "instrument"]
+    assert watched.first_paint["disabled_filters"] >= 3  # nothing to click before the live page is there
+    wait_ready(page, 120)
+    assert page.locator("#hcdc-first-paint").count() == 0
+    assert int(card(page, "n_observations")) == facts["n_observations"]
+    page.locator(".hcdc-filter-filter select").select_option("DB_K12")  # the live filters answer
+    page.wait_for_function(
+        "document.querySelector('[data-hcdc=\"n_observations\"]') && "
+        "document.querySelector('[data-hcdc=\"n_observations\"]').textContent.trim() == "
+        f"'{sum(1 for f in facts['filters'].values() if f == 'DB_K12')}'",
+        timeout=60_000,
+    )
+    watched.assert_clean()
+    page.close()
+    # a write to the catalog (the same value written back still counts): the stored page is stale
+    catalog = Catalog(simulated["catalog_url"], migrate=False)
+    with catalog.engine.begin() as connection:
+        connection.execute(Target.__table__.update().values(name=Target.__table__.c.name))
+    catalog.dispose()
+    stale = open_dashboard(browser, url)
+    assert stale.page.evaluate("() => window.hcdcFirstPaintSeen === true") is False
+    stale.assert_clean()
+    stale.page.close()
+
+
+def open_dashboard_first_paint(context, url: str):
+    """Open ``url`` and wait for its first paint (every plot of it drawn); record what it shows."""
+    import time
+
+    from .test_dashboards_support import FIRST_PAINT_READY, watch
+
+    page = context.new_page()
+    watched = watch(page)
+    started = time.perf_counter()
+    page.goto(url, wait_until="commit", timeout=120_000)
+    page.wait_for_function(FIRST_PAINT_READY, timeout=120_000, polling=50)
+    watched.seconds = time.perf_counter() - started
+    watched.first_paint = page.evaluate(
+        """() => { const shown = document.getElementById('hcdc-first-paint');
+        return { n_observations: shown.querySelector('[data-hcdc="n_observations"]').textContent.trim(),
+                 plots: Array.from(shown.querySelectorAll('div.hcdc-plot')).map(e => e.dataset.plot),
+                 disabled_filters: shown.querySelectorAll(
+                     '.hcdc-filters select[disabled], .hcdc-filters input[disabled]').length }; }"""
+    )
+    return watched

@@ -72,7 +72,7 @@ def hub():
     url = f"http://127.0.0.1:{ports['port']}/"
     process, log = launch_hub(root, config_file, [url + "services/hcdc-dashboards/hcdc/health"], cwd=root / "state")
     try:
-        yield {"url": url, "world": world, "log": log}
+        yield {"url": url, "world": world, "log": log, "data_dir": data_dir}
     finally:
         stop_hub(process)
         shutil.rmtree(root, ignore_errors=True)
@@ -111,3 +111,56 @@ def test_browser_behind_the_hub_shows_what_alice_may_see(hub):
         landing = page.goto(hub["url"] + "services/hcdc-dashboards/")
         assert landing.ok and "Logged in as" in page.inner_text("body")
         assert not errors, errors
+
+
+def _login_and_open(context, hub, user: str):
+    page = context.new_page()
+    page.goto(hub["url"] + "services/hcdc-dashboards/voila/render/browser.ipynb")
+    page.wait_for_selector("input[name=username]", timeout=60_000)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORDS[user])
+    page.locator("form input[type=submit], form button[type=submit]").first.click()
+    page.wait_for_url("**/services/hcdc-dashboards/voila/render/browser.ipynb*", timeout=60_000)
+    wait_ready(page, 120)
+    return page
+
+
+def test_first_paints_are_each_users_own(hub):
+    """Tried as bob after alice: a stored first paint is sent only to the user it was built for.
+
+    alice opens the catalog browser (her first paint is stored), then again (it is sent: her targets A
+    and C). bob, logged in next, must not receive it: his first visit carries no first paint and nothing
+    of A in the HTML; his second carries his own (B and C). The store is the service account's, 0700/0600.
+    """
+    from hcdc.dashboards.snapshots import FirstPaintStore
+
+    world = hub["world"]
+    url = hub["url"] + "services/hcdc-dashboards/voila/render/browser.ipynb"
+    with chromium() as alice:
+        _login_and_open(alice, hub, "alice").close()
+        page = alice.new_page()
+        response = page.goto(url)
+        wait_ready(page, 120)
+        assert page.evaluate("() => window.hcdcFirstPaintSeen === true"), "alice's second visit had no first paint"
+        body = response.body().decode()
+        assert 'id="hcdc-first-paint"' in body and world.target["A"] in body and world.key["B"] not in body
+    with chromium() as bob:
+        page = _login_and_open(bob, hub, "bob")
+        assert page.evaluate("() => window.hcdcFirstPaintSeen === true") is False
+        assert world.key["A"] not in page.content() and world.target["A"] not in page.content()
+        page.close()
+        page = bob.new_page()
+        response = page.goto(url)
+        wait_ready(page, 120)
+        body = response.body().decode()
+        assert page.evaluate("() => window.hcdcFirstPaintSeen === true"), "bob's second visit had no first paint"
+        assert world.target["B"] in body and world.target["A"] not in body and world.key["A"] not in body
+        listed = set(page.locator('[data-hcdc="targets"] td[data-col="name"]').all_inner_texts())
+        assert listed == {world.target["B"], world.target["C"]}
+    store = FirstPaintStore.for_data_dir(hub["data_dir"])
+    files = [path for path in store.directory.iterdir() if not path.name.startswith(".")]
+    assert len(files) == 2, files  # one page for each user, file names that say nothing of either
+    assert oct(store.directory.stat().st_mode & 0o777) == "0o700"
+    for path in files:
+        assert oct(path.stat().st_mode & 0o777) == "0o600" and "alice" not in path.name and "bob" not in path.name
+        assert path.stat().st_uid == store.directory.stat().st_uid != 0

@@ -39,9 +39,17 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("HCDC_TEST_ARTIFACTS") or REPO / "var" / "test-artifacts" / "dashboards")
+#: the live page drawn (a first paint, if one was sent, has handed over: tests interact with live widgets)
 READY = (
-    "() => document.querySelector('.hcdc-page') !== null && "
+    "() => document.getElementById('hcdc-first-paint') === null && "
+    "document.querySelector('#rendered_cells .hcdc-page') !== null && "
     "Array.from(document.querySelectorAll('div.hcdc-plot')).every("
+    "e => ['ready', 'error'].includes(e.getAttribute('data-state')))"
+)
+#: a first paint shown, every plot of it drawn
+FIRST_PAINT_READY = (
+    "() => document.getElementById('hcdc-first-paint') !== null && "
+    "Array.from(document.querySelectorAll('#hcdc-first-paint div.hcdc-plot')).every("
     "e => ['ready', 'error'].includes(e.getAttribute('data-state')))"
 )
 
@@ -97,14 +105,15 @@ class Server:
 
 
 @contextmanager
-def dashboards_server(catalog_url: str, data_dir: Path, viewer: str | None = None):
-    """``python -m hcdc.dashboards serve`` on a free port; stopped (its process group) at the end."""
+def dashboards_server(catalog_url: str, data_dir: Path, viewer: str | None = None, options: tuple[str, ...] = ()):
+    """``python -m hcdc.dashboards serve [options]`` on a free port; stopped (its process group) at the end."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="hcdc-dashboards-", suffix=".log")[1])
     env = {**os.environ, "HCDC_CATALOG_URL": catalog_url, "HCDC_DATA_DIR": str(data_dir)}
     command = [sys.executable, "-m", "hcdc.dashboards", "serve", "--port", str(port)]
     if viewer:
         command += ["--viewer", viewer]
+    command += list(options)
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO

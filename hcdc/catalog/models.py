@@ -551,3 +551,18 @@ class DetectionLimitPoint(Base):
     throughput: Mapped[float | None] = mapped_column(Float)
 
     limit: Mapped[DetectionLimit] = relationship(back_populates="points")
+
+
+class CatalogState(Base):
+    """One row (``id`` 1): how many write transactions the catalog has committed.
+
+    Kept by triggers on every other table (migration 0012), so that it moves with any
+    write, whoever makes it; a reader that sees the same count twice saw the same
+    catalog. The dashboards serve a page's stored first paint only while the count has
+    not moved (:mod:`hcdc.dashboards.snapshots`).
+    """
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    changes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -63,6 +63,11 @@ DIMENSIONLESS_NAMES = re.compile(
 
 #: (table, column) -> ColumnInfo fields that the rules above do not give (units, descriptions)
 OVERRIDES: dict[tuple[str, str], dict] = {
+    ("catalog_state", "changes"): {
+        "kind": DIMENSIONLESS,
+        "description": "Write transactions committed to the catalog so far (kept by triggers on every table; "
+        "the dashboards serve a stored first paint only while it has not moved)",
+    },
     ("observations", "wind_speed_ms"): {"unit": "m / s", "description": "Wind speed at the telescope"},
     ("observations", "tau0_ms"): {"unit": "ms", "description": "Coherence time tau0 (ASM)"},
     ("observations", "seeing_arcsec"): {"description": "DIMM seeing (FWHM at 0.5 um, zenith)"},

@@ -50,6 +50,21 @@ def main() -> None:
     help="A page's kernel left without a connection (crashed tab, lost network) is stopped after "
     "this many idle minutes; a page closed normally stops its kernel at once.",
 )
+@click.option(
+    "--first-paint/--no-first-paint",
+    default=True,
+    show_default=True,
+    help="Send each viewer's page as they last saw it first, while the catalog has not changed since, "
+    "then the live page (kept in <data dir>/dashboards/first-paint).",
+)
+@click.option(
+    "--first-paint-rebuild-seconds",
+    type=click.FloatRange(0, 86400),
+    default=30,
+    show_default=True,
+    help="How often to look whether the catalog changed, and then rebuild the stored pages in the "
+    "background (0: never; a page is then stored only when viewed).",
+)
 def serve(
     hub: bool,
     port: int,
@@ -60,6 +75,8 @@ def serve(
     kernel_pool: int,
     max_kernels_per_user: int,
     kernel_idle_minutes: float,
+    first_paint: bool,
+    first_paint_rebuild_seconds: float,
 ) -> None:
     """Serve the dashboards (standalone staff mode unless --hub or --viewer)."""
     from .server import build_app, hub_address
@@ -87,6 +104,8 @@ def serve(
         kernel_pool=kernel_pool,
         max_kernels_per_user=max_kernels_per_user,
         kernel_idle_minutes=kernel_idle_minutes,
+        first_paint=first_paint,
+        first_paint_rebuild_s=first_paint_rebuild_seconds,
     )
     mode = "hub service" if hub else (f"standalone, previewing as {viewer}" if viewer else "standalone staff mode")
     click.echo(f"HC-DC dashboards ({mode}) at http://{ip}:{port}{app.base_url}", err=True)

@@ -65,6 +65,10 @@ NOTEBOOKS = REPO / "notebooks" / "dashboards"
 TEMPLATES = REPO / "templates"  #: a Jupyter data dir: voila/templates/hcdc
 TEMPLATE = "hcdc"
 KERNEL_NAME = "hcdc"
+#: niceness of the dashboards' kernels (see DashboardKernelSpecManager) and of the first paints' rebuilds
+KERNEL_NICENESS = 10
+#: first paints are rebuilt in the background for pages viewed within this long
+REBUILD_WITHIN_S = 7 * 86400
 
 #: (notebook stem, title, one line) of every dashboard, in menu order
 DASHBOARDS = (
@@ -107,6 +111,12 @@ class DashboardKernelSpecManager(KernelSpecManager):
     def _spec(self) -> KernelSpec:
         return KernelSpec(
             argv=[
+                # below the server, which streams the pages and carries every page's widget messages: a kernel
+                # building one user's page must not slow the others' (nor, on the same machine, the first
+                # paint the browser is drawing meanwhile)
+                "nice",
+                "-n",
+                str(KERNEL_NICENESS),
                 sys.executable,
                 "-m",
                 "ipykernel_launcher",
@@ -286,8 +296,9 @@ def request_viewer(handler) -> Viewer | None:
 
 
 def prelaunch_hook(handler, notebook: nbformat.NotebookNode, cwd: str) -> nbformat.NotebookNode:
-    """Before a dashboard's kernel starts: tell it who is looking (hub mode)."""
+    """Before a dashboard's kernel starts: tell it who is looking (hub mode); attach the viewer's first paint."""
     viewer = request_viewer(handler)
+    attach_first_paint(handler, notebook, viewer)
     if handler.settings.get("hcdc_mode") == "hub":
         if viewer is None:
             raise web.HTTPError(403, "no hub user")
@@ -299,6 +310,86 @@ def prelaunch_hook(handler, notebook: nbformat.NotebookNode, cwd: str) -> nbform
         cell.metadata["tags"] = ["hcdc-viewer"]
         notebook.cells.insert(0, cell)
     return notebook
+
+
+def attach_first_paint(handler, notebook: nbformat.NotebookNode, viewer: Viewer | None) -> None:
+    """Put the viewer's stored first paint of this page in the notebook's metadata, if it is current.
+
+    The template (``templates/voila/templates/hcdc``) sends it before the live page, which replaces it
+    once drawn. Only a page built for this very viewer under the catalog's current fingerprint is
+    attached (:mod:`hcdc.dashboards.snapshots`); anything else leaves the page as it was.
+    """
+    from .snapshots import PAGES as FIRST_PAINT_PAGES
+    from .snapshots import fingerprint
+
+    notebook.metadata.pop("hcdc_first_paint", None)  # never from the notebook file
+    store = handler.settings.get("hcdc_first_paint")
+    page_name = Path(urlparse(handler.request.path).path).stem
+    if store is None or viewer is None or page_name not in FIRST_PAINT_PAGES:
+        return
+    try:
+        html_text = store.load(page_name, viewer, fingerprint(handler.settings["hcdc_catalog"]()))
+    except Exception:  # an optimisation: the live page is sent all the same
+        log.exception("first paint of %s not attached", page_name)
+        return
+    if html_text:
+        notebook.metadata["hcdc_first_paint"] = html_text
+
+
+class FirstPaintRebuilder:
+    """Rebuilds stale first paints in the background once the catalog has changed.
+
+    Every ``interval_s`` the catalog's fingerprint is read; when it moved since the last rebuild and
+    no rebuild is running, ``python -m hcdc_widgets.dashboards.snapshot`` runs (niced, as this
+    server's account, with its settings), building again the pages viewed in the last week.
+    """
+
+    def __init__(self, catalog_factory, interval_s: float):
+        self.catalog_factory = catalog_factory
+        self.interval_s = interval_s
+        self.last: str | None = None
+        self.process: asyncio.subprocess.Process | None = None
+
+    def start(self) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        PeriodicCallback(self.check, self.interval_s * 1000).start()
+
+    async def check(self) -> None:
+        from .snapshots import FirstPaintStore, fingerprint
+
+        if self.process is not None:
+            if self.process.returncode is None:
+                return
+            self.process = None
+        try:
+            loop = asyncio.get_running_loop()
+            stamp = await loop.run_in_executor(None, lambda: fingerprint(self.catalog_factory()))
+        except Exception:
+            log.exception("cannot read the catalog's fingerprint")
+            return
+        if stamp is None or stamp == self.last:
+            return
+        self.last = stamp
+        store = FirstPaintStore.from_environment()
+        if store is None or not any(entry.fingerprint != stamp for entry in store.entries(REBUILD_WITHIN_S)):
+            return
+        command = [
+            "nice",
+            "-n",
+            str(KERNEL_NICENESS),
+            sys.executable,
+            "-m",
+            "hcdc_widgets.dashboards.snapshot",
+            f"--max-age-days={REBUILD_WITHIN_S / 86400:g}",
+        ]
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=str(REPO),  # its lines go to this server's log
+            )
+        except OSError:
+            log.exception("cannot start %s", " ".join(command))
 
 
 # --- handlers --------------------------------------------------------------------------------------
@@ -442,6 +533,9 @@ class DashboardsVoila(Voila):
     """Voilà with the HC-DC endpoints, kernels and (hub mode) the hub's OAuth."""
 
     hcdc_mode = "standalone"
+    #: where first paints are kept (None: off); set by :func:`build_app`
+    first_paint_store = None
+    first_paint_rebuild_s = 30.0
 
     def init_settings(self) -> dict:
         settings = super().init_settings()
@@ -450,6 +544,7 @@ class DashboardsVoila(Voila):
         from hcdc.settings import get_settings
 
         settings["hcdc_data_dir"] = get_settings().data_dir
+        settings["hcdc_first_paint"] = self.first_paint_store
         if self.hcdc_mode == "hub":
             hub_auth = self.identity_provider.hub_auth
             _ = hub_auth.api_token, hub_auth.api_url  # read them now: the kernels must not inherit the token
@@ -463,6 +558,8 @@ class DashboardsVoila(Voila):
         fill = getattr(self.kernel_manager, "fill_pool", None)
         if fill is not None:
             IOLoop.current().add_callback(fill)
+        if self.first_paint_store is not None and self.first_paint_rebuild_s > 0:
+            FirstPaintRebuilder(self.app.settings["hcdc_catalog"], self.first_paint_rebuild_s).start()
         return super().listen()
 
     def init_handlers(self) -> list:
@@ -521,9 +618,16 @@ def build_app(
     kernel_pool: int = 1,
     max_kernels_per_user: int = 3,
     kernel_idle_minutes: float = 10,
+    first_paint: bool = True,
+    first_paint_rebuild_s: float = 30.0,
     extra_args: list[str] | None = None,
 ) -> DashboardsVoila:
-    """A configured (not started) dashboards server; see the module docstring for the modes."""
+    """A configured (not started) dashboards server; see the module docstring for the modes.
+
+    ``first_paint``: send each viewer's stored first paint of a page before the live page
+    (:mod:`hcdc.dashboards.snapshots`), rebuilt ``first_paint_rebuild_s`` after the catalog changed
+    (0: only when a page is viewed).
+    """
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         [str(TEMPLATES)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
     )
@@ -534,6 +638,18 @@ def build_app(
     base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
     os.environ["HCDC_DASHBOARDS_BASE_URL"] = base_url  # pooled kernels do not get Voilà's VOILA_BASE_URL
     DashboardsVoila.hcdc_mode = "hub" if hub else "standalone"
+    from .snapshots import STORE_ENV, FirstPaintStore
+
+    if first_paint:
+        from hcdc.settings import get_settings
+
+        store = FirstPaintStore.for_data_dir(get_settings().data_dir)
+        os.environ[STORE_ENV] = str(store.directory)  # the kernels store what they build there
+    else:
+        store = None
+        os.environ.pop(STORE_ENV, None)
+    DashboardsVoila.first_paint_store = store
+    DashboardsVoila.first_paint_rebuild_s = float(first_paint_rebuild_s)
     app = DashboardsVoila()
     argv = [
         str(NOTEBOOKS),

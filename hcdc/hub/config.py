@@ -151,6 +151,19 @@ class DashboardsSection(_Model):
         "this many idle minutes; closing a page stops "
         "its kernel at once.",
     )
+    first_paint: bool = Field(
+        True,
+        description="Send each user's page as they last saw it first, while the catalog has not changed since, "
+        "then the live page (stored per user in <data dir>/dashboards/first-paint, private to the service "
+        "account; never sent to another user).",
+    )
+    first_paint_rebuild_seconds: float = Field(
+        30,
+        ge=0,
+        le=86400,
+        description="How often the dashboards look whether the catalog changed, and then rebuild the stale "
+        "stored pages of the last week in the background (0: only when a page is viewed).",
+    )
 
 
 class NativeAuthenticatorSection(_Model):

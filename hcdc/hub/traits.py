@@ -167,6 +167,8 @@ def hub_traits(config: HubConfig) -> dict[str, dict[str, Any]]:
                     "--hub",
                     f"--max-kernels-per-user={dashboards.max_kernels_per_user}",
                     f"--kernel-idle-minutes={dashboards.kernel_idle_minutes}",
+                    "--first-paint" if dashboards.first_paint else "--no-first-paint",
+                    f"--first-paint-rebuild-seconds={dashboards.first_paint_rebuild_seconds}",
                 ],
                 "environment": environment,
                 **service_account_traits(config),

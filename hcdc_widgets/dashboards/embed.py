@@ -64,13 +64,39 @@ _EMBEDDER = r"""
       console.error('hcdc plot', error);
     });
   }
+  // A first paint (the page as last built, sent before the live page) draws the plots of its first screen
+  // first and the others once those are on screen, so that what the viewer sees comes first.
+  var firstScreen = [];
+  var restScheduled = false;
+  function belowFirstScreen(elements) {
+    if (window.hcdcFirstScreenDone) return false;
+    return elements.every(function (e) {
+      return e.closest('#hcdc-first-paint') !== null && e.getBoundingClientRect().top > window.innerHeight;
+    });
+  }
+  function drawRest() {
+    window.hcdcFirstScreenDone = true;
+    document.querySelectorAll('[data-state="deferred"]').forEach(function (e) { e.removeAttribute('data-state'); });
+    run();
+  }
+  function scheduleRest() {
+    if (restScheduled) return;
+    restScheduled = true;
+    Promise.all(firstScreen).then(function () {
+      requestAnimationFrame(function () { setTimeout(drawRest, 0); });
+    });
+  }
   function run() {
     if (!window.Bokeh || !Bokeh.embed) return;
     forget();
     // one plot, its own document
     document.querySelectorAll('div.hcdc-plot[data-kind="item"]:not([data-state])').forEach(function (element) {
+      if (belowFirstScreen([element])) { element.setAttribute('data-state', 'deferred'); scheduleRest(); return; }
       var item = payload(element);
-      if (item) embedded([element], Bokeh.embed.embed_item(item, element.querySelector('.hcdc-plot-target')));
+      if (!item) return;
+      var promise = Bokeh.embed.embed_item(item, element.querySelector('.hcdc-plot-target'));
+      if (!window.hcdcFirstScreenDone) firstScreen.push(promise.catch(function () {}));
+      embedded([element], promise);
     });
     // one document, several places: wait until every place is in the page
     document.querySelectorAll('div.hcdc-doc:not([data-state])').forEach(function (holder) {
@@ -78,8 +104,17 @@ _EMBEDDER = r"""
       if (!doc) return;
       var places = Object.values(doc.render_item.roots).map(function (id) { return document.getElementById(id); });
       if (places.some(function (p) { return p === null; })) return;
+      if (belowFirstScreen(places)) {
+        holder.setAttribute('data-state', 'deferred');
+        places.forEach(function (e) { e.setAttribute('data-state', 'deferred'); });
+        scheduleRest();
+        return;
+      }
+      places.forEach(function (e) { e.removeAttribute('data-state'); });
       holder.setAttribute('data-state', 'ready');
-      embedded(places, Bokeh.embed.embed_items(doc.docs_json, [doc.render_item]));
+      var promise = Bokeh.embed.embed_items(doc.docs_json, [doc.render_item]);
+      if (!window.hcdcFirstScreenDone) firstScreen.push(promise.catch(function () {}));
+      embedded(places, promise);
     });
   }
   function source(plot, name) {

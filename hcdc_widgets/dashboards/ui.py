@@ -23,6 +23,8 @@ from hcdc.access import Principal
 from hcdc.dashboards.config import DashboardSettings, get_dashboard_settings
 from hcdc.dashboards.context import CatalogUnavailable, NoViewer, Viewer, current_viewer, open_catalog
 from hcdc.dashboards.queries import Choices, Filters
+from hcdc.dashboards.snapshots import PAGES as FIRST_PAINT_PAGES
+from hcdc.dashboards.snapshots import FirstPaintStore, fingerprint
 
 from .embed import setup_html
 
@@ -161,6 +163,15 @@ class Page:
             except CatalogUnavailable as exc:
                 self.problem = str(exc)
         self.principal: Principal | None = None
+        #: where this page's first paint is kept for its viewer's next visit (dashboards server's kernels), and
+        #: the catalog's fingerprint read before anything else (a write after it makes the stored page stale)
+        self.first_paint_store = FirstPaintStore.from_environment()
+        self.first_paint_fingerprint: str | None = None
+        if self.problem is None and self.first_paint_store is not None and self.name in FIRST_PAINT_PAGES:
+            try:
+                self.first_paint_fingerprint = fingerprint(self.catalog, self.settings)
+            except Exception:  # an optimisation only: the page is built and shown all the same
+                log.exception("cannot read the catalog's fingerprint")
         if self.problem is None:
             try:
                 with self.catalog.session() as session:
@@ -215,6 +226,18 @@ class Page:
 
         display(HTML(setup_html()))
         display(self.widget())
+        self.keep_first_paint()
+
+    def keep_first_paint(self) -> None:
+        """Store the page as built (before any interaction) as its viewer's next first paint."""
+        if self.first_paint_store is None or self.first_paint_fingerprint is None or self.viewer is None:
+            return
+        from .snapshot import page_snapshot
+
+        try:
+            self.first_paint_store.save(self.name, self.viewer, self.first_paint_fingerprint, page_snapshot(self.root))
+        except Exception:  # an optimisation only: the next visit waits for the live page
+            log.exception("cannot store the %s page's first paint", self.name)
 
 
 # --- filters ------------------------------------------------------------------------------------
