@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
+import time
 
 import ipywidgets as w
 import pytest
@@ -38,6 +40,10 @@ def test_widget_tree_as_static_html():
                 '<iframe src="https://elsewhere/"></iframe><object data="x"></object><embed src="x">'
                 '<link rel="stylesheet" href="https://elsewhere/x.css">'
                 '<script type="application/json">{"b": 2}</script>'
+                '<img src=x onerror=alert(2)><a href=" javascript:alert(3)" onclick="alert(4)">x</a>'
+                '<script data-type="application/json">alert(5)</script><svg><script>alert(6)</script></svg>'
+                '<button formaction="javascript:alert(7)">b</button>'
+                '<a href="https://example.org/a?b=1&amp;c=2">ok</a><textarea><!-- unclosed'
             ),
             hidden,
             tabs,
@@ -51,10 +57,15 @@ def test_widget_tree_as_static_html():
     assert "flex-direction: column" in text and "width: 100%" in text
     assert '<b data-hcdc="n">12</b>' in text
     # scripts from widget values never run in the static page: only JSON payloads stay scripts
-    assert "<script>alert" not in text and "<SCRIPT src" not in text and "&lt;script>alert(1)" in text
-    for active in ("<base", "<meta", "<iframe", "<object", "<embed", "<link"):
-        assert active not in text and "&lt;" + active[1:] in text, active
+    assert "<script>alert" not in text.lower() and "&lt;script&gt;alert(1)" in text
+    for active in ("<base", "<meta", "<iframe", "<object", "<embed", "<link", "<svg", "<textarea", "<!--"):
+        assert active not in text.lower(), active
+    assert "&lt;base" in text and "&lt;iframe" in text
+    tags = re.findall(r"<[a-zA-Z][^>]*>", text)  # the elements of the page (escaped text has no "<")
+    assert not [t for t in tags if re.search(r"\son\w+=|javascript:|formaction", t, re.I)], tags
+    assert '<img src="x">' in text and "<button formaction" not in text
     assert text.count("<script") == 2 and payload in text and '<script type="application/json">{"b": 2}' in text
+    assert 'href="https://example.org/a?b=1&amp;c=2"' in text and 'data-hcdc="n"' in text
     assert '<div style="display: none">' in text  # the hidden payload is kept, not shown
     assert "second tab" in text and "first tab" not in text and "hcdc-snapshot-tab-selected" in text
     assert 'value="DB_K12"' in text and "disabled" in text and "<button" in text
@@ -94,8 +105,6 @@ def test_store_serves_a_page_only_to_its_viewer_under_its_fingerprint(tmp_path):
 
 
 def test_entries_age_by_the_last_view_not_the_last_rebuild(tmp_path):
-    import time
-
     store = FirstPaintStore(tmp_path)
     store.save("pipeline", ALICE, "f1", "x", viewed_at=time.time() - 10 * 86400)
     store.save("browser", ALICE, "f1", "y")
@@ -103,6 +112,8 @@ def test_entries_age_by_the_last_view_not_the_last_rebuild(tmp_path):
     (old,) = [e for e in store.entries() if e.page == "pipeline"]
     store.save("pipeline", ALICE, "f2", "x2", viewed_at=old.viewed_at)  # what a rebuild does
     assert [e.page for e in store.entries(7 * 86400)] == ["browser"]
+    old_path = next(p for p in tmp_path.iterdir() if p.name.endswith(".html.gz") and p != store._path("browser", ALICE))
+    os.utime(old_path, (time.time() - 7200, time.time() - 7200))
     (tmp_path / ".writing.part").write_text("another process's page, half written")
     assert store.prune(7 * 86400) == 1  # the page nobody opened for 10 days goes; the one being written stays
     assert [e.page for e in store.entries()] == ["browser"] and (tmp_path / ".writing.part").exists()
@@ -158,8 +169,6 @@ def test_rebuild_makes_stale_pages_current_for_their_viewer(catalog, tmp_path):
 def test_served_first_paints_follow_the_catalog(catalog, tmp_path):
     """A real server (standalone, previewing as alice): a page's first visit carries no first paint, the next
     one does; a write to the catalog stops it at once, and the background rebuild brings it back."""
-    import time
-
     import requests
     from sqlalchemy import update
 

@@ -554,7 +554,7 @@ class DetectionLimitPoint(Base):
 
 
 class CatalogState(Base):
-    """One row (``id`` 1): how many write transactions the catalog has committed.
+    """One row (``id`` 1): how many write transactions the catalog has committed, and a random token.
 
     Kept by triggers on every other table (migration 0012), so that it moves with any
     write, whoever makes it; a reader that sees the same count twice saw the same
@@ -566,3 +566,5 @@ class CatalogState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     changes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: drawn afresh with every change: a count seen before a restore never vouches for the data after it
+    token: Mapped[str] = mapped_column(String(32), default="")

@@ -68,6 +68,11 @@ OVERRIDES: dict[tuple[str, str], dict] = {
         "description": "Write transactions committed to the catalog so far (kept by triggers on every table; "
         "the dashboards serve a stored first paint only while it has not moved)",
     },
+    ("catalog_state", "token"): {
+        "kind": NOT_A_QUANTITY,
+        "description": "Random token drawn again with every change (a count seen before a restore never vouches "
+        "for the data after it)",
+    },
     ("observations", "wind_speed_ms"): {"unit": "m / s", "description": "Wind speed at the telescope"},
     ("observations", "tau0_ms"): {"unit": "ms", "description": "Coherence time tau0 (ASM)"},
     ("observations", "seeing_arcsec"): {"description": "DIMM seeing (FWHM at 0.5 um, zenith)"},

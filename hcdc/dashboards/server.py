@@ -337,18 +337,21 @@ def attach_first_paint(handler, notebook: nbformat.NotebookNode, viewer: Viewer 
 
 
 class FirstPaintRebuilder:
-    """Rebuilds stale first paints in the background once the catalog has changed.
+    """Rebuilds stale first paints in the background once the catalog has settled after a change.
 
-    Every ``interval_s`` the catalog's fingerprint is read; when it moved since the last rebuild and
-    no rebuild is running, ``python -m hcdc_widgets.dashboards.snapshot`` runs (niced, as this
-    server's account, with its settings), building again the pages viewed in the last week.
+    Every ``interval_s`` the catalog's fingerprint is read. When it has moved since the last successful
+    rebuild and then stayed the same for one interval (so that a campaign writing every few seconds does
+    not keep a rebuild running), and some stored page viewed in the last week is stale,
+    ``python -m hcdc_widgets.dashboards.snapshot`` runs, niced, as this server's account and with its
+    settings. A failed rebuild is tried again at the next look.
     """
 
     def __init__(self, catalog_factory, interval_s: float):
         self.catalog_factory = catalog_factory
         self.interval_s = interval_s
-        self.last: str | None = None
-        self.process: asyncio.subprocess.Process | None = None
+        self.previous: str | None = None  #: the fingerprint at the last look
+        self.rebuilt: str | None = None  #: the fingerprint of the last successful rebuild
+        self.running: tuple[asyncio.subprocess.Process, str] | None = None
 
     def start(self) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -358,21 +361,30 @@ class FirstPaintRebuilder:
     async def check(self) -> None:
         from .snapshots import FirstPaintStore, fingerprint
 
-        if self.process is not None:
-            if self.process.returncode is None:
+        if self.running is not None:
+            process, stamp = self.running
+            if process.returncode is None:
                 return
-            self.process = None
+            self.running = None
+            if process.returncode == 0:
+                self.rebuilt = stamp
+            else:
+                log.warning("rebuilding the first paints failed (exit %s); tried again later", process.returncode)
         try:
             loop = asyncio.get_running_loop()
             stamp = await loop.run_in_executor(None, lambda: fingerprint(self.catalog_factory()))
         except Exception:
             log.exception("cannot read the catalog's fingerprint")
             return
-        if stamp is None or stamp == self.last:
+        settled, self.previous = stamp == self.previous, stamp
+        if stamp is None or stamp == self.rebuilt or not settled:
             return
-        self.last = stamp
         store = FirstPaintStore.from_environment()
-        if store is None or not any(entry.fingerprint != stamp for entry in store.entries(REBUILD_WITHIN_S)):
+        if store is None:
+            return
+        entries = await loop.run_in_executor(None, lambda: store.entries(REBUILD_WITHIN_S))
+        if not any(entry.fingerprint != stamp for entry in entries):
+            self.rebuilt = stamp
             return
         command = [
             "nice",
@@ -384,12 +396,11 @@ class FirstPaintRebuilder:
             f"--max-age-days={REBUILD_WITHIN_S / 86400:g}",
         ]
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                *command,
-                cwd=str(REPO),  # its lines go to this server's log
-            )
+            process = await asyncio.create_subprocess_exec(*command, cwd=str(REPO))  # its lines go to this log
         except OSError:
             log.exception("cannot start %s", " ".join(command))
+            return
+        self.running = (process, stamp)
 
 
 # --- handlers --------------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ that viewer opens the page the server sends it first, then the live page
 replaces it.
 
 A stored page is served only to the viewer it was built for (same mode, same
-user name, same staff flag), and only under the same **fingerprint**: the
-catalog's write count (:class:`hcdc.catalog.models.CatalogState`, kept by
-triggers), the UTC day (a release date makes rows public at midnight), the
-dashboards' settings and the code of the pages. Any write to the catalog makes
-every stored page stale; a stale page is never shown (the live page alone is
-sent, as without this store) and is rebuilt in the background
-(``python -m hcdc.dashboards snapshots``, run by the server after the catalog
-changed).
+user name, same staff flag), and only under the same **fingerprint**
+(:func:`fingerprint`): the catalog's write count and token
+(:class:`hcdc.catalog.models.CatalogState`, kept by triggers), its schema
+revision, the day, the dashboards' settings and the code that builds the pages.
+Any write to the catalog makes every stored page stale; a stale page is never
+shown (the live page alone is sent, as without this store) and is rebuilt in the
+background once the catalog has settled
+(:class:`hcdc.dashboards.server.FirstPaintRebuilder`).
 
 The store is a folder of the server's data directory
 (``<data dir>/dashboards/first-paint``, 0700, files 0600 of the service account,
@@ -32,7 +32,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,51 +45,77 @@ PAGES = ("monitoring", "pipeline", "browser")
 SUFFIX = ".html.gz"
 
 _REPO = Path(__file__).resolve().parents[2]
-_CODE = (
-    _REPO / "hcdc" / "dashboards",
-    _REPO / "hcdc_widgets" / "dashboards",
-    _REPO / "templates" / "voila" / "templates" / "hcdc",
-)
+#: what the pages are built by: the platform and the UI (access rule, queries, pages, template), and the
+#: libraries that draw them
+_CODE = (_REPO / "hcdc", _REPO / "hcdc_widgets", _REPO / "templates" / "voila" / "templates" / "hcdc")
+_LIBRARIES = ("bokeh", "ipywidgets", "voila", "pandas", "sqlalchemy")
 
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """A digest of the pages' code and template: a stored page built by other code is never served."""
+    """A digest of the code and libraries that build the pages: a page built by other code is never served."""
+    from importlib.metadata import PackageNotFoundError, version
+
     digest = hashlib.sha256()
     for folder in _CODE:
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".j2", ".css", ".json"):
+            if path.is_file() and path.suffix in (".py", ".j2", ".css", ".json") and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(_REPO)).encode())
                 digest.update(path.read_bytes())
+    for library in _LIBRARIES:
+        try:
+            digest.update(f"{library}=={version(library)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{library} missing".encode())
     return digest.hexdigest()[:16]
 
 
-def catalog_changes(catalog) -> int | None:
-    """The catalog's write count (None: a catalog older than migration 0012, which has none)."""
-    from sqlalchemy import select
+def catalog_state(catalog) -> dict | None:
+    """The catalog's write count and token, schema revision and date (None: a catalog older than
+    migration 0012, which has no count)."""
+    from sqlalchemy import select, text
     from sqlalchemy.exc import DBAPIError
 
     from hcdc.catalog.models import CatalogState
 
     try:
         with catalog.engine.connect() as connection:
-            return connection.scalar(select(CatalogState.changes).where(CatalogState.id == 1))
+            row = connection.execute(
+                select(CatalogState.changes, CatalogState.token).where(CatalogState.id == 1)
+            ).one_or_none()
+            if row is None:
+                return None
+            revision = connection.scalar(text("SELECT version_num FROM alembic_version"))
+            today = connection.scalar(text("SELECT CURRENT_DATE"))
     except DBAPIError:
         return None
+    return {"changes": int(row.changes), "token": row.token, "revision": revision, "database_day": str(today)}
+
+
+def catalog_changes(catalog) -> int | None:
+    """The catalog's write count (None: a catalog older than migration 0012, which has none)."""
+    state = catalog_state(catalog)
+    return None if state is None else state["changes"]
 
 
 def fingerprint(catalog, settings=None) -> str | None:
-    """What a stored page must have been built under to be served now (None: nothing can be served)."""
-    changes = catalog_changes(catalog)
-    if changes is None:
+    """What a stored page must have been built under to be served now (None: nothing can be served).
+
+    The catalog's write count and token and its schema revision; the day as the access rule
+    (``hcdc.access``: the local date), the database (row-level security: ``CURRENT_DATE``) and UTC see
+    it, since a release date makes rows public at midnight; the dashboards' settings; the code.
+    """
+    state = catalog_state(catalog)
+    if state is None:
         return None
     if settings is None:
         from .config import get_dashboard_settings
 
         settings = get_dashboard_settings()
     parts = {
-        "changes": int(changes),
-        "day": datetime.now(timezone.utc).date().isoformat(),
+        **state,
+        "local_day": date.today().isoformat(),
+        "utc_day": datetime.now(timezone.utc).date().isoformat(),
         "settings": settings.model_dump(mode="json"),
         "code": code_digest(),
     }
@@ -220,9 +246,11 @@ class FirstPaintStore:
         kept = {self._path(e.page, e.viewer) for e in self.entries(max_age_s)}
         removed = 0
         for path in self.directory.iterdir():
-            if path.name.startswith(".") and time.time() - path.stat().st_mtime < 3600:
-                continue  # another process is writing it
-            if path not in kept and path.is_file():
-                path.unlink(missing_ok=True)
+            try:
+                if path in kept or not path.is_file() or time.time() - path.stat().st_mtime < 3600:
+                    continue  # in use, or written within the hour (by another process, maybe now)
+                path.unlink()
                 removed += 1
+            except FileNotFoundError:  # renamed or removed by another process meanwhile
+                continue
         return removed

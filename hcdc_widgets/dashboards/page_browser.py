@@ -471,7 +471,7 @@ class BrowserPage(Page):
                         session, int(self.source.value), access.visibility_filter(Detection, self.principal)
                     )
                 except ValueError as exc:
-                    self.source_plot.value = message(str(exc), "empty", key="no-source-plot")
+                    self.source_plot.value = message(esc(exc), "empty", key="no-source-plot")
                     return
             self.source_plot.value = plot_html(figures.source_track_figure(track, track["title"]), "source-track")
 

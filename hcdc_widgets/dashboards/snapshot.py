@@ -13,8 +13,9 @@ page will.
 make (its classes, so the same CSS applies): boxes as flex boxes, HTML widgets
 as their value, controls disabled with their current value, the selected tab
 only. Bokeh plots in HTML values are drawn by the same embedder as the live
-page (:mod:`.embed`). No script from a widget value runs: only JSON payloads
-are left as ``<script>`` elements.
+page (:mod:`.embed`). Each widget value passes an allowlist of tags and
+attributes (:func:`safe_value`): no script, event handler, frame or
+``javascript:`` link of a value survives, only the plots' JSON payloads.
 """
 
 from __future__ import annotations
@@ -22,18 +23,87 @@ from __future__ import annotations
 import html
 import re
 from datetime import date
+from html.parser import HTMLParser
 
 import ipywidgets as w
 
 from .embed import setup_html
 
-#: elements that act when parsed in a page but not when a live HTML widget sets them (a script runs, a
-#: base or meta element redirects, a frame or object loads): shown as text instead. Only the plots' JSON
-#: payloads stay elements.
-_ACTIVE_ELEMENT = re.compile(
-    r'<(?=(?:script(?![^>]*\btype="application/json")|meta|base|i?frame|frameset|object|embed|link|applet)\b)',
-    re.IGNORECASE,
+#: What a widget value may hold in a static page (our pages' HTML: text, tables, links, images, the plots'
+#: JSON payloads). Anything else is shown as text, and attributes outside the list are dropped: a script,
+#: an event handler, a base, meta or frame element, an unclosed textarea or comment would act in a parsed
+#: page (unlike in a live widget, where scripts do not run) or swallow the hand-over to the live page.
+ALLOWED_TAGS = frozenset(
+    "a abbr b br caption code col colgroup dd del details div dl dt em h1 h2 h3 h4 h5 h6 hr i img ins kbd "
+    "label li mark ol p pre q s samp small span strong sub summary sup table tbody td tfoot th thead tr u ul "
+    "var".split()
 )
+_VOID_TAGS = frozenset({"br", "col", "hr", "img"})
+ALLOWED_ATTRIBUTES = frozenset(
+    "alt class colspan download height href id open rel rowspan scope src start style target title width".split()
+)
+_DATA_ATTRIBUTE = re.compile(r"data-[a-z0-9_.-]+")
+_BAD_URL = re.compile(r"^(javascript|vbscript|data:text/html)", re.IGNORECASE)
+#: the one script a value may hold: a plot's payload (``embed.plot_html``), exactly so
+_JSON_SCRIPT = [("type", "application/json")]
+
+
+class _Sanitiser(HTMLParser):
+    """Re-writes HTML keeping only :data:`ALLOWED_TAGS` and :data:`ALLOWED_ATTRIBUTES` (and ``data-*``)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.out: list[str] = []
+        self.in_payload = False
+
+    def _attributes(self, attributes) -> str:
+        kept = []
+        for name, value in attributes:
+            if name not in ALLOWED_ATTRIBUTES and not _DATA_ATTRIBUTE.fullmatch(name):
+                continue
+            value = value or ""
+            if name in ("href", "src") and _BAD_URL.match(re.sub(r"[\x00-\x20]", "", value)):
+                continue
+            kept.append(f' {name}="{html.escape(value, quote=True)}"')
+        return "".join(kept)
+
+    def handle_starttag(self, tag, attributes):
+        if tag == "script" and attributes == _JSON_SCRIPT:
+            self.in_payload = True
+            self.out.append('<script type="application/json">')
+        elif tag in ALLOWED_TAGS:
+            self.out.append(f"<{tag}{self._attributes(attributes)}>")
+        else:
+            self.out.append(html.escape(self.get_starttag_text() or ""))
+
+    def handle_startendtag(self, tag, attributes):
+        if tag in ALLOWED_TAGS:
+            self.out.append(f"<{tag}{self._attributes(attributes)}>")
+        else:
+            self.out.append(html.escape(self.get_starttag_text() or ""))
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self.in_payload:
+            self.in_payload = False
+            self.out.append("</script>")
+        elif tag in ALLOWED_TAGS and tag not in _VOID_TAGS:
+            self.out.append(f"</{tag}>")
+        else:
+            self.out.append(html.escape(f"</{tag}>"))
+
+    def handle_data(self, data):
+        # a payload is JSON with "</" escaped (embed.plot_html): kept as it is
+        self.out.append(data if self.in_payload else html.escape(data, quote=False))
+
+    def handle_entityref(self, name):
+        self.out.append(f"&{name};")
+
+    def handle_charref(self, name):
+        self.out.append(f"&#{name};")
+
+    def unknown_decl(self, data):
+        self.out.append(html.escape(f"<![{data}]>"))
+
 
 _LAYOUT_CSS = {
     "width": "width",
@@ -90,8 +160,13 @@ def _hidden(widget: w.Widget) -> bool:
 
 
 def safe_value(value: str) -> str:
-    """An HTML widget's value for a static page: active elements (see ``_ACTIVE_ELEMENT``) shown as text."""
-    return _ACTIVE_ELEMENT.sub("&lt;", value or "")
+    """An HTML widget's value for a static page, through the allowlist of ``_Sanitiser``."""
+    sanitiser = _Sanitiser()
+    sanitiser.feed(value or "")
+    sanitiser.close()
+    if sanitiser.in_payload:  # an unclosed payload: close it, so that the page goes on
+        sanitiser.out.append("</script>")
+    return "".join(sanitiser.out)
 
 
 def _description(widget: w.Widget) -> str:
@@ -217,7 +292,7 @@ def rebuild(store, catalog, max_age_s: float = 7 * 86400, only_stale: bool = Tru
         started = _time.perf_counter()
         view = dashboard_page(entry.page, viewer=entry.viewer, catalog=catalog, settings=settings)
         root = view.widget()
-        if view.problem is None:
+        if view.problem is None and not view.failed:  # a failure is not kept: the next visit tries again
             store.save(entry.page, entry.viewer, stamp, page_snapshot(root), viewed_at=entry.viewed_at)
         built.append((entry.page, viewer_key(entry.viewer), round(_time.perf_counter() - started, 2)))
     return built

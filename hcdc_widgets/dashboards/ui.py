@@ -163,6 +163,7 @@ class Page:
             except CatalogUnavailable as exc:
                 self.problem = str(exc)
         self.principal: Principal | None = None
+        self.failed = False  #: something on the page could not be done (see guard)
         #: where this page's first paint is kept for its viewer's next visit (dashboards server's kernels), and
         #: the catalog's fingerprint read before anything else (a write after it makes the stored page stale)
         self.first_paint_store = FirstPaintStore.from_environment()
@@ -201,6 +202,7 @@ class Page:
         try:
             return function()
         except Exception as exc:
+            self.failed = True  # a page showing a failure is not kept as a first paint
             log.error("%s failed:\n%s", action, traceback.format_exc())
             text = message(f"Could not {esc(action)}: {esc(type(exc).__name__)}: {esc(exc)}", "error", key="error")
             if target is not None:
@@ -230,7 +232,13 @@ class Page:
 
     def keep_first_paint(self) -> None:
         """Store the page as built (before any interaction) as its viewer's next first paint."""
-        if self.first_paint_store is None or self.first_paint_fingerprint is None or self.viewer is None:
+        if (
+            self.first_paint_store is None
+            or self.first_paint_fingerprint is None
+            or self.viewer is None
+            or self.problem is not None
+            or self.failed
+        ):
             return
         from .snapshot import page_snapshot
 
