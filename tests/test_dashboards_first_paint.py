@@ -16,7 +16,7 @@ import ipywidgets as w
 import pytest
 
 from hcdc.dashboards.context import STAFF_NAME, Viewer
-from hcdc.dashboards.snapshots import FirstPaintStore, catalog_changes, fingerprint
+from hcdc.dashboards.snapshots import FirstPaintStore, catalog_state, fingerprint
 from hcdc_widgets.dashboards.snapshot import page_snapshot, widget_html
 
 ALICE = Viewer(mode="hub", username="alice")
@@ -129,10 +129,10 @@ def test_fingerprint_moves_with_every_write_and_with_the_settings(catalog):
         session.add(Target(name="HD 1"))
     first = fingerprint(catalog)
     assert first is not None and fingerprint(catalog) == first  # reading changes nothing
-    count = catalog_changes(catalog)
+    count = catalog_state(catalog)["changes"]
     with catalog.session() as session:
         session.execute(update(Target).values(name=Target.name))  # the same value written back
-    assert catalog_changes(catalog) > count and fingerprint(catalog) != first
+    assert catalog_state(catalog)["changes"] > count and fingerprint(catalog) != first
     settings = json.loads(DashboardSettings().model_dump_json())
     settings["baseline"]["nights"] += 1
     assert fingerprint(catalog, DashboardSettings(**settings)) != fingerprint(catalog)

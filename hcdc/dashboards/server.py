@@ -346,8 +346,9 @@ class FirstPaintRebuilder:
     settings. A failed rebuild is tried again at the next look.
     """
 
-    def __init__(self, catalog_factory, interval_s: float):
+    def __init__(self, catalog_factory, store, interval_s: float):
         self.catalog_factory = catalog_factory
+        self.store = store
         self.interval_s = interval_s
         self.previous: str | None = None  #: the fingerprint at the last look
         self.rebuilt: str | None = None  #: the fingerprint of the last successful rebuild
@@ -359,7 +360,7 @@ class FirstPaintRebuilder:
         PeriodicCallback(self.check, self.interval_s * 1000).start()
 
     async def check(self) -> None:
-        from .snapshots import FirstPaintStore, fingerprint
+        from .snapshots import fingerprint
 
         if self.running is not None:
             process, stamp = self.running
@@ -379,10 +380,7 @@ class FirstPaintRebuilder:
         settled, self.previous = stamp == self.previous, stamp
         if stamp is None or stamp == self.rebuilt or not settled:
             return
-        store = FirstPaintStore.from_environment()
-        if store is None:
-            return
-        entries = await loop.run_in_executor(None, lambda: store.entries(REBUILD_WITHIN_S))
+        entries = await loop.run_in_executor(None, lambda: self.store.entries(REBUILD_WITHIN_S))
         if not any(entry.fingerprint != stamp for entry in entries):
             self.rebuilt = stamp
             return
@@ -570,7 +568,9 @@ class DashboardsVoila(Voila):
         if fill is not None:
             IOLoop.current().add_callback(fill)
         if self.first_paint_store is not None and self.first_paint_rebuild_s > 0:
-            FirstPaintRebuilder(self.app.settings["hcdc_catalog"], self.first_paint_rebuild_s).start()
+            FirstPaintRebuilder(
+                self.app.settings["hcdc_catalog"], self.first_paint_store, self.first_paint_rebuild_s
+            ).start()
         return super().listen()
 
     def init_handlers(self) -> list:

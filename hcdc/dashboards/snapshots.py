@@ -92,12 +92,6 @@ def catalog_state(catalog) -> dict | None:
     return {"changes": int(row.changes), "token": row.token, "revision": revision, "database_day": str(today)}
 
 
-def catalog_changes(catalog) -> int | None:
-    """The catalog's write count (None: a catalog older than migration 0012, which has none)."""
-    state = catalog_state(catalog)
-    return None if state is None else state["changes"]
-
-
 def fingerprint(catalog, settings=None) -> str | None:
     """What a stored page must have been built under to be served now (None: nothing can be served).
 
@@ -167,12 +161,13 @@ class FirstPaintStore:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
         path = self._path(page, viewer)
+        now = time.time()
         header = {
             "page": page,
             "viewer": json.loads(viewer_key(viewer)),
             "fingerprint": fingerprint,
-            "made_at": time.time(),
-            "viewed_at": time.time() if viewed_at is None else float(viewed_at),
+            "made_at": now,
+            "viewed_at": now if viewed_at is None else float(viewed_at),
         }
         handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".part")
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from datetime import date
 from html.parser import HTMLParser
 
@@ -275,8 +276,6 @@ def rebuild(store, catalog, max_age_s: float = 7 * 86400, only_stale: bool = Tru
     the same access rule, on PostgreSQL the same row-level security) and stored under the fingerprint read
     before it was built. Returns (page, viewer key, seconds) of each page built.
     """
-    import time as _time
-
     from hcdc.dashboards.config import get_dashboard_settings
     from hcdc.dashboards.snapshots import fingerprint, viewer_key
 
@@ -289,12 +288,12 @@ def rebuild(store, catalog, max_age_s: float = 7 * 86400, only_stale: bool = Tru
         stamp = fingerprint(catalog, settings)
         if stamp is None or (only_stale and entry.fingerprint == stamp):
             continue
-        started = _time.perf_counter()
+        started = time.perf_counter()
         view = dashboard_page(entry.page, viewer=entry.viewer, catalog=catalog, settings=settings)
         root = view.widget()
         if view.problem is None and not view.failed:  # a failure is not kept: the next visit tries again
             store.save(entry.page, entry.viewer, stamp, page_snapshot(root), viewed_at=entry.viewed_at)
-        built.append((entry.page, viewer_key(entry.viewer), round(_time.perf_counter() - started, 2)))
+        built.append((entry.page, viewer_key(entry.viewer), round(time.perf_counter() - started, 2)))
     return built
 
 
